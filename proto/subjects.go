@@ -1,0 +1,92 @@
+package proto
+
+import "strings"
+
+// KV buckets holding the desired state. The coordinator is their only writer.
+const (
+	BucketSites  = "sites"  // key: site name
+	BucketImages = "images" // key: image name
+	BucketHosts  = "hosts"  // key: HostKey(site, mac)
+	BucketMACs   = "macs"   // key: MAC as 12 hex digits -> HostKey; keeps a MAC unique across sites
+	BucketEdges  = "edges"  // key: edge name -> EdgeStatus (last heartbeat)
+)
+
+// Streams.
+const (
+	StreamEvents = "EVENTS" // subjects: SubjectEventsPrefix + ".>"
+	StreamAudit  = "AUDIT"
+)
+
+// Subjects.
+const (
+	// APIPrefix is the request-reply group of the coordinator's admin API.
+	// The full subject is APIPrefix + "." + one of the API* endpoint names.
+	APIPrefix = "fleetboot.api.v1"
+	// SubjectEventsPrefix: events are published to
+	// fleetboot.events.<site>.<edge>.<mac12>.
+	SubjectEventsPrefix = "fleetboot.events"
+	// SubjectStatusPrefix: heartbeats are published to fleetboot.status.<site>.<edge>.
+	SubjectStatusPrefix = "fleetboot.status"
+	// ServiceName is the micro service name the coordinators register under;
+	// several coordinators form one queue group.
+	ServiceName = "fleetboot-coordinator"
+)
+
+// API endpoint names, relative to APIPrefix.
+const (
+	APISiteAdd   = "site.add"
+	APISiteList  = "site.list"
+	APISiteGet   = "site.get"
+	APISiteRm    = "site.rm"
+	APIImageAdd  = "image.add"
+	APIImageList = "image.list"
+	APIImageGet  = "image.get"
+	APIImageRm   = "image.rm"
+	APIHostSet   = "host.set"
+	APIHostList  = "host.list"
+	APIHostGet   = "host.get"
+	APIHostRm    = "host.rm"
+	APIEdgeList  = "edge.list"
+	APIStoreInfo = "store.info"
+)
+
+// APISubject returns the full subject for an endpoint name.
+func APISubject(endpoint string) string { return APIPrefix + "." + endpoint }
+
+// HostKey is the KV key of a host: <site>.<12 hex digits>, so an edge can
+// watch "<site>.>" and be permitted to read only that.
+func HostKey(site, mac string) (string, error) {
+	k, err := MACKey(mac)
+	if err != nil {
+		return "", err
+	}
+	return site + "." + k, nil
+}
+
+// SplitHostKey returns the site and canonical MAC of a host key.
+func SplitHostKey(key string) (site, mac string, ok bool) {
+	i := strings.LastIndexByte(key, '.')
+	if i <= 0 {
+		return "", "", false
+	}
+	m, err := MACFromKey(key[i+1:])
+	if err != nil {
+		return "", "", false
+	}
+	return key[:i], m, true
+}
+
+// EventSubject is where an edge publishes an event about a MAC. mac may be
+// empty for events about no machine in particular.
+func EventSubject(site, edge, mac string) string {
+	k, err := MACKey(mac)
+	if err != nil {
+		k = "none"
+	}
+	return SubjectEventsPrefix + "." + site + "." + edge + "." + k
+}
+
+// StatusSubject is where an edge publishes its heartbeat.
+func StatusSubject(site, edge string) string {
+	return SubjectStatusPrefix + "." + site + "." + edge
+}
