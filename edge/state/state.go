@@ -1,0 +1,221 @@
+// Package state is the edge's in-memory view of its site's desired state: the
+// site, its hosts (found by any of their MACs) and the images. The sync
+// package fills it from NATS or from the on-disk snapshot; the DHCP, TFTP and
+// HTTP handlers read it. Readers get copies, never shared mutable values.
+package state
+
+import (
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/fleetboot/fleetboot/proto"
+)
+
+// State is safe for concurrent use.
+type State struct {
+	mu       sync.RWMutex
+	site     proto.Site
+	hasSite  bool
+	hosts    map[string]proto.Host // primary MAC -> host
+	byMAC    map[string]string     // any MAC -> primary MAC
+	images   map[string]proto.Image
+	revision uint64
+	onChange []func()
+}
+
+// New returns an empty state.
+func New() *State {
+	return &State{hosts: map[string]proto.Host{}, byMAC: map[string]string{}, images: map[string]proto.Image{}}
+}
+
+// OnChange registers f to run (without locks held) after every change.
+func (s *State) OnChange(f func()) {
+	s.mu.Lock()
+	s.onChange = append(s.onChange, f)
+	s.mu.Unlock()
+}
+
+func (s *State) changed() {
+	s.mu.RLock()
+	fs := slices.Clone(s.onChange)
+	s.mu.RUnlock()
+	for _, f := range fs {
+		f()
+	}
+}
+
+// Site returns the site config; ok is false until one arrived.
+func (s *State) Site() (proto.Site, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return cloneSite(s.site), s.hasSite
+}
+
+// SetSite replaces the site config.
+func (s *State) SetSite(site proto.Site) {
+	s.mu.Lock()
+	s.site, s.hasSite = cloneSite(site), true
+	s.mu.Unlock()
+	s.changed()
+}
+
+// Host finds a host by any of its MACs (canonical colon form).
+func (s *State) Host(mac string) (proto.Host, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	p, ok := s.byMAC[mac]
+	if !ok {
+		return proto.Host{}, false
+	}
+	return cloneHost(s.hosts[p]), true
+}
+
+// Hosts returns all hosts sorted by MAC.
+func (s *State) Hosts() []proto.Host {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]proto.Host, 0, len(s.hosts))
+	for _, h := range s.hosts {
+		out = append(out, cloneHost(h))
+	}
+	slices.SortFunc(out, func(a, b proto.Host) int {
+		if a.MAC < b.MAC {
+			return -1
+		}
+		if a.MAC > b.MAC {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// PutHost adds or replaces a host.
+func (s *State) PutHost(h proto.Host) {
+	s.mu.Lock()
+	s.deleteHostLocked(h.MAC)
+	h = cloneHost(h)
+	s.hosts[h.MAC] = h
+	for _, m := range h.MACs() {
+		s.byMAC[m] = h.MAC
+	}
+	s.mu.Unlock()
+	s.changed()
+}
+
+// DeleteHost removes a host by its primary MAC.
+func (s *State) DeleteHost(mac string) {
+	s.mu.Lock()
+	s.deleteHostLocked(mac)
+	s.mu.Unlock()
+	s.changed()
+}
+
+func (s *State) deleteHostLocked(mac string) {
+	old, ok := s.hosts[mac]
+	if !ok {
+		return
+	}
+	for _, m := range old.MACs() {
+		if s.byMAC[m] == mac {
+			delete(s.byMAC, m)
+		}
+	}
+	delete(s.hosts, mac)
+}
+
+// Image returns an image by name.
+func (s *State) Image(name string) (proto.Image, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	im, ok := s.images[name]
+	return cloneImage(im), ok
+}
+
+// Images returns all images.
+func (s *State) Images() []proto.Image {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]proto.Image, 0, len(s.images))
+	for _, im := range s.images {
+		out = append(out, cloneImage(im))
+	}
+	slices.SortFunc(out, func(a, b proto.Image) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		if a.Name > b.Name {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// PutImage adds or replaces an image.
+func (s *State) PutImage(im proto.Image) {
+	s.mu.Lock()
+	s.images[im.Name] = cloneImage(im)
+	s.mu.Unlock()
+	s.changed()
+}
+
+// DeleteImage removes an image.
+func (s *State) DeleteImage(name string) {
+	s.mu.Lock()
+	delete(s.images, name)
+	s.mu.Unlock()
+	s.changed()
+}
+
+// Revision is the highest KV revision applied.
+func (s *State) Revision() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.revision
+}
+
+// SetRevision records the highest KV revision applied.
+func (s *State) SetRevision(r uint64) {
+	s.mu.Lock()
+	if r > s.revision {
+		s.revision = r
+	}
+	s.mu.Unlock()
+}
+
+// AssignedImages returns the names of images some host of the site boots.
+func (s *State) AssignedImages() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	set := map[string]bool{}
+	for _, h := range s.hosts {
+		if h.Image != "" {
+			set[h.Image] = true
+		}
+	}
+	if s.site.DiscoveryImage != "" {
+		set[s.site.DiscoveryImage] = true
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
+func cloneSite(s proto.Site) proto.Site {
+	s.Networks = slices.Clone(s.Networks)
+	for i := range s.Networks {
+		s.Networks[i].DNS = slices.Clone(s.Networks[i].DNS)
+	}
+	return s
+}
+
+func cloneHost(h proto.Host) proto.Host {
+	h.ExtraMACs = slices.Clone(h.ExtraMACs)
+	h.Vars = maps.Clone(h.Vars)
+	return h
+}
+
+func cloneImage(im proto.Image) proto.Image {
+	im.Artifacts = slices.Clone(im.Artifacts)
+	return im
+}
