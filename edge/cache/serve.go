@@ -1,0 +1,236 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/fleetboot/fleetboot/proto"
+)
+
+// lookup is the outcome of acquire: an open verified file (hit) or a
+// reference to the download in progress (miss).
+type lookup struct {
+	file  *os.File
+	fetch *fetch
+}
+
+// acquire finds a in the index or joins/starts its fetch. A cached file that
+// fails verification is dropped and the loop turns the request into a miss.
+func (c *Cache) acquire(ctx context.Context, a proto.Artifact) (lookup, error) {
+	for {
+		c.mu.Lock()
+		if e, ok := c.index.Get(a.SHA256); ok {
+			c.mu.Unlock()
+			file, err := c.openEntry(ctx, e, a.Size)
+			if errors.Is(err, errStale) {
+				continue // dropped from the index: the next round fetches
+			}
+			return lookup{file: file}, err
+		}
+		if f := c.inflight[a.SHA256]; f != nil {
+			f.join()
+			c.mu.Unlock()
+			return lookup{fetch: f}, nil
+		}
+		f, err := c.startFetchLocked(a)
+		c.mu.Unlock()
+		return lookup{fetch: f}, err
+	}
+}
+
+// ServeArtifact answers GET or HEAD for artifact a: from disk on a hit, from
+// the one download in progress on a miss. The response carries
+// Content-Length = a.Size and ETag = the quoted sha256; a body that fails
+// verification is aborted (the client sees the connection fail). The
+// booting machine's MAC, if the URL carries ?mac=, goes into the events.
+func (c *Cache) ServeArtifact(w http.ResponseWriter, r *http.Request, a proto.Artifact) {
+	start := time.Now()
+	mac, err := proto.ParseMAC(r.URL.Query().Get("mac"))
+	if err != nil {
+		mac = ""
+	}
+	if err := checkArtifact(a); err != nil {
+		c.log.Error("cache: refusing artifact", "err", err)
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	l, err := c.acquire(r.Context(), a)
+	kind := "hit"
+	c.mu.Lock()
+	if l.file != nil {
+		c.hits++
+	} else {
+		kind = "miss"
+		c.misses++
+	}
+	c.mu.Unlock()
+	if kind == "hit" {
+		c.m.hits.Inc()
+	} else {
+		c.m.misses.Inc()
+	}
+	c.emit(proto.EventArtifactStart, mac, map[string]string{
+		"file": a.Name, "sha256": a.SHA256, "size": strconv.FormatInt(a.Size, 10), "cache": kind})
+
+	cw := &countingWriter{ResponseWriter: w}
+	abort := false
+	switch {
+	case err != nil:
+		c.fail(cw, a, err)
+	case l.file != nil:
+		c.serveFile(cw, r, a, l.file)
+	default:
+		abort = c.serveFetch(cw, r, a, l.fetch)
+	}
+	c.m.servedBytes.Add(float64(cw.n))
+
+	status := "aborted"
+	if cl, _ := strconv.ParseInt(w.Header().Get("Content-Length"), 10, 64); !abort && cw.status < 400 &&
+		(r.Method == http.MethodHead || cw.status == http.StatusNotModified || cw.n == cl) {
+		status = "complete"
+	}
+	detail := map[string]string{"file": a.Name, "sha256": a.SHA256, "cache": kind, "status": status,
+		"bytes": strconv.FormatInt(cw.n, 10), "http_status": strconv.Itoa(cw.status),
+		"duration_ms": strconv.FormatInt(time.Since(start).Milliseconds(), 10)}
+	if err != nil {
+		detail["error"] = reasonOf(err)
+	}
+	c.emit(proto.EventArtifactEnd, mac, detail)
+	if abort {
+		// The body is shorter than its Content-Length and must not look
+		// complete: ErrAbortHandler makes net/http drop the connection (an
+		// HTTP/2 stream reset) without logging a stack trace.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+func (c *Cache) emit(kind, mac string, detail map[string]string) {
+	if c.events != nil {
+		c.events.Emit(kind, mac, detail)
+	}
+}
+
+func setHeaders(w http.ResponseWriter, a proto.Artifact) {
+	h := w.Header()
+	// Set before ServeContent, which would otherwise read 512 bytes to sniff.
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("ETag", `"`+a.SHA256+`"`)
+}
+
+// serveFile serves a verified file; ServeContent over *os.File takes the
+// sendfile path and implements Range, If-Range, HEAD and the preconditions.
+func (c *Cache) serveFile(w http.ResponseWriter, r *http.Request, a proto.Artifact, file *os.File) {
+	defer file.Close()
+	var mod time.Time
+	if fi, err := file.Stat(); err == nil {
+		mod = fi.ModTime()
+	}
+	setHeaders(w, a)
+	http.ServeContent(w, r, a.Name, mod, file)
+}
+
+// serveFetch streams a download in progress and reports whether the response
+// must be aborted because the download failed after bytes went out.
+func (c *Cache) serveFetch(w http.ResponseWriter, r *http.Request, a proto.Artifact, f *fetch) (abort bool) {
+	defer f.release()
+	ctx := r.Context()
+	if r.Header.Get("Range") != "" {
+		// A range is answered from the verified file: bytes from the partial
+		// file could not be taken back if the digest then failed.
+		if err := f.wait(ctx, func(_ int64, done bool) bool { return done }); err != nil {
+			if ctx.Err() == nil {
+				c.fail(w, a, err)
+			}
+			return false
+		}
+		l, err := c.acquire(ctx, a)
+		switch {
+		case err != nil:
+			c.fail(w, a, err)
+		case l.file != nil:
+			c.serveFile(w, r, a, l.file)
+		default: // evicted in between: stream the refetch, without the range
+			r.Header.Del("Range")
+			return c.serveFetch(w, r, a, l.fetch)
+		}
+		return false
+	}
+	// Wait for the first byte so that a store that is down or missing the
+	// object gets a proper status, not a 200 that breaks off.
+	err := f.wait(ctx, func(written int64, done bool) bool { return written > 0 || done })
+	if err != nil {
+		if ctx.Err() == nil {
+			c.fail(w, a, err)
+		}
+		return false
+	}
+	setHeaders(w, a)
+	http.ServeContent(w, r, a.Name, time.Time{}, &streamReader{ctx: ctx, f: f})
+	if err := f.failed(); err != nil && ctx.Err() == nil {
+		c.log.Warn("cache: aborting response, download failed", "key", a.Key, "sha256", a.SHA256, "err", err)
+		return true
+	}
+	return false
+}
+
+// fail answers a request that got no byte yet, with the reason in the body.
+func (c *Cache) fail(w http.ResponseWriter, a proto.Artifact, err error) {
+	var fe *fetchError
+	status := http.StatusInternalServerError
+	if errors.As(err, &fe) {
+		status = fe.status()
+	}
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "10")
+	}
+	w.Header().Del("ETag")
+	w.Header().Del("Content-Length")
+	http.Error(w, err.Error(), status)
+}
+
+// countingWriter counts body bytes and remembers the status for events and
+// metrics. ReadFrom passes through so that ServeContent keeps sendfile.
+type countingWriter struct {
+	http.ResponseWriter
+	status int
+	n      int64
+}
+
+func (cw *countingWriter) WriteHeader(code int) {
+	if cw.status == 0 {
+		cw.status = code
+	}
+	cw.ResponseWriter.WriteHeader(code)
+}
+
+func (cw *countingWriter) Write(p []byte) (int, error) {
+	if cw.status == 0 {
+		cw.status = http.StatusOK
+	}
+	n, err := cw.ResponseWriter.Write(p)
+	cw.n += int64(n)
+	return n, err
+}
+
+func (cw *countingWriter) ReadFrom(r io.Reader) (int64, error) {
+	if cw.status == 0 {
+		cw.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := cw.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(r)
+	} else {
+		n, err = io.Copy(struct{ io.Writer }{cw.ResponseWriter}, r)
+	}
+	cw.n += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (cw *countingWriter) Unwrap() http.ResponseWriter { return cw.ResponseWriter }
