@@ -1,0 +1,166 @@
+// Package cli is fleetboot's command tree: every subcommand parses its flags
+// (and FLEETBOOT_* variables and an optional YAML file), calls into the
+// coordinator, edge or API client packages, and prints one clear line on
+// failure.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
+)
+
+// app carries what every command shares; one per invocation, never global.
+type app struct {
+	version string
+	stdin   io.Reader
+	stdout  io.Writer
+	stderr  io.Writer
+
+	natsURL string
+	creds   string
+	tlsCA   string
+	config  string
+	timeout string
+	verbose bool
+}
+
+// exitError carries a specific exit code.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+func (e exitError) Unwrap() error { return e.err }
+
+// Main runs the command line and returns the process exit code.
+func Main(ctx context.Context, version string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	a := &app{version: version, stdin: stdin, stdout: stdout, stderr: stderr}
+	root := a.rootCmd()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(stderr, "fleetboot: "+oneLine(err.Error()))
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return 1
+}
+
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "fleetboot",
+		Short: "Network boot for fleets of machines across many sites",
+		Long: `fleetboot boots fleets of machines over the network. A coordinator holds which
+machine boots which image and publishes it over NATS to edge agents; each edge
+answers DHCP and TFTP on its segment, renders iPXE scripts per MAC and serves
+kernels, initrds and ISOs from a disk cache filled from S3-compatible storage.
+
+Every flag can also be set with a FLEETBOOT_<FLAG> environment variable
+(FLEETBOOT_NATS, FLEETBOOT_CACHE_DIR, …) or in a YAML file given with --config
+(keys are flag names). Flags win over the environment, which wins over the file.`,
+		Example: `  fleetboot dev                      # everything on one machine
+  fleetboot site add lab --subnet 10.0.0.0/24 --range 10.0.0.100-10.0.0.200
+  fleetboot image add debian12 --kernel vmlinuz --initrd initrd.img --cmdline 'console=ttyS0'
+  fleetboot host set 52:54:00:12:34:56 --image debian12 --site lab
+  fleetboot host ls -o json`,
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return a.applyEnvAndFile(cmd)
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.natsURL, "nats", "nats://127.0.0.1:4222", "NATS URL of the coordinator (env FLEETBOOT_NATS)")
+	pf.StringVar(&a.creds, "creds", "", "NATS credentials file (env FLEETBOOT_CREDS)")
+	pf.StringVar(&a.tlsCA, "tls-ca", "", "CA certificate to verify the NATS server's TLS certificate (env FLEETBOOT_TLS_CA)")
+	pf.StringVar(&a.config, "config", "", "YAML file with flag values (env FLEETBOOT_CONFIG)")
+	pf.StringVar(&a.timeout, "timeout", "10s", "how long to wait for the coordinator")
+	pf.BoolVarP(&a.verbose, "verbose", "v", false, "debug logging")
+
+	root.AddCommand(
+		a.versionCmd(),
+		a.coordinatorCmd(),
+		a.devCmd(),
+		a.siteCmd(),
+		a.imageCmd(),
+		a.hostCmd(),
+		a.edgeCmd(),
+	)
+	return root
+}
+
+// applyEnvAndFile fills every flag the user did not set from FLEETBOOT_<NAME>,
+// then from the YAML config file.
+func (a *app) applyEnvAndFile(cmd *cobra.Command) error {
+	var fileVals map[string]any
+	cfgPath := a.config
+	if !cmd.Flags().Changed("config") {
+		if v := os.Getenv("FLEETBOOT_CONFIG"); v != "" {
+			cfgPath = v
+		}
+	}
+	if cfgPath != "" {
+		data, err := os.ReadFile(cfgPath)
+		if err != nil {
+			return fmt.Errorf("config file: %w", err)
+		}
+		if err := yaml.Unmarshal(data, &fileVals); err != nil {
+			return fmt.Errorf("config file %s: %w", cfgPath, err)
+		}
+	}
+	var firstErr error
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if firstErr != nil || f.Changed || f.Name == "help" || f.Name == "config" {
+			return
+		}
+		env := "FLEETBOOT_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if err := f.Value.Set(v); err != nil {
+				firstErr = fmt.Errorf("%s=%q: %w", env, v, err)
+			}
+			return
+		}
+		if v, ok := fileVals[f.Name]; ok {
+			if err := f.Value.Set(fmt.Sprint(v)); err != nil {
+				firstErr = fmt.Errorf("config file %s: %s: %w", cfgPath, f.Name, err)
+			}
+		}
+	})
+	return firstErr
+}
+
+func (a *app) versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the fleetboot version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintln(a.stdout, "fleetboot", a.version)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,266 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/shared/artifactstore"
+)
+
+func (a *app) imageCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "image", Short: "Manage boot images (kernel, initrd, optional LiveOS ISO)"}
+	cmd.AddCommand(a.imageAddCmd(), a.imageLsCmd(), a.imageShowCmd(), a.imageRmCmd())
+	return cmd
+}
+
+func (a *app) imageAddCmd() *cobra.Command {
+	var kernel, initrd, iso, cmdline, arch, store, out string
+	cmd := &cobra.Command{
+		Use:   "add NAME --kernel FILE --initrd FILE [--iso FILE] [--cmdline '…']",
+		Short: "Upload an image's files to the artifact store and register it",
+		Long: `Upload the kernel, initrd and (for LiveOS images) ISO to the artifact store,
+recording each file's size and sha256, then register the image with the
+coordinator. Files are stored by content: adding identical content again
+uploads nothing. Adding an existing NAME replaces that image.
+
+The command line may use template variables, filled per machine by the edge:
+{{mac}} {{hostname}} {{ip}} {{site}} {{edge}} {{image}} and {{var.NAME}}.
+
+The store is the coordinator's (asked over NATS) unless --store is given;
+S3 credentials come from FLEETBOOT_S3_ACCESS_KEY / FLEETBOOT_S3_SECRET_KEY or
+the standard AWS variables.`,
+		Example: `  fleetboot image add debian12 --kernel vmlinuz --initrd initrd.img --cmdline 'console=ttyS0 hostname={{hostname}}'
+  fleetboot image add azl-live --kernel vmlinuz --initrd initrd.img --iso azl.iso --cmdline 'rd.live.image'`,
+		Args: exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(out); err != nil {
+				return err
+			}
+			name := args[0]
+			if err := proto.ValidName("image", name); err != nil {
+				return err
+			}
+			if kernel == "" || initrd == "" {
+				return fmt.Errorf("image add: --kernel and --initrd are required")
+			}
+			files := []struct{ role, path string }{{proto.RoleKernel, kernel}, {proto.RoleInitrd, initrd}}
+			if iso != "" {
+				files = append(files, struct{ role, path string }{proto.RoleISO, iso})
+			}
+			for _, f := range files {
+				if st, err := os.Stat(f.path); err != nil {
+					return fmt.Errorf("image add: %s file: %v", f.role, err)
+				} else if !st.Mode().IsRegular() {
+					return fmt.Errorf("image add: %s file %s is not a regular file", f.role, f.path)
+				}
+			}
+			c, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx := cmd.Context()
+			// Fail before uploading anything when the image would be refused anyway.
+			if store == "" {
+				var info proto.StoreInfo
+				if err := c.call(ctx, proto.APIStoreInfo, proto.ListRequest{V: proto.Version}, &info); err != nil {
+					return err
+				}
+				store = info.URL
+			}
+			if store == "" {
+				return fmt.Errorf("image add: the coordinator has no artifact store; pass --store")
+			}
+			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			st, err := artifactstore.Open(sctx, artifactstore.ConfigFromEnv(store))
+			cancel()
+			if err != nil {
+				return err
+			}
+			im := proto.Image{V: proto.Version, Name: name, Arch: arch, Cmdline: cmdline}
+			for _, f := range files {
+				up, err := artifactstore.UploadFile(ctx, st, f.path, a.progress(filepath.Base(f.path)))
+				if err != nil {
+					return fmt.Errorf("image add: upload %s: %w", f.path, err)
+				}
+				verb := "uploaded"
+				if up.Skipped {
+					verb = "already stored"
+				}
+				fmt.Fprintf(a.stderr, "%-8s %s: %s, %s, sha256 %s\n", f.role, filepath.Base(f.path), verb, humanBytes(up.Size), up.SHA256[:12])
+				im.Artifacts = append(im.Artifacts, proto.Artifact{
+					Role: f.role, Name: artifactName(f.role, f.path), Key: up.Key, Size: up.Size, SHA256: up.SHA256,
+				})
+			}
+			var saved proto.Image
+			if err := c.call(ctx, proto.APIImageAdd, im, &saved); err != nil {
+				return err
+			}
+			return a.printImages(out, []proto.Image{saved})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&kernel, "kernel", "", "kernel file (required)")
+	f.StringVar(&initrd, "initrd", "", "initrd file (required)")
+	f.StringVar(&iso, "iso", "", "LiveOS ISO: booted with root=live:http://EDGE/artifacts/NAME/FILE")
+	f.StringVar(&cmdline, "cmdline", "", "kernel command line (template variables allowed, see above)")
+	f.StringVar(&arch, "arch", "x86_64", "architecture: x86_64 or arm64")
+	f.StringVar(&store, "store", "", "artifact store URL (default: the coordinator's): s3://BUCKET?endpoint=HOST:PORT or dir:///PATH")
+	outputFlag(cmd, &out)
+	return cmd
+}
+
+// artifactName is the file name a booting machine sees. It is the uploaded
+// file's base name when that is a safe name, else a name for the role.
+func artifactName(role, path string) string {
+	base := strings.ToLower(filepath.Base(path))
+	if proto.ValidName("artifact", base) == nil {
+		return base
+	}
+	switch role {
+	case proto.RoleKernel:
+		return "vmlinuz"
+	case proto.RoleInitrd:
+		return "initrd.img"
+	}
+	return "live.iso"
+}
+
+// progress returns a progress callback that redraws one line when stderr is a
+// terminal, and nil (no output) otherwise.
+func (a *app) progress(name string) func(done, total int64) {
+	f, ok := a.stderr.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil
+	}
+	var last time.Time
+	return func(done, total int64) {
+		if done < total && time.Since(last) < 100*time.Millisecond {
+			return
+		}
+		last = time.Now()
+		pct := 100.0
+		if total > 0 {
+			pct = float64(done) * 100 / float64(total)
+		}
+		fmt.Fprintf(f, "\r%-24s %5.1f%%  %s / %s", name, pct, humanBytes(done), humanBytes(total))
+		if done >= total {
+			fmt.Fprint(f, "\r\033[K")
+		}
+	}
+}
+
+func (a *app) imageLsCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Short:   "List images",
+		Example: "  fleetboot image ls -o json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(out); err != nil {
+				return err
+			}
+			c, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var ims []proto.Image
+			if err := c.call(cmd.Context(), proto.APIImageList, proto.ListRequest{V: proto.Version}, &ims); err != nil {
+				return err
+			}
+			return a.printImages(out, ims)
+		},
+	}
+	outputFlag(cmd, &out)
+	return cmd
+}
+
+func (a *app) imageShowCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:     "show NAME",
+		Short:   "Show an image and its artifacts",
+		Example: "  fleetboot image show debian12",
+		Args:    exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(out); err != nil {
+				return err
+			}
+			c, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var im proto.Image
+			if err := c.call(cmd.Context(), proto.APIImageGet, proto.NameRequest{V: proto.Version, Name: args[0]}, &im); err != nil {
+				return err
+			}
+			if out == "json" {
+				return writeJSON(a.stdout, im)
+			}
+			fmt.Fprintf(a.stdout, "image:    %s\narch:     %s\ncmdline:  %s\nupdated:  %s\n\n", im.Name, im.Arch, im.Cmdline, im.Updated.Format(time.RFC3339))
+			var rows [][]string
+			for _, ar := range im.Artifacts {
+				rows = append(rows, []string{ar.Role, ar.Name, humanBytes(ar.Size), ar.SHA256, ar.Key})
+			}
+			return table(a.stdout, []string{"ROLE", "FILE", "SIZE", "SHA256", "KEY"}, rows)
+		},
+	}
+	outputFlag(cmd, &out)
+	return cmd
+}
+
+func (a *app) imageRmCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "rm NAME",
+		Short:   "Remove an image no host uses (its stored files stay)",
+		Example: "  fleetboot image rm debian12",
+		Args:    exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := c.call(cmd.Context(), proto.APIImageRm, proto.NameRequest{V: proto.Version, Name: args[0]}, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "image %s removed\n", args[0])
+			return nil
+		},
+	}
+}
+
+func (a *app) printImages(out string, ims []proto.Image) error {
+	if out == "json" {
+		if ims == nil {
+			ims = []proto.Image{}
+		}
+		return writeJSON(a.stdout, ims)
+	}
+	var rows [][]string
+	for _, im := range ims {
+		var files []string
+		var total int64
+		for _, ar := range im.Artifacts {
+			files = append(files, ar.Name)
+			total += ar.Size
+		}
+		live := ""
+		if _, ok := im.Artifact(proto.RoleISO); ok {
+			live = "yes"
+		}
+		rows = append(rows, []string{im.Name, im.Arch, strings.Join(files, ","), humanBytes(total), live, im.Cmdline})
+	}
+	return table(a.stdout, []string{"IMAGE", "ARCH", "FILES", "SIZE", "LIVEOS", "CMDLINE"}, rows)
+}

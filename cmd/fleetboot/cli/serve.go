@@ -1,0 +1,190 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fleetboot/fleetboot/coordinator"
+	"github.com/fleetboot/fleetboot/shared/artifactstore"
+)
+
+func (a *app) logger() *slog.Logger {
+	level := slog.LevelInfo
+	if a.verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// coordinatorFlags are the settings of `fleetboot coordinator`, shared with `dev`.
+type coordinatorFlags struct {
+	data, natsListen, natsURL, store, maxStore string
+	replicas                                   int
+	checkConfig                                bool
+}
+
+func (f *coordinatorFlags) register(cmd *cobra.Command, defaultData, defaultStore string) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.data, "data", defaultData, "data directory (JetStream storage of the embedded NATS server)")
+	fl.StringVar(&f.natsListen, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server")
+	fl.StringVar(&f.natsURL, "nats-url", "", "use this existing NATS cluster (with JetStream) instead of the embedded server")
+	fl.StringVar(&f.store, "store", defaultStore, "artifact store: s3://BUCKET?endpoint=HOST:PORT&region=R or dir:///PATH")
+	fl.StringVar(&f.maxStore, "max-store", "10GiB", "JetStream disk limit of the embedded server")
+	fl.IntVar(&f.replicas, "replicas", 1, "replicas of KV buckets and streams (3 on a NATS cluster)")
+	fl.BoolVar(&f.checkConfig, "check-config", false, "validate the configuration and the store, then exit")
+}
+
+// config validates the flags and opens the store.
+func (f *coordinatorFlags) config(ctx context.Context, a *app) (coordinator.Config, error) {
+	var cfg coordinator.Config
+	maxStore, err := parseBytes(f.maxStore)
+	if err != nil {
+		return cfg, fmt.Errorf("--max-store: %w", err)
+	}
+	if f.replicas < 1 || f.replicas > 5 {
+		return cfg, fmt.Errorf("--replicas %d: want 1 to 5", f.replicas)
+	}
+	if f.natsURL == "" && f.data == "" {
+		return cfg, fmt.Errorf("--data is required with the embedded NATS server")
+	}
+	if f.store == "" {
+		return cfg, fmt.Errorf("--store is required")
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st, err := artifactstore.Open(sctx, artifactstore.ConfigFromEnv(f.store))
+	if err != nil {
+		return cfg, err
+	}
+	return coordinator.Config{
+		DataDir:       f.data,
+		NATSListen:    f.natsListen,
+		NATSURL:       f.natsURL,
+		NATSOptions:   a.natsOptions("fleetboot-coordinator"),
+		MaxStoreBytes: maxStore,
+		Replicas:      f.replicas,
+		StoreURL:      artifactstore.Redact(f.store),
+		Store:         stater{st},
+		Version:       a.version,
+		Logger:        a.logger(),
+	}, nil
+}
+
+func (a *app) coordinatorCmd() *cobra.Command {
+	var f coordinatorFlags
+	cmd := &cobra.Command{
+		Use:   "coordinator [flags]",
+		Short: "Run the coordinator: desired state on NATS JetStream and the admin API",
+		Long: `Run the coordinator. It embeds a NATS server with JetStream (storage under
+--data), or uses an existing NATS cluster given with --nats-url, creates the KV
+buckets (sites, images, hosts) and serves the admin API that the CLI and the
+web panel use. It is the only writer of the desired state and validates every
+change.`,
+		Example: `  fleetboot coordinator --data /var/lib/fleetboot --store dir:///var/lib/fleetboot/artifacts
+  FLEETBOOT_S3_ACCESS_KEY=… FLEETBOOT_S3_SECRET_KEY=… \
+    fleetboot coordinator --data /var/lib/fleetboot --store 's3://boot?endpoint=minio:9000'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.config(cmd.Context(), a)
+			if err != nil {
+				return err
+			}
+			if f.checkConfig {
+				fmt.Fprintln(a.stdout, "configuration OK")
+				return nil
+			}
+			return coordinator.Run(cmd.Context(), cfg)
+		},
+	}
+	f.register(cmd, "", "")
+	return cmd
+}
+
+func (a *app) devCmd() *cobra.Command {
+	var f coordinatorFlags
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "All-in-one on this machine: coordinator, embedded NATS, local artifact directory and an edge",
+		Long: `Run everything on one machine with embedded defaults: NATS with JetStream and
+the coordinator on 127.0.0.1:4222, artifacts in ./fleetboot-data/artifacts, and an
+edge serving HTTP on 127.0.0.1:8080 and TFTP on 127.0.0.1:6969 (DHCP stays off
+unless --interface is given).`,
+		Example: "  fleetboot dev\n  fleetboot dev --data /tmp/fb",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("store") {
+				abs, err := filepath.Abs(filepath.Join(f.data, "artifacts"))
+				if err != nil {
+					return err
+				}
+				f.store = "dir://" + abs
+			}
+			if err := os.MkdirAll(f.data, 0o755); err != nil {
+				return fmt.Errorf("dev: %w", err)
+			}
+			cfg, err := f.config(cmd.Context(), a)
+			if err != nil {
+				return err
+			}
+			if f.checkConfig {
+				fmt.Fprintln(a.stdout, "configuration OK")
+				return nil
+			}
+			return a.runDev(cmd.Context(), cfg)
+		},
+	}
+	f.register(cmd, "fleetboot-data", "")
+	return cmd
+}
+
+func (a *app) runDev(ctx context.Context, cfg coordinator.Config) error {
+	cfg.Ready = func(url string) {
+		fmt.Fprintf(a.stdout, `fleetboot dev is running
+  NATS + coordinator API: %s
+  artifact store:         %s
+  data:                   %s
+
+Try, from another shell:
+  fleetboot site add lab --subnet 10.0.0.0/24 --range 10.0.0.100-10.0.0.200
+  fleetboot image add demo --kernel /boot/vmlinuz-$(uname -r) --initrd /boot/initrd.img-$(uname -r) --cmdline 'console=ttyS0'
+  fleetboot host set 52:54:00:12:34:56 --image demo --site lab && fleetboot host ls
+`, url, cfg.StoreURL, cfg.DataDir)
+	}
+	return coordinator.Run(ctx, cfg)
+}
+
+// stater adapts the artifact store to what the coordinator checks.
+type stater struct{ s artifactstore.Store }
+
+func (s stater) StatSize(ctx context.Context, key string) (int64, error) {
+	info, err := s.s.Stat(ctx, key)
+	return info.Size, err
+}
+
+// parseBytes reads sizes like 10GiB, 500MB or 1024.
+func parseBytes(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}}
+	for _, u := range units {
+		if len(s) > len(u.suffix) && s[len(s)-len(u.suffix):] == u.suffix {
+			var n int64
+			if _, err := fmt.Sscanf(s[:len(s)-len(u.suffix)], "%d", &n); err != nil || n < 0 {
+				break
+			}
+			return n * u.mult, nil
+		}
+	}
+	var n int64
+	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n < 0 || fmt.Sprint(n) != s {
+		return 0, fmt.Errorf("invalid size %q: want a number of bytes with an optional unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s)
+	}
+	return n, nil
+}

@@ -1,0 +1,157 @@
+// Package api is the coordinator's transport: it maps the admin API's NATS
+// request-reply subjects (a nats.go micro service, so several coordinators
+// share the load as one queue group) onto the service layer and encodes every
+// answer in a proto.Reply envelope.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/fleetboot/fleetboot/coordinator/service"
+	"github.com/fleetboot/fleetboot/proto"
+)
+
+// Config wires the API to its service.
+type Config struct {
+	Service  *service.Service
+	StoreURL string // shown to clients by store.info, never with credentials
+	Version  string
+	Logger   *slog.Logger
+	Timeout  time.Duration // per request
+}
+
+// Start registers the micro service on nc. Stop it with the returned service's Stop.
+func Start(nc *nats.Conn, cfg Config) (micro.Service, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.Version == "" {
+		cfg.Version = "0.0.0"
+	}
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        proto.ServiceName,
+		Version:     semver(cfg.Version),
+		Description: "fleetboot desired-state API",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("api: add micro service: %w", err)
+	}
+	s := cfg.Service
+	g := svc.AddGroup(proto.APIPrefix)
+	eps := []struct {
+		name string
+		h    micro.HandlerFunc
+	}{
+		{proto.APISiteAdd, handle(cfg, s.AddSite)},
+		{proto.APISiteList, handle(cfg, func(ctx context.Context, _ proto.ListRequest) ([]proto.Site, error) { return s.ListSites(ctx) })},
+		{proto.APISiteGet, handle(cfg, func(ctx context.Context, r proto.NameRequest) (proto.Site, error) { return s.GetSite(ctx, r.Name) })},
+		{proto.APISiteRm, handle(cfg, func(ctx context.Context, r proto.NameRequest) (proto.NameRequest, error) {
+			return r, s.RemoveSite(ctx, r.Name)
+		})},
+		{proto.APIImageAdd, handle(cfg, s.AddImage)},
+		{proto.APIImageList, handle(cfg, func(ctx context.Context, _ proto.ListRequest) ([]proto.Image, error) { return s.ListImages(ctx) })},
+		{proto.APIImageGet, handle(cfg, func(ctx context.Context, r proto.NameRequest) (proto.Image, error) { return s.GetImage(ctx, r.Name) })},
+		{proto.APIImageRm, handle(cfg, func(ctx context.Context, r proto.NameRequest) (proto.NameRequest, error) {
+			return r, s.RemoveImage(ctx, r.Name)
+		})},
+		{proto.APIHostSet, handle(cfg, s.SetHost)},
+		{proto.APIHostList, handle(cfg, func(ctx context.Context, r proto.ListRequest) ([]proto.Host, error) { return s.ListHosts(ctx, r.Site) })},
+		{proto.APIHostGet, handle(cfg, func(ctx context.Context, r proto.MACRequest) (proto.Host, error) { return s.GetHost(ctx, r.MAC) })},
+		{proto.APIHostRm, handle(cfg, func(ctx context.Context, r proto.MACRequest) (proto.MACRequest, error) {
+			return r, s.RemoveHost(ctx, r.MAC)
+		})},
+		{proto.APIEdgeList, handle(cfg, func(ctx context.Context, _ proto.ListRequest) ([]proto.EdgeView, error) { return s.ListEdges(ctx) })},
+		{proto.APIStoreInfo, handle(cfg, func(context.Context, proto.ListRequest) (proto.StoreInfo, error) {
+			return proto.StoreInfo{V: proto.Version, URL: cfg.StoreURL}, nil
+		})},
+	}
+	for _, ep := range eps {
+		if err := g.AddEndpoint(strings.ReplaceAll(ep.name, ".", "_"), ep.h, micro.WithEndpointSubject(ep.name)); err != nil {
+			svc.Stop()
+			return nil, fmt.Errorf("api: add endpoint %s: %w", ep.name, err)
+		}
+	}
+	return svc, nil
+}
+
+// handle adapts a typed service call to a micro handler: decode, call, wrap.
+func handle[Req, Resp any](cfg Config, fn func(context.Context, Req) (Resp, error)) micro.HandlerFunc {
+	return func(r micro.Request) {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+		defer cancel()
+		var req Req
+		if len(r.Data()) > 0 {
+			if err := json.Unmarshal(r.Data(), &req); err != nil {
+				respond(cfg, r, nil, fmt.Errorf("%w: malformed request: %v", service.ErrInvalid, err))
+				return
+			}
+		}
+		resp, err := fn(ctx, req)
+		respond(cfg, r, resp, err)
+	}
+}
+
+func respond(cfg Config, r micro.Request, data any, err error) {
+	rep := proto.Reply{V: proto.Version}
+	if err != nil {
+		rep.Error = errorLine(err)
+		code := "500"
+		switch {
+		case errors.Is(err, service.ErrInvalid):
+			code = "400"
+		case errors.Is(err, service.ErrNotFound):
+			code = "404"
+		case errors.Is(err, service.ErrConflict):
+			code = "409"
+		}
+		cfg.Logger.Info("api request refused", "subject", r.Subject(), "code", code, "err", rep.Error)
+		body, _ := json.Marshal(rep)
+		_ = r.Error(code, rep.Error, body)
+		return
+	}
+	raw, mErr := json.Marshal(data)
+	if mErr != nil {
+		rep.Error = "internal: " + mErr.Error()
+	} else {
+		rep.Data = raw
+	}
+	body, _ := json.Marshal(rep)
+	_ = r.Respond(body)
+}
+
+// errorLine turns a wrapped error into the one line the CLI prints: the
+// sentinel's word is dropped where the message already says what went wrong.
+func errorLine(err error) string {
+	msg := err.Error()
+	for _, s := range []error{service.ErrInvalid, service.ErrConflict} {
+		p := s.Error() + ": "
+		if len(msg) > len(p) && msg[:len(p)] == p {
+			return msg[len(p):]
+		}
+	}
+	return msg
+}
+
+// semver makes a build version acceptable to micro, which insists on semver.
+func semver(v string) string {
+	if len(v) > 0 && v[0] == 'v' {
+		v = v[1:]
+	}
+	var a, b, c int
+	if n, _ := fmt.Sscanf(v, "%d.%d.%d", &a, &b, &c); n == 3 {
+		return fmt.Sprintf("%d.%d.%d", a, b, c)
+	}
+	return "0.0.0"
+}
