@@ -1,0 +1,38 @@
+# fleetboot — `make help` lists the targets. CI runs exactly `make test`.
+SHELL   := bash
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+GO      ?= go
+BIN     := bin/fleetboot
+# Packages whose tests start QEMU; they run in `make e2e` (and in `make test`).
+PKGS    := ./...
+
+.PHONY: help deps build run test unit e2e lint bench fuzz clean
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+deps: ## install test dependencies (apt packages, pinned MinIO), cached
+	./test/deps.sh
+
+build: ## build the static fleetboot binary into bin/
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/fleetboot
+
+run: build ## run fleetboot on its embedded defaults (coordinator + NATS + edge, data in ./fleetboot-data)
+	./$(BIN) dev
+
+test: deps lint ## everything: lint, unit, integration and end-to-end tests (with -race)
+	$(GO) test -race -count=1 -timeout 40m $(PKGS)
+
+unit: ## tests without the root-only network and QEMU parts
+	$(GO) test -short -count=1 $(PKGS)
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+bench: deps ## Go benchmarks, then test/bench side by side with reference servers
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf bin
