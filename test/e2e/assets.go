@@ -1,0 +1,345 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// Assets are the files a test VM boots: a Debian cloud kernel, a busybox
+// initramfs whose /init prints a marker, and a make-believe LiveOS ISO.
+type Assets struct {
+	KernelVersion string
+	Kernel        string // path of vmlinuz
+	Initrd        string // path of the gzip'd newc initramfs
+	ISO           string // path of a few MB of deterministic bytes
+	ISOSHA256     string // hex sha256 of ISO, for fleetboot.iso_sha256=
+}
+
+// Marker strings printed by the test initramfs on the serial console.
+const (
+	MarkerPrefix   = "FLEETBOOT-MARKER"
+	LiveOSMismatch = "FLEETBOOT-LIVEOS-MISMATCH"
+)
+
+// virtioModules are the modules the cloud kernel needs, in load order, to
+// bring up a virtio-net eth0 (it has virtio_net as a module and no e1000).
+func virtioModules() []string {
+	return []string{
+		"virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
+		"virtio_pci", "failover", "net_failover", "virtio_net",
+	}
+}
+
+// CacheDir is where downloaded and built assets are kept between runs:
+// $FLEETBOOT_E2E_CACHE or ~/.cache/fleetboot/e2e.
+func CacheDir() string {
+	if d := os.Getenv("FLEETBOOT_E2E_CACHE"); d != "" {
+		return d
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".cache", "fleetboot", "e2e")
+}
+
+// EnsureAssets returns the boot assets, downloading the kernel package with
+// apt-get and building the initramfs and ISO on first use. It is idempotent:
+// every file is written to a temporary name and renamed into the cache.
+func EnsureAssets(ctx context.Context, cache string) (Assets, error) {
+	var a Assets
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return a, fmt.Errorf("e2e: assets: %w", err)
+	}
+	ver, kdir, err := ensureKernel(ctx, cache)
+	if err != nil {
+		return a, err
+	}
+	a.KernelVersion = ver
+	a.Kernel = filepath.Join(kdir, "vmlinuz")
+	if a.Initrd, err = ensureInitrd(cache, kdir); err != nil {
+		return a, err
+	}
+	if a.ISO, a.ISOSHA256, err = ensureISO(cache); err != nil {
+		return a, err
+	}
+	return a, nil
+}
+
+// ensureKernel finds a cached kernel (the version named by
+// $FLEETBOOT_E2E_KERNEL, else the one linux-image-cloud-amd64 depends on)
+// or fetches and unpacks its package.
+func ensureKernel(ctx context.Context, cache string) (string, string, error) {
+	ver := os.Getenv("FLEETBOOT_E2E_KERNEL")
+	if ver == "" {
+		// Offline re-runs use whatever is cached.
+		if m, _ := filepath.Glob(filepath.Join(cache, "kernel", "*", "vmlinuz")); len(m) > 0 {
+			d := filepath.Dir(m[len(m)-1])
+			return filepath.Base(d), d, nil
+		}
+		v, err := cloudKernelVersion(ctx)
+		if err != nil {
+			return "", "", err
+		}
+		ver = v
+	}
+	kdir := filepath.Join(cache, "kernel", ver)
+	if _, err := os.Stat(filepath.Join(kdir, "vmlinuz")); err == nil {
+		return ver, kdir, nil
+	}
+	work, err := os.MkdirTemp(cache, "kernel-dl-")
+	if err != nil {
+		return "", "", fmt.Errorf("e2e: kernel: %w", err)
+	}
+	defer os.RemoveAll(work)
+	pkg := "linux-image-" + ver
+	if out, err := runIn(ctx, work, "apt-get", "download", pkg); err != nil {
+		// A fresh machine may not have package lists yet.
+		if _, uerr := runIn(ctx, work, "apt-get", "update"); uerr != nil {
+			return "", "", fmt.Errorf("e2e: kernel: apt-get download %s: %w: %s", pkg, err, out)
+		}
+		if out, err := runIn(ctx, work, "apt-get", "download", pkg); err != nil {
+			return "", "", fmt.Errorf("e2e: kernel: apt-get download %s: %w: %s", pkg, err, out)
+		}
+	}
+	debs, _ := filepath.Glob(filepath.Join(work, "*.deb"))
+	if len(debs) != 1 {
+		return "", "", fmt.Errorf("e2e: kernel: expected one .deb in %s, found %d", work, len(debs))
+	}
+	x := filepath.Join(work, "x")
+	if out, err := runIn(ctx, work, "dpkg", "-x", debs[0], x); err != nil {
+		return "", "", fmt.Errorf("e2e: kernel: dpkg -x: %w: %s", err, out)
+	}
+	stage := filepath.Join(work, "stage")
+	if err := os.MkdirAll(filepath.Join(stage, "modules"), 0o755); err != nil {
+		return "", "", fmt.Errorf("e2e: kernel: %w", err)
+	}
+	if err := copyFile(filepath.Join(x, "boot", "vmlinuz-"+ver), filepath.Join(stage, "vmlinuz")); err != nil {
+		return "", "", err
+	}
+	mods := filepath.Join(x, "lib", "modules", ver, "kernel")
+	for _, m := range virtioModules() {
+		found, _ := findModule(mods, m)
+		if found == "" {
+			// Built into the kernel: nothing to load.
+			continue
+		}
+		if err := copyFile(found, filepath.Join(stage, "modules", m+".ko")); err != nil {
+			return "", "", err
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(kdir), 0o755); err != nil {
+		return "", "", fmt.Errorf("e2e: kernel: %w", err)
+	}
+	if err := os.Rename(stage, kdir); err != nil && !os.IsExist(err) {
+		if _, serr := os.Stat(filepath.Join(kdir, "vmlinuz")); serr != nil {
+			return "", "", fmt.Errorf("e2e: kernel: %w", err)
+		}
+	}
+	return ver, kdir, nil
+}
+
+func cloudKernelVersion(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "apt-cache", "depends", "linux-image-cloud-amd64").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Depends: linux-image-") {
+		if _, uerr := exec.CommandContext(ctx, "apt-get", "update").CombinedOutput(); uerr != nil {
+			return "", fmt.Errorf("e2e: kernel: apt-get update: %w", uerr)
+		}
+		out, err = exec.CommandContext(ctx, "apt-cache", "depends", "linux-image-cloud-amd64").CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("e2e: kernel: apt-cache depends: %w: %s", err, out)
+		}
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		l = strings.TrimSpace(l)
+		if v, ok := strings.CutPrefix(l, "Depends: linux-image-"); ok && strings.HasSuffix(v, "-cloud-amd64") {
+			return v, nil
+		}
+	}
+	return "", fmt.Errorf("e2e: kernel: no linux-image dependency in %q", out)
+}
+
+func findModule(root, name string) (string, error) {
+	var found string
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && d.Name() == name+".ko" {
+			found = p
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	return found, err
+}
+
+// initScript is the initramfs's /init. It prints the marker as one line on
+// the console so the harness can match it whatever the kernel logs around it.
+// With root=live:URL it downloads the ISO whole and checks its sha256, as
+// dracut's livenet needs it, before printing the marker.
+const initScript = `#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /sbin /usr/bin /usr/sbin /tmp /run
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+dmesg -n 1
+for m in ` + "MODULES" + `; do
+	[ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko
+done
+i=0
+while [ ! -e /sys/class/net/eth0/address ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
+mac=$(cat /sys/class/net/eth0/address 2>/dev/null)
+cmdline=$(cat /proc/cmdline)
+live=""
+want=""
+for w in $cmdline; do
+	case "$w" in
+	root=live:*) live="${w#root=live:}" ;;
+	fleetboot.iso_sha256=*) want="${w#fleetboot.iso_sha256=}" ;;
+	esac
+done
+if [ -n "$live" ]; then
+	ip link set lo up
+	ip link set eth0 up
+	udhcpc -i eth0 -n -q -t 10 -T 2 -s /etc/udhcpc/default.script
+	got=none
+	if wget -q -O /tmp/live.iso "$live"; then
+		got=$(sha256sum /tmp/live.iso | cut -d' ' -f1)
+	fi
+	if [ -n "$want" ] && [ "$got" = "$want" ]; then
+		echo "FLEETBOOT-MARKER mac=$mac cmdline=$cmdline" > /dev/console
+	else
+		echo "FLEETBOOT-LIVEOS-MISMATCH mac=$mac got=$got want=$want url=$live" > /dev/console
+	fi
+else
+	echo "FLEETBOOT-MARKER mac=$mac cmdline=$cmdline" > /dev/console
+fi
+sync
+poweroff -f
+`
+
+// udhcpcScript is busybox udhcpc's hook (Debian's busybox looks for it at
+// /etc/udhcpc/default.script).
+const udhcpcScript = `#!/bin/sh
+case "$1" in
+deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+bound|renew)
+	ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}" up
+	if [ -n "$router" ]; then
+		for r in $router; do route add default gw "$r" dev "$interface"; break; done
+	fi
+	;;
+esac
+exit 0
+`
+
+func ensureInitrd(cache, kdir string) (string, error) {
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		return "", fmt.Errorf("e2e: initrd: busybox-static is needed: %w", err)
+	}
+	init := strings.Replace(initScript, "MODULES", strings.Join(virtioModules(), " "), 1)
+	entries := map[string]cpioEntry{
+		"bin":                       {Mode: cpioDir | 0o755},
+		"bin/busybox":               {Mode: cpioFile | 0o755, Data: bb},
+		"bin/sh":                    {Mode: cpioSymlink | 0o777, Data: []byte("busybox")},
+		"dev":                       {Mode: cpioDir | 0o755},
+		"etc":                       {Mode: cpioDir | 0o755},
+		"etc/udhcpc":                {Mode: cpioDir | 0o755},
+		"etc/udhcpc/default.script": {Mode: cpioFile | 0o755, Data: []byte(udhcpcScript)},
+		"init":                      {Mode: cpioFile | 0o755, Data: []byte(init)},
+		"lib":                       {Mode: cpioDir | 0o755},
+		"lib/modules":               {Mode: cpioDir | 0o755},
+		"proc":                      {Mode: cpioDir | 0o755},
+		"sys":                       {Mode: cpioDir | 0o755},
+		"tmp":                       {Mode: cpioDir | 0o1777},
+	}
+	for _, m := range virtioModules() {
+		data, err := os.ReadFile(filepath.Join(kdir, "modules", m+".ko"))
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("e2e: initrd: %w", err)
+		}
+		entries["lib/modules/"+m+".ko"] = cpioEntry{Mode: cpioFile | 0o644, Data: data}
+	}
+	var buf bytes.Buffer
+	if err := writeCPIO(&buf, entries); err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(buf.Bytes())
+	path := filepath.Join(cache, "initrd-"+hex.EncodeToString(sum[:6])+".gz")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	return path, writeAtomic(path, buf.Bytes())
+}
+
+// ensureISO writes 4 MiB of deterministic pseudo-random bytes: the test
+// initrd only checks the digest, so no real ISO 9660 image is needed.
+func ensureISO(cache string) (string, string, error) {
+	path := filepath.Join(cache, "live.iso")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		data = make([]byte, 4<<20)
+		r := rand.NewChaCha8([32]byte{'f', 'l', 'e', 'e', 't', 'b', 'o', 'o', 't'})
+		if _, err := io.ReadFull(r, data); err != nil {
+			return "", "", fmt.Errorf("e2e: iso: %w", err)
+		}
+		if err := writeAtomic(path, data); err != nil {
+			return "", "", err
+		}
+	}
+	sum := sha256.Sum256(data)
+	return path, hex.EncodeToString(sum[:]), nil
+}
+
+func writeAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-")
+	if err != nil {
+		return fmt.Errorf("e2e: write %s: %w", path, err)
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("e2e: write %s: %w", path, err)
+	}
+	// Readable by servers that drop privileges (nginx's www-data).
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return fmt.Errorf("e2e: write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("e2e: write %s: %w", path, err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("e2e: write %s: %w", path, err)
+	}
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return fmt.Errorf("e2e: copy: %w", err)
+	}
+	if err := os.WriteFile(dst, data, 0o644); err != nil {
+		return fmt.Errorf("e2e: copy: %w", err)
+	}
+	return nil
+}
+
+func runIn(ctx context.Context, dir, name string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	return cmd.CombinedOutput()
+}

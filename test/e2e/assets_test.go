@@ -1,0 +1,64 @@
+package e2e
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestEnsureAssets(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short mode: the kernel download is not short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	a, err := EnsureAssets(ctx, CacheDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{a.Kernel, a.Initrd, a.ISO} {
+		if st, err := os.Stat(p); err != nil || st.Size() == 0 {
+			t.Fatalf("asset %s missing or empty: %v", p, err)
+		}
+	}
+	if len(a.ISOSHA256) != 64 {
+		t.Fatalf("iso sha256 %q is not 64 hex digits", a.ISOSHA256)
+	}
+	// The archive must unpack with the system's cpio when it is there: that
+	// is an independent reader of the newc format.
+	if _, err := exec.LookPath("cpio"); err != nil {
+		t.Logf("cpio(1) not installed: archive listing not cross-checked")
+		return
+	}
+	raw, err := os.ReadFile(a.Initrd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("cpio", "-t")
+	cmd.Stdin = bytes.NewReader(plain)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("cpio -t: %v", err)
+	}
+	list := string(out)
+	for _, want := range []string{"init", "bin/busybox", "etc/udhcpc/default.script", filepath.Join("lib/modules", "virtio_net.ko")} {
+		if !strings.Contains(list, want+"\n") {
+			t.Errorf("initrd lacks %s; has:\n%s", want, list)
+		}
+	}
+}

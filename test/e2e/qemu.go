@@ -1,0 +1,189 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Firmware is what the VM boots with.
+type Firmware string
+
+const (
+	// BIOS is SeaBIOS with QEMU's NIC option ROM, which is iPXE on Debian.
+	BIOS Firmware = "bios"
+	// UEFI is OVMF. With NoROM it uses OVMF's own PXE client (client arch
+	// 7); without, QEMU's virtio ROM (an iPXE EFI driver) boots instead.
+	UEFI Firmware = "uefi"
+)
+
+// OVMF firmware files from Debian's ovmf package.
+const (
+	OVMFCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	OVMFVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+)
+
+// VMConfig describes one test VM.
+type VMConfig struct {
+	Name     string
+	MAC      string // colon form; random locally administered if empty
+	Firmware Firmware
+	NoROM    bool // romfile= on the NIC: no iPXE option ROM
+	MemoryMB int  // 512 if zero
+}
+
+// VM is a running QEMU (TCG: /dev/kvm is not trusted on these machines).
+type VM struct {
+	Config  VMConfig
+	Tap     string
+	Args    []string
+	Started time.Time
+	proc    *Proc
+}
+
+// Marker is the line the test initramfs prints when userspace is reached.
+type Marker struct {
+	MAC     string
+	Cmdline string
+	Line    string
+	Elapsed time.Duration // from QEMU start to the marker: logged, never asserted
+}
+
+var (
+	markerRE     = regexp.MustCompile(`FLEETBOOT-MARKER mac=(\S*) cmdline=(.*)$`)
+	mismatchRE   = regexp.MustCompile(`FLEETBOOT-LIVEOS-MISMATCH`)
+	noBootableRE = regexp.MustCompile(`No bootable device`)
+)
+
+// RandomMAC returns a locally administered unicast MAC (52:54:00 is QEMU's
+// prefix; the rest is random).
+func RandomMAC() string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", b[0], b[1], b[2])
+}
+
+// StartVM runs a VM on the network with its serial console captured to
+// dir/<name>.log; it is killed by PID when the test ends.
+func (n *Network) StartVM(t testing.TB, dir string, cfg VMConfig) *VM {
+	t.Helper()
+	if cfg.MAC == "" {
+		cfg.MAC = RandomMAC()
+	}
+	if cfg.MemoryMB == 0 {
+		cfg.MemoryMB = 512
+	}
+	if cfg.Name == "" {
+		cfg.Name = "vm-" + strings.ReplaceAll(cfg.MAC, ":", "")
+	}
+	tap := n.AddTap(t)
+	nic := "virtio-net-pci,netdev=n0,mac=" + cfg.MAC
+	if cfg.NoROM {
+		nic += ",romfile="
+	}
+	args := []string{
+		"-name", cfg.Name,
+		"-accel", "tcg",
+		"-m", fmt.Sprint(cfg.MemoryMB),
+		"-smp", "1",
+		// -nographic makes SeaBIOS and iPXE print on the serial port too.
+		"-nographic", "-monitor", "none", "-serial", "stdio",
+		"-no-reboot",
+		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
+		"-device", nic,
+	}
+	switch cfg.Firmware {
+	case BIOS, "":
+		args = append(args, "-machine", "pc", "-boot", "order=n")
+	case UEFI:
+		vars := filepath.Join(dir, cfg.Name+"-OVMF_VARS.fd")
+		if err := copyFile(OVMFVars, vars); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "-machine", "q35",
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+OVMFCode,
+			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
+	default:
+		t.Fatalf("e2e: unknown firmware %q", cfg.Firmware)
+	}
+	vm := &VM{Config: cfg, Tap: tap, Args: args, Started: time.Now()}
+	cmd := nsCommand(context.Background(), n.Switch, "qemu-system-x86_64", args...)
+	vm.proc = StartProc(t, dir, cfg.Name, cmd)
+	t.Logf("e2e: started %s (pid %d, %s, mac %s): qemu-system-x86_64 %s", cfg.Name, vm.proc.PID(), cfg.Firmware, cfg.MAC, strings.Join(args, " "))
+	return vm
+}
+
+// Console is the serial output so far.
+func (vm *VM) Console() string { return vm.proc.Output() }
+
+// ConsolePath is the file the serial output is written to.
+func (vm *VM) ConsolePath() string { return vm.proc.LogPath }
+
+// Stop kills QEMU.
+func (vm *VM) Stop() { vm.proc.Stop() }
+
+// WaitMarker waits up to limit for the initramfs marker. A LiveOS digest
+// mismatch fails at once rather than waiting for the limit.
+func (vm *VM) WaitMarker(limit time.Duration) (Marker, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	either := regexp.MustCompile(markerRE.String() + `|` + mismatchRE.String())
+	line, err := vm.proc.WaitFor(ctx, either)
+	if err != nil {
+		return Marker{}, fmt.Errorf("e2e: %s: no marker: %w", vm.Config.Name, err)
+	}
+	if mismatchRE.MatchString(line) {
+		return Marker{Line: line}, fmt.Errorf("e2e: %s: %s", vm.Config.Name, line)
+	}
+	m := markerRE.FindStringSubmatch(line)
+	return Marker{MAC: m[1], Cmdline: strings.TrimSpace(m[2]), Line: line, Elapsed: time.Since(vm.Started)}, nil
+}
+
+// WaitNoBootableDevice waits for SeaBIOS to report that nothing is left to
+// boot (what a BIOS machine shows once iPXE exits to a missing local disk).
+func (vm *VM) WaitNoBootableDevice(limit time.Duration) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	if _, err := vm.proc.WaitFor(ctx, noBootableRE); err != nil {
+		return 0, fmt.Errorf("e2e: %s: %w", vm.Config.Name, err)
+	}
+	return time.Since(vm.Started), nil
+}
+
+// WaitConsole waits for a console line matching re.
+func (vm *VM) WaitConsole(limit time.Duration, re *regexp.Regexp) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	return vm.proc.WaitFor(ctx, re)
+}
+
+// CheckMarker compares a marker with the VM's own MAC and the expected
+// command-line words; it returns a description of every difference.
+func (vm *VM) CheckMarker(m Marker, wantWords ...string) error {
+	var problems []string
+	if !strings.EqualFold(m.MAC, vm.Config.MAC) {
+		problems = append(problems, fmt.Sprintf("marker mac %q, want %q", m.MAC, vm.Config.MAC))
+	}
+	words := strings.Fields(m.Cmdline)
+	for _, w := range wantWords {
+		found := false
+		for _, got := range words {
+			if got == w {
+				found = true
+				break
+			}
+		}
+		if !found {
+			problems = append(problems, fmt.Sprintf("cmdline %q lacks %q", m.Cmdline, w))
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("e2e: %s: %s", vm.Config.Name, strings.Join(problems, "; "))
+	}
+	return nil
+}
