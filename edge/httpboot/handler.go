@@ -1,0 +1,401 @@
+package httpboot
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/fleetboot/fleetboot/proto"
+)
+
+// State is the part of the edge's desired state the handler reads;
+// *state.State satisfies it.
+type State interface {
+	Site() (proto.Site, bool)
+	Host(mac string) (proto.Host, bool)
+	Image(name string) (proto.Image, bool)
+}
+
+// ArtifactServer writes one artifact (Range, HEAD and ETag included); the
+// edge cache implements it.
+type ArtifactServer interface {
+	ServeArtifact(w http.ResponseWriter, r *http.Request, a proto.Artifact)
+}
+
+// Callbacks forwards installer callbacks to the coordinator.
+type Callbacks interface {
+	Done(ctx context.Context, mac string) error
+	Facts(ctx context.Context, mac string, body []byte) error
+}
+
+// EventSink records boot-chain events.
+type EventSink interface {
+	Emit(kind, mac string, detail map[string]string)
+}
+
+// MaxCallbackBody bounds a callback's JSON body: facts are a few KiB; more is
+// a mistake or an attack on the edge's memory.
+const MaxCallbackBody = 64 << 10
+
+// Config wires the handler to the rest of the edge.
+type Config struct {
+	State     State
+	BaseURL   string         // this edge as booting machines reach it: http://10.0.0.1:8080
+	Artifacts ArtifactServer // nil: /artifacts answers 503
+	BootDir   string         // bootstrap binaries (ipxe.efi, snponly.efi, ...); empty: /boot/ serves scripts only
+	Callbacks Callbacks      // nil: callbacks are recorded as events only
+	Events    EventSink      // nil: no events
+	Logger    *slog.Logger   // nil: discard
+}
+
+// Handler serves boot scripts, artifacts, bootstrap binaries and installer
+// callbacks. It also answers GRUB's TFTP config requests (LookupTFTP).
+type Handler struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns the edge's HTTP boot handler. A malformed BaseURL is reported
+// by every script request (and by Check) rather than here, so the signature
+// stays an http.Handler constructor.
+func New(cfg Config) *Handler {
+	l := cfg.Logger
+	if l == nil {
+		l = slog.New(slog.DiscardHandler)
+	}
+	return &Handler{cfg: cfg, log: l.With("component", "httpboot")}
+}
+
+// Check validates the configuration, for start-up.
+func (h *Handler) Check() error {
+	if h.cfg.State == nil {
+		return errors.New("httpboot: no state")
+	}
+	_, err := ChainScript(h.cfg.BaseURL)
+	return err
+}
+
+func (h *Handler) emit(kind, mac string, detail map[string]string) {
+	if h.cfg.Events != nil {
+		h.cfg.Events.Emit(kind, mac, detail)
+	}
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	// An encoded slash would let a segment look like two; nothing here needs one.
+	if strings.Contains(strings.ToLower(r.URL.RawPath), "%2f") || strings.Contains(p, "\x00") {
+		http.Error(w, "httpboot: bad path", http.StatusBadRequest)
+		return
+	}
+	switch {
+	case p == "/api/v1/done" || p == "/api/v1/facts":
+		if r.Method != http.MethodPost {
+			methodNotAllowed(w, http.MethodPost)
+			return
+		}
+		h.serveCallback(w, r, path.Base(p))
+		return
+	case r.Method != http.MethodGet && r.Method != http.MethodHead:
+		methodNotAllowed(w, "GET, HEAD")
+		return
+	}
+	switch {
+	case p == "/healthz":
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	case p == "/boot.ipxe":
+		if !r.URL.Query().Has("mac") {
+			h.serveChain(w)
+			return
+		}
+		h.serveScript(w, r, r.URL.Query().Get("mac"), false)
+	case p == "/chain.ipxe":
+		h.serveChain(w)
+	case p == "/grub.cfg":
+		h.serveScript(w, r, r.URL.Query().Get("mac"), true)
+	case strings.HasPrefix(p, "/artifacts/"):
+		h.serveArtifact(w, r, strings.TrimPrefix(p, "/artifacts/"))
+	case strings.HasPrefix(p, "/boot/"):
+		name := strings.TrimPrefix(p, "/boot/")
+		// /boot/<mac>.ipxe is the per-MAC script pattern of the gPXE seed.
+		if m, ok := strings.CutSuffix(name, ".ipxe"); ok {
+			if _, err := proto.ParseMAC(m); err == nil {
+				h.serveScript(w, r, m, false)
+				return
+			}
+		}
+		h.serveBootFile(w, r, name)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow string) {
+	w.Header().Set("Allow", allow)
+	http.Error(w, "httpboot: method not allowed", http.StatusMethodNotAllowed)
+}
+
+func (h *Handler) serveChain(w http.ResponseWriter) {
+	text, err := ChainScript(h.cfg.BaseURL)
+	if err != nil {
+		h.log.Error("chain script", "err", err)
+		http.Error(w, "httpboot: edge misconfigured", http.StatusInternalServerError)
+		return
+	}
+	writeScript(w, http.StatusOK, text)
+}
+
+func writeScript(w http.ResponseWriter, status int, text string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	// The answer changes whenever the desired state does.
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Length", strconv.Itoa(len(text)))
+	w.WriteHeader(status)
+	io.WriteString(w, text)
+}
+
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.String()
+	}
+	return ""
+}
+
+// InputFor gathers a script's input from the edge state: the host by any of
+// its MACs, and the image it (or, if unknown, the site's discovery policy)
+// boots. `fleetboot explain` uses it too, so both see the same decision.
+func InputFor(st State, baseURL, mac, arch, platform, clientIP string, try int) Input {
+	in := Input{BaseURL: baseURL, MAC: mac, Arch: arch, Platform: platform, ClientIP: clientIP, Try: try}
+	in.Site, _ = st.Site()
+	image := in.Site.DiscoveryImage
+	if host, ok := st.Host(mac); ok {
+		in.Host = &host
+		image = host.Image
+	}
+	if image != "" {
+		if im, ok := st.Image(image); ok {
+			in.Image = &im
+		}
+	}
+	return in
+}
+
+func (h *Handler) serveScript(w http.ResponseWriter, r *http.Request, rawMAC string, grub bool) {
+	q := r.URL.Query()
+	mac, err := proto.ParseMAC(rawMAC)
+	if err != nil {
+		http.Error(w, "httpboot: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	arch, platform := q.Get("arch"), q.Get("platform")
+	for _, v := range []string{arch, platform} {
+		if v != "" && !tokenRE.MatchString(v) {
+			http.Error(w, fmt.Sprintf("httpboot: invalid arch or platform %q", v), http.StatusBadRequest)
+			return
+		}
+	}
+	try := 0
+	if t := q.Get("try"); t != "" {
+		try, err = strconv.Atoi(t)
+		if err != nil || try < 0 || try > MaxTries {
+			http.Error(w, fmt.Sprintf("httpboot: invalid try %q: want 0..%d", t, MaxTries), http.StatusBadRequest)
+			return
+		}
+	}
+	ip := remoteIP(r)
+	in := InputFor(h.cfg.State, h.cfg.BaseURL, mac, arch, platform, ip, try)
+	render := Render
+	if grub {
+		render = RenderGRUB
+	}
+	s, err := render(in)
+	if err != nil {
+		h.log.Error("render script", "mac", mac, "err", err)
+		http.Error(w, "httpboot: edge misconfigured", http.StatusInternalServerError)
+		return
+	}
+	format := "ipxe"
+	if grub {
+		format = "grub"
+	}
+	h.log.Info("script", "mac", mac, "ip", ip, "arch", arch, "platform", platform, "try", try,
+		"format", format, "decision", s.Decision.Action, "image", s.Decision.Image, "reason", s.Decision.Reason)
+	h.emit(proto.EventScript, mac, map[string]string{
+		"decision": s.Decision.Action, "image": s.Decision.Image, "reason": s.Decision.Reason,
+		"arch": arch, "platform": platform, "ip": ip, "try": strconv.Itoa(try), "format": format,
+	})
+	writeScript(w, s.Status, s.Text)
+}
+
+// serveArtifact maps /artifacts/<image>/<file> to the image's artifact of that
+// file name. Nothing here touches a file system: the name only selects an
+// entry of the image, so no path can reach a file outside it.
+func (h *Handler) serveArtifact(w http.ResponseWriter, r *http.Request, rest string) {
+	image, file, ok := strings.Cut(rest, "/")
+	if !ok || strings.Contains(file, "/") || proto.ValidName("image", image) != nil || proto.ValidFileName(file) != nil {
+		http.Error(w, "httpboot: bad artifact path", http.StatusBadRequest)
+		return
+	}
+	im, ok := h.cfg.State.Image(image)
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	for _, a := range im.Artifacts {
+		if a.Name == file {
+			if h.cfg.Artifacts == nil {
+				http.Error(w, "httpboot: no artifact source", http.StatusServiceUnavailable)
+				return
+			}
+			h.cfg.Artifacts.ServeArtifact(w, r, a)
+			return
+		}
+	}
+	http.NotFound(w, r)
+}
+
+// serveBootFile serves one regular file directly in BootDir. os.Root refuses
+// any name that would leave the directory, symlinks included.
+func (h *Handler) serveBootFile(w http.ResponseWriter, r *http.Request, name string) {
+	if h.cfg.BootDir == "" || proto.ValidFileName(name) != nil {
+		http.NotFound(w, r)
+		return
+	}
+	root, err := os.OpenRoot(h.cfg.BootDir)
+	if err != nil {
+		h.log.Error("boot dir", "dir", h.cfg.BootDir, "err", err)
+		http.NotFound(w, r)
+		return
+	}
+	defer root.Close()
+	f, err := root.Open(name)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			h.log.Warn("boot file refused", "file", name, "ip", remoteIP(r), "err", err)
+		}
+		http.NotFound(w, r)
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	// ServeContent over an *os.File: Range, HEAD, If-Modified-Since, sendfile.
+	http.ServeContent(w, r, name, fi.ModTime(), f)
+}
+
+func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, kind string) {
+	mac, err := proto.ParseMAC(r.URL.Query().Get("mac"))
+	if err != nil {
+		http.Error(w, "httpboot: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxCallbackBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			http.Error(w, fmt.Sprintf("httpboot: body larger than %d bytes", MaxCallbackBody), http.StatusRequestEntityTooLarge)
+			return
+		}
+		http.Error(w, "httpboot: reading body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	// "done" may come with no body at all (curl -X POST); facts need JSON.
+	if (kind == "facts" || len(strings.TrimSpace(string(body))) > 0) && !json.Valid(body) {
+		http.Error(w, "httpboot: body is not valid JSON", http.StatusBadRequest)
+		return
+	}
+	event := proto.EventCallbackDone
+	if kind == "facts" {
+		event = proto.EventCallbackFacts
+	}
+	detail := map[string]string{"ip": remoteIP(r), "bytes": strconv.Itoa(len(body))}
+	if cb := h.cfg.Callbacks; cb != nil {
+		if kind == "facts" {
+			err = cb.Facts(r.Context(), mac, body)
+		} else {
+			err = cb.Done(r.Context(), mac)
+		}
+		if err != nil {
+			detail["error"] = err.Error()
+			h.emit(event, mac, detail)
+			h.log.Warn("callback not forwarded", "mac", mac, "kind", kind, "err", err)
+			http.Error(w, "httpboot: forwarding the callback failed: "+err.Error(), http.StatusBadGateway)
+			return
+		}
+		detail["forwarded"] = "true"
+	} else {
+		detail["forwarded"] = "false"
+	}
+	h.emit(event, mac, detail)
+	h.log.Info("callback", "mac", mac, "kind", kind, "bytes", len(body), "forwarded", detail["forwarded"])
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// LookupTFTP answers the GRUB config files GRUB asks for over TFTP (the edge
+// passes it to the TFTP server as its Dynamic source). GRUB's net config
+// search (grub_net_search_config_file) tries, in the directory of its
+// prefix: grub.cfg-01-aa-bb-cc-dd-ee-ff (the MAC, lower-case, dashes), then
+// the client IP in upper-case hex shortened one digit at a time
+// (grub.cfg-C0A80064 ... grub.cfg-C), then grub.cfg. The prefix differs
+// between builds (/grub, /EFI/BOOT, the shim's directory), so only the file
+// name is matched. Unknown machines under the ignore policy get nothing for
+// their MAC file; the IP files are never answered; grub.cfg asks again by
+// MAC over HTTP.
+func (h *Handler) LookupTFTP(p string, remote net.Addr) ([]byte, bool) {
+	base := path.Base(p)
+	if base == "grub.cfg" {
+		text, err := GRUBFallback(h.cfg.BaseURL)
+		if err != nil {
+			h.log.Error("grub fallback", "err", err)
+			return nil, false
+		}
+		return []byte(text), true
+	}
+	rest, ok := strings.CutPrefix(base, "grub.cfg-01-")
+	if !ok {
+		return nil, false
+	}
+	mac, err := proto.ParseMAC(rest)
+	if err != nil {
+		return nil, false
+	}
+	ip := ""
+	if ua, ok := remote.(*net.UDPAddr); ok {
+		ip = ua.IP.String()
+	}
+	// Everything that reaches GRUB's http module on this path is x86-64 or
+	// arm64 UEFI; the arch is not known from TFTP, so it is left open.
+	in := InputFor(h.cfg.State, h.cfg.BaseURL, mac, "", "efi", ip, 0)
+	s, err := RenderGRUB(in)
+	if err != nil {
+		h.log.Error("render grub", "mac", mac, "err", err)
+		return nil, false
+	}
+	h.emit(proto.EventScript, mac, map[string]string{
+		"decision": s.Decision.Action, "image": s.Decision.Image, "reason": s.Decision.Reason,
+		"ip": ip, "format": "grub", "via": "tftp",
+	})
+	if s.Status != http.StatusOK {
+		return nil, false
+	}
+	return []byte(s.Text), true
+}
