@@ -16,13 +16,13 @@ import (
 // Client architectures of option 93 (RFC 4578, IANA "Processor Architecture
 // Types") that the boot-file table knows.
 const (
-	ArchBIOS        uint16 = 0
-	ArchEFIx64      uint16 = 7
-	ArchEFIBC       uint16 = 9 // firmware that says "EFI byte code" is in practice x86-64
-	ArchEFIarm64    uint16 = 11
-	ArchEFIx64HTTP  uint16 = 16
-	optIPXEEncap           = 175 // iPXE's encapsulated options; present means "I am iPXE"
-	optIPXENoPXEDHCP       = 176 // sub-option of 175: do not wait for ProxyDHCP offers
+	ArchBIOS         uint16 = 0
+	ArchEFIx64       uint16 = 7
+	ArchEFIBC        uint16 = 9 // firmware that says "EFI byte code" is in practice x86-64
+	ArchEFIarm64     uint16 = 11
+	ArchEFIx64HTTP   uint16 = 16
+	optIPXEEncap            = 175 // iPXE's encapsulated options; present means "I am iPXE"
+	optIPXENoPXEDHCP        = 176 // sub-option of 175: do not wait for ProxyDHCP offers
 )
 
 // ErrNotRequest is returned by ParseMachine for packets that are not a

@@ -1,0 +1,252 @@
+package dhcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+
+	"github.com/fleetboot/fleetboot/proto"
+)
+
+// ErrOtherServer is returned by NewServer in full mode when another DHCP
+// server answers on the segment.
+var ErrOtherServer = errors.New("dhcp: another DHCP server answers on this segment")
+
+// Config configures a Server.
+type Config struct {
+	Interface  string // the segment's interface; the sockets are bound to it (SO_BINDTODEVICE)
+	ServerIP   net.IP // the edge's address on Interface
+	HTTPBase   string // e.g. http://10.0.0.1:8080
+	TFTPServer net.IP // default ServerIP
+	BootFiles  BootFiles
+	LeaseFile  string // JSON lease database; empty keeps leases in memory
+	State      Policy
+	Events     EventSink
+	Logger     *slog.Logger
+	// Force starts in full mode even when another DHCP server answers.
+	Force bool
+	// Prober checks an address before it is offered; nil uses ICMP echo with
+	// ConflictTimeout (default 500 ms). NoConflictCheck turns the check off.
+	Prober          AddressProber
+	NoConflictCheck bool
+	ConflictTimeout time.Duration
+	// ProbeWait is how long the start-up probe listens for other DHCP
+	// servers (default 2 s); negative skips the probe.
+	ProbeWait time.Duration
+	// MaxInFlight bounds requests handled at once; more are dropped (clients
+	// retry). Default 1024.
+	MaxInFlight int
+	// ServerPort and PXEPort default to 67 and 4011 (tests may move them).
+	ServerPort, PXEPort int
+}
+
+// Server is the socket adapter around a Handler.
+type Server struct {
+	cfg    Config
+	h      *Handler
+	log    *slog.Logger
+	conns  map[int]*net.UDPConn // local port -> socket
+	closer func() error         // the default ICMP prober
+}
+
+// NewServer opens the lease file, probes the segment for other DHCP servers
+// and binds the sockets (port 67, and 4011 for PXE boot-server requests of
+// proxy mode; both always, so a site switching modes needs no restart).
+// Serve then answers requests.
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Interface == "" {
+		return nil, errors.New("dhcp: interface is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ServerPort == 0 {
+		cfg.ServerPort = dhcpv4.ServerPort
+	}
+	if cfg.PXEPort == 0 {
+		cfg.PXEPort = pxePort
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 1024
+	}
+	if cfg.ProbeWait == 0 {
+		cfg.ProbeWait = 2 * time.Second
+	}
+	if cfg.ConflictTimeout <= 0 {
+		cfg.ConflictTimeout = 500 * time.Millisecond
+	}
+	log := cfg.Logger.With("component", "dhcp", "iface", cfg.Interface)
+	leases, err := OpenLeases(cfg.LeaseFile)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, conns: map[int]*net.UDPConn{}}
+	prober := cfg.Prober
+	if prober == nil && !cfg.NoConflictCheck {
+		ip, err := NewICMPProber(cfg.ConflictTimeout, log)
+		if err != nil {
+			return nil, err
+		}
+		prober, s.closer = ip, ip.Close
+	}
+	h, err := NewHandler(HandlerConfig{
+		ServerIP: cfg.ServerIP, HTTPBase: cfg.HTTPBase, TFTPServer: cfg.TFTPServer, BootFiles: cfg.BootFiles,
+		Policy: cfg.State, Leases: leases, Prober: prober, Events: cfg.Events, Logger: log,
+	})
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	s.h = h
+	if cfg.ProbeWait > 0 {
+		if err := s.probeOthers(); err != nil {
+			s.close()
+			return nil, err
+		}
+	}
+	for _, port := range []int{cfg.ServerPort, cfg.PXEPort} {
+		c, err := server4.NewIPv4UDPConn(cfg.Interface, &net.UDPAddr{Port: port})
+		if err != nil {
+			s.close()
+			return nil, fmt.Errorf("dhcp: listen on %s port %d: %w", cfg.Interface, port, err)
+		}
+		s.conns[port] = c
+	}
+	return s, nil
+}
+
+// Handler is the server's decision step (for explain and tests).
+func (s *Server) Handler() *Handler { return s.h }
+
+func (s *Server) probeOthers() error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ProbeWait+time.Second)
+	defer cancel()
+	others, err := ProbeOtherServers(ctx, s.cfg.Interface, s.cfg.ProbeWait)
+	if err != nil {
+		return err
+	}
+	if len(others) == 0 {
+		return nil
+	}
+	mode := ""
+	if site, ok := s.cfg.State.Site(); ok {
+		mode = site.DHCP
+	}
+	if mode == proto.DHCPFull && !s.cfg.Force {
+		return fmt.Errorf("%w: %s answered on %s (use proxy or reservations mode, or force)", ErrOtherServer, others[0], s.cfg.Interface)
+	}
+	for _, o := range others {
+		s.log.Warn("dhcp: another DHCP server answers on this segment", "server", o.String(), "mode", mode)
+	}
+	return nil
+}
+
+func (s *Server) close() {
+	for _, c := range s.conns {
+		c.Close()
+	}
+	if s.closer != nil {
+		s.closer()
+	}
+}
+
+// Serve answers requests until ctx is cancelled, then closes the sockets.
+func (s *Server) Serve(ctx context.Context) error {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, s.cfg.MaxInFlight)
+	errc := make(chan error, len(s.conns))
+	for port, c := range s.conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- s.readLoop(ctx, c, port, sem, &wg)
+		}()
+	}
+	s.log.Info("dhcp: serving", "ports", []int{s.cfg.ServerPort, s.cfg.PXEPort})
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	s.close()
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (s *Server) readLoop(ctx context.Context, c *net.UDPConn, port int, sem chan struct{}, wg *sync.WaitGroup) error {
+	buf := make([]byte, 4096)
+	for {
+		n, peer, err := c.ReadFromUDP(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("dhcp: read on port %d: %w", port, err)
+		}
+		req, err := dhcpv4.FromBytes(buf[:n])
+		if err != nil {
+			s.log.Debug("dhcp: malformed packet", "peer", peer.String(), "err", err)
+			continue
+		}
+		select {
+		case sem <- struct{}{}:
+		default:
+			s.log.Warn("dhcp: overloaded, request dropped", "mac", req.ClientHWAddr.String())
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			s.serveOne(ctx, c, port, peer, req)
+		}()
+	}
+}
+
+func (s *Server) serveOne(ctx context.Context, c *net.UDPConn, port int, peer *net.UDPAddr, req *dhcpv4.DHCPv4) {
+	in := Input{Port: pxePort}
+	if port == s.cfg.ServerPort {
+		in.Port = dhcpv4.ServerPort
+	}
+	resp, err := s.h.Handle(ctx, req, in)
+	if err != nil {
+		s.log.Warn("dhcp: request not served", "mac", req.ClientHWAddr.String(), "err", err)
+		return
+	}
+	if resp == nil {
+		return
+	}
+	dst := replyAddr(req, resp, in.Port, peer)
+	if _, err := c.WriteToUDP(resp.ToBytes(), dst); err != nil {
+		s.log.Warn("dhcp: send reply", "dst", dst.String(), "err", err)
+	}
+}
+
+// replyAddr applies RFC 2131 §4.1: relayed replies go to the relay's server
+// port; NAKs and replies to clients without an address are broadcast (we
+// cannot unicast to an address the client has not configured without
+// writing ARP entries); renewing and informing clients get unicast. PXE
+// boot-server replies go back to where the request came from.
+func replyAddr(req, resp *dhcpv4.DHCPv4, port int, peer *net.UDPAddr) *net.UDPAddr {
+	if gi := req.GatewayIPAddr.To4(); gi != nil && !gi.IsUnspecified() {
+		return &net.UDPAddr{IP: gi, Port: dhcpv4.ServerPort}
+	}
+	if port == pxePort && peer != nil && !peer.IP.IsUnspecified() {
+		return peer
+	}
+	if resp.MessageType() != dhcpv4.MessageTypeNak && !req.IsBroadcast() {
+		if ci := req.ClientIPAddr.To4(); ci != nil && !ci.IsUnspecified() {
+			return &net.UDPAddr{IP: ci, Port: dhcpv4.ClientPort}
+		}
+	}
+	return &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
+}
