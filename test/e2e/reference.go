@@ -31,10 +31,6 @@ type DnsmasqConfig struct {
 	// NoPXEDHCP sends iPXE option 175.176 = 1 so it does not wait for
 	// ProxyDHCP offers.
 	NoPXEDHCP bool
-	// RAPrefix makes dnsmasq send IPv6 router advertisements (ra-only, no
-	// DHCPv6) for the prefix of the interface's IPv6 address (the host must
-	// have one), so iPXE's IPv6 autoconfiguration finishes at once.
-	RA bool
 }
 
 // Render writes the dnsmasq configuration.
@@ -69,10 +65,6 @@ func (c DnsmasqConfig) Render() string {
 	}
 	if c.NoPXEDHCP {
 		w("dhcp-option=tag:ipxe,encap:175,176,1b")
-	}
-	if c.RA {
-		w("enable-ra")
-		w("dhcp-range=::,constructor:%s,ra-only,64,1h", c.Iface)
 	}
 	return b.String()
 }

@@ -43,11 +43,11 @@ func startRef(t *testing.T, dc DnsmasqConfig, ra bool, script func(base string, 
 	}
 	e := &refEnv{dir: LogDir(t), assets: assets}
 	e.net = NewNetwork(t, "10.77.0.0/24")
-	v6 := ""
+	e.srv = e.net.AddHost(t, "srv", "10.77.0.1", "")
 	if ra {
-		v6 = "fd77::1/64"
+		rtr := e.net.AddHost(t, "rtr", "10.77.0.254", "fd77::fe/64")
+		StartRouterAdverts(t, rtr, e.dir)
 	}
-	e.srv = e.net.AddHost(t, "srv", "10.77.0.1", v6)
 	mux := http.NewServeMux()
 	var base string
 	mux.HandleFunc("GET /boot.ipxe", func(w http.ResponseWriter, r *http.Request) {
@@ -62,7 +62,6 @@ func startRef(t *testing.T, dc DnsmasqConfig, ra bool, script func(base string, 
 	e.base = base
 	dc.Iface = e.srv.Iface
 	dc.RangeStart, dc.RangeEnd = "10.77.0.100", "10.77.0.200"
-	dc.RA = ra
 	if dc.IPXEURL == "" {
 		dc.IPXEURL = base + "/boot.ipxe"
 	}
