@@ -511,6 +511,10 @@ func (s *Service) SetHost(ctx context.Context, req proto.HostSetRequest) (proto.
 	}
 
 	key, _ := proto.HostKey(h.Site, mac)
+	oldKey := ""
+	if exists {
+		oldKey, _ = proto.HostKey(cur.Site, cur.MAC)
+	}
 	// Claim the indexes first (MACs across sites, IP within the site); roll
 	// them back if a later step fails, so a rejected change writes nothing.
 	var undo []func()
@@ -520,7 +524,7 @@ func (s *Service) SetHost(ctx context.Context, req proto.HostSetRequest) (proto.
 		}
 	}
 	for _, m := range h.MACs() {
-		u, err := s.claim(ctx, proto.BucketMACs, mustMACKey(m), key, fmt.Sprintf("MAC %s", m))
+		u, err := s.claim(ctx, proto.BucketMACs, mustMACKey(m), key, oldKey, fmt.Sprintf("MAC %s", m))
 		if err != nil {
 			rollback()
 			return proto.Host{}, err
@@ -528,7 +532,7 @@ func (s *Service) SetHost(ctx context.Context, req proto.HostSetRequest) (proto.
 		undo = append(undo, u...)
 	}
 	if h.IP != "" {
-		u, err := s.claim(ctx, bucketIPs, h.Site+"."+h.IP, key, fmt.Sprintf("IP %s at site %s", h.IP, h.Site))
+		u, err := s.claim(ctx, bucketIPs, h.Site+"."+h.IP, key, oldKey, fmt.Sprintf("IP %s at site %s", h.IP, h.Site))
 		if err != nil {
 			rollback()
 			return proto.Host{}, err
@@ -538,10 +542,6 @@ func (s *Service) SetHost(ctx context.Context, req proto.HostSetRequest) (proto.
 	h.V = proto.Version
 	h.Updated = s.now().UTC()
 	data, _ := json.Marshal(h)
-	oldKey := ""
-	if exists {
-		oldKey, _ = proto.HostKey(cur.Site, cur.MAC)
-	}
 	if exists && oldKey == key {
 		_, err = s.kv[proto.BucketHosts].Update(ctx, key, data, curRev)
 	} else {
@@ -585,9 +585,10 @@ func mustMACKey(m string) string {
 	return k
 }
 
-// claim makes index key k point at owner, failing if another owner holds it.
-// It returns how to undo a fresh claim.
-func (s *Service) claim(ctx context.Context, bucket, k, owner, what string) ([]func(), error) {
+// claim makes index key k point at owner, failing if a host other than owner
+// or prev (the host's key before this change) holds it. It returns how to undo
+// what it changed.
+func (s *Service) claim(ctx context.Context, bucket, k, owner, prev, what string) ([]func(), error) {
 	kv := s.kv[bucket]
 	e, err := kv.Get(ctx, k)
 	if err == nil {
@@ -598,8 +599,9 @@ func (s *Service) claim(ctx context.Context, bucket, k, owner, what string) ([]f
 		if hs, hm, ok := proto.SplitHostKey(holder); ok {
 			holder = fmt.Sprintf("host %s at site %s", hm, hs)
 		}
-		// A stale index entry (its host moved or vanished) may be taken over.
-		if !s.indexStale(ctx, bucket, k, string(e.Value())) {
+		// The host's own entry (when it moves site) or a stale one (its host
+		// moved or vanished) may be taken over.
+		if string(e.Value()) != prev && !s.indexStale(ctx, bucket, k, string(e.Value())) {
 			return nil, fmt.Errorf("%w: %s is already used by %s", ErrConflict, what, holder)
 		}
 		if _, err := kv.Update(ctx, k, []byte(owner), e.Revision()); err != nil {
