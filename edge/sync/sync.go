@@ -269,9 +269,9 @@ func (s *Syncer) head(ctx context.Context, kv jetstream.KeyValue) (uint64, error
 	s.mu.Lock()
 	s.heads[kv.Bucket()] = head
 	s.mu.Unlock()
-	if kv.Bucket() == proto.BucketHosts {
-		// Only our site's keys advance our revision; other sites' changes
-		// must not look like a dead watch. Treat head as caught up.
+	if kv.Bucket() != proto.BucketImages {
+		// Sites and hosts are watched through a filter: other sites' changes
+		// move the head but never our revision, so the head says nothing.
 		return 0, nil
 	}
 	return head, nil

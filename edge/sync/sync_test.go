@@ -1,0 +1,223 @@
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetboot/fleetboot/edge/state"
+	"github.com/fleetboot/fleetboot/proto"
+)
+
+func startServer(t *testing.T, port int, dir string) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	return ns
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// writer plays the coordinator: it writes the buckets directly.
+type writer struct {
+	t  *testing.T
+	kv map[string]jetstream.KeyValue
+}
+
+func newWriter(t *testing.T, url string) *writer {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	w := &writer{t: t, kv: map[string]jetstream.KeyValue{}}
+	for _, b := range []string{proto.BucketSites, proto.BucketHosts, proto.BucketImages} {
+		kv, err := js.CreateOrUpdateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: b, History: 5, Storage: jetstream.FileStorage})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.kv[b] = kv
+	}
+	return w
+}
+
+func (w *writer) put(bucket, key string, v any) {
+	data, _ := json.Marshal(v)
+	if _, err := w.kv[bucket].Put(context.Background(), key, data); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *writer) host(site, mac, image string) {
+	k, _ := proto.HostKey(site, mac)
+	w.put(proto.BucketHosts, k, proto.Host{V: 1, MAC: mac, Site: site, Image: image, State: proto.StateBoot})
+}
+
+// waitFor polls cond until it holds, with a generous deadline (not a timing assertion).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func hostImage(st *state.State, mac string) string {
+	h, ok := st.Host(mac)
+	if !ok {
+		return ""
+	}
+	return h.Image
+}
+
+func TestSyncSnapshotAndPartition(t *testing.T) {
+	port, dir := freePort(t), t.TempDir()
+	ns := startServer(t, port, dir)
+	url := ns.ClientURL()
+	w := newWriter(t, url)
+	w.put(proto.BucketSites, "lab", proto.Site{V: 1, Name: "lab", DHCP: proto.DHCPFull, Networks: []proto.Network{{Subnet: "10.0.0.0/24"}}})
+	w.put(proto.BucketSites, "other", proto.Site{V: 1, Name: "other"})
+	w.put(proto.BucketImages, "deb", proto.Image{V: 1, Name: "deb"})
+	w.host("lab", "52:54:00:00:00:01", "deb")
+	w.host("other", "52:54:00:00:00:99", "deb") // another site's host: never seen
+
+	snapPath := t.TempDir() + "/state.json"
+	st := state.New()
+	sy, err := New(Config{Site: "lab", State: st, SnapshotPath: snapPath, Reconcile: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { sy.Run(ctx, js); close(done) }()
+
+	waitFor(t, "initial state", func() bool { return hostImage(st, "52:54:00:00:00:01") == "deb" })
+	if _, ok := st.Host("52:54:00:00:00:99"); ok {
+		t.Fatal("edge of site lab received a host of site other")
+	}
+	w.put(proto.BucketImages, "deb2", proto.Image{V: 1, Name: "deb2"})
+	w.host("lab", "52:54:00:00:00:01", "deb2")
+	waitFor(t, "live change", func() bool { return hostImage(st, "52:54:00:00:00:01") == "deb2" })
+
+	// Partition: the server goes away, a change is made while it is back
+	// but before the edge reconnected, and must arrive.
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	ns = startServer(t, port, dir)
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	w2 := newWriter(t, ns.ClientURL())
+	w2.host("lab", "52:54:00:00:00:02", "deb")
+	k, _ := proto.HostKey("lab", "52:54:00:00:00:01")
+	if err := w2.kv[proto.BucketHosts].Delete(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "change made during the partition", func() bool {
+		_, gone := st.Host("52:54:00:00:00:01")
+		return hostImage(st, "52:54:00:00:00:02") == "deb" && !gone
+	})
+	cancel()
+	<-done
+
+	// A restarted edge with NATS down serves from the snapshot.
+	st2 := state.New()
+	if _, err := New(Config{Site: "lab", State: st2, SnapshotPath: snapPath}); err != nil {
+		t.Fatal(err)
+	}
+	if hostImage(st2, "52:54:00:00:00:02") != "deb" {
+		t.Fatalf("snapshot lacks the host: %+v", st2.Hosts())
+	}
+	if _, ok := st2.Host("52:54:00:00:00:01"); ok {
+		t.Fatal("snapshot kept a deleted host")
+	}
+	if site, ok := st2.Site(); !ok || site.Name != "lab" {
+		t.Fatalf("snapshot site = %+v", site)
+	}
+	if st2.Revision() == 0 {
+		t.Fatal("snapshot has no revision to resume from")
+	}
+}
+
+// A restarted edge resumes from its snapshot revision: it does not replay
+// what it already has, and it still gets what changed while it was down.
+func TestResumeFromSnapshotRevision(t *testing.T) {
+	ns := startServer(t, -1, t.TempDir())
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	w := newWriter(t, ns.ClientURL())
+	w.put(proto.BucketSites, "lab", proto.Site{V: 1, Name: "lab"})
+	w.put(proto.BucketImages, "deb", proto.Image{V: 1, Name: "deb"})
+	for i := range 20 {
+		w.host("lab", fmt.Sprintf("52:54:00:00:01:%02x", i), "deb")
+	}
+	snapPath := t.TempDir() + "/state.json"
+	run := func(st *state.State, until func() bool) *Syncer {
+		sy, err := New(Config{Site: "lab", State: st, SnapshotPath: snapPath})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := nats.Connect(ns.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { sy.Run(ctx, js); close(done) }()
+		waitFor(t, "state", until)
+		cancel()
+		<-done
+		return sy
+	}
+	st := state.New()
+	run(st, func() bool { return len(st.Hosts()) == 20 })
+
+	w.host("lab", "52:54:00:00:02:00", "deb")
+	var applied atomic.Int32
+	st2 := state.New()
+	sy, err := New(Config{Site: "lab", State: st2, SnapshotPath: snapPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st2.OnChange(func() { applied.Add(1) })
+	nc, _ := nats.Connect(ns.ClientURL())
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go sy.Run(ctx, js)
+	waitFor(t, "the new host", func() bool { _, ok := st2.Host("52:54:00:00:02:00"); return ok })
+	if n := applied.Load(); n > 3 {
+		t.Errorf("resume applied %d changes; want only the new one (no full reload)", n)
+	}
+}
