@@ -122,3 +122,12 @@ func TestReferenceBoot(t *testing.T) {
 		})
 	}
 }
+
+// TestReferenceDHCPChain checks the harness's DHCP and TFTP clients against
+// dnsmasq: a classic BIOS PXE request gets undionly.kpxe, which TFTP serves
+// byte for byte, and iPXE's second request gets the HTTP script.
+func TestReferenceDHCPChain(t *testing.T) {
+	e := startRef(t, DnsmasqConfig{BIOSFile: "undionly.kpxe", EFIFile: "snponly.efi", NoPing: true}, false, plainScript)
+	cli := e.net.AddHost(t, "cli", "10.77.0.50", "")
+	checkPXEChain(t, cli, "10.77.0.1", e.base+"/boot.ipxe")
+}
