@@ -21,6 +21,7 @@ type DnsmasqConfig struct {
 	Iface      string // interface inside the host namespace, e.g. eth0
 	RangeStart string // first address of the pool
 	RangeEnd   string
+	Netmask    string // 255.255.255.0 if empty
 	// IPXEURL is the boot file given to iPXE (user class "iPXE"), e.g.
 	// http://10.77.0.1:8080/boot.ipxe. Empty: no boot file at all (a plain
 	// site DHCP server, as for fleetboot's proxy mode).
@@ -45,7 +46,11 @@ func (c DnsmasqConfig) Render() string {
 	w("bind-interfaces")
 	w("log-dhcp")
 	w("dhcp-authoritative")
-	w("dhcp-range=%s,%s,255.255.255.0,1h", c.RangeStart, c.RangeEnd)
+	mask := c.Netmask
+	if mask == "" {
+		mask = "255.255.255.0"
+	}
+	w("dhcp-range=%s,%s,%s,1h", c.RangeStart, c.RangeEnd, mask)
 	if c.IPXEURL != "" || c.BIOSFile != "" || c.EFIFile != "" {
 		root := c.TFTPRoot
 		if root == "" {
