@@ -38,7 +38,8 @@ type Config struct {
 	NoConflictCheck bool
 	ConflictTimeout time.Duration
 	// ProbeWait is how long the start-up probe listens for other DHCP
-	// servers (default 2 s); negative skips the probe.
+	// servers; negative skips the probe. The default, 4 s, outlasts the 3 s
+	// ICMP check dnsmasq runs before its first OFFER to a new client.
 	ProbeWait time.Duration
 	// MaxInFlight bounds requests handled at once; more are dropped (clients
 	// retry). Default 1024.
@@ -77,7 +78,7 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg.MaxInFlight = 1024
 	}
 	if cfg.ProbeWait == 0 {
-		cfg.ProbeWait = 2 * time.Second
+		cfg.ProbeWait = 4 * time.Second
 	}
 	if cfg.ConflictTimeout <= 0 {
 		cfg.ConflictTimeout = 500 * time.Millisecond
