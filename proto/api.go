@@ -1,5 +1,7 @@
 package proto
 
+import "encoding/json"
+
 // HostSetRequest creates or updates a host. Nil fields keep their current
 // value on an update, so `host set MAC --image X` changes only the image.
 type HostSetRequest struct {
@@ -20,4 +22,11 @@ type HostSetRequest struct {
 type EdgeView struct {
 	EdgeStatus
 	Stale bool `json:"stale"`
+}
+
+// FactsRequest carries what an installer reported about a machine.
+type FactsRequest struct {
+	V     int             `json:"v"`
+	MAC   string          `json:"mac"`
+	Facts json.RawMessage `json:"facts"`
 }

@@ -47,6 +47,8 @@ const (
 	APIHostGet   = "host.get"
 	APIHostRm    = "host.rm"
 	APIEdgeList  = "edge.list"
+	APIHostDone  = "host.done"  // an installer reported done (from an edge)
+	APIHostFacts = "host.facts" // an installer reported facts (from an edge)
 	APIStoreInfo = "store.info"
 )
 

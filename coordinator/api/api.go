@@ -72,6 +72,10 @@ func Start(nc *nats.Conn, cfg Config) (micro.Service, error) {
 		{proto.APIHostRm, handle(cfg, func(ctx context.Context, r proto.MACRequest) (proto.MACRequest, error) {
 			return r, s.RemoveHost(ctx, r.MAC)
 		})},
+		{proto.APIHostDone, handle(cfg, func(ctx context.Context, r proto.MACRequest) (proto.Host, error) { return s.InstallDone(ctx, r.MAC) })},
+		{proto.APIHostFacts, handle(cfg, func(ctx context.Context, r proto.FactsRequest) (proto.MACRequest, error) {
+			return proto.MACRequest{V: proto.Version, MAC: r.MAC}, s.RecordFacts(ctx, r.MAC, r.Facts)
+		})},
 		{proto.APIEdgeList, handle(cfg, func(ctx context.Context, _ proto.ListRequest) ([]proto.EdgeView, error) { return s.ListEdges(ctx) })},
 		{proto.APIStoreInfo, handle(cfg, func(context.Context, proto.ListRequest) (proto.StoreInfo, error) {
 			return proto.StoreInfo{V: proto.Version, URL: cfg.StoreURL}, nil

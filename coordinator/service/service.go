@@ -66,7 +66,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		cfg.Replicas = 1
 	}
 	s := &Service{kv: map[string]jetstream.KeyValue{}, check: cfg.Checker, log: cfg.Logger, now: cfg.Now}
-	for _, b := range []string{proto.BucketSites, proto.BucketImages, proto.BucketHosts, proto.BucketMACs, bucketIPs, proto.BucketEdges} {
+	for _, b := range []string{proto.BucketSites, proto.BucketImages, proto.BucketHosts, proto.BucketMACs, bucketIPs, proto.BucketEdges, bucketFacts} {
 		kv, err := cfg.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:   b,
 			History:  5,
@@ -84,6 +84,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 // bucketIPs indexes reservations: key <site>.<ip> -> primary MAC key. It is
 // the coordinator's own; edges never read it.
 const bucketIPs = "ips"
+
+// bucketFacts keeps the last facts an installer reported per MAC (12 hex digits).
+const bucketFacts = "facts"
 
 func invalid(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, a...))
@@ -722,6 +725,53 @@ func (s *Service) RemoveHost(ctx context.Context, mac string) error {
 	}
 	return nil
 }
+
+// InstallDone records an installer's "done": a host set with --once switches
+// to local-disk boot, so its next boot does not reinstall it.
+func (s *Service) InstallDone(ctx context.Context, mac string) (proto.Host, error) {
+	h, err := s.GetHost(ctx, mac)
+	if err != nil {
+		return proto.Host{}, err
+	}
+	if !h.Once {
+		return h, nil
+	}
+	return s.SetHost(ctx, proto.HostSetRequest{MAC: h.MAC, State: ptrTo(proto.StateLocal), Once: ptrTo(false)})
+}
+
+// RecordFacts keeps what an installer reported about a known host.
+func (s *Service) RecordFacts(ctx context.Context, mac string, facts json.RawMessage) error {
+	h, err := s.GetHost(ctx, mac)
+	if err != nil {
+		return err
+	}
+	if !json.Valid(facts) {
+		return invalid("facts are not valid JSON")
+	}
+	if len(facts) > 64<<10 {
+		return invalid("facts larger than 64 KiB")
+	}
+	_, err = s.kv[bucketFacts].Put(ctx, mustMACKey(h.MAC), facts)
+	return err
+}
+
+// Facts returns the last facts reported for a host, or nil.
+func (s *Service) Facts(ctx context.Context, mac string) (json.RawMessage, error) {
+	h, err := s.GetHost(ctx, mac)
+	if err != nil {
+		return nil, err
+	}
+	e, err := s.kv[bucketFacts].Get(ctx, mustMACKey(h.MAC))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return e.Value(), nil
+}
+
+func ptrTo[T any](v T) *T { return &v }
 
 // ---- edges ----
 

@@ -354,3 +354,40 @@ func TestEdgeStaleness(t *testing.T) {
 		t.Error(diff)
 	}
 }
+
+func TestInstallDoneSwitchesOnceHostsToLocal(t *testing.T) {
+	s := newService(t)
+	ctx := context.Background()
+	if _, err := s.SetHost(ctx, proto.HostSetRequest{MAC: "52:54:00:00:00:05", Site: ptr("lab"), Image: ptr("deb"), Once: ptr(true)}); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, mac, state string
+	}{
+		{"once host goes local", "52:54:00:00:00:05", proto.StateLocal},
+		{"ordinary host stays", "52:54:00:00:00:01", proto.StateBoot},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h, err := s.InstallDone(ctx, tc.mac)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.State != tc.state || h.Once {
+				t.Errorf("after done: state %s once %v, want %s false", h.State, h.Once, tc.state)
+			}
+		})
+	}
+	if _, err := s.InstallDone(ctx, "52:54:00:00:00:77"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("done for an unknown MAC: %v", err)
+	}
+	if err := s.RecordFacts(ctx, "52:54:00:00:00:01", []byte(`{"disks":2}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Facts(ctx, "52:54:00:00:00:01"); err != nil || string(got) != `{"disks":2}` {
+		t.Errorf("facts = %s, %v", got, err)
+	}
+	if err := s.RecordFacts(ctx, "52:54:00:00:00:01", []byte(`{nope`)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("bad facts accepted: %v", err)
+	}
+}

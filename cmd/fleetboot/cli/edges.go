@@ -2,21 +2,125 @@ package cli
 
 import (
 	"fmt"
+	"net"
+	"net/url"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/fleetboot/fleetboot/edge"
+	"github.com/fleetboot/fleetboot/edge/cache"
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/shared/artifactstore"
 )
 
-func (a *app) edgeCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "edge",
-		Short: "Run an edge agent, or list the edges",
-		Long: `Without a subcommand, runs the edge agent of one site (see fleetboot edge run
---help). "fleetboot edge ls" lists every edge's last heartbeat.`,
+// edgeFlags are the settings of the edge agent, shared with `dev`.
+type edgeFlags struct {
+	name, site, iface, serverIP, stateDir, cacheDir, cacheSize, store, dhcp string
+	httpListen, tftpListen, advertise, bootDir, efiFile                     string
+	force                                                                   bool
+}
+
+func (f *edgeFlags) register(cmd *cobra.Command, stateDir, cacheDir, httpListen, tftpListen string) {
+	host, _ := os.Hostname()
+	fl := cmd.Flags()
+	fl.StringVar(&f.name, "name", strings.ToLower(host), "this edge's name, unique in the fleet")
+	fl.StringVar(&f.site, "site", "", "the site this edge serves (required)")
+	fl.StringVar(&f.iface, "interface", "", "interface to answer DHCP on (empty: no DHCP)")
+	fl.StringVar(&f.serverIP, "server-ip", "", "this edge's IPv4 address on --interface (default: the interface's first)")
+	fl.StringVar(&f.stateDir, "state-dir", stateDir, "leases, state snapshot and event buffer (keep it off the cache disk)")
+	fl.StringVar(&f.cacheDir, "cache-dir", cacheDir, "artifact cache directory")
+	fl.StringVar(&f.cacheSize, "cache-size", "20GiB", "artifact cache bound, e.g. 50GiB")
+	if fl.Lookup("store") == nil { // dev mode shares the coordinator's --store
+		fl.StringVar(&f.store, "store", "", "artifact store URL (default: the coordinator's, with credentials from FLEETBOOT_S3_*)")
 	}
+	fl.StringVar(&f.dhcp, "dhcp", "", "override the site's DHCP mode here: full, reservations, proxy or off")
+	fl.StringVar(&f.httpListen, "http-listen", httpListen, "HTTP address for scripts, artifacts, callbacks and /metrics")
+	fl.StringVar(&f.tftpListen, "tftp-listen", tftpListen, "TFTP address (empty: no TFTP)")
+	fl.StringVar(&f.advertise, "advertise", "", "base URL machines reach this edge's HTTP at (default: http://SERVER-IP:PORT)")
+	fl.StringVar(&f.bootDir, "boot-dir", "/usr/lib/ipxe", "directory of iPXE binaries served over TFTP and HTTP")
+	fl.StringVar(&f.efiFile, "efi-boot-file", "ipxe.efi", "iPXE binary for UEFI x64 clients: ipxe.efi or snponly.efi")
+	fl.BoolVar(&f.force, "force", false, "answer DHCP in full mode even when another DHCP server is on the segment")
+}
+
+func (f *edgeFlags) config(a *app, natsURL string) (edge.Config, error) {
+	var cfg edge.Config
+	if f.site == "" {
+		return cfg, fmt.Errorf("--site is required")
+	}
+	size, err := cache.ParseSize(f.cacheSize)
+	if err != nil {
+		return cfg, fmt.Errorf("--cache-size: %w", err)
+	}
+	switch f.dhcp {
+	case "", proto.DHCPFull, proto.DHCPReservations, proto.DHCPProxy, proto.DHCPOff:
+	default:
+		return cfg, fmt.Errorf("invalid --dhcp %q: want full, reservations, proxy or off", f.dhcp)
+	}
+	var ip net.IP
+	if f.serverIP != "" {
+		if ip = net.ParseIP(f.serverIP).To4(); ip == nil {
+			return cfg, fmt.Errorf("invalid --server-ip %q: want an IPv4 address", f.serverIP)
+		}
+	}
+	if f.advertise != "" {
+		if u, err := url.Parse(f.advertise); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return cfg, fmt.Errorf("invalid --advertise %q: want http://HOST:PORT", f.advertise)
+		}
+	}
+	if f.efiFile != "ipxe.efi" && f.efiFile != "snponly.efi" {
+		return cfg, fmt.Errorf("invalid --efi-boot-file %q: want ipxe.efi or snponly.efi", f.efiFile)
+	}
+	store := artifactstore.Config{}
+	if f.store != "" {
+		store = artifactstore.ConfigFromEnv(f.store)
+	}
+	return edge.Config{
+		Name: f.name, Site: f.site, NATSURL: natsURL, NATSOptions: a.natsOptions("fleetboot-edge"),
+		StateDir: f.stateDir, CacheDir: f.cacheDir, CacheSize: size, Store: store,
+		Interface: f.iface, ServerIP: ip, HTTPListen: f.httpListen, TFTPListen: f.tftpListen,
+		AdvertiseURL: strings.TrimRight(f.advertise, "/"), BootDir: f.bootDir, EFIBootFile: f.efiFile,
+		Force: f.force, DHCPMode: f.dhcp, Version: a.version, Logger: a.logger(),
+	}, nil
+}
+
+func (a *app) edgeCmd() *cobra.Command {
+	var f edgeFlags
+	var coord string
+	var check bool
+	cmd := &cobra.Command{
+		Use:   "edge --site NAME [--interface IF] [flags] | edge ls",
+		Short: "Run the edge agent of a site, or list the edges",
+		Long: `Run the edge agent of one site: it follows the site's desired state over NATS
+(keeping a snapshot on disk, so it keeps booting machines when the coordinator
+is unreachable), answers DHCP on --interface, serves iPXE binaries over TFTP,
+renders boot scripts per MAC and serves artifacts over HTTP from its disk
+cache, filled from the artifact store. "fleetboot edge ls" lists the edges.`,
+		Example: `  fleetboot edge --coordinator nats://coord:4222 --site lab --interface eth1 \
+      --state-dir /var/lib/fleetboot-edge --cache-dir /srv/fleetboot-cache --cache-size 50GiB
+  fleetboot edge ls`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			natsURL := a.natsURL
+			if coord != "" {
+				natsURL = coord
+			}
+			cfg, err := f.config(a, natsURL)
+			if err != nil {
+				return err
+			}
+			if check {
+				fmt.Fprintln(a.stdout, "configuration OK")
+				return nil
+			}
+			return edge.Run(cmd.Context(), cfg)
+		},
+	}
+	f.register(cmd, "/var/lib/fleetboot-edge", "/var/cache/fleetboot", ":8080", ":69")
+	cmd.Flags().StringVar(&coord, "coordinator", "", "NATS URL of the coordinator (default: --nats)")
+	cmd.Flags().BoolVar(&check, "check-config", false, "validate the configuration, then exit")
 	cmd.AddCommand(a.edgeLsCmd())
 	return cmd
 }

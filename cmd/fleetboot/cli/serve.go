@@ -10,7 +10,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/fleetboot/fleetboot/coordinator"
+	"github.com/fleetboot/fleetboot/edge"
 	"github.com/fleetboot/fleetboot/shared/artifactstore"
 )
 
@@ -108,6 +111,7 @@ change.`,
 
 func (a *app) devCmd() *cobra.Command {
 	var f coordinatorFlags
+	var ef edgeFlags
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "All-in-one on this machine: coordinator, embedded NATS, local artifact directory and an edge",
@@ -132,31 +136,72 @@ unless --interface is given).`,
 			if err != nil {
 				return err
 			}
+			if !cmd.Flags().Changed("state-dir") {
+				ef.stateDir = filepath.Join(f.data, "edge")
+			}
+			if !cmd.Flags().Changed("cache-dir") {
+				ef.cacheDir = filepath.Join(f.data, "cache")
+			}
+			ecfg, err := ef.config(a, "nats://"+f.natsListen)
+			if err != nil {
+				return err
+			}
+			ecfg.Store = artifactstore.ConfigFromEnv(f.store)
 			if f.checkConfig {
 				fmt.Fprintln(a.stdout, "configuration OK")
 				return nil
 			}
-			return a.runDev(cmd.Context(), cfg)
+			return a.runDev(cmd.Context(), cfg, ecfg)
 		},
 	}
 	f.register(cmd, "fleetboot-data", "")
+	ef.register(cmd, "", "", "127.0.0.1:8080", "127.0.0.1:6969")
+	cmd.Flags().Lookup("site").DefValue = "lab"
+	_ = cmd.Flags().Set("site", "lab")
+	cmd.Flags().Lookup("name").DefValue = "dev"
+	_ = cmd.Flags().Set("name", "dev")
 	return cmd
 }
 
-func (a *app) runDev(ctx context.Context, cfg coordinator.Config) error {
-	cfg.Ready = func(url string) {
-		fmt.Fprintf(a.stdout, `fleetboot dev is running
+func (a *app) runDev(ctx context.Context, cfg coordinator.Config, ecfg edge.Config) error {
+	g, ctx := errgroup.WithContext(ctx)
+	coordReady := make(chan string, 1)
+	cfg.Ready = func(url string) { coordReady <- url }
+	g.Go(func() error { return coordinator.Run(ctx, cfg) })
+	var url string
+	select {
+	case url = <-coordReady:
+	case <-ctx.Done():
+		return g.Wait()
+	}
+	ecfg.NATSURL = url
+	edgeReady := make(chan string, 1)
+	ecfg.Ready = func(addr string) { edgeReady <- addr }
+	g.Go(func() error { return edge.Run(ctx, ecfg) })
+	select {
+	case <-edgeReady:
+	case <-ctx.Done():
+		return g.Wait()
+	}
+	fmt.Fprintf(a.stdout, `fleetboot dev is running
   NATS + coordinator API: %s
   artifact store:         %s
   data:                   %s
+  edge %q of site %q: HTTP %s/boot.ipxe, TFTP %s, DHCP %s
 
 Try, from another shell:
   fleetboot site add lab --subnet 10.0.0.0/24 --range 10.0.0.100-10.0.0.200
   fleetboot image add demo --kernel /boot/vmlinuz-$(uname -r) --initrd /boot/initrd.img-$(uname -r) --cmdline 'console=ttyS0'
-  fleetboot host set 52:54:00:12:34:56 --image demo --site lab && fleetboot host ls
-`, url, cfg.StoreURL, cfg.DataDir)
+  fleetboot host set 52:54:00:12:34:56 --image demo --site lab && curl 'http://%s/boot.ipxe?mac=52:54:00:12:34:56'
+`, url, cfg.StoreURL, cfg.DataDir, ecfg.Name, ecfg.Site, "http://"+ecfg.HTTPListen, ecfg.TFTPListen, dhcpNote(ecfg.Interface), ecfg.HTTPListen)
+	return g.Wait()
+}
+
+func dhcpNote(iface string) string {
+	if iface == "" {
+		return "off (no --interface)"
 	}
-	return coordinator.Run(ctx, cfg)
+	return "on " + iface
 }
 
 // stater adapts the artifact store to what the coordinator checks.
