@@ -225,6 +225,7 @@ func TestServeHit(t *testing.T) {
 		{name: "if-none-match", method: "GET", hdr: map[string]string{"If-None-Match": etag}, wantStatus: 304, wantBody: []byte{}},
 		{name: "if-none-match other", method: "GET", hdr: map[string]string{"If-None-Match": `"other"`}, wantStatus: 200, wantBody: data},
 		{name: "if-range current", method: "GET", hdr: map[string]string{"Range": "bytes=10-19", "If-Range": etag}, wantStatus: 206, wantBody: data[10:20]},
+		{name: "write refused", method: "PUT", wantStatus: 405},
 		{name: "if-range stale", method: "GET", hdr: map[string]string{"Range": "bytes=10-19", "If-Range": `"stale"`}, wantStatus: 200, wantBody: data},
 	}
 	for _, tt := range tests {
@@ -455,19 +456,34 @@ func TestStoreDown(t *testing.T) {
 	tests := []struct {
 		name       string
 		mode       int32
+		stallMid   bool // half the body arrives, then nothing
 		wantReason string
 	}{
 		{name: "connection dropped", mode: modeDrop, wantReason: "artifact store unavailable"},
 		{name: "no answer", mode: modeHang, wantReason: "artifact store sent nothing"},
 		{name: "headers then silence", mode: modeStallAll, wantReason: "artifact store sent nothing"},
+		{name: "silence mid-body", stallMid: true},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s.mode.Store(modeNormal)
-			uncached := s.putBytes(fmt.Sprintf("uncached-%d", i), randomBytes(uint64(21+i), 200_000))
+			uncached := s.putBytes(fmt.Sprintf("uncached-%d", i), randomBytes(uint64(21+i), 1<<20))
 			s.mode.Store(tt.mode)
 			defer s.mode.Store(modeNormal)
+			if tt.stallMid {
+				// Past the first 256 KiB read: minio-go fills whole buffers.
+				s.gateAfter.Store(uncached.Size * 3 / 4)
+				defer s.gateAfter.Store(0)
+				// The body streams, so the client gets a 200, but it must
+				// see it break off, not hang and not look complete.
+				r := do(t, "GET", ts.url(uncached), nil)
+				if r.err == nil || int64(len(r.body)) >= uncached.Size {
+					t.Fatalf("status %d, %d of %d bytes, err %v; want a broken-off body (%.200q)", r.status, len(r.body), uncached.Size, r.err, r.body)
+				}
+			}
 			for _, method := range []string{"GET", "HEAD"} {
+				if tt.stallMid {
+					break
+				}
 				r := do(t, method, ts.url(uncached), nil)
 				if r.err != nil || r.status != http.StatusServiceUnavailable {
 					t.Fatalf("%s uncached: status %d, err %v; want 503", method, r.status, r.err)
@@ -482,6 +498,9 @@ func TestStoreDown(t *testing.T) {
 			r := do(t, "GET", ts.url(cached), nil)
 			if r.err != nil || r.status != 200 || int64(len(r.body)) != cached.Size {
 				t.Fatalf("cached artifact while the store is down: status %d, %d bytes, err %v", r.status, len(r.body), r.err)
+			}
+			if c.Contains(uncached.SHA256) {
+				t.Error("an artifact whose fetch failed is in the index")
 			}
 			if n := len(dirFiles(t, c.tmpDir)); n != 0 {
 				t.Errorf("%d partial files left", n)
@@ -652,4 +671,56 @@ func metricValue(t testing.TB, c *Cache, series string) float64 {
 	}
 	t.Fatalf("metric %s not exported", series)
 	return 0
+}
+
+// TestStreamReaderHoldsBackLastByte: until a download is verified, readers
+// get every byte but the last, so no client can see a complete body of
+// content that then fails its digest check.
+func TestStreamReaderHoldsBackLastByte(t *testing.T) {
+	data := randomBytes(60, 1000)
+	tests := []struct {
+		name    string
+		finish  func(f *fetch)
+		want    []byte // bytes read in total
+		wantErr string // error of the read after them
+	}{
+		{name: "pending", finish: func(*fetch) {}, want: data[:999], wantErr: context.Canceled.Error()},
+		{name: "verified", finish: func(f *fetch) { f.update(func() { f.done = true }) }, want: data, wantErr: io.EOF.Error()},
+		{name: "failed verification", finish: func(f *fetch) {
+			f.update(func() { f.done, f.err = true, &fetchError{reason: ReasonDigestMismatch, msg: "mismatch"} })
+		}, want: data[:999], wantErr: "mismatch"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			file, err := os.Create(filepath.Join(t.TempDir(), "part"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer file.Close()
+			file.Write(data)
+			f := &fetch{a: proto.Artifact{Size: int64(len(data))}, file: file, written: int64(len(data)), changed: make(chan struct{})}
+			ctx, cancel := context.WithCancel(context.Background())
+			r := &streamReader{ctx: ctx, f: f}
+			got := make([]byte, 999)
+			if _, err := io.ReadFull(r, got); err != nil {
+				t.Fatalf("first 999 bytes: %v", err)
+			}
+			tt.finish(f)
+			if tt.name == "pending" {
+				cancel() // the next read would wait for ever: the last byte is held back
+			}
+			defer cancel()
+			rest, err := io.ReadAll(r)
+			got = append(got, rest...)
+			if err == nil {
+				err = io.EOF // ReadAll swallows EOF
+			}
+			if !bytes.Equal(got, tt.want) {
+				t.Errorf("read %d bytes, want %d", len(got), len(tt.want))
+			}
+			if diff := cmp.Diff(tt.wantErr, err.Error()); diff != "" {
+				t.Errorf("error (-want +got):\n%s", diff)
+			}
+		})
+	}
 }

@@ -300,9 +300,13 @@ func (c *Cache) download(f *fetch) error {
 	defer body.Close()
 	h := sha256.New()
 	buf := make([]byte, 256<<10)
+	// Small reads first: some clients (minio-go) fill the whole buffer before
+	// returning, and the first byte should reach waiting clients early.
+	chunk := 16 << 10
 	var n int64
 	for {
-		k, rerr := body.Read(buf)
+		k, rerr := body.Read(buf[:chunk])
+		chunk = min(2*chunk, len(buf))
 		if k > 0 {
 			watchdog.Reset(c.fetchTimeout)
 			if n+int64(k) > a.Size {

@@ -54,6 +54,11 @@ func (c *Cache) ServeArtifact(w http.ResponseWriter, r *http.Request, a proto.Ar
 	if err != nil {
 		mac = ""
 	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "cache: artifacts are read-only: use GET or HEAD", http.StatusMethodNotAllowed)
+		return
+	}
 	if err := checkArtifact(a); err != nil {
 		c.log.Error("cache: refusing artifact", "err", err)
 		http.Error(w, err.Error(), http.StatusInternalServerError)
