@@ -136,6 +136,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		h.serveBootFile(w, r, name)
+	case strings.Count(p, "/") == 1 && proto.ValidFileName(p[1:]) == nil:
+		// UEFI HTTP boot clients are handed http://EDGE/<file> by the DHCP
+		// boot-file table (edge/dhcp BootFor), so the bootstrap binaries
+		// answer at the root too; the same rules as /boot/ apply.
+		h.serveBootFile(w, r, p[1:])
 	default:
 		http.NotFound(w, r)
 	}

@@ -290,6 +290,9 @@ func TestBootFiles(t *testing.T) {
 		{"encoded slash", "GET", "/boot/..%2fsecret", 400, nil},
 		{"absolute", "GET", "/boot//etc/passwd", 404, nil},
 		{"post", "POST", "/boot/undionly.kpxe", 405, nil},
+		{"at the root for UEFI HTTP boot", "GET", "/undionly.kpxe", 200, bootBytes()},
+		{"symlink out at the root", "GET", "/escape.efi", 404, nil},
+		{"dotdot at the root", "GET", "/..", 404, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
