@@ -380,6 +380,7 @@ func (s *Service) RemoveImage(ctx context.Context, name string) error {
 			users = append(users, h.MAC)
 		}
 	}
+	slices.Sort(users)
 	if len(users) > 0 {
 		return fmt.Errorf("%w: image %s is used by %d host(s) (%s); assign them another image first", ErrConflict, name, len(users), strings.Join(first(users, 3), ", "))
 	}
