@@ -142,19 +142,32 @@ func (n *network) chooseLocked(l *Leases, m Machine, now time.Time) netip.Addr {
 	if !n.start.IsValid() {
 		return netip.Addr{}
 	}
+	// Scan once around the range from where the last scan stopped, so a
+	// filling pool costs O(1) per client instead of O(leases).
 	var recycled netip.Addr
 	var oldest time.Time
-	for a := n.start; a.IsValid() && a.Compare(n.end) <= 0; a = a.Next() {
+	start := l.cursor[n.start]
+	if !n.inRange(start) {
+		start = n.start
+	}
+	a := start
+	for {
 		switch n.rankLocked(l, a, m.MAC, now) {
 		case rankMine, rankFresh:
+			l.cursor[n.start] = a.Next()
 			return a
 		case rankRecycled:
 			if exp := l.byIP[a].Expires; !recycled.IsValid() || exp.Before(oldest) {
 				recycled, oldest = a, exp
 			}
 		}
+		if a = a.Next(); !n.inRange(a) {
+			a = n.start
+		}
+		if a == start {
+			return recycled
+		}
 	}
-	return recycled
 }
 
 // offer reserves an address for the client, probing the segment first so a
@@ -203,15 +216,18 @@ func (h *Handler) bind(r *request, n *network, a netip.Addr) (bool, error) {
 	now := h.cfg.Now()
 	l := h.cfg.Leases
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if n.own.IsValid() && a != n.own {
+		l.mu.Unlock()
 		return false, nil // a host with a reservation gets exactly that
 	}
 	if n.rankLocked(l, a, r.m.MAC, now) == rankNone {
+		l.mu.Unlock()
 		return false, nil
 	}
 	l.setLocked(Lease{IP: a, MAC: r.m.MAC, State: leaseBound, Expires: now.Add(time.Duration(n.leaseSeconds) * time.Second)})
-	if err := l.saveLocked(); err != nil {
+	g := l.changedLocked()
+	l.mu.Unlock()
+	if err := l.commit(g); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -329,9 +345,9 @@ func (h *Handler) decline(r *request) error {
 	}
 	l := h.cfg.Leases
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	rec := l.byIP[a]
 	if rec != nil && rec.MAC != r.m.MAC {
+		l.mu.Unlock()
 		return nil // only the holder may decline its address
 	}
 	r.log.Warn("dhcp: client declined its address: in use on the segment", "ip", a.String())
@@ -339,7 +355,9 @@ func (h *Handler) decline(r *request) error {
 	if l.byMAC[r.m.MAC] == a {
 		delete(l.byMAC, r.m.MAC)
 	}
-	return l.saveLocked()
+	g := l.changedLocked()
+	l.mu.Unlock()
+	return l.commit(g)
 }
 
 func (h *Handler) release(r *request) error {
@@ -347,15 +365,17 @@ func (h *Handler) release(r *request) error {
 	h.emitReceived(r, a, "released")
 	l := h.cfg.Leases
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	rec := l.byIP[a]
 	if rec == nil || rec.MAC != r.m.MAC || rec.State != leaseBound {
+		l.mu.Unlock()
 		return nil
 	}
 	r.log.Info("dhcp: release", "ip", a.String())
 	// Remembered with its MAC, so the client gets the same address back.
 	rec.State, rec.Expires = leaseReleased, h.cfg.Now()
-	return l.saveLocked()
+	g := l.changedLocked()
+	l.mu.Unlock()
+	return l.commit(g)
 }
 
 // inform answers a client that has its address: options, no yiaddr, no lease.

@@ -38,10 +38,18 @@ func (l *Lease) active(now time.Time) bool {
 // Offers are not written: a client that lost its offer in a restart simply
 // DISCOVERs again.
 type Leases struct {
-	mu    sync.Mutex
-	path  string
-	byIP  map[netip.Addr]*Lease
-	byMAC map[string]netip.Addr // the MAC's current address
+	mu     sync.Mutex
+	path   string
+	byIP   map[netip.Addr]*Lease
+	byMAC  map[string]netip.Addr     // the MAC's current address
+	cursor map[netip.Addr]netip.Addr // range start -> where the next pool scan begins
+	gen    uint64                    // bumped by every change that must reach the disk
+
+	// flushMu serialises writers. ACKs that arrive while a write is in
+	// progress are all covered by the next one (group commit), so a rack
+	// powering on together costs a few fsyncs, not one per machine.
+	flushMu sync.Mutex
+	saved   uint64 // gen of the last write
 }
 
 type leaseFile struct {
@@ -52,7 +60,7 @@ type leaseFile struct {
 // OpenLeases loads the lease file at path (a missing file is an empty
 // database). An empty path keeps leases in memory only.
 func OpenLeases(path string) (*Leases, error) {
-	l := &Leases{path: path, byIP: map[netip.Addr]*Lease{}, byMAC: map[string]netip.Addr{}}
+	l := &Leases{path: path, byIP: map[netip.Addr]*Lease{}, byMAC: map[string]netip.Addr{}, cursor: map[netip.Addr]netip.Addr{}}
 	if path == "" {
 		return l, nil
 	}
@@ -117,14 +125,39 @@ func (l *Leases) setLocked(le Lease) {
 	l.byIP[le.IP] = &c
 }
 
-// saveLocked writes the database atomically: a temporary file in the same
-// directory, fsync, rename over the old file, fsync of the directory. A crash
-// leaves either the old or the new file, never a torn one.
-func (l *Leases) saveLocked() error {
+// changedLocked notes a change that must reach the disk and returns its
+// generation for commit.
+func (l *Leases) changedLocked() uint64 {
+	l.gen++
+	return l.gen
+}
+
+// commit returns once a write that includes generation g is on disk. Call it
+// without l.mu held.
+func (l *Leases) commit(g uint64) error {
 	if l.path == "" {
 		return nil
 	}
-	b, err := json.MarshalIndent(leaseFile{V: 1, Leases: l.allLocked()}, "", " ")
+	l.flushMu.Lock()
+	defer l.flushMu.Unlock()
+	if l.saved >= g {
+		return nil // a write that started after our change already covered it
+	}
+	l.mu.Lock()
+	snap, gen := l.allLocked(), l.gen
+	l.mu.Unlock()
+	if err := l.write(snap); err != nil {
+		return err
+	}
+	l.saved = gen
+	return nil
+}
+
+// write stores the database atomically: a temporary file in the same
+// directory, fsync, rename over the old file, fsync of the directory. A crash
+// leaves either the old or the new file, never a torn one.
+func (l *Leases) write(all []Lease) error {
+	b, err := json.Marshal(leaseFile{V: 1, Leases: all})
 	if err != nil {
 		return fmt.Errorf("dhcp: encode leases: %w", err)
 	}

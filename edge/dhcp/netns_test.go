@@ -579,3 +579,39 @@ func TestNetnsProxy(t *testing.T) {
 		}
 	}
 }
+
+// TestNetnsRelay: a relay agent on another subnet forwards a DISCOVER; the
+// edge picks the network containing giaddr and answers the relay on port 67.
+func TestNetnsRelay(t *testing.T) {
+	needRoot(t)
+	nss := newLAN(t, member{name: "edge", addr: "10.77.0.1/24"}, member{name: "relay", addr: "10.77.0.2/24"})
+	sh(t, "ip", "-n", nss["relay"], "addr", "add", "10.88.0.1/24", "dev", "lo")
+	sh(t, "ip", "-n", nss["edge"], "route", "add", "10.88.0.0/24", "via", "10.77.0.2")
+	st := labState(proto.DHCPFull, proto.UnknownDiscover)
+	site, _ := st.Site()
+	site.Networks = append(site.Networks, proto.Network{Subnet: "10.88.0.0/24", RangeStart: "10.88.0.100", RangeEnd: "10.88.0.110", Router: "10.88.0.1"})
+	st.SetSite(site)
+	if _, err := startEdge(t, nss["edge"], st, "", func(c *Config) { c.NoConflictCheck = true }); err != nil {
+		t.Fatal(err)
+	}
+	var relay *net.UDPConn
+	if err := inNS(nss["relay"], func() (err error) {
+		relay, err = server4.NewIPv4UDPConn(lanIf, &net.UDPAddr{Port: dhcpv4.ServerPort})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	c := &pxeClient{conn: relay, mac: net.HardwareAddr{0x52, 0x54, 0x00, 0x88, 0, 1}}
+	disc, _ := dhcpv4.NewDiscovery(c.mac, join(pxe(7), dhcpv4.WithGatewayIP(net.ParseIP("10.88.0.1")), dhcpv4.WithBroadcast(false))...)
+	disc.HopCount = 1
+	got := c.exchange(t, disc, &net.UDPAddr{IP: net.ParseIP("10.77.0.1"), Port: dhcpv4.ServerPort}, func(rs []*dhcpv4.DHCPv4) bool { return len(rs) > 0 })
+	if len(got) == 0 {
+		t.Fatal("the relay got no answer on port 67")
+	}
+	want := &view{Type: "OFFER", YIAddr: "10.88.0.100", SIAddr: "10.77.0.1", File: "ipxe.efi", Opt66: "10.77.0.1", Opt67: "ipxe.efi", Opt60: "PXEClient",
+		Router: "10.88.0.1", Mask: "255.255.255.0", Lease: "1h0m0s", GIAddr: "10.88.0.1", ServerID: "10.77.0.1"}
+	if d := cmp.Diff(want, viewOf(got[0])); d != "" {
+		t.Fatalf("relayed offer (-want +got):\n%s", d)
+	}
+}
