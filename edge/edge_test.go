@@ -1,0 +1,254 @@
+package edge
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetboot/fleetboot/edge/events"
+	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/shared/artifactstore"
+)
+
+// fakeCoordinator writes the KV buckets the way the coordinator does, so the
+// edge meets the real subjects without importing the coordinator.
+type fakeCoordinator struct {
+	t  *testing.T
+	nc *nats.Conn
+	js jetstream.JetStream
+	kv map[string]jetstream.KeyValue
+}
+
+func startNATS(t *testing.T) (*server.Server, *fakeCoordinator) {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	fc := &fakeCoordinator{t: t, nc: nc, js: js, kv: map[string]jetstream.KeyValue{}}
+	ctx := context.Background()
+	for _, b := range []string{proto.BucketSites, proto.BucketHosts, proto.BucketImages} {
+		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b, History: 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fc.kv[b] = kv
+	}
+	if err := events.EnsureStream(ctx, js, 1, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	return ns, fc
+}
+
+func (fc *fakeCoordinator) put(bucket, key string, v any) {
+	data, _ := json.Marshal(v)
+	if _, err := fc.kv[bucket].Put(context.Background(), key, data); err != nil {
+		fc.t.Fatal(err)
+	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// The edge follows the desired state over NATS, serves scripts and artifacts
+// from it, applies changes without a restart, heartbeats and records events.
+func TestEdgeServesDesiredState(t *testing.T) {
+	ns, fc := startNATS(t)
+	storeDir := t.TempDir()
+	store, err := artifactstore.Open(context.Background(), artifactstore.Config{URL: "dir://" + storeDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	upload := func(content string) proto.Artifact {
+		p := filepath.Join(t.TempDir(), "f")
+		os.WriteFile(p, []byte(content), 0o644)
+		up, err := artifactstore.UploadFile(context.Background(), store, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return proto.Artifact{Key: up.Key, Size: up.Size, SHA256: up.SHA256}
+	}
+	k1, i1 := upload("kernel one"), upload("initrd one")
+	k1.Role, k1.Name, i1.Role, i1.Name = proto.RoleKernel, "vmlinuz", proto.RoleInitrd, "initrd.img"
+	fc.put(proto.BucketSites, "lab", proto.Site{V: 1, Name: "lab", DHCP: proto.DHCPFull, Networks: []proto.Network{{Subnet: "10.0.0.0/24"}}})
+	fc.put(proto.BucketImages, "one", proto.Image{V: 1, Name: "one", Arch: "x86_64", Cmdline: "console=ttyS0", Artifacts: []proto.Artifact{k1, i1}})
+	fc.put(proto.BucketImages, "two", proto.Image{V: 1, Name: "two", Arch: "x86_64", Cmdline: "quiet", Artifacts: []proto.Artifact{k1, i1}})
+	const mac = "52:54:00:aa:bb:01"
+	key, _ := proto.HostKey("lab", mac)
+	fc.put(proto.BucketHosts, key, proto.Host{V: 1, MAC: mac, Site: "lab", Image: "one", State: proto.StateBoot})
+
+	status := make(chan proto.EdgeStatus, 16)
+	sub, err := fc.nc.Subscribe(proto.StatusSubject("lab", "e1"), func(m *nats.Msg) {
+		var st proto.EdgeStatus
+		if json.Unmarshal(m.Data, &st) == nil {
+			select {
+			case status <- st:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+
+	stateDir, cacheDir := t.TempDir(), t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{
+			Name: "e1", Site: "lab", NATSURL: ns.ClientURL(), StateDir: stateDir, CacheDir: cacheDir, CacheSize: 1 << 30,
+			Store: artifactstore.Config{URL: "dir://" + storeDir}, HTTPListen: "127.0.0.1:0", TFTPListen: "127.0.0.1:0",
+			BootDir: t.TempDir(), Heartbeat: 100 * time.Millisecond,
+			Ready: func(addr string) { ready <- addr },
+		})
+	}()
+	var addr string
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		t.Fatalf("edge: %v", err)
+	}
+	base := "http://" + addr
+	script := func() string {
+		_, body := get(t, base+"/boot.ipxe?mac="+mac+"&arch=x86_64")
+		return body
+	}
+	eventually(t, "script for image one", func() bool { return strings.Contains(script(), "/artifacts/one/vmlinuz") })
+	if s := script(); !strings.Contains(s, "console=ttyS0") || !strings.Contains(s, "initrd=initrd.img") {
+		t.Errorf("script lacks the cmdline or initrd name:\n%s", s)
+	}
+
+	// The artifact comes from the store through the cache, byte for byte.
+	code, body := get(t, base+"/artifacts/one/vmlinuz?mac="+mac)
+	if code != 200 || body != "kernel one" {
+		t.Errorf("artifact: %d %q", code, body)
+	}
+	if code, _ := get(t, base+"/artifacts/one/../../etc/passwd"); code == 200 {
+		t.Error("traversal served")
+	}
+
+	// A change made at the coordinator is served without a restart.
+	fc.put(proto.BucketHosts, key, proto.Host{V: 1, MAC: mac, Site: "lab", Image: "two", State: proto.StateBoot})
+	eventually(t, "script for image two", func() bool { return strings.Contains(script(), "/artifacts/two/vmlinuz") })
+
+	// Heartbeats carry the applied revision and the cache size.
+	eventually(t, "a heartbeat with a revision", func() bool {
+		select {
+		case st := <-status:
+			return st.Name == "e1" && st.Site == "lab" && st.Revision > 0 && st.CacheBytes > 0
+		default:
+			return false
+		}
+	})
+
+	// Events of this MAC reach the EVENTS stream.
+	kinds := func() map[string]bool {
+		got := map[string]bool{}
+		c, err := fc.js.OrderedConsumer(context.Background(), proto.StreamEvents, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{proto.EventSubject("lab", "e1", mac)},
+		})
+		if err != nil {
+			return got
+		}
+		batch, err := c.FetchNoWait(100)
+		if err != nil {
+			return got
+		}
+		for m := range batch.Messages() {
+			var ev proto.Event
+			if json.Unmarshal(m.Data(), &ev) == nil && ev.MAC == mac {
+				got[ev.Kind] = true
+			}
+		}
+		return got
+	}
+	eventually(t, "script and artifact events", func() bool {
+		k := kinds()
+		return k[proto.EventScript] && k[proto.EventArtifactStart] && k[proto.EventArtifactEnd]
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("edge stopped with %v", err)
+	}
+	// The snapshot it left behind holds the host.
+	snap, err := os.ReadFile(filepath.Join(stateDir, "state.json"))
+	if err != nil || !strings.Contains(string(snap), mac) {
+		t.Errorf("snapshot: %v %s", err, snap)
+	}
+
+	// Restarted with NATS gone, the edge boots the machine from its snapshot
+	// and serves the artifact from its cache.
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	go func() {
+		done <- Run(ctx2, Config{
+			Name: "e1", Site: "lab", NATSURL: ns.ClientURL(), StateDir: stateDir, CacheDir: cacheDir, CacheSize: 1 << 30,
+			Store: artifactstore.Config{URL: "dir:///nonexistent-store"}, HTTPListen: "127.0.0.1:0",
+			Ready: func(addr string) { ready <- addr },
+		})
+	}()
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		t.Fatalf("edge without NATS: %v", err)
+	}
+	base = "http://" + addr
+	if s := script(); !strings.Contains(s, "/artifacts/two/vmlinuz") {
+		t.Errorf("offline edge script:\n%s", s)
+	}
+	if code, body := get(t, base+"/artifacts/two/vmlinuz"); code != 200 || body != "kernel one" {
+		t.Errorf("offline artifact: %d %q", code, body)
+	}
+	cancel2()
+	<-done
+	sum := sha256.Sum256([]byte("kernel one"))
+	if k1.SHA256 != hex.EncodeToString(sum[:]) {
+		t.Error("upload recorded a wrong digest")
+	}
+}
