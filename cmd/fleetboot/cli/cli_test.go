@@ -167,6 +167,8 @@ func TestCLIAgainstCoordinator(t *testing.T) {
 		{"list sites", []string{"site", "ls"}, 0, "site-ls.txt", ""},
 		{"list images json", []string{"image", "ls", "-o", "json"}, 0, "image-ls.json", ""},
 		{"show host by other spelling", []string{"host", "show", "525400123456", "-o", "json"}, 0, "host-show.json", ""},
+		{"explain a known host", []string{"explain", "52:54:00:12:34:56", "--arch", "7"}, 0, "explain-known.txt", ""},
+		{"explain an unknown host", []string{"explain", "52:54:00:12:34:98", "--site", "lab", "-o", "json"}, 0, "explain-unknown.json", ""},
 		// Refusals: one line, non-zero, nothing changed (host ls is checked again below).
 		{"malformed MAC", []string{"host", "set", "52:54:00:zz:34:56", "--image", "debian12"}, 1, "",
 			`fleetboot: invalid MAC address "52:54:00:zz:34:56": want aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff, aabb.ccdd.eeff or aabbccddeeff` + "\n"},
