@@ -1,0 +1,359 @@
+package timeline
+
+import (
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fleetboot/fleetboot/proto"
+)
+
+// Diagnosis levels.
+const (
+	LevelProblem = "problem" // the boot stopped or stalled here
+	LevelInfo    = "info"    // worth knowing, not necessarily wrong
+)
+
+// Diagnosis rules, stable identifiers for scripts and the web panel.
+const (
+	RuleNoRequest       = "no-request"       // OFFERs sent, the client never REQUESTed
+	RuleNoOffer         = "no-offer"         // DISCOVERs received, the edge did not answer
+	RuleSTP             = "stp-portfast"     // DISCOVERs resume ~30 s after each link drop
+	RuleTFTPStalled     = "tftp-stalled"     // a TFTP transfer started and never ended
+	RuleTFTPFailed      = "tftp-failed"      // a TFTP transfer ended in an error
+	RuleNoArtifact      = "no-artifact"      // a boot script was served, no artifact was requested
+	RuleScriptRetry     = "script-retry"     // the script told iPXE to wait and ask again
+	RuleArtifactAborted = "artifact-aborted" // an artifact transfer stopped midway
+	RuleArtifactFailed  = "artifact-failed"  // an artifact request was answered with an error
+	RuleNAK             = "dhcp-nak"
+	RuleDecline         = "dhcp-decline"
+	RuleIgnored         = "ignored" // the edge ignores this machine (unknown host, policy, DHCP off)
+	RuleLocal           = "local-boot"
+	RuleExit            = "script-exit"
+)
+
+// Diagnosis is one recognised pattern in a boot.
+type Diagnosis struct {
+	Rule  string    `json:"rule"`
+	Level string    `json:"level"`
+	At    time.Time `json:"at"` // the event where it shows
+	Text  string    `json:"text"`
+}
+
+// STP timing: a port running classic 802.1D spanning tree listens and learns
+// for 2 x 15 s after every link change before it forwards, so the first
+// DISCOVER the edge sees comes about 30 s after the link came back.
+const (
+	stpMin = 20 * time.Second
+	stpMax = 45 * time.Second
+)
+
+// Diagnose returns the known patterns that show in one boot, in time order.
+// Rules that need a step to be over (a transfer without its end) hold back
+// while b.InProgress.
+func Diagnose(b Boot) []Diagnosis {
+	var ds []Diagnosis
+	ds = append(ds, dhcpTail(b)...)
+	ds = append(ds, stp(b)...)
+	ds = append(ds, tftp(b)...)
+	ds = append(ds, script(b)...)
+	ds = append(ds, artifacts(b)...)
+	ds = append(ds, dhcpInfo(b)...)
+	sortDiagnoses(ds)
+	return ds
+}
+
+// progress reports whether an event shows the client got past DISCOVER.
+func progress(kind string) bool {
+	switch kind {
+	case proto.EventDHCPDiscover, proto.EventDHCPOffer, proto.EventDHCPRelease:
+		return false
+	}
+	return true
+}
+
+func ignored(ev proto.Event) (string, bool) {
+	return strings.CutPrefix(ev.Detail["decision"], "ignored: ")
+}
+
+// dhcpTail looks at what follows the boot's last sign of progress: only
+// DISCOVERs and OFFERs there means the client asked and never took an offer.
+func dhcpTail(b Boot) []Diagnosis {
+	start := 0
+	for i, s := range b.Steps {
+		if progress(s.Event.Kind) {
+			start = i + 1
+		}
+	}
+	var discovers, offers, answerable int
+	var first, lastDecision = time.Time{}, ""
+	for _, s := range b.Steps[start:] {
+		switch s.Event.Kind {
+		case proto.EventDHCPDiscover:
+			if discovers == 0 {
+				first = s.Event.Time
+			}
+			discovers++
+			if _, ok := ignored(s.Event); !ok {
+				answerable++
+				lastDecision = s.Event.Detail["decision"]
+			}
+		case proto.EventDHCPOffer:
+			offers++
+		}
+	}
+	// One DISCOVER with its OFFER a moment ago is a boot in full swing; a
+	// repeated DISCOVER means the client did not get (or take) the offer.
+	if discovers == 0 || (b.InProgress && discovers < 2) {
+		return nil
+	}
+	switch {
+	case offers > 0:
+		return []Diagnosis{{Rule: RuleNoRequest, Level: LevelProblem, At: first, Text: fmt.Sprintf(
+			"%d DISCOVER(s) answered with %d OFFER(s) but no REQUEST: the offers are not reaching the client (firewall, DHCP relay/helper address or VLAN between the edge and the machine)",
+			discovers, offers)}}
+	case answerable > 0:
+		return []Diagnosis{{Rule: RuleNoOffer, Level: LevelProblem, At: first, Text: fmt.Sprintf(
+			"%d DISCOVER(s) and the edge sent no OFFER (%s)", discovers, lastDecision)}}
+	}
+	return nil // all ignored: dhcpInfo says why
+}
+
+// stp finds DISCOVERs that come 20-45 s after the previous event: the link
+// dropped (PXE ROM hands over to iPXE, iPXE to the kernel) and the switch
+// port stayed blocked for spanning tree's listening and learning.
+func stp(b Boot) []Diagnosis {
+	var gaps []string
+	handover := false
+	var at time.Time
+	note := func(t time.Time, d time.Duration, afterHandover bool) {
+		if len(gaps) == 0 {
+			at = t
+		}
+		gaps = append(gaps, d.Round(time.Second).String())
+		handover = handover || afterHandover
+	}
+	for i, s := range b.Steps {
+		ev := s.Event
+		if ev.Kind != proto.EventDHCPDiscover {
+			continue
+		}
+		if i == 0 {
+			// A boot split off after the previous one loaded its kernel.
+			if b.Since >= stpMin && b.Since <= stpMax {
+				note(ev.Time, b.Since, true)
+			}
+			continue
+		}
+		prev := b.Steps[i-1].Event
+		if prev.Kind == proto.EventDHCPDiscover && prev.Detail["xid"] != "" && prev.Detail["xid"] == ev.Detail["xid"] {
+			continue // a retransmission on the client's own back-off schedule
+		}
+		if s.Delta >= stpMin && s.Delta <= stpMax {
+			note(ev.Time, s.Delta, isHandover(prev))
+		}
+	}
+	// One late DISCOVER after a handover is the signature; without a
+	// handover it takes two to rule out a client that was simply slow.
+	if len(gaps) >= 2 || (len(gaps) == 1 && handover) {
+		return []Diagnosis{{Rule: RuleSTP, Level: LevelProblem, At: at, Text: fmt.Sprintf(
+			"DISCOVERs resumed about 30 s after link drops (%s): the switch port runs spanning tree without portfast; enable portfast / RSTP edge port on the machine's port",
+			strings.Join(gaps, ", "))}}
+	}
+	return nil
+}
+
+// isHandover: after these steps the machine starts a new program (iPXE,
+// a kernel) that resets the NIC, so its link drops.
+func isHandover(ev proto.Event) bool {
+	switch ev.Kind {
+	case proto.EventTFTPDone:
+		return ev.Detail["probe"] != "true"
+	case proto.EventArtifactEnd, proto.EventScript:
+		return true
+	}
+	return false
+}
+
+func tftpFile(name string) string {
+	return path.Base(path.Clean("/" + strings.ReplaceAll(name, `\`, "/")))
+}
+
+func tftp(b Boot) []Diagnosis {
+	var ds []Diagnosis
+	matched := make([]bool, len(b.Steps))
+	for i, s := range b.Steps {
+		ev := s.Event
+		switch ev.Kind {
+		case proto.EventTFTPError:
+			if strings.HasPrefix(ev.Detail["error"], "write refused") {
+				continue
+			}
+			ds = append(ds, Diagnosis{Rule: RuleTFTPFailed, Level: LevelProblem, At: ev.Time, Text: fmt.Sprintf(
+				"TFTP transfer of %s failed after %s bytes: %s%s", ev.Detail["file"], orZero(ev.Detail["bytes"]), ev.Detail["error"], tftpHint(ev.Detail["error"]))})
+			continue
+		case proto.EventTFTPStart:
+		default:
+			continue
+		}
+		file := tftpFile(ev.Detail["file"])
+		ended := false
+		for j := i + 1; j < len(b.Steps); j++ {
+			e := b.Steps[j].Event
+			if matched[j] || (e.Kind != proto.EventTFTPDone && e.Kind != proto.EventTFTPError) || tftpFile(e.Detail["file"]) != file {
+				continue
+			}
+			matched[j], ended = true, true
+			break
+		}
+		if !ended && !b.InProgress {
+			ds = append(ds, Diagnosis{Rule: RuleTFTPStalled, Level: LevelProblem, At: ev.Time, Text: fmt.Sprintf(
+				"TFTP transfer of %s started and never finished: a firewall or NAT dropping the data port, an MTU too small for the block size, or a blksize the path cannot carry",
+				ev.Detail["file"])})
+		}
+	}
+	return ds
+}
+
+func tftpHint(err string) string {
+	if strings.Contains(strings.ToLower(err), "timeout") || strings.Contains(strings.ToLower(err), "timed out") {
+		return " (the client stopped acknowledging: firewall, MTU or blksize)"
+	}
+	return ""
+}
+
+func orZero(s string) string {
+	if s == "" {
+		return "0"
+	}
+	return s
+}
+
+// script looks at the last script the machine was served: what iPXE was
+// told to do is where the boot goes next.
+func script(b Boot) []Diagnosis {
+	last := -1
+	for i, s := range b.Steps {
+		if s.Event.Kind == proto.EventScript {
+			last = i
+		}
+	}
+	if last < 0 {
+		return nil
+	}
+	ev := b.Steps[last].Event
+	reason := ev.Detail["reason"]
+	switch ev.Detail["decision"] {
+	case "boot", "discover":
+		for _, s := range b.Steps[last+1:] {
+			if s.Event.Kind == proto.EventArtifactStart {
+				return nil
+			}
+		}
+		if b.InProgress {
+			return nil
+		}
+		return []Diagnosis{{Rule: RuleNoArtifact, Level: LevelProblem, At: ev.Time, Text: fmt.Sprintf(
+			"boot script served (image %s) but no artifact was requested: iPXE could not fetch the kernel over HTTP (wrong edge URL, HTTP blocked on the path, or an iPXE without HTTP)",
+			ev.Detail["image"])}}
+	case "missing", "invalid":
+		return []Diagnosis{{Rule: RuleScriptRetry, Level: LevelProblem, At: ev.Time, Text: "the script made iPXE wait and ask again: " + reason}}
+	case "local":
+		return []Diagnosis{{Rule: RuleLocal, Level: LevelInfo, At: ev.Time, Text: "host state is local: the script exits to the local disk"}}
+	case "exit":
+		return []Diagnosis{{Rule: RuleExit, Level: LevelInfo, At: ev.Time, Text: "the script exits to the next boot device: " + reason}}
+	case "ignore":
+		return []Diagnosis{{Rule: RuleIgnored, Level: LevelInfo, At: ev.Time, Text: "the script was refused: " + reason}}
+	}
+	return nil
+}
+
+func artifacts(b Boot) []Diagnosis {
+	var ds []Diagnosis
+	matched := make([]bool, len(b.Steps))
+	for i, s := range b.Steps {
+		ev := s.Event
+		if ev.Kind != proto.EventArtifactStart {
+			continue
+		}
+		file := ev.Detail["file"]
+		size, _ := strconv.ParseInt(ev.Detail["size"], 10, 64)
+		end := -1
+		for j := i + 1; j < len(b.Steps); j++ {
+			e := b.Steps[j].Event
+			if !matched[j] && e.Kind == proto.EventArtifactEnd && e.Detail["file"] == file {
+				matched[j], end = true, j
+				break
+			}
+		}
+		if end < 0 {
+			if !b.InProgress {
+				ds = append(ds, Diagnosis{Rule: RuleArtifactAborted, Level: LevelProblem, At: ev.Time, Text: fmt.Sprintf(
+					"transfer of %s started and never ended: the client or the path dropped the connection", file)})
+			}
+			continue
+		}
+		e := b.Steps[end].Event
+		bytes, _ := strconv.ParseInt(e.Detail["bytes"], 10, 64)
+		code, _ := strconv.Atoi(e.Detail["http_status"])
+		status := e.Detail["status"]
+		switch {
+		case code >= 400:
+			text := fmt.Sprintf("request for %s answered HTTP %d", file, code)
+			if msg := e.Detail["error"]; msg != "" {
+				text += ": " + msg
+			}
+			ds = append(ds, Diagnosis{Rule: RuleArtifactFailed, Level: LevelProblem, At: e.Time, Text: text})
+		case status == "aborted" || (status == "" && size > 0 && bytes < size):
+			of := ""
+			if size > 0 {
+				of = fmt.Sprintf(" of %d", size)
+			}
+			ds = append(ds, Diagnosis{Rule: RuleArtifactAborted, Level: LevelProblem, At: e.Time, Text: fmt.Sprintf(
+				"transfer of %s stopped midway after %d%s bytes: the client gave up or the connection broke (link, MTU, a proxy, or a stalled store fetch)",
+				file, bytes, of)})
+		}
+	}
+	return ds
+}
+
+// dhcpInfo reports NAKs, DECLINEs and messages the edge ignored.
+func dhcpInfo(b Boot) []Diagnosis {
+	var ds []Diagnosis
+	seen := map[string]bool{}
+	for _, s := range b.Steps {
+		ev := s.Event
+		switch ev.Kind {
+		case proto.EventDHCPNak:
+			ds = append(ds, Diagnosis{Rule: RuleNAK, Level: LevelInfo, At: ev.Time, Text: fmt.Sprintf(
+				"DHCP NAK: %s (the client asked for an address this edge will not give it: a stale lease, a moved machine or another DHCP server)", ev.Detail["decision"])})
+		case proto.EventDHCPDecline:
+			ds = append(ds, Diagnosis{Rule: RuleDecline, Level: LevelInfo, At: ev.Time, Text: fmt.Sprintf(
+				"DHCP DECLINE of %s: the client found the address already in use (address conflict)", orDash(ev.Detail["ip"]))})
+		case proto.EventDHCPDiscover, proto.EventDHCPRequest:
+			reason, ok := ignored(ev)
+			if !ok || seen[reason] {
+				continue
+			}
+			seen[reason] = true
+			level := LevelInfo
+			text := "the edge ignores this machine: " + reason
+			if strings.Contains(reason, "unknown MAC") {
+				text += " (add it with `fleetboot host set`)"
+			} else if !strings.Contains(reason, "dhcp is off") {
+				level = LevelProblem // pool exhausted, no matching network
+			}
+			ds = append(ds, Diagnosis{Rule: RuleIgnored, Level: level, At: ev.Time, Text: text})
+		}
+	}
+	return ds
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

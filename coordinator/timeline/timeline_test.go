@@ -1,0 +1,384 @@
+package timeline
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/fleetboot/fleetboot/proto"
+)
+
+var t0 = time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC)
+
+const mac = "52:54:00:12:34:56"
+
+// step is one hand-written event: seconds after t0, kind, detail as k=v pairs.
+type step struct {
+	at     float64
+	kind   string
+	detail string
+}
+
+func events(steps ...step) []proto.Event {
+	var out []proto.Event
+	for i, s := range steps {
+		d := map[string]string{}
+		for _, kv := range strings.Fields(s.detail) {
+			k, v, _ := strings.Cut(kv, "=")
+			d[k] = strings.ReplaceAll(v, "_", " ")
+		}
+		out = append(out, proto.Event{V: 1, ID: fmt.Sprint("ev", i), Time: t0.Add(time.Duration(s.at * float64(time.Second))),
+			Site: "lab", Edge: "edge1", MAC: mac, Kind: s.kind, Detail: d})
+	}
+	return out
+}
+
+// dora is a DHCP exchange that got an address.
+func dora(at float64, xid string) []step {
+	return []step{
+		{at, proto.EventDHCPDiscover, "xid=" + xid + " decision=known_host"},
+		{at + 0.01, proto.EventDHCPOffer, "xid=" + xid + " ip=10.0.0.20"},
+		{at + 1, proto.EventDHCPRequest, "xid=" + xid + " ip=10.0.0.20"},
+		{at + 1.01, proto.EventDHCPAck, "xid=" + xid + " ip=10.0.0.20"},
+	}
+}
+
+func cat(parts ...[]step) []step {
+	var out []step
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+func tftpOK(at float64) []step {
+	return []step{
+		{at, proto.EventTFTPStart, "file=ipxe.efi"},
+		{at + 0.1, proto.EventTFTPDone, "file=ipxe.efi bytes=0 probe=true"},
+		{at + 0.2, proto.EventTFTPStart, "file=ipxe.efi"},
+		{at + 0.5, proto.EventTFTPDone, "file=ipxe.efi bytes=1048576 duration_ms=300"},
+	}
+}
+
+func scriptBoot(at float64) []step {
+	return []step{{at, proto.EventScript, "decision=boot image=debian12 reason=host_boots_image_debian12"}}
+}
+
+func artifactsOK(at float64) []step {
+	return []step{
+		{at, proto.EventArtifactStart, "file=vmlinuz size=8000000 cache=hit"},
+		{at + 1, proto.EventArtifactEnd, "file=vmlinuz status=complete bytes=8000000 http_status=200"},
+		{at + 1.1, proto.EventArtifactStart, "file=initrd.img size=40000000 cache=miss"},
+		{at + 5, proto.EventArtifactEnd, "file=initrd.img status=complete bytes=40000000 http_status=200"},
+	}
+}
+
+// healthy is a complete UEFI boot: PXE ROM DHCP, iPXE over TFTP, iPXE DHCP,
+// script, kernel and initrd, installer callback.
+func healthy() []step {
+	return cat(dora(0, "0x01"), tftpOK(2), dora(4, "0x02"), scriptBoot(5.5), artifactsOK(6),
+		[]step{{200, proto.EventCallbackDone, "forwarded=true"}})
+}
+
+// diag renders diagnoses as "rule@seconds" for compact comparisons.
+func diag(boots []Boot) [][]string {
+	var out [][]string
+	for _, b := range boots {
+		row := []string{}
+		for _, d := range b.Diagnoses {
+			row = append(row, fmt.Sprintf("%s@%g", d.Rule, d.At.Sub(t0).Seconds()))
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+func TestBuildDiagnoses(t *testing.T) {
+	tests := []struct {
+		name  string
+		steps []step
+		now   time.Time // zero: all boots over
+		want  [][]string
+	}{
+		{name: "healthy boot, no diagnosis", steps: healthy(), want: [][]string{{}}},
+		{
+			name: "offers never reach the client",
+			steps: []step{
+				{0, proto.EventDHCPDiscover, "xid=0x0a decision=known_host"}, {0.01, proto.EventDHCPOffer, "xid=0x0a"},
+				{4, proto.EventDHCPDiscover, "xid=0x0a decision=known_host"}, {4.01, proto.EventDHCPOffer, "xid=0x0a"},
+				{12, proto.EventDHCPDiscover, "xid=0x0a decision=known_host"}, {12.01, proto.EventDHCPOffer, "xid=0x0a"},
+				{28, proto.EventDHCPDiscover, "xid=0x0a decision=known_host"}, {28.01, proto.EventDHCPOffer, "xid=0x0a"},
+			},
+			want: [][]string{{RuleNoRequest + "@0"}},
+		},
+		{
+			name: "iPXE's offers never arrive after a good PXE stage",
+			steps: cat(dora(0, "0x01"), tftpOK(2), []step{
+				{4, proto.EventDHCPDiscover, "xid=0x02 decision=known_host"}, {4.01, proto.EventDHCPOffer, "xid=0x02"},
+				{5, proto.EventDHCPDiscover, "xid=0x02 decision=known_host"}, {5.01, proto.EventDHCPOffer, "xid=0x02"},
+			}),
+			want: [][]string{{RuleNoRequest + "@4"}},
+		},
+		{
+			name: "a single fresh DISCOVER is a boot in progress",
+			steps: []step{
+				{0, proto.EventDHCPDiscover, "xid=0x0a decision=known_host"}, {0.01, proto.EventDHCPOffer, "xid=0x0a"},
+			},
+			now:  t0.Add(2 * time.Second),
+			want: [][]string{{}},
+		},
+		{
+			name: "the edge answers no DISCOVER",
+			steps: []step{
+				{0, proto.EventDHCPDiscover, "xid=0x0a decision=proxy;_known_host;_no_boot_file"},
+				{4, proto.EventDHCPDiscover, "xid=0x0a decision=proxy;_known_host;_no_boot_file"},
+			},
+			want: [][]string{{RuleNoOffer + "@0"}},
+		},
+		{
+			name:  "spanning tree: DISCOVERs 30 s after each handover (FOG seed)",
+			steps: cat(dora(0, "0x01"), tftpOK(2), dora(32.5, "0x02"), scriptBoot(34), artifactsOK(35)),
+			want:  [][]string{{RuleSTP + "@32.5"}},
+		},
+		{
+			name: "spanning tree: bursts of DISCOVERs about 30 s apart",
+			steps: []step{
+				{0, proto.EventDHCPDiscover, "xid=0x01 decision=known_host"}, {0.01, proto.EventDHCPOffer, "xid=0x01"},
+				{1, proto.EventDHCPRequest, "xid=0x01"}, {1.01, proto.EventDHCPAck, "xid=0x01"},
+				{30, proto.EventDHCPDiscover, "xid=0x02 decision=known_host"}, {30.01, proto.EventDHCPOffer, "xid=0x02"},
+				{31, proto.EventDHCPRequest, "xid=0x02"}, {31.01, proto.EventDHCPAck, "xid=0x02"},
+				{60, proto.EventDHCPDiscover, "xid=0x03 decision=known_host"}, {60.01, proto.EventDHCPOffer, "xid=0x03"},
+				{61, proto.EventDHCPRequest, "xid=0x03"}, {61.01, proto.EventDHCPAck, "xid=0x03"},
+			},
+			want: [][]string{{RuleSTP + "@30"}},
+		},
+		{
+			name:  "spanning tree: the kernel's DISCOVER 30 s after the artifacts",
+			steps: cat(healthy()[:len(healthy())-1], dora(41, "0x03")),
+			want:  [][]string{{}, {RuleSTP + "@41"}},
+		},
+		{
+			name: "a client's own retransmission 30 s later is not spanning tree",
+			steps: []step{
+				{0, proto.EventDHCPDiscover, "xid=0x01 decision=known_host"},
+				{30, proto.EventDHCPDiscover, "xid=0x01 decision=known_host"},
+				{30.01, proto.EventDHCPOffer, "xid=0x01"}, {31, proto.EventDHCPRequest, "xid=0x01"}, {31.01, proto.EventDHCPAck, "xid=0x01"},
+				{60, proto.EventDHCPDiscover, "xid=0x02 decision=known_host"},
+				{60.01, proto.EventDHCPOffer, "xid=0x02"}, {61, proto.EventDHCPRequest, "xid=0x02"}, {61.01, proto.EventDHCPAck, "xid=0x02"},
+			},
+			want: [][]string{{}},
+		},
+		{
+			name:  "TFTP started, never finished",
+			steps: cat(dora(0, "0x01"), []step{{2, proto.EventTFTPStart, "file=/ipxe.efi"}}),
+			want:  [][]string{{RuleTFTPStalled + "@2"}},
+		},
+		{
+			name:  "TFTP started a moment ago is in progress",
+			steps: cat(dora(0, "0x01"), []step{{2, proto.EventTFTPStart, "file=ipxe.efi"}}),
+			now:   t0.Add(5 * time.Second),
+			want:  [][]string{{}},
+		},
+		{
+			name: "TFTP transfer timed out",
+			steps: cat(dora(0, "0x01"), []step{{2, proto.EventTFTPStart, "file=ipxe.efi"},
+				{12, proto.EventTFTPError, "file=ipxe.efi bytes=65536 error=timeout_waiting_for_ACK"}}),
+			want: [][]string{{RuleTFTPFailed + "@12"}},
+		},
+		{
+			name:  "script served, no artifact requested",
+			steps: cat(dora(0, "0x01"), tftpOK(2), dora(4, "0x02"), scriptBoot(5.5)),
+			want:  [][]string{{RuleNoArtifact + "@5.5"}},
+		},
+		{
+			name: "artifact transfer aborted midway",
+			steps: cat(dora(0, "0x01"), tftpOK(2), dora(4, "0x02"), scriptBoot(5.5), []step{
+				{6, proto.EventArtifactStart, "file=vmlinuz size=8000000 cache=hit"},
+				{7, proto.EventArtifactEnd, "file=vmlinuz status=complete bytes=8000000 http_status=200"},
+				{7.1, proto.EventArtifactStart, "file=initrd.img size=40000000 cache=miss"},
+				{9, proto.EventArtifactEnd, "file=initrd.img status=aborted bytes=1200000 http_status=200"},
+			}),
+			want: [][]string{{RuleArtifactAborted + "@9"}},
+		},
+		{
+			name: "artifact short without a status (older edge)",
+			steps: cat(scriptBoot(0), []step{
+				{1, proto.EventArtifactStart, "file=vmlinuz size=8000000"},
+				{2, proto.EventArtifactEnd, "file=vmlinuz bytes=100"},
+			}),
+			want: [][]string{{RuleArtifactAborted + "@2"}},
+		},
+		{
+			name: "artifact started, never ended",
+			steps: cat(scriptBoot(0), []step{
+				{1, proto.EventArtifactStart, "file=vmlinuz size=8000000 cache=miss"},
+			}),
+			want: [][]string{{RuleArtifactAborted + "@1"}},
+		},
+		{
+			name: "artifact answered with an error",
+			steps: cat(scriptBoot(0), []step{
+				{1, proto.EventArtifactStart, "file=vmlinuz size=8000000 cache=miss"},
+				{2, proto.EventArtifactEnd, "file=vmlinuz status=aborted bytes=0 http_status=502 error=store_unreachable"},
+			}),
+			want: [][]string{{RuleArtifactFailed + "@2"}},
+		},
+		{
+			name: "NAK and DECLINE are informative",
+			steps: []step{
+				{0, proto.EventDHCPRequest, "xid=0x01 ip=10.0.0.9"},
+				{0.01, proto.EventDHCPNak, "xid=0x01 decision=requested_address_not_ours"},
+				{1, proto.EventDHCPDiscover, "xid=0x02 decision=known_host"}, {1.01, proto.EventDHCPOffer, "xid=0x02 ip=10.0.0.20"},
+				{2, proto.EventDHCPRequest, "xid=0x02 ip=10.0.0.20"}, {2.01, proto.EventDHCPAck, "xid=0x02 ip=10.0.0.20"},
+				{3, proto.EventDHCPDecline, "xid=0x02 ip=10.0.0.20 decision=address_in_use_by_another_machine"},
+			},
+			want: [][]string{{RuleNAK + "@0.01", RuleDecline + "@3"}},
+		},
+		{
+			name: "unknown host ignored by policy",
+			steps: []step{
+				{0, proto.EventDHCPDiscover, "xid=0x01 decision=ignored:_unknown_MAC,_site_policy_ignore"},
+				{4, proto.EventDHCPDiscover, "xid=0x01 decision=ignored:_unknown_MAC,_site_policy_ignore"},
+			},
+			want: [][]string{{RuleIgnored + "@0"}},
+		},
+		{
+			name:  "host state local exits to disk",
+			steps: cat(dora(0, "0x01"), tftpOK(2), dora(4, "0x02"), []step{{5.5, proto.EventScript, "decision=local reason=host_state_is_local"}}),
+			want:  [][]string{{RuleLocal + "@5.5"}},
+		},
+		{
+			name:  "image not yet at the edge",
+			steps: cat(dora(0, "0x01"), []step{{2, proto.EventScript, "decision=missing image=debian12 reason=image_debian12_is_not_known_at_this_edge"}}),
+			want:  [][]string{{RuleScriptRetry + "@2"}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			boots := Build(events(tt.steps...), Options{Now: tt.now})
+			if diff := cmp.Diff(tt.want, diag(boots)); diff != "" {
+				t.Errorf("diagnoses (-want +got):\n%s", diff)
+				for _, b := range boots {
+					for _, d := range b.Diagnoses {
+						t.Logf("%s: %s", d.Rule, d.Text)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestGroup(t *testing.T) {
+	type bootShape struct {
+		Steps  int
+		Since  time.Duration
+		Deltas []time.Duration
+	}
+	tests := []struct {
+		name  string
+		steps []step
+		want  []bootShape
+	}{
+		{
+			name: "a silence longer than the gap starts a boot",
+			steps: []step{
+				{0, proto.EventDHCPDiscover, "xid=1"}, {1, proto.EventDHCPOffer, "xid=1"},
+				{1 + 11*60, proto.EventDHCPDiscover, "xid=2"},
+			},
+			want: []bootShape{
+				{Steps: 2, Deltas: []time.Duration{0, time.Second}},
+				{Steps: 1, Since: 11 * time.Minute, Deltas: []time.Duration{0}},
+			},
+		},
+		{
+			name: "a DISCOVER after an address and artifacts starts a boot",
+			steps: cat(dora(0, "0x01"), []step{{2, proto.EventArtifactStart, "file=vmlinuz"}, {3, proto.EventArtifactEnd, "file=vmlinuz"}},
+				[]step{{5, proto.EventDHCPDiscover, "xid=0x02"}}),
+			want: []bootShape{
+				{Steps: 6, Deltas: []time.Duration{0, 10 * time.Millisecond, 990 * time.Millisecond, 10 * time.Millisecond, 990 * time.Millisecond, time.Second}},
+				{Steps: 1, Since: 2 * time.Second, Deltas: []time.Duration{0}},
+			},
+		},
+		{
+			name:  "a DISCOVER after an address alone (PXE ROM to iPXE) stays in the boot",
+			steps: cat(dora(0, "0x01"), []step{{3, proto.EventDHCPDiscover, "xid=0x02"}}),
+			want: []bootShape{
+				{Steps: 5, Deltas: []time.Duration{0, 10 * time.Millisecond, 990 * time.Millisecond, 10 * time.Millisecond, 1990 * time.Millisecond}},
+			},
+		},
+		{
+			name: "events out of order are sorted by time",
+			steps: []step{
+				{2, proto.EventDHCPOffer, "xid=1"}, {0, proto.EventDHCPDiscover, "xid=1"},
+			},
+			want: []bootShape{{Steps: 2, Deltas: []time.Duration{0, 2 * time.Second}}},
+		},
+		{name: "no events, no boots"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []bootShape
+			for _, b := range Group(events(tt.steps...), 0) {
+				s := bootShape{Steps: len(b.Steps), Since: b.Since}
+				for i, st := range b.Steps {
+					s.Deltas = append(s.Deltas, st.Delta)
+					if i > 0 && st.Event.Time.Before(b.Steps[i-1].Event.Time) {
+						t.Errorf("step %d is earlier than step %d", i, i-1)
+					}
+				}
+				if b.Start != b.Steps[0].Event.Time || b.End != b.Steps[len(b.Steps)-1].Event.Time {
+					t.Errorf("boot start/end %v/%v do not match its steps", b.Start, b.End)
+				}
+				got = append(got, s)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("boots (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestLast(t *testing.T) {
+	boots := Build(events(cat(dora(0, "1"), []step{{1000, proto.EventDHCPDiscover, "xid=2"}}, []step{{2000, proto.EventDHCPDiscover, "xid=3"}})...), Options{})
+	tests := []struct {
+		name string
+		n    int
+		want int
+	}{
+		{"all", 0, 3}, {"fewer", 2, 2}, {"more than there are", 5, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Last(boots, tt.n)
+			if len(got) != tt.want || got[len(got)-1].Start != boots[2].Start {
+				t.Errorf("Last(%d) = %d boots ending at %v, want %d ending with the latest", tt.n, len(got), got[len(got)-1].Start, tt.want)
+			}
+		})
+	}
+}
+
+func TestSummary(t *testing.T) {
+	tests := []struct {
+		name string
+		ev   step
+		want string
+	}{
+		{"dhcp", step{0, proto.EventDHCPAck, "xid=0x01 ip=10.0.0.20 arch=efi-x64 decision=known_host"}, "xid=0x01 ip=10.0.0.20 arch=efi-x64 known host"},
+		{"tftp probe", step{0, proto.EventTFTPDone, "file=ipxe.efi bytes=0 probe=true duration_ms=1"}, "ipxe.efi size probe in 1ms"},
+		{"tftp done", step{0, proto.EventTFTPDone, "file=ipxe.efi bytes=1024 duration_ms=30"}, "ipxe.efi 1024 bytes in 30ms"},
+		{"script", step{0, proto.EventScript, "decision=boot image=debian12 reason=host_boots"}, "boot debian12 (host boots)"},
+		{"artifact end", step{0, proto.EventArtifactEnd, "file=vmlinuz status=complete bytes=5 duration_ms=2 http_status=200"}, "vmlinuz complete 5 bytes in 2ms HTTP 200"},
+		{"other kinds: sorted k=v", step{0, proto.EventCallbackFacts, "z=1 a=2"}, "a=2 z=1"},
+		{"long detail is cut", step{0, proto.EventCallbackFacts, "k=" + strings.Repeat("x", 200)}, "k=" + strings.Repeat("x", 107) + "…"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, Summary(events(tt.ev)[0])); diff != "" {
+				t.Errorf("Summary (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
