@@ -339,7 +339,7 @@ func TestEventContent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
+	t.Cleanup(func() { r.Close() }) // after Run stops: cleanups run last-in first-out
 	detail := map[string]string{"xid": "0x1234", "file": "undionly.kpxe"}
 	r.Emit(proto.EventDHCPOffer, "AA-BB-CC-DD-EE-0F", detail)
 	detail["xid"] = "changed after Emit"
