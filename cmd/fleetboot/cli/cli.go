@@ -109,6 +109,7 @@ Every flag can also be set with a FLEETBOOT_<FLAG> environment variable
 		a.imageCmd(),
 		a.hostCmd(),
 		a.edgeCmd(),
+		a.eventsCmd(),
 		a.explainCmd(),
 	)
 	return root

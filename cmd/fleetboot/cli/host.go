@@ -13,7 +13,7 @@ import (
 
 func (a *app) hostCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "host", Short: "Manage machines: which image each MAC boots"}
-	cmd.AddCommand(a.hostSetCmd(), a.hostLsCmd(), a.hostShowCmd(), a.hostRmCmd())
+	cmd.AddCommand(a.hostSetCmd(), a.hostLsCmd(), a.hostShowCmd(), a.hostRmCmd(), a.hostTimelineCmd())
 	return cmd
 }
 
