@@ -382,3 +382,20 @@ func TestSummary(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkBuild: a busy machine's day, 100 boots of a full chain.
+func BenchmarkBuild(b *testing.B) {
+	var evs []proto.Event
+	for i := range 100 {
+		for _, e := range events(healthy()...) {
+			e.Time = e.Time.Add(time.Duration(i) * time.Hour)
+			evs = append(evs, e)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if boots := Build(evs, Options{}); len(boots) != 100 {
+			b.Fatalf("%d boots, want 100", len(boots))
+		}
+	}
+}
