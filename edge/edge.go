@@ -65,7 +65,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := proto.ValidSiteName(cfg.Site); err != nil {
 		return fmt.Errorf("edge: %w", err)
 	}
-	if err := proto.ValidName("edge", cfg.Name); err != nil {
+	if err := proto.ValidEdgeName(cfg.Name); err != nil {
 		return fmt.Errorf("edge: %w", err)
 	}
 	if cfg.Heartbeat <= 0 {

@@ -141,6 +141,7 @@ const (
 	EventArtifactEnd   = "artifact.end"
 	EventCallbackDone  = "callback.done"
 	EventCallbackFacts = "callback.facts"
+	EventDropped       = "events.dropped" // an edge's buffer overflowed; detail says how many
 )
 
 // Event is one step of a machine's boot, recorded by an edge.
@@ -197,6 +198,15 @@ func ValidName(kind, s string) error {
 }
 
 var siteRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+
+// ValidEdgeName is as strict as ValidSiteName: an edge name is a token of
+// event and heartbeat subjects, so it cannot hold '.'.
+func ValidEdgeName(s string) error {
+	if len(s) > 64 || !siteRE.MatchString(s) {
+		return fmt.Errorf("invalid edge name %q: use lower-case letters, digits, '_' or '-', starting with a letter or digit (at most 64, no '.')", s)
+	}
+	return nil
+}
 
 // ValidSiteName is stricter than ValidName: no '.', because a site name is the
 // first token of host keys and subjects, and "lab" must not match "lab.x".

@@ -778,7 +778,7 @@ func ptrTo[T any](v T) *T { return &v }
 
 // RecordStatus stores an edge's heartbeat.
 func (s *Service) RecordStatus(ctx context.Context, st proto.EdgeStatus) error {
-	if err := proto.ValidName("edge", st.Name); err != nil {
+	if err := proto.ValidEdgeName(st.Name); err != nil {
 		return err
 	}
 	return s.put(ctx, proto.BucketEdges, st.Name, st)
