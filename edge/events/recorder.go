@@ -39,7 +39,7 @@ const DefaultMaxBuffered = 100000
 
 // KindDropped is the kind of the event that reports events dropped because
 // the buffer was full; Detail["count"] says how many.
-const KindDropped = "events.dropped"
+const KindDropped = proto.EventDropped
 
 // File names inside Config.Dir.
 const (
