@@ -1,0 +1,88 @@
+package cli_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetboot/fleetboot/edge"
+	"github.com/fleetboot/fleetboot/shared/artifactstore"
+)
+
+// A host set with --once boots its image until the installer reports done
+// to the edge; the coordinator then flips it to local boot, and the edge
+// serves the exit-to-disk script — Razor's and Foreman's build mode.
+func TestOnceInstallCallbackFlipsToLocal(t *testing.T) {
+	storeDir := t.TempDir()
+	url := startCoordinator(t, "dir://"+storeDir)
+	env := []string{"FLEETBOOT_NATS=" + url}
+	files := t.TempDir()
+	for _, args := range [][]string{
+		{"site", "add", "lab", "--subnet", "10.0.0.0/24"},
+		{"image", "add", "inst", "--kernel", writeFile(t, files, "vmlinuz", "k"), "--initrd", writeFile(t, files, "initrd.img", "i")},
+		{"host", "set", "52:54:00:00:0a:01", "--image", "inst", "--once"},
+	} {
+		if r := run(t, env, args...); r.code != 0 {
+			t.Fatalf("%v: %s", args, r.stderr)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- edge.Run(ctx, edge.Config{
+			Name: "e1", Site: "lab", NATSURL: url, StateDir: t.TempDir(), CacheDir: t.TempDir(), CacheSize: 1 << 30,
+			Store: artifactstore.Config{URL: "dir://" + storeDir}, HTTPListen: "127.0.0.1:0",
+			Ready: func(a string) { ready <- a },
+		})
+	}()
+	defer func() { cancel(); <-done }()
+	var base string
+	select {
+	case a := <-ready:
+		base = "http://" + a
+	case err := <-done:
+		t.Fatalf("edge: %v", err)
+	}
+	script := func() string {
+		resp, err := http.Get(base + "/boot.ipxe?mac=52:54:00:00:0a:01&arch=x86_64&platform=efi")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	waitUntil(t, "the install script", func() bool { return strings.Contains(script(), "/artifacts/inst/vmlinuz") })
+
+	resp, err := http.Post(base+"/api/v1/done?mac=52:54:00:00:0a:01", "application/json", strings.NewReader(`{"ok":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("done callback: HTTP %d", resp.StatusCode)
+	}
+	r := run(t, env, "host", "show", "52:54:00:00:0a:01", "-o", "json")
+	if !strings.Contains(r.stdout, `"state": "local"`) || strings.Contains(r.stdout, `"once": true`) {
+		t.Errorf("after done the host is:\n%s", r.stdout)
+	}
+	waitUntil(t, "the exit-to-disk script", func() bool {
+		s := script()
+		return strings.Contains(s, "exit") && !strings.Contains(s, "/artifacts/inst/vmlinuz")
+	})
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
