@@ -1,11 +1,13 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,6 +18,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/pin/tftp/v3"
 
 	"github.com/fleetboot/fleetboot/edge/events"
 	"github.com/fleetboot/fleetboot/proto"
@@ -68,6 +71,34 @@ func (fc *fakeCoordinator) put(bucket, key string, v any) {
 	if _, err := fc.kv[bucket].Put(context.Background(), key, data); err != nil {
 		fc.t.Fatal(err)
 	}
+}
+
+func freeUDP(t *testing.T) string {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().String()
+}
+
+func tftpGet(t *testing.T, addr, file string) string {
+	t.Helper()
+	c, err := tftp.NewClient(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetTimeout(2 * time.Second)
+	wt, err := c.Receive(file, "octet")
+	if err != nil {
+		t.Fatalf("tftp get %s: %v", file, err)
+	}
+	var b bytes.Buffer
+	if _, err := wt.WriteTo(&b); err != nil {
+		t.Fatalf("tftp get %s: %v", file, err)
+	}
+	return b.String()
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -134,15 +165,17 @@ func TestEdgeServesDesiredState(t *testing.T) {
 	}
 	defer sub.Unsubscribe()
 
-	stateDir, cacheDir := t.TempDir(), t.TempDir()
+	stateDir, cacheDir, bootDir := t.TempDir(), t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(bootDir, "undionly.kpxe"), []byte("bios loader"), 0o644)
+	tftpAddr := freeUDP(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Config{
 			Name: "e1", Site: "lab", NATSURL: ns.ClientURL(), StateDir: stateDir, CacheDir: cacheDir, CacheSize: 1 << 30,
-			Store: artifactstore.Config{URL: "dir://" + storeDir}, HTTPListen: "127.0.0.1:0", TFTPListen: "127.0.0.1:0",
-			BootDir: t.TempDir(), Heartbeat: 100 * time.Millisecond,
+			Store: artifactstore.Config{URL: "dir://" + storeDir}, HTTPListen: "127.0.0.1:0", TFTPListen: tftpAddr,
+			BootDir: bootDir, Heartbeat: 100 * time.Millisecond,
 			Ready: func(addr string) { ready <- addr },
 		})
 	}()
@@ -210,6 +243,19 @@ func TestEdgeServesDesiredState(t *testing.T) {
 		k := kinds()
 		return k[proto.EventScript] && k[proto.EventArtifactStart] && k[proto.EventArtifactEnd]
 	})
+	// The coordinator's NATS goes away mid-run: the edge keeps answering
+	// HTTP and TFTP for known hosts from what it holds.
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	if s := script(); !strings.Contains(s, "/artifacts/two/vmlinuz") {
+		t.Errorf("script with NATS down:\n%s", s)
+	}
+	if code, body := get(t, base+"/artifacts/two/vmlinuz?mac="+mac); code != 200 || body != "kernel one" {
+		t.Errorf("artifact with NATS down: %d %q", code, body)
+	}
+	if got := tftpGet(t, tftpAddr, "undionly.kpxe"); got != "bios loader" {
+		t.Errorf("TFTP with NATS down: %q", got)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("edge stopped with %v", err)
