@@ -21,8 +21,18 @@ build: ## build the static fleetboot binary into bin/
 run: build ## run fleetboot on its embedded defaults (coordinator + NATS + edge, data in ./fleetboot-data)
 	./$(BIN) dev
 
-test: deps lint ## everything: lint, unit, integration and end-to-end tests (with -race)
+test: deps lint ## everything: lint, unit, integration and end-to-end tests (with -race), brief fuzzing
 	$(GO) test -race -count=1 -timeout 40m $(PKGS)
+	$(MAKE) fuzz FUZZTIME=5s
+
+# Fuzz targets: package:Target. `make fuzz FUZZTIME=5m` fuzzes each longer.
+FUZZ     := ./proto:FuzzParseMAC ./edge/dhcp:FuzzParse ./edge/tftp:FuzzResolve ./edge/httpboot:FuzzRender ./edge/httpboot:FuzzPath
+FUZZTIME ?= 30s
+fuzz: ## run every fuzz target for FUZZTIME (default 30s each)
+	@set -e; for f in $(FUZZ); do \
+	  echo "fuzz $${f#*:} in $${f%%:*} for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$${f#*:}$$" -fuzztime $(FUZZTIME) "$${f%%:*}"; \
+	done
 
 unit: ## tests without the root-only network and QEMU parts
 	$(GO) test -short -count=1 $(PKGS)
