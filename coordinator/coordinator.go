@@ -2,12 +2,16 @@ package coordinator
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -15,6 +19,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetboot/fleetboot/coordinator/api"
+	"github.com/fleetboot/fleetboot/coordinator/audit"
+	"github.com/fleetboot/fleetboot/coordinator/auth"
 	"github.com/fleetboot/fleetboot/coordinator/service"
 	"github.com/fleetboot/fleetboot/proto"
 )
@@ -39,6 +45,12 @@ type Config struct {
 	Logger        *slog.Logger
 	// Ready, if set, is called once the API is serving, with the client URL.
 	Ready func(natsURL string)
+	// TLS, if set, makes the embedded server require TLS of every client.
+	TLS *tls.Config
+	// Auth turns on identities (NATS JWTs, see package auth): keys and the
+	// registry under DataDir/auth, the first admin's credentials in
+	// DataDir/admin.creds. Needs the embedded server.
+	Auth bool
 }
 
 // Run serves until ctx is cancelled.
@@ -49,10 +61,50 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	url := cfg.NATSURL
 	opts := append([]nats.Option{nats.Name("fleetboot-coordinator"), nats.MaxReconnects(-1)}, cfg.NATSOptions...)
-	if url == "" {
-		ns, err := StartEmbedded(EmbeddedConfig{Listen: cfg.NATSListen, StoreDir: filepath.Join(cfg.DataDir, "jetstream"), MaxStore: cfg.MaxStoreBytes})
+	var authority *auth.Authority
+	if cfg.Auth {
+		if url != "" {
+			return errors.New("coordinator: --auth needs the embedded NATS server (not --nats-url): it holds the operator and account keys")
+		}
+		var err error
+		if authority, err = auth.Open(filepath.Join(cfg.DataDir, "auth"), log); err != nil {
+			return err
+		}
+		credsFile := filepath.Join(cfg.DataDir, "admin.creds")
+		wrote, err := authority.WriteAdminCreds(credsFile)
 		if err != nil {
 			return err
+		}
+		if wrote {
+			log.Info("first admin credentials written (keep this file secret)", "file", credsFile)
+		}
+	}
+	var apiOpts, sysOpts []nats.Option
+	connURL := ""
+	if url == "" {
+		ns, err := StartEmbedded(EmbeddedConfig{Listen: cfg.NATSListen, StoreDir: filepath.Join(cfg.DataDir, "jetstream"), MaxStore: cfg.MaxStoreBytes, TLS: cfg.TLS, Authority: authority})
+		if err != nil {
+			return err
+		}
+		if cfg.TLS != nil || authority != nil {
+			// Our own connections stay inside the process: no TLS to verify
+			// against ourselves, and credentials minted here, never on disk.
+			base := []nats.Option{nats.Name("fleetboot-coordinator"), nats.MaxReconnects(-1), nats.InProcessServer(ns)}
+			opts = base
+			// The in-process pipe skips TLS, and a tls:// URL would make
+			// the client insist on it.
+			connURL = "nats://" + strings.TrimPrefix(strings.TrimPrefix(url, "tls://"), "nats://")
+			if authority != nil {
+				var o [3]nats.Option
+				for i, acc := range []auth.Account{auth.AccountFleet, auth.AccountAPI, auth.AccountSys} {
+					if o[i], err = authority.ConnectOption(acc); err != nil {
+						return err
+					}
+				}
+				opts = append(slices.Clone(base), o[0])
+				apiOpts = append(slices.Clone(base), o[1])
+				sysOpts = append(slices.Clone(base), o[2])
+			}
 		}
 		defer func() {
 			ns.Shutdown()
@@ -61,7 +113,10 @@ func Run(ctx context.Context, cfg Config) error {
 		url = ns.ClientURL()
 		log.Info("embedded NATS with JetStream started", "url", url, "store", filepath.Join(cfg.DataDir, "jetstream"))
 	}
-	nc, err := nats.Connect(url, opts...)
+	if connURL == "" {
+		connURL = url
+	}
+	nc, err := nats.Connect(connURL, opts...)
 	if err != nil {
 		return fmt.Errorf("coordinator: connect to NATS at %s: %w", url, err)
 	}
@@ -83,7 +138,35 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := EnsureStreams(sctx, js, cfg.Replicas); err != nil {
 		return err
 	}
-	ms, err := api.Start(nc, api.Config{Service: svc, StoreURL: cfg.StoreURL, Version: cfg.Version, Logger: log})
+	if err := audit.EnsureStream(sctx, js, cfg.Replicas); err != nil {
+		return err
+	}
+	apiCfg := api.Config{Service: svc, StoreURL: cfg.StoreURL, Version: cfg.Version, Logger: log, Audit: audit.NewLog(js, log)}
+	apiNC := nc
+	if authority != nil {
+		// The API answers in its own account: requests reach it through the
+		// FLEET account's import, which stamps each with the caller.
+		if apiNC, err = nats.Connect(connURL, apiOpts...); err != nil {
+			return fmt.Errorf("coordinator: connect the API: %w", err)
+		}
+		defer apiNC.Close()
+		sysNC, err := nats.Connect(connURL, sysOpts...)
+		if err != nil {
+			return fmt.Errorf("coordinator: connect the system account: %w", err)
+		}
+		defer sysNC.Close()
+		authority.Attach(sysNC)
+		apiCfg.Guard = &auth.Guard{
+			Account:   authority.FleetAccount(),
+			Directory: authority,
+			HostSite: func(ctx context.Context, mac string) (string, error) {
+				h, err := svc.GetHost(ctx, mac)
+				return h.Site, err
+			},
+		}
+		apiCfg.Enrol = authority
+	}
+	ms, err := api.Start(apiNC, apiCfg)
 	if err != nil {
 		return err
 	}
@@ -123,6 +206,9 @@ type EmbeddedConfig struct {
 	Listen   string // host:port; port 0 picks a free one
 	StoreDir string
 	MaxStore int64
+	TLS      *tls.Config // require TLS of every client
+	// Authority, if set, puts the server in operator (JWT) mode.
+	Authority *auth.Authority
 }
 
 // StartEmbedded starts nats-server with JetStream in-process and waits until
@@ -142,7 +228,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	if cfg.MaxStore == 0 {
 		cfg.MaxStore = 10 << 30
 	}
-	ns, err := server.NewServer(&server.Options{
+	sopts := &server.Options{
 		ServerName:        "fleetboot",
 		Host:              host,
 		Port:              port,
@@ -150,7 +236,17 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 		StoreDir:          cfg.StoreDir,
 		JetStreamMaxStore: cfg.MaxStore,
 		NoSigs:            true,
-	})
+	}
+	if cfg.TLS != nil {
+		sopts.TLSConfig = cfg.TLS
+		sopts.TLSTimeout = 5
+	}
+	if cfg.Authority != nil {
+		if err := cfg.Authority.Configure(sopts); err != nil {
+			return nil, err
+		}
+	}
+	ns, err := server.NewServer(sopts)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: embedded NATS: %w", err)
 	}

@@ -16,6 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/fleetboot/fleetboot/coordinator/audit"
+	"github.com/fleetboot/fleetboot/coordinator/auth"
 	"github.com/fleetboot/fleetboot/coordinator/service"
 	"github.com/fleetboot/fleetboot/proto"
 )
@@ -27,6 +29,30 @@ type Config struct {
 	Version  string
 	Logger   *slog.Logger
 	Timeout  time.Duration // per request
+	// Guard, when set, identifies the caller of every request from the
+	// server-stamped Nats-Request-Info header and refuses what the caller's
+	// role may not do. Nil: authentication is off (dev), everyone may.
+	Guard Guard
+	// Audit, when set, records every change request and every refusal.
+	Audit Auditor
+	// Enrol signs and revokes credentials; nil answers that --auth is off.
+	Enrol Enroller
+}
+
+// Guard checks a request's caller (see auth.Guard).
+type Guard interface {
+	Check(ctx context.Context, requestInfo, endpoint string, body []byte) (auth.Identity, error)
+}
+
+// Auditor stores audit records (see audit.Log).
+type Auditor interface {
+	Record(ctx context.Context, r audit.Record) error
+}
+
+// Enroller signs and revokes credentials (see auth.Authority).
+type Enroller interface {
+	Enrol(ctx context.Context, r auth.EnrolRequest) (auth.EnrolReply, error)
+	Revoke(ctx context.Context, name string, edge bool) ([]auth.Identity, error)
 }
 
 // Start registers the micro service on nc. Stop it with the returned service's Stop.
@@ -81,6 +107,7 @@ func Start(nc *nats.Conn, cfg Config) (micro.Service, error) {
 			return proto.StoreInfo{V: proto.Version, URL: cfg.StoreURL}, nil
 		})},
 	}
+	eps = append(eps, enrolEndpoints(cfg)...)
 	for _, ep := range eps {
 		if err := g.AddEndpoint(strings.ReplaceAll(ep.name, ".", "_"), ep.h, micro.WithEndpointSubject(ep.name)); err != nil {
 			svc.Stop()
@@ -95,15 +122,87 @@ func handle[Req, Resp any](cfg Config, fn func(context.Context, Req) (Resp, erro
 	return func(r micro.Request) {
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 		defer cancel()
-		var req Req
-		if len(r.Data()) > 0 {
-			if err := json.Unmarshal(r.Data(), &req); err != nil {
-				respond(cfg, r, nil, fmt.Errorf("%w: malformed request: %v", service.ErrInvalid, err))
+		endpoint := strings.TrimPrefix(r.Subject(), proto.APIPrefix+".")
+		who := auth.Identity{Name: "anonymous"}
+		if cfg.Guard != nil {
+			var err error
+			if who, err = cfg.Guard.Check(ctx, r.Headers().Get(auth.HeaderRequestInfo), endpoint, r.Data()); err != nil {
+				// Refusals are audited, reads included: probing is worth seeing.
+				cfg.audit(ctx, who, endpoint, r.Data(), err)
+				respond(cfg, r, nil, err)
 				return
 			}
 		}
-		resp, err := fn(ctx, req)
+		var req Req
+		var resp Resp
+		err := error(nil)
+		if len(r.Data()) > 0 {
+			if uErr := json.Unmarshal(r.Data(), &req); uErr != nil {
+				err = fmt.Errorf("%w: malformed request: %v", service.ErrInvalid, uErr)
+			}
+		}
+		if err == nil {
+			resp, err = fn(ctx, req)
+		}
+		if !auth.IsRead(endpoint) {
+			cfg.audit(ctx, who, endpoint, r.Data(), err)
+		}
 		respond(cfg, r, resp, err)
+	}
+}
+
+// audit records a request's outcome; a failure to record is logged, since
+// the change itself is already done (or refused) by then.
+func (cfg Config) audit(ctx context.Context, who auth.Identity, endpoint string, body []byte, err error) {
+	if cfg.Audit == nil {
+		return
+	}
+	rec := audit.Record{Who: who.Name, Role: string(who.Role), Site: who.Site, Key: who.PublicKey, Action: endpoint, Outcome: audit.Accepted}
+	rec.SetRequest(body)
+	if err != nil {
+		rec.Outcome, rec.Error = audit.Refused, errorLine(err)
+	}
+	if aErr := cfg.Audit.Record(ctx, rec); aErr != nil {
+		cfg.Logger.Warn("audit record not stored", "action", endpoint, "who", who.Name, "err", aErr)
+	}
+}
+
+// enrolEndpoints serve edge/user add and revoke. Who may call them is the
+// guard's business like any change: admins only.
+func enrolEndpoints(cfg Config) []struct {
+	name string
+	h    micro.HandlerFunc
+} {
+	off := fmt.Errorf("%w: authentication is off: start the coordinator with --auth", service.ErrInvalid)
+	enrol := func(role auth.Role) func(context.Context, auth.EnrolRequest) (auth.EnrolReply, error) {
+		return func(ctx context.Context, r auth.EnrolRequest) (auth.EnrolReply, error) {
+			if cfg.Enrol == nil {
+				return auth.EnrolReply{}, off
+			}
+			if role == auth.RoleEdge {
+				r.Role = auth.RoleEdge
+			} else if r.Role == auth.RoleEdge {
+				return auth.EnrolReply{}, fmt.Errorf("%w: enrol edges with `fleetboot edge add`", service.ErrInvalid)
+			}
+			return cfg.Enrol.Enrol(ctx, r)
+		}
+	}
+	revoke := func(edge bool) func(context.Context, proto.NameRequest) ([]auth.Identity, error) {
+		return func(ctx context.Context, r proto.NameRequest) ([]auth.Identity, error) {
+			if cfg.Enrol == nil {
+				return nil, off
+			}
+			return cfg.Enrol.Revoke(ctx, r.Name, edge)
+		}
+	}
+	return []struct {
+		name string
+		h    micro.HandlerFunc
+	}{
+		{auth.APIEdgeAdd, handle(cfg, enrol(auth.RoleEdge))},
+		{auth.APIUserAdd, handle(cfg, enrol(auth.RoleViewer))},
+		{auth.APIEdgeRevoke, handle(cfg, revoke(true))},
+		{auth.APIUserRevoke, handle(cfg, revoke(false))},
 	}
 }
 
@@ -119,6 +218,8 @@ func respond(cfg Config, r micro.Request, data any, err error) {
 			code = "404"
 		case errors.Is(err, service.ErrConflict):
 			code = "409"
+		case errors.Is(err, auth.ErrDenied):
+			code = "403"
 		}
 		cfg.Logger.Info("api request refused", "subject", r.Subject(), "code", code, "err", rep.Error)
 		body, _ := json.Marshal(rep)

@@ -1,0 +1,739 @@
+package auth_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetboot/fleetboot/coordinator"
+	"github.com/fleetboot/fleetboot/coordinator/audit"
+	"github.com/fleetboot/fleetboot/coordinator/auth"
+	"github.com/fleetboot/fleetboot/edge"
+	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/shared/pki"
+)
+
+// syncBuf collects log output written from many goroutines.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// env is a coordinator run exactly as `fleetboot coordinator --auth
+// --tls-cert … --tls-key … --tls-ca …` runs it, with the embedded server.
+type env struct {
+	url, data, ca, pkiDir string
+	logs                  *syncBuf
+}
+
+func start(t *testing.T) *env {
+	t.Helper()
+	e := &env{data: t.TempDir(), pkiDir: t.TempDir(), logs: &syncBuf{}}
+	paths, err := pki.Init(e.pkiDir, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ca = paths.CA
+	tlsCfg, err := pki.ServerTLS(paths.Cert, paths.Key, paths.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- coordinator.Run(ctx, coordinator.Config{
+			DataDir: e.data, NATSListen: "127.0.0.1:0", TLS: tlsCfg, Auth: true, Version: "test",
+			Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+			Ready:  func(u string) { ready <- u },
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("coordinator: %v", err)
+		}
+	})
+	select {
+	case e.url = <-ready:
+	case err := <-done:
+		t.Fatalf("coordinator did not start: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("coordinator not ready after 30s")
+	}
+	return e
+}
+
+// asyncErrs records a connection's asynchronous errors (permission
+// violations arrive that way).
+type asyncErrs struct {
+	mu   sync.Mutex
+	errs []string
+	ch   chan struct{}
+}
+
+func (a *asyncErrs) add(err error) {
+	a.mu.Lock()
+	a.errs = append(a.errs, err.Error())
+	a.mu.Unlock()
+	select {
+	case a.ch <- struct{}{}:
+	default:
+	}
+}
+
+func (a *asyncErrs) all() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.errs...)
+}
+
+// wait returns once an error containing every part arrived.
+func (a *asyncErrs) wait(t *testing.T, parts ...string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		for _, e := range a.all() {
+			ok := true
+			for _, p := range parts {
+				ok = ok && strings.Contains(strings.ToLower(e), strings.ToLower(p))
+			}
+			if ok {
+				return
+			}
+		}
+		select {
+		case <-a.ch:
+		case <-deadline:
+			t.Fatalf("no asynchronous error with %q; got %q", parts, a.all())
+		}
+	}
+}
+
+func (e *env) options(creds string) ([]nats.Option, *asyncErrs) {
+	ae := &asyncErrs{ch: make(chan struct{}, 1)}
+	opts := []nats.Option{
+		nats.RootCAs(e.ca), nats.Timeout(5 * time.Second),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { ae.add(err) }),
+	}
+	if creds != "" {
+		opts = append(opts, nats.UserCredentials(creds))
+		if p, err := auth.InboxPrefix(creds); err == nil && p != "" {
+			opts = append(opts, nats.CustomInboxPrefix(p))
+		}
+	}
+	return opts, ae
+}
+
+func (e *env) connect(t *testing.T, creds string, extra ...nats.Option) (*nats.Conn, *asyncErrs) {
+	t.Helper()
+	opts, ae := e.options(creds)
+	nc, err := nats.Connect(e.url, append(opts, extra...)...)
+	if err != nil {
+		t.Fatalf("connect with %s: %v", filepath.Base(creds), err)
+	}
+	t.Cleanup(nc.Close)
+	return nc, ae
+}
+
+// call makes an API request and returns the reply envelope.
+func call(t *testing.T, nc *nats.Conn, endpoint string, req any, hdr nats.Header) proto.Reply {
+	t.Helper()
+	body, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	msg, err := nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: proto.APISubject(endpoint), Data: body, Header: hdr})
+	if err != nil {
+		t.Fatalf("%s: %v", endpoint, err)
+	}
+	var rep proto.Reply
+	if err := json.Unmarshal(msg.Data, &rep); err != nil {
+		t.Fatalf("%s: reply %q: %v", endpoint, msg.Data, err)
+	}
+	return rep
+}
+
+func mustOK(t *testing.T, rep proto.Reply) {
+	t.Helper()
+	if rep.Error != "" {
+		t.Fatalf("refused: %s", rep.Error)
+	}
+}
+
+// enrol makes a key pair here, has the coordinator sign it and writes the
+// creds file, as `fleetboot edge add` / `user add` do.
+func enrol(t *testing.T, admin *nats.Conn, endpoint string, req auth.EnrolRequest) string {
+	t.Helper()
+	pub, seed, err := auth.NewUserKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.V, req.PublicKey = proto.Version, pub
+	rep := call(t, admin, endpoint, req, nil)
+	mustOK(t, rep)
+	var er auth.EnrolReply
+	if err := json.Unmarshal(rep.Data, &er); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), req.Name+".creds")
+	if err := auth.WriteCreds(path, er.JWT, seed); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+const (
+	labMAC   = "52:54:00:00:00:01"
+	otherMAC = "52:54:00:00:00:02"
+)
+
+// seed adds sites lab and other with one host each, as the admin.
+func (e *env) seed(t *testing.T) *nats.Conn {
+	t.Helper()
+	admin, _ := e.connect(t, filepath.Join(e.data, "admin.creds"))
+	for _, s := range []proto.Site{
+		{V: proto.Version, Name: "lab", Networks: []proto.Network{{Subnet: "10.0.0.0/24"}}},
+		{V: proto.Version, Name: "other", Networks: []proto.Network{{Subnet: "10.1.0.0/24"}}},
+	} {
+		mustOK(t, call(t, admin, proto.APISiteAdd, s, nil))
+	}
+	for mac, site := range map[string]string{labMAC: "lab", otherMAC: "other"} {
+		mustOK(t, call(t, admin, proto.APIHostSet, proto.HostSetRequest{V: proto.Version, MAC: mac, Site: &site}, nil))
+	}
+	return admin
+}
+
+func hostKey(t *testing.T, site, mac string) string {
+	k, err := proto.HostKey(site, mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// TestEdgeConfinement runs a real edge agent with its credentials (it must
+// sync its site, heartbeat and send events without a single permission
+// error), then tries, with the same credentials, everything an edge must
+// not do: each is refused by the server.
+func TestEdgeConfinement(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: starts a coordinator and an edge")
+	}
+	e := start(t)
+	admin := e.seed(t)
+	creds := enrol(t, admin, auth.APIEdgeAdd, auth.EnrolRequest{Name: "e1", Site: "lab"})
+	if fi, err := os.Stat(creds); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("creds file mode: %v %v", fi.Mode(), err)
+	}
+
+	// The real edge, confined.
+	opts, edgeErrs := e.options(creds)
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	edgeLogs := &syncBuf{}
+	go func() {
+		done <- edge.Run(ctx, edge.Config{
+			Name: "e1", Site: "lab", NATSURL: e.url, NATSOptions: opts,
+			StateDir: t.TempDir(), CacheDir: t.TempDir(), CacheSize: 1 << 20,
+			HTTPListen: "127.0.0.1:0", BootDir: t.TempDir(), EFIBootFile: "ipxe.efi",
+			Heartbeat: 100 * time.Millisecond, Version: "test",
+			Logger: slog.New(slog.NewTextHandler(edgeLogs, nil)), Ready: func(a string) { ready <- a },
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("edge: %v", err)
+		}
+	}()
+	var httpAddr string
+	select {
+	case httpAddr = <-ready:
+	case err := <-done:
+		t.Fatalf("edge did not start: %v", err)
+	}
+	// The coordinator sees its heartbeat with a synced revision.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var edges []proto.EdgeView
+		rep := call(t, admin, proto.APIEdgeList, proto.ListRequest{V: proto.Version}, nil)
+		mustOK(t, rep)
+		_ = json.Unmarshal(rep.Data, &edges)
+		if len(edges) == 1 && edges[0].Name == "e1" && edges[0].Revision > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no synced heartbeat from e1: %+v\nedge log:\n%s", edges, edgeLogs.String())
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval, not a readiness wait
+	}
+	// A script request makes the edge publish events into the EVENTS stream.
+	resp, err := http.Get("http://" + httpAddr + "/boot.ipxe?mac=" + labMAC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	js, err := jetstream.New(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		st, err := js.Stream(context.Background(), proto.StreamEvents)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(context.Background(), jetstream.WithSubjectFilter(proto.SubjectEventsPrefix+".lab.e1.>"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(info.State.Subjects) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no events from e1 in the stream\nedge log:\n%s", edgeLogs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if errs := edgeErrs.all(); len(errs) > 0 {
+		t.Fatalf("the edge hit permission errors doing its job: %q", errs)
+	}
+
+	// Now the same credentials, misused.
+	nc, ae := e.connect(t, creds)
+	ejs, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := ejs.KeyValue(context.Background(), proto.BucketHosts)
+	if err != nil {
+		t.Fatalf("open hosts bucket: %v", err)
+	}
+	short := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), time.Second)
+	}
+	// Its own site's key is readable.
+	{
+		ctx, cancel := short()
+		if _, err := kv.Get(ctx, hostKey(t, "lab", labMAC)); err != nil {
+			t.Fatalf("own host: %v", err)
+		}
+		cancel()
+	}
+	imgs, err := ejs.KeyValue(context.Background(), proto.BucketImages)
+	if err != nil {
+		t.Fatalf("open images bucket: %v", err)
+	}
+	sites, err := ejs.KeyValue(context.Background(), proto.BucketSites)
+	if err != nil {
+		t.Fatalf("open sites bucket: %v", err)
+	}
+	otherKey := hostKey(t, "other", otherMAC)
+	cases := []struct {
+		name    string
+		do      func() error // the attempt; must fail
+		subject string       // the server's permission error names it
+	}{
+		{"get other site's host", func() error {
+			ctx, cancel := short()
+			defer cancel()
+			_, err := kv.Get(ctx, otherKey)
+			return err
+		}, "$JS.API.DIRECT.GET.KV_hosts.$KV.hosts." + otherKey},
+		{"watch other site's hosts", func() error {
+			ctx, cancel := short()
+			defer cancel()
+			w, err := kv.Watch(ctx, "other.>")
+			if err == nil {
+				w.Stop()
+			}
+			return err
+		}, "$JS.API.CONSUMER.CREATE.KV_hosts."},
+		{"watch all hosts", func() error {
+			ctx, cancel := short()
+			defer cancel()
+			w, err := kv.WatchAll(ctx)
+			if err == nil {
+				w.Stop()
+			}
+			return err
+		}, "$JS.API.CONSUMER.CREATE.KV_hosts."},
+		{"get other site's config", func() error {
+			ctx, cancel := short()
+			defer cancel()
+			_, err := sites.Get(ctx, "other")
+			return err
+		}, "$JS.API.DIRECT.GET.KV_sites.$KV.sites.other"},
+		{"put own site's host", func() error {
+			ctx, cancel := short()
+			defer cancel()
+			_, err := kv.Put(ctx, hostKey(t, "lab", labMAC), []byte(`{}`))
+			return err
+		}, "$KV.hosts." + hostKey(t, "lab", labMAC)},
+		{"put an image", func() error {
+			ctx, cancel := short()
+			defer cancel()
+			_, err := imgs.Put(ctx, "evil", []byte(`{}`))
+			return err
+		}, "$KV.images.evil"},
+		{"delete own site's host", func() error {
+			ctx, cancel := short()
+			defer cancel()
+			return kv.Delete(ctx, hostKey(t, "lab", labMAC))
+		}, "$KV.hosts." + hostKey(t, "lab", labMAC)},
+		{"message get by sequence", func() error {
+			ctx, cancel := short()
+			defer cancel()
+			_, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_hosts", []byte(`{"seq":1}`))
+			return err
+		}, "$JS.API.STREAM.MSG.GET.KV_hosts"},
+		{"delete the hosts stream", func() error {
+			ctx, cancel := short()
+			defer cancel()
+			return ejs.DeleteStream(ctx, "KV_hosts")
+		}, "$JS.API.STREAM.DELETE.KV_hosts"},
+		{"host.set through the API", func() error {
+			ctx, cancel := short()
+			defer cancel()
+			_, err := nc.RequestWithContext(ctx, proto.APISubject(proto.APIHostSet), []byte(`{"v":1,"mac":"`+labMAC+`"}`))
+			return err
+		}, proto.APISubject(proto.APIHostSet)},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := c.do(); err == nil {
+				t.Fatal("allowed")
+			}
+			ae.wait(t, "permissions violation", c.subject)
+		})
+	}
+
+	// Publishing as another edge, or subscribing to the shared inboxes
+	// (where other edges' KV replies go), is refused too.
+	pubCases := []struct{ name, subject string }{
+		{"heartbeat of another edge", proto.StatusSubject("lab", "e2")},
+		{"heartbeat at another site", proto.StatusSubject("other", "e1")},
+		{"event of another edge", proto.EventSubject("lab", "e2", labMAC)},
+		{"event at another site", proto.EventSubject("other", "e1", otherMAC)},
+		{"audit record", audit.SubjectPrefix + ".host.set"},
+	}
+	for _, c := range pubCases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := nc.Publish(c.subject, []byte(`{}`)); err != nil {
+				t.Fatal(err)
+			}
+			ae.wait(t, "permissions violation for publish", c.subject)
+		})
+	}
+	t.Run("subscribe to shared inboxes", func(t *testing.T) {
+		if _, err := nc.Subscribe("_INBOX.>", func(*nats.Msg) {}); err != nil {
+			t.Fatal(err)
+		}
+		ae.wait(t, "permissions violation for subscription", "_INBOX.>")
+	})
+
+	// Hostile JetStream requests on allowed subjects: the body tries to
+	// reach another site; the server refuses.
+	t.Run("direct get with a sequence in the body", func(t *testing.T) {
+		ctx, cancel := short()
+		defer cancel()
+		msg, err := nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET.KV_hosts.$KV.hosts."+hostKey(t, "lab", labMAC), []byte(`{"seq":1}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.Header.Get("Status") != "408" || strings.Contains(string(msg.Data), "other") {
+			t.Fatalf("server answered %q %q", msg.Header, msg.Data)
+		}
+	})
+	t.Run("consumer create with another filter in the body", func(t *testing.T) {
+		ctx, cancel := short()
+		defer cancel()
+		body := `{"stream_name":"KV_hosts","config":{"name":"x1","filter_subject":"$KV.hosts.other.>","deliver_subject":"` + auth.EdgeInboxPrefix("e1") + `.x","ack_policy":"none"}}`
+		msg, err := nc.RequestWithContext(ctx, "$JS.API.CONSUMER.CREATE.KV_hosts.x1.$KV.hosts.lab.>", []byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep struct {
+			Error *struct{ Description string } `json:"error"`
+		}
+		if err := json.Unmarshal(msg.Data, &rep); err != nil || rep.Error == nil {
+			t.Fatalf("consumer created: %s", msg.Data)
+		}
+	})
+}
+
+// TestRolesAndAudit: a viewer's change is refused with a clear line and
+// writes nothing, an admin's is accepted, a forged identity header does not
+// help, and the audit stream records all of it with the identity.
+func TestRolesAndAudit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: starts a coordinator")
+	}
+	e := start(t)
+	admin := e.seed(t)
+	viewerCreds := enrol(t, admin, auth.APIUserAdd, auth.EnrolRequest{Name: "bob", Role: auth.RoleViewer})
+	viewer, vErrs := e.connect(t, viewerCreds)
+	edgeCreds := enrol(t, admin, auth.APIEdgeAdd, auth.EnrolRequest{Name: "e1", Site: "lab"})
+	edgeNC, _ := e.connect(t, edgeCreds)
+
+	img := "x"
+	refused := []struct {
+		name     string
+		nc       *nats.Conn
+		endpoint string
+		req      any
+		hdr      nats.Header
+		want     string
+	}{
+		{"viewer host set", viewer, proto.APIHostSet, proto.HostSetRequest{V: proto.Version, MAC: labMAC, Hostname: &img}, nil,
+			"permission denied: viewer bob is read-only and may not host.set (ask an admin)"},
+		{"viewer forging the identity header", viewer, proto.APIHostSet, proto.HostSetRequest{V: proto.Version, MAC: labMAC, Hostname: &img},
+			nats.Header{auth.HeaderRequestInfo: []string{`{"acc":"x","user":"y","name_tag":"admin","tags":["role:admin"]}`}},
+			"permission denied: viewer bob is read-only and may not host.set (ask an admin)"},
+		{"viewer user add", viewer, auth.APIUserAdd, auth.EnrolRequest{V: proto.Version, Name: "eve", Role: auth.RoleAdmin, PublicKey: "U"}, nil,
+			"permission denied: viewer bob is read-only and may not user.add (ask an admin)"},
+		{"edge reports for another site's host", edgeNC, proto.APIHostDone, proto.MACRequest{V: proto.Version, MAC: otherMAC}, nil,
+			"permission denied: edge e1 (site lab) may report only for machines of its own site"},
+	}
+	for _, c := range refused {
+		t.Run(c.name, func(t *testing.T) {
+			rep := call(t, c.nc, c.endpoint, c.req, c.hdr)
+			if diff := cmp.Diff(c.want, rep.Error); diff != "" {
+				t.Fatalf("refusal (-want +got):\n%s", diff)
+			}
+		})
+	}
+	// Nothing was written.
+	var h proto.Host
+	rep := call(t, viewer, proto.APIHostGet, proto.MACRequest{V: proto.Version, MAC: labMAC}, nil)
+	mustOK(t, rep)
+	if err := json.Unmarshal(rep.Data, &h); err != nil || h.Hostname != "" {
+		t.Fatalf("viewer's change was written: %+v %v", h, err)
+	}
+	// A viewer may not write KV directly either.
+	vjs, _ := jetstream.New(viewer)
+	vkv, err := vjs.KeyValue(context.Background(), proto.BucketHosts)
+	if err != nil {
+		t.Fatalf("viewer opens hosts: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_, err = vkv.Put(ctx, hostKey(t, "lab", labMAC), []byte(`{}`))
+	cancel()
+	if err == nil {
+		t.Fatal("viewer wrote KV")
+	}
+	vErrs.wait(t, "permissions violation for publish", "$KV.hosts.")
+
+	// The admin's change is accepted.
+	name := "web1"
+	mustOK(t, call(t, admin, proto.APIHostSet, proto.HostSetRequest{V: proto.Version, MAC: labMAC, Hostname: &name}, nil))
+
+	js, _ := jetstream.New(viewer) // viewers may read the audit log
+	recs, err := audit.Read(context.Background(), js, time.Now().Add(-time.Hour), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct{ Who, Role, Action, Outcome string }
+	var got []row
+	for _, r := range recs {
+		if r.Action == proto.APIHostSet || r.Action == auth.APIUserAdd || r.Action == proto.APIHostDone {
+			got = append(got, row{r.Who, r.Role, r.Action, r.Outcome})
+		}
+		if r.Time.IsZero() || (r.Outcome == audit.Refused && r.Error == "") {
+			t.Errorf("incomplete record %+v", r)
+		}
+	}
+	want := []row{
+		{"admin", "admin", proto.APIHostSet, audit.Accepted}, // seed
+		{"admin", "admin", proto.APIHostSet, audit.Accepted}, // seed
+		{"admin", "admin", auth.APIUserAdd, audit.Accepted},
+		{"bob", "viewer", proto.APIHostSet, audit.Refused},
+		{"bob", "viewer", proto.APIHostSet, audit.Refused},
+		{"bob", "viewer", auth.APIUserAdd, audit.Refused},
+		{"e1", "edge", proto.APIHostDone, audit.Refused},
+		{"admin", "admin", proto.APIHostSet, audit.Accepted},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("audit (-want +got):\n%s", diff)
+	}
+	last := recs[len(recs)-1]
+	if !strings.Contains(string(last.Request), `"hostname":"web1"`) {
+		t.Errorf("audit record lacks the request: %s", last.Request)
+	}
+}
+
+// TestRevokedEdge: revoking an edge disconnects it and refuses it from then on.
+func TestRevokedEdge(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: starts a coordinator")
+	}
+	e := start(t)
+	admin := e.seed(t)
+	creds := enrol(t, admin, auth.APIEdgeAdd, auth.EnrolRequest{Name: "e1", Site: "lab"})
+	closed := make(chan struct{})
+	nc, _ := e.connect(t, creds, nats.NoReconnect(), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	if err := nc.Publish(proto.StatusSubject("lab", "e1"), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, call(t, admin, auth.APIEdgeRevoke, proto.NameRequest{V: proto.Version, Name: "e1"}, nil))
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("revoked edge still connected")
+	}
+	opts, _ := e.options(creds)
+	if nc2, err := nats.Connect(e.url, opts...); err == nil {
+		nc2.Close()
+		t.Fatal("revoked edge reconnected")
+	} else if !errors.Is(err, nats.ErrAuthorization) && !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Fatalf("reconnect error: %v", err)
+	}
+	// Revoking twice says so.
+	rep := call(t, admin, auth.APIEdgeRevoke, proto.NameRequest{V: proto.Version, Name: "e1"}, nil)
+	if rep.Error != `edge "e1": not found (never enrolled, or revoked already)` {
+		t.Fatalf("second revoke: %q", rep.Error)
+	}
+	// The same name can be enrolled again with a new key.
+	creds2 := enrol(t, admin, auth.APIEdgeAdd, auth.EnrolRequest{Name: "e1", Site: "lab"})
+	e.connect(t, creds2)
+}
+
+// TestTLSRequired: with TLS on, plaintext clients and clients trusting
+// another CA are refused; nothing secret reaches the logs.
+func TestTLSRequired(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: starts a coordinator")
+	}
+	e := start(t)
+	adminCreds := filepath.Join(e.data, "admin.creds")
+	// A plaintext client (nats.go would upgrade by itself, so speak the
+	// protocol by hand) is told TLS is required and dropped.
+	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(e.url, "tls://"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	rd := bufio.NewReader(conn)
+	info, err := rd.ReadString('\n')
+	if err != nil || !strings.Contains(info, `"tls_required":true`) {
+		t.Fatalf("INFO %q %v", info, err)
+	}
+	if _, err := conn.Write([]byte("CONNECT {\"verbose\":false}\r\nPING\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	// The server takes the plaintext for a failed TLS handshake and closes.
+	rest, err := io.ReadAll(rd)
+	if err != nil || len(rest) > 0 {
+		t.Fatalf("plaintext client got %q, %v; want the connection closed", rest, err)
+	}
+	// A client without the CA cannot verify the server.
+	if nc, err := nats.Connect(e.url, nats.UserCredentials(adminCreds), nats.Timeout(3*time.Second)); err == nil {
+		nc.Close()
+		t.Fatal("client without the CA connected")
+	}
+	otherCA, err := pki.Init(t.TempDir(), nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nc, err := nats.Connect(e.url, nats.RootCAs(otherCA.CA), nats.UserCredentials(adminCreds), nats.Timeout(3*time.Second)); err == nil {
+		nc.Close()
+		t.Fatal("client trusting another CA connected")
+	} else if !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("other-CA refusal: %v", err)
+	}
+	// No credentials at all.
+	if nc, err := nats.Connect(e.url, nats.RootCAs(e.ca), nats.Timeout(3*time.Second)); err == nil {
+		nc.Close()
+		t.Fatal("anonymous client connected")
+	}
+	admin, _ := e.connect(t, adminCreds)
+	mustOK(t, call(t, admin, proto.APISiteList, proto.ListRequest{V: proto.Version}, nil))
+
+	// Files holding secrets are 0600.
+	for _, f := range []string{adminCreds, filepath.Join(e.pkiDir, pki.KeyFile),
+		filepath.Join(e.data, "auth", "operator.nk"), filepath.Join(e.data, "auth", "fleet.nk"),
+		filepath.Join(e.data, "auth", "api.nk"), filepath.Join(e.data, "auth", "sys.nk")} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, want 0600", f, fi.Mode().Perm())
+		}
+	}
+	// No seed, nor the server key, appears in the coordinator's log.
+	secrets := secretsIn(t, append([]string{adminCreds, filepath.Join(e.pkiDir, pki.KeyFile)}, globNK(t, e.data)...)...)
+	logs := e.logs.String()
+	for _, s := range secrets {
+		if strings.Contains(logs, s) {
+			t.Errorf("a secret appears in the coordinator's log")
+		}
+	}
+	if !strings.Contains(logs, "admin.creds") {
+		t.Errorf("the log does not say where the admin credentials are:\n%s", logs)
+	}
+}
+
+func globNK(t *testing.T, data string) []string {
+	m, err := filepath.Glob(filepath.Join(data, "auth", "*.nk"))
+	if err != nil || len(m) != 4 {
+		t.Fatalf("nk files: %v %v", m, err)
+	}
+	return m
+}
+
+// secretsIn returns the secret strings of creds, seed and key files: nkey
+// seeds (S…) and PEM key bodies.
+func secretsIn(t *testing.T, files ...string) []string {
+	t.Helper()
+	var out []string
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			line = strings.TrimSpace(line)
+			if strings.HasPrefix(line, "S") && len(line) > 50 || (len(line) > 40 && !strings.HasPrefix(line, "-----") && strings.HasSuffix(f, ".pem")) {
+				out = append(out, line)
+			}
+		}
+	}
+	if len(out) < 5 {
+		t.Fatalf("found only %d secrets in %q", len(out), files)
+	}
+	return out
+}

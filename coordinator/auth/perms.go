@@ -1,0 +1,136 @@
+package auth
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+
+	"github.com/fleetboot/fleetboot/proto"
+)
+
+// Role of an identity.
+type Role string
+
+// Roles.
+const (
+	RoleAdmin  Role = "admin"  // may change desired state
+	RoleViewer Role = "viewer" // may list, show and watch
+	RoleEdge   Role = "edge"   // an edge agent of one site
+)
+
+// Identity is one enrolled credential.
+type Identity struct {
+	Name      string     `json:"name"`
+	Role      Role       `json:"role"`
+	Site      string     `json:"site,omitempty"` // edges only
+	PublicKey string     `json:"public_key"`     // the user nkey (U…)
+	Issued    time.Time  `json:"issued"`
+	Revoked   *time.Time `json:"revoked,omitempty"`
+}
+
+// String names the identity the way audit lines and errors show it.
+func (id Identity) String() string {
+	if id.Role == RoleEdge {
+		return fmt.Sprintf("edge %s (site %s)", id.Name, id.Site)
+	}
+	return fmt.Sprintf("%s %s", id.Role, id.Name)
+}
+
+// EdgeInboxPrefix is the private inbox prefix of an edge: its replies (KV
+// watch deliveries above all) go there, and no other edge may subscribe to it.
+func EdgeInboxPrefix(name string) string { return "_INBOX_edge_" + name }
+
+// Permissions returns the NATS permissions of an identity. They are
+// allow-lists: anything not listed is refused by the server.
+func Permissions(id Identity) (jwt.Permissions, error) {
+	var p jwt.Permissions
+	switch id.Role {
+	case RoleEdge:
+		if err := ValidEdge(id.Site, id.Name); err != nil {
+			return p, err
+		}
+		s, n := id.Site, id.Name
+		p.Pub.Allow.Add(
+			// KV access: open the bucket (STREAM.INFO), read keys by name
+			// (direct get with the key in the subject; the server refuses a
+			// body that asks for another sequence or subject), and watch
+			// through a filtered ordered consumer (the server checks the
+			// filter in the subject against the one in the body).
+			"$JS.API.STREAM.INFO.KV_"+proto.BucketSites,
+			"$JS.API.STREAM.INFO.KV_"+proto.BucketHosts,
+			"$JS.API.STREAM.INFO.KV_"+proto.BucketImages,
+			"$JS.API.DIRECT.GET.KV_"+proto.BucketSites+".$KV."+proto.BucketSites+"."+s,
+			"$JS.API.DIRECT.GET.KV_"+proto.BucketHosts+".$KV."+proto.BucketHosts+"."+s+".>",
+			"$JS.API.DIRECT.GET.KV_"+proto.BucketImages+".$KV."+proto.BucketImages+".>",
+			"$JS.API.CONSUMER.CREATE.KV_"+proto.BucketSites+".*.$KV."+proto.BucketSites+"."+s,
+			"$JS.API.CONSUMER.CREATE.KV_"+proto.BucketHosts+".*.$KV."+proto.BucketHosts+"."+s+".>",
+			"$JS.API.CONSUMER.CREATE.KV_"+proto.BucketImages+".*.$KV."+proto.BucketImages+".>",
+			// Unsubscribing a watch deletes its ephemeral consumer; names are
+			// random and not listable, so this reaches only the edge's own.
+			"$JS.API.CONSUMER.DELETE.KV_"+proto.BucketSites+".*",
+			"$JS.API.CONSUMER.DELETE.KV_"+proto.BucketHosts+".*",
+			"$JS.API.CONSUMER.DELETE.KV_"+proto.BucketImages+".*",
+			// Flow control replies: without them a large watch stalls.
+			"$JS.FC.KV_"+proto.BucketSites+".>",
+			"$JS.FC.KV_"+proto.BucketHosts+".>",
+			"$JS.FC.KV_"+proto.BucketImages+".>",
+			proto.StatusSubject(s, n),
+			proto.SubjectEventsPrefix+"."+s+"."+n+".>",
+			proto.APISubject(proto.APIHostDone),
+			proto.APISubject(proto.APIHostFacts),
+			proto.APISubject(proto.APIStoreInfo),
+		)
+		p.Sub.Allow.Add(EdgeInboxPrefix(n) + ".>")
+	case RoleAdmin, RoleViewer:
+		// People read JetStream and call the API; changes go only through
+		// the API, where the coordinator checks the role and audits.
+		p.Pub.Allow.Add(
+			proto.APIPrefix+".>",
+			"$JS.API.INFO",
+			"$JS.API.STREAM.INFO.*",
+			"$JS.API.STREAM.NAMES",
+			"$JS.API.STREAM.LIST",
+			"$JS.API.STREAM.MSG.GET.*",
+			"$JS.API.DIRECT.GET.>",
+			"$JS.API.CONSUMER.CREATE.>",
+			"$JS.API.CONSUMER.INFO.>",
+			"$JS.API.CONSUMER.MSG.NEXT.>",
+			"$JS.FC.>",
+			"$JS.ACK.>",
+		)
+		p.Sub.Allow.Add("_INBOX.>", proto.SubjectEventsPrefix+".>", proto.SubjectStatusPrefix+".>")
+	default:
+		return p, fmt.Errorf("%w: unknown role %q: want admin or viewer", errInvalid, id.Role)
+	}
+	return p, nil
+}
+
+// ValidEdge checks an edge's site and name. An edge name becomes a subject
+// token, so unlike other names it may not hold '.': edge "a" would otherwise
+// be allowed to publish the events of edge "a.b".
+func ValidEdge(site, name string) error {
+	if err := proto.ValidSiteName(site); err != nil {
+		return fmt.Errorf("%w: %v", errInvalid, err)
+	}
+	if err := proto.ValidName("edge", name); err != nil || strings.Contains(name, ".") {
+		return fmt.Errorf("%w: invalid edge name %q: use lower-case letters, digits, '_' or '-' (no '.')", errInvalid, name)
+	}
+	return nil
+}
+
+// IsRead tells whether an API endpoint (relative to proto.APIPrefix) only
+// reads. Anything else is a change: a new endpoint is admin-only until it is
+// known to be harmless, never the other way round.
+func IsRead(endpoint string) bool {
+	last := endpoint
+	if i := strings.LastIndexByte(endpoint, '.'); i >= 0 {
+		last = endpoint[i+1:]
+	}
+	switch last {
+	case "list", "get", "show", "info", "timeline", "explain", "ls", "status":
+		return true
+	}
+	return false
+}
