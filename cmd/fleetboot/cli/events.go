@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/fleetboot/fleetboot/coordinator/eventlog"
 	"github.com/fleetboot/fleetboot/coordinator/timeline"
 	"github.com/fleetboot/fleetboot/proto"
 )
@@ -24,66 +25,6 @@ import (
 // timeLayout prints event times in UTC: a fleet spans time zones, and an
 // operator comparing two sites must not have to convert.
 const timeLayout = "2006-01-02T15:04:05.000Z07:00"
-
-// clockSkew widens the stream-side start time: the stream filters on when a
-// message was stored, the user means when the event happened. Buffered events
-// are stored after they happen (always caught), but an edge whose clock runs
-// ahead would store an event "before" it happened.
-const clockSkew = 5 * time.Minute
-
-// eventQuery selects events from the EVENTS stream.
-type eventQuery struct {
-	subjects []string  // JetStream filter subjects, never overlapping
-	since    time.Time // zero: from the start of the stream
-	kind     string    // kind prefix, "" for all
-}
-
-func (q eventQuery) consumerConfig(follow bool) jetstream.OrderedConsumerConfig {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: q.subjects, DeliverPolicy: jetstream.DeliverAllPolicy}
-	switch {
-	case !q.since.IsZero():
-		start := q.since.Add(-clockSkew)
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
-	case follow:
-		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
-	}
-	return cfg
-}
-
-// match applies what the stream cannot filter: the event's own time and kind.
-func (q eventQuery) match(ev proto.Event) bool {
-	return (q.since.IsZero() || !ev.Time.Before(q.since)) && strings.HasPrefix(ev.Kind, q.kind)
-}
-
-// eventSubjects builds the filter subject fleetboot.events.<site>.<edge>.<mac12>
-// for each MAC (one subject with a wildcard when macs is empty).
-func eventSubjects(site, edge string, macs []string) ([]string, error) {
-	if site == "" {
-		site = "*"
-	} else if err := proto.ValidSiteName(site); err != nil {
-		return nil, err
-	}
-	if edge == "" {
-		edge = "*"
-	} else if err := proto.ValidName("edge", edge); err != nil {
-		return nil, err
-	}
-	if len(macs) == 0 {
-		return []string{proto.SubjectEventsPrefix + "." + site + "." + edge + ".*"}, nil
-	}
-	var subs []string
-	for _, m := range macs {
-		k, err := proto.MACKey(m)
-		if err != nil {
-			return nil, err
-		}
-		s := proto.SubjectEventsPrefix + "." + site + "." + edge + "." + k
-		if !slices.Contains(subs, s) {
-			subs = append(subs, s)
-		}
-	}
-	return subs, nil
-}
 
 // parseSince accepts a duration back from now (1h, 30m) or an RFC 3339 time.
 func parseSince(s string, now time.Time) (time.Time, error) {
@@ -135,91 +76,6 @@ func (a *app) eventsStream(ctx context.Context) (*nats.Conn, jetstream.Stream, e
 	return nc, st, nil
 }
 
-// readEvents calls fn for every matching event stored up to now, then
-// returns: it reads up to the stream's last sequence when it started, and an
-// empty result ends at once instead of waiting for events to come.
-func readEvents(ctx context.Context, st jetstream.Stream, q eventQuery, warn io.Writer, fn func(proto.Event) error) error {
-	last := st.CachedInfo().State.LastSeq
-	if last == 0 {
-		return nil
-	}
-	cons, err := st.OrderedConsumer(ctx, q.consumerConfig(false))
-	if err != nil {
-		return fmt.Errorf("events: consumer: %w", err)
-	}
-	for {
-		// FetchNoWait hands over what is stored and ends the batch as soon
-		// as nothing more matches: no waiting on an idle stream.
-		batch, err := cons.FetchNoWait(512)
-		if err != nil {
-			return fmt.Errorf("events: fetch: %w", err)
-		}
-		n, done := 0, false
-		for msg := range batch.Messages() {
-			n++
-			meta, err := msg.Metadata()
-			if err != nil {
-				return fmt.Errorf("events: message metadata: %w", err)
-			}
-			if ev, ok := decodeEvent(msg, meta.Sequence.Stream, warn); ok && q.match(ev) {
-				if err := fn(ev); err != nil {
-					return err
-				}
-			}
-			if meta.Sequence.Stream >= last || meta.NumPending == 0 {
-				done = true
-				break
-			}
-		}
-		if err := batch.Error(); err != nil && !done {
-			return fmt.Errorf("events: fetch: %w", err)
-		}
-		if done || n == 0 || ctx.Err() != nil {
-			return ctx.Err()
-		}
-	}
-}
-
-// followEvents calls fn for matching events as they are stored, until ctx ends.
-func followEvents(ctx context.Context, st jetstream.Stream, q eventQuery, warn io.Writer, fn func(proto.Event) error) error {
-	cons, err := st.OrderedConsumer(ctx, q.consumerConfig(true))
-	if err != nil {
-		return fmt.Errorf("events: consumer: %w", err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return fmt.Errorf("events: follow: %w", err)
-	}
-	defer it.Stop()
-	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
-		if ctx.Err() != nil {
-			return nil // interrupted: the normal end of --follow
-		}
-		if err != nil {
-			return fmt.Errorf("events: follow: %w", err)
-		}
-		var seq uint64
-		if meta, err := msg.Metadata(); err == nil {
-			seq = meta.Sequence.Stream
-		}
-		if ev, ok := decodeEvent(msg, seq, warn); ok && q.match(ev) {
-			if err := fn(ev); err != nil {
-				return err
-			}
-		}
-	}
-}
-
-func decodeEvent(msg jetstream.Msg, seq uint64, warn io.Writer) (proto.Event, bool) {
-	var ev proto.Event
-	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-		fmt.Fprintf(warn, "fleetboot: skipping a malformed event (stream sequence %d on %s): %v\n", seq, msg.Subject(), err)
-		return ev, false
-	}
-	return ev, true
-}
-
 func detailKV(d map[string]string) string {
 	var parts []string
 	for _, k := range slices.Sorted(maps.Keys(d)) {
@@ -268,7 +124,7 @@ Times are UTC.`,
 				}
 				macs = []string{m}
 			}
-			subjects, err := eventSubjects(site, edge, macs)
+			subjects, err := eventlog.Subjects(site, edge, macs)
 			if err != nil {
 				return err
 			}
@@ -279,7 +135,7 @@ Times are UTC.`,
 			if err != nil {
 				return err
 			}
-			q := eventQuery{subjects: subjects, since: from, kind: kind}
+			q := eventlog.Query{Subjects: subjects, Since: from, Kind: kind}
 			ctx := cmd.Context()
 			nc, st, err := a.eventsStream(ctx)
 			if err != nil {
@@ -287,7 +143,7 @@ Times are UTC.`,
 			}
 			defer nc.Close()
 			if follow {
-				return followEvents(ctx, st, q, a.stderr, a.followPrinter(out))
+				return eventlog.Follow(ctx, st, q, a.stderr, a.followPrinter(out))
 			}
 			return a.printEvents(ctx, st, q, out)
 		},
@@ -305,10 +161,10 @@ Times are UTC.`,
 
 // printEvents writes the stored events as a table or a JSON array, streaming
 // the array so a long history is not held in memory twice.
-func (a *app) printEvents(ctx context.Context, st jetstream.Stream, q eventQuery, out string) error {
+func (a *app) printEvents(ctx context.Context, st jetstream.Stream, q eventlog.Query, out string) error {
 	if out == "json" {
 		n := 0
-		err := readEvents(ctx, st, q, a.stderr, func(ev proto.Event) error {
+		err := eventlog.Read(ctx, st, q, a.stderr, func(ev proto.Event) error {
 			b, err := json.MarshalIndent(ev, "  ", "  ")
 			if err != nil {
 				return err
@@ -332,7 +188,7 @@ func (a *app) printEvents(ctx context.Context, st jetstream.Stream, q eventQuery
 		return err
 	}
 	var rows [][]string
-	if err := readEvents(ctx, st, q, a.stderr, func(ev proto.Event) error {
+	if err := eventlog.Read(ctx, st, q, a.stderr, func(ev proto.Event) error {
 		rows = append(rows, eventRow(ev))
 		return nil
 	}); err != nil {
@@ -435,7 +291,7 @@ ignores. A known host's other MACs are included. Times are UTC.`,
 			}
 			// Otherwise the machine is unknown: its events are still worth
 			// reading (an unknown host ignored by policy is a diagnosis).
-			subjects, err := eventSubjects("", "", tl.MACs)
+			subjects, err := eventlog.Subjects("", "", tl.MACs)
 			if err != nil {
 				return err
 			}
@@ -445,7 +301,7 @@ ignores. A known host's other MACs are included. Times are UTC.`,
 			}
 			defer nc.Close()
 			var evs []proto.Event
-			if err := readEvents(ctx, st, eventQuery{subjects: subjects, since: from}, a.stderr, func(ev proto.Event) error {
+			if err := eventlog.Read(ctx, st, eventlog.Query{Subjects: subjects, Since: from}, a.stderr, func(ev proto.Event) error {
 				evs = append(evs, ev)
 				return nil
 			}); err != nil {

@@ -1,0 +1,163 @@
+// Package eventlog reads the EVENTS stream: the boot-chain events every edge
+// records. The CLI (`fleetboot events`, `host timeline`) and the web panel
+// share it; the timeline package turns what it reads into boots.
+package eventlog
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetboot/fleetboot/proto"
+)
+
+// clockSkew widens the stream-side start time: the stream filters on when a
+// message was stored, the user means when the event happened. Buffered events
+// are stored after they happen (always caught), but an edge whose clock runs
+// ahead would store an event "before" it happened.
+const clockSkew = 5 * time.Minute
+
+// Query selects events from the EVENTS stream.
+type Query struct {
+	Subjects []string  // JetStream filter subjects, never overlapping (see Subjects)
+	Since    time.Time // zero: from the start of the stream
+	Kind     string    // kind prefix, "" for all
+}
+
+func (q Query) consumerConfig(follow bool) jetstream.OrderedConsumerConfig {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: q.Subjects, DeliverPolicy: jetstream.DeliverAllPolicy}
+	switch {
+	case !q.Since.IsZero():
+		start := q.Since.Add(-clockSkew)
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+	case follow:
+		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+	}
+	return cfg
+}
+
+// match applies what the stream cannot filter: the event's own time and kind.
+func (q Query) Match(ev proto.Event) bool {
+	return (q.Since.IsZero() || !ev.Time.Before(q.Since)) && strings.HasPrefix(ev.Kind, q.Kind)
+}
+
+// Subjects builds the filter subject fleetboot.events.<site>.<edge>.<mac12>
+// for each MAC (one subject with a wildcard when macs is empty).
+func Subjects(site, edge string, macs []string) ([]string, error) {
+	if site == "" {
+		site = "*"
+	} else if err := proto.ValidSiteName(site); err != nil {
+		return nil, err
+	}
+	if edge == "" {
+		edge = "*"
+	} else if err := proto.ValidEdgeName(edge); err != nil {
+		return nil, err
+	}
+	if len(macs) == 0 {
+		return []string{proto.SubjectEventsPrefix + "." + site + "." + edge + ".*"}, nil
+	}
+	var subs []string
+	for _, m := range macs {
+		k, err := proto.MACKey(m)
+		if err != nil {
+			return nil, err
+		}
+		s := proto.SubjectEventsPrefix + "." + site + "." + edge + "." + k
+		if !slices.Contains(subs, s) {
+			subs = append(subs, s)
+		}
+	}
+	return subs, nil
+}
+
+// Read calls fn for every matching event stored up to now, then
+// returns: it reads up to the stream's last sequence when it started, and an
+// empty result ends at once instead of waiting for events to come.
+func Read(ctx context.Context, st jetstream.Stream, q Query, warn io.Writer, fn func(proto.Event) error) error {
+	last := st.CachedInfo().State.LastSeq
+	if last == 0 {
+		return nil
+	}
+	cons, err := st.OrderedConsumer(ctx, q.consumerConfig(false))
+	if err != nil {
+		return fmt.Errorf("events: consumer: %w", err)
+	}
+	for {
+		// FetchNoWait hands over what is stored and ends the batch as soon
+		// as nothing more matches: no waiting on an idle stream.
+		batch, err := cons.FetchNoWait(512)
+		if err != nil {
+			return fmt.Errorf("events: fetch: %w", err)
+		}
+		n, done := 0, false
+		for msg := range batch.Messages() {
+			n++
+			meta, err := msg.Metadata()
+			if err != nil {
+				return fmt.Errorf("events: message metadata: %w", err)
+			}
+			if ev, ok := decode(msg, meta.Sequence.Stream, warn); ok && q.Match(ev) {
+				if err := fn(ev); err != nil {
+					return err
+				}
+			}
+			if meta.Sequence.Stream >= last || meta.NumPending == 0 {
+				done = true
+				break
+			}
+		}
+		if err := batch.Error(); err != nil && !done {
+			return fmt.Errorf("events: fetch: %w", err)
+		}
+		if done || n == 0 || ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+// Follow calls fn for matching events as they are stored, until ctx ends.
+func Follow(ctx context.Context, st jetstream.Stream, q Query, warn io.Writer, fn func(proto.Event) error) error {
+	cons, err := st.OrderedConsumer(ctx, q.consumerConfig(true))
+	if err != nil {
+		return fmt.Errorf("events: consumer: %w", err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("events: follow: %w", err)
+	}
+	defer it.Stop()
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if ctx.Err() != nil {
+			return nil // interrupted: the normal end of --follow
+		}
+		if err != nil {
+			return fmt.Errorf("events: follow: %w", err)
+		}
+		var seq uint64
+		if meta, err := msg.Metadata(); err == nil {
+			seq = meta.Sequence.Stream
+		}
+		if ev, ok := decode(msg, seq, warn); ok && q.Match(ev) {
+			if err := fn(ev); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func decode(msg jetstream.Msg, seq uint64, warn io.Writer) (proto.Event, bool) {
+	var ev proto.Event
+	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+		fmt.Fprintf(warn, "fleetboot: skipping a malformed event (stream sequence %d on %s): %v\n", seq, msg.Subject(), err)
+		return ev, false
+	}
+	return ev, true
+}
