@@ -430,7 +430,7 @@ func TestEventsBadInput(t *testing.T) {
 		{"events: bad site", []string{"events", "--site", "Lab.1"}, 1,
 			`fleetboot: invalid site name "Lab.1": use lower-case letters, digits, '_' or '-', starting with a letter or digit (at most 64, no '.')` + "\n"},
 		{"events: bad edge", []string{"events", "--edge", "edge 1"}, 1,
-			`fleetboot: invalid edge name "edge 1": use lower-case letters, digits, '.', '_' or '-', starting with a letter or digit (at most 64)` + "\n"},
+			`fleetboot: invalid edge name "edge 1": use lower-case letters, digits, '_' or '-', starting with a letter or digit (at most 64, no '.')` + "\n"},
 		{"events: bad output", []string{"events", "-o", "yaml"}, 1, "fleetboot: invalid --output \"yaml\": want table or json\n"},
 		{"events: unreachable", []string{"events"}, 3, unreachable},
 		{"events --follow: unreachable", []string{"events", "--follow"}, 3, unreachable},
