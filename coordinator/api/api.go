@@ -135,7 +135,7 @@ func handle[Req, Resp any](cfg Config, fn func(context.Context, Req) (Resp, erro
 		}
 		var req Req
 		var resp Resp
-		err := error(nil)
+		var err error
 		if len(r.Data()) > 0 {
 			if uErr := json.Unmarshal(r.Data(), &req); uErr != nil {
 				err = fmt.Errorf("%w: malformed request: %v", service.ErrInvalid, uErr)

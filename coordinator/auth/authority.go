@@ -259,7 +259,7 @@ func (a *Authority) Enrol(_ context.Context, r EnrolRequest) (EnrolReply, error)
 	switch r.Role {
 	case RoleEdge:
 		if err := ValidEdge(r.Site, r.Name); err != nil {
-			return EnrolReply{}, err
+			return EnrolReply{}, fmt.Errorf("%w: %v", errInvalid, err)
 		}
 	case RoleAdmin, RoleViewer:
 		if err := proto.ValidName("user", r.Name); err != nil {

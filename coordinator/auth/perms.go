@@ -49,7 +49,7 @@ func Permissions(id Identity) (jwt.Permissions, error) {
 	switch id.Role {
 	case RoleEdge:
 		if err := ValidEdge(id.Site, id.Name); err != nil {
-			return p, err
+			return p, fmt.Errorf("%w: %v", errInvalid, err)
 		}
 		s, n := id.Site, id.Name
 		p.Pub.Allow.Add(
@@ -112,10 +112,10 @@ func Permissions(id Identity) (jwt.Permissions, error) {
 // be allowed to publish the events of edge "a.b".
 func ValidEdge(site, name string) error {
 	if err := proto.ValidSiteName(site); err != nil {
-		return fmt.Errorf("%w: %v", errInvalid, err)
+		return err
 	}
 	if err := proto.ValidName("edge", name); err != nil || strings.Contains(name, ".") {
-		return fmt.Errorf("%w: invalid edge name %q: use lower-case letters, digits, '_' or '-' (no '.')", errInvalid, name)
+		return fmt.Errorf("invalid edge name %q: use lower-case letters, digits, '_' or '-', starting with a letter or digit (at most 64, no '.')", name)
 	}
 	return nil
 }

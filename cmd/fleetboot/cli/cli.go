@@ -109,6 +109,9 @@ Every flag can also be set with a FLEETBOOT_<FLAG> environment variable
 		a.imageCmd(),
 		a.hostCmd(),
 		a.edgeCmd(),
+		a.pkiCmd(),
+		a.userCmd(),
+		a.auditCmd(),
 		a.eventsCmd(),
 		a.explainCmd(),
 	)

@@ -77,8 +77,12 @@ func (f *edgeFlags) config(a *app, natsURL string) (edge.Config, error) {
 	if f.store != "" {
 		store = artifactstore.ConfigFromEnv(f.store)
 	}
+	natsOpts, err := a.edgeNATSOptions()
+	if err != nil {
+		return cfg, err
+	}
 	return edge.Config{
-		Name: f.name, Site: f.site, NATSURL: natsURL, NATSOptions: a.natsOptions("fleetboot-edge"),
+		Name: f.name, Site: f.site, NATSURL: natsURL, NATSOptions: natsOpts,
 		StateDir: f.stateDir, CacheDir: f.cacheDir, CacheSize: size, Store: store,
 		Interface: f.iface, ServerIP: ip, HTTPListen: f.httpListen, TFTPListen: f.tftpListen,
 		AdvertiseURL: strings.TrimRight(f.advertise, "/"), BootDir: f.bootDir, EFIBootFile: f.efiFile,
@@ -91,15 +95,18 @@ func (a *app) edgeCmd() *cobra.Command {
 	var coord string
 	var check bool
 	cmd := &cobra.Command{
-		Use:   "edge --site NAME [--interface IF] [flags] | edge ls",
-		Short: "Run the edge agent of a site, or list the edges",
+		Use:   "edge --site NAME [--interface IF] [flags] | edge ls|add|revoke",
+		Short: "Run the edge agent of a site, list the edges, enrol or revoke one",
 		Long: `Run the edge agent of one site: it follows the site's desired state over NATS
 (keeping a snapshot on disk, so it keeps booting machines when the coordinator
 is unreachable), answers DHCP on --interface, serves iPXE binaries over TFTP,
 renders boot scripts per MAC and serves artifacts over HTTP from its disk
-cache, filled from the artifact store. "fleetboot edge ls" lists the edges.`,
+cache, filled from the artifact store. "fleetboot edge ls" lists the edges;
+"edge add SITE NAME" writes an edge's credentials, "edge revoke NAME" ends them.
+In a secured deployment, run the edge with --creds FILE --tls-ca ca.pem.`,
 		Example: `  fleetboot edge --coordinator nats://coord:4222 --site lab --interface eth1 \
       --state-dir /var/lib/fleetboot-edge --cache-dir /srv/fleetboot-cache --cache-size 50GiB
+  fleetboot edge --nats tls://coord:4222 --creds lab-edge1.creds --tls-ca ca.pem --site lab --name lab-edge1
   fleetboot edge ls`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -121,7 +128,7 @@ cache, filled from the artifact store. "fleetboot edge ls" lists the edges.`,
 	f.register(cmd, "/var/lib/fleetboot-edge", "/var/cache/fleetboot", ":8080", ":69")
 	cmd.Flags().StringVar(&coord, "coordinator", "", "NATS URL of the coordinator (default: --nats)")
 	cmd.Flags().BoolVar(&check, "check-config", false, "validate the configuration, then exit")
-	cmd.AddCommand(a.edgeLsCmd())
+	cmd.AddCommand(a.edgeLsCmd(), a.edgeAddCmd(), a.revokeCmd(true))
 	return cmd
 }
 

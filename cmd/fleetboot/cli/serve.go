@@ -81,6 +81,8 @@ func (f *coordinatorFlags) config(ctx context.Context, a *app) (coordinator.Conf
 
 func (a *app) coordinatorCmd() *cobra.Command {
 	var f coordinatorFlags
+	var tlsCert, tlsKey string
+	var withAuth bool
 	cmd := &cobra.Command{
 		Use:   "coordinator [flags]",
 		Short: "Run the coordinator: desired state on NATS JetStream and the admin API",
@@ -88,14 +90,26 @@ func (a *app) coordinatorCmd() *cobra.Command {
 --data), or uses an existing NATS cluster given with --nats-url, creates the KV
 buckets (sites, images, hosts) and serves the admin API that the CLI and the
 web panel use. It is the only writer of the desired state and validates every
-change.`,
+change.
+
+Secured: --tls-cert and --tls-key (and the global --tls-ca, checked against
+the certificate) make the embedded NATS server require TLS of every client;
+--auth turns on credentials enforced by the NATS server (see "fleetboot edge
+add" and "fleetboot user add") and writes the first admin's to DATA/admin.creds.`,
 		Example: `  fleetboot coordinator --data /var/lib/fleetboot --store dir:///var/lib/fleetboot/artifacts
+  fleetboot pki init /etc/fleetboot/pki --host coord.example.net
+  fleetboot coordinator --data /var/lib/fleetboot --store dir:///srv/artifacts --nats-listen 0.0.0.0:4222 \
+    --tls-cert /etc/fleetboot/pki/server.pem --tls-key /etc/fleetboot/pki/server-key.pem \
+    --tls-ca /etc/fleetboot/pki/ca.pem --auth
   FLEETBOOT_S3_ACCESS_KEY=… FLEETBOOT_S3_SECRET_KEY=… \
     fleetboot coordinator --data /var/lib/fleetboot --store 's3://boot?endpoint=minio:9000'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := f.config(cmd.Context(), a)
 			if err != nil {
+				return err
+			}
+			if err := secureConfig(&cfg, tlsCert, tlsKey, a.tlsCA, withAuth); err != nil {
 				return err
 			}
 			if f.checkConfig {
@@ -106,6 +120,9 @@ change.`,
 		},
 	}
 	f.register(cmd, "", "")
+	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "server certificate (PEM): the embedded NATS server then requires TLS")
+	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "server certificate's private key (PEM)")
+	cmd.Flags().BoolVar(&withAuth, "auth", false, "require credentials (NATS JWTs); the first admin's go to DATA/admin.creds")
 	return cmd
 }
 
@@ -183,7 +200,7 @@ func (a *app) runDev(ctx context.Context, cfg coordinator.Config, ecfg edge.Conf
 	case <-ctx.Done():
 		return g.Wait()
 	}
-	fmt.Fprintf(a.stdout, `fleetboot dev is running
+	fmt.Fprintf(a.stdout, `fleetboot dev is running, without TLS or credentials: for a lab only
   NATS + coordinator API: %s
   artifact store:         %s
   data:                   %s
