@@ -235,8 +235,13 @@ func (h *Handler) addBoot(r *request, resp *dhcpv4.DHCPv4, proxy bool) {
 	case r.m.IsHTTPClient:
 		// UEFI HTTP boot ignores offers without this echo.
 		resp.UpdateOption(dhcpv4.OptClassIdentifier("HTTPClient"))
-	case r.m.IsPXE:
-		// The PXE spec: a server that supplies boot information says so.
+	case r.m.IsPXE && proxy:
+		// The PXE spec: a proxy server that supplies boot information says
+		// so. Not in full mode: EDK2/OVMF takes an offer with PXEClient and
+		// no option 43 for a BINL offer and asks port 4011 for the boot
+		// file, which full mode does not serve ("PXE-E16: No valid offer
+		// received"). A plain offer with a boot file, as dnsmasq sends,
+		// is what every PXE client takes.
 		resp.UpdateOption(dhcpv4.OptClassIdentifier("PXEClient"))
 	}
 	if r.boot.File == "" {

@@ -223,28 +223,28 @@ func TestBootFileTable(t *testing.T) {
 		want  *view
 	}{
 		{"bios arch 0", BootFiles{}, pxe(0), with(func(v *view) {
-			v.File, v.Opt67, v.SIAddr, v.Opt66, v.Opt60 = "undionly.kpxe", "undionly.kpxe", edgeIP, edgeIP, "PXEClient"
+			v.File, v.Opt67, v.SIAddr, v.Opt66 = "undionly.kpxe", "undionly.kpxe", edgeIP, edgeIP
 		})},
 		{"uefi x64 arch 7", BootFiles{}, pxe(7), with(func(v *view) {
-			v.File, v.Opt67, v.SIAddr, v.Opt66, v.Opt60 = "ipxe.efi", "ipxe.efi", edgeIP, edgeIP, "PXEClient"
+			v.File, v.Opt67, v.SIAddr, v.Opt66 = "ipxe.efi", "ipxe.efi", edgeIP, edgeIP
 		})},
 		{"uefi bc arch 9", BootFiles{}, pxe(9), with(func(v *view) {
-			v.File, v.Opt67, v.SIAddr, v.Opt66, v.Opt60 = "ipxe.efi", "ipxe.efi", edgeIP, edgeIP, "PXEClient"
+			v.File, v.Opt67, v.SIAddr, v.Opt66 = "ipxe.efi", "ipxe.efi", edgeIP, edgeIP
 		})},
 		{"uefi x64 snponly configured", BootFiles{EFI64: "snponly.efi"}, pxe(7), with(func(v *view) {
-			v.File, v.Opt67, v.SIAddr, v.Opt66, v.Opt60 = "snponly.efi", "snponly.efi", edgeIP, edgeIP, "PXEClient"
+			v.File, v.Opt67, v.SIAddr, v.Opt66 = "snponly.efi", "snponly.efi", edgeIP, edgeIP
 		})},
 		{"uefi arm64 arch 11", BootFiles{}, pxe(11), with(func(v *view) {
-			v.File, v.Opt67, v.SIAddr, v.Opt66, v.Opt60 = "ipxe-arm64.efi", "ipxe-arm64.efi", edgeIP, edgeIP, "PXEClient"
+			v.File, v.Opt67, v.SIAddr, v.Opt66 = "ipxe-arm64.efi", "ipxe-arm64.efi", edgeIP, edgeIP
 		})},
 		{"uefi http boot arch 16", BootFiles{}, httpClient(), with(func(v *view) {
 			v.File, v.Opt67, v.SIAddr, v.Opt60 = httpBase+"/ipxe.efi", httpBase+"/ipxe.efi", edgeIP, "HTTPClient"
 		})},
 		{"ipxe by user class", BootFiles{}, join(pxe(0), ipxeUserClass), with(func(v *view) {
-			v.File, v.Opt67, v.SIAddr, v.Opt60, v.Opt175 = httpBase+"/boot.ipxe", httpBase+"/boot.ipxe", edgeIP, "PXEClient", no175
+			v.File, v.Opt67, v.SIAddr, v.Opt175 = httpBase+"/boot.ipxe", httpBase+"/boot.ipxe", edgeIP, no175
 		})},
 		{"ipxe by option 175 only", BootFiles{}, join(pxe(7), ipxeOpt175), with(func(v *view) {
-			v.File, v.Opt67, v.SIAddr, v.Opt60, v.Opt175 = httpBase+"/boot.ipxe", httpBase+"/boot.ipxe", edgeIP, "PXEClient", no175
+			v.File, v.Opt67, v.SIAddr, v.Opt175 = httpBase+"/boot.ipxe", httpBase+"/boot.ipxe", edgeIP, no175
 		})},
 		{"ipxe over uefi http", BootFiles{}, join(httpClient(), ipxeUserClass), with(func(v *view) {
 			v.File, v.Opt67, v.SIAddr, v.Opt60, v.Opt175 = httpBase+"/boot.ipxe", httpBase+"/boot.ipxe", edgeIP, "HTTPClient", no175
@@ -252,11 +252,11 @@ func TestBootFileTable(t *testing.T) {
 		{"custom script path", BootFiles{Script: "/boot/menu.ipxe"}, join(ipxeUserClass), with(func(v *view) {
 			v.File, v.Opt67, v.SIAddr, v.Opt175 = httpBase+"/boot/menu.ipxe", httpBase+"/boot/menu.ipxe", edgeIP, no175
 		})},
-		{"unknown arch: address, no boot file", BootFiles{}, pxe(42), with(func(v *view) { v.Opt60 = "PXEClient" })},
+		{"unknown arch: address, no boot file", BootFiles{}, pxe(42), &base},
 		{"arch 16 without HTTPClient is unknown", BootFiles{}, []dhcpv4.Modifier{arch(16)}, &base},
 		{"plain client: address only", BootFiles{}, nil, &base},
 		{"arch from vendor class only", BootFiles{}, []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001"))}, with(func(v *view) {
-			v.File, v.Opt67, v.SIAddr, v.Opt66, v.Opt60 = "undionly.kpxe", "undionly.kpxe", edgeIP, edgeIP, "PXEClient"
+			v.File, v.Opt67, v.SIAddr, v.Opt66 = "undionly.kpxe", "undionly.kpxe", edgeIP, edgeIP
 		})},
 	}
 	for _, tc := range tests {

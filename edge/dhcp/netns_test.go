@@ -609,7 +609,7 @@ func TestNetnsRelay(t *testing.T) {
 	if len(got) == 0 {
 		t.Fatal("the relay got no answer on port 67")
 	}
-	want := &view{Type: "OFFER", YIAddr: "10.88.0.100", SIAddr: "10.77.0.1", File: "ipxe.efi", Opt66: "10.77.0.1", Opt67: "ipxe.efi", Opt60: "PXEClient",
+	want := &view{Type: "OFFER", YIAddr: "10.88.0.100", SIAddr: "10.77.0.1", File: "ipxe.efi", Opt66: "10.77.0.1", Opt67: "ipxe.efi",
 		Router: "10.88.0.1", Mask: "255.255.255.0", Lease: "1h0m0s", GIAddr: "10.88.0.1", ServerID: "10.77.0.1"}
 	if d := cmp.Diff(want, viewOf(got[0])); d != "" {
 		t.Fatalf("relayed offer (-want +got):\n%s", d)
