@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetboot/fleetboot/proto"
@@ -49,6 +50,8 @@ type Service struct {
 	// the index buckets keeps the uniqueness rules safe across coordinators.
 	mu    sync.Mutex
 	kv    map[string]jetstream.KeyValue
+	js    jetstream.JetStream
+	nc    *nats.Conn // leader reads (see read)
 	check ArtifactChecker
 	log   *slog.Logger
 	now   func() time.Time
@@ -65,8 +68,8 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.Replicas < 1 {
 		cfg.Replicas = 1
 	}
-	s := &Service{kv: map[string]jetstream.KeyValue{}, check: cfg.Checker, log: cfg.Logger, now: cfg.Now}
-	for _, b := range []string{proto.BucketSites, proto.BucketImages, proto.BucketHosts, proto.BucketMACs, bucketIPs, proto.BucketEdges, bucketFacts} {
+	s := &Service{kv: map[string]jetstream.KeyValue{}, js: cfg.JS, nc: cfg.JS.Conn(), check: cfg.Checker, log: cfg.Logger, now: cfg.Now}
+	for _, b := range []string{proto.BucketSites, proto.BucketImages, proto.BucketHosts, proto.BucketMACs, bucketIPs, proto.BucketEdges, bucketFacts, bucketImageLocks} {
 		kv, err := cfg.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:   b,
 			History:  5,
@@ -84,6 +87,21 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 // bucketIPs indexes reservations: key <site>.<ip> -> primary MAC key. It is
 // the coordinator's own; edges never read it.
 const bucketIPs = "ips"
+
+// bucketImageLocks holds one entry per image that a removal and a new user
+// of the image both change with compare-and-set (see pinImage), so two
+// coordinators cannot remove an image and assign it at the same time.
+const bucketImageLocks = "imagelocks"
+
+const (
+	lockInUse   = "in-use"
+	lockRemoved = "removed"
+)
+
+// claimGrace is how long an index entry whose host does not (yet) carry it
+// is taken for a claim in flight on another coordinator rather than for a
+// leftover: longer than any request runs.
+const claimGrace = time.Minute
 
 // bucketFacts keeps the last facts an installer reported per MAC (12 hex digits).
 const bucketFacts = "facts"
@@ -125,8 +143,24 @@ func (s *Service) AddSite(ctx context.Context, in proto.Site) (proto.Site, error
 	}
 	in.V = proto.Version
 	in.Updated = s.now().UTC()
+	prev, prevErr := s.read(ctx, proto.BucketSites, in.Name)
+	if prevErr != nil && !errors.Is(prevErr, ErrNotFound) {
+		return proto.Site{}, prevErr
+	}
 	if err := s.put(ctx, proto.BucketSites, in.Name, in); err != nil {
 		return proto.Site{}, err
+	}
+	if in.DiscoveryImage != "" {
+		if err := s.pinImage(ctx, in.DiscoveryImage); err != nil {
+			// Put the site back as it was: the image went away meanwhile.
+			kv, bg := s.kv[proto.BucketSites], context.WithoutCancel(ctx)
+			if prevErr == nil {
+				_, _ = kv.Put(bg, in.Name, prev.value)
+			} else {
+				_ = kv.Delete(bg, in.Name)
+			}
+			return proto.Site{}, fmt.Errorf("discovery image: %w", err)
+		}
 	}
 	s.log.Info("site saved", "site", in.Name)
 	return in, nil
@@ -246,7 +280,7 @@ func networkFor(site proto.Site, ip netip.Addr) (proto.Network, bool) {
 
 // ListSites returns all sites.
 func (s *Service) ListSites(ctx context.Context) ([]proto.Site, error) {
-	return list[proto.Site](ctx, s.kv[proto.BucketSites], ">")
+	return list[proto.Site](ctx, s, proto.BucketSites, ">")
 }
 
 // GetSite returns one site.
@@ -338,13 +372,18 @@ func (s *Service) AddImage(ctx context.Context, in proto.Image) (proto.Image, er
 	if err := s.put(ctx, proto.BucketImages, in.Name, in); err != nil {
 		return proto.Image{}, err
 	}
+	// A removal of an earlier image of this name may have left its lock
+	// "removed"; the new image is usable.
+	if _, err := s.kv[bucketImageLocks].Put(ctx, in.Name, []byte(lockInUse)); err != nil {
+		return proto.Image{}, fmt.Errorf("coordinator: image lock %s: %w", in.Name, err)
+	}
 	s.log.Info("image saved", "image", in.Name)
 	return in, nil
 }
 
 // ListImages returns all images.
 func (s *Service) ListImages(ctx context.Context) ([]proto.Image, error) {
-	return list[proto.Image](ctx, s.kv[proto.BucketImages], ">")
+	return list[proto.Image](ctx, s, proto.BucketImages, ">")
 }
 
 // GetImage returns one image.
@@ -367,8 +406,19 @@ func (s *Service) getImage(ctx context.Context, name string) (proto.Image, error
 func (s *Service) RemoveImage(ctx context.Context, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, err := s.GetImage(ctx, name); err != nil {
-		return err
+	if err := proto.ValidName("image", name); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	img, err := s.read(ctx, proto.BucketImages, name)
+	if err != nil {
+		return fmt.Errorf("image %s: %w", name, err)
+	}
+	// Read the lock before looking for users: a user added on another
+	// coordinator after this point changes it (pinImage), and the
+	// compare-and-set below then fails instead of removing a used image.
+	lock, lockErr := s.read(ctx, bucketImageLocks, name)
+	if lockErr != nil && !errors.Is(lockErr, ErrNotFound) {
+		return lockErr
 	}
 	hosts, err := s.listHosts(ctx, "")
 	if err != nil {
@@ -393,7 +443,50 @@ func (s *Service) RemoveImage(ctx context.Context, name string) error {
 			return fmt.Errorf("%w: image %s is the discovery image of site %s", ErrConflict, name, site.Name)
 		}
 	}
-	return s.kv[proto.BucketImages].Delete(ctx, name)
+	locks := s.kv[bucketImageLocks]
+	var rev uint64
+	if lockErr == nil {
+		rev, err = locks.Update(ctx, name, []byte(lockRemoved), lock.rev)
+	} else {
+		rev, err = locks.Create(ctx, name, []byte(lockRemoved))
+	}
+	if err != nil {
+		return fmt.Errorf("%w: image %s got a new user concurrently; retry", ErrConflict, name)
+	}
+	if err := s.kv[proto.BucketImages].Delete(ctx, name, jetstream.LastRevision(img.rev)); err != nil {
+		_, _ = locks.Update(context.WithoutCancel(ctx), name, []byte(lockInUse), rev)
+		return fmt.Errorf("%w: image %s changed concurrently; retry", ErrConflict, name)
+	}
+	return nil
+}
+
+// pinImage tells a removal of the image on any coordinator that the image
+// has just got a user: called after the user (host or site) is written, it
+// changes the image's lock entry with compare-and-set, and fails if the
+// removal marked it first. Either the removal saw the user, or its own
+// compare-and-set fails, or this one does: never both succeed.
+func (s *Service) pinImage(ctx context.Context, name string) error {
+	kv := s.kv[bucketImageLocks]
+	for range 10 {
+		e, err := s.read(ctx, bucketImageLocks, name)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			_, err = kv.Create(ctx, name, []byte(lockInUse))
+		case err != nil:
+			return err
+		case string(e.value) == lockRemoved:
+			return fmt.Errorf("image %s: %w (removed meanwhile)", name, ErrNotFound)
+		default:
+			_, err = kv.Update(ctx, name, []byte(lockInUse), e.rev)
+		}
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("coordinator: image lock %s: %w", name, err)
+		}
+	}
+	return fmt.Errorf("%w: image %s is changing concurrently; retry", ErrConflict, name)
 }
 
 func first(s []string, n int) []string {
@@ -558,6 +651,19 @@ func (s *Service) SetHost(ctx context.Context, req proto.HostSetRequest) (proto.
 		}
 		return proto.Host{}, fmt.Errorf("coordinator: write host %s: %w", mac, err)
 	}
+	if h.Image != "" && (!exists || cur.Image != h.Image) {
+		if err := s.pinImage(ctx, h.Image); err != nil {
+			bg := context.WithoutCancel(ctx)
+			if exists && oldKey == key {
+				old, _ := json.Marshal(cur)
+				_, _ = s.kv[proto.BucketHosts].Put(bg, key, old)
+			} else {
+				_ = s.kv[proto.BucketHosts].Delete(bg, key)
+			}
+			rollback()
+			return proto.Host{}, err
+		}
+	}
 	// The change is in; release what the old version held and no longer needs.
 	if exists {
 		if oldKey != key {
@@ -594,26 +700,28 @@ func mustMACKey(m string) string {
 // what it changed.
 func (s *Service) claim(ctx context.Context, bucket, k, owner, prev, what string) ([]func(), error) {
 	kv := s.kv[bucket]
-	e, err := kv.Get(ctx, k)
+	e, err := s.read(ctx, bucket, k)
 	if err == nil {
-		if string(e.Value()) == owner {
+		if string(e.value) == owner {
 			return nil, nil
 		}
-		holder := string(e.Value())
+		holder := string(e.value)
 		if hs, hm, ok := proto.SplitHostKey(holder); ok {
 			holder = fmt.Sprintf("host %s at site %s", hm, hs)
 		}
 		// The host's own entry (when it moves site) or a stale one (its host
-		// moved or vanished) may be taken over.
-		if string(e.Value()) != prev && !s.indexStale(ctx, bucket, k, string(e.Value())) {
+		// moved or vanished) may be taken over. A young entry whose host
+		// does not carry it is a claim in flight on another coordinator
+		// (index first, host after), not a leftover.
+		if string(e.value) != prev && (time.Since(e.created) < claimGrace || !s.indexStale(ctx, bucket, k, string(e.value))) {
 			return nil, fmt.Errorf("%w: %s is already used by %s", ErrConflict, what, holder)
 		}
-		if _, err := kv.Update(ctx, k, []byte(owner), e.Revision()); err != nil {
+		if _, err := kv.Update(ctx, k, []byte(owner), e.rev); err != nil {
 			return nil, fmt.Errorf("%w: %s changed concurrently; retry", ErrConflict, what)
 		}
-		return []func(){func() { _, _ = kv.Put(context.WithoutCancel(ctx), k, e.Value()) }}, nil
+		return []func(){func() { _, _ = kv.Put(context.WithoutCancel(ctx), k, e.value) }}, nil
 	}
-	if !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if !errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("coordinator: read index %s: %w", bucket, err)
 	}
 	if _, err := kv.Create(ctx, k, []byte(owner)); err != nil {
@@ -647,27 +755,26 @@ func (s *Service) indexStale(ctx context.Context, bucket, k, hostKey string) boo
 
 // release deletes index key k if it still points at one of owners.
 func (s *Service) release(ctx context.Context, bucket, k string, owners ...string) {
-	kv := s.kv[bucket]
-	e, err := kv.Get(ctx, k)
+	e, err := s.read(ctx, bucket, k)
 	if err != nil {
 		return
 	}
-	if slices.Contains(owners, string(e.Value())) {
-		_ = kv.Delete(ctx, k, jetstream.LastRevision(e.Revision()))
+	if slices.Contains(owners, string(e.value)) {
+		_ = s.kv[bucket].Delete(ctx, k, jetstream.LastRevision(e.rev))
 	}
 }
 
 // hostByMAC finds a host by any of its MACs.
 func (s *Service) hostByMAC(ctx context.Context, mac string) (proto.Host, uint64, error) {
-	e, err := s.kv[proto.BucketMACs].Get(ctx, mustMACKey(mac))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	e, err := s.read(ctx, proto.BucketMACs, mustMACKey(mac))
+	if errors.Is(err, ErrNotFound) {
 		return proto.Host{}, 0, fmt.Errorf("host %s: %w", mac, ErrNotFound)
 	}
 	if err != nil {
-		return proto.Host{}, 0, fmt.Errorf("coordinator: read MAC index: %w", err)
+		return proto.Host{}, 0, err
 	}
 	var h proto.Host
-	rev, err := s.get(ctx, proto.BucketHosts, string(e.Value()), &h)
+	rev, err := s.get(ctx, proto.BucketHosts, string(e.value), &h)
 	if err != nil {
 		return proto.Host{}, 0, fmt.Errorf("host %s: %w", mac, err)
 	}
@@ -699,7 +806,7 @@ func (s *Service) listHosts(ctx context.Context, site string) ([]proto.Host, err
 	if site != "" {
 		filter = site + ".>"
 	}
-	return list[proto.Host](ctx, s.kv[proto.BucketHosts], filter)
+	return list[proto.Host](ctx, s, proto.BucketHosts, filter)
 }
 
 // RemoveHost deletes a host and its index entries.
@@ -787,7 +894,7 @@ func (s *Service) RecordStatus(ctx context.Context, st proto.EdgeStatus) error {
 // ListEdges returns every edge's last heartbeat, flagged stale when it is
 // older than three intervals.
 func (s *Service) ListEdges(ctx context.Context) ([]proto.EdgeView, error) {
-	sts, err := list[proto.EdgeStatus](ctx, s.kv[proto.BucketEdges], ">")
+	sts, err := list[proto.EdgeStatus](ctx, s, proto.BucketEdges, ">")
 	if err != nil {
 		return nil, err
 	}
@@ -817,43 +924,112 @@ func (s *Service) put(ctx context.Context, bucket, key string, v any) error {
 }
 
 func (s *Service) get(ctx context.Context, bucket, key string, v any) (uint64, error) {
-	e, err := s.kv[bucket].Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return 0, ErrNotFound
-	}
+	e, err := s.read(ctx, bucket, key)
 	if err != nil {
-		return 0, fmt.Errorf("coordinator: read %s/%s: %w", bucket, key, err)
+		return 0, err
 	}
-	if err := json.Unmarshal(e.Value(), v); err != nil {
+	if err := json.Unmarshal(e.value, v); err != nil {
 		return 0, fmt.Errorf("coordinator: decode %s/%s: %w", bucket, key, err)
 	}
-	return e.Revision(), nil
+	return e.rev, nil
 }
 
-func list[T any](ctx context.Context, kv jetstream.KeyValue, filter string) ([]T, error) {
-	lister, err := kv.ListKeysFiltered(ctx, filter)
+// list reads every value of a bucket whose key matches filter, in key order.
+// The keys come from STREAM.INFO, which the stream leader answers, and the
+// values from read: both see every acknowledged write.
+func list[T any](ctx context.Context, s *Service, bucket, filter string) ([]T, error) {
+	st, err := s.js.Stream(ctx, "KV_"+bucket)
 	if err != nil {
-		return nil, fmt.Errorf("coordinator: list %s: %w", kv.Bucket(), err)
+		return nil, fmt.Errorf("coordinator: list %s: %w", bucket, err)
 	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
+	pre := "$KV." + bucket + "."
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(pre+filter))
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: list %s: %w", bucket, err)
+	}
+	keys := make([]string, 0, len(info.State.Subjects))
+	for subj := range info.State.Subjects {
+		keys = append(keys, strings.TrimPrefix(subj, pre))
 	}
 	slices.Sort(keys)
 	out := make([]T, 0, len(keys))
 	for _, k := range keys {
-		e, err := kv.Get(ctx, k)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue // deleted between list and get
+		e, err := s.read(ctx, bucket, k)
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted (a delete marker keeps its subject)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("coordinator: read %s/%s: %w", kv.Bucket(), k, err)
+			return nil, err
 		}
 		var v T
-		if err := json.Unmarshal(e.Value(), &v); err != nil {
-			return nil, fmt.Errorf("coordinator: decode %s/%s: %w", kv.Bucket(), k, err)
+		if err := json.Unmarshal(e.value, &v); err != nil {
+			return nil, fmt.Errorf("coordinator: decode %s/%s: %w", bucket, k, err)
 		}
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+// entry is one KV value as the stream leader has it.
+type entry struct {
+	value   []byte
+	rev     uint64
+	created time.Time
+}
+
+// read returns the latest value of key from the stream leader. On a
+// replicated bucket a KV Get is a direct get that any replica may answer, and
+// a replica may not have applied a write another coordinator has just had
+// acknowledged; the rules must not decide on such a read. STREAM.MSG.GET is
+// answered by the leader only.
+func (s *Service) read(ctx context.Context, bucket, key string) (entry, error) {
+	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + bucket + "." + key})
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	m, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+bucket, req)
+	if err != nil {
+		return entry{}, fmt.Errorf("coordinator: read %s/%s: %w", bucket, key, err)
+	}
+	var resp struct {
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+		Message *struct {
+			Seq    uint64    `json:"seq"`
+			Header []byte    `json:"hdrs"`
+			Data   []byte    `json:"data"`
+			Time   time.Time `json:"time"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return entry{}, fmt.Errorf("coordinator: read %s/%s: %w", bucket, key, err)
+	}
+	if resp.Error != nil {
+		if jetstream.ErrorCode(resp.Error.ErrCode) == jetstream.JSErrCodeMessageNotFound {
+			return entry{}, ErrNotFound
+		}
+		return entry{}, fmt.Errorf("coordinator: read %s/%s: %s", bucket, key, resp.Error.Description)
+	}
+	if resp.Message == nil {
+		return entry{}, fmt.Errorf("coordinator: read %s/%s: empty reply", bucket, key)
+	}
+	if op := kvOperation(resp.Message.Header); op == "DEL" || op == "PURGE" {
+		return entry{}, ErrNotFound
+	}
+	return entry{value: resp.Message.Data, rev: resp.Message.Seq, created: resp.Message.Time}, nil
+}
+
+// kvOperation is the KV-Operation header of a stored message ("" for a put).
+func kvOperation(hdr []byte) string {
+	for _, line := range strings.Split(string(hdr), "\r\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(strings.TrimSpace(k), "KV-Operation") {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
