@@ -114,10 +114,7 @@ func ValidEdge(site, name string) error {
 	if err := proto.ValidSiteName(site); err != nil {
 		return err
 	}
-	if err := proto.ValidName("edge", name); err != nil || strings.Contains(name, ".") {
-		return fmt.Errorf("invalid edge name %q: use lower-case letters, digits, '_' or '-', starting with a letter or digit (at most 64, no '.')", name)
-	}
-	return nil
+	return proto.ValidEdgeName(name)
 }
 
 // IsRead tells whether an API endpoint (relative to proto.APIPrefix) only

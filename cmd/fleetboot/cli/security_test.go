@@ -3,7 +3,9 @@ package cli_test
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -183,8 +185,9 @@ func TestSecureDeployment(t *testing.T) {
 	}
 
 	// The edge agent runs confined with its credentials and syncs its site.
+	edgeHTTP := freePort(t)
 	edgeLog := startProc(t, append(base, "FLEETBOOT_TLS_CA="+ca), "edge", "--nats", url, "--creds", edgeCreds, "--site", "lab", "--name", "e1",
-		"--http-listen", "127.0.0.1:0", "--tftp-listen", "", "--state-dir", t.TempDir(), "--cache-dir", t.TempDir(), "--boot-dir", t.TempDir())
+		"--http-listen", edgeHTTP, "--tftp-listen", "", "--state-dir", t.TempDir(), "--cache-dir", t.TempDir(), "--boot-dir", t.TempDir())
 	eventually(t, "edge e1 heartbeat with a synced state", 60*time.Second, func() (bool, string) {
 		r := runT(viewer, "edge", "ls", "-o", "json")
 		var edges []struct {
@@ -193,6 +196,17 @@ func TestSecureDeployment(t *testing.T) {
 		}
 		_ = json.Unmarshal([]byte(r.stdout), &edges)
 		return len(edges) == 1 && edges[0].Name == "e1" && edges[0].Revision > 0, r.stdout + r.stderr + edgeLog.String()
+	})
+	// A script request: the edge sends events, which a viewer can read.
+	resp, err := http.Get("http://" + edgeHTTP + "/boot.ipxe?mac=52:54:00:12:34:56")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	eventually(t, "the edge's events readable by the viewer", 30*time.Second, func() (bool, string) {
+		r := runT(viewer, "events", "--since", "1h", "--host", "52:54:00:12:34:56", "-o", "json")
+		return r.code == 0 && strings.Contains(r.stdout, `"edge": "e1"`), r.stdout + r.stderr
 	})
 	if strings.Contains(strings.ToLower(edgeLog.String()), "permission") {
 		t.Fatalf("the edge hit permission errors:\n%s", edgeLog.String())
