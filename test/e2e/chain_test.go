@@ -21,7 +21,9 @@ import (
 // build over TFTP, that file must come whole over TFTP, and the request that
 // iPXE sends next must get the HTTP script: the chainload loop is broken.
 // The iPXE reply must start with ipxeURL (a server may add a query).
-func checkPXEChain(t *testing.T, cli *Host, server, ipxeURL string) {
+// register, if not nil, is called with each client MAC before its exchange
+// (fleetboot answers only machines it knows, by default).
+func checkPXEChain(t *testing.T, cli *Host, server, ipxeURL string, register func(t *testing.T, mac string)) {
 	t.Helper()
 	cases := []struct {
 		name string
@@ -36,9 +38,13 @@ func checkPXEChain(t *testing.T, cli *Host, server, ipxeURL string) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			hw, err := net.ParseMAC(RandomMAC())
+			mac := RandomMAC()
+			hw, err := net.ParseMAC(mac)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if register != nil {
+				register(t, mac)
 			}
 			c, err := NewDHCPClient(cli, hw, 3*time.Second)
 			if err != nil {

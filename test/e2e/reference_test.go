@@ -129,5 +129,5 @@ func TestReferenceBoot(t *testing.T) {
 func TestReferenceDHCPChain(t *testing.T) {
 	e := startRef(t, DnsmasqConfig{BIOSFile: "undionly.kpxe", EFIFile: "snponly.efi", NoPing: true}, false, plainScript)
 	cli := e.net.AddHost(t, "cli", "10.77.0.50", "")
-	checkPXEChain(t, cli, "10.77.0.1", e.base+"/boot.ipxe")
+	checkPXEChain(t, cli, "10.77.0.1", e.base+"/boot.ipxe", nil)
 }
