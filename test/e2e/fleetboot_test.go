@@ -32,15 +32,15 @@ const (
 
 // fbEnv is one running fleetboot deployment inside a test network.
 type fbEnv struct {
-	t         *testing.T
-	bin       string
-	dir       string
-	net       *Network
-	srv       *Host
-	minio     *MinIO
-	coord     *Proc
-	edge      *Proc
-	assets    Assets
+	t      *testing.T
+	bin    string
+	dir    string
+	net    *Network
+	srv    *Host
+	minio  *MinIO
+	coord  *Proc
+	edge   *Proc
+	assets Assets
 }
 
 // startFleetboot brings up MinIO, the coordinator and an edge in dhcpMode
@@ -405,7 +405,7 @@ func TestFleetboot(t *testing.T) {
 		}
 		e.checkEdgeSaw(t, mac, full...)
 		e.checkTFTP(t, mac, efiBootFile)
-		if !slices.ContainsFunc(e.edgeLines(mac), regexp.MustCompile(`msg="dhcp: ack".*arch=7 .*file=` + regexp.QuoteMeta(efiBootFile)).MatchString) {
+		if !slices.ContainsFunc(e.edgeLines(mac), regexp.MustCompile(`msg="dhcp: ack".*arch=7 .*file=`+regexp.QuoteMeta(efiBootFile)).MatchString) {
 			t.Errorf("edge never acked %s with %s:\n%s", mac, efiBootFile, strings.Join(e.edgeLines(mac), "\n"))
 		}
 	})
