@@ -46,3 +46,11 @@ bench: deps ## Go benchmarks, then test/bench side by side with reference server
 
 clean:
 	rm -rf bin
+
+.PHONY: images compose-test
+
+images: ## container images FROM scratch: fleetboot, nats-server, MinIO, busybox client, init job
+	VERSION=$(VERSION) ./deploy/images.sh
+
+compose-test: images ## docker-compose.yml end to end: 3 NATS, 2 coordinators, 2 sites, outages (needs Docker)
+	$(GO) test -tags compose -count=1 -timeout 20m -v ./test/compose/

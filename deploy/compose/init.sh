@@ -1,0 +1,22 @@
+#!/bin/sh
+# The compose stack's init job: register the two sites, the demo image (its
+# artifacts go to MinIO through the coordinator's store) and one host per
+# site: the busybox client of that site. Safe to run again: every step is a
+# create-or-replace. The coordinators may still be starting, so the first
+# call is retried.
+set -eu
+fb() { fleetboot "$@"; }
+i=0
+until fb site ls >/dev/null 2>&1; do
+	i=$((i + 1))
+	[ "$i" -lt 60 ] || { fb site ls; exit 1; }
+	sleep 1
+done
+fb site add site-a --subnet 10.77.1.0/24 --range 10.77.1.100-10.77.1.200
+fb site add site-b --subnet 10.77.2.0/24 --range 10.77.2.100-10.77.2.200
+fb image add demo --kernel /demo/vmlinuz --initrd /demo/initrd.img --cmdline 'console=ttyS0'
+fb image add demo2 --kernel /demo/vmlinuz2 --initrd /demo/initrd.img --cmdline 'console=ttyS0'
+fb host set 52:54:00:77:01:01 --site site-a --image demo --hostname client-a
+fb host set 52:54:00:77:02:01 --site site-b --image demo --hostname client-b
+fb host ls
+echo "fleetboot-init: done"
