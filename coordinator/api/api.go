@@ -158,6 +158,9 @@ func (cfg Config) audit(ctx context.Context, who auth.Identity, endpoint string,
 		return
 	}
 	rec := audit.Record{Who: who.Name, Role: string(who.Role), Site: who.Site, Key: who.PublicKey, Action: endpoint, Outcome: audit.Accepted}
+	if rec.Who == "" {
+		rec.Who = "unknown" // no identity on the request: refused, and worth seeing
+	}
 	rec.SetRequest(body)
 	if err != nil {
 		rec.Outcome, rec.Error = audit.Refused, errorLine(err)

@@ -56,13 +56,21 @@ type env struct {
 
 func start(t *testing.T) *env {
 	t.Helper()
-	e := &env{data: t.TempDir(), pkiDir: t.TempDir(), logs: &syncBuf{}}
-	paths, err := pki.Init(e.pkiDir, nil, time.Now())
-	if err != nil {
+	e := &env{data: t.TempDir(), pkiDir: t.TempDir()}
+	if _, err := pki.Init(e.pkiDir, nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	e.ca = paths.CA
-	tlsCfg, err := pki.ServerTLS(paths.Cert, paths.Key, paths.CA)
+	e.run(t)
+	return e
+}
+
+// run starts the coordinator on e's data and certificates; it stops when
+// the returned function is called or the test ends.
+func (e *env) run(t *testing.T) (stop func()) {
+	t.Helper()
+	e.logs = &syncBuf{}
+	e.ca = filepath.Join(e.pkiDir, pki.CAFile)
+	tlsCfg, err := pki.ServerTLS(filepath.Join(e.pkiDir, pki.CertFile), filepath.Join(e.pkiDir, pki.KeyFile), e.ca)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,12 +84,16 @@ func start(t *testing.T) *env {
 			Ready:  func(u string) { ready <- u },
 		})
 	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("coordinator: %v", err)
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("coordinator: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	select {
 	case e.url = <-ready:
 	case err := <-done:
@@ -89,7 +101,7 @@ func start(t *testing.T) *env {
 	case <-time.After(30 * time.Second):
 		t.Fatal("coordinator not ready after 30s")
 	}
-	return e
+	return stop
 }
 
 // asyncErrs records a connection's asynchronous errors (permission
@@ -628,6 +640,48 @@ func TestRevokedEdge(t *testing.T) {
 	// The same name can be enrolled again with a new key.
 	creds2 := enrol(t, admin, auth.APIEdgeAdd, auth.EnrolRequest{Name: "e1", Site: "lab"})
 	e.connect(t, creds2)
+}
+
+// TestRestartKeepsIdentities: after a restart on the same data, the admin's
+// and a viewer's credentials still work, a revoked edge stays refused, and
+// admin.creds is not rewritten.
+func TestRestartKeepsIdentities(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: starts a coordinator twice")
+	}
+	e := &env{data: t.TempDir(), pkiDir: t.TempDir()}
+	if _, err := pki.Init(e.pkiDir, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	stop := e.run(t)
+	admin := e.seed(t)
+	viewerCreds := enrol(t, admin, auth.APIUserAdd, auth.EnrolRequest{Name: "bob", Role: auth.RoleViewer})
+	edgeCreds := enrol(t, admin, auth.APIEdgeAdd, auth.EnrolRequest{Name: "e1", Site: "lab"})
+	mustOK(t, call(t, admin, auth.APIEdgeRevoke, proto.NameRequest{V: proto.Version, Name: "e1"}, nil))
+	adminCreds := filepath.Join(e.data, "admin.creds")
+	before, err := os.ReadFile(adminCreds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin.Close()
+	stop()
+
+	e.run(t)
+	after, err := os.ReadFile(adminCreds)
+	if err != nil || !bytes.Equal(before, after) {
+		t.Fatalf("admin.creds rewritten on restart (%v)", err)
+	}
+	admin2, _ := e.connect(t, adminCreds)
+	mustOK(t, call(t, admin2, proto.APISiteList, proto.ListRequest{V: proto.Version}, nil))
+	viewer, _ := e.connect(t, viewerCreds)
+	if rep := call(t, viewer, proto.APISiteRm, proto.NameRequest{V: proto.Version, Name: "lab"}, nil); !strings.HasPrefix(rep.Error, "permission denied: viewer bob") {
+		t.Fatalf("viewer after restart: %q", rep.Error)
+	}
+	opts, _ := e.options(edgeCreds)
+	if nc, err := nats.Connect(e.url, opts...); err == nil {
+		nc.Close()
+		t.Fatal("revoked edge connected after a restart")
+	}
 }
 
 // TestTLSRequired: with TLS on, plaintext clients and clients trusting
