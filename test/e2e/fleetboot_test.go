@@ -540,7 +540,9 @@ func TestFleetbootProxyDHCP(t *testing.T) {
 	mac := RandomMAC()
 	e.setHost(t, mac, "--image", "img-a", "--site", site)
 	e.boot(t, VMConfig{MAC: mac, Firmware: BIOS}, "img-a")
-	e.checkEdgeSaw(t, mac, proto.EventDHCPAck, proto.EventScript, proto.EventArtifactEnd)
+	// iPXE takes the boot file from the proxy OFFER and asks nothing on
+	// port 4011: the edge's part of DHCP is a DISCOVER and an OFFER.
+	e.checkEdgeSaw(t, mac, proto.EventDHCPDiscover, proto.EventDHCPOffer, proto.EventScript, proto.EventArtifactEnd)
 	if !slices.ContainsFunc(e.edgeLines(mac), regexp.MustCompile(`msg="dhcp: proxy answer"`).MatchString) {
 		t.Errorf("edge never sent a proxy answer to %s", mac)
 	}
