@@ -43,6 +43,8 @@ type Config struct {
 	Store         Stater // nil skips artifact checks
 	Version       string
 	Logger        *slog.Logger
+	// HTTPListen is the read-only web panel's address; "" turns it off.
+	HTTPListen string
 	// Ready, if set, is called once the API is serving, with the client URL.
 	Ready func(natsURL string)
 	// TLS, if set, makes the embedded server require TLS of every client.
@@ -192,11 +194,26 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := nc.Flush(); err != nil {
 		return fmt.Errorf("coordinator: flush: %w", err)
 	}
+	panelDone := make(<-chan error)
+	if cfg.HTTPListen != "" {
+		if cfg.Auth && !loopback(cfg.HTTPListen) {
+			// The panel has no login of its own yet: with identities on, it
+			// must not show the fleet to whoever reaches the network.
+			return fmt.Errorf("coordinator: the web panel has no login yet; with --auth it may listen only on loopback, not %s", cfg.HTTPListen)
+		}
+		if panelDone, err = startPanel(ctx, cfg.HTTPListen, svc, js, log); err != nil {
+			return err
+		}
+	}
 	log.Info("coordinator API serving", "subject", proto.APIPrefix+".>", "nats", url)
 	if cfg.Ready != nil {
 		cfg.Ready(url)
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case err := <-panelDone:
+		return err
+	}
 	log.Info("coordinator stopping")
 	return nil
 }

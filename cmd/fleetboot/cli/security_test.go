@@ -117,7 +117,7 @@ func TestSecureDeployment(t *testing.T) {
 	ca := filepath.Join(pkiDir, "ca.pem")
 	addr := freePort(t)
 	url := "tls://" + addr
-	coordLog := startProc(t, base, "coordinator", "--data", data, "--store", "dir://"+store, "--nats-listen", addr,
+	coordLog := startProc(t, base, "coordinator", "--data", data, "--store", "dir://"+store, "--nats-listen", addr, "--http-listen", "127.0.0.1:0",
 		"--tls-cert", filepath.Join(pkiDir, "server.pem"), "--tls-key", filepath.Join(pkiDir, "server-key.pem"), "--tls-ca", ca, "--auth")
 	adminCreds := filepath.Join(data, "admin.creds")
 	admin := []string{"FLEETBOOT_NATS=" + url, "FLEETBOOT_TLS_CA=" + ca, "FLEETBOOT_CREDS=" + adminCreds}

@@ -27,15 +27,18 @@ func (a *app) logger() *slog.Logger {
 
 // coordinatorFlags are the settings of `fleetboot coordinator`, shared with `dev`.
 type coordinatorFlags struct {
-	data, natsListen, natsURL, store, maxStore string
-	replicas                                   int
-	checkConfig                                bool
+	data, natsListen, natsURL, store, maxStore, httpListen string
+	replicas                                               int
+	checkConfig                                            bool
 }
 
-func (f *coordinatorFlags) register(cmd *cobra.Command, defaultData, defaultStore string) {
+// register adds the flags; panelFlag names the web panel's address flag
+// (dev mode leaves --http-listen to its edge).
+func (f *coordinatorFlags) register(cmd *cobra.Command, defaultData, defaultStore, panelFlag string) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.data, "data", defaultData, "data directory (JetStream storage of the embedded NATS server)")
 	fl.StringVar(&f.natsListen, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server")
+	fl.StringVar(&f.httpListen, panelFlag, "127.0.0.1:8081", "address of the read-only web panel (\"\" turns it off)")
 	fl.StringVar(&f.natsURL, "nats-url", "", "use this existing NATS cluster (with JetStream) instead of the embedded server")
 	fl.StringVar(&f.store, "store", defaultStore, "artifact store: s3://BUCKET?endpoint=HOST:PORT&region=R or dir:///PATH")
 	fl.StringVar(&f.maxStore, "max-store", "10GiB", "JetStream disk limit of the embedded server")
@@ -68,6 +71,7 @@ func (f *coordinatorFlags) config(ctx context.Context, a *app) (coordinator.Conf
 	return coordinator.Config{
 		DataDir:       f.data,
 		NATSListen:    f.natsListen,
+		HTTPListen:    f.httpListen,
 		NATSURL:       f.natsURL,
 		NATSOptions:   a.natsOptions("fleetboot-coordinator"),
 		MaxStoreBytes: maxStore,
@@ -119,7 +123,7 @@ add" and "fleetboot user add") and writes the first admin's to DATA/admin.creds.
 			return coordinator.Run(cmd.Context(), cfg)
 		},
 	}
-	f.register(cmd, "", "")
+	f.register(cmd, "", "", "http-listen")
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "server certificate (PEM): the embedded NATS server then requires TLS")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "server certificate's private key (PEM)")
 	cmd.Flags().BoolVar(&withAuth, "auth", false, "require credentials (NATS JWTs); the first admin's go to DATA/admin.creds")
@@ -171,7 +175,7 @@ unless --interface is given).`,
 			return a.runDev(cmd.Context(), cfg, ecfg)
 		},
 	}
-	f.register(cmd, "fleetboot-data", "")
+	f.register(cmd, "fleetboot-data", "", "panel-listen")
 	ef.register(cmd, "", "", "127.0.0.1:8080", "127.0.0.1:6969")
 	cmd.Flags().Lookup("site").DefValue = "lab"
 	_ = cmd.Flags().Set("site", "lab")
@@ -202,6 +206,7 @@ func (a *app) runDev(ctx context.Context, cfg coordinator.Config, ecfg edge.Conf
 	}
 	fmt.Fprintf(a.stdout, `fleetboot dev is running, without TLS or credentials: for a lab only
   NATS + coordinator API: %s
+  web panel:              %s
   artifact store:         %s
   data:                   %s
   edge %q of site %q: HTTP %s/boot.ipxe, TFTP %s, DHCP %s
@@ -210,8 +215,15 @@ Try, from another shell:
   fleetboot site add lab --subnet 10.0.0.0/24 --range 10.0.0.100-10.0.0.200
   fleetboot image add demo --kernel /boot/vmlinuz-$(uname -r) --initrd /boot/initrd.img-$(uname -r) --cmdline 'console=ttyS0'
   fleetboot host set 52:54:00:12:34:56 --image demo --site lab && curl 'http://%s/boot.ipxe?mac=52:54:00:12:34:56'
-`, url, cfg.StoreURL, cfg.DataDir, ecfg.Name, ecfg.Site, "http://"+ecfg.HTTPListen, ecfg.TFTPListen, dhcpNote(ecfg.Interface), ecfg.HTTPListen)
+`, url, panelURL(cfg.HTTPListen), cfg.StoreURL, cfg.DataDir, ecfg.Name, ecfg.Site, "http://"+ecfg.HTTPListen, ecfg.TFTPListen, dhcpNote(ecfg.Interface), ecfg.HTTPListen)
 	return g.Wait()
+}
+
+func panelURL(addr string) string {
+	if addr == "" {
+		return "off"
+	}
+	return "http://" + addr + "/"
 }
 
 func dhcpNote(iface string) string {
