@@ -48,6 +48,7 @@ type Config struct {
 	Force        bool   // start DHCP in full mode even when another server answers
 	DHCPMode     string // overrides the site's mode: full, reservations, proxy or off; "" keeps it
 	Heartbeat    time.Duration
+	Drain        time.Duration // on stop: how long transfers in flight and the event buffer get (default 30 s)
 	Version      string
 	Logger       *slog.Logger
 	// Ready, if set, is called once every listener is bound.
@@ -70,6 +71,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = 5 * time.Second
+	}
+	if cfg.Drain <= 0 {
+		cfg.Drain = 30 * time.Second
 	}
 	for _, d := range []string{cfg.StateDir, cfg.CacheDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -171,7 +175,24 @@ func Run(ctx context.Context, cfg Config) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return syncer.Run(ctx, js) })
-	g.Go(func() error { return rec.Run(ctx, js) })
+	// The event sender outlives ctx by up to the drain time, so a clean stop
+	// sends what the last boots produced instead of leaving it for the next
+	// start (it would not be lost either way: the buffer is on disk).
+	recCtx, stopRec := context.WithCancel(context.Background())
+	defer stopRec()
+	g.Go(func() error { return rec.Run(recCtx, js) })
+	g.Go(func() error {
+		<-ctx.Done()
+		defer stopRec()
+		deadline := time.Now().Add(cfg.Drain)
+		for rec.Stats().Buffered > 0 && nc.IsConnected() && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if n := rec.Stats().Buffered; n > 0 {
+			log.Warn("stopping with events still buffered; they are sent at the next start", "events", n)
+		}
+		return nil
+	})
 	g.Go(func() error {
 		if err := srv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("edge: HTTP: %w", err)
@@ -180,9 +201,15 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	g.Go(func() error {
 		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// Stop taking requests; transfers in flight get until the drain
+		// deadline to finish.
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.Drain)
 		defer cancel()
-		return srv.Shutdown(sctx)
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("HTTP transfers still running at the drain deadline were cut", "drain", cfg.Drain)
+			srv.Close()
+		}
+		return nil
 	})
 	if dhcpSrv != nil {
 		g.Go(func() error { return dhcpSrv.Serve(ctx) })
