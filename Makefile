@@ -7,7 +7,7 @@ BIN     := bin/fleetboot
 # Packages whose tests start QEMU; they run in `make e2e` (and in `make test`).
 PKGS    := ./...
 
-.PHONY: help deps build run test unit e2e lint bench fuzz clean
+.PHONY: help deps build run test unit e2e demo lint bench fuzz clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,12 @@ unit: ## tests without the root-only network and QEMU parts
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+e2e: deps build ## all end-to-end scenarios (issue 6 a-h) and reference boots: QEMU VMs in namespaces (root)
+	FLEETBOOT_E2E_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -timeout 30m ./test/e2e/
+
+demo: deps build ## boot one VM through MinIO + coordinator + edge in a namespace, console on this terminal (root)
+	FLEETBOOT_BIN=$(BIN) ./test/e2e/demo.sh
 
 bench: deps ## Go benchmarks, then test/bench side by side with reference servers
 	$(GO) test -run '^$$' -bench . -benchmem ./...
