@@ -76,3 +76,16 @@ func (c *client) call(ctx context.Context, endpoint string, req, out any) error 
 	}
 	return nil
 }
+
+// request makes one API call on a connection of its own and decodes the
+// reply's data into a T: what most commands do, once.
+func request[T any](ctx context.Context, a *app, endpoint string, req any) (T, error) {
+	var v T
+	c, err := a.connect()
+	if err != nil {
+		return v, err
+	}
+	defer c.Close()
+	err = c.call(ctx, endpoint, req, &v)
+	return v, err
+}

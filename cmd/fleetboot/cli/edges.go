@@ -145,13 +145,8 @@ func (a *app) edgeLsCmd() *cobra.Command {
 			if err := checkOutput(out); err != nil {
 				return err
 			}
-			c, err := a.connect()
+			edges, err := request[[]proto.EdgeView](cmd.Context(), a, proto.APIEdgeList, proto.ListRequest{V: proto.Version})
 			if err != nil {
-				return err
-			}
-			defer c.Close()
-			var edges []proto.EdgeView
-			if err := c.call(cmd.Context(), proto.APIEdgeList, proto.ListRequest{V: proto.Version}, &edges); err != nil {
 				return err
 			}
 			if out == "json" {

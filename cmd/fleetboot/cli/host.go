@@ -70,13 +70,8 @@ reports done.`,
 				req.Vars[k] = v
 			}
 			req.UnsetVars = unset
-			c, err := a.connect()
+			h, err := request[proto.Host](cmd.Context(), a, proto.APIHostSet, req)
 			if err != nil {
-				return err
-			}
-			defer c.Close()
-			var h proto.Host
-			if err := c.call(cmd.Context(), proto.APIHostSet, req, &h); err != nil {
 				return err
 			}
 			return a.printHosts(out, []proto.Host{h})
@@ -107,13 +102,8 @@ func (a *app) hostLsCmd() *cobra.Command {
 			if err := checkOutput(out); err != nil {
 				return err
 			}
-			c, err := a.connect()
+			hosts, err := request[[]proto.Host](cmd.Context(), a, proto.APIHostList, proto.ListRequest{V: proto.Version, Site: site})
 			if err != nil {
-				return err
-			}
-			defer c.Close()
-			var hosts []proto.Host
-			if err := c.call(cmd.Context(), proto.APIHostList, proto.ListRequest{V: proto.Version, Site: site}, &hosts); err != nil {
 				return err
 			}
 			return a.printHosts(out, hosts)
@@ -139,13 +129,8 @@ func (a *app) hostShowCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.connect()
+			h, err := request[proto.Host](cmd.Context(), a, proto.APIHostGet, proto.MACRequest{V: proto.Version, MAC: mac})
 			if err != nil {
-				return err
-			}
-			defer c.Close()
-			var h proto.Host
-			if err := c.call(cmd.Context(), proto.APIHostGet, proto.MACRequest{V: proto.Version, MAC: mac}, &h); err != nil {
 				return err
 			}
 			if out == "json" {
@@ -169,12 +154,7 @@ func (a *app) hostRmCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if err := c.call(cmd.Context(), proto.APIHostRm, proto.MACRequest{V: proto.Version, MAC: mac}, nil); err != nil {
+			if _, err := request[struct{}](cmd.Context(), a, proto.APIHostRm, proto.MACRequest{V: proto.Version, MAC: mac}); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "host %s removed\n", mac)

@@ -169,13 +169,8 @@ func (a *app) imageLsCmd() *cobra.Command {
 			if err := checkOutput(out); err != nil {
 				return err
 			}
-			c, err := a.connect()
+			ims, err := request[[]proto.Image](cmd.Context(), a, proto.APIImageList, proto.ListRequest{V: proto.Version})
 			if err != nil {
-				return err
-			}
-			defer c.Close()
-			var ims []proto.Image
-			if err := c.call(cmd.Context(), proto.APIImageList, proto.ListRequest{V: proto.Version}, &ims); err != nil {
 				return err
 			}
 			return a.printImages(out, ims)
@@ -196,13 +191,8 @@ func (a *app) imageShowCmd() *cobra.Command {
 			if err := checkOutput(out); err != nil {
 				return err
 			}
-			c, err := a.connect()
+			im, err := request[proto.Image](cmd.Context(), a, proto.APIImageGet, proto.NameRequest{V: proto.Version, Name: args[0]})
 			if err != nil {
-				return err
-			}
-			defer c.Close()
-			var im proto.Image
-			if err := c.call(cmd.Context(), proto.APIImageGet, proto.NameRequest{V: proto.Version, Name: args[0]}, &im); err != nil {
 				return err
 			}
 			if out == "json" {
@@ -227,12 +217,7 @@ func (a *app) imageRmCmd() *cobra.Command {
 		Example: "  fleetboot image rm debian12",
 		Args:    exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if err := c.call(cmd.Context(), proto.APIImageRm, proto.NameRequest{V: proto.Version, Name: args[0]}, nil); err != nil {
+			if _, err := request[struct{}](cmd.Context(), a, proto.APIImageRm, proto.NameRequest{V: proto.Version, Name: args[0]}); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "image %s removed\n", args[0])

@@ -123,13 +123,8 @@ func (a *app) revokeCmd(edge bool) *cobra.Command {
 		Short: "End an " + kind + "'s credentials: it is disconnected and refused from then on",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.connect()
+			ids, err := request[[]auth.Identity](cmd.Context(), a, endpoint, proto.NameRequest{V: proto.Version, Name: args[0]})
 			if err != nil {
-				return err
-			}
-			defer c.Close()
-			var ids []auth.Identity
-			if err := c.call(cmd.Context(), endpoint, proto.NameRequest{V: proto.Version, Name: args[0]}, &ids); err != nil {
 				return err
 			}
 			for _, id := range ids {

@@ -55,13 +55,8 @@ or through relays). Further subnets (VLANs behind relays) are given with
 				}
 				site.Networks = append(site.Networks, n)
 			}
-			c, err := a.connect()
+			saved, err := request[proto.Site](cmd.Context(), a, proto.APISiteAdd, site)
 			if err != nil {
-				return err
-			}
-			defer c.Close()
-			var saved proto.Site
-			if err := c.call(cmd.Context(), proto.APISiteAdd, site, &saved); err != nil {
 				return err
 			}
 			return a.printSites(out, []proto.Site{saved})
@@ -141,13 +136,8 @@ func (a *app) siteLsCmd() *cobra.Command {
 			if err := checkOutput(out); err != nil {
 				return err
 			}
-			c, err := a.connect()
+			sites, err := request[[]proto.Site](cmd.Context(), a, proto.APISiteList, proto.ListRequest{V: proto.Version})
 			if err != nil {
-				return err
-			}
-			defer c.Close()
-			var sites []proto.Site
-			if err := c.call(cmd.Context(), proto.APISiteList, proto.ListRequest{V: proto.Version}, &sites); err != nil {
 				return err
 			}
 			return a.printSites(out, sites)
@@ -168,13 +158,8 @@ func (a *app) siteShowCmd() *cobra.Command {
 			if err := checkOutput(out); err != nil {
 				return err
 			}
-			c, err := a.connect()
+			site, err := request[proto.Site](cmd.Context(), a, proto.APISiteGet, proto.NameRequest{V: proto.Version, Name: args[0]})
 			if err != nil {
-				return err
-			}
-			defer c.Close()
-			var site proto.Site
-			if err := c.call(cmd.Context(), proto.APISiteGet, proto.NameRequest{V: proto.Version, Name: args[0]}, &site); err != nil {
 				return err
 			}
 			if out == "json" {
@@ -194,12 +179,7 @@ func (a *app) siteRmCmd() *cobra.Command {
 		Example: "  fleetboot site rm lab",
 		Args:    exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if err := c.call(cmd.Context(), proto.APISiteRm, proto.NameRequest{V: proto.Version, Name: args[0]}, nil); err != nil {
+			if _, err := request[struct{}](cmd.Context(), a, proto.APISiteRm, proto.NameRequest{V: proto.Version, Name: args[0]}); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "site %s removed\n", args[0])
