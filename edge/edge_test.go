@@ -23,6 +23,7 @@ import (
 	"github.com/fleetboot/fleetboot/edge/events"
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/artifactstore"
+	"github.com/fleetboot/fleetboot/test/natstest"
 )
 
 // fakeCoordinator writes the KV buckets the way the coordinator does, so the
@@ -36,21 +37,8 @@ type fakeCoordinator struct {
 
 func startNATS(t *testing.T) (*server.Server, *fakeCoordinator) {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	ns := natstest.Start(t)
+	nc, js := natstest.Connect(t, ns.ClientURL())
 	fc := &fakeCoordinator{t: t, nc: nc, js: js, kv: map[string]jetstream.KeyValue{}}
 	ctx := context.Background()
 	for _, b := range []string{proto.BucketSites, proto.BucketHosts, proto.BucketImages} {

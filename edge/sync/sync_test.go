@@ -15,19 +15,11 @@ import (
 
 	"github.com/fleetboot/fleetboot/edge/state"
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/test/natstest"
 )
 
 func startServer(t *testing.T, port int, dir string) *server.Server {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	return ns
+	return natstest.StartAt(t, port, dir)
 }
 
 func freePort(t *testing.T) int {
