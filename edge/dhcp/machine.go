@@ -29,6 +29,26 @@ const (
 // client's DHCP request (BOOTREPLYs, other hardware types, no message type).
 var ErrNotRequest = errors.New("dhcp: not a DHCP client request")
 
+// Refusals of ParseMachine for requests that are well-formed DHCP but that
+// the edge will not act on.
+var (
+	// ErrOptionOverload: option 52 says more options hide in the sname and
+	// file fields. The parser never reads them (so an overload loop cannot
+	// happen), which means the options seen would be incomplete: the
+	// architecture or vendor class could be missing and the wrong boot file
+	// chosen. No PXE, HTTP boot or iPXE client sends it.
+	ErrOptionOverload = errors.New("dhcp: option overload (52) is not supported")
+	// ErrOptionTooLong: an option, after RFC 3396 concatenation of its
+	// instances, is longer than MaxOptionLen. No boot client needs that
+	// much, and the handler echoes some options (client id, relay info)
+	// into replies, which must stay small.
+	ErrOptionTooLong = errors.New("dhcp: option too long")
+)
+
+// MaxOptionLen bounds one option's value after concatenation: the length a
+// single instance can have.
+const MaxOptionLen = 255
+
 // Machine is what a request says about the machine that sent it.
 type Machine struct {
 	MAC          string // canonical colon form
@@ -67,6 +87,14 @@ func ParseMachine(req *dhcpv4.DHCPv4) (Machine, error) {
 	}
 	if req.HWType != iana.HWTypeEthernet || len(req.ClientHWAddr) != 6 {
 		return Machine{}, fmt.Errorf("dhcp: unsupported hardware address %q (type %d): %w", req.ClientHWAddr, req.HWType, ErrNotRequest)
+	}
+	if req.Options.Has(dhcpv4.OptionOptionOverload) {
+		return Machine{}, ErrOptionOverload
+	}
+	for code, v := range req.Options {
+		if len(v) > MaxOptionLen {
+			return Machine{}, fmt.Errorf("%w: option %d is %d bytes, at most %d", ErrOptionTooLong, code, len(v), MaxOptionLen)
+		}
 	}
 	mt := req.MessageType()
 	if mt == dhcpv4.MessageTypeNone {

@@ -12,6 +12,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 
+	"github.com/fleetboot/fleetboot/edge/dhcp/ratelog"
 	"github.com/fleetboot/fleetboot/proto"
 )
 
@@ -46,6 +47,15 @@ type Config struct {
 	MaxInFlight int
 	// ServerPort and PXEPort default to 67 and 4011 (tests may move them).
 	ServerPort, PXEPort int
+	// ClientRate and ClientBurst limit requests per client hardware address
+	// (a token bucket; more are dropped): default 2 per second after a
+	// burst of 20. MaxClients bounds the addresses tracked (default 4096).
+	ClientRate  float64
+	ClientBurst int
+	MaxClients  int
+	// LogEvery is the least time between two log lines about dropped
+	// packets of one reason (default 10 s); the next line counts the rest.
+	LogEvery time.Duration
 }
 
 // Server is the socket adapter around a Handler.
@@ -53,6 +63,8 @@ type Server struct {
 	cfg    Config
 	h      *Handler
 	log    *slog.Logger
+	drops  *slog.Logger // rate-limited: one line per reason per LogEvery
+	limit  *clientLimiter
 	conns  map[int]*net.UDPConn // local port -> socket
 	closer func() error         // the default ICMP prober
 }
@@ -83,12 +95,25 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.ConflictTimeout <= 0 {
 		cfg.ConflictTimeout = 500 * time.Millisecond
 	}
+	if cfg.ClientRate <= 0 {
+		cfg.ClientRate = 2
+	}
+	if cfg.ClientBurst <= 0 {
+		cfg.ClientBurst = 20
+	}
+	if cfg.MaxClients <= 0 {
+		cfg.MaxClients = 4096
+	}
 	log := cfg.Logger.With("component", "dhcp", "iface", cfg.Interface)
 	leases, err := OpenLeases(cfg.LeaseFile)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, conns: map[int]*net.UDPConn{}}
+	s := &Server{
+		cfg: cfg, log: log, conns: map[int]*net.UDPConn{},
+		drops: ratelog.Logger(log, cfg.LogEvery),
+		limit: newClientLimiter(cfg.ClientRate, cfg.ClientBurst, cfg.MaxClients, time.Now),
+	}
 	prober := cfg.Prober
 	if prober == nil && !cfg.NoConflictCheck {
 		ip, err := NewICMPProber(cfg.ConflictTimeout, log)
@@ -194,15 +219,20 @@ func (s *Server) readLoop(ctx context.Context, c *net.UDPConn, port int, sem cha
 			}
 			return fmt.Errorf("dhcp: read on port %d: %w", port, err)
 		}
-		req, err := dhcpv4.FromBytes(buf[:n])
+		req, reason, err := parsePacket(buf[:n])
 		if err != nil {
-			s.log.Debug("dhcp: malformed packet", "peer", peer.String(), "err", err)
+			s.drops.Warn("dhcp: packet dropped", "reason", reason, "peer", peer.String(), "bytes", n, "err", err)
+			continue
+		}
+		if !s.limit.allow(req.ClientHWAddr.String()) {
+			s.drops.Warn("dhcp: packet dropped", "reason", reasonClientFlood, "mac", req.ClientHWAddr.String(),
+				"rate", s.cfg.ClientRate, "burst", s.cfg.ClientBurst)
 			continue
 		}
 		select {
 		case sem <- struct{}{}:
 		default:
-			s.log.Warn("dhcp: overloaded, request dropped", "mac", req.ClientHWAddr.String())
+			s.drops.Warn("dhcp: packet dropped", "reason", reasonOverloaded, "mac", req.ClientHWAddr.String(), "max_in_flight", s.cfg.MaxInFlight)
 			continue
 		}
 		wg.Add(1)
@@ -220,7 +250,7 @@ func (s *Server) serveOne(ctx context.Context, c *net.UDPConn, port int, peer *n
 	}
 	resp, err := s.h.Handle(ctx, req, in)
 	if err != nil {
-		s.log.Warn("dhcp: request not served", "mac", req.ClientHWAddr.String(), "err", err)
+		s.drops.Warn("dhcp: request not served", "reason", reasonNotServed, "mac", req.ClientHWAddr.String(), "err", err)
 		return
 	}
 	if resp == nil {

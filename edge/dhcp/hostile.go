@@ -1,0 +1,121 @@
+package dhcp
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+// Reasons a packet is dropped before the handler decides anything. They key
+// the rate-limited log: one line per reason per interval, whatever the flood.
+const (
+	reasonTruncated   = "truncated header"
+	reasonCookie      = "bad magic cookie"
+	reasonOptionEnd   = "option past the end"
+	reasonNoEnd       = "no end option"
+	reasonNotRequest  = "not a client request"
+	reasonOverload    = "option overload"
+	reasonOptionLong  = "option too long"
+	reasonClientFlood = "client flood"
+	reasonOverloaded  = "server overloaded"
+	reasonNotServed   = "not served"
+)
+
+// bootpHeader is the fixed part of a DHCP packet up to and including the
+// magic cookie.
+const bootpHeader = 240
+
+// parsePacket decodes one datagram into a request the handler may see, or
+// refuses it with the reason for the log. Refusals happen here, in the read
+// loop, before a goroutine and an in-flight slot are spent on the packet
+// (Handle parses the machine again: it is cheap, and keeps Handle whole).
+func parsePacket(pkt []byte) (*dhcpv4.DHCPv4, string, error) {
+	req, err := dhcpv4.FromBytes(pkt)
+	if err != nil {
+		return nil, parseReason(pkt, err), fmt.Errorf("dhcp: malformed packet: %w", err)
+	}
+	if _, err := ParseMachine(req); err != nil {
+		return nil, machineReason(err), err
+	}
+	return req, "", nil
+}
+
+// parseReason names why dhcpv4.FromBytes refused pkt. The library already
+// checks every length (a short header, an option running past the end, a
+// missing End option, as when a datagram longer than the read buffer is cut
+// off); this only sorts its errors for the log.
+func parseReason(pkt []byte, err error) string {
+	switch {
+	case len(pkt) < bootpHeader:
+		return reasonTruncated
+	case pkt[236] != 99 || pkt[237] != 130 || pkt[238] != 83 || pkt[239] != 99:
+		return reasonCookie
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return reasonNoEnd
+	}
+	return reasonOptionEnd
+}
+
+// machineReason names why ParseMachine refused a request.
+func machineReason(err error) string {
+	switch {
+	case errors.Is(err, ErrOptionOverload):
+		return reasonOverload
+	case errors.Is(err, ErrOptionTooLong):
+		return reasonOptionLong
+	}
+	return reasonNotRequest
+}
+
+// clientLimiter is a token bucket per client hardware address: a burst of
+// requests, then a steady rate. A PXE ROM sends four DISCOVERs in half a
+// minute and iPXE two packets per attempt, so the defaults leave room for
+// many reboots in a row; a client sending hundreds a second only gets the
+// rate and cannot fill the in-flight slots every other machine needs.
+// Addresses are kept in an LRU of bounded size: spoofing many addresses
+// evicts old buckets (MaxInFlight still bounds the work), it cannot grow
+// memory.
+type clientLimiter struct {
+	rate  float64 // tokens per second
+	burst float64
+	now   func() time.Time
+	mu    sync.Mutex
+	seen  *simplelru.LRU[string, *bucket]
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func newClientLimiter(rate float64, burst, size int, now func() time.Time) *clientLimiter {
+	lru, _ := simplelru.NewLRU[string, *bucket](size, nil) // size > 0 is checked by the caller
+	return &clientLimiter{rate: rate, burst: float64(burst), now: now, seen: lru}
+}
+
+// allow takes a token for client, or reports that it has none left.
+func (l *clientLimiter) allow(client string) bool {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.seen.Get(client)
+	if !ok {
+		b = &bucket{tokens: l.burst, last: now}
+		l.seen.Add(client, b)
+	}
+	b.tokens += now.Sub(b.last).Seconds() * l.rate
+	if b.tokens > l.burst {
+		b.tokens = l.burst
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
