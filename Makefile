@@ -47,8 +47,10 @@ e2e: deps build ## all end-to-end scenarios (issue 6 a-h) and reference boots: Q
 demo: deps build ## boot one VM through MinIO + coordinator + edge in a namespace, console on this terminal (root)
 	FLEETBOOT_BIN=$(BIN) ./test/e2e/demo.sh
 
-bench: deps ## Go benchmarks, then test/bench side by side with reference servers
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: deps build ## Go benchmarks, then test/bench: fleetboot vs dnsmasq/nginx side by side, as ratios (root)
+	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v /test/bench)
+	set -o pipefail; FLEETBOOT_E2E_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m \
+		./test/bench/ | tee bin/bench.log | grep -E '^(Benchmark|ok|FAIL|PASS)|ratio' # full output: bin/bench.log
 
 clean:
 	rm -rf bin

@@ -42,7 +42,7 @@ done
 
 build() { # build NAME DOCKERFILE CONTEXT
   echo "images: $1"
-  docker build -q -f "deploy/$2" -t "$1" "$ctx/$3" >/dev/null
+  DOCKER_BUILDKIT=0 docker build -q -f "deploy/$2" -t "$1" "$ctx/$3" >/dev/null
 }
 build "fleetboot:$TAG" fleetboot.Dockerfile fleetboot
 build "fleetboot-nats:$TAG" nats.Dockerfile nats

@@ -75,7 +75,7 @@ func (s *stack) container(service string) string {
 // cli runs the fleetboot CLI in a throw-away container on the core network,
 // as an admin would from a machine next to the coordinators.
 func (s *stack) cli(args ...string) (string, error) {
-	full := []string{"run", "--rm", "--network", s.project + "_core",
+	full := []string{"run", "--rm", "--network", s.project + "_uplink",
 		"-e", "FLEETBOOT_NATS=nats://nats1:4222,nats://nats2:4222,nats://nats3:4222",
 		"-e", "FLEETBOOT_S3_ACCESS_KEY=fleetboot", "-e", "FLEETBOOT_S3_SECRET_KEY=fleetboot-demo-secret",
 		"fleetboot:dev"}
@@ -260,7 +260,7 @@ func TestComposeTwoSites(t *testing.T) {
 
 	// Site B's edge loses the core network (NATS, MinIO, coordinators).
 	edgeB := s.container("edge-b")
-	s.must("docker", "network", "disconnect", s.project+"_core", edgeB)
+	s.must("docker", "network", "disconnect", s.project+"_uplink", edgeB)
 	// Meanwhile an admin moves site B's client to demo2.
 	if _, err := s.cli("host", "set", macB, "--image", "demo2"); err != nil {
 		t.Fatal(err)
@@ -276,7 +276,7 @@ func TestComposeTwoSites(t *testing.T) {
 		}
 	}
 	// Link back: the edge converges on the change made during the outage.
-	s.must("docker", "network", "connect", s.project+"_core", edgeB)
+	s.must("docker", "network", "connect", s.project+"_uplink", edgeB)
 	took := poll(t, 3*time.Minute, "site B converges after reconnection", func() error {
 		r, err := s.bootcheck("client-b")
 		if err != nil {
