@@ -32,6 +32,7 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
+	"github.com/fleetboot/fleetboot/edge/dhcp/ratelog"
 	"github.com/fleetboot/fleetboot/proto"
 )
 
@@ -62,16 +63,31 @@ type Config struct {
 	Timeout  time.Duration       // per-packet retransmit timeout; 0: the library's 5 s
 	Retries  int                 // retransmits per packet; 0: the library's 5
 	MACForIP func(net.IP) string // maps a client address to its MAC (from DHCP leases); nil: events carry the IP only
+	// MaxPerClient bounds transfers in flight from one IP address (default
+	// 4: a firmware fetches one file at a time, plus a size probe); more are
+	// refused at once with an error packet. MaxTransfers bounds them all
+	// (default 256). Each transfer holds a socket and a goroutine for up to
+	// Timeout × Retries when the client goes silent, so a flood from one
+	// address must not be able to open them without limit.
+	MaxPerClient int
+	MaxTransfers int
+	// LogEvery is the least time between two log lines about refused or
+	// dropped requests of one reason (default 10 s); the next line counts
+	// the rest.
+	LogEvery time.Duration
 }
 
 // Server is a read-only TFTP server.
 type Server struct {
-	cfg  Config
-	log  *slog.Logger
-	root *os.Root // nil when Config.Root is empty
+	cfg   Config
+	log   *slog.Logger
+	drops *slog.Logger // rate-limited: one line per reason per LogEvery
+	root  *os.Root     // nil when Config.Root is empty
 
 	mu   sync.Mutex
 	conn *net.UDPConn
+
+	slots slots
 }
 
 // NewServer checks the configuration and opens the root directory.
@@ -79,8 +95,14 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Listen == "" {
 		cfg.Listen = ":69"
 	}
-	if cfg.Timeout < 0 || cfg.Retries < 0 {
-		return nil, errors.New("tftp: timeout and retries must not be negative")
+	if cfg.Timeout < 0 || cfg.Retries < 0 || cfg.MaxPerClient < 0 || cfg.MaxTransfers < 0 {
+		return nil, errors.New("tftp: timeout, retries and transfer limits must not be negative")
+	}
+	if cfg.MaxPerClient == 0 {
+		cfg.MaxPerClient = 4
+	}
+	if cfg.MaxTransfers == 0 {
+		cfg.MaxTransfers = 256
 	}
 	if cfg.Root == "" && cfg.Dynamic == nil {
 		return nil, errors.New("tftp: nothing to serve: no root directory and no dynamic source")
@@ -90,6 +112,8 @@ func NewServer(cfg Config) (*Server, error) {
 		l = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: l.With("component", "tftp")}
+	s.drops = ratelog.Logger(s.log, cfg.LogEvery)
+	s.slots = slots{perClient: cfg.MaxPerClient, total: cfg.MaxTransfers, active: map[string]int{}}
 	if cfg.Root != "" {
 		root, err := os.OpenRoot(cfg.Root)
 		if err != nil {
@@ -141,6 +165,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	srv := ptftp.NewServer(s.read, s.write)
 	srv.SetTimeout(s.cfg.Timeout)
 	srv.SetRetries(s.cfg.Retries)
+	srv.SetHook(dropHook{s.drops})
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
@@ -180,29 +205,29 @@ func (s *Server) emit(kind string, ip net.IP, detail map[string]string) {
 
 // open finds the content for a resolved name: the dynamic source first,
 // then a regular file under the root.
-func (s *Server) open(name string, remote net.Addr) (io.ReadSeeker, func(), error) {
+func (s *Server) open(name string, remote net.Addr) (io.ReadSeeker, int64, func(), error) {
 	if s.cfg.Dynamic != nil {
 		if b, ok := s.cfg.Dynamic.Lookup(name, remote); ok {
-			return bytes.NewReader(b), func() {}, nil
+			return bytes.NewReader(b), int64(len(b)), func() {}, nil
 		}
 	}
 	if s.root == nil {
-		return nil, nil, fs.ErrNotExist
+		return nil, 0, nil, fs.ErrNotExist
 	}
 	f, err := s.root.Open(name)
 	if err != nil {
-		return nil, nil, err
+		return nil, 0, nil, err
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, nil, err
+		return nil, 0, nil, err
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, nil, fmt.Errorf("%s is not a regular file", name)
+		return nil, 0, nil, fmt.Errorf("%s is not a regular file", name)
 	}
-	return f, func() { f.Close() }, nil
+	return f, fi.Size(), func() { f.Close() }, nil
 }
 
 // isSizeProbe recognises the UEFI PXE client's habit: it asks for the file
@@ -218,28 +243,46 @@ func (s *Server) read(filename string, rf io.ReaderFrom) error {
 	if ot, ok := rf.(ptftp.OutgoingTransfer); ok {
 		remote = ot.RemoteAddr()
 	}
+	// A flood is refused before anything else, with no event: one rate-
+	// limited log line per interval is all it may cost. The library sends
+	// the returned error as the client's error packet.
+	release, err := s.slots.acquire(remote.IP.String())
+	if err != nil {
+		s.drops.Warn("tftp: request refused", "reason", reasonBusy, "ip", remote.IP.String(), "err", err)
+		return err
+	}
+	defer release()
 	log := s.log.With("ip", remote.IP.String(), "file", filename)
 	if mac := s.macFor(remote.IP); mac != "" {
 		log = log.With("mac", mac)
 	}
-	s.emit(proto.EventTFTPStart, remote.IP, map[string]string{"file": filename})
-	fail := func(err error, clientMsg string) error {
-		log.Warn("refused", "err", err)
+	fail := func(reason string, err error, clientMsg string) error {
+		s.drops.Warn("tftp: request refused", "reason", reason, "ip", remote.IP.String(), "file", filename, "err", err)
 		s.emit(proto.EventTFTPError, remote.IP, map[string]string{"file": filename, "error": err.Error()})
 		// The library sends this as the client's error packet (code 1,
 		// file not found): a refused name and a missing one look the same
 		// to the client, and it gets the answer at once, not a time-out.
 		return errors.New(clientMsg)
 	}
+	if err := checkMode(rf); err != nil {
+		return fail(reasonMode, err, err.Error())
+	}
+	s.emit(proto.EventTFTPStart, remote.IP, map[string]string{"file": filename})
 	name, err := Resolve(filename)
 	if err != nil {
-		return fail(err, "file not found")
+		return fail(reasonBadPath, err, "file not found")
 	}
-	r, closeFn, err := s.open(name, &remote)
+	r, size, closeFn, err := s.open(name, &remote)
 	if err != nil {
-		return fail(fmt.Errorf("tftp: open %s: %w", name, err), "file not found")
+		return fail(reasonNotFound, fmt.Errorf("tftp: open %s: %w", name, err), "file not found")
 	}
 	defer closeFn()
+	if ot, ok := rf.(ptftp.OutgoingTransfer); ok {
+		// The OACK's tsize is the file's true size whatever the client put
+		// in its request: pin/tftp echoes any non-zero value it is sent
+		// (negative, or past 2^63), which would hand the client our lie.
+		ot.SetSize(size)
+	}
 	n, err := rf.ReadFrom(r)
 	ms := strconv.FormatInt(time.Since(start).Milliseconds(), 10)
 	switch {
@@ -274,7 +317,7 @@ func (s *Server) write(filename string, wt io.WriterTo) error {
 	if pi, ok := wt.(ptftp.RequestPacketInfo); ok {
 		local = pi.LocalIP()
 	}
-	s.log.Warn("write refused", "ip", remote.IP.String(), "file", filename)
+	s.drops.Warn("tftp: request refused", "reason", reasonWrite, "ip", remote.IP.String(), "file", filename)
 	s.emit(proto.EventTFTPError, remote.IP, map[string]string{"file": filename, "error": "write refused: read-only server"})
 	const msg = "access violation: read-only server"
 	if c, err := net.ListenUDP("udp", &net.UDPAddr{IP: local}); err == nil {

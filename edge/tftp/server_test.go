@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -53,6 +54,8 @@ func waitEvent(t *testing.T, c chanEvents, kind, file string) event {
 }
 
 type fixture struct {
+	srv    *Server
+	logs   *syncBuf
 	addr   *net.UDPAddr
 	root   string
 	outer  string
@@ -71,6 +74,12 @@ func randomBytes(t testing.TB, n int) []byte {
 }
 
 func startServer(t testing.TB, large bool) *fixture {
+	t.Helper()
+	return startServerWith(t, large, nil)
+}
+
+// startServerWith starts the fixture's server with mut applied to its config.
+func startServerWith(t testing.TB, large bool, mut func(*Config)) *fixture {
 	t.Helper()
 	outer := t.TempDir()
 	root := filepath.Join(outer, "root")
@@ -114,7 +123,8 @@ func startServer(t testing.TB, large bool) *fixture {
 	f.files[grubCfg] = dyn
 	f.files["inside-link"] = f.files["undionly.kpxe"]
 
-	srv, err := NewServer(Config{
+	f.logs = &syncBuf{}
+	cfg := Config{
 		Listen: "127.0.0.1:0",
 		Root:   root,
 		Dynamic: DynamicFunc(func(p string, _ net.Addr) ([]byte, bool) {
@@ -127,7 +137,12 @@ func startServer(t testing.TB, large bool) *fixture {
 		Timeout:  time.Second,
 		Retries:  3,
 		MACForIP: func(ip net.IP) string { return "52:54:00:12:34:56" },
-	})
+		Logger:   slog.New(slog.NewTextHandler(f.logs, nil)),
+	}
+	if mut != nil {
+		mut(&cfg)
+	}
+	srv, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,6 +151,7 @@ func startServer(t testing.TB, large bool) *fixture {
 		t.Fatal(err)
 	}
 	f.addr = a.(*net.UDPAddr)
+	f.srv = srv
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()

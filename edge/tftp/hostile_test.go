@@ -1,0 +1,383 @@
+package tftp
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// syncBuf is an io.Writer for the server's log that the test reads.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// Opcodes (RFC 1350, 2347).
+const (
+	opRRQ   = 1
+	opDATA  = 3
+	opACK   = 4
+	opERROR = 5
+	opOACK  = 6
+)
+
+// rrq builds a read request; opts are name, value pairs.
+func rrq(name, mode string, opts ...string) []byte {
+	b := []byte{0, opRRQ}
+	for _, s := range append([]string{name, mode}, opts...) {
+		b = append(append(b, s...), 0)
+	}
+	return b
+}
+
+// packet is one datagram the server sent.
+type packet struct {
+	op   uint16
+	body []byte
+	from *net.UDPAddr
+}
+
+func (p packet) String() string {
+	switch p.op {
+	case opERROR:
+		return fmt.Sprintf("ERROR %d %q", binary.BigEndian.Uint16(p.body), bytes.TrimRight(p.body[2:], "\x00"))
+	case opDATA:
+		return fmt.Sprintf("DATA #%d (%d bytes)", binary.BigEndian.Uint16(p.body), len(p.body)-2)
+	case opOACK:
+		return fmt.Sprintf("OACK %q", p.body)
+	}
+	return fmt.Sprintf("op %d %q", p.op, p.body)
+}
+
+// options decodes an OACK's name, value pairs.
+func (p packet) options() map[string]string {
+	out := map[string]string{}
+	parts := bytes.Split(bytes.TrimSuffix(p.body, []byte{0}), []byte{0})
+	for i := 0; i+1 < len(parts); i += 2 {
+		out[string(parts[i])] = string(parts[i+1])
+	}
+	return out
+}
+
+// rawClient speaks TFTP by hand from a loopback address, to send what no
+// real client would.
+type rawClient struct {
+	t    *testing.T
+	conn *net.UDPConn
+}
+
+func newRawClient(t *testing.T, ip string) *rawClient {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &rawClient{t: t, conn: c}
+}
+
+func (c *rawClient) send(to *net.UDPAddr, b []byte) {
+	c.t.Helper()
+	if _, err := c.conn.WriteToUDP(b, to); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// recv returns the next datagram; the deadline only bounds a broken server.
+func (c *rawClient) recv() packet {
+	c.t.Helper()
+	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 70000)
+	n, from, err := c.conn.ReadFromUDP(buf)
+	if err != nil {
+		c.t.Fatalf("no answer from the server: %v", err)
+	}
+	if n < 4 {
+		c.t.Fatalf("runt packet %q", buf[:n])
+	}
+	return packet{op: binary.BigEndian.Uint16(buf), body: append([]byte(nil), buf[2:n]...), from: from}
+}
+
+// nothingPending checks that no datagram waits on the socket. The server
+// answers in order, so anything it sent for an earlier request has arrived
+// by the time a later well-formed request got its whole answer.
+func (c *rawClient) nothingPending() {
+	c.t.Helper()
+	c.conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	buf := make([]byte, 600)
+	if n, _, err := c.conn.ReadFromUDP(buf); err == nil {
+		c.t.Fatalf("the server answered the dropped request: % x", buf[:n])
+	} else if ne, ok := errors.AsType[net.Error](err); !ok || !ne.Timeout() {
+		c.t.Fatal(err)
+	}
+}
+
+// abort ends a transfer the client will not finish (error code 0), so the
+// server frees its slot at once.
+func (c *rawClient) abort(tid *net.UDPAddr) {
+	c.send(tid, append([]byte{0, opERROR, 0, 0}, "test done\x00"...))
+}
+
+// fetch reads name in plain RFC 1350 (512-byte blocks, no options).
+func (c *rawClient) fetch(srv *net.UDPAddr, name string) []byte {
+	c.t.Helper()
+	c.send(srv, rrq(name, "octet"))
+	var out []byte
+	for block := uint16(1); ; block++ {
+		p := c.recv()
+		if p.op != opDATA || binary.BigEndian.Uint16(p.body) != block {
+			c.t.Fatalf("block %d: got %v", block, p)
+		}
+		out = append(out, p.body[2:]...)
+		c.send(p.from, []byte{0, opACK, byte(block >> 8), byte(block)})
+		if len(p.body)-2 < 512 {
+			return out
+		}
+	}
+}
+
+func waitLog(t *testing.T, logs *syncBuf, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line with %s\n%s", want, logs.String())
+		}
+		time.Sleep(10 * time.Millisecond) // polling the log
+	}
+}
+
+// TestHostileRequests sends each hostile request over a real socket and
+// checks the refusal (an error packet, or a drop that is logged), then that
+// the server still serves a well-formed request.
+func TestHostileRequests(t *testing.T) {
+	f := startServerWith(t, false, func(c *Config) { c.LogEvery = time.Nanosecond })
+	want := f.files["undionly.kpxe"]
+	wellFormed := func(t *testing.T) {
+		t.Helper()
+		if got := newRawClient(t, "127.0.0.1").fetch(f.addr, "undionly.kpxe"); !bytes.Equal(got, want) {
+			t.Fatalf("well-formed request after the hostile one: %d bytes, want %d", len(got), len(want))
+		}
+	}
+	// first checks the server's first answer to the hostile request.
+	type check func(t *testing.T, c *rawClient, p packet)
+	dataBlock1 := func(t *testing.T, c *rawClient, p packet) {
+		// The option was dropped: no OACK, plain 512-byte blocks.
+		if p.op != opDATA || binary.BigEndian.Uint16(p.body) != 1 || len(p.body)-2 != 512 {
+			t.Fatalf("got %v, want DATA #1 of 512 bytes", p)
+		}
+		c.abort(p.from)
+	}
+	oack := func(want map[string]string) check {
+		return func(t *testing.T, c *rawClient, p packet) {
+			if p.op != opOACK {
+				t.Fatalf("got %v, want an OACK", p)
+			}
+			if d := cmp.Diff(want, p.options()); d != "" {
+				t.Fatalf("OACK options (-want +got):\n%s", d)
+			}
+			c.abort(p.from)
+		}
+	}
+	errorPacket := func(msg string) check {
+		return func(t *testing.T, c *rawClient, p packet) {
+			if p.op != opERROR || !bytes.Contains(p.body, []byte(msg)) {
+				t.Fatalf("got %v, want an error packet saying %q", p, msg)
+			}
+		}
+	}
+	size := fmt.Sprint(len(want))
+	tests := []struct {
+		name  string
+		pkt   []byte
+		first check  // nil: the request is dropped without an answer
+		log   string // the reason of its log line
+	}{
+		{"no NUL terminators", append([]byte{0, opRRQ}, "undionly.kpxe"...), nil, reasonMalformed},
+		{"only the opcode", []byte{0, opRRQ}, nil, reasonMalformed},
+		{"unknown opcode", []byte{0, 99, 'x', 0}, nil, reasonMalformed},
+		{"64 KiB file name (all a datagram holds)", rrq(strings.Repeat("a", 65507-2-7), "octet"), nil, reasonMalformed},
+		{"500-byte file name", rrq(strings.Repeat("a/", 250), "octet"), errorPacket("file not found"), reasonNotFound},
+		{"blksize 0", rrq("undionly.kpxe", "octet", "blksize", "0"), dataBlock1, ""},
+		{"blksize 1", rrq("undionly.kpxe", "octet", "blksize", "1"), dataBlock1, ""},
+		{"blksize 70000", rrq("undionly.kpxe", "octet", "blksize", "70000"), dataBlock1, ""},
+		{"blksize not a number", rrq("undionly.kpxe", "octet", "blksize", "big"), dataBlock1, ""},
+		{"timeout 0", rrq("undionly.kpxe", "octet", "timeout", "0"), dataBlock1, ""},
+		{"timeout 9999", rrq("undionly.kpxe", "octet", "timeout", "9999"), dataBlock1, ""},
+		{"tsize negative", rrq("undionly.kpxe", "octet", "tsize", "-1"), oack(map[string]string{"tsize": size}), ""},
+		{"tsize huge", rrq("undionly.kpxe", "octet", "tsize", "99999999999999999999999"), oack(map[string]string{"tsize": size}), ""},
+		{"tsize with absurd blksize and timeout", rrq("undionly.kpxe", "octet", "tsize", "0", "blksize", "1", "timeout", "9999"), oack(map[string]string{"tsize": size}), ""},
+		{"mode mail", rrq("undionly.kpxe", "mail"), errorPacket("transfer mode"), reasonMode},
+		{"mode garbage", rrq("undionly.kpxe", strings.Repeat("\xff", 300)), errorPacket("transfer mode"), reasonMode},
+		{"mode empty", rrq("undionly.kpxe", ""), errorPacket("transfer mode"), reasonMode},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newRawClient(t, "127.0.0.1")
+			c.send(f.addr, tc.pkt)
+			if tc.first != nil {
+				tc.first(t, c, c.recv())
+			}
+			if tc.log != "" {
+				waitLog(t, f.logs, fmt.Sprintf("reason=%q", tc.log))
+			}
+			wellFormed(t)
+			if tc.first == nil {
+				c.nothingPending()
+			}
+		})
+	}
+	t.Run("mode octet in capitals is served", func(t *testing.T) {
+		c := newRawClient(t, "127.0.0.1")
+		c.send(f.addr, rrq("undionly.kpxe", "OCTET"))
+		dataBlock1(t, c, c.recv())
+	})
+}
+
+// TestFloodFromOneAddress: transfers from one address beyond MaxPerClient are
+// refused with an error packet and one log line, other addresses are served
+// meanwhile, and the slots come back when the transfers end.
+func TestFloodFromOneAddress(t *testing.T) {
+	f := startServerWith(t, false, func(c *Config) { c.MaxPerClient = 4 })
+	var hung []*net.UDPAddr
+	flooder := newRawClient(t, "127.0.0.1")
+	for range 4 {
+		// Each RRQ gets its own transfer; never ACKed, it waits for the
+		// client until aborted.
+		flooder.send(f.addr, rrq("undionly.kpxe", "octet"))
+		p := flooder.recv()
+		if p.op != opDATA {
+			t.Fatalf("transfer %d: got %v", len(hung)+1, p)
+		}
+		hung = append(hung, p.from)
+	}
+	const extra = 50
+	for i := range extra {
+		flooder.send(f.addr, rrq("undionly.kpxe", "octet"))
+		p := flooder.recv()
+		for p.op == opDATA { // a retransmit of a hung transfer
+			p = flooder.recv()
+		}
+		if p.op != opERROR || !bytes.Contains(p.body, []byte("too many transfers from 127.0.0.1")) {
+			t.Fatalf("request %d over the cap: got %v, want an error packet", i+5, p)
+		}
+	}
+	if got := strings.Count(f.logs.String(), fmt.Sprintf("reason=%q", reasonBusy)); got != 1 {
+		t.Fatalf("%d log lines for %d refused requests, want 1\n%s", got, extra, f.logs.String())
+	}
+	if total, clients := f.srv.slots.inFlight(); total != 4 || clients != 1 {
+		t.Fatalf("in flight: %d transfers from %d clients, want 4 from 1", total, clients)
+	}
+	// Another machine is served while 127.0.0.1 is at its cap.
+	if got := newRawClient(t, "127.0.0.2").fetch(f.addr, "undionly.kpxe"); !bytes.Equal(got, f.files["undionly.kpxe"]) {
+		t.Fatalf("other client: %d bytes", len(got))
+	}
+	for _, tid := range hung {
+		flooder.abort(tid)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for total, _ := f.srv.slots.inFlight(); total != 0; total, _ = f.srv.slots.inFlight() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d transfers still in flight after the client aborted them", total)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the server's counter
+	}
+	if got := newRawClient(t, "127.0.0.1").fetch(f.addr, "undionly.kpxe"); !bytes.Equal(got, f.files["undionly.kpxe"]) {
+		t.Fatalf("after the flood: %d bytes", len(got))
+	}
+}
+
+func TestSlots(t *testing.T) {
+	s := slots{perClient: 2, total: 3, active: map[string]int{}}
+	var got []string
+	var releases []func()
+	try := func(ip string) {
+		r, err := s.acquire(ip)
+		if err != nil {
+			got = append(got, ip+": "+err.Error())
+			return
+		}
+		releases = append(releases, r)
+		got = append(got, ip+": ok")
+	}
+	try("a")
+	try("a")
+	try("a")
+	try("b")
+	try("c")
+	releases[0]()
+	releases[0]() // twice is harmless
+	try("c")
+	want := []string{
+		"a: ok", "a: ok", "a: too many transfers from a (at most 2 at once): try again later",
+		"b: ok", "c: server busy (3 transfers at once): try again later", "c: ok",
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Fatalf("(-want +got):\n%s", d)
+	}
+	for _, r := range releases {
+		r()
+	}
+	if n, clients := s.inFlight(); n != 0 || clients != 0 {
+		t.Fatalf("after release: %d in flight, %d clients tracked; want 0, 0", n, clients)
+	}
+}
+
+// FuzzRequest sends arbitrary datagrams to a real server's port from one
+// loopback address and checks after each that another address is still
+// served. Seeded with the hostile requests of TestHostileRequests.
+func FuzzRequest(f *testing.F) {
+	for _, b := range [][]byte{
+		rrq("undionly.kpxe", "octet"),
+		rrq("undionly.kpxe", "octet", "tsize", "0", "blksize", "1468"),
+		append([]byte{0, opRRQ}, "undionly.kpxe"...),
+		{0, opRRQ},
+		{0, 99, 'x', 0},
+		{0, 2, 'u', 0, 'o', 'c', 't', 'e', 't', 0}, // WRQ
+		{0, opACK, 0, 1},
+		rrq(strings.Repeat("a", 600), "octet"),
+		rrq("undionly.kpxe", "octet", "blksize", "0"),
+		rrq("undionly.kpxe", "octet", "blksize", "70000"),
+		rrq("undionly.kpxe", "octet", "timeout", "9999"),
+		rrq("undionly.kpxe", "octet", "tsize", "-1"),
+		rrq("undionly.kpxe", "mail"),
+		rrq("../secret", "octet"),
+		rrq("nope", "netascii", "windowsize", "64"),
+	} {
+		f.Add(b)
+	}
+	srv := startServerWith(f, false, func(c *Config) {
+		c.Timeout, c.Retries = 100*time.Millisecond, 1
+		c.Logger = nil // the log would grow with every input
+	})
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		if len(pkt) > 65507 {
+			pkt = pkt[:65507]
+		}
+		// The previous check's transfer may still wait on the server side
+		// for the final ACK the client already sent: its slot must come
+		// back (a leak would fail here).
+		deadline := time.Now().Add(10 * time.Second)
+		for srv.srv.slots.of("127.0.0.2") != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("slots of 127.0.0.2 not released")
+			}
+			time.Sleep(time.Millisecond) // polling the server's counter
+		}
+		newRawClient(t, "127.0.0.1").send(srv.addr, pkt)
+		if got := newRawClient(t, "127.0.0.2").fetch(srv.addr, "empty.bin"); len(got) != 0 {
+			t.Fatalf("empty.bin: %d bytes", len(got))
+		}
+	})
+}
