@@ -14,7 +14,9 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/fleetboot/fleetboot/edge/dhcp/ratelog"
 	"github.com/fleetboot/fleetboot/proto"
 )
 
@@ -61,8 +63,9 @@ type Config struct {
 // Handler serves boot scripts, artifacts, bootstrap binaries and installer
 // callbacks. It also answers GRUB's TFTP config requests (LookupTFTP).
 type Handler struct {
-	cfg Config
-	log *slog.Logger
+	cfg   Config
+	log   *slog.Logger
+	drops *slog.Logger // rate-limited: refusals a client can repeat at will
 }
 
 // New returns the edge's HTTP boot handler. A malformed BaseURL is reported
@@ -73,7 +76,8 @@ func New(cfg Config) *Handler {
 	if l == nil {
 		l = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{cfg: cfg, log: l.With("component", "httpboot")}
+	l = l.With("component", "httpboot")
+	return &Handler{cfg: cfg, log: l, drops: ratelog.Logger(l, 0)}
 }
 
 // Check validates the configuration, for start-up.
@@ -317,12 +321,20 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, kind str
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
+			h.drops.Warn("callback refused", "reason", "body too large", "mac", mac, "ip", remoteIP(r), "content_length", r.ContentLength)
 			http.Error(w, fmt.Sprintf("httpboot: body larger than %d bytes", MaxCallbackBody), http.StatusRequestEntityTooLarge)
 			return
 		}
+		// A body cut off or too slow (the Guard's deadline); the
+		// connection is not reused after a failed body read.
+		h.drops.Warn("callback refused", "reason", "body read failed", "mac", mac, "ip", remoteIP(r), "err", err)
 		http.Error(w, "httpboot: reading body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	// The body is in: the forward to the coordinator below must not be cut
+	// by the body deadline (net/http's read after the body would cancel
+	// the request context). No deadline support (tests) is fine.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	// "done" may come with no body at all (curl -X POST); facts need JSON.
 	if (kind == "facts" || len(strings.TrimSpace(string(body))) > 0) && !json.Valid(body) {
 		http.Error(w, "httpboot: body is not valid JSON", http.StatusBadRequest)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -83,7 +84,8 @@ type fixture struct {
 	st     *state.State
 	events *recorder
 	cb     *callbacks
-	boot   string // BootDir
+	boot   string   // BootDir
+	logs   *syncBuf // the handler's log
 }
 
 // newFixture builds a handler over a real state with a boot directory that
@@ -106,7 +108,7 @@ func newFixture(t testing.TB) *fixture {
 	st.PutImage(*debian())
 	st.PutImage(*discovery())
 	st.PutHost(*web01())
-	f := &fixture{st: st, events: &recorder{}, cb: &callbacks{}, boot: boot}
+	f := &fixture{st: st, events: &recorder{}, cb: &callbacks{}, boot: boot, logs: &syncBuf{}}
 	f.h = New(Config{
 		State:     st,
 		BaseURL:   base,
@@ -114,6 +116,7 @@ func newFixture(t testing.TB) *fixture {
 		BootDir:   boot,
 		Callbacks: f.cb,
 		Events:    f.events,
+		Logger:    slog.New(slog.NewTextHandler(f.logs, nil)),
 	})
 	if err := f.h.Check(); err != nil {
 		t.Fatal(err)
