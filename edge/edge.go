@@ -138,7 +138,9 @@ func Run(ctx context.Context, cfg Config) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", c.Metrics())
 	mux.Handle("/", boot)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	// Header, query and body limits and slow-client deadlines; no whole-
+	// request WriteTimeout, which would cut ISO downloads (httpboot.Limits).
+	srv := httpboot.NewServer(mux, httpboot.Limits{Logger: log})
 
 	var dhcpSrv *dhcp.Server
 	if cfg.Interface != "" {
