@@ -26,7 +26,7 @@ test: deps lint ## everything: lint, unit, integration and end-to-end tests (wit
 	$(MAKE) fuzz FUZZTIME=5s
 
 # Fuzz targets: package:Target. `make fuzz FUZZTIME=5m` fuzzes each longer.
-FUZZ     := ./proto:FuzzParseMAC ./edge/dhcp:FuzzParse ./edge/tftp:FuzzResolve ./edge/httpboot:FuzzRender ./edge/httpboot:FuzzPath
+FUZZ     := ./proto:FuzzParseMAC ./edge/dhcp:FuzzParse ./edge/tftp:FuzzResolve ./edge/httpboot:FuzzRender ./edge/httpboot:FuzzPath ./edge/tftp:FuzzRequest ./edge/httpboot:FuzzRequest
 FUZZTIME ?= 30s
 fuzz: ## run every fuzz target for FUZZTIME (default 30s each)
 	@set -e; for f in $(FUZZ); do \

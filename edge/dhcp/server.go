@@ -12,8 +12,8 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 
-	"github.com/fleetboot/fleetboot/edge/dhcp/ratelog"
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/shared/ratelog"
 )
 
 // ErrOtherServer is returned by NewServer in full mode when another DHCP

@@ -16,8 +16,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fleetboot/fleetboot/edge/dhcp/ratelog"
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/shared/ratelog"
 )
 
 // State is the part of the edge's desired state the handler reads;

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fleetboot/fleetboot/edge/dhcp/ratelog"
+	"github.com/fleetboot/fleetboot/shared/ratelog"
 )
 
 // Limits bound what one HTTP client can hold of the edge: memory (header,

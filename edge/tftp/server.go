@@ -32,8 +32,8 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
-	"github.com/fleetboot/fleetboot/edge/dhcp/ratelog"
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/shared/ratelog"
 )
 
 // Dynamic serves generated files (GRUB configs per MAC) before the root is
