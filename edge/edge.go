@@ -104,6 +104,12 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("edge: HTTP listen on %s: %w", cfg.HTTPListen, err)
 	}
 	defer httpLn.Close()
+	// The edge's address on the DHCP segment is what machines reach it at.
+	if cfg.Interface != "" && cfg.ServerIP == nil {
+		if cfg.ServerIP, err = interfaceIPv4(cfg.Interface); err != nil {
+			return err
+		}
+	}
 	base := cfg.AdvertiseURL
 	if base == "" {
 		base = advertise(cfg.ServerIP, httpLn.Addr().(*net.TCPAddr))
@@ -144,14 +150,8 @@ func Run(ctx context.Context, cfg Config) error {
 
 	var dhcpSrv *dhcp.Server
 	if cfg.Interface != "" {
-		ip := cfg.ServerIP
-		if ip == nil {
-			if ip, err = interfaceIPv4(cfg.Interface); err != nil {
-				return err
-			}
-		}
 		dhcpSrv, err = dhcp.NewServer(dhcp.Config{
-			Interface: cfg.Interface, ServerIP: ip, HTTPBase: base,
+			Interface: cfg.Interface, ServerIP: cfg.ServerIP, HTTPBase: base,
 			BootFiles: dhcp.BootFiles{EFI64: cfg.EFIBootFile},
 			LeaseFile: filepath.Join(cfg.StateDir, "leases.json"),
 			State:     policy, Events: rec, Logger: log, Force: cfg.Force,

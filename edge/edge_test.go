@@ -286,3 +286,27 @@ func TestEdgeServesDesiredState(t *testing.T) {
 		t.Error("upload recorded a wrong digest")
 	}
 }
+
+func TestAdvertise(t *testing.T) {
+	cases := []struct {
+		name   string
+		ip     net.IP
+		listen string
+		want   string
+	}{
+		{"DHCP address wins over a wildcard listener", net.IPv4(10, 77, 0, 1), "0.0.0.0:8080", "http://10.77.0.1:8080"},
+		{"listener address without DHCP", nil, "10.1.2.3:80", "http://10.1.2.3:80"},
+		{"wildcard and no DHCP falls back to loopback", nil, "0.0.0.0:8080", "http://127.0.0.1:8080"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, err := net.ResolveTCPAddr("tcp", tc.listen)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := advertise(tc.ip, addr); got != tc.want {
+				t.Errorf("advertise = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
