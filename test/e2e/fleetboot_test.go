@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -193,7 +194,9 @@ func (e *fbEnv) setHost(t *testing.T, mac string, args ...string) {
 			resp.Body.Close()
 			body := string(raw)
 			switch {
-			case state == "local" && strings.Contains(body, "exit"):
+			case resp.StatusCode != http.StatusOK:
+				// An unknown MAC (site policy ignore): not applied yet.
+			case state == "local" && strings.Contains(body, "exit") && !strings.Contains(body, "/artifacts/"):
 				return
 			case state != "local" && image != "" && strings.Contains(body, "/artifacts/"+image+"/"):
 				return
