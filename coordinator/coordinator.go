@@ -127,21 +127,27 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("coordinator: jetstream: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
 	var checker service.ArtifactChecker
 	if cfg.Store != nil {
 		checker = storeChecker{cfg.Store}
 	}
-	svc, err := service.New(sctx, service.Config{JS: js, Replicas: cfg.Replicas, Checker: checker, Logger: log})
-	if err != nil {
-		return err
-	}
-	if err := EnsureStreams(sctx, js, cfg.Replicas); err != nil {
-		return err
-	}
-	if err := audit.EnsureStream(sctx, js, cfg.Replicas); err != nil {
-		return err
+	// A cluster that is still electing its JetStream leaders refuses to
+	// create buckets for a while: keep trying rather than exit.
+	var svc *service.Service
+	for attempt := 1; ; attempt++ {
+		svc, err = setupState(ctx, js, cfg, checker, log)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || cfg.NATSURL == "" {
+			return err
+		}
+		log.Warn("JetStream not ready; retrying", "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(2 * time.Second):
+		}
 	}
 	apiCfg := api.Config{Service: svc, StoreURL: cfg.StoreURL, Version: cfg.Version, Logger: log, Audit: audit.NewLog(js, log)}
 	apiNC := nc
@@ -216,6 +222,23 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("coordinator stopping")
 	return nil
+}
+
+// setupState creates the KV buckets and the streams.
+func setupState(ctx context.Context, js jetstream.JetStream, cfg Config, checker service.ArtifactChecker, log *slog.Logger) (*service.Service, error) {
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	svc, err := service.New(sctx, service.Config{JS: js, Replicas: cfg.Replicas, Checker: checker, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	if err := EnsureStreams(sctx, js, cfg.Replicas); err != nil {
+		return nil, err
+	}
+	if err := audit.EnsureStream(sctx, js, cfg.Replicas); err != nil {
+		return nil, err
+	}
+	return svc, nil
 }
 
 // EmbeddedConfig configures the in-process NATS server.
