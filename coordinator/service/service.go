@@ -482,11 +482,20 @@ func (s *Service) pinImage(ctx context.Context, name string) error {
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) {
+		if !casConflict(err) {
 			return fmt.Errorf("coordinator: image lock %s: %w", name, err)
 		}
 	}
 	return fmt.Errorf("%w: image %s is changing concurrently; retry", ErrConflict, name)
+}
+
+// casConflict reports a failed KV create or compare-and-set: the key exists,
+// or its revision moved. Replicated buckets report the latter with their own
+// error code (10164), which ErrKeyExists does not match.
+func casConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) ||
+		(errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant))
 }
 
 func first(s []string, n int) []string {
@@ -646,7 +655,7 @@ func (s *Service) SetHost(ctx context.Context, req proto.HostSetRequest) (proto.
 	}
 	if err != nil {
 		rollback()
-		if errors.Is(err, jetstream.ErrKeyExists) {
+		if casConflict(err) {
 			return proto.Host{}, fmt.Errorf("%w: host %s changed concurrently; retry", ErrConflict, mac)
 		}
 		return proto.Host{}, fmt.Errorf("coordinator: write host %s: %w", mac, err)
@@ -725,7 +734,7 @@ func (s *Service) claim(ctx context.Context, bucket, k, owner, prev, what string
 		return nil, fmt.Errorf("coordinator: read index %s: %w", bucket, err)
 	}
 	if _, err := kv.Create(ctx, k, []byte(owner)); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
+		if casConflict(err) {
 			return nil, fmt.Errorf("%w: %s was just taken by another request; retry", ErrConflict, what)
 		}
 		return nil, fmt.Errorf("coordinator: write index %s: %w", bucket, err)
