@@ -30,27 +30,28 @@ import (
 
 // Config of an edge agent.
 type Config struct {
-	Name         string // edge identity, unique in the fleet
-	Site         string
-	NATSURL      string
-	NATSOptions  []nats.Option
-	StateDir     string // snapshot, leases, event buffer (keep it off the cache disk)
-	CacheDir     string
-	CacheSize    int64
-	Store        artifactstore.Config
-	Interface    string // DHCP interface; "" disables DHCP
-	ServerIP     net.IP // the edge's address on Interface (default: its first IPv4)
-	HTTPListen   string
-	TFTPListen   string // "" disables TFTP
-	AdvertiseURL string // base URL machines use to reach HTTP; default from ServerIP and HTTPListen
-	BootDir      string // iPXE binaries, e.g. /usr/lib/ipxe
-	EFIBootFile  string // ipxe.efi or snponly.efi
-	Force        bool   // start DHCP in full mode even when another server answers
-	DHCPMode     string // overrides the site's mode: full, reservations, proxy or off; "" keeps it
-	Heartbeat    time.Duration
-	Drain        time.Duration // on stop: how long transfers in flight and the event buffer get (default 30 s)
-	Version      string
-	Logger       *slog.Logger
+	Name          string // edge identity, unique in the fleet
+	Site          string
+	NATSURL       string
+	NATSOptions   []nats.Option
+	StateDir      string // snapshot, leases, event buffer (keep it off the cache disk)
+	CacheDir      string
+	CacheSize     int64
+	Store         artifactstore.Config
+	Interface     string // DHCP interface; "" disables DHCP
+	ServerIP      net.IP // the edge's address on Interface (default: its first IPv4)
+	HTTPListen    string
+	TFTPListen    string // "" disables TFTP
+	AdvertiseURL  string // base URL machines use to reach HTTP; default from ServerIP and HTTPListen
+	BootDir       string // iPXE binaries, e.g. /usr/lib/ipxe
+	EFIBootFile   string // ipxe.efi or snponly.efi
+	Force         bool   // start DHCP in full mode even when another server answers
+	ConflictCheck bool   // ping an address before offering it
+	DHCPMode      string // overrides the site's mode: full, reservations, proxy or off; "" keeps it
+	Heartbeat     time.Duration
+	Drain         time.Duration // on stop: how long transfers in flight and the event buffer get (default 30 s)
+	Version       string
+	Logger        *slog.Logger
 	// Ready, if set, is called once every listener is bound.
 	Ready func(httpAddr string)
 }
@@ -79,6 +80,16 @@ func Run(ctx context.Context, cfg Config) error {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("edge: %w", err)
 		}
+	}
+
+	if cfg.BootDir != "" {
+		staged := filepath.Join(cfg.StateDir, "boot")
+		n, err := stageBootFiles(cfg.BootDir, staged)
+		if err != nil {
+			return err
+		}
+		log.Info("boot files staged", "from", cfg.BootDir, "files", n)
+		cfg.BootDir = staged
 	}
 
 	st := state.New()
@@ -154,13 +165,17 @@ func Run(ctx context.Context, cfg Config) error {
 			Interface: cfg.Interface, ServerIP: cfg.ServerIP, HTTPBase: base,
 			BootFiles: dhcp.BootFiles{EFI64: cfg.EFIBootFile},
 			LeaseFile: filepath.Join(cfg.StateDir, "leases.json"),
-			State:     policy, Events: rec, Logger: log, Force: cfg.Force,
+			State:     policy, Events: rec, Logger: log, Force: cfg.Force, NoConflictCheck: !cfg.ConflictCheck,
 		})
 		if err != nil {
 			return err
 		}
 	}
-	tftpSrv, err := newTFTP(cfg, boot, rec, log)
+	var macForIP func(net.IP) string
+	if dhcpSrv != nil {
+		macForIP = dhcpSrv.MACForIP
+	}
+	tftpSrv, err := newTFTP(cfg, boot, rec, macForIP, log)
 	if err != nil {
 		return err
 	}

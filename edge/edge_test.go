@@ -310,3 +310,33 @@ func TestAdvertise(t *testing.T) {
 		})
 	}
 }
+
+// Debian links /usr/lib/ipxe/ipxe.efi to /boot/ipxe.efi: the staged copy
+// serves it while the servers stay confined to one directory.
+func TestStageBootFiles(t *testing.T) {
+	outside, src, dst := t.TempDir(), t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(outside, "ipxe.efi"), []byte("efi loader"), 0o644)
+	os.WriteFile(filepath.Join(src, "undionly.kpxe"), []byte("bios loader"), 0o644)
+	os.Symlink(filepath.Join(outside, "ipxe.efi"), filepath.Join(src, "ipxe.efi"))
+	os.Symlink(filepath.Join(outside, "missing"), filepath.Join(src, "dangling.efi"))
+	os.Mkdir(filepath.Join(src, "subdir"), 0o755)
+	for round := range 2 { // the second run keeps what is already staged
+		n, err := stageBootFiles(src, dst)
+		if err != nil || n != 2 {
+			t.Fatalf("round %d: staged %d, %v; want 2 files", round, n, err)
+		}
+	}
+	for name, want := range map[string]string{"ipxe.efi": "efi loader", "undionly.kpxe": "bios loader"} {
+		fi, err := os.Lstat(filepath.Join(dst, name))
+		if err != nil || !fi.Mode().IsRegular() {
+			t.Errorf("%s staged as %v, %v; want a regular file", name, fi, err)
+			continue
+		}
+		if b, _ := os.ReadFile(filepath.Join(dst, name)); string(b) != want {
+			t.Errorf("%s = %q", name, b)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(dst, "dangling.efi")); err == nil {
+		t.Error("a dangling link was staged")
+	}
+}

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"log/slog"
+	"net"
 
 	"github.com/fleetboot/fleetboot/edge/events"
 	"github.com/fleetboot/fleetboot/edge/httpboot"
@@ -10,7 +11,7 @@ import (
 
 // newTFTP binds the TFTP server (nil when disabled). Generated files such as
 // per-MAC GRUB configs come from the HTTP boot handler; binaries from BootDir.
-func newTFTP(cfg Config, boot *httpboot.Handler, rec *events.Recorder, log *slog.Logger) (*tftp.Server, error) {
+func newTFTP(cfg Config, boot *httpboot.Handler, rec *events.Recorder, macForIP func(net.IP) string, log *slog.Logger) (*tftp.Server, error) {
 	if cfg.TFTPListen == "" {
 		return nil, nil
 	}
@@ -20,6 +21,8 @@ func newTFTP(cfg Config, boot *httpboot.Handler, rec *events.Recorder, log *slog
 		Dynamic: tftp.DynamicFunc(boot.LookupTFTP),
 		Events:  rec,
 		Logger:  log,
+		// Name the machine in TFTP events from its DHCP lease.
+		MACForIP: macForIP,
 	})
 	if err != nil {
 		return nil, err

@@ -187,3 +187,14 @@ func (l *Leases) write(all []Lease) error {
 	}
 	return nil
 }
+
+// MACFor returns the MAC holding a lease on ip, or "" when none does. Other
+// services of the edge (TFTP) use it to name the machine behind an address.
+func (l *Leases) MACFor(ip netip.Addr) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if le, ok := l.byIP[ip]; ok {
+		return le.MAC
+	}
+	return ""
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -280,4 +281,13 @@ func replyAddr(req, resp *dhcpv4.DHCPv4, port int, peer *net.UDPAddr) *net.UDPAd
 		}
 	}
 	return &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
+}
+
+// MACForIP names the machine that holds a lease on ip ("" if none).
+func (s *Server) MACForIP(ip net.IP) string {
+	a, ok := netip.AddrFromSlice(ip.To4())
+	if !ok {
+		return ""
+	}
+	return s.h.cfg.Leases.MACFor(a)
 }

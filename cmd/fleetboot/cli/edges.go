@@ -20,7 +20,7 @@ import (
 type edgeFlags struct {
 	name, site, iface, serverIP, stateDir, cacheDir, cacheSize, store, dhcp string
 	httpListen, tftpListen, advertise, bootDir, efiFile                     string
-	force                                                                   bool
+	force, ping                                                             bool
 	drain                                                                   time.Duration
 }
 
@@ -44,6 +44,7 @@ func (f *edgeFlags) register(cmd *cobra.Command, stateDir, cacheDir, httpListen,
 	fl.StringVar(&f.bootDir, "boot-dir", "/usr/lib/ipxe", "directory of iPXE binaries served over TFTP and HTTP")
 	fl.StringVar(&f.efiFile, "efi-boot-file", "ipxe.efi", "iPXE binary for UEFI x64 clients: ipxe.efi or snponly.efi")
 	fl.DurationVar(&f.drain, "drain", 30*time.Second, "on SIGTERM: how long transfers in flight and unsent events get before exit")
+	fl.BoolVar(&f.ping, "conflict-check", true, "ping an address before offering it (off: faster, for segments where nothing else takes addresses)")
 	fl.BoolVar(&f.force, "force", false, "answer DHCP in full mode even when another DHCP server is on the segment")
 }
 
@@ -88,7 +89,7 @@ func (f *edgeFlags) config(a *app, natsURL string) (edge.Config, error) {
 		StateDir: f.stateDir, CacheDir: f.cacheDir, CacheSize: size, Store: store,
 		Interface: f.iface, ServerIP: ip, HTTPListen: f.httpListen, TFTPListen: f.tftpListen,
 		AdvertiseURL: strings.TrimRight(f.advertise, "/"), BootDir: f.bootDir, EFIBootFile: f.efiFile,
-		Force: f.force, Drain: f.drain, DHCPMode: f.dhcp, Version: a.version, Logger: a.logger(),
+		Force: f.force, ConflictCheck: f.ping, Drain: f.drain, DHCPMode: f.dhcp, Version: a.version, Logger: a.logger(),
 	}, nil
 }
 
