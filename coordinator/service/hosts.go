@@ -1,0 +1,399 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetboot/fleetboot/proto"
+)
+
+// SetHost creates or updates a host.
+func (s *Service) SetHost(ctx context.Context, req proto.HostSetRequest) (proto.Host, error) {
+	mac, err := proto.ParseMAC(req.MAC)
+	if err != nil {
+		return proto.Host{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	cur, curRev, err := s.hostByMAC(ctx, mac)
+	exists := err == nil
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return proto.Host{}, err
+	}
+	if exists && cur.MAC != mac {
+		return proto.Host{}, fmt.Errorf("%w: %s is an extra MAC of host %s; address the host by its primary MAC", ErrConflict, mac, cur.MAC)
+	}
+	h := cur
+	if !exists {
+		h = proto.Host{MAC: mac, State: proto.StateBoot}
+	}
+	if req.Site != nil {
+		h.Site = *req.Site
+	}
+	if h.Site == "" {
+		sites, err := s.ListSites(ctx)
+		if err != nil {
+			return proto.Host{}, err
+		}
+		if len(sites) != 1 {
+			return proto.Host{}, invalid("host %s needs --site (there are %d sites)", mac, len(sites))
+		}
+		h.Site = sites[0].Name
+	}
+	site, err := s.GetSite(ctx, h.Site)
+	if err != nil {
+		return proto.Host{}, err
+	}
+	if req.Image != nil {
+		h.Image = *req.Image
+	}
+	if h.Image != "" {
+		if _, err := s.getImage(ctx, h.Image); err != nil {
+			return proto.Host{}, err
+		}
+	}
+	if req.Hostname != nil {
+		h.Hostname = *req.Hostname
+	}
+	if h.Hostname != "" {
+		if err := proto.ValidHostname(h.Hostname); err != nil {
+			return proto.Host{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+	}
+	if req.State != nil {
+		h.State = *req.State
+	}
+	if h.State != proto.StateBoot && h.State != proto.StateLocal {
+		return proto.Host{}, invalid("invalid state %q: want boot or local", h.State)
+	}
+	if req.Once != nil {
+		h.Once = *req.Once
+	}
+	if len(req.Vars) > 0 || len(req.UnsetVars) > 0 {
+		vars := map[string]string{}
+		for k, v := range h.Vars {
+			vars[k] = v
+		}
+		for _, k := range req.UnsetVars {
+			delete(vars, k)
+		}
+		for k, v := range req.Vars {
+			if err := proto.ValidVar(k, v); err != nil {
+				return proto.Host{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+			}
+			vars[k] = v
+		}
+		h.Vars = vars
+		if len(vars) == 0 {
+			h.Vars = nil
+		}
+	}
+	if req.ExtraMACs != nil {
+		h.ExtraMACs = nil
+		for _, m := range *req.ExtraMACs {
+			c, err := proto.ParseMAC(m)
+			if err != nil {
+				return proto.Host{}, fmt.Errorf("%w: extra MAC: %v", ErrInvalid, err)
+			}
+			if c == mac || slices.Contains(h.ExtraMACs, c) {
+				continue
+			}
+			h.ExtraMACs = append(h.ExtraMACs, c)
+		}
+	}
+	if req.IP != nil {
+		h.IP = *req.IP
+	}
+	if h.IP != "" {
+		ip, err := netip.ParseAddr(h.IP)
+		if err != nil || !ip.Is4() {
+			return proto.Host{}, invalid("invalid IP address %q", h.IP)
+		}
+		if _, ok := networkFor(site, ip); !ok {
+			return proto.Host{}, invalid("IP %s is not inside any subnet of site %s (%s)", ip, site.Name, subnets(site))
+		}
+		h.IP = ip.String()
+	}
+
+	key, _ := proto.HostKey(h.Site, mac)
+	oldKey := ""
+	if exists {
+		oldKey, _ = proto.HostKey(cur.Site, cur.MAC)
+	}
+	// Claim the indexes first (MACs across sites, IP within the site); roll
+	// them back if a later step fails, so a rejected change writes nothing.
+	var undo []func()
+	rollback := func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	for _, m := range h.MACs() {
+		u, err := s.claim(ctx, proto.BucketMACs, mustMACKey(m), key, oldKey, fmt.Sprintf("MAC %s", m))
+		if err != nil {
+			rollback()
+			return proto.Host{}, err
+		}
+		undo = append(undo, u...)
+	}
+	if h.IP != "" {
+		u, err := s.claim(ctx, bucketIPs, h.Site+"."+h.IP, key, oldKey, fmt.Sprintf("IP %s at site %s", h.IP, h.Site))
+		if err != nil {
+			rollback()
+			return proto.Host{}, err
+		}
+		undo = append(undo, u...)
+	}
+	h.V = proto.Version
+	h.Updated = s.now().UTC()
+	data, _ := json.Marshal(h)
+	if exists && oldKey == key {
+		_, err = s.kv[proto.BucketHosts].Update(ctx, key, data, curRev)
+	} else {
+		_, err = s.kv[proto.BucketHosts].Create(ctx, key, data)
+	}
+	if err != nil {
+		rollback()
+		if casConflict(err) {
+			return proto.Host{}, fmt.Errorf("%w: host %s changed concurrently; retry", ErrConflict, mac)
+		}
+		return proto.Host{}, fmt.Errorf("coordinator: write host %s: %w", mac, err)
+	}
+	if h.Image != "" && (!exists || cur.Image != h.Image) {
+		if err := s.pinImage(ctx, h.Image); err != nil {
+			bg := context.WithoutCancel(ctx)
+			if exists && oldKey == key {
+				old, _ := json.Marshal(cur)
+				_, _ = s.kv[proto.BucketHosts].Put(bg, key, old)
+			} else {
+				_ = s.kv[proto.BucketHosts].Delete(bg, key)
+			}
+			rollback()
+			return proto.Host{}, err
+		}
+	}
+	// The change is in; release what the old version held and no longer needs.
+	if exists {
+		if oldKey != key {
+			_ = s.kv[proto.BucketHosts].Delete(ctx, oldKey)
+		}
+		for _, m := range cur.MACs() {
+			if !slices.Contains(h.MACs(), m) {
+				s.release(ctx, proto.BucketMACs, mustMACKey(m), key, oldKey)
+			}
+		}
+		if cur.IP != "" && (cur.IP != h.IP || cur.Site != h.Site) {
+			s.release(ctx, bucketIPs, cur.Site+"."+cur.IP, key, oldKey)
+		}
+	}
+	s.log.Info("host saved", "mac", mac, "site", h.Site, "image", h.Image, "state", h.State)
+	return h, nil
+}
+
+func subnets(site proto.Site) string {
+	var out []string
+	for _, n := range site.Networks {
+		out = append(out, n.Subnet)
+	}
+	return strings.Join(out, ", ")
+}
+
+func mustMACKey(m string) string {
+	k, _ := proto.MACKey(m)
+	return k
+}
+
+// claim makes index key k point at owner, failing if a host other than owner
+// or prev (the host's key before this change) holds it. It returns how to undo
+// what it changed.
+func (s *Service) claim(ctx context.Context, bucket, k, owner, prev, what string) ([]func(), error) {
+	kv := s.kv[bucket]
+	e, err := s.read(ctx, bucket, k)
+	if err == nil {
+		if string(e.value) == owner {
+			return nil, nil
+		}
+		holder := string(e.value)
+		if hs, hm, ok := proto.SplitHostKey(holder); ok {
+			holder = fmt.Sprintf("host %s at site %s", hm, hs)
+		}
+		// The host's own entry (when it moves site) or a stale one (its host
+		// moved or vanished) may be taken over. A young entry whose host
+		// does not carry it is a claim in flight on another coordinator
+		// (index first, host after), not a leftover.
+		if string(e.value) != prev && (time.Since(e.created) < claimGrace || !s.indexStale(ctx, bucket, k, string(e.value))) {
+			return nil, fmt.Errorf("%w: %s is already used by %s", ErrConflict, what, holder)
+		}
+		if _, err := kv.Update(ctx, k, []byte(owner), e.rev); err != nil {
+			return nil, fmt.Errorf("%w: %s changed concurrently; retry", ErrConflict, what)
+		}
+		return []func(){func() { _, _ = kv.Put(context.WithoutCancel(ctx), k, e.value) }}, nil
+	}
+	if !errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("coordinator: read index %s: %w", bucket, err)
+	}
+	if _, err := kv.Create(ctx, k, []byte(owner)); err != nil {
+		if casConflict(err) {
+			return nil, fmt.Errorf("%w: %s was just taken by another request; retry", ErrConflict, what)
+		}
+		return nil, fmt.Errorf("coordinator: write index %s: %w", bucket, err)
+	}
+	return []func(){func() { _ = kv.Delete(context.WithoutCancel(ctx), k) }}, nil
+}
+
+// indexStale reports whether an index entry no longer matches its host.
+func (s *Service) indexStale(ctx context.Context, bucket, k, hostKey string) bool {
+	var h proto.Host
+	if _, err := s.get(ctx, proto.BucketHosts, hostKey, &h); err != nil {
+		return errors.Is(err, ErrNotFound)
+	}
+	switch bucket {
+	case proto.BucketMACs:
+		for _, m := range h.MACs() {
+			if mustMACKey(m) == k {
+				return false
+			}
+		}
+		return true
+	case bucketIPs:
+		return h.Site+"."+h.IP != k
+	}
+	return false
+}
+
+// release deletes index key k if it still points at one of owners.
+func (s *Service) release(ctx context.Context, bucket, k string, owners ...string) {
+	e, err := s.read(ctx, bucket, k)
+	if err != nil {
+		return
+	}
+	if slices.Contains(owners, string(e.value)) {
+		_ = s.kv[bucket].Delete(ctx, k, jetstream.LastRevision(e.rev))
+	}
+}
+
+// hostByMAC finds a host by any of its MACs.
+func (s *Service) hostByMAC(ctx context.Context, mac string) (proto.Host, uint64, error) {
+	e, err := s.read(ctx, proto.BucketMACs, mustMACKey(mac))
+	if errors.Is(err, ErrNotFound) {
+		return proto.Host{}, 0, fmt.Errorf("host %s: %w", mac, ErrNotFound)
+	}
+	if err != nil {
+		return proto.Host{}, 0, err
+	}
+	var h proto.Host
+	rev, err := s.get(ctx, proto.BucketHosts, string(e.value), &h)
+	if err != nil {
+		return proto.Host{}, 0, fmt.Errorf("host %s: %w", mac, err)
+	}
+	return h, rev, nil
+}
+
+// GetHost returns a host by any of its MACs.
+func (s *Service) GetHost(ctx context.Context, mac string) (proto.Host, error) {
+	m, err := proto.ParseMAC(mac)
+	if err != nil {
+		return proto.Host{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	h, _, err := s.hostByMAC(ctx, m)
+	return h, err
+}
+
+// ListHosts returns the hosts of one site, or of all sites when site is "".
+func (s *Service) ListHosts(ctx context.Context, site string) ([]proto.Host, error) {
+	if site != "" {
+		if _, err := s.GetSite(ctx, site); err != nil {
+			return nil, err
+		}
+	}
+	return s.listHosts(ctx, site)
+}
+
+func (s *Service) listHosts(ctx context.Context, site string) ([]proto.Host, error) {
+	filter := ">"
+	if site != "" {
+		filter = site + ".>"
+	}
+	return list[proto.Host](ctx, s, proto.BucketHosts, filter)
+}
+
+// RemoveHost deletes a host and its index entries.
+func (s *Service) RemoveHost(ctx context.Context, mac string) error {
+	m, err := proto.ParseMAC(mac)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h, rev, err := s.hostByMAC(ctx, m)
+	if err != nil {
+		return err
+	}
+	key, _ := proto.HostKey(h.Site, h.MAC)
+	if err := s.kv[proto.BucketHosts].Delete(ctx, key, jetstream.LastRevision(rev)); err != nil {
+		return fmt.Errorf("coordinator: delete host %s: %w", h.MAC, err)
+	}
+	for _, x := range h.MACs() {
+		s.release(ctx, proto.BucketMACs, mustMACKey(x), key)
+	}
+	if h.IP != "" {
+		s.release(ctx, bucketIPs, h.Site+"."+h.IP, key)
+	}
+	return nil
+}
+
+// InstallDone records an installer's "done": a host set with --once switches
+// to local-disk boot, so its next boot does not reinstall it.
+func (s *Service) InstallDone(ctx context.Context, mac string) (proto.Host, error) {
+	h, err := s.GetHost(ctx, mac)
+	if err != nil {
+		return proto.Host{}, err
+	}
+	if !h.Once {
+		return h, nil
+	}
+	return s.SetHost(ctx, proto.HostSetRequest{MAC: h.MAC, State: ptrTo(proto.StateLocal), Once: ptrTo(false)})
+}
+
+// RecordFacts keeps what an installer reported about a known host.
+func (s *Service) RecordFacts(ctx context.Context, mac string, facts json.RawMessage) error {
+	h, err := s.GetHost(ctx, mac)
+	if err != nil {
+		return err
+	}
+	if !json.Valid(facts) {
+		return invalid("facts are not valid JSON")
+	}
+	if len(facts) > 64<<10 {
+		return invalid("facts larger than 64 KiB")
+	}
+	_, err = s.kv[bucketFacts].Put(ctx, mustMACKey(h.MAC), facts)
+	return err
+}
+
+// Facts returns the last facts reported for a host, or nil.
+func (s *Service) Facts(ctx context.Context, mac string) (json.RawMessage, error) {
+	h, err := s.GetHost(ctx, mac)
+	if err != nil {
+		return nil, err
+	}
+	e, err := s.kv[bucketFacts].Get(ctx, mustMACKey(h.MAC))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return e.Value(), nil
+}
+
+func ptrTo[T any](v T) *T { return &v }

@@ -1,0 +1,205 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetboot/fleetboot/proto"
+)
+
+var archs = []string{"x86_64", "arm64"}
+
+var hexRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// AddImage registers or replaces an image whose artifacts are already stored.
+func (s *Service) AddImage(ctx context.Context, in proto.Image) (proto.Image, error) {
+	if err := proto.ValidName("image", in.Name); err != nil {
+		return proto.Image{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if in.Arch == "" {
+		in.Arch = "x86_64"
+	}
+	if !slices.Contains(archs, in.Arch) {
+		return proto.Image{}, invalid("invalid arch %q: want x86_64 or arm64", in.Arch)
+	}
+	if strings.ContainsAny(in.Cmdline, "\r\n\x00") {
+		return proto.Image{}, invalid("kernel command line must be one line")
+	}
+	roles := map[string]bool{}
+	names := map[string]bool{}
+	for _, a := range in.Artifacts {
+		switch a.Role {
+		case proto.RoleKernel, proto.RoleInitrd, proto.RoleISO:
+		default:
+			return proto.Image{}, invalid("invalid artifact role %q", a.Role)
+		}
+		if roles[a.Role] {
+			return proto.Image{}, invalid("two %s artifacts", a.Role)
+		}
+		roles[a.Role] = true
+		if err := proto.ValidName("artifact file", a.Name); err != nil {
+			return proto.Image{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		if names[a.Name] {
+			return proto.Image{}, invalid("two artifacts named %s", a.Name)
+		}
+		names[a.Name] = true
+		if !hexRE.MatchString(a.SHA256) || a.Size <= 0 || a.Key == "" {
+			return proto.Image{}, invalid("artifact %s needs a key, a size and a sha256", a.Name)
+		}
+	}
+	if !roles[proto.RoleKernel] || !roles[proto.RoleInitrd] {
+		return proto.Image{}, invalid("image %s needs a kernel and an initrd", in.Name)
+	}
+	if s.check != nil {
+		for _, a := range in.Artifacts {
+			if err := s.check.CheckArtifact(ctx, a); err != nil {
+				return proto.Image{}, fmt.Errorf("%w: artifact %s: %v", ErrInvalid, a.Name, err)
+			}
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in.V = proto.Version
+	in.Updated = s.now().UTC()
+	if err := s.put(ctx, proto.BucketImages, in.Name, in); err != nil {
+		return proto.Image{}, err
+	}
+	// A removal of an earlier image of this name may have left its lock
+	// "removed"; the new image is usable.
+	if _, err := s.kv[bucketImageLocks].Put(ctx, in.Name, []byte(lockInUse)); err != nil {
+		return proto.Image{}, fmt.Errorf("coordinator: image lock %s: %w", in.Name, err)
+	}
+	s.log.Info("image saved", "image", in.Name)
+	return in, nil
+}
+
+// ListImages returns all images.
+func (s *Service) ListImages(ctx context.Context) ([]proto.Image, error) {
+	return list[proto.Image](ctx, s, proto.BucketImages, ">")
+}
+
+// GetImage returns one image.
+func (s *Service) GetImage(ctx context.Context, name string) (proto.Image, error) {
+	if err := proto.ValidName("image", name); err != nil {
+		return proto.Image{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return s.getImage(ctx, name)
+}
+
+func (s *Service) getImage(ctx context.Context, name string) (proto.Image, error) {
+	var im proto.Image
+	if _, err := s.get(ctx, proto.BucketImages, name, &im); err != nil {
+		return proto.Image{}, fmt.Errorf("image %s: %w", name, err)
+	}
+	return im, nil
+}
+
+// RemoveImage deletes an image no host or site uses.
+func (s *Service) RemoveImage(ctx context.Context, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := proto.ValidName("image", name); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	img, err := s.read(ctx, proto.BucketImages, name)
+	if err != nil {
+		return fmt.Errorf("image %s: %w", name, err)
+	}
+	// Read the lock before looking for users: a user added on another
+	// coordinator after this point changes it (pinImage), and the
+	// compare-and-set below then fails instead of removing a used image.
+	lock, lockErr := s.read(ctx, bucketImageLocks, name)
+	if lockErr != nil && !errors.Is(lockErr, ErrNotFound) {
+		return lockErr
+	}
+	hosts, err := s.listHosts(ctx, "")
+	if err != nil {
+		return err
+	}
+	var users []string
+	for _, h := range hosts {
+		if h.Image == name {
+			users = append(users, h.MAC)
+		}
+	}
+	slices.Sort(users)
+	if len(users) > 0 {
+		return fmt.Errorf("%w: image %s is used by %d host(s) (%s); assign them another image first", ErrConflict, name, len(users), strings.Join(first(users, 3), ", "))
+	}
+	sites, err := s.ListSites(ctx)
+	if err != nil {
+		return err
+	}
+	for _, site := range sites {
+		if site.DiscoveryImage == name {
+			return fmt.Errorf("%w: image %s is the discovery image of site %s", ErrConflict, name, site.Name)
+		}
+	}
+	locks := s.kv[bucketImageLocks]
+	var rev uint64
+	if lockErr == nil {
+		rev, err = locks.Update(ctx, name, []byte(lockRemoved), lock.rev)
+	} else {
+		rev, err = locks.Create(ctx, name, []byte(lockRemoved))
+	}
+	if err != nil {
+		return fmt.Errorf("%w: image %s got a new user concurrently; retry", ErrConflict, name)
+	}
+	if err := s.kv[proto.BucketImages].Delete(ctx, name, jetstream.LastRevision(img.rev)); err != nil {
+		_, _ = locks.Update(context.WithoutCancel(ctx), name, []byte(lockInUse), rev)
+		return fmt.Errorf("%w: image %s changed concurrently; retry", ErrConflict, name)
+	}
+	return nil
+}
+
+// pinImage tells a removal of the image on any coordinator that the image
+// has just got a user: called after the user (host or site) is written, it
+// changes the image's lock entry with compare-and-set, and fails if the
+// removal marked it first. Either the removal saw the user, or its own
+// compare-and-set fails, or this one does: never both succeed.
+func (s *Service) pinImage(ctx context.Context, name string) error {
+	kv := s.kv[bucketImageLocks]
+	for range 10 {
+		e, err := s.read(ctx, bucketImageLocks, name)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			_, err = kv.Create(ctx, name, []byte(lockInUse))
+		case err != nil:
+			return err
+		case string(e.value) == lockRemoved:
+			return fmt.Errorf("image %s: %w (removed meanwhile)", name, ErrNotFound)
+		default:
+			_, err = kv.Update(ctx, name, []byte(lockInUse), e.rev)
+		}
+		if err == nil {
+			return nil
+		}
+		if !casConflict(err) {
+			return fmt.Errorf("coordinator: image lock %s: %w", name, err)
+		}
+	}
+	return fmt.Errorf("%w: image %s is changing concurrently; retry", ErrConflict, name)
+}
+
+// casConflict reports a failed KV create or compare-and-set: the key exists,
+// or its revision moved. Replicated buckets report the latter with their own
+// error code (10164), which ErrKeyExists does not match.
+func casConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) ||
+		(errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant))
+}
+
+func first(s []string, n int) []string {
+	if len(s) > n {
+		return append(s[:n:n], "…")
+	}
+	return s
+}
