@@ -21,9 +21,10 @@ build: ## build the static fleetboot binary into bin/
 run: build ## run fleetboot on its embedded defaults (coordinator + NATS + edge, data in ./fleetboot-data)
 	./$(BIN) dev
 
-test: deps lint ## everything: lint, unit, integration and end-to-end tests (with -race), brief fuzzing
+test: deps lint ## everything: lint, unit, integration and end-to-end tests (with -race), brief fuzzing, compose
 	$(GO) test -race -count=1 -timeout 40m $(PKGS)
 	$(MAKE) fuzz FUZZTIME=5s
+	$(MAKE) compose-test
 
 # Fuzz targets: package:Target. `make fuzz FUZZTIME=5m` fuzzes each longer.
 FUZZ     := ./proto:FuzzParseMAC ./edge/dhcp:FuzzParse ./edge/tftp:FuzzResolve ./edge/httpboot:FuzzRender ./edge/httpboot:FuzzPath ./edge/tftp:FuzzRequest ./edge/httpboot:FuzzRequest
