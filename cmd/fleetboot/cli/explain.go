@@ -1,10 +1,15 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"strings"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/iana"
 	"github.com/spf13/cobra"
 
 	"github.com/fleetboot/fleetboot/edge/dhcp"
@@ -34,7 +39,7 @@ type dhcpStep struct {
 
 func (a *app) explainCmd() *cobra.Command {
 	var arch uint16
-	var site, edgeURL, out string
+	var site, edgeURL, userClass, out string
 	cmd := &cobra.Command{
 		Use:   "explain MAC [--arch N] [--site S]",
 		Short: "Show what a machine would boot now, and why",
@@ -92,16 +97,16 @@ and the script the edge renders for it.`,
 					st.PutImage(im)
 				}
 			}
-			ex.Admission = admission(s, ex.Known)
-			m := dhcp.Machine{MAC: mac, Arch: arch, HasArch: true, IsPXE: true}
-			if arch == dhcp.ArchEFIx64HTTP {
-				m.IsPXE, m.IsHTTPClient = false, true
+			fw, err := dhcpAnswer(ctx, st, s, mac, arch, userClass == "iPXE", edgeURL)
+			if err != nil {
+				return err
 			}
-			b := dhcp.BootFor(m, dhcp.BootFiles{}, edgeURL)
-			ex.Firmware = dhcpStep{b.File, b.TFTP, b.Reason}
-			m.IsIPXE = true
-			b = dhcp.BootFor(m, dhcp.BootFiles{}, edgeURL)
-			ex.IPXE = dhcpStep{b.File, b.TFTP, b.Reason}
+			ipxe, err := dhcpAnswer(ctx, st, s, mac, arch, true, edgeURL)
+			if err != nil {
+				return err
+			}
+			ex.Firmware, ex.IPXE = fw, ipxe
+			ex.Admission = fw.Reason
 			buildarch, platform := "x86_64", "efi"
 			switch arch {
 			case dhcp.ArchBIOS:
@@ -122,37 +127,92 @@ and the script the edge renders for it.`,
 				known = fmt.Sprintf("host at site %s, image %q, state %s", h.Site, h.Image, h.State)
 			}
 			fmt.Fprintf(a.stdout, "machine   %s: %s\n", mac, known)
-			fmt.Fprintf(a.stdout, "dhcp      site %s, mode %s: %s\n", s.Name, s.DHCP, ex.Admission)
-			fmt.Fprintf(a.stdout, "firmware  arch %d gets %s (%s)\n", arch, orNone(ex.Firmware.BootFile), ex.Firmware.Reason)
-			fmt.Fprintf(a.stdout, "ipxe      gets %s (%s)\n", orNone(ex.IPXE.BootFile), ex.IPXE.Reason)
+			fmt.Fprintf(a.stdout, "dhcp      site %s, mode %s\n", s.Name, s.DHCP)
+			fmt.Fprintf(a.stdout, "firmware  arch %d: %s; boot file %s\n", arch, ex.Firmware.Reason, orNone(ex.Firmware.BootFile))
+			fmt.Fprintf(a.stdout, "ipxe      %s; boot file %s\n", ex.IPXE.Reason, orNone(ex.IPXE.BootFile))
 			fmt.Fprintf(a.stdout, "script    %s: %s\n\n%s", ex.Decision.Action, ex.Decision.Reason, ex.ScriptText)
 			return nil
 		},
 	}
 	cmd.Flags().Uint16Var(&arch, "arch", 0, "client architecture, DHCP option 93 (0 BIOS, 7 UEFI x64, 11 arm64, 16 UEFI HTTP)")
 	cmd.Flags().StringVar(&site, "site", "", "site to assume for an unknown MAC")
+	cmd.Flags().StringVar(&userClass, "user-class", "", "DHCP user class of the first request: iPXE when the NIC ROM is iPXE already (QEMU, many servers)")
 	cmd.Flags().StringVar(&edgeURL, "edge-url", "http://EDGE:8080", "edge base URL to show in boot files and scripts")
 	outputFlag(cmd, &out)
 	return cmd
 }
 
-// admission says whether the site's DHCP answers the machine at all.
-func admission(s proto.Site, known bool) string {
+// dhcpAnswer runs the edge's own DHCP handler on a DISCOVER such as the
+// machine's firmware (or iPXE) sends, against the desired state in st, and
+// says what came back. The edge's address is assumed to be the first host
+// address of the site's first subnet.
+func dhcpAnswer(ctx context.Context, st *state.State, site proto.Site, mac string, arch uint16, ipxe bool, edgeURL string) (dhcpStep, error) {
+	if len(site.Networks) == 0 {
+		return dhcpStep{Reason: "the site has no subnet"}, nil
+	}
+	prefix, err := netip.ParsePrefix(site.Networks[0].Subnet)
+	if err != nil {
+		return dhcpStep{}, fmt.Errorf("explain: site subnet: %w", err)
+	}
+	leases, err := dhcp.OpenLeases("")
+	if err != nil {
+		return dhcpStep{}, err
+	}
+	h, err := dhcp.NewHandler(dhcp.HandlerConfig{
+		ServerIP: prefix.Addr().Next().AsSlice(), HTTPBase: edgeURL, Policy: st, Leases: leases,
+	})
+	if err != nil {
+		return dhcpStep{}, fmt.Errorf("explain: %w", err)
+	}
+	hw, _ := net.ParseMAC(mac)
+	vendor := fmt.Sprintf("PXEClient:Arch:%05d:UNDI:003016", arch)
+	if arch == dhcp.ArchEFIx64HTTP {
+		vendor = fmt.Sprintf("HTTPClient:Arch:%05d:UNDI:003016", arch)
+	}
+	mods := []dhcpv4.Modifier{
+		dhcpv4.WithOption(dhcpv4.OptClientArch(iana.Arch(arch))),
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(vendor)),
+	}
+	if ipxe {
+		mods = append(mods, dhcpv4.WithUserClass("iPXE", false))
+	}
+	req, err := dhcpv4.NewDiscovery(hw, mods...)
+	if err != nil {
+		return dhcpStep{}, fmt.Errorf("explain: %w", err)
+	}
+	rep, err := h.Handle(ctx, req, dhcp.Input{Port: 67})
+	if err != nil {
+		return dhcpStep{}, fmt.Errorf("explain: %w", err)
+	}
+	if rep == nil {
+		return dhcpStep{Reason: "no answer: " + noAnswer(site, st, mac)}, nil
+	}
+	file := rep.BootFileNameOption()
+	if file == "" {
+		file = rep.BootFileName
+	}
+	step := dhcpStep{BootFile: file, TFTP: file != "" && !strings.Contains(file, "://"), Reason: "answered"}
+	if !rep.YourIPAddr.IsUnspecified() {
+		step.Reason += ", offers " + rep.YourIPAddr.String()
+	}
+	if file == "" {
+		step.Reason += " without a boot file (unknown architecture?)"
+	}
+	return step, nil
+}
+
+// noAnswer says why the handler stayed silent.
+func noAnswer(s proto.Site, st *state.State, mac string) string {
+	_, known := st.Host(mac)
 	switch {
 	case s.DHCP == proto.DHCPOff:
-		return "no answer: DHCP is off at this site"
-	case s.DHCP == proto.DHCPProxy:
-		return "proxy offer with boot information only (PXE/HTTP clients); the site's own server gives the address"
+		return "DHCP is off at this site"
 	case known:
-		return "answered: known host"
+		return "the pool has no free address for it"
 	case s.DHCP == proto.DHCPReservations:
-		return "no answer: reservations-only mode answers known MACs only"
-	case s.Unknown == proto.UnknownDiscover:
-		return "answered: unknown host, discovery image " + s.DiscoveryImage
-	case s.Unknown == proto.UnknownExit:
-		return "answered: unknown host, the script exits to the next boot device"
+		return "reservations-only mode answers known MACs only"
 	default:
-		return "no answer: unknown hosts are ignored at this site"
+		return "unknown hosts are ignored at this site (--unknown " + s.Unknown + ")"
 	}
 }
 
