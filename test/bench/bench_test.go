@@ -1,306 +1,148 @@
 package bench
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
+	"math/rand/v2"
 	"os"
-	"path/filepath"
-	"sync"
+	"sort"
+	"strings"
 	"testing"
 	"time"
-
-	"github.com/pin/tftp/v3"
 
 	"github.com/fleetboot/fleetboot/test/e2e"
 )
 
-// Workload sizes: bounded so a run stays within a few minutes on 2 cores.
+// The default private network of a benchmark: a server host and a client
+// host on one bridge inside namespaces the benchmark creates.
 const (
-	doraCount    = 300
-	doraLimit    = 60 * time.Second
-	tftpSize     = 10 << 20
-	httpSize     = 1 << 30
-	httpClients  = 8
 	serverAddr   = "10.77.0.1"
+	clientAddr   = "10.77.0.2"
 	serverPrefix = "10.77.0.0/16"
 )
 
-// target is one implementation under test, serving on the server host.
-type target struct {
-	name string
-	// dhcp, tftp and http start the server for that protocol (DHCP pool
-	// 10.77.1.0-10.77.200.255; TFTP and HTTP serving files from dir) and
-	// return the TFTP server address or HTTP base URL. Nil: not measured.
-	dhcp func(b *testing.B, env *benchEnv)
-	tftp func(b *testing.B, env *benchEnv, dir string) string
-	http func(b *testing.B, env *benchEnv, dir string) string
-}
+// fleetbootName is the target whose figures are divided by each
+// reference's.
+const fleetbootName = "fleetboot"
 
 // benchEnv is a private network with a server host and a client host.
 type benchEnv struct {
-	net *e2e.Network
-	srv *e2e.Host
-	cli *e2e.Host
-	dir string
+	net    *e2e.Network
+	srv    *e2e.Host
+	cli    *e2e.Host
+	dir    string
+	addr   string // the server's address
+	prefix string // the network's prefix
 }
 
-// newEnv builds a fresh network per target so servers never share ports.
-func newEnv(b *testing.B) *benchEnv {
+// newEnv builds a fresh network per target so servers never share ports
+// or leftover state.
+func newEnv(b *testing.B) *benchEnv { return newEnvOn(b, serverPrefix, serverAddr, clientAddr) }
+
+func newEnvOn(b *testing.B, prefix, srv, cli string) *benchEnv {
 	b.Helper()
 	e2e.RequireRoot(b)
-	env := &benchEnv{dir: b.TempDir()}
-	env.net = e2e.NewNetwork(b, serverPrefix)
-	env.srv = env.net.AddHost(b, "srv", serverAddr, "")
-	env.cli = env.net.AddHost(b, "cli", "10.77.0.2", "")
+	env := &benchEnv{dir: b.TempDir(), addr: srv, prefix: prefix}
+	env.net = e2e.NewNetwork(b, prefix)
+	env.srv = env.net.AddHost(b, "srv", srv, "")
+	env.cli = env.net.AddHost(b, "cli", cli, "")
 	return env
 }
 
-func referenceTarget() target {
-	return target{
-		name: "reference",
-		dhcp: func(b *testing.B, env *benchEnv) {
-			e2e.StartDnsmasq(b, env.srv, env.dir, e2e.DnsmasqConfig{Iface: env.srv.Iface,
-				RangeStart: "10.77.1.0", RangeEnd: "10.77.200.255", Netmask: "255.255.0.0", NoPing: true})
-		},
-		tftp: func(b *testing.B, env *benchEnv, dir string) string {
-			e2e.StartDnsmasq(b, env.srv, env.dir, e2e.DnsmasqConfig{Iface: env.srv.Iface,
-				RangeStart: "10.77.1.0", RangeEnd: "10.77.200.255", Netmask: "255.255.0.0", NoPing: true, BIOSFile: "x", TFTPRoot: dir})
-			return serverAddr
-		},
-		http: startNginx,
-	}
+// results collects one benchmark's figures per server so that fleetboot's
+// can be printed as a ratio to each reference measured in the same run.
+type results struct {
+	area string
+	vals map[string]map[string]float64 // metric -> server -> value
 }
 
-func targets() []target { return append([]target{referenceTarget()}, extraTargets()...) }
-
-// BenchmarkDHCP measures sequential DORA exchanges per second, each from a
-// new MAC, with insomniacslk/dhcp's nclient4 in the client namespace.
-func BenchmarkDHCP(b *testing.B) {
-	rates := map[string]float64{}
-	for _, tg := range targets() {
-		if tg.dhcp == nil {
-			continue
-		}
-		b.Run(tg.name, func(b *testing.B) {
-			env := newEnv(b)
-			tg.dhcp(b, env)
-			b.ResetTimer()
-			var total float64
-			for i := 0; i < b.N; i++ {
-				total += doraRate(b, env)
-			}
-			rates[tg.name] = total / float64(b.N)
-			b.ReportMetric(rates[tg.name], "dora/s")
-			reportRatio(b, rates, tg.name, "dora/s")
-		})
-	}
+func newResults(area string) *results {
+	return &results{area: area, vals: map[string]map[string]float64{}}
 }
 
-func doraRate(b *testing.B, env *benchEnv) float64 {
+// add records a figure and prints it as a summary row. Rows of fleetboot
+// carry its ratio to every reference server already measured for the same
+// metric; higherBetter says which way the ratio reads.
+func (r *results) add(b *testing.B, metric, server string, v float64, unit string, higherBetter bool) {
 	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), doraLimit)
-	defer cancel()
-	start := time.Now()
-	n := 0
-	for ; n < doraCount && ctx.Err() == nil; n++ {
-		hw := net.HardwareAddr{0x02, 0xbe, 0x00, byte(n >> 16), byte(n >> 8), byte(n)}
-		c, err := e2e.NewDHCPClient(env.cli, hw, 2*time.Second)
-		if err != nil {
-			b.Fatal(err)
-		}
-		_, err = c.Request(ctx)
-		c.Close()
-		if err != nil && ctx.Err() != nil {
-			break // the time bound ended this exchange: count the finished ones
-		}
-		if err != nil {
-			b.Fatalf("DORA %d: %v", n, err)
-		}
+	m := r.vals[metric]
+	if m == nil {
+		m = map[string]float64{}
+		r.vals[metric] = m
 	}
-	return float64(n) / time.Since(start).Seconds()
-}
-
-// BenchmarkTFTP measures one 10 MB TFTP download (blksize 1468, as iPXE
-// and most UEFI clients negotiate).
-func BenchmarkTFTP(b *testing.B) {
-	dir := b.TempDir()
-	writeFile(b, filepath.Join(dir, "blob10m"), tftpSize)
-	rates := map[string]float64{}
-	for _, tg := range targets() {
-		if tg.tftp == nil {
-			continue
-		}
-		b.Run(tg.name, func(b *testing.B) {
-			env := newEnv(b)
-			server := tg.tftp(b, env, dir)
-			b.ResetTimer()
-			b.SetBytes(tftpSize)
-			start := time.Now()
-			for i := 0; i < b.N; i++ {
-				tftpGet(b, env, server, "blob10m")
+	m[server] = v
+	ratio := ""
+	if server == fleetbootName {
+		var refs []string
+		for ref := range m {
+			if ref != fleetbootName {
+				refs = append(refs, ref)
 			}
-			rates[tg.name] = float64(tftpSize*b.N) / time.Since(start).Seconds() / 1e6
-			b.ReportMetric(rates[tg.name], "MB/s")
-			reportRatio(b, rates, tg.name, "MB/s")
-		})
+		}
+		sort.Strings(refs)
+		var parts []string
+		for _, ref := range refs {
+			if m[ref] == 0 {
+				continue
+			}
+			parts = append(parts, fmt.Sprintf("%.2fx %s", v/m[ref], ref))
+		}
+		ratio = strings.Join(parts, ", ")
+		if ratio != "" {
+			if higherBetter {
+				ratio += " (higher is better)"
+			} else {
+				ratio += " (lower is better)"
+			}
+		}
 	}
+	summary(b, r.area, metric, server, fmtValue(v, unit), ratio)
 }
 
-func tftpGet(b *testing.B, env *benchEnv, server, file string) {
+// summary prints one row of the table that `make bench` shows at the end
+// (it collects the lines starting with "SUMMARY|" from the log).
+func summary(b *testing.B, area, metric, server, value, ratio string) {
 	b.Helper()
-	c, err := tftp.NewClient(server + ":69")
-	if err != nil {
-		b.Fatal(err)
-	}
-	c.SetBlockSize(1468)
-	c.SetTimeout(2 * time.Second)
-	var rcv io.WriterTo
-	// The client's UDP socket is made in Receive: make it in the namespace.
-	if err := e2e.InNS(env.cli.NS, func() error {
-		r, err := c.Receive(file, "octet")
-		rcv = r
-		return err
-	}); err != nil {
-		b.Fatalf("tftp %s: %v", file, err)
-	}
-	n, err := rcv.WriteTo(io.Discard)
-	if err != nil || n != tftpSize {
-		b.Fatalf("tftp %s: %d bytes, %v", file, n, err)
+	b.Logf("SUMMARY| %-5s | %-34s | %-10s | %-16s | %s", area, metric, server, value, ratio)
+}
+
+func fmtValue(v float64, unit string) string {
+	switch {
+	case v >= 1000:
+		return fmt.Sprintf("%.0f %s", v, unit)
+	case v >= 10:
+		return fmt.Sprintf("%.1f %s", v, unit)
+	default:
+		return fmt.Sprintf("%.3g %s", v, unit)
 	}
 }
 
-// BenchmarkHTTP measures 8 clients each downloading the same 1 GB artifact
-// at once: aggregate throughput.
-func BenchmarkHTTP(b *testing.B) {
-	dir := filepath.Join(e2e.CacheDir(), "bench")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		b.Fatal(err)
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// percentile of sorted durations (p in [0,100]).
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
 	}
-	blob := filepath.Join(dir, "blob1g")
-	if st, err := os.Stat(blob); err != nil || st.Size() != httpSize {
-		writeFile(b, blob, httpSize)
-	}
-	rates := map[string]float64{}
-	for _, tg := range targets() {
-		if tg.http == nil {
-			continue
-		}
-		b.Run(tg.name, func(b *testing.B) {
-			env := newEnv(b)
-			base := tg.http(b, env, dir)
-			client := env.cli.HTTPClient(5 * time.Minute)
-			b.ResetTimer()
-			b.SetBytes(httpSize * httpClients)
-			start := time.Now()
-			for i := 0; i < b.N; i++ {
-				parallelGet(b, client, base+"/blob1g")
-			}
-			rates[tg.name] = float64(httpSize*httpClients*b.N) / time.Since(start).Seconds() / 1e6
-			b.ReportMetric(rates[tg.name], "MB/s")
-			reportRatio(b, rates, tg.name, "MB/s")
-		})
-	}
+	i := int(float64(len(sorted)-1) * p / 100)
+	return sorted[i]
 }
 
-func parallelGet(b *testing.B, client *http.Client, url string) {
-	b.Helper()
-	var wg sync.WaitGroup
-	errs := make(chan error, httpClients)
-	for i := 0; i < httpClients; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := client.Get(url)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer resp.Body.Close()
-			n, err := io.Copy(io.Discard, resp.Body)
-			if err == nil && n != httpSize {
-				err = fmt.Errorf("short body: %d bytes, status %s", n, resp.Status)
-			}
-			errs <- err
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			b.Fatalf("GET %s: %v", url, err)
-		}
-	}
-}
-
-// startNginx serves dir on 10.77.0.1:8080 with sendfile, as a tuned static
-// server would.
-func startNginx(b *testing.B, env *benchEnv, dir string) string {
-	b.Helper()
-	conf := filepath.Join(env.dir, "nginx.conf")
-	body := fmt.Sprintf(`daemon off;
-master_process on;
-worker_processes 2;
-user root;
-pid %s/nginx.pid;
-error_log stderr warn;
-events { worker_connections 256; }
-http {
-	access_log off;
-	sendfile on;
-	tcp_nopush on;
-	keepalive_timeout 65;
-	client_body_temp_path %s;
-	proxy_temp_path %s;
-	fastcgi_temp_path %s;
-	uwsgi_temp_path %s;
-	scgi_temp_path %s;
-	server {
-		listen %s:8080;
-		root %s;
-	}
-}
-`, env.dir, env.dir, env.dir, env.dir, env.dir, env.dir, serverAddr, dir)
-	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	cmd := env.srv.Command(context.Background(), "nginx", "-c", conf, "-p", env.dir, "-e", "stderr")
-	p := e2e.StartProc(b, env.dir, "nginx", cmd)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := e2e.WaitListening(ctx, env.srv.NS, "tcp", 8080); err != nil {
-		b.Fatalf("nginx: %v\n%s", err, p.Output())
-	}
-	return "http://" + serverAddr + ":8080"
-}
-
-// reportRatio reports a target's rate relative to the reference's (which
-// runs first, in the same environment and run) as the metric
-// "x-reference" on the target's own result line.
-func reportRatio(b *testing.B, rates map[string]float64, name, unit string) {
-	ref, ok := rates["reference"]
-	if name == "reference" || !ok || ref == 0 {
-		return
-	}
-	b.ReportMetric(rates[name]/ref, "x-reference")
-	b.Logf("%s: %.1f %s vs reference %.1f %s: ratio %.2f", name, rates[name], unit, ref, unit, rates[name]/ref)
-}
-
-// writeFile writes size bytes of a repeating non-zero pattern (not sparse:
-// servers must really read it).
-func writeFile(b *testing.B, path string, size int64) {
+// writeFile writes size bytes of a non-zero pattern that depends on seed
+// (not sparse: servers must really read it; different seeds give different
+// contents, so a content-addressed cache stores them apart).
+func writeFile(b *testing.B, path string, size int64, seed uint64) {
 	b.Helper()
 	f, err := os.Create(path + ".tmp")
 	if err != nil {
 		b.Fatal(err)
 	}
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	chunk := make([]byte, 1<<20)
 	for i := range chunk {
-		chunk[i] = byte(i*7 + 1)
+		chunk[i] = byte(rng.UintN(255) + 1)
 	}
 	for n := int64(0); n < size; n += int64(len(chunk)) {
+		chunk[0], chunk[1] = byte(n>>20), byte(n>>28) // no two MiB alike
 		if _, err := f.Write(chunk[:min(int64(len(chunk)), size-n)]); err != nil {
 			b.Fatal(err)
 		}

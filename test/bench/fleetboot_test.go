@@ -1,0 +1,161 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/fleetboot/fleetboot/test/e2e"
+)
+
+// edgeOpts say what the fleetboot side of a benchmark serves: the
+// coordinator (embedded NATS on the server's loopback) and one edge, both
+// processes of the built binary in the server namespace, run as a user
+// runs them.
+type edgeOpts struct {
+	subnet  string   // the site's network (default: the env's prefix)
+	pool    string   // its dynamic range A-B ("" : none)
+	dhcp    bool     // answer DHCP on eth0 (full mode, no conflict ping)
+	bootDir string   // --boot-dir: what TFTP serves
+	images  []image  // registered before the edge starts
+	store   string   // --store of the coordinator (default: a directory)
+	env     []string // extra environment of both processes (S3 credentials)
+}
+
+type image struct{ name, kernel string }
+
+type fleetboot struct {
+	bin   string
+	coord *e2e.Proc
+	edge  *e2e.Proc
+	// cli runs a fleetboot client command against the coordinator.
+	cli func(args ...string) []byte
+}
+
+func fleetbootBinary(b *testing.B) string {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	bin, err := e2e.BuildFleetboot(ctx, b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return bin
+}
+
+func startFleetboot(b *testing.B, env *benchEnv, o edgeOpts) *fleetboot {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	fb := &fleetboot{bin: fleetbootBinary(b)}
+	procEnv := append(append(os.Environ(), "FLEETBOOT_NATS=nats://127.0.0.1:4222"), o.env...)
+	run := func(name string, args ...string) *e2e.Proc {
+		cmd := env.srv.Command(context.Background(), fb.bin, args...)
+		cmd.Env = procEnv
+		return e2e.StartProc(b, env.dir, name, cmd)
+	}
+	fb.cli = func(args ...string) []byte {
+		cmd := env.srv.Command(ctx, fb.bin, append(args, "--timeout", "60s")...)
+		cmd.Env = procEnv
+		out, err := cmd.Output()
+		if err != nil {
+			stderr := ""
+			if ee, ok := err.(*exec.ExitError); ok {
+				stderr = string(ee.Stderr)
+			}
+			b.Fatalf("fleetboot %v: %v\n%s%s", args, err, out, stderr)
+		}
+		return out
+	}
+	store := o.store
+	if store == "" {
+		store = "dir://" + filepath.Join(env.dir, "store")
+	}
+	fb.coord = run("coordinator", "coordinator", "--data", filepath.Join(env.dir, "coord"), "--nats-listen", "127.0.0.1:4222",
+		"--store", store)
+	if err := e2e.WaitListening(ctx, env.srv.NS, "tcp", 4222); err != nil {
+		b.Fatalf("%v\n%s", err, fb.coord.Output())
+	}
+	subnet := o.subnet
+	if subnet == "" {
+		subnet = env.prefix
+	}
+	// Unknown MACs get an address and an exit script: every client of a
+	// load test is a new machine.
+	site := []string{"site", "add", "lab", "--subnet", subnet, "--unknown", "exit"}
+	if o.pool != "" {
+		site = append(site, "--range", o.pool)
+	}
+	fb.cli(site...)
+	if len(o.images) > 0 {
+		small := filepath.Join(env.dir, "initrd")
+		if err := os.WriteFile(small, []byte("bench initrd"), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		for _, im := range o.images {
+			fb.cli("image", "add", im.name, "--kernel", im.kernel, "--initrd", small, "--cmdline", "console=ttyS0")
+		}
+	}
+	args := []string{"edge", "--coordinator", "nats://127.0.0.1:4222", "--name", "bench", "--site", "lab",
+		"--state-dir", filepath.Join(env.dir, "edge-state"), "--cache-dir", filepath.Join(env.dir, "edge-cache"),
+		"--http-listen", env.addr + ":8080", "--tftp-listen", env.addr + ":69"}
+	if o.dhcp {
+		// dnsmasq and Kea run without their ping check too.
+		args = append(args, "--interface", "eth0", "--conflict-check=false")
+	}
+	if o.bootDir != "" {
+		args = append(args, "--boot-dir", o.bootDir)
+	}
+	fb.edge = run("edge", args...)
+	for _, re := range []string{`state in sync.*bucket=(images|hosts)`, `state in sync.*bucket=sites`} {
+		if _, err := fb.edge.WaitFor(ctx, regexp.MustCompile(re)); err != nil {
+			b.Fatalf("edge: %v", err)
+		}
+	}
+	port, proto := 8080, "tcp"
+	if o.dhcp {
+		port, proto = 67, "udp"
+	}
+	if err := e2e.WaitListening(ctx, env.srv.NS, proto, port); err != nil {
+		b.Fatalf("%v\n%s", err, fb.edge.Output())
+	}
+	return fb
+}
+
+// get fetches url from the client host, checks the status and length, and
+// returns the time to the first body byte and the total time.
+func get(client *http.Client, url string, size int64) (ttfb, total time.Duration, err error) {
+	start := time.Now()
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return 0, 0, &httpError{url: url, status: resp.Status, body: string(body)}
+	}
+	var one [1]byte
+	if _, err := io.ReadFull(resp.Body, one[:]); err != nil {
+		return 0, 0, err
+	}
+	ttfb = time.Since(start)
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err != nil {
+		return 0, 0, err
+	}
+	if n+1 != size {
+		return 0, 0, &httpError{url: url, status: resp.Status, body: "short body"}
+	}
+	return ttfb, time.Since(start), nil
+}
+
+type httpError struct{ url, status, body string }
+
+func (e *httpError) Error() string { return "GET " + e.url + ": " + e.status + ": " + e.body }
