@@ -7,7 +7,7 @@ set -euo pipefail
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 BIN="${HOME}/.cache/fleetboot/bin"
 PKGS=(qemu-system-x86 ipxe-qemu ipxe ovmf busybox-static dnsmasq nginx isc-dhcp-client
-      tftp-hpa curl iproute2 cpio)
+      tftp-hpa curl iproute2 cpio kea-admin kea-dhcp4-server tftpd-hpa)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -20,9 +20,10 @@ if ((${#missing[@]})); then
   echo "deps: installing ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  # dnsmasq and nginx are used as reference servers by tests and benchmarks,
-  # started by them on their own addresses; the system services stay off.
-  for s in dnsmasq nginx; do
+  # dnsmasq, nginx, Kea and tftpd-hpa are used as reference servers by tests
+  # and benchmarks, started by them on their own addresses; the system
+  # services stay off.
+  for s in dnsmasq nginx kea-dhcp4-server kea-dhcp6-server kea-dhcp-ddns-server kea-ctrl-agent tftpd-hpa; do
     systemctl disable --now "$s" >/dev/null 2>&1 || true
   done
 fi
