@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/fleetboot/fleetboot/coordinator/timeline"
 	"github.com/fleetboot/fleetboot/proto"
 )
 
@@ -33,21 +36,32 @@ const (
 
 // fbEnv is one running fleetboot deployment inside a test network.
 type fbEnv struct {
-	t      *testing.T
-	bin    string
-	dir    string
-	net    *Network
-	srv    *Host
-	minio  *MinIO
-	coord  *Proc
-	edge   *Proc
-	assets Assets
+	t         *testing.T
+	bin       string
+	dir       string
+	net       *Network
+	srv       *Host
+	minio     *MinIO
+	coord     *Proc
+	edge      *Proc   // the edge running now
+	edges     []*Proc // every edge process started, in order (restarts)
+	coordArgs []string
+	edgeArgs  []string
+	dhcpPort  int
+	assets    Assets
 }
 
-// startFleetboot brings up MinIO, the coordinator and an edge in dhcpMode
-// (full or proxy) on a fresh network. With proxy, a plain dnsmasq on its own
-// host hands out the addresses.
-func startFleetboot(t *testing.T, dhcpMode string) *fbEnv {
+// fbOptions shape one deployment.
+type fbOptions struct {
+	dhcpMode string   // the site's DHCP mode: full or proxy
+	images   []string // images to register (see addImage); nil: all of them
+	edgeArgs []string // extra edge flags
+}
+
+// startFleetboot brings up MinIO, the coordinator and an edge on a fresh
+// network. In proxy mode a plain dnsmasq on its own host hands out the
+// addresses.
+func startFleetboot(t *testing.T, opts fbOptions) *fbEnv {
 	t.Helper()
 	RequireRoot(t)
 	if testing.Short() {
@@ -72,57 +86,76 @@ func startFleetboot(t *testing.T, dhcpMode string) *fbEnv {
 	StartRouterAdverts(t, rtr, e.dir)
 	e.minio = StartMinIO(t, e.srv, e.dir)
 
-	cmd := e.command("coordinator", "--data", filepath.Join(e.dir, "coordinator"),
-		"--nats-listen", "127.0.0.1:4222", "--store", e.minio.StoreURL("fleetboot"))
-	e.coord = StartProc(t, e.dir, "coordinator", cmd)
-	e.waitCLI(60*time.Second, "site", "ls")
+	e.coordArgs = []string{"coordinator", "--data", filepath.Join(e.dir, "coordinator"),
+		"--nats-listen", "127.0.0.1:4222", "--store", e.minio.StoreURL("fleetboot")}
+	e.startCoordinator(t, "coordinator")
 
-	siteArgs := []string{"site", "add", site, "--subnet", "10.77.0.0/24", "--dhcp", dhcpMode}
-	if dhcpMode == "proxy" {
+	siteArgs := []string{"site", "add", site, "--subnet", "10.77.0.0/24", "--dhcp", opts.dhcpMode}
+	e.dhcpPort = 67
+	if opts.dhcpMode == "proxy" {
 		dh := e.net.AddHost(t, "dhcp", "10.77.0.2", "")
 		StartDnsmasq(t, dh, e.dir, DnsmasqConfig{Iface: dh.Iface, RangeStart: "10.77.0.100", RangeEnd: "10.77.0.200"})
+		e.dhcpPort = 4011 // proxyDHCP; port 67 belongs to the site's server
 	} else {
 		siteArgs = append(siteArgs, "--range", "10.77.0.100-10.77.0.200", "--router", srvAddr)
 	}
-	e.cli(siteArgs...)
-	e.addImage("img-a", "", "fleetboot.image=img-a")
-	e.addImage("img-b", "", "fleetboot.image=img-b")
-	e.addImage("img-live", assets.ISO, "fleetboot.image=img-live fleetboot.iso_sha256="+assets.ISOSHA256)
+	e.cli(t, siteArgs...)
+	images := opts.images
+	if images == nil {
+		images = []string{"img-a", "img-b", "img-live"}
+	}
+	for _, name := range images {
+		e.addImage(t, name)
+	}
 
 	stateDir := filepath.Join(e.dir, "edge-state")
 	cacheDir := filepath.Join(e.dir, "edge-cache")
-	e.edge = StartProc(t, e.dir, "edge", e.command(edgeArgs(stateDir, cacheDir, dhcpMode)...))
-	wctx, wcancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer wcancel()
-	if err := WaitListening(wctx, e.srv.NS, "tcp", 8080); err != nil {
-		t.Fatalf("edge http: %v\n%s", err, e.edge.Output())
-	}
-	port := 67
-	if dhcpMode == "proxy" {
-		port = 4011 // proxyDHCP; port 67 belongs to the site's server
-	}
-	if err := WaitListening(wctx, e.srv.NS, "udp", port); err != nil {
-		t.Fatalf("edge dhcp: %v\n%s", err, e.edge.Output())
-	}
+	e.edgeArgs = append(edgeArgs(stateDir, cacheDir, opts.dhcpMode), opts.edgeArgs...)
 	// The edge answers DHCP only once it has the site from the coordinator.
-	if _, err := e.edge.WaitFor(wctx, regexp.MustCompile(`state in sync.*bucket=sites`)); err != nil {
-		t.Fatalf("edge never synced the site: %v", err)
-	}
+	e.startEdge(t, "edge", regexp.MustCompile(`state in sync.*bucket=sites`))
 	return e
 }
 
+// startCoordinator starts (or restarts, on the same data directory) the
+// coordinator and waits until it answers the CLI.
+func (e *fbEnv) startCoordinator(t *testing.T, name string) {
+	t.Helper()
+	e.coord = StartProc(t, e.dir, name, e.command(e.coordArgs...))
+	e.waitCLI(t, 60*time.Second, "site", "ls")
+}
+
+// startEdge starts (or restarts, on the same state and cache directories)
+// the edge, waits for its HTTP and DHCP sockets and then for a log line
+// matching ready: the state it serves from.
+func (e *fbEnv) startEdge(t *testing.T, name string, ready *regexp.Regexp) {
+	t.Helper()
+	p := StartProc(t, e.dir, name, e.command(e.edgeArgs...))
+	e.edge = p
+	e.edges = append(e.edges, p)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := WaitListening(ctx, e.srv.NS, "tcp", 8080); err != nil {
+		t.Fatalf("edge http: %v\n%s", err, p.Output())
+	}
+	if err := WaitListening(ctx, e.srv.NS, "udp", e.dhcpPort); err != nil {
+		t.Fatalf("edge dhcp: %v\n%s", err, p.Output())
+	}
+	if _, err := p.WaitFor(ctx, ready); err != nil {
+		t.Fatalf("edge %s not ready (%s): %v", name, ready, err)
+	}
+}
+
 // edgeArgs is the edge's command line, as `fleetboot edge --help` gives it.
-// UEFI clients get snponly.efi: Debian's /usr/lib/ipxe/ipxe.efi is a
-// symlink to /boot/ipxe.efi, which the edge's confined boot directory
-// (os.Root) refuses to follow.
+// UEFI clients get the default boot file, ipxe.efi, and the edge pings an
+// address before offering it (the default), as in a real deployment.
 func edgeArgs(stateDir, cacheDir, dhcpMode string) []string {
 	return []string{"edge", "--coordinator", natsURL, "--name", edgeName, "--site", site,
 		"--interface", "eth0", "--state-dir", stateDir, "--cache-dir", cacheDir,
-		"--http-listen", edgeHTTP, "--tftp-listen", srvAddr + ":69", "--dhcp", dhcpMode,
-		"--efi-boot-file", efiBootFile}
+		"--http-listen", edgeHTTP, "--tftp-listen", srvAddr + ":69", "--dhcp", dhcpMode}
 }
 
-const efiBootFile = "snponly.efi"
+// efiBootFile is what the edge gives UEFI x64 PXE clients by default.
+const efiBootFile = "ipxe.efi"
 
 func (e *fbEnv) command(args ...string) *exec.Cmd {
 	cmd := e.srv.Command(context.Background(), e.bin, args...)
@@ -132,18 +165,18 @@ func (e *fbEnv) command(args ...string) *exec.Cmd {
 
 // cli runs a fleetboot client command in the server namespace and fails the
 // test if it exits non-zero.
-func (e *fbEnv) cli(args ...string) string {
-	e.t.Helper()
+func (e *fbEnv) cli(t *testing.T, args ...string) string {
+	t.Helper()
 	out, err := e.command(args...).CombinedOutput()
 	if err != nil {
-		e.t.Fatalf("fleetboot %s: %v\n%s", strings.Join(args, " "), err, out)
+		t.Fatalf("fleetboot %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
 }
 
 // waitCLI polls a read-only command until the coordinator answers it.
-func (e *fbEnv) waitCLI(limit time.Duration, args ...string) {
-	e.t.Helper()
+func (e *fbEnv) waitCLI(t *testing.T, limit time.Duration, args ...string) {
+	t.Helper()
 	deadline := time.Now().Add(limit)
 	for {
 		out, err := e.command(args...).CombinedOutput()
@@ -152,23 +185,37 @@ func (e *fbEnv) waitCLI(limit time.Duration, args ...string) {
 		}
 		select {
 		case <-e.coord.Exited():
-			e.t.Fatalf("coordinator exited:\n%s", e.coord.Output())
+			t.Fatalf("coordinator exited:\n%s", e.coord.Output())
 		case <-time.After(200 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("coordinator not answering `fleetboot %s` after %s: %v\n%s", strings.Join(args, " "), limit, err, out)
+			t.Fatalf("coordinator not answering `fleetboot %s` after %s: %v\n%s", strings.Join(args, " "), limit, err, out)
 		}
 	}
 }
 
-func (e *fbEnv) addImage(name, iso, extra string) {
-	e.t.Helper()
-	args := []string{"image", "add", name, "--kernel", e.assets.Kernel, "--initrd", e.assets.Initrd,
-		"--cmdline", "console=ttyS0 panic=-1 fleetboot.mac={{mac}} " + extra}
-	if iso != "" {
-		args = append(args, "--iso", iso)
+// addImage registers one of the test images: img-a and img-b boot the
+// marker initramfs, img-live is a LiveOS image whose initramfs checks the
+// ISO it downloads.
+func (e *fbEnv) addImage(t *testing.T, name string) {
+	t.Helper()
+	extra := "fleetboot.image=" + name
+	args := []string{"image", "add", name, "--kernel", e.assets.Kernel, "--initrd", e.assets.Initrd}
+	if name == "img-live" {
+		extra += " fleetboot.iso_sha256=" + e.assets.ISOSHA256
+		args = append(args, "--iso", e.assets.ISO)
 	}
-	e.cli(args...)
+	e.cli(t, append(args, "--cmdline", "console=ttyS0 panic=-1 fleetboot.mac={{mac}} "+extra)...)
+}
+
+// image is the coordinator's record of an image.
+func (e *fbEnv) image(t *testing.T, name string) proto.Image {
+	t.Helper()
+	var im proto.Image
+	if err := json.Unmarshal([]byte(e.cli(t, "image", "show", name, "-o", "json")), &im); err != nil {
+		t.Fatalf("image show %s -o json: %v", name, err)
+	}
+	return im
 }
 
 // probePlatform marks the test's own script requests, which the checks of
@@ -180,7 +227,7 @@ const probePlatform = "e2eprobe"
 // race it.
 func (e *fbEnv) setHost(t *testing.T, mac string, args ...string) {
 	t.Helper()
-	e.cli(append([]string{"host", "set", mac}, args...)...)
+	e.cli(t, append([]string{"host", "set", mac}, args...)...)
 	want := strings.Join(args, " ")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -248,10 +295,19 @@ var logSteps = map[string]*regexp.Regexp{
 	proto.EventScript:  regexp.MustCompile(`msg=script `),
 }
 
+// edgeOutput is what every edge process of the deployment logged, in order.
+func (e *fbEnv) edgeOutput() string {
+	var b strings.Builder
+	for _, p := range e.edges {
+		b.WriteString(p.Output())
+	}
+	return b.String()
+}
+
 // edgeLines are the edge's log lines that name mac.
 func (e *fbEnv) edgeLines(mac string) []string {
 	var out []string
-	for _, l := range strings.Split(e.edge.Output(), "\n") {
+	for _, l := range strings.Split(e.edgeOutput(), "\n") {
 		if strings.Contains(strings.ToLower(l), "mac="+strings.ToLower(mac)) && !strings.Contains(l, probePlatform) {
 			out = append(out, l)
 		}
@@ -325,9 +381,11 @@ func (e *fbEnv) eventsWith(filter ...string) ([]proto.Event, error) {
 	return events, nil
 }
 
-// checkTFTP asserts the edge sent file over TFTP to the address it leased
-// to mac. The edge's TFTP log lines and events name the client's IP only,
-// so the MAC is joined to them through its DHCP ack.
+// checkTFTP asserts the edge sent file whole over TFTP to mac: its log has
+// the transfer to the address it leased to the MAC, and the MAC's events
+// (the edge names the client from its DHCP leases) have the start and the
+// completed transfer. UEFI's size probe (a tsize request it aborts) is a
+// tftp.done with probe=true and does not count as the transfer.
 func (e *fbEnv) checkTFTP(t *testing.T, mac, file string) {
 	t.Helper()
 	ackRE := regexp.MustCompile(`msg="dhcp: ack" .* ip=(\S+)`)
@@ -342,25 +400,114 @@ func (e *fbEnv) checkTFTP(t *testing.T, mac, file string) {
 		return
 	}
 	sent := regexp.MustCompile(`msg=sent .*component=tftp ip=` + regexp.QuoteMeta(ip) + ` file=` + regexp.QuoteMeta(file) + ` `)
-	if findLine(e.edge.Output(), sent) == "" {
+	if findLine(e.edgeOutput(), sent) == "" {
 		t.Errorf("edge log has no TFTP transfer of %s to %s (%s)", file, ip, mac)
 	}
+	info, err := os.Stat(filepath.Join(IPXEDir, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := fmt.Sprint(info.Size())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {
-		events, err := e.eventsWith("--site", site, "--kind", proto.EventTFTPDone)
-		if err == nil && slices.ContainsFunc(events, func(ev proto.Event) bool {
-			return ev.Detail["ip"] == ip && ev.Detail["file"] == file && ev.Detail["probe"] != "true"
-		}) {
+		events, err := e.eventsWith("--host", mac, "--kind", "tftp.")
+		started := slices.ContainsFunc(events, func(ev proto.Event) bool {
+			return ev.Kind == proto.EventTFTPStart && ev.Detail["file"] == file
+		})
+		done := slices.ContainsFunc(events, func(ev proto.Event) bool {
+			return ev.Kind == proto.EventTFTPDone && ev.Detail["file"] == file && ev.Detail["probe"] != "true" && ev.Detail["bytes"] == size
+		})
+		if err == nil && started && done {
 			return
 		}
 		select {
 		case <-ctx.Done():
-			t.Errorf("no %s event for %s to %s (%s): err %v, events %+v", proto.EventTFTPDone, file, ip, mac, err, events)
+			t.Errorf("events --host %s: want %s and %s of %s (%s bytes); err %v, got %+v",
+				mac, proto.EventTFTPStart, proto.EventTFTPDone, file, size, err, events)
 			return
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// checkTimeline asserts `fleetboot host timeline MAC -o json` tells the
+// MAC's network boot step by step in the order the chain ran (DHCP, script,
+// kernel, initrd) with no problem diagnosed. The harness's own script
+// requests are left out, and a step repeated at once (a retransmitted
+// DISCOVER) counts once: firmware may resend before the answer comes.
+func (e *fbEnv) checkTimeline(t *testing.T, mac, image string) {
+	t.Helper()
+	im := e.image(t, image)
+	kernel, _ := im.Artifact(proto.RoleKernel)
+	initrd, _ := im.Artifact(proto.RoleInitrd)
+	want := []string{
+		proto.EventDHCPDiscover, proto.EventDHCPOffer, proto.EventDHCPRequest, proto.EventDHCPAck,
+		proto.EventScript + " " + image,
+		proto.EventArtifactStart + " " + kernel.Name, proto.EventArtifactEnd + " " + kernel.Name,
+		proto.EventArtifactStart + " " + initrd.Name, proto.EventArtifactEnd + " " + initrd.Name,
+	}
+	// The events reach the coordinator asynchronously: poll until the last
+	// step is there.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		var tl struct {
+			MAC   string          `json:"mac"`
+			Boots []timeline.Boot `json:"boots"`
+		}
+		out, err := e.command("host", "timeline", mac, "--since", "1h", "--boots", "0", "-o", "json").Output()
+		if err == nil {
+			err = json.Unmarshal(out, &tl)
+		}
+		var got []string
+		var problems []timeline.Diagnosis
+		for _, b := range tl.Boots {
+			steps := bootSteps(b)
+			if !slices.ContainsFunc(steps, func(s string) bool { return strings.HasPrefix(s, proto.EventDHCPDiscover) }) {
+				continue
+			}
+			got = steps
+			problems = slices.DeleteFunc(slices.Clone(b.Diagnoses), func(d timeline.Diagnosis) bool { return d.Level != timeline.LevelProblem })
+		}
+		diff := cmp.Diff(want, got)
+		if err == nil && diff == "" && tl.MAC == mac {
+			if len(problems) > 0 {
+				t.Errorf("timeline of %s diagnoses problems in a boot that worked: %+v", mac, problems)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Errorf("timeline of %s (mac %q, err %v), boot steps (-want +got):\n%s", mac, tl.MAC, err, diff)
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// bootSteps names a boot's steps (kind, and the image or file where there
+// is one), without the harness's probes and with immediate repeats folded.
+func bootSteps(b timeline.Boot) []string {
+	var out []string
+	for _, s := range b.Steps {
+		ev := s.Event
+		if ev.Detail["platform"] == probePlatform {
+			continue
+		}
+		step := ev.Kind
+		switch ev.Kind {
+		case proto.EventScript:
+			step += " " + ev.Detail["image"]
+		case proto.EventArtifactStart, proto.EventArtifactEnd, proto.EventTFTPStart, proto.EventTFTPDone:
+			step += " " + ev.Detail["file"]
+		}
+		if len(out) > 0 && out[len(out)-1] == step {
+			continue
+		}
+		out = append(out, step)
+	}
+	return out
 }
 
 func kindsOf(events []proto.Event) []string {
@@ -387,7 +534,7 @@ func (e *fbEnv) scriptImages(mac string) []string {
 // TestFleetboot runs the full-DHCP scenarios against one deployment; each
 // subtest uses its own MACs.
 func TestFleetboot(t *testing.T) {
-	e := startFleetboot(t, "full")
+	e := startFleetboot(t, fbOptions{dhcpMode: "full"})
 	full := []string{proto.EventDHCPDiscover, proto.EventDHCPAck, proto.EventScript, proto.EventArtifactEnd}
 
 	t.Run("a-bios-ipxe-rom", func(t *testing.T) {
@@ -395,6 +542,7 @@ func TestFleetboot(t *testing.T) {
 		e.setHost(t, mac, "--image", "img-a", "--site", site)
 		e.boot(t, VMConfig{MAC: mac, Firmware: BIOS}, "img-a")
 		e.checkEdgeSaw(t, mac, full...)
+		e.checkTimeline(t, mac, "img-a")
 	})
 
 	t.Run("c-uefi-ovmf-pxe", func(t *testing.T) {
@@ -406,7 +554,7 @@ func TestFleetboot(t *testing.T) {
 		if !regexp.MustCompile(`(^| )initrd=\S+`).MatchString(m.Cmdline) {
 			t.Errorf("cmdline %q has no initrd= added by the edge", m.Cmdline)
 		}
-		e.checkEdgeSaw(t, mac, full...)
+		e.checkEdgeSaw(t, mac, append(full, proto.EventTFTPStart, proto.EventTFTPDone)...)
 		e.checkTFTP(t, mac, efiBootFile)
 		if !slices.ContainsFunc(e.edgeLines(mac), regexp.MustCompile(`msg="dhcp: ack".*arch=7 .*file=`+regexp.QuoteMeta(efiBootFile)).MatchString) {
 			t.Errorf("edge never acked %s with %s:\n%s", mac, efiBootFile, strings.Join(e.edgeLines(mac), "\n"))
@@ -539,7 +687,7 @@ func TestFleetboot(t *testing.T) {
 // TestFleetbootProxyDHCP is scenario h: dnsmasq owns the addresses, the
 // edge only adds the boot information (proxyDHCP).
 func TestFleetbootProxyDHCP(t *testing.T) {
-	e := startFleetboot(t, "proxy")
+	e := startFleetboot(t, fbOptions{dhcpMode: "proxy", images: []string{"img-a"}})
 	mac := RandomMAC()
 	e.setHost(t, mac, "--image", "img-a", "--site", site)
 	e.boot(t, VMConfig{MAC: mac, Firmware: BIOS}, "img-a")

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,8 +38,10 @@ type Network struct {
 	Switch string // namespace holding the bridge and the VM taps
 	Bridge string // bridge name inside Switch
 	Prefix netip.Prefix
-	taps   int
-	hosts  int
+	// mu guards the counters: scenarios add VMs and hosts concurrently.
+	mu    sync.Mutex
+	taps  int
+	hosts int
 }
 
 // Host is a namespace on the Network with one veth, eth0, in it.
@@ -94,10 +97,12 @@ func (n *Network) AddHost(t testing.TB, name string, addr string, ipv6 string) *
 	if err != nil || !n.Prefix.Contains(a) {
 		t.Fatalf("e2e: host %s: address %q is not inside %s", name, addr, n.Prefix)
 	}
+	n.mu.Lock()
 	n.hosts++
+	port := fmt.Sprintf("vh%d", n.hosts)
+	n.mu.Unlock()
 	h := &Host{Name: name, NS: "fbe2e-" + n.ID + "-" + name, Iface: "eth0", Addr: a}
 	n.addNS(t, h.NS)
-	port := fmt.Sprintf("vh%d", n.hosts)
 	mustIP(t, "-n", n.Switch, "link", "add", port, "type", "veth", "peer", "name", h.Iface, "netns", h.NS)
 	mustIP(t, "-n", n.Switch, "link", "set", port, "master", n.Bridge, "up")
 	if ipv6 == "" {
@@ -115,8 +120,10 @@ func (n *Network) AddHost(t testing.TB, name string, addr string, ipv6 string) *
 // (unique inside the switch namespace). QEMU must run in n.Switch to open it.
 func (n *Network) AddTap(t testing.TB) string {
 	t.Helper()
+	n.mu.Lock()
 	n.taps++
 	tap := fmt.Sprintf("tap%d", n.taps)
+	n.mu.Unlock()
 	mustIP(t, "-n", n.Switch, "tuntap", "add", "dev", tap, "mode", "tap")
 	mustIP(t, "-n", n.Switch, "link", "set", tap, "master", n.Bridge, "up")
 	return tap
