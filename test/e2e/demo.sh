@@ -135,10 +135,10 @@ run image add demo --kernel "$KERNEL" --initrd "$INITRD" \
 run host set "$MAC" --image demo --site lab --hostname demo-vm
 
 bold "edge: DHCP on eth0, TFTP on :69, HTTP on :8080 (cache filled from MinIO)"
-echo "\$ fleetboot edge --name edge1 --site lab --interface eth0 --efi-boot-file snponly.efi ..."
+echo "\$ fleetboot edge --name edge1 --site lab --interface eth0 ..."
 ip netns exec "$SRV" env FLEETBOOT_NATS=nats://127.0.0.1:4222 "${S3ENV[@]}" "$BIN" edge --coordinator nats://127.0.0.1:4222 \
   --name edge1 --site lab --interface eth0 --state-dir "$WORK/edge-state" --cache-dir "$WORK/edge-cache" \
-  --http-listen 10.77.0.1:8080 --tftp-listen 10.77.0.1:69 --efi-boot-file snponly.efi >"$WORK/edge.log" 2>&1 &
+  --http-listen 10.77.0.1:8080 --tftp-listen 10.77.0.1:69 >"$WORK/edge.log" 2>&1 &
 PIDS+=($!)
 wait_for "edge HTTP" 60 in_srv curl -fsS -o /dev/null http://10.77.0.1:8080/metrics
 wait_for "edge state" 60 grep -q 'state in sync.*bucket=hosts' "$WORK/edge.log"

@@ -7,4 +7,9 @@
 // Everything here needs root: the tests skip with a message saying so
 // otherwise. Nothing is ever bridged to a host interface; servers run inside
 // the namespaces the harness creates, on their own veth or loopback.
+//
+// Each test that boots VMs has its own network, so they run in parallel
+// (t.Parallel; `go test -parallel N`, by default as many as CPUs): much of
+// a boot is firmware and iPXE waiting on timers, not CPU. Scenarios that
+// share a deployment run one after another inside their test.
 package e2e

@@ -534,6 +534,7 @@ func (e *fbEnv) scriptImages(mac string) []string {
 // TestFleetboot runs the full-DHCP scenarios against one deployment; each
 // subtest uses its own MACs.
 func TestFleetboot(t *testing.T) {
+	t.Parallel()
 	e := startFleetboot(t, fbOptions{dhcpMode: "full"})
 	full := []string{proto.EventDHCPDiscover, proto.EventDHCPAck, proto.EventScript, proto.EventArtifactEnd}
 
@@ -687,6 +688,7 @@ func TestFleetboot(t *testing.T) {
 // TestFleetbootProxyDHCP is scenario h: dnsmasq owns the addresses, the
 // edge only adds the boot information (proxyDHCP).
 func TestFleetbootProxyDHCP(t *testing.T) {
+	t.Parallel()
 	e := startFleetboot(t, fbOptions{dhcpMode: "proxy", images: []string{"img-a"}})
 	mac := RandomMAC()
 	e.setHost(t, mac, "--image", "img-a", "--site", site)

@@ -28,6 +28,7 @@ import (
 // boots the default, ipxe.efi), and drains for 2 s on stop: with NATS down
 // its events wait on disk, not in the drain.
 func TestFleetbootCoordinatorDown(t *testing.T) {
+	t.Parallel()
 	e := startFleetboot(t, fbOptions{dhcpMode: "full", images: []string{"img-a"},
 		edgeArgs: []string{"--efi-boot-file", "snponly.efi", "--drain", "2s"}})
 	macUEFI, macBIOS := RandomMAC(), RandomMAC()

@@ -77,6 +77,7 @@ func plainScript(base string, _ *http.Request) string {
 // for DHCP+TFTP, Go's file server for HTTP) and logs each boot's wall time,
 // the baseline fleetboot is compared with.
 func TestReferenceBoot(t *testing.T) {
+	t.Parallel()
 	// Chain through undionly.kpxe even though QEMU's ROM is already iPXE:
 	// the ROM's netdev uses the native virtio driver, undionly's the UNDI one.
 	undionly := func(base string, r *http.Request) string {
@@ -127,6 +128,7 @@ func TestReferenceBoot(t *testing.T) {
 // dnsmasq: a classic BIOS PXE request gets undionly.kpxe, which TFTP serves
 // byte for byte, and iPXE's second request gets the HTTP script.
 func TestReferenceDHCPChain(t *testing.T) {
+	t.Parallel()
 	e := startRef(t, DnsmasqConfig{BIOSFile: "undionly.kpxe", EFIFile: "snponly.efi", NoPing: true}, false, plainScript)
 	cli := e.net.AddHost(t, "cli", "10.77.0.50", "")
 	checkPXEChain(t, cli, "10.77.0.1", e.base+"/boot.ipxe", nil)
