@@ -48,10 +48,14 @@ e2e: deps build ## all end-to-end scenarios (issue 6 a-h) and reference boots: Q
 demo: deps build ## boot one VM through MinIO + coordinator + edge in a namespace, console on this terminal (root)
 	FLEETBOOT_BIN=$(BIN) ./test/e2e/demo.sh
 
-bench: deps build ## Go benchmarks, then test/bench: fleetboot vs dnsmasq/nginx side by side, as ratios (root)
+bench: deps build ## Go benchmarks, then test/bench: fleetboot vs dnsmasq, Kea, tftpd-hpa, nginx, MinIO side by side (root), table at the end
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v /test/bench)
-	set -o pipefail; FLEETBOOT_E2E_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m \
-		./test/bench/ | tee bin/bench.log | grep -E '^(Benchmark|ok|FAIL|PASS)|ratio' # full output: bin/bench.log
+	@# -v: without it Go cuts a benchmark's log after ten lines. Full output: bin/bench.log.
+	set -o pipefail; FLEETBOOT_E2E_BIN=$(CURDIR)/$(BIN) $(GO) test -v -run '^$$' -bench . -benchtime 1x -timeout 20m \
+		./test/bench/ | tee bin/bench.log | grep -E '^(Benchmark.*[0-9] ns/op|ok|FAIL|PASS|--- FAIL)|SUMMARY\|'
+	@echo; echo "fleetboot against reference servers, same machine, same run (full output: bin/bench.log):"; \
+	printf '%-5s | %-34s | %-10s | %-16s | %s\n' area figure server value "fleetboot / reference"; \
+	grep -o 'SUMMARY|.*' bin/bench.log | sed 's/^SUMMARY| //'
 
 clean:
 	rm -rf bin

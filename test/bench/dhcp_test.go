@@ -167,9 +167,5 @@ func startKea(b *testing.B, env *benchEnv) {
 
 func waitUDP(b *testing.B, env *benchEnv, p *e2e.Proc, port int) {
 	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := e2e.WaitListening(ctx, env.srv.NS, "udp", port); err != nil {
-		b.Fatalf("%s: %v\n%s", p.Name, err, p.Output())
-	}
+	waitPort(b, env.srv.NS, p, "udp", port)
 }

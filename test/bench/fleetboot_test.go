@@ -79,9 +79,7 @@ func startFleetboot(b *testing.B, env *benchEnv, o edgeOpts) *fleetboot {
 	}
 	fb.coord = run("coordinator", "coordinator", "--data", filepath.Join(env.dir, "coord"), "--nats-listen", "127.0.0.1:4222",
 		"--store", store)
-	if err := e2e.WaitListening(ctx, env.srv.NS, "tcp", 4222); err != nil {
-		b.Fatalf("%v\n%s", err, fb.coord.Output())
-	}
+	waitPort(b, env.srv.NS, fb.coord, "tcp", 4222)
 	subnet := o.subnet
 	if subnet == "" {
 		subnet = env.prefix
@@ -122,10 +120,26 @@ func startFleetboot(b *testing.B, env *benchEnv, o edgeOpts) *fleetboot {
 	if o.dhcp {
 		port, proto = 67, "udp"
 	}
-	if err := e2e.WaitListening(ctx, env.srv.NS, proto, port); err != nil {
-		b.Fatalf("%v\n%s", err, fb.edge.Output())
-	}
+	waitPort(b, env.srv.NS, fb.edge, proto, port)
 	return fb
+}
+
+// waitPort waits until something listens on port in the namespace, and
+// fails at once if p exits first.
+func waitPort(b *testing.B, ns string, p *e2e.Proc, proto string, port int) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.Exited():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if err := e2e.WaitListening(ctx, ns, proto, port); err != nil {
+		b.Fatalf("%s: %v\n%s", p.Name, err, p.Output())
+	}
 }
 
 // get fetches url from the client host, checks the status and length, and

@@ -133,11 +133,7 @@ http {
 	}
 	cmd := env.srv.Command(context.Background(), "nginx", "-c", conf, "-p", env.dir, "-e", "stderr")
 	p := e2e.StartProc(b, env.dir, "nginx", cmd)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := e2e.WaitListening(ctx, env.srv.NS, "tcp", 8080); err != nil {
-		b.Fatalf("nginx: %v\n%s", err, p.Output())
-	}
+	waitPort(b, env.srv.NS, p, "tcp", 8080)
 	return "http://" + env.addr + ":8080"
 }
 
@@ -157,7 +153,7 @@ func BenchmarkHTTPCold(b *testing.B) {
 	}
 	startFleetboot(b, env, edgeOpts{
 		images: []image{{"cold1", blobs[0]}, {"cold50", blobs[1]}},
-		store:  "s3://" + minioBucket + "?endpoint=" + minioAddress,
+		store:  "s3://" + minioBucket + "?tls=false&endpoint=" + minioAddress,
 		env:    []string{"FLEETBOOT_S3_ACCESS_KEY=" + minioUser, "FLEETBOOT_S3_SECRET_KEY=" + minioSecret},
 	})
 	client := env.cli.HTTPClient(5 * time.Minute)
