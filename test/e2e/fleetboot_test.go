@@ -282,7 +282,7 @@ func (e *fbEnv) boot(t *testing.T, cfg VMConfig, image string, words ...string) 
 	if err := vm.CheckMarker(m, want...); err != nil {
 		t.Error(err)
 	}
-	t.Logf("TIMING fleetboot %s: power-on to marker %.1fs", t.Name(), m.Elapsed.Seconds())
+	t.Logf("TIMING fleetboot %s %s: power-on to marker %.1fs", t.Name(), vm.Config.Name, m.Elapsed.Seconds())
 	vm.Stop()
 	return vm, m
 }

@@ -49,7 +49,7 @@ func TestFleetbootCoordinatorDown(t *testing.T) {
 	// The edge alone, with DHCP, TFTP and HTTP: a UEFI machine (OVMF's PXE
 	// client) boots through snponly.efi.
 	{
-		_, m := e.boot(t, VMConfig{MAC: macUEFI, Firmware: UEFI, NoROM: true}, "img-a")
+		_, m := e.boot(t, VMConfig{MAC: macUEFI, Firmware: UEFI, NoROM: true, Name: "uefi-coordinator-down"}, "img-a")
 		if !regexp.MustCompile(`(^| )initrd=\S+`).MatchString(m.Cmdline) {
 			t.Errorf("cmdline %q has no initrd= added by the edge", m.Cmdline)
 		}
@@ -75,7 +75,7 @@ func TestFleetbootCoordinatorDown(t *testing.T) {
 		// The snapshot the restarted edge serves from holds both machines.
 		e.checkSnapshot(t, macUEFI, macBIOS)
 		e.startEdge(t, "edge-2", regexp.MustCompile(`state loaded from snapshot.* hosts=2 `))
-		e.boot(t, VMConfig{MAC: macBIOS, Firmware: BIOS}, "img-a")
+		e.boot(t, VMConfig{MAC: macBIOS, Firmware: BIOS, Name: "bios-edge-restarted"}, "img-a")
 		lines := strings.Split(e.edge.Output(), "\n")
 		for _, re := range []*regexp.Regexp{
 			regexp.MustCompile(`msg="dhcp: ack".*mac=` + macBIOS),
