@@ -79,7 +79,7 @@ func startFleetboot(b *testing.B, env *benchEnv, o edgeOpts) *fleetboot {
 	}
 	fb.coord = run("coordinator", "coordinator", "--data", filepath.Join(env.dir, "coord"), "--nats-listen", "127.0.0.1:4222",
 		"--store", store)
-	waitPort(b, env.srv.NS, fb.coord, "tcp", 4222)
+	waitAPI(b, fb.coord)
 	subnet := o.subnet
 	if subnet == "" {
 		subnet = env.prefix
@@ -122,6 +122,17 @@ func startFleetboot(b *testing.B, env *benchEnv, o edgeOpts) *fleetboot {
 	}
 	waitPort(b, env.srv.NS, fb.edge, proto, port)
 	return fb
+}
+
+// waitAPI waits until the coordinator answers its API: NATS listening is
+// not enough, the API subscribes after the buckets are set up.
+func waitAPI(b *testing.B, coord *e2e.Proc) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := coord.WaitFor(ctx, regexp.MustCompile(`coordinator API serving`)); err != nil {
+		b.Fatalf("coordinator: %v\n%s", err, coord.Output())
+	}
 }
 
 // waitPort waits until something listens on port in the namespace, and

@@ -73,7 +73,7 @@ func BenchmarkScale(b *testing.B) {
 	}
 	coord := run("coordinator", "coordinator", "--data", filepath.Join(dir, "coord"), "--nats-listen", "127.0.0.1:4222",
 		"--store", "dir://"+filepath.Join(dir, "store"), "--http-listen", "")
-	waitPort(b, h.NS, coord, "tcp", 4222)
+	waitAPI(b, coord)
 	for i := range scaleSites {
 		cli("site", "add", fmt.Sprintf("s%d", i), "--subnet", fmt.Sprintf("10.%d.0.0/16", 100+i), "--unknown", "exit")
 	}
