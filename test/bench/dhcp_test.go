@@ -38,8 +38,8 @@ func BenchmarkDHCP(b *testing.B) {
 		b.Fatal("perfdhcp not installed: run `make deps` (Debian package kea-admin)")
 	}
 	// perfdhcp's target rates, stepped up by about x1.4 until drops appear
-	// (at most 13 steps of 6 s per server).
-	rates := []int{250, 375, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 16000}
+	// (at most 14 steps of 6 s per server).
+	rates := []int{125, 250, 375, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 16000}
 	res := newResults("DHCP")
 	servers := []struct {
 		name  string
