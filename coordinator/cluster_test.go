@@ -3,10 +3,7 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net"
-	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -18,68 +15,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/test/natstest"
 )
 
-// startCluster starts n in-process nats-servers with JetStream that form one
-// cluster over routes on 127.0.0.1, and waits until the JetStream meta group
-// has a leader that sees all n peers. A clustered JetStream node refuses to
-// start without configured routes, so the route ports are reserved first
-// (listen on port 0, note the port, close) and every node gets them all.
-func startCluster(t testing.TB, n int) []*server.Server {
-	t.Helper()
-	var ports []int
-	var routes []*url.URL
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-		routes = append(routes, &url.URL{Scheme: "nats", Host: l.Addr().String()})
-		l.Close()
-	}
-	var nodes []*server.Server
-	for i := range n {
-		name := fmt.Sprintf("n%d", i+1)
-		ns, err := server.NewServer(&server.Options{
-			ServerName: name,
-			Host:       "127.0.0.1",
-			Port:       server.RANDOM_PORT,
-			JetStream:  true,
-			StoreDir:   t.TempDir(),
-			NoSigs:     true,
-			Cluster: server.ClusterOpts{
-				Name: "fleetboot-test",
-				Host: "127.0.0.1",
-				Port: ports[i],
-			},
-			Routes: routes,
-		})
-		if err != nil {
-			t.Fatalf("cluster node %s: %v", name, err)
-		}
-		ns.Start()
-		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-		nodes = append(nodes, ns)
-	}
-	for _, ns := range nodes {
-		if !ns.ReadyForConnections(30 * time.Second) {
-			t.Fatalf("cluster node %s not ready (route port taken?)", ns.Name())
-		}
-	}
-	clusterWait(t, 30*time.Second, "JetStream meta leader with all peers", func() error {
-		for _, ns := range nodes {
-			if ns.JetStreamIsLeader() {
-				if p := ns.JetStreamClusterPeers(); len(p) != n {
-					return fmt.Errorf("leader %s sees peers %v", ns.Name(), p)
-				}
-				return nil
-			}
-		}
-		return errors.New("no meta leader")
-	})
-	return nodes
-}
+func startCluster(t testing.TB, n int) []*server.Server { return natstest.StartCluster(t, n) }
 
 func clusterURLs(nodes []*server.Server) string {
 	var u []string

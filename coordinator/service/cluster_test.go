@@ -4,81 +4,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/url"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/test/natstest"
 )
 
-// startJSCluster starts n in-process nats-servers with JetStream in one
-// cluster on 127.0.0.1 and returns their client URLs once the meta group has
-// a leader that sees every peer. A clustered JetStream node refuses to start
-// without configured routes, so the route ports are reserved first.
+// startJSCluster returns the client URLs of an n-node JetStream cluster.
 func startJSCluster(t testing.TB, n int) []string {
-	t.Helper()
-	var ports []int
-	var routes []*url.URL
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-		routes = append(routes, &url.URL{Scheme: "nats", Host: l.Addr().String()})
-		l.Close()
-	}
-	var nodes []*server.Server
-	for i := range n {
-		ns, err := server.NewServer(&server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1),
-			Host:       "127.0.0.1",
-			Port:       server.RANDOM_PORT,
-			JetStream:  true,
-			StoreDir:   t.TempDir(),
-			NoSigs:     true,
-			Cluster:    server.ClusterOpts{Name: "fleetboot-test", Host: "127.0.0.1", Port: ports[i]},
-			Routes:     routes,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ns.Start()
-		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-		nodes = append(nodes, ns)
-	}
 	var urls []string
-	for _, ns := range nodes {
-		if !ns.ReadyForConnections(30 * time.Second) {
-			t.Fatalf("cluster node %s not ready (route port taken?)", ns.Name())
-		}
+	for _, ns := range natstest.StartCluster(t, n) {
 		urls = append(urls, ns.ClientURL())
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		leader := false
-		for _, ns := range nodes {
-			if ns.JetStreamIsLeader() && len(ns.JetStreamClusterPeers()) == n {
-				leader = true
-			}
-		}
-		if leader {
-			return urls
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no JetStream meta leader seeing all peers after 30s")
-		}
-		<-tick.C
-	}
+	return urls
 }
 
 // twoCoordinators returns two services, as two coordinator processes would
