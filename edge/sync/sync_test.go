@@ -206,8 +206,10 @@ func TestResumeFromSnapshotRevision(t *testing.T) {
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go sy.Run(ctx, js)
+	done := make(chan struct{})
+	go func() { sy.Run(ctx, js); close(done) }()
+	// Stop it before the temporary directory goes: Run writes a last snapshot.
+	defer func() { cancel(); <-done }()
 	waitFor(t, "the new host", func() bool { _, ok := st2.Host("52:54:00:00:02:00"); return ok })
 	if n := applied.Load(); n > 3 {
 		t.Errorf("resume applied %d changes; want only the new one (no full reload)", n)
