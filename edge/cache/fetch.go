@@ -105,17 +105,17 @@ func (f *fetch) update(fn func()) {
 }
 
 // state returns a snapshot and the channel that is closed on the next change.
-func (f *fetch) state() (written int64, done bool, err error, changed <-chan struct{}) {
+func (f *fetch) state() (written int64, done bool, changed <-chan struct{}, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.written, f.done, f.err, f.changed
+	return f.written, f.done, f.changed, f.err
 }
 
 // wait blocks until cond holds for the fetch's state, the fetch fails, or
 // ctx is done.
 func (f *fetch) wait(ctx context.Context, cond func(written int64, done bool) bool) error {
 	for {
-		written, done, err, changed := f.state()
+		written, done, changed, err := f.state()
 		if err != nil {
 			return err
 		}
@@ -132,7 +132,7 @@ func (f *fetch) wait(ctx context.Context, cond func(written int64, done bool) bo
 
 // failed returns the fetch's error, if it has failed.
 func (f *fetch) failed() error {
-	_, _, err, _ := f.state()
+	_, _, _, err := f.state()
 	return err
 }
 
@@ -148,7 +148,7 @@ type streamReader struct {
 func (s *streamReader) Read(p []byte) (int, error) {
 	size := s.f.a.Size
 	for {
-		written, done, err, changed := s.f.state()
+		written, done, changed, err := s.f.state()
 		if err != nil {
 			return 0, err
 		}
