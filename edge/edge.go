@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -85,11 +86,18 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.BootDir != "" {
 		staged := filepath.Join(cfg.StateDir, "boot")
 		n, err := stageBootFiles(cfg.BootDir, staged)
-		if err != nil {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			// Scripts and artifacts still work; only firmware that needs an
+			// iPXE binary first (TFTP, UEFI HTTP) cannot be served.
+			log.Warn("no boot files: the boot directory does not exist (install Debian's ipxe package or pass --boot-dir)", "dir", cfg.BootDir)
+			cfg.BootDir = ""
+		case err != nil:
 			return err
+		default:
+			log.Info("boot files staged", "from", cfg.BootDir, "files", n)
+			cfg.BootDir = staged
 		}
-		log.Info("boot files staged", "from", cfg.BootDir, "files", n)
-		cfg.BootDir = staged
 	}
 
 	st := state.New()
