@@ -75,20 +75,7 @@ func (s *State) Host(mac string) (proto.Host, bool) {
 func (s *State) Hosts() []proto.Host {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]proto.Host, 0, len(s.hosts))
-	for _, h := range s.hosts {
-		out = append(out, cloneHost(h))
-	}
-	slices.SortFunc(out, func(a, b proto.Host) int {
-		if a.MAC < b.MAC {
-			return -1
-		}
-		if a.MAC > b.MAC {
-			return 1
-		}
-		return 0
-	})
-	return out
+	return sortedValues(s.hosts, cloneHost)
 }
 
 // PutHost adds or replaces a host.
@@ -137,20 +124,7 @@ func (s *State) Image(name string) (proto.Image, bool) {
 func (s *State) Images() []proto.Image {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]proto.Image, 0, len(s.images))
-	for _, im := range s.images {
-		out = append(out, cloneImage(im))
-	}
-	slices.SortFunc(out, func(a, b proto.Image) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		if a.Name > b.Name {
-			return 1
-		}
-		return 0
-	})
-	return out
+	return sortedValues(s.images, cloneImage)
 }
 
 // PutImage adds or replaces an image.
@@ -199,6 +173,16 @@ func (s *State) AssignedImages() []string {
 		set[s.site.DiscoveryImage] = true
 	}
 	return slices.Sorted(maps.Keys(set))
+}
+
+// sortedValues returns copies of m's values in the order of their keys (the
+// primary MAC or the image name).
+func sortedValues[V any](m map[string]V, clone func(V) V) []V {
+	out := make([]V, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, clone(m[k]))
+	}
+	return out
 }
 
 func cloneSite(s proto.Site) proto.Site {

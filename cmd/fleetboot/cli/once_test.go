@@ -16,19 +16,7 @@ import (
 // to the edge; the coordinator then flips it to local boot, and the edge
 // serves the exit-to-disk script — Razor's and Foreman's build mode.
 func TestOnceInstallCallbackFlipsToLocal(t *testing.T) {
-	storeDir := t.TempDir()
-	url := startCoordinator(t, "dir://"+storeDir)
-	env := []string{"FLEETBOOT_NATS=" + url}
-	files := t.TempDir()
-	for _, args := range [][]string{
-		{"site", "add", "lab", "--subnet", "10.0.0.0/24"},
-		{"image", "add", "inst", "--kernel", writeFile(t, files, "vmlinuz", "k"), "--initrd", writeFile(t, files, "initrd.img", "i")},
-		{"host", "set", "52:54:00:00:0a:01", "--image", "inst", "--once"},
-	} {
-		if r := run(t, env, args...); r.code != 0 {
-			t.Fatalf("%v: %s", args, r.stderr)
-		}
-	}
+	storeDir, url, env := labWithHost(t, "inst", "52:54:00:00:0a:01", "--once")
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
@@ -85,4 +73,24 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
+}
+
+// labWithHost starts a coordinator with a dir:// store, site lab, an image
+// and one host booting it (host set MAC --image IMAGE, plus extra flags).
+func labWithHost(t *testing.T, image, mac string, hostFlags ...string) (storeDir, url string, env []string) {
+	t.Helper()
+	storeDir = t.TempDir()
+	url = startCoordinator(t, "dir://"+storeDir)
+	env = []string{"FLEETBOOT_NATS=" + url}
+	files := t.TempDir()
+	for _, args := range [][]string{
+		{"site", "add", "lab", "--subnet", "10.0.0.0/24"},
+		{"image", "add", image, "--kernel", writeFile(t, files, "vmlinuz", "k"), "--initrd", writeFile(t, files, "initrd.img", "i")},
+		append([]string{"host", "set", mac, "--image", image}, hostFlags...),
+	} {
+		if r := run(t, env, args...); r.code != 0 {
+			t.Fatalf("%v: %s", args, r.stderr)
+		}
+	}
+	return storeDir, url, env
 }

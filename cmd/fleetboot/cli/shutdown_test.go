@@ -17,19 +17,7 @@ import (
 // SIGTERM stops an edge cleanly: it exits 0, and the events of the last
 // requests reach the coordinator before it goes (the buffer is flushed).
 func TestEdgeGracefulShutdown(t *testing.T) {
-	storeDir := t.TempDir()
-	url := startCoordinator(t, "dir://"+storeDir)
-	env := []string{"FLEETBOOT_NATS=" + url}
-	files := t.TempDir()
-	for _, args := range [][]string{
-		{"site", "add", "lab", "--subnet", "10.0.0.0/24"},
-		{"image", "add", "img", "--kernel", writeFile(t, files, "vmlinuz", "k"), "--initrd", writeFile(t, files, "initrd.img", "i")},
-		{"host", "set", "52:54:00:00:0b:01", "--image", "img"},
-	} {
-		if r := run(t, env, args...); r.code != 0 {
-			t.Fatalf("%v: %s", args, r.stderr)
-		}
-	}
+	_, url, env := labWithHost(t, "img", "52:54:00:00:0b:01")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
