@@ -311,7 +311,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) er
 		Replicas:   replicas,
 		MaxAge:     30 * 24 * time.Hour,
 		MaxBytes:   1 << 30,
-		Duplicates: 15 * time.Minute,
+		Duplicates: proto.EventsDuplicateWindow,
 	})
 	if err != nil {
 		return fmt.Errorf("coordinator: create stream %s: %w", proto.StreamEvents, err)

@@ -1,6 +1,9 @@
 package proto
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
 
 // KV buckets holding the desired state. The coordinator is their only writer.
 const (
@@ -10,6 +13,12 @@ const (
 	BucketMACs   = "macs"   // key: MAC as 12 hex digits -> HostKey; keeps a MAC unique across sites
 	BucketEdges  = "edges"  // key: edge name -> EdgeStatus (last heartbeat)
 )
+
+// EventsDuplicateWindow is how long the EVENTS stream remembers message IDs
+// (Nats-Msg-Id). It is part of the contract: an edge may resend an event it
+// is not sure was stored for up to this long after the first publish, and the
+// stream must drop the copy. Whoever creates the stream uses this value.
+const EventsDuplicateWindow = 15 * time.Minute
 
 // Streams.
 const (

@@ -3,7 +3,6 @@ package events
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -14,7 +13,7 @@ import (
 // must cover the longest a sender can take between a publish that reached
 // the stream and the cursor write that records it, and the retries of a
 // publish whose ack was lost: minutes, not hours.
-const DuplicateWindow = 10 * time.Minute
+const DuplicateWindow = proto.EventsDuplicateWindow
 
 // EnsureStream creates the EVENTS stream, or updates it to this
 // configuration: subjects fleetboot.events.>, file storage, a duplicate

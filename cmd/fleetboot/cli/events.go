@@ -252,10 +252,7 @@ ignores. A known host's other MACs are included. Times are UTC.`,
   fleetboot host timeline 52:54:00:12:34:56 -o json`,
 		Args: exactArgs(1, "MAC"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(out); err != nil {
-				return err
-			}
-			mac, err := proto.ParseMAC(args[0])
+			mac, err := macArg(out, args)
 			if err != nil {
 				return err
 			}

@@ -52,10 +52,7 @@ and the script the edge renders for it.`,
   fleetboot explain 52:54:00:12:34:56 --arch 7 -o json`,
 		Args: exactArgs(1, "MAC"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(out); err != nil {
-				return err
-			}
-			mac, err := proto.ParseMAC(args[0])
+			mac, err := macArg(out, args)
 			if err != nil {
 				return err
 			}

@@ -37,10 +37,7 @@ reports done.`,
   fleetboot host set 52:54:00:12:34:56 --state local`,
 		Args: exactArgs(1, "MAC"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(out); err != nil {
-				return err
-			}
-			mac, err := proto.ParseMAC(args[0])
+			mac, err := macArg(out, args)
 			if err != nil {
 				return err
 			}
@@ -122,10 +119,7 @@ func (a *app) hostShowCmd() *cobra.Command {
 		Example: "  fleetboot host show 52:54:00:12:34:56 -o json",
 		Args:    exactArgs(1, "MAC"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(out); err != nil {
-				return err
-			}
-			mac, err := proto.ParseMAC(args[0])
+			mac, err := macArg(out, args)
 			if err != nil {
 				return err
 			}

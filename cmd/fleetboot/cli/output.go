@@ -7,6 +7,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/fleetboot/fleetboot/proto"
 	"github.com/spf13/cobra"
 )
 
@@ -55,4 +56,13 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// macArg checks -o and parses the MAC a command takes as its argument: the
+// two things every per-machine command validates before calling out.
+func macArg(out string, args []string) (string, error) {
+	if err := checkOutput(out); err != nil {
+		return "", err
+	}
+	return proto.ParseMAC(args[0])
 }
