@@ -226,7 +226,13 @@ func Run(ctx context.Context, cfg Config) error {
 
 // setupState creates the KV buckets and the streams.
 func setupState(ctx context.Context, js jetstream.JetStream, cfg Config, checker service.ArtifactChecker, log *slog.Logger) (*service.Service, error) {
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	// On a cluster a create can hang on a meta leader that is still being
+	// elected; a short attempt that the caller retries gets past it sooner.
+	limit := 30 * time.Second
+	if cfg.NATSURL != "" {
+		limit = 10 * time.Second
+	}
+	sctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	svc, err := service.New(sctx, service.Config{JS: js, Replicas: cfg.Replicas, Checker: checker, Logger: log})
 	if err != nil {

@@ -2,14 +2,15 @@
 # The compose stack's init job: register the two sites, the demo image (its
 # artifacts go to MinIO through the coordinator's store) and one host per
 # site: the busybox client of that site. Safe to run again: every step is a
-# create-or-replace. The coordinators may still be starting, so the first
-# call is retried.
+# create-or-replace. The coordinators may still be starting (on a loaded
+# machine a new JetStream cluster can take a minute or two to elect the
+# leaders of their buckets), so the first call is retried for up to 5 minutes.
 set -eu
 fb() { fleetboot "$@"; }
 i=0
 until fb site ls >/dev/null 2>&1; do
 	i=$((i + 1))
-	[ "$i" -lt 60 ] || { fb site ls; exit 1; }
+	[ "$i" -lt 300 ] || { fb site ls; exit 1; }
 	sleep 1
 done
 fb site add site-a --subnet 10.77.1.0/24 --range 10.77.1.100-10.77.1.200

@@ -223,7 +223,7 @@ func TestComposeTwoSites(t *testing.T) {
 	if out, err := s.composeCmd("up", "-d"); err != nil {
 		t.Fatalf("compose up: %v\n%s", err, out)
 	}
-	poll(t, 3*time.Minute, "init job", func() error {
+	poll(t, 6*time.Minute, "init job", func() error {
 		out, err := s.run("docker", "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", s.container("init"))
 		if err != nil {
 			return err
