@@ -5,6 +5,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/fleetboot/fleetboot/shared/atomicfile"
 )
 
 // stageBootFiles copies the bootstrap binaries of src (iPXE, shim, GRUB) into
@@ -47,24 +49,8 @@ func copyFile(from, to string, st os.FileInfo) error {
 		return err
 	}
 	defer in.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(to), ".stage-*")
-	if err != nil {
+	return atomicfile.Write(to, atomicfile.Options{Perm: 0o644, ModTime: st.ModTime()}, func(w io.Writer) error {
+		_, err := io.Copy(w, in)
 		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := io.Copy(tmp, in); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chtimes(tmp.Name(), st.ModTime(), st.ModTime()); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), to)
+	})
 }

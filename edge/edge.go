@@ -24,7 +24,7 @@ import (
 	"github.com/fleetboot/fleetboot/edge/events"
 	"github.com/fleetboot/fleetboot/edge/httpboot"
 	"github.com/fleetboot/fleetboot/edge/state"
-	"github.com/fleetboot/fleetboot/edge/sync"
+	"github.com/fleetboot/fleetboot/edge/statesync"
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/artifactstore"
 )
@@ -101,7 +101,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	st := state.New()
-	syncer, err := sync.New(sync.Config{Site: cfg.Site, State: st, SnapshotPath: filepath.Join(cfg.StateDir, "state.json"), Logger: log})
+	syncer, err := statesync.New(statesync.Config{Site: cfg.Site, State: st, SnapshotPath: filepath.Join(cfg.StateDir, "state.json"), Logger: log})
 	if err != nil {
 		return err
 	}

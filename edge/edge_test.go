@@ -24,6 +24,7 @@ import (
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/artifactstore"
 	"github.com/fleetboot/fleetboot/test/natstest"
+	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
 // fakeCoordinator writes the KV buckets the way the coordinator does, so the
@@ -100,17 +101,6 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
-
 // The edge follows the desired state over NATS, serves scripts and artifacts
 // from it, applies changes without a restart, heartbeats and records events.
 func TestEdgeServesDesiredState(t *testing.T) {
@@ -178,7 +168,7 @@ func TestEdgeServesDesiredState(t *testing.T) {
 		_, body := get(t, base+"/boot.ipxe?mac="+mac+"&arch=x86_64")
 		return body
 	}
-	eventually(t, "script for image one", func() bool { return strings.Contains(script(), "/artifacts/one/vmlinuz") })
+	waitfor.True(t, "script for image one", func() bool { return strings.Contains(script(), "/artifacts/one/vmlinuz") })
 	if s := script(); !strings.Contains(s, "console=ttyS0") || !strings.Contains(s, "initrd=initrd.img") {
 		t.Errorf("script lacks the cmdline or initrd name:\n%s", s)
 	}
@@ -194,10 +184,10 @@ func TestEdgeServesDesiredState(t *testing.T) {
 
 	// A change made at the coordinator is served without a restart.
 	fc.put(proto.BucketHosts, key, proto.Host{V: 1, MAC: mac, Site: "lab", Image: "two", State: proto.StateBoot})
-	eventually(t, "script for image two", func() bool { return strings.Contains(script(), "/artifacts/two/vmlinuz") })
+	waitfor.True(t, "script for image two", func() bool { return strings.Contains(script(), "/artifacts/two/vmlinuz") })
 
 	// Heartbeats carry the applied revision and the cache size.
-	eventually(t, "a heartbeat with a revision", func() bool {
+	waitfor.True(t, "a heartbeat with a revision", func() bool {
 		select {
 		case st := <-status:
 			return st.Name == "e1" && st.Site == "lab" && st.Revision > 0 && st.CacheBytes > 0
@@ -227,7 +217,7 @@ func TestEdgeServesDesiredState(t *testing.T) {
 		}
 		return got
 	}
-	eventually(t, "script and artifact events", func() bool {
+	waitfor.True(t, "script and artifact events", func() bool {
 		k := kinds()
 		return k[proto.EventScript] && k[proto.EventArtifactStart] && k[proto.EventArtifactEnd]
 	})

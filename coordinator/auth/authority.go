@@ -19,6 +19,7 @@ import (
 
 	"github.com/fleetboot/fleetboot/coordinator/service"
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/shared/atomicfile"
 )
 
 // API endpoints (relative to proto.APIPrefix) that enrol and revoke.
@@ -418,11 +419,7 @@ func (a *Authority) save() error {
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
-	tmp := a.registryPath() + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return fmt.Errorf("auth: %w", err)
-	}
-	if err := os.Rename(tmp, a.registryPath()); err != nil {
+	if err := atomicfile.WriteFile(a.registryPath(), data, 0o600); err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
 	return nil

@@ -21,8 +21,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetboot/fleetboot/proto"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
 // TestColdConcurrentClients: many clients ask for the same uncached
@@ -553,7 +555,7 @@ func TestPrefetch(t *testing.T) {
 	if r := do(t, "GET", ts.url(arts[3]), nil); r.err != nil || r.status != 200 {
 		t.Fatalf("client during prefetch: %d %v", r.status, r.err)
 	}
-	pollUntil(t, "prefetch to finish", func() bool {
+	waitfor.True(t, "prefetch to finish", func() bool {
 		for _, a := range arts {
 			if !c.Contains(a.SHA256) {
 				return false
@@ -610,7 +612,7 @@ func TestEventsAndMetrics(t *testing.T) {
 			t.Fatalf("%d %v", r.status, r.err)
 		}
 		// The end event follows the last body byte: wait for the handler.
-		pollUntil(t, "artifact.end", func() bool { return len(rec.snapshot()) == 2*(i+1) })
+		waitfor.True(t, "artifact.end", func() bool { return len(rec.snapshot()) == 2*(i+1) })
 	}
 	events := rec.snapshot()
 	// Durations vary; blank them before comparing.

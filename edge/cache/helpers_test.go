@@ -21,11 +21,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/artifactstore"
 	"github.com/fleetboot/fleetboot/test/miniotest"
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
 const testBucket = "artifacts"
@@ -334,16 +335,4 @@ func dirFiles(t testing.TB, dir string) map[string]int64 {
 		m[e.Name()] = info.Size()
 	}
 	return m
-}
-
-// pollUntil polls cond until it holds or the deadline passes.
-func pollUntil(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

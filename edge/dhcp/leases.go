@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/fleetboot/fleetboot/shared/atomicfile"
 )
 
 // Lease states.
@@ -161,29 +162,8 @@ func (l *Leases) write(all []Lease) error {
 	if err != nil {
 		return fmt.Errorf("dhcp: encode leases: %w", err)
 	}
-	dir := filepath.Dir(l.path)
-	tmp, err := os.CreateTemp(dir, ".leases-*")
-	if err != nil {
+	if err := atomicfile.WriteFile(l.path, b, 0o600); err != nil {
 		return fmt.Errorf("dhcp: save leases: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("dhcp: save leases: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("dhcp: save leases: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("dhcp: save leases: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), l.path); err != nil {
-		return fmt.Errorf("dhcp: save leases: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
 // BenchmarkEmit measures the caller's cost of Emit (the disk write happens
@@ -42,7 +43,7 @@ func BenchmarkDrain(b *testing.B) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- r.Run(ctx, js) }()
-		waitFor(b, "drain", func() bool { return r.Stats().Sent == backlog })
+		waitfor.True(b, "drain", func() bool { return r.Stats().Sent == backlog })
 		total += time.Since(start)
 		cancel()
 		<-done

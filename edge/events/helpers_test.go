@@ -112,19 +112,6 @@ func newRecorder(t testing.TB, dir string, max int) *Recorder {
 	return r
 }
 
-// waitFor polls cond until it holds, failing the test after a generous
-// bound: this waits for delivery, it does not measure it.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // streamEvents reads every message of the EVENTS stream, in stream order.
 func streamEvents(t testing.TB, js jetstream.JetStream) []storedEvent {
 	t.Helper()

@@ -9,8 +9,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/fleetboot/fleetboot/shared/atomicfile"
 )
 
 // writeRetry is how long the writer waits before retrying after a disk error.
@@ -116,42 +117,10 @@ func (r *Recorder) saveStateLocked() error {
 	if err != nil {
 		return fmt.Errorf("events: encode cursor: %w", err)
 	}
-	if err := writeAtomic(r.statePath, b); err != nil {
+	if err := atomicfile.WriteFile(r.statePath, b, 0o600); err != nil {
 		return fmt.Errorf("events: save cursor: %w", err)
 	}
 	return nil
-}
-
-func writeAtomic(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // writer is the group-commit loop: it takes everything emitted since its
@@ -310,53 +279,36 @@ func (r *Recorder) compactLocked() error {
 		return fmt.Errorf("events: compact: %w", err)
 	}
 	defer src.Close()
-	tmp, err := os.CreateTemp(r.cfg.Dir, "."+logFile+"-*")
-	if err != nil {
-		return fmt.Errorf("events: compact: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	w := bufio.NewWriter(tmp)
 	var size, readOff int64 = 0, -1
 	var first, last uint64
-	br := bufio.NewReader(io.LimitReader(src, r.size))
-	for {
-		line, err := br.ReadBytes('\n')
-		if errors.Is(err, io.EOF) {
-			break
+	err = atomicfile.Write(r.logPath, atomicfile.Options{Perm: 0o640}, func(out io.Writer) error {
+		w := bufio.NewWriter(out)
+		br := bufio.NewReader(io.LimitReader(src, r.size))
+		for {
+			line, err := br.ReadBytes('\n')
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			var rec record
+			if json.Unmarshal(line, &rec) != nil || rec.Seq <= acked {
+				continue
+			}
+			if first == 0 {
+				first = rec.Seq
+			}
+			last = rec.Seq
+			if readOff < 0 && rec.Seq > r.readSeq {
+				readOff = size
+			}
+			w.Write(line)
+			size += int64(len(line))
 		}
-		if err != nil {
-			tmp.Close()
-			return fmt.Errorf("events: compact: %w", err)
-		}
-		var rec record
-		if json.Unmarshal(line, &rec) != nil || rec.Seq <= acked {
-			continue
-		}
-		if first == 0 {
-			first = rec.Seq
-		}
-		last = rec.Seq
-		if readOff < 0 && rec.Seq > r.readSeq {
-			readOff = size
-		}
-		w.Write(line)
-		size += int64(len(line))
-	}
-	if err := w.Flush(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("events: compact: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("events: compact: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("events: compact: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), r.logPath); err != nil {
-		return fmt.Errorf("events: compact: %w", err)
-	}
-	if err := syncDir(r.cfg.Dir); err != nil {
+		return w.Flush()
+	})
+	if err != nil {
 		return fmt.Errorf("events: compact: %w", err)
 	}
 	nf, err := os.OpenFile(r.logPath, os.O_WRONLY|os.O_APPEND, 0o640)

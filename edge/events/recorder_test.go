@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
 func TestDeliveryAcrossOutage(t *testing.T) {
@@ -40,17 +41,17 @@ func TestDeliveryAcrossOutage(t *testing.T) {
 
 			emitN(r, proto.EventDHCPDiscover, 0, tt.before)
 			if tt.before > 0 {
-				waitFor(t, "events before the outage", func() bool { return streamCount(js) == tt.before })
+				waitfor.True(t, "events before the outage", func() bool { return streamCount(js) == tt.before })
 				stopServer(srv)
 			}
 			emitN(r, proto.EventDHCPDiscover, tt.before, tt.during)
-			waitFor(t, "events buffered during the outage", func() bool { return r.Stats().Buffered == uint64(tt.during) })
+			waitfor.True(t, "events buffered during the outage", func() bool { return r.Stats().Buffered == uint64(tt.during) })
 
 			// The same server comes back: same port, same storage.
 			startServer(t, port, storeDir)
 			emitN(r, proto.EventDHCPDiscover, tt.before+tt.during, tt.after)
 			total := tt.before + tt.during + tt.after
-			waitFor(t, "every event after the outage", func() bool { return r.Stats().Buffered == 0 && streamCount(js) >= total })
+			waitfor.True(t, "every event after the outage", func() bool { return r.Stats().Buffered == 0 && streamCount(js) >= total })
 			stop()
 
 			got := streamEvents(t, js)
@@ -95,7 +96,7 @@ func TestRestartResumes(t *testing.T) {
 			first := newRecorder(t, dir, 0)
 			stop := startRun(t, first, js)
 			emitN(first, proto.EventTFTPStart, 0, tt.sentByFirst)
-			waitFor(t, "first recorder's events", func() bool { return streamCount(js) == tt.sentByFirst && first.Stats().Buffered == 0 })
+			waitfor.True(t, "first recorder's events", func() bool { return streamCount(js) == tt.sentByFirst && first.Stats().Buffered == 0 })
 			stop()
 			emitN(first, proto.EventTFTPStart, tt.sentByFirst, tt.unsentByFirst)
 			if err := first.Close(); err != nil {
@@ -109,7 +110,7 @@ func TestRestartResumes(t *testing.T) {
 			startRun(t, second, js)
 			emitN(second, proto.EventTFTPStart, tt.sentByFirst+tt.unsentByFirst, tt.bySecond)
 			total := tt.sentByFirst + tt.unsentByFirst + tt.bySecond
-			waitFor(t, "all events", func() bool { return second.Stats().Buffered == 0 && raw.count(t) >= tt.wantRaw })
+			waitfor.True(t, "all events", func() bool { return second.Stats().Buffered == 0 && raw.count(t) >= tt.wantRaw })
 
 			if diff := cmp.Diff(want(proto.EventTFTPStart, 0, total), summary(streamEvents(t, js))); diff != "" {
 				t.Errorf("stream content (-want +got):\n%s", diff)
@@ -149,7 +150,7 @@ func TestCrashBeforeCursorSaved(t *testing.T) {
 
 	r = newRecorder(t, dir, 0)
 	stop := startRun(t, r, js)
-	waitFor(t, "first delivery", func() bool { return streamCount(js) == 10 && r.Stats().Buffered == 0 })
+	waitfor.True(t, "first delivery", func() bool { return streamCount(js) == 10 && r.Stats().Buffered == 0 })
 	stop()
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
@@ -167,7 +168,7 @@ func TestCrashBeforeCursorSaved(t *testing.T) {
 	}
 	startRun(t, r, js)
 	emitN(r, proto.EventTFTPDone, 10, 3)
-	waitFor(t, "redelivery", func() bool { return r.Stats().Buffered == 0 && raw.count(t) >= 23 })
+	waitfor.True(t, "redelivery", func() bool { return r.Stats().Buffered == 0 && raw.count(t) >= 23 })
 	if diff := cmp.Diff(want(proto.EventTFTPDone, 0, 13), summary(streamEvents(t, js))); diff != "" {
 		t.Errorf("stream content (-want +got):\n%s", diff)
 	}
@@ -202,7 +203,7 @@ func TestBoundDropsOldest(t *testing.T) {
 			if tt.paced {
 				for i := 0; i < tt.emitted; i++ {
 					emitN(r, proto.EventScript, i, 1)
-					waitFor(t, "the writer", func() bool {
+					waitfor.True(t, "the writer", func() bool {
 						r.mu.Lock()
 						defer r.mu.Unlock()
 						return r.durable == r.nextSeq-1
@@ -215,7 +216,7 @@ func TestBoundDropsOldest(t *testing.T) {
 			if diff := cmp.Diff(Stats{Buffered: uint64(min(tt.emitted, tt.max)), Dropped: dropped}, r.Stats()); diff != "" {
 				t.Errorf("stats (-want +got):\n%s", diff)
 			}
-			waitFor(t, "the writer", func() bool {
+			waitfor.True(t, "the writer", func() bool {
 				r.mu.Lock()
 				defer r.mu.Unlock()
 				return len(r.pending) == 0 && r.durable == r.nextSeq-1
@@ -241,7 +242,7 @@ func TestBoundDropsOldest(t *testing.T) {
 			_, js := connect(t, serverPort(srv))
 			ensureStream(t, js)
 			startRun(t, r, js)
-			waitFor(t, "delivery", func() bool { return r.Stats().Buffered == 0 && streamCount(js) >= len(tt.wantSent) })
+			waitfor.True(t, "delivery", func() bool { return r.Stats().Buffered == 0 && streamCount(js) >= len(tt.wantSent) })
 			got := streamEvents(t, js)
 			if diff := cmp.Diff(tt.wantSent, summary(got)); diff != "" {
 				t.Errorf("stream content (-want +got):\n%s", diff)
@@ -277,13 +278,13 @@ func TestLogCompactedWhenAllSent(t *testing.T) {
 	r := newRecorder(t, dir, 0)
 	emitN(r, proto.EventArtifactStart, 0, 50)
 	startRun(t, r, js)
-	waitFor(t, "delivery and compaction", func() bool {
+	waitfor.True(t, "delivery and compaction", func() bool {
 		st, err := os.Stat(filepath.Join(dir, logFile))
 		return err == nil && st.Size() == 0 && r.Stats().Buffered == 0
 	})
 	// Sequence numbers continue after the compaction and a restart.
 	emitN(r, proto.EventArtifactStart, 50, 5)
-	waitFor(t, "more delivery", func() bool { return streamCount(js) == 55 })
+	waitfor.True(t, "more delivery", func() bool { return streamCount(js) == 55 })
 	if diff := cmp.Diff(want(proto.EventArtifactStart, 0, 55), summary(streamEvents(t, js))); diff != "" {
 		t.Errorf("stream content (-want +got):\n%s", diff)
 	}
@@ -322,7 +323,7 @@ func TestTornLog(t *testing.T) {
 			_, js := connect(t, serverPort(srv))
 			ensureStream(t, js)
 			startRun(t, r, js)
-			waitFor(t, "delivery", func() bool { return r.Stats().Buffered == 0 && streamCount(js) >= 5 })
+			waitfor.True(t, "delivery", func() bool { return r.Stats().Buffered == 0 && streamCount(js) >= 5 })
 			if diff := cmp.Diff(want(proto.EventDHCPAck, 0, 5), summary(streamEvents(t, js))); diff != "" {
 				t.Errorf("stream content (-want +got):\n%s", diff)
 			}
@@ -346,7 +347,7 @@ func TestEventContent(t *testing.T) {
 	r.Emit(proto.EventScript, "", nil)
 	r.Emit(proto.EventTFTPError, "not-a-mac", nil)
 	startRun(t, r, js)
-	waitFor(t, "delivery", func() bool { return streamCount(js) == 3 })
+	waitfor.True(t, "delivery", func() bool { return streamCount(js) == 3 })
 
 	wantEvents := []storedEvent{
 		{Subject: "fleetboot.events.lab.edge-1.aabbccddee0f", Event: proto.Event{V: proto.Version, Time: now.UTC(), Site: "lab", Edge: "edge-1",
@@ -447,7 +448,7 @@ func TestSecondRunRefused(t *testing.T) {
 	_, js := connect(t, serverPort(srv))
 	r := newRecorder(t, t.TempDir(), 0)
 	startRun(t, r, js)
-	waitFor(t, "first Run to start", r.running.Load)
+	waitfor.True(t, "first Run to start", r.running.Load)
 	if err := r.Run(context.Background(), js); err == nil || !strings.Contains(err.Error(), "already running") {
 		t.Fatalf("second Run = %v, want an 'already running' error", err)
 	}

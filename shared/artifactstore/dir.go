@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/fleetboot/fleetboot/shared/atomicfile"
 )
 
 // dirStore keeps objects as files under a root directory, the key being the
@@ -52,47 +54,15 @@ func (d *dirStore) Put(ctx context.Context, key string, r io.Reader, size int64)
 	if size < 0 {
 		return fmt.Errorf("artifactstore: put %s: negative size %d", key, size)
 	}
-	dir := filepath.Dir(p)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("artifactstore: put %s: %w", key, err)
-	}
-	tmp, err := os.CreateTemp(dir, ".put-*")
-	if err != nil {
-		return fmt.Errorf("artifactstore: put %s: %w", key, err)
-	}
-	defer func() {
+	err = atomicfile.Write(p, atomicfile.Options{Perm: 0o644, MkdirAll: true}, func(w io.Writer) error {
+		n, err := io.CopyN(w, ctxReader{ctx: ctx, r: r}, size)
 		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
+			return fmt.Errorf("wrote %d of %d bytes: %w", n, size, err)
 		}
-	}()
-	n, err := io.CopyN(tmp, ctxReader{ctx: ctx, r: r}, size)
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("artifactstore: put %s: wrote %d of %d bytes: %w", key, n, size, err)
-	}
-	if err := tmp.Sync(); err != nil {
 		return fmt.Errorf("artifactstore: put %s: %w", key, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("artifactstore: put %s: %w", key, err)
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return fmt.Errorf("artifactstore: put %s: %w", key, err)
-	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
-		return fmt.Errorf("artifactstore: put %s: %w", key, err)
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("artifactstore: sync %s: %w", dir, err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("artifactstore: sync %s: %w", dir, err)
 	}
 	return nil
 }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
 // Host MACs of the two busybox clients, as docker-compose.yml sets them.
@@ -100,24 +102,6 @@ func (s *stack) bootcheck(client string) (bootResult, error) {
 		return bootResult{}, fmt.Errorf("bootcheck on %s: %s", client, out)
 	}
 	return bootResult{Lease: m[2], Image: m[3], SHA256: m[5]}, nil
-}
-
-// poll retries cond until it returns nil or d passes; it returns how long it took.
-func poll(t *testing.T, d time.Duration, what string, cond func() error) time.Duration {
-	t.Helper()
-	start := time.Now()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return time.Since(start)
-		}
-		if time.Since(start) > d {
-			t.Fatalf("%s: still failing after %s: %v", what, d, err)
-		}
-		<-tick.C
-	}
 }
 
 // kernelSHA is the kernel digest the coordinator recorded for an image.
@@ -223,7 +207,7 @@ func TestComposeTwoSites(t *testing.T) {
 	if out, err := s.composeCmd("up", "-d"); err != nil {
 		t.Fatalf("compose up: %v\n%s", err, out)
 	}
-	poll(t, 6*time.Minute, "init job", func() error {
+	waitfor.Within(t, 6*time.Minute, "init job", func() error {
 		out, err := s.run("docker", "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", s.container("init"))
 		if err != nil {
 			return err
@@ -248,7 +232,7 @@ func TestComposeTwoSites(t *testing.T) {
 	// Both sites' clients get a lease from their own edge and fetch the
 	// script and the kernel of image demo.
 	for _, c := range []struct{ client, subnet string }{{"client-a", "10.77.1."}, {"client-b", "10.77.2."}} {
-		poll(t, 3*time.Minute, c.client+" boots", func() error {
+		waitfor.Within(t, 3*time.Minute, c.client+" boots", func() error {
 			r, err := s.bootcheck(c.client)
 			if err != nil {
 				return err
@@ -280,7 +264,7 @@ func TestComposeTwoSites(t *testing.T) {
 	}
 	// Link back: the edge converges on the change made during the outage.
 	s.must("docker", "network", "connect", s.project+"_uplink", edgeB)
-	took := poll(t, 3*time.Minute, "site B converges after reconnection", func() error {
+	took := waitfor.Within(t, 3*time.Minute, "site B converges after reconnection", func() error {
 		r, err := s.bootcheck("client-b")
 		if err != nil {
 			return err
@@ -300,7 +284,7 @@ func TestComposeTwoSites(t *testing.T) {
 	if out, err := s.composeCmd("stop", "-t", "5", "nats2"); err != nil {
 		t.Fatalf("stop nats2: %v\n%s", err, out)
 	}
-	poll(t, time.Minute, "desired state after losing nats2", func() error {
+	waitfor.Within(t, time.Minute, "desired state after losing nats2", func() error {
 		after, err := s.desired()
 		if err != nil {
 			return err
@@ -310,7 +294,7 @@ func TestComposeTwoSites(t *testing.T) {
 		}
 		return nil
 	})
-	poll(t, time.Minute, "host set after losing nats2", func() error {
+	waitfor.Within(t, time.Minute, "host set after losing nats2", func() error {
 		_, err := s.cli("host", "set", "52:54:00:77:01:99", "--site", "site-a", "--image", "demo")
 		return err
 	})

@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/fleetboot/fleetboot/shared/atomicfile"
 )
 
 // Assets are the files a test VM boots: a Debian cloud kernel, a busybox
@@ -304,27 +306,7 @@ func ensureISO(cache string) (string, string, error) {
 }
 
 func writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-")
-	if err != nil {
-		return fmt.Errorf("e2e: write %s: %w", path, err)
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("e2e: write %s: %w", path, err)
-	}
-	// Readable by servers that drop privileges (nginx's www-data).
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return fmt.Errorf("e2e: write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("e2e: write %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("e2e: write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.WriteFile(path, data, 0o644)
 }
 
 func copyFile(src, dst string) error {

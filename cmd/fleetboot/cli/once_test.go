@@ -6,10 +6,10 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/fleetboot/fleetboot/edge"
 	"github.com/fleetboot/fleetboot/shared/artifactstore"
+	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
 // A host set with --once boots its image until the installer reports done
@@ -44,7 +44,7 @@ func TestOnceInstallCallbackFlipsToLocal(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return string(b)
 	}
-	waitUntil(t, "the install script", func() bool { return strings.Contains(script(), "/artifacts/inst/vmlinuz") })
+	waitfor.True(t, "the install script", func() bool { return strings.Contains(script(), "/artifacts/inst/vmlinuz") })
 
 	resp, err := http.Post(base+"/api/v1/done?mac=52:54:00:00:0a:01", "application/json", strings.NewReader(`{"ok":true}`))
 	if err != nil {
@@ -58,21 +58,10 @@ func TestOnceInstallCallbackFlipsToLocal(t *testing.T) {
 	if !strings.Contains(r.stdout, `"state": "local"`) || strings.Contains(r.stdout, `"once": true`) {
 		t.Errorf("after done the host is:\n%s", r.stdout)
 	}
-	waitUntil(t, "the exit-to-disk script", func() bool {
+	waitfor.True(t, "the exit-to-disk script", func() bool {
 		s := script()
 		return strings.Contains(s, "exit") && !strings.Contains(s, "/artifacts/inst/vmlinuz")
 	})
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
 }
 
 // labWithHost starts a coordinator with a dir:// store, site lab, an image

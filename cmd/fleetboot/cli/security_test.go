@@ -3,6 +3,7 @@ package cli_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
 // lockedBuf is a process's output, read while it runs.
@@ -71,20 +74,16 @@ func freePort(t *testing.T) string {
 	return l.Addr().(*net.TCPAddr).AddrPort().String()
 }
 
-// eventually polls cond (a command run) until it holds or time runs out.
+// eventually polls cond (a command run) until it holds or time runs out;
+// the failure quotes cond's last detail.
 func eventually(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, detail := cond()
-		if ok {
-			return
+	waitfor.Within(t, timeout, what, func() error {
+		if ok, detail := cond(); !ok {
+			return errors.New(detail)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %s; last: %s", what, timeout, detail)
-		}
-		time.Sleep(200 * time.Millisecond) // polling interval
-	}
+		return nil
+	})
 }
 
 // TestSecureDeployment drives the secure setup exactly as the README shows

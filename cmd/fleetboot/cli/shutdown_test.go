@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
 // SIGTERM stops an edge cleanly: it exits 0, and the events of the last
@@ -46,7 +48,7 @@ func TestEdgeGracefulShutdown(t *testing.T) {
 			<-exited
 		}
 	}()
-	waitUntil(t, "the edge's script for the host", func() bool {
+	waitfor.True(t, "the edge's script for the host", func() bool {
 		resp, err := http.Get("http://" + httpAddr + "/boot.ipxe?mac=52:54:00:00:0b:01&arch=x86_64")
 		if err != nil {
 			return false

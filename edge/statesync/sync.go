@@ -1,10 +1,10 @@
-// Package sync keeps an edge's state in step with the coordinator: it watches
+// Package statesync keeps an edge's state in step with the coordinator: it watches
 // the KV buckets (the site's config, the site's hosts under "<site>.>", and
 // the images), applies every change to the in-memory state, and writes a
 // snapshot to disk so that an edge restarted while NATS is unreachable still
 // boots every machine it knew. When NATS comes back it resumes from the
 // revisions it holds instead of reloading everything.
-package sync
+package statesync
 
 import (
 	"context"
@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	gosync "sync"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 
 	"github.com/fleetboot/fleetboot/edge/state"
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/shared/atomicfile"
 )
 
 // Config of a Syncer.
@@ -79,7 +79,7 @@ func (s *Syncer) load() error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("sync: read snapshot: %w", err)
+		return fmt.Errorf("statesync: read snapshot: %w", err)
 	}
 	var snap Snapshot
 	if err := json.Unmarshal(data, &snap); err != nil {
@@ -429,36 +429,8 @@ func (s *Syncer) WriteSnapshot() error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(s.cfg.SnapshotPath, data)
-}
-
-func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("sync: %w", err)
-	}
-	f, err := os.CreateTemp(dir, ".snapshot-*")
-	if err != nil {
-		return fmt.Errorf("sync: %w", err)
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("sync: write snapshot: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync: fsync snapshot: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("sync: %w", err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("sync: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
+	if err := atomicfile.WriteFile(s.cfg.SnapshotPath, data, 0o600); err != nil {
+		return fmt.Errorf("statesync: write snapshot: %w", err)
 	}
 	return nil
 }

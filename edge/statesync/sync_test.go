@@ -1,4 +1,4 @@
-package sync
+package statesync
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/fleetboot/fleetboot/edge/state"
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/test/natstest"
+	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
 func startServer(t *testing.T, port int, dir string) *server.Server {
@@ -67,18 +68,6 @@ func (w *writer) host(site, mac, image string) {
 	w.put(proto.BucketHosts, k, proto.Host{V: 1, MAC: mac, Site: site, Image: image, State: proto.StateBoot})
 }
 
-// waitFor polls cond until it holds, with a generous deadline (not a timing assertion).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func hostImage(st *state.State, mac string) string {
 	h, ok := st.Host(mac)
 	if !ok {
@@ -114,13 +103,13 @@ func TestSyncSnapshotAndPartition(t *testing.T) {
 	done := make(chan struct{})
 	go func() { sy.Run(ctx, js); close(done) }()
 
-	waitFor(t, "initial state", func() bool { return hostImage(st, "52:54:00:00:00:01") == "deb" })
+	waitfor.True(t, "initial state", func() bool { return hostImage(st, "52:54:00:00:00:01") == "deb" })
 	if _, ok := st.Host("52:54:00:00:00:99"); ok {
 		t.Fatal("edge of site lab received a host of site other")
 	}
 	w.put(proto.BucketImages, "deb2", proto.Image{V: 1, Name: "deb2"})
 	w.host("lab", "52:54:00:00:00:01", "deb2")
-	waitFor(t, "live change", func() bool { return hostImage(st, "52:54:00:00:00:01") == "deb2" })
+	waitfor.True(t, "live change", func() bool { return hostImage(st, "52:54:00:00:00:01") == "deb2" })
 
 	// Partition: the server goes away, a change is made while it is back
 	// but before the edge reconnected, and must arrive.
@@ -134,7 +123,7 @@ func TestSyncSnapshotAndPartition(t *testing.T) {
 	if err := w2.kv[proto.BucketHosts].Delete(context.Background(), k); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "change made during the partition", func() bool {
+	waitfor.True(t, "change made during the partition", func() bool {
 		_, gone := st.Host("52:54:00:00:00:01")
 		return hostImage(st, "52:54:00:00:00:02") == "deb" && !gone
 	})
@@ -186,7 +175,7 @@ func TestResumeFromSnapshotRevision(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { sy.Run(ctx, js); close(done) }()
-		waitFor(t, "state", until)
+		waitfor.True(t, "state", until)
 		cancel()
 		<-done
 		return sy
@@ -210,7 +199,7 @@ func TestResumeFromSnapshotRevision(t *testing.T) {
 	go func() { sy.Run(ctx, js); close(done) }()
 	// Stop it before the temporary directory goes: Run writes a last snapshot.
 	defer func() { cancel(); <-done }()
-	waitFor(t, "the new host", func() bool { _, ok := st2.Host("52:54:00:00:02:00"); return ok })
+	waitfor.True(t, "the new host", func() bool { _, ok := st2.Host("52:54:00:00:02:00"); return ok })
 	if n := applied.Load(); n > 3 {
 		t.Errorf("resume applied %d changes; want only the new one (no full reload)", n)
 	}
