@@ -45,6 +45,10 @@ type Syncer struct {
 	heads   map[string]uint64 // bucket -> last sequence seen at the server
 	dirty   chan struct{}
 	applied chan struct{} // closed and replaced on every applied change (tests wait on it)
+
+	// betweenReads, if set, runs in WriteSnapshot between its two reads
+	// (tests use it to land a change in that window).
+	betweenReads func()
 }
 
 // Snapshot is the on-disk form of an edge's state.
@@ -414,17 +418,28 @@ func (s *Syncer) snapshotLoop(ctx context.Context) {
 }
 
 // WriteSnapshot writes the state atomically: temp file, fsync, rename, fsync dir.
+//
+// The revisions are read before the state. A change is applied to the state
+// before its revision is recorded, so state read afterwards holds at least
+// every change the revisions claim; it may hold newer ones too, which the
+// next start replays harmlessly. Read the other way round, a change landing
+// in between would be claimed but missing, and skipped for good on resume.
 func (s *Syncer) WriteSnapshot() error {
-	st := s.cfg.State
-	snap := Snapshot{V: proto.Version, Hosts: st.Hosts(), Images: st.Images(), Revisions: map[string]uint64{}, Written: time.Now().UTC()}
-	if site, ok := st.Site(); ok {
-		snap.Site = &site
-	}
+	snap := Snapshot{V: proto.Version, Revisions: map[string]uint64{}}
 	s.mu.Lock()
 	for b, r := range s.revs {
 		snap.Revisions[b] = r
 	}
+	hook := s.betweenReads
 	s.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	st := s.cfg.State
+	snap.Hosts, snap.Images, snap.Written = st.Hosts(), st.Images(), time.Now().UTC()
+	if site, ok := st.Site(); ok {
+		snap.Site = &site
+	}
 	data, err := json.MarshalIndent(snap, "", " ")
 	if err != nil {
 		return err

@@ -204,3 +204,68 @@ func TestResumeFromSnapshotRevision(t *testing.T) {
 		t.Errorf("resume applied %d changes; want only the new one (no full reload)", n)
 	}
 }
+
+// A change applied while a snapshot is being taken must not be recorded as
+// held unless the snapshot holds it: otherwise an edge restarted from that
+// snapshot resumes past the change and never applies it.
+func TestSnapshotInterleavedWithChange(t *testing.T) {
+	ns := startServer(t, -1, t.TempDir())
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	w := newWriter(t, ns.ClientURL())
+	const mac = "52:54:00:00:03:01"
+	w.host("lab", mac, "deb")
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	hosts := func(sy *Syncer) watch {
+		return watch{proto.BucketHosts, "lab.>", sy.applyHost}
+	}
+
+	snapPath := t.TempDir() + "/state.json"
+	st := state.New()
+	sy, err := New(Config{Site: "lab", State: st, SnapshotPath: snapPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Only the hosts watch runs, without the snapshot loop: the one snapshot
+	// written is the test's.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { sy.follow(ctx, js, hosts(sy)); close(done) }()
+	waitfor.True(t, "initial host", func() bool { return hostImage(st, mac) == "deb" })
+
+	sy.betweenReads = func() {
+		w.host("lab", mac, "deb2")
+		waitfor.True(t, "change applied mid-snapshot", func() bool {
+			return hostImage(st, mac) == "deb2" && sy.rev(proto.BucketHosts) >= 2
+		})
+	}
+	if err := sy.WriteSnapshot(); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-done
+
+	// Restart from that snapshot with NATS up: the change must be there once
+	// the watch has caught up.
+	st2 := state.New()
+	sy2, err := New(Config{Site: "lab", State: st2, SnapshotPath: snapPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	done2 := make(chan struct{})
+	go func() { sy2.follow(ctx2, js, hosts(sy2)); close(done2) }()
+	defer func() { cancel2(); <-done2 }()
+	waitfor.True(t, "restarted watch caught up", func() bool {
+		sy2.mu.Lock()
+		defer sy2.mu.Unlock()
+		return sy2.live[proto.BucketHosts]
+	})
+	if got := hostImage(st2, mac); got != "deb2" {
+		t.Fatalf("after a restart from the snapshot the host boots %q, want deb2: the change was skipped", got)
+	}
+}
