@@ -15,15 +15,30 @@ import (
 )
 
 // BenchmarkDORA measures full DISCOVER+REQUEST exchanges through the handler
-// (no sockets, no conflict probe), with leases in memory and on disk.
+// (no sockets, no conflict probe), with leases in memory and on disk, at a
+// site with no hosts and at one with 100 000 hosts with fixed addresses (the
+// clients are new machines: the cost of other hosts' reservations).
 func BenchmarkDORA(b *testing.B) {
-	for _, tc := range []struct{ disk, parallel bool }{{false, false}, {true, false}, {true, true}} {
+	type bc struct {
+		hosts          int
+		disk, parallel bool
+	}
+	var cases []bc
+	for _, n := range []int{0, 100_000} {
+		cases = append(cases, bc{n, false, false}, bc{n, true, false}, bc{n, true, true})
+	}
+	for _, tc := range cases {
 		disk := tc.disk
-		b.Run(fmt.Sprintf("disk=%v/parallel=%v", tc.disk, tc.parallel), func(b *testing.B) {
+		b.Run(fmt.Sprintf("hosts=%d/disk=%v/parallel=%v", tc.hosts, tc.disk, tc.parallel), func(b *testing.B) {
 			st := state.New()
 			st.SetSite(proto.Site{Name: "lab", DHCP: proto.DHCPFull, Unknown: proto.UnknownDiscover, Networks: []proto.Network{
 				{Subnet: "10.0.0.0/16", RangeStart: "10.0.1.0", RangeEnd: "10.0.255.254", Router: "10.0.0.254"},
 			}})
+			if tc.hosts > 0 {
+				for _, h := range scaleHosts(tc.hosts) {
+					st.PutHost(h)
+				}
+			}
 			file := ""
 			if disk {
 				file = filepath.Join(b.TempDir(), "leases.json")

@@ -17,18 +17,16 @@ const defaultLease = time.Hour
 // network is a site network with its addresses parsed once per request.
 type network struct {
 	proto.Network
-	prefix       netip.Prefix
-	start, end   netip.Addr // invalid when the network has no dynamic pool
+	pool
 	router       netip.Addr
-	reservedTo   map[netip.Addr]string // reservation -> host's primary MAC
-	own          netip.Addr            // this client's reservation here, if any
-	owner        string                // the client's primary MAC (a host may boot from an extra NIC)
-	exclude      map[netip.Addr]bool   // never offered: network, broadcast, edge, router
 	leaseSeconds int
 }
 
 // pickNetwork chooses the site network for a request: the one containing the
 // relay's address, or, for a client on our own segment, the edge's address.
+// It costs the same at a site of ten hosts as at one of 100 000: other
+// hosts' reservations are looked up per address (Policy.Reservation), never
+// listed.
 func (h *Handler) pickNetwork(r *request) (*network, error) {
 	key := h.serverIP
 	if r.m.Relayed() {
@@ -43,29 +41,18 @@ func (h *Handler) pickNetwork(r *request) (*network, error) {
 		if !p.Contains(key) {
 			continue
 		}
-		nw := &network{Network: n, prefix: p, reservedTo: map[netip.Addr]string{}, exclude: map[netip.Addr]bool{}}
+		nw := &network{Network: n}
+		nw.prefix, nw.reserved = p, h.cfg.Policy.Reservation
 		if s, err := netip.ParseAddr(n.RangeStart); err == nil && p.Contains(s) {
 			if e, err := netip.ParseAddr(n.RangeEnd); err == nil && p.Contains(e) && s.Compare(e) <= 0 {
 				nw.start, nw.end = s, e
 			}
 		}
 		nw.router, _ = netip.ParseAddr(n.Router)
-		nw.exclude[p.Addr()] = true
-		nw.exclude[lastAddr(p)] = true
-		nw.exclude[h.serverIP] = true
-		if nw.router.IsValid() {
-			nw.exclude[nw.router] = true
-		}
+		nw.exclude = [4]netip.Addr{p.Addr(), lastAddr(p), h.serverIP, nw.router}
 		nw.owner = r.m.MAC
 		if r.known {
 			nw.owner = r.host.MAC
-		}
-		for _, hst := range h.cfg.Policy.Hosts() {
-			if a, err := netip.ParseAddr(hst.IP); err == nil && p.Contains(a) {
-				nw.reservedTo[a] = hst.MAC
-			}
-		}
-		if r.known {
 			if a, err := netip.ParseAddr(r.host.IP); err == nil && p.Contains(a) {
 				nw.own = a
 			}
@@ -87,111 +74,17 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
-func (n *network) inRange(a netip.Addr) bool {
-	return n.start.IsValid() && a.Compare(n.start) >= 0 && a.Compare(n.end) <= 0
-}
-
-// Ranks of a usable address, best first.
-const (
-	rankMine     = iota // already this client's
-	rankFresh           // never used
-	rankRecycled        // released or expired by another client
-	rankNone
-)
-
-// rankLocked says whether mac may have a, and how good a choice it is.
-// It is the one place that enforces "never outside the range or
-// reservations, never another MAC's lease or reservation".
-func (n *network) rankLocked(l *Leases, a netip.Addr, mac string, now time.Time) int {
-	if !a.IsValid() || !n.prefix.Contains(a) || n.exclude[a] {
-		return rankNone
-	}
-	if owner, ok := n.reservedTo[a]; ok && owner != n.owner {
-		return rankNone
-	}
-	if a != n.own && !n.inRange(a) {
-		return rankNone
-	}
-	rec := l.byIP[a]
-	switch {
-	case rec == nil:
-		return rankFresh
-	case rec.MAC == mac && rec.State == leaseDeclined && rec.active(now):
-		return rankNone
-	case rec.MAC == mac:
-		return rankMine
-	case rec.active(now):
-		return rankNone
-	}
-	return rankRecycled
-}
-
-// chooseLocked picks the address to offer: the reservation, the client's
-// previous address, the address it asks for, then the pool (never-used
-// addresses first, then the longest-expired).
-func (n *network) chooseLocked(l *Leases, m Machine, now time.Time) netip.Addr {
-	if n.own.IsValid() {
-		return n.own
-	}
-	if prev, ok := l.byMAC[m.MAC]; ok && n.rankLocked(l, prev, m.MAC, now) < rankNone {
-		return prev
-	}
-	if n.rankLocked(l, m.RequestedIP, m.MAC, now) < rankNone {
-		return m.RequestedIP
-	}
-	if !n.start.IsValid() {
-		return netip.Addr{}
-	}
-	// Scan once around the range from where the last scan stopped, so a
-	// filling pool costs O(1) per client instead of O(leases).
-	var recycled netip.Addr
-	var oldest time.Time
-	start := l.cursor[n.start]
-	if !n.inRange(start) {
-		start = n.start
-	}
-	a := start
-	for {
-		switch n.rankLocked(l, a, m.MAC, now) {
-		case rankMine, rankFresh:
-			l.cursor[n.start] = a.Next()
-			return a
-		case rankRecycled:
-			if exp := l.byIP[a].Expires; !recycled.IsValid() || exp.Before(oldest) {
-				recycled, oldest = a, exp
-			}
-		}
-		if a = a.Next(); !n.inRange(a) {
-			a = n.start
-		}
-		if a == start {
-			return recycled
-		}
-	}
-}
-
 // offer reserves an address for the client, probing the segment first so a
 // conflict never turns into a NAK (firmware that gets a NAK often gives up
 // and boots from disk).
 func (h *Handler) offer(ctx context.Context, r *request, n *network) netip.Addr {
+	l := h.cfg.Leases
 	for range h.cfg.MaxProbes {
 		now := h.cfg.Now()
-		l := h.cfg.Leases
-		l.mu.Lock()
-		a := n.chooseLocked(l, r.m, now)
-		if !a.IsValid() {
-			l.mu.Unlock()
-			return a
-		}
-		rec := l.byIP[a]
-		alreadyOurs := rec != nil && rec.MAC == r.m.MAC && rec.active(now)
-		if !alreadyOurs || rec.State == leaseOffered {
-			l.setLocked(Lease{IP: a, MAC: r.m.MAC, State: leaseOffered, Expires: now.Add(h.cfg.OfferHold)})
-		}
-		l.mu.Unlock()
+		a, alreadyOurs := l.Offer(&n.pool, r.m.MAC, r.m.RequestedIP, now, now.Add(h.cfg.OfferHold))
 		// The client's own reservation or live lease is not probed: the
 		// client itself may still answer on it.
-		if h.cfg.Prober == nil || a == n.own || alreadyOurs {
+		if !a.IsValid() || h.cfg.Prober == nil || a == n.own || alreadyOurs {
 			return a
 		}
 		inUse, err := h.cfg.Prober.InUse(ctx, a)
@@ -203,34 +96,9 @@ func (h *Handler) offer(ctx context.Context, r *request, n *network) netip.Addr 
 			return a
 		}
 		r.log.Warn("dhcp: address answers on the segment; marked in use", "ip", a.String())
-		l.mu.Lock()
-		l.setLocked(Lease{IP: a, State: leaseDeclined, Expires: now.Add(h.cfg.DeclineHold)})
-		l.mu.Unlock()
+		l.MarkInUse(a, now.Add(h.cfg.DeclineHold))
 	}
 	return netip.Addr{}
-}
-
-// bind ACKs a: it records the lease and writes it to disk before the client
-// hears about it. ok is false when a is not the client's to have.
-func (h *Handler) bind(r *request, n *network, a netip.Addr) (bool, error) {
-	now := h.cfg.Now()
-	l := h.cfg.Leases
-	l.mu.Lock()
-	if n.own.IsValid() && a != n.own {
-		l.mu.Unlock()
-		return false, nil // a host with a reservation gets exactly that
-	}
-	if n.rankLocked(l, a, r.m.MAC, now) == rankNone {
-		l.mu.Unlock()
-		return false, nil
-	}
-	l.setLocked(Lease{IP: a, MAC: r.m.MAC, State: leaseBound, Expires: now.Add(time.Duration(n.leaseSeconds) * time.Second)})
-	g := l.changedLocked()
-	l.mu.Unlock()
-	if err := l.commit(g); err != nil {
-		return false, err
-	}
-	return true, nil
 }
 
 // full serves full and reservations-only modes.
@@ -285,13 +153,7 @@ func (h *Handler) discover(ctx context.Context, r *request, n *network) (*dhcpv4
 func (h *Handler) request(r *request, n *network) (*dhcpv4.DHCPv4, error) {
 	if r.m.ServerID.IsValid() && r.m.ServerID != h.serverIP {
 		// The client chose another server's offer: free ours quietly.
-		l := h.cfg.Leases
-		l.mu.Lock()
-		if a, ok := l.byMAC[r.m.MAC]; ok && l.byIP[a] != nil && l.byIP[a].State == leaseOffered {
-			delete(l.byIP, a)
-			delete(l.byMAC, r.m.MAC)
-		}
-		l.mu.Unlock()
+		h.cfg.Leases.ForgetOffer(r.m.MAC)
 		r.log.Debug("dhcp: request for another server", "server_id", r.m.ServerID.String())
 		return nil, nil
 	}
@@ -307,7 +169,7 @@ func (h *Handler) request(r *request, n *network) (*dhcpv4.DHCPv4, error) {
 	reason := ""
 	if !n.prefix.Contains(a) {
 		reason = fmt.Sprintf("address %s is not on network %s", a, n.Subnet)
-	} else if ok, err := h.bind(r, n, a); err != nil {
+	} else if ok, err := h.cfg.Leases.Bind(&n.pool, a, r.m.MAC, h.cfg.Now(), time.Duration(n.leaseSeconds)*time.Second); err != nil {
 		return nil, err
 	} else if !ok {
 		reason = fmt.Sprintf("address %s is not available to this client", a)
@@ -343,39 +205,21 @@ func (h *Handler) decline(r *request) error {
 	if !a.IsValid() {
 		return nil
 	}
-	l := h.cfg.Leases
-	l.mu.Lock()
-	rec := l.byIP[a]
-	if rec != nil && rec.MAC != r.m.MAC {
-		l.mu.Unlock()
-		return nil // only the holder may decline its address
+	ok, err := h.cfg.Leases.Decline(a, r.m.MAC, h.cfg.Now().Add(h.cfg.DeclineHold))
+	if ok {
+		r.log.Warn("dhcp: client declined its address: in use on the segment", "ip", a.String())
 	}
-	r.log.Warn("dhcp: client declined its address: in use on the segment", "ip", a.String())
-	l.setLocked(Lease{IP: a, State: leaseDeclined, Expires: h.cfg.Now().Add(h.cfg.DeclineHold)})
-	if l.byMAC[r.m.MAC] == a {
-		delete(l.byMAC, r.m.MAC)
-	}
-	g := l.changedLocked()
-	l.mu.Unlock()
-	return l.commit(g)
+	return err
 }
 
 func (h *Handler) release(r *request) error {
 	a := r.m.CIAddr
 	h.emitReceived(r, a, "released")
-	l := h.cfg.Leases
-	l.mu.Lock()
-	rec := l.byIP[a]
-	if rec == nil || rec.MAC != r.m.MAC || rec.State != leaseBound {
-		l.mu.Unlock()
-		return nil
+	ok, err := h.cfg.Leases.Release(a, r.m.MAC, h.cfg.Now())
+	if ok {
+		r.log.Info("dhcp: release", "ip", a.String())
 	}
-	r.log.Info("dhcp: release", "ip", a.String())
-	// Remembered with its MAC, so the client gets the same address back.
-	rec.State, rec.Expires = leaseReleased, h.cfg.Now()
-	g := l.changedLocked()
-	l.mu.Unlock()
-	return l.commit(g)
+	return err
 }
 
 // inform answers a client that has its address: options, no yiaddr, no lease.

@@ -18,9 +18,10 @@ import (
 type Policy interface {
 	Site() (proto.Site, bool)
 	Host(mac string) (proto.Host, bool)
-	// Hosts lists every host, so the pool never offers an address reserved
-	// to another machine.
-	Hosts() []proto.Host
+	// Reservation names the host (primary MAC) whose fixed address ip is,
+	// so the pool never offers it to another machine. It is asked per
+	// address considered, and must not list the site's hosts to answer.
+	Reservation(ip netip.Addr) (mac string, ok bool)
 }
 
 // EventSink records boot-chain events; nil discards them.

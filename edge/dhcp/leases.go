@@ -178,3 +178,204 @@ func (l *Leases) MACFor(ip netip.Addr) string {
 	}
 	return ""
 }
+
+// pool is what one network lets one client have: the dynamic range, the
+// addresses never handed out, and the site's reservations. The handler
+// builds it per request; Leases applies it under its own lock.
+type pool struct {
+	prefix     netip.Prefix
+	start, end netip.Addr    // invalid when the network has no dynamic range
+	exclude    [4]netip.Addr // never offered: network, broadcast, edge, router (invalid entries match nothing)
+	own        netip.Addr    // the client's reservation on this network, if any
+	owner      string        // the client's primary MAC (a host may boot from an extra NIC)
+	// reserved names the host whose fixed address ip is (State.Reservation:
+	// an index lookup, so a pool scan never lists the site's hosts).
+	reserved func(ip netip.Addr) (mac string, ok bool)
+}
+
+func (p *pool) inRange(a netip.Addr) bool {
+	return p.start.IsValid() && a.Compare(p.start) >= 0 && a.Compare(p.end) <= 0
+}
+
+func (p *pool) excluded(a netip.Addr) bool {
+	for _, x := range p.exclude {
+		if x.IsValid() && x == a {
+			return true
+		}
+	}
+	return false
+}
+
+// Ranks of a usable address, best first.
+const (
+	rankMine     = iota // already this client's
+	rankFresh           // never used
+	rankRecycled        // released or expired by another client
+	rankNone
+)
+
+// rankLocked says whether mac may have a, and how good a choice it is.
+// It is the one place that enforces "never outside the range or
+// reservations, never another MAC's lease or reservation".
+func (l *Leases) rankLocked(p *pool, a netip.Addr, mac string, now time.Time) int {
+	if !a.IsValid() || !p.prefix.Contains(a) || p.excluded(a) {
+		return rankNone
+	}
+	if a != p.own {
+		if !p.inRange(a) {
+			return rankNone
+		}
+		if owner, ok := p.reserved(a); ok && owner != p.owner {
+			return rankNone
+		}
+	}
+	rec := l.byIP[a]
+	switch {
+	case rec == nil:
+		return rankFresh
+	case rec.MAC == mac && rec.State == leaseDeclined && rec.active(now):
+		return rankNone
+	case rec.MAC == mac:
+		return rankMine
+	case rec.active(now):
+		return rankNone
+	}
+	return rankRecycled
+}
+
+// chooseLocked picks the address to offer: the reservation, the client's
+// previous address, the address it asks for, then the pool (never-used
+// addresses first, then the longest-expired).
+func (l *Leases) chooseLocked(p *pool, mac string, requested netip.Addr, now time.Time) netip.Addr {
+	if p.own.IsValid() {
+		return p.own
+	}
+	if prev, ok := l.byMAC[mac]; ok && l.rankLocked(p, prev, mac, now) < rankNone {
+		return prev
+	}
+	if l.rankLocked(p, requested, mac, now) < rankNone {
+		return requested
+	}
+	if !p.start.IsValid() {
+		return netip.Addr{}
+	}
+	// Scan once around the range from where the last scan stopped, so a
+	// filling pool costs O(1) per client instead of O(leases).
+	var recycled netip.Addr
+	var oldest time.Time
+	start := l.cursor[p.start]
+	if !p.inRange(start) {
+		start = p.start
+	}
+	a := start
+	for {
+		switch l.rankLocked(p, a, mac, now) {
+		case rankMine, rankFresh:
+			l.cursor[p.start] = a.Next()
+			return a
+		case rankRecycled:
+			if exp := l.byIP[a].Expires; !recycled.IsValid() || exp.Before(oldest) {
+				recycled, oldest = a, exp
+			}
+		}
+		if a = a.Next(); !p.inRange(a) {
+			a = p.start
+		}
+		if a == start {
+			return recycled
+		}
+	}
+}
+
+// Offer chooses an address of p for mac (requested is the client's wish,
+// option 50) and holds it for mac until hold. It returns an invalid address
+// when p has none to give. alreadyOurs reports that mac already holds the
+// address (a live lease or its own decline-free record): such an address
+// needs no conflict probe.
+func (l *Leases) Offer(p *pool, mac string, requested netip.Addr, now, hold time.Time) (a netip.Addr, alreadyOurs bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a = l.chooseLocked(p, mac, requested, now)
+	if !a.IsValid() {
+		return a, false
+	}
+	rec := l.byIP[a]
+	alreadyOurs = rec != nil && rec.MAC == mac && rec.active(now)
+	if !alreadyOurs || rec.State == leaseOffered {
+		l.setLocked(Lease{IP: a, MAC: mac, State: leaseOffered, Expires: hold})
+	}
+	return a, alreadyOurs
+}
+
+// MarkInUse records that something we do not know answers on a (a conflict
+// probe): nobody is offered it until until.
+func (l *Leases) MarkInUse(a netip.Addr, until time.Time) {
+	l.mu.Lock()
+	l.setLocked(Lease{IP: a, State: leaseDeclined, Expires: until})
+	l.mu.Unlock()
+}
+
+// Bind grants a to mac for d from now and writes it to disk before
+// returning, so the client hears of a lease only once it survives a
+// restart. ok is false when a is not mac's to have under p.
+func (l *Leases) Bind(p *pool, a netip.Addr, mac string, now time.Time, d time.Duration) (ok bool, err error) {
+	l.mu.Lock()
+	if p.own.IsValid() && a != p.own {
+		l.mu.Unlock()
+		return false, nil // a host with a reservation gets exactly that
+	}
+	if l.rankLocked(p, a, mac, now) == rankNone {
+		l.mu.Unlock()
+		return false, nil
+	}
+	l.setLocked(Lease{IP: a, MAC: mac, State: leaseBound, Expires: now.Add(d)})
+	g := l.changedLocked()
+	l.mu.Unlock()
+	if err := l.commit(g); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// ForgetOffer drops the address offered to mac, if it holds only an offer:
+// the client took another server's.
+func (l *Leases) ForgetOffer(mac string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if a, ok := l.byMAC[mac]; ok && l.byIP[a] != nil && l.byIP[a].State == leaseOffered {
+		delete(l.byIP, a)
+		delete(l.byMAC, mac)
+	}
+}
+
+// Decline marks a in use by someone else until until, at the request of mac,
+// which must be the address's holder (or nobody's). ok reports a change.
+func (l *Leases) Decline(a netip.Addr, mac string, until time.Time) (ok bool, err error) {
+	l.mu.Lock()
+	if rec := l.byIP[a]; rec != nil && rec.MAC != mac {
+		l.mu.Unlock()
+		return false, nil // only the holder may decline its address
+	}
+	l.setLocked(Lease{IP: a, State: leaseDeclined, Expires: until})
+	if l.byMAC[mac] == a {
+		delete(l.byMAC, mac)
+	}
+	g := l.changedLocked()
+	l.mu.Unlock()
+	return true, l.commit(g)
+}
+
+// Release gives back mac's bound lease on a. The record keeps the MAC, so
+// the client gets the same address next time. ok reports a change.
+func (l *Leases) Release(a netip.Addr, mac string, now time.Time) (ok bool, err error) {
+	l.mu.Lock()
+	rec := l.byIP[a]
+	if rec == nil || rec.MAC != mac || rec.State != leaseBound {
+		l.mu.Unlock()
+		return false, nil
+	}
+	rec.State, rec.Expires = leaseReleased, now
+	g := l.changedLocked()
+	l.mu.Unlock()
+	return true, l.commit(g)
+}

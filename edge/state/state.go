@@ -6,6 +6,7 @@ package state
 
 import (
 	"maps"
+	"net/netip"
 	"slices"
 	"sync"
 
@@ -14,11 +15,16 @@ import (
 
 // State is safe for concurrent use.
 type State struct {
-	mu       sync.RWMutex
-	site     proto.Site
-	hasSite  bool
-	hosts    map[string]proto.Host // primary MAC -> host
-	byMAC    map[string]string     // any MAC -> primary MAC
+	mu      sync.RWMutex
+	site    proto.Site
+	hasSite bool
+	hosts   map[string]proto.Host // primary MAC -> host
+	byMAC   map[string]string     // any MAC -> primary MAC
+	// reserved indexes the hosts' fixed addresses: IP -> primary MACs of
+	// the hosts that name it, sorted (one, unless two hosts briefly claim
+	// the same address while a move is applied). DHCP asks it for every
+	// address it considers, so it must not cost a pass over the hosts.
+	reserved map[netip.Addr][]string
 	images   map[string]proto.Image
 	revision uint64
 	onChange []func()
@@ -26,7 +32,8 @@ type State struct {
 
 // New returns an empty state.
 func New() *State {
-	return &State{hosts: map[string]proto.Host{}, byMAC: map[string]string{}, images: map[string]proto.Image{}}
+	return &State{hosts: map[string]proto.Host{}, byMAC: map[string]string{}, reserved: map[netip.Addr][]string{},
+		images: map[string]proto.Image{}}
 }
 
 // OnChange registers f to run (without locks held) after every change.
@@ -87,6 +94,11 @@ func (s *State) PutHost(h proto.Host) {
 	for _, m := range h.MACs() {
 		s.byMAC[m] = h.MAC
 	}
+	if a, ok := reservedIP(h); ok {
+		owners := s.reserved[a]
+		i, _ := slices.BinarySearch(owners, h.MAC)
+		s.reserved[a] = slices.Insert(owners, i, h.MAC)
+	}
 	s.mu.Unlock()
 	s.changed()
 }
@@ -109,7 +121,41 @@ func (s *State) deleteHostLocked(mac string) {
 			delete(s.byMAC, m)
 		}
 	}
+	if a, ok := reservedIP(old); ok {
+		owners := slices.DeleteFunc(s.reserved[a], func(m string) bool { return m == mac })
+		if len(owners) == 0 {
+			delete(s.reserved, a)
+		} else {
+			s.reserved[a] = owners
+		}
+	}
 	delete(s.hosts, mac)
+}
+
+// reservedIP is h's fixed address, if it has a valid one. The coordinator
+// validates addresses; one that does not parse reserves nothing.
+func reservedIP(h proto.Host) (netip.Addr, bool) {
+	if h.IP == "" {
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(h.IP)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}
+
+// Reservation returns the primary MAC of the host whose fixed address is ip.
+// When two hosts name the same address (a move applied in two steps), the
+// lowest MAC is returned and the address stays reserved until both are gone.
+func (s *State) Reservation(ip netip.Addr) (string, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	owners := s.reserved[ip.Unmap()]
+	if len(owners) == 0 {
+		return "", false
+	}
+	return owners[0], true
 }
 
 // Image returns an image by name.
