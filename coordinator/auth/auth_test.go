@@ -791,3 +791,73 @@ func secretsIn(t *testing.T, files ...string) []string {
 	}
 	return out
 }
+
+// TestRevokeSaveFails: when the registry cannot be saved, Revoke fails and
+// revokes nothing anywhere: the credential still connects now and after a
+// restart. A revocation that succeeds holds across a restart. (Pushed before
+// the save, the server refused the credential now and a restart let it in.)
+func TestRevokeSaveFails(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: starts a coordinator twice")
+	}
+	e := &env{data: t.TempDir(), pkiDir: t.TempDir()}
+	if _, err := pki.Init(e.pkiDir, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	stop := e.run(t)
+	admin := e.seed(t)
+	edgeCreds := enrol(t, admin, auth.APIEdgeAdd, auth.EnrolRequest{Name: "e1", Site: "lab"})
+
+	// A non-empty directory where the registry is: the save's rename fails
+	// (even for root, which ignores read-only modes).
+	reg := filepath.Join(e.data, "auth", "identities.json")
+	aside := reg + ".aside"
+	if err := os.Rename(reg, aside); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(reg, "block"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	rep := call(t, admin, auth.APIEdgeRevoke, proto.NameRequest{V: proto.Version, Name: "e1"}, nil)
+	if !strings.Contains(rep.Error, "nothing revoked") {
+		t.Fatalf("revoke with a failing save: error %q, want one saying nothing was revoked", rep.Error)
+	}
+	connects := func(when string) {
+		t.Helper()
+		opts, _ := e.options(edgeCreds)
+		nc, err := nats.Connect(e.url, opts...)
+		if err != nil {
+			t.Fatalf("%s: the edge whose revocation failed cannot connect: %v", when, err)
+		}
+		nc.Close()
+	}
+	connects("right after the failed revoke")
+
+	if err := os.RemoveAll(reg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(aside, reg); err != nil {
+		t.Fatal(err)
+	}
+	admin.Close()
+	stop()
+	stop = e.run(t)
+	connects("after a restart")
+
+	// Now a revocation that works holds now and after a restart.
+	admin, _ = e.connect(t, filepath.Join(e.data, "admin.creds"))
+	mustOK(t, call(t, admin, auth.APIEdgeRevoke, proto.NameRequest{V: proto.Version, Name: "e1"}, nil))
+	refused := func(when string) {
+		t.Helper()
+		opts, _ := e.options(edgeCreds)
+		if nc, err := nats.Connect(e.url, opts...); err == nil {
+			nc.Close()
+			t.Fatalf("%s: the revoked edge connected", when)
+		}
+	}
+	refused("after the revoke")
+	admin.Close()
+	stop()
+	e.run(t)
+	refused("after a restart")
+}

@@ -328,15 +328,22 @@ func (a *Authority) Revoke(ctx context.Context, name string, edge bool) ([]Ident
 	if len(done) == 0 {
 		return nil, fmt.Errorf("%s %q: %w (never enrolled, or revoked already)", kind, name, errNotFound)
 	}
-	if err := a.apply(ctx); err != nil {
-		a.ids = old
-		return nil, err
-	}
+	// The registry on disk is the commit point: save (fsynced) first, then
+	// tell the server. Pushed first, a failed save would leave the server
+	// refusing a credential that a restart (which re-signs the account from
+	// the registry) lets in again. A failed save changes nothing anywhere.
 	if err := a.save(); err != nil {
-		return nil, err
+		a.ids = old
+		return nil, fmt.Errorf("auth: revoke %s %q: nothing revoked: %w", kind, name, err)
 	}
 	for _, id := range done {
 		a.log.Info("identity revoked", "identity", id.String(), "key", id.PublicKey)
+	}
+	if err := a.apply(ctx); err != nil {
+		// Saved, so it holds from the next start on; say loudly that the
+		// running server has not taken it yet.
+		a.log.Error("revocation saved but not pushed to the running server; restart the coordinator to enforce it", "kind", kind, "name", name, "err", err)
+		return nil, fmt.Errorf("auth: %s %q is revoked in the registry but the running server did not take it (restart the coordinator to enforce it): %w", kind, name, err)
 	}
 	return done, nil
 }
