@@ -53,6 +53,9 @@ type Config struct {
 	// registry under DataDir/auth, the first admin's credentials in
 	// DataDir/admin.creds. Needs the embedded server.
 	Auth bool
+	// AuditMaxBytes, if positive, replaces the AUDIT stream's byte limit
+	// (proto.AuditMaxBytes); tests fill a small one.
+	AuditMaxBytes int64
 }
 
 // Run serves until ctx is cancelled.
@@ -238,10 +241,7 @@ func setupState(ctx context.Context, js jetstream.JetStream, cfg Config, checker
 	if err != nil {
 		return nil, err
 	}
-	if err := EnsureStreams(sctx, js, cfg.Replicas); err != nil {
-		return nil, err
-	}
-	if err := audit.EnsureStream(sctx, js, cfg.Replicas); err != nil {
+	if err := EnsureStreams(sctx, js, cfg.Replicas, cfg.AuditMaxBytes); err != nil {
 		return nil, err
 	}
 	return svc, nil
@@ -314,23 +314,18 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	return ns, nil
 }
 
-// EnsureStreams creates the events stream: deduplicated by Nats-Msg-Id so an
-// edge resending its buffer after an outage never records an event twice.
-func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) error {
-	if replicas < 1 {
-		replicas = 1
+// EnsureStreams creates (or updates to the contract's configuration) the
+// EVENTS and AUDIT streams; auditMaxBytes > 0 overrides the audit stream's
+// byte limit (tests fill a small one).
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int, auditMaxBytes int64) error {
+	au := proto.AuditStreamConfig(replicas)
+	if auditMaxBytes > 0 {
+		au.MaxBytes = auditMaxBytes
 	}
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:       proto.StreamEvents,
-		Subjects:   []string{proto.SubjectEventsPrefix + ".>"},
-		Storage:    jetstream.FileStorage,
-		Replicas:   replicas,
-		MaxAge:     30 * 24 * time.Hour,
-		MaxBytes:   1 << 30,
-		Duplicates: proto.EventsDuplicateWindow,
-	})
-	if err != nil {
-		return fmt.Errorf("coordinator: create stream %s: %w", proto.StreamEvents, err)
+	for _, sc := range []jetstream.StreamConfig{proto.EventsStreamConfig(replicas), au} {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("coordinator: create stream %s: %w", sc.Name, err)
+		}
 	}
 	return nil
 }

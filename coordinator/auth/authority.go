@@ -22,12 +22,13 @@ import (
 	"github.com/fleetboot/fleetboot/shared/atomicfile"
 )
 
-// API endpoints (relative to proto.APIPrefix) that enrol and revoke.
+// API endpoints that enrol and revoke (defined in proto, named here for
+// the callers that know them by this package).
 const (
-	APIEdgeAdd    = "edge.add"
-	APIEdgeRevoke = "edge.revoke"
-	APIUserAdd    = "user.add"
-	APIUserRevoke = "user.revoke"
+	APIEdgeAdd    = proto.APIEdgeAdd
+	APIEdgeRevoke = proto.APIEdgeRevoke
+	APIUserAdd    = proto.APIUserAdd
+	APIUserRevoke = proto.APIUserRevoke
 )
 
 // Sentinel errors. Invalid, not found and conflict reuse the service's, so
@@ -52,22 +53,11 @@ const (
 	AccountSys
 )
 
-// EnrolRequest asks the coordinator to sign a user JWT for PublicKey. The
-// seed stays with whoever made the key pair.
-type EnrolRequest struct {
-	V         int    `json:"v"`
-	Name      string `json:"name"`
-	Role      Role   `json:"role"`
-	Site      string `json:"site,omitempty"`
-	PublicKey string `json:"public_key"`
-}
-
-// EnrolReply carries the signed user JWT (not a secret without the seed).
-type EnrolReply struct {
-	V        int      `json:"v"`
-	Identity Identity `json:"identity"`
-	JWT      string   `json:"jwt"`
-}
+// EnrolRequest and EnrolReply are the wire types of enrolment (proto).
+type (
+	EnrolRequest = proto.EnrolRequest
+	EnrolReply   = proto.EnrolReply
+)
 
 // Authority holds the operator and account keys (under its directory, 0600)
 // and the registry of enrolled identities, signs user JWTs and revokes them.
