@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -184,18 +183,8 @@ func Run(ctx context.Context, cfg Config) error {
 	defer ms.Stop()
 
 	// Heartbeats: keep each edge's last status for `edge ls`.
-	sub, err := nc.Subscribe(proto.SubjectStatusPrefix+".>", func(m *nats.Msg) {
-		var st proto.EdgeStatus
-		if err := json.Unmarshal(m.Data, &st); err != nil {
-			log.Warn("malformed heartbeat", "subject", m.Subject, "err", err)
-			return
-		}
-		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		if err := svc.RecordStatus(hctx, st); err != nil {
-			log.Warn("heartbeat not recorded", "edge", st.Name, "err", err)
-		}
-	})
+	hb := heartbeats{svc: svc, drop: newRateLog(log, time.Minute)}
+	sub, err := nc.Subscribe(proto.SubjectStatusPrefix+".>", func(m *nats.Msg) { hb.handle(ctx, m) })
 	if err != nil {
 		return fmt.Errorf("coordinator: subscribe heartbeats: %w", err)
 	}
