@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -53,6 +52,9 @@ type Config struct {
 	// registry under DataDir/auth, the first admin's credentials in
 	// DataDir/admin.creds. Needs the embedded server.
 	Auth bool
+	// AuditMaxBytes, if positive, replaces the AUDIT stream's byte limit
+	// (proto.AuditMaxBytes); tests fill a small one.
+	AuditMaxBytes int64
 }
 
 // Run serves until ctx is cancelled.
@@ -181,18 +183,8 @@ func Run(ctx context.Context, cfg Config) error {
 	defer ms.Stop()
 
 	// Heartbeats: keep each edge's last status for `edge ls`.
-	sub, err := nc.Subscribe(proto.SubjectStatusPrefix+".>", func(m *nats.Msg) {
-		var st proto.EdgeStatus
-		if err := json.Unmarshal(m.Data, &st); err != nil {
-			log.Warn("malformed heartbeat", "subject", m.Subject, "err", err)
-			return
-		}
-		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		if err := svc.RecordStatus(hctx, st); err != nil {
-			log.Warn("heartbeat not recorded", "edge", st.Name, "err", err)
-		}
-	})
+	hb := heartbeats{svc: svc, drop: newRateLog(log, time.Minute)}
+	sub, err := nc.Subscribe(proto.SubjectStatusPrefix+".>", func(m *nats.Msg) { hb.handle(ctx, m) })
 	if err != nil {
 		return fmt.Errorf("coordinator: subscribe heartbeats: %w", err)
 	}
@@ -238,10 +230,7 @@ func setupState(ctx context.Context, js jetstream.JetStream, cfg Config, checker
 	if err != nil {
 		return nil, err
 	}
-	if err := EnsureStreams(sctx, js, cfg.Replicas); err != nil {
-		return nil, err
-	}
-	if err := audit.EnsureStream(sctx, js, cfg.Replicas); err != nil {
+	if err := EnsureStreams(sctx, js, cfg.Replicas, cfg.AuditMaxBytes); err != nil {
 		return nil, err
 	}
 	return svc, nil
@@ -255,6 +244,10 @@ type EmbeddedConfig struct {
 	TLS      *tls.Config // require TLS of every client
 	// Authority, if set, puts the server in operator (JWT) mode.
 	Authority *auth.Authority
+	// SyncInterval 0 (the default) fsyncs every JetStream write; a positive
+	// value syncs in the background that often (JetStream's own default is
+	// two minutes). Benchmarks compare the two.
+	SyncInterval time.Duration
 }
 
 // StartEmbedded starts nats-server with JetStream in-process and waits until
@@ -282,6 +275,12 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 		StoreDir:          cfg.StoreDir,
 		JetStreamMaxStore: cfg.MaxStore,
 		NoSigs:            true,
+		// A single node has no replica to recover an acknowledged write
+		// from: fsync each one (the state is small and writes are few).
+		SyncAlways: cfg.SyncInterval == 0,
+	}
+	if cfg.SyncInterval > 0 {
+		sopts.SyncInterval = cfg.SyncInterval
 	}
 	if cfg.TLS != nil {
 		sopts.TLSConfig = cfg.TLS
@@ -304,23 +303,18 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	return ns, nil
 }
 
-// EnsureStreams creates the events stream: deduplicated by Nats-Msg-Id so an
-// edge resending its buffer after an outage never records an event twice.
-func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) error {
-	if replicas < 1 {
-		replicas = 1
+// EnsureStreams creates (or updates to the contract's configuration) the
+// EVENTS and AUDIT streams; auditMaxBytes > 0 overrides the audit stream's
+// byte limit (tests fill a small one).
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int, auditMaxBytes int64) error {
+	au := proto.AuditStreamConfig(replicas)
+	if auditMaxBytes > 0 {
+		au.MaxBytes = auditMaxBytes
 	}
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:       proto.StreamEvents,
-		Subjects:   []string{proto.SubjectEventsPrefix + ".>"},
-		Storage:    jetstream.FileStorage,
-		Replicas:   replicas,
-		MaxAge:     30 * 24 * time.Hour,
-		MaxBytes:   1 << 30,
-		Duplicates: proto.EventsDuplicateWindow,
-	})
-	if err != nil {
-		return fmt.Errorf("coordinator: create stream %s: %w", proto.StreamEvents, err)
+	for _, sc := range []jetstream.StreamConfig{proto.EventsStreamConfig(replicas), au} {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("coordinator: create stream %s: %w", sc.Name, err)
+		}
 	}
 	return nil
 }

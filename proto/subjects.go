@@ -1,6 +1,7 @@
 package proto
 
 import (
+	"fmt"
 	"strings"
 	"time"
 )
@@ -100,4 +101,54 @@ func EventSubject(site, edge, mac string) string {
 // StatusSubject is where an edge publishes its heartbeat.
 func StatusSubject(site, edge string) string {
 	return SubjectStatusPrefix + "." + site + "." + edge
+}
+
+// ParseStatusSubject returns the site and edge of a heartbeat subject. NATS
+// permissions confine which of these subjects an edge may publish on, so
+// they, not the body, say who sent a heartbeat.
+func ParseStatusSubject(subject string) (site, edge string, ok bool) {
+	rest, found := strings.CutPrefix(subject, SubjectStatusPrefix+".")
+	if !found {
+		return "", "", false
+	}
+	site, edge, found = strings.Cut(rest, ".")
+	if !found || site == "" || edge == "" || strings.Contains(edge, ".") {
+		return "", "", false
+	}
+	return site, edge, true
+}
+
+// ParseEventSubject returns the site, edge and MAC key (12 hex digits, or
+// "none") of an event subject.
+func ParseEventSubject(subject string) (site, edge, macKey string, ok bool) {
+	rest, found := strings.CutPrefix(subject, SubjectEventsPrefix+".")
+	if !found {
+		return "", "", "", false
+	}
+	t := strings.Split(rest, ".")
+	if len(t) != 3 || t[0] == "" || t[1] == "" || t[2] == "" {
+		return "", "", "", false
+	}
+	return t[0], t[1], t[2], true
+}
+
+// CheckEventSubject tells whether an event's body names the site, edge and
+// MAC its subject carries. Readers drop an event that does not: an edge may
+// publish only under its own site and name, but it writes the body itself.
+func CheckEventSubject(subject string, ev Event) error {
+	site, edge, key, ok := ParseEventSubject(subject)
+	if !ok {
+		return fmt.Errorf("subject %q is not an event subject", subject)
+	}
+	if ev.Site != site || ev.Edge != edge {
+		return fmt.Errorf("body says site %q edge %q, subject %q", ev.Site, ev.Edge, subject)
+	}
+	bodyKey, err := MACKey(ev.MAC)
+	if err != nil {
+		bodyKey = "none" // EventSubject's word for "no machine"
+	}
+	if bodyKey != key {
+		return fmt.Errorf("body says MAC %q, subject %q", ev.MAC, subject)
+	}
+	return nil
 }

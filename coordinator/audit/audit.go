@@ -17,9 +17,9 @@ import (
 	"github.com/fleetboot/fleetboot/proto"
 )
 
-// SubjectPrefix: records go to fleetboot.audit.<action>. Only the
+// SubjectPrefix: records go to fleetboot.audit.<action> (proto). Only the
 // coordinator may publish there (people and edges have no permission to).
-const SubjectPrefix = "fleetboot.audit"
+const SubjectPrefix = proto.SubjectAuditPrefix
 
 // Outcomes.
 const (
@@ -63,22 +63,9 @@ func (r *Record) SetRequest(body []byte) {
 	r.Request, _ = json.Marshal(s)
 }
 
-// EnsureStream creates or updates the AUDIT stream.
+// EnsureStream creates or updates the AUDIT stream as proto defines it.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int) error {
-	if replicas < 1 {
-		replicas = 1
-	}
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        proto.StreamAudit,
-		Description: "fleetboot: every accepted or refused change request",
-		Subjects:    []string{SubjectPrefix + ".>"},
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-		MaxAge:      365 * 24 * time.Hour,
-		MaxBytes:    1 << 30,
-		Discard:     jetstream.DiscardOld,
-	})
-	if err != nil {
+	if _, err := js.CreateOrUpdateStream(ctx, proto.AuditStreamConfig(replicas)); err != nil {
 		return fmt.Errorf("audit: create stream %s: %w", proto.StreamAudit, err)
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -24,9 +25,11 @@ import (
 	"github.com/fleetboot/fleetboot/coordinator"
 	"github.com/fleetboot/fleetboot/coordinator/audit"
 	"github.com/fleetboot/fleetboot/coordinator/auth"
+	"github.com/fleetboot/fleetboot/coordinator/eventlog"
 	"github.com/fleetboot/fleetboot/edge"
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/pki"
+	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
 // syncBuf collects log output written from many goroutines.
@@ -790,4 +793,176 @@ func secretsIn(t *testing.T, files ...string) []string {
 		t.Fatalf("found only %d secrets in %q", len(out), files)
 	}
 	return out
+}
+
+// TestRevokeSaveFails: when the registry cannot be saved, Revoke fails and
+// revokes nothing anywhere: the credential still connects now and after a
+// restart. A revocation that succeeds holds across a restart. (Pushed before
+// the save, the server refused the credential now and a restart let it in.)
+func TestRevokeSaveFails(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: starts a coordinator twice")
+	}
+	e := &env{data: t.TempDir(), pkiDir: t.TempDir()}
+	if _, err := pki.Init(e.pkiDir, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	stop := e.run(t)
+	admin := e.seed(t)
+	edgeCreds := enrol(t, admin, auth.APIEdgeAdd, auth.EnrolRequest{Name: "e1", Site: "lab"})
+
+	// A non-empty directory where the registry is: the save's rename fails
+	// (even for root, which ignores read-only modes).
+	reg := filepath.Join(e.data, "auth", "identities.json")
+	aside := reg + ".aside"
+	if err := os.Rename(reg, aside); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(reg, "block"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	rep := call(t, admin, auth.APIEdgeRevoke, proto.NameRequest{V: proto.Version, Name: "e1"}, nil)
+	if !strings.Contains(rep.Error, "nothing revoked") {
+		t.Fatalf("revoke with a failing save: error %q, want one saying nothing was revoked", rep.Error)
+	}
+	connects := func(when string) {
+		t.Helper()
+		opts, _ := e.options(edgeCreds)
+		nc, err := nats.Connect(e.url, opts...)
+		if err != nil {
+			t.Fatalf("%s: the edge whose revocation failed cannot connect: %v", when, err)
+		}
+		nc.Close()
+	}
+	connects("right after the failed revoke")
+
+	if err := os.RemoveAll(reg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(aside, reg); err != nil {
+		t.Fatal(err)
+	}
+	admin.Close()
+	stop()
+	stop = e.run(t)
+	connects("after a restart")
+
+	// Now a revocation that works holds now and after a restart.
+	admin, _ = e.connect(t, filepath.Join(e.data, "admin.creds"))
+	mustOK(t, call(t, admin, auth.APIEdgeRevoke, proto.NameRequest{V: proto.Version, Name: "e1"}, nil))
+	refused := func(when string) {
+		t.Helper()
+		opts, _ := e.options(edgeCreds)
+		if nc, err := nats.Connect(e.url, opts...); err == nil {
+			nc.Close()
+			t.Fatalf("%s: the revoked edge connected", when)
+		}
+	}
+	refused("after the revoke")
+	admin.Close()
+	stop()
+	e.run(t)
+	refused("after a restart")
+}
+
+// TestSpoofedHeartbeatsAndEvents: an edge credential of site lab publishes,
+// on its own (permitted) subjects, a heartbeat whose body says it is edge e2
+// of site other, and an event whose body names another site, edge and MAC.
+// The coordinator does not record the heartbeat as e2, and the event readers
+// drop the event; honest ones go through.
+func TestSpoofedHeartbeatsAndEvents(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: starts a coordinator")
+	}
+	e := start(t)
+	admin := e.seed(t)
+	creds := enrol(t, admin, auth.APIEdgeAdd, auth.EnrolRequest{Name: "e1", Site: "lab"})
+	nc, ae := e.connect(t, creds)
+
+	heartbeat := func(name, site, version string) {
+		t.Helper()
+		b, _ := json.Marshal(proto.EdgeStatus{V: proto.Version, Name: name, Site: site, Version: version, Time: time.Now(), IntervalSecs: 60})
+		if err := nc.Publish(proto.StatusSubject("lab", "e1"), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	heartbeat("e2", "other", "forged")
+	heartbeat("e1", "other", "forged-site")
+	heartbeat("e1", "lab", "honest") // after the forged ones, on the same connection
+	var edges []proto.EdgeView
+	waitfor.Within(t, 20*time.Second, "the honest heartbeat", func() error {
+		edges = nil
+		rep := call(t, admin, proto.APIEdgeList, proto.ListRequest{V: proto.Version}, nil)
+		mustOK(t, rep)
+		_ = json.Unmarshal(rep.Data, &edges)
+		for _, ed := range edges {
+			if ed.Name == "e1" && ed.Version == "honest" {
+				return nil
+			}
+		}
+		return fmt.Errorf("edges: %+v", edges)
+	})
+	type row struct{ Name, Site, Version string }
+	var got []row
+	for _, ed := range edges {
+		got = append(got, row{ed.Name, ed.Site, ed.Version})
+	}
+	if diff := cmp.Diff([]row{{"e1", "lab", "honest"}}, got); diff != "" {
+		t.Fatalf("edges recorded (-want +got):\n%s", diff)
+	}
+	if !strings.Contains(e.logs.String(), "heartbeat whose body names another edge or site than its subject dropped") {
+		t.Errorf("the dropped heartbeat was not logged:\n%s", e.logs.String())
+	}
+
+	// Events: published into the stream on e1's own subject, with bodies
+	// that lie, and one honest event.
+	ejs, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func(id, site, edgeName, mac string) {
+		t.Helper()
+		b, _ := json.Marshal(proto.Event{V: proto.Version, ID: id, Time: time.Now(), Site: site, Edge: edgeName, MAC: mac, Kind: proto.EventScript})
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := ejs.Publish(ctx, proto.EventSubject("lab", "e1", labMAC), b, jetstream.WithMsgID(id)); err != nil {
+			t.Fatalf("publish %s: %v (%q)", id, err, ae.all())
+		}
+	}
+	publish("other-mac", "lab", "e1", otherMAC)
+	publish("other-site", "other", "e1", labMAC)
+	publish("other-edge", "lab", "e2", labMAC)
+	publish("honest", "lab", "e1", labMAC)
+	js, err := jetstream.New(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(context.Background(), proto.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, macs := range [][]string{nil, {labMAC}, {otherMAC}} {
+		subjects, err := eventlog.Subjects("", "", macs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		var warn bytes.Buffer
+		if err := eventlog.Read(context.Background(), st, eventlog.Query{Subjects: subjects}, &warn, func(ev proto.Event) error {
+			ids = append(ids, ev.ID)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"honest"}
+		if len(macs) == 1 && macs[0] == otherMAC {
+			want = nil
+		}
+		if diff := cmp.Diff(want, ids); diff != "" {
+			t.Errorf("events read for %v (-want +got):\n%s", macs, diff)
+		}
+		if want != nil && (!strings.Contains(warn.String(), "disagrees with its subject") || strings.Count(warn.String(), "\n") > 2) {
+			t.Errorf("warnings for %v: %q; want one warning and one count", macs, warn.String())
+		}
+	}
 }

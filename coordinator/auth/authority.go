@@ -22,12 +22,13 @@ import (
 	"github.com/fleetboot/fleetboot/shared/atomicfile"
 )
 
-// API endpoints (relative to proto.APIPrefix) that enrol and revoke.
+// API endpoints that enrol and revoke (defined in proto, named here for
+// the callers that know them by this package).
 const (
-	APIEdgeAdd    = "edge.add"
-	APIEdgeRevoke = "edge.revoke"
-	APIUserAdd    = "user.add"
-	APIUserRevoke = "user.revoke"
+	APIEdgeAdd    = proto.APIEdgeAdd
+	APIEdgeRevoke = proto.APIEdgeRevoke
+	APIUserAdd    = proto.APIUserAdd
+	APIUserRevoke = proto.APIUserRevoke
 )
 
 // Sentinel errors. Invalid, not found and conflict reuse the service's, so
@@ -52,22 +53,11 @@ const (
 	AccountSys
 )
 
-// EnrolRequest asks the coordinator to sign a user JWT for PublicKey. The
-// seed stays with whoever made the key pair.
-type EnrolRequest struct {
-	V         int    `json:"v"`
-	Name      string `json:"name"`
-	Role      Role   `json:"role"`
-	Site      string `json:"site,omitempty"`
-	PublicKey string `json:"public_key"`
-}
-
-// EnrolReply carries the signed user JWT (not a secret without the seed).
-type EnrolReply struct {
-	V        int      `json:"v"`
-	Identity Identity `json:"identity"`
-	JWT      string   `json:"jwt"`
-}
+// EnrolRequest and EnrolReply are the wire types of enrolment (proto).
+type (
+	EnrolRequest = proto.EnrolRequest
+	EnrolReply   = proto.EnrolReply
+)
 
 // Authority holds the operator and account keys (under its directory, 0600)
 // and the registry of enrolled identities, signs user JWTs and revokes them.
@@ -328,15 +318,22 @@ func (a *Authority) Revoke(ctx context.Context, name string, edge bool) ([]Ident
 	if len(done) == 0 {
 		return nil, fmt.Errorf("%s %q: %w (never enrolled, or revoked already)", kind, name, errNotFound)
 	}
-	if err := a.apply(ctx); err != nil {
-		a.ids = old
-		return nil, err
-	}
+	// The registry on disk is the commit point: save (fsynced) first, then
+	// tell the server. Pushed first, a failed save would leave the server
+	// refusing a credential that a restart (which re-signs the account from
+	// the registry) lets in again. A failed save changes nothing anywhere.
 	if err := a.save(); err != nil {
-		return nil, err
+		a.ids = old
+		return nil, fmt.Errorf("auth: revoke %s %q: nothing revoked: %w", kind, name, err)
 	}
 	for _, id := range done {
 		a.log.Info("identity revoked", "identity", id.String(), "key", id.PublicKey)
+	}
+	if err := a.apply(ctx); err != nil {
+		// Saved, so it holds from the next start on; say loudly that the
+		// running server has not taken it yet.
+		a.log.Error("revocation saved but not pushed to the running server; restart the coordinator to enforce it", "kind", kind, "name", name, "err", err)
+		return nil, fmt.Errorf("auth: %s %q is revoked in the registry but the running server did not take it (restart the coordinator to enforce it): %w", kind, name, err)
 	}
 	return done, nil
 }

@@ -3,40 +3,24 @@ package auth
 import (
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/nats-io/jwt/v2"
 
 	"github.com/fleetboot/fleetboot/proto"
 )
 
-// Role of an identity.
-type Role string
+// Role and Identity are defined in proto (the enrol reply carries them).
+type (
+	Role     = proto.Role
+	Identity = proto.Identity
+)
 
 // Roles.
 const (
-	RoleAdmin  Role = "admin"  // may change desired state
-	RoleViewer Role = "viewer" // may list, show and watch
-	RoleEdge   Role = "edge"   // an edge agent of one site
+	RoleAdmin  = proto.RoleAdmin
+	RoleViewer = proto.RoleViewer
+	RoleEdge   = proto.RoleEdge
 )
-
-// Identity is one enrolled credential.
-type Identity struct {
-	Name      string     `json:"name"`
-	Role      Role       `json:"role"`
-	Site      string     `json:"site,omitempty"` // edges only
-	PublicKey string     `json:"public_key"`     // the user nkey (U…)
-	Issued    time.Time  `json:"issued"`
-	Revoked   *time.Time `json:"revoked,omitempty"`
-}
-
-// String names the identity the way audit lines and errors show it.
-func (id Identity) String() string {
-	if id.Role == RoleEdge {
-		return fmt.Sprintf("edge %s (site %s)", id.Name, id.Site)
-	}
-	return fmt.Sprintf("%s %s", id.Role, id.Name)
-}
 
 // EdgeInboxPrefix is the private inbox prefix of an edge: its replies (KV
 // watch deliveries above all) go there, and no other edge may subscribe to it.

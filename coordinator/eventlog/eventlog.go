@@ -85,6 +85,8 @@ func Read(ctx context.Context, st jetstream.Stream, q Query, warn io.Writer, fn 
 	if last == 0 {
 		return nil
 	}
+	sk := &skipper{w: warn}
+	defer sk.summary()
 	cons, err := st.OrderedConsumer(ctx, q.consumerConfig(false))
 	if err != nil {
 		return fmt.Errorf("events: consumer: %w", err)
@@ -103,7 +105,7 @@ func Read(ctx context.Context, st jetstream.Stream, q Query, warn io.Writer, fn 
 			if err != nil {
 				return fmt.Errorf("events: message metadata: %w", err)
 			}
-			if ev, ok := decode(msg, meta.Sequence.Stream, warn); ok && q.Match(ev) {
+			if ev, ok := sk.decode(msg, meta.Sequence.Stream); ok && q.Match(ev) {
 				if err := fn(ev); err != nil {
 					return err
 				}
@@ -133,6 +135,7 @@ func Follow(ctx context.Context, st jetstream.Stream, q Query, warn io.Writer, f
 		return fmt.Errorf("events: follow: %w", err)
 	}
 	defer it.Stop()
+	sk := &skipper{w: warn, every: time.Minute, now: time.Now}
 	for {
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if ctx.Err() != nil {
@@ -145,7 +148,7 @@ func Follow(ctx context.Context, st jetstream.Stream, q Query, warn io.Writer, f
 		if meta, err := msg.Metadata(); err == nil {
 			seq = meta.Sequence.Stream
 		}
-		if ev, ok := decode(msg, seq, warn); ok && q.Match(ev) {
+		if ev, ok := sk.decode(msg, seq); ok && q.Match(ev) {
 			if err := fn(ev); err != nil {
 				return err
 			}
@@ -153,11 +156,51 @@ func Follow(ctx context.Context, st jetstream.Stream, q Query, warn io.Writer, f
 	}
 }
 
-func decode(msg jetstream.Msg, seq uint64, warn io.Writer) (proto.Event, bool) {
+// skipper decodes events and drops the ones that cannot be trusted: not
+// JSON, or a body naming another site, edge or MAC than the subject (which
+// NATS permissions confine to the publishing edge's own). A flood of them
+// gets one warning, then a count: at most one line per interval when
+// following, and a summary at the end of a read.
+type skipper struct {
+	w          io.Writer
+	every      time.Duration // 0: warn once, then only the summary
+	now        func() time.Time
+	last       time.Time
+	warned     bool
+	suppressed int
+}
+
+func (s *skipper) decode(msg jetstream.Msg, seq uint64) (proto.Event, bool) {
 	var ev proto.Event
 	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-		fmt.Fprintf(warn, "fleetboot: skipping a malformed event (stream sequence %d on %s): %v\n", seq, msg.Subject(), err)
+		s.skip(fmt.Sprintf("a malformed event (stream sequence %d on %s): %v", seq, msg.Subject(), err))
+		return ev, false
+	}
+	if err := proto.CheckEventSubject(msg.Subject(), ev); err != nil {
+		s.skip(fmt.Sprintf("an event whose body disagrees with its subject (stream sequence %d): %v", seq, err))
 		return ev, false
 	}
 	return ev, true
+}
+
+func (s *skipper) skip(what string) {
+	if s.warned && (s.every == 0 || s.now().Sub(s.last) < s.every) {
+		s.suppressed++
+		return
+	}
+	more := ""
+	if s.suppressed > 0 {
+		more = fmt.Sprintf(" (and %d more skipped since the last warning)", s.suppressed)
+	}
+	fmt.Fprintf(s.w, "fleetboot: skipping %s%s\n", what, more)
+	s.warned, s.suppressed = true, 0
+	if s.now != nil {
+		s.last = s.now()
+	}
+}
+
+func (s *skipper) summary() {
+	if s.suppressed > 0 {
+		fmt.Fprintf(s.w, "fleetboot: skipped %d more malformed or mismatched events\n", s.suppressed)
+	}
 }

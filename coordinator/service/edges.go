@@ -7,9 +7,13 @@ import (
 	"github.com/fleetboot/fleetboot/proto"
 )
 
-// RecordStatus stores an edge's heartbeat.
+// RecordStatus stores an edge's heartbeat. The caller sets Name and Site
+// from the heartbeat's subject, never from its body.
 func (s *Service) RecordStatus(ctx context.Context, st proto.EdgeStatus) error {
 	if err := proto.ValidEdgeName(st.Name); err != nil {
+		return err
+	}
+	if err := proto.ValidSiteName(st.Site); err != nil {
 		return err
 	}
 	return s.put(ctx, proto.BucketEdges, st.Name, st)

@@ -15,10 +15,9 @@ import (
 // publish whose ack was lost: minutes, not hours.
 const DuplicateWindow = proto.EventsDuplicateWindow
 
-// EnsureStream creates the EVENTS stream, or updates it to this
-// configuration: subjects fleetboot.events.>, file storage, a duplicate
-// window, and an explicit byte limit (oldest events are discarded at the
-// limit) so a flood of events cannot fill the server's disk.
+// EnsureStream creates the EVENTS stream, or updates it, as proto defines
+// it (the coordinator creates the same), with maxBytes as its byte limit
+// (proto.EventsMaxBytes in production; tests use a smaller one).
 func EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int, maxBytes int64) error {
 	if replicas < 1 || replicas > 5 {
 		return fmt.Errorf("events: stream replicas %d: want 1 to 5", replicas)
@@ -26,18 +25,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int, max
 	if maxBytes <= 0 {
 		return fmt.Errorf("events: stream byte limit %d: want a positive size", maxBytes)
 	}
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        proto.StreamEvents,
-		Description: "fleetboot boot-chain events from the edges",
-		Subjects:    []string{proto.SubjectEventsPrefix + ".>"},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		MaxBytes:    maxBytes,
-		Replicas:    replicas,
-		Duplicates:  DuplicateWindow,
-	})
-	if err != nil {
+	sc := proto.EventsStreamConfig(replicas)
+	sc.MaxBytes = maxBytes
+	if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 		return fmt.Errorf("events: create stream %s: %w", proto.StreamEvents, err)
 	}
 	return nil
