@@ -39,7 +39,7 @@ type EventSink interface {
 // Config configures a Cache.
 type Config struct {
 	Dir      string  // cache directory (--cache-dir); created if missing
-	MaxBytes int64   // byte bound (--cache-size, see ParseSize)
+	MaxBytes int64   // byte bound (--cache-size, see bytesize.Parse)
 	Fetcher  Fetcher // the artifact store
 	Logger   *slog.Logger
 	// FetchTimeout bounds how long a fetch may go without receiving a byte

@@ -23,6 +23,7 @@ type app struct {
 	stdin   io.Reader
 	stdout  io.Writer
 	stderr  io.Writer
+	getenv  func(string) (string, bool) // os.LookupEnv, or a test's map
 
 	natsURL string
 	creds   string
@@ -41,12 +42,51 @@ type exitError struct {
 func (e exitError) Error() string { return e.err.Error() }
 func (e exitError) Unwrap() error { return e.err }
 
-// Main runs the command line and returns the process exit code.
+// Main runs the command line with the process environment and returns the
+// process exit code.
 func Main(ctx context.Context, version string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	a := &app{version: version, stdin: stdin, stdout: stdout, stderr: stderr}
+	return Run(ctx, Invocation{Version: version, Args: args, Env: os.LookupEnv, Stdin: stdin, Stdout: stdout, Stderr: stderr})
+}
+
+// Invocation is one run of the command line: everything it reads and writes
+// besides the network and the files it is told about, so a test can run many
+// in one process with different arguments and environments.
+type Invocation struct {
+	Version string
+	Args    []string
+	// Env looks up FLEETBOOT_* variables; nil means none are set.
+	Env            func(key string) (string, bool)
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+}
+
+// EnvMap is an Invocation's Env from a map.
+func EnvMap(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := m[k]
+		return v, ok
+	}
+}
+
+// Run runs one invocation and returns its exit code.
+func Run(ctx context.Context, inv Invocation) int {
+	if inv.Env == nil {
+		inv.Env = EnvMap(nil)
+	}
+	if inv.Stdin == nil {
+		inv.Stdin = strings.NewReader("")
+	}
+	stdout, stderr := inv.Stdout, inv.Stderr
+	if stdout == nil {
+		stdout = io.Discard
+	}
+	if stderr == nil {
+		stderr = io.Discard
+	}
+	a := &app{version: inv.Version, stdin: inv.Stdin, stdout: stdout, stderr: stderr, getenv: inv.Env}
 	root := a.rootCmd()
-	root.SetArgs(args)
-	root.SetIn(stdin)
+	root.SetArgs(inv.Args)
+	root.SetIn(inv.Stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
@@ -124,7 +164,7 @@ func (a *app) applyEnvAndFile(cmd *cobra.Command) error {
 	var fileVals map[string]any
 	cfgPath := a.config
 	if !cmd.Flags().Changed("config") {
-		if v := os.Getenv("FLEETBOOT_CONFIG"); v != "" {
+		if v, _ := a.getenv("FLEETBOOT_CONFIG"); v != "" {
 			cfgPath = v
 		}
 	}
@@ -143,7 +183,7 @@ func (a *app) applyEnvAndFile(cmd *cobra.Command) error {
 			return
 		}
 		env := "FLEETBOOT_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(env); ok {
+		if v, ok := a.getenv(env); ok {
 			if err := f.Value.Set(v); err != nil {
 				firstErr = fmt.Errorf("%s=%q: %w", env, v, err)
 			}

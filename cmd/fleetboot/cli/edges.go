@@ -11,9 +11,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fleetboot/fleetboot/edge"
-	"github.com/fleetboot/fleetboot/edge/cache"
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/artifactstore"
+	"github.com/fleetboot/fleetboot/shared/bytesize"
 )
 
 // edgeFlags are the settings of the edge agent, shared with `dev`.
@@ -53,7 +53,7 @@ func (f *edgeFlags) config(a *app, natsURL string) (edge.Config, error) {
 	if f.site == "" {
 		return cfg, fmt.Errorf("--site is required")
 	}
-	size, err := cache.ParseSize(f.cacheSize)
+	size, err := bytesize.Parse(f.cacheSize)
 	if err != nil {
 		return cfg, fmt.Errorf("--cache-size: %w", err)
 	}
@@ -78,7 +78,7 @@ func (f *edgeFlags) config(a *app, natsURL string) (edge.Config, error) {
 	}
 	store := artifactstore.Config{}
 	if f.store != "" {
-		store = artifactstore.ConfigFromEnv(f.store)
+		store = a.storeConfig(f.store)
 	}
 	natsOpts, err := a.edgeNATSOptions()
 	if err != nil {
@@ -91,6 +91,14 @@ func (f *edgeFlags) config(a *app, natsURL string) (edge.Config, error) {
 		AdvertiseURL: strings.TrimRight(f.advertise, "/"), BootDir: f.bootDir, EFIBootFile: f.efiFile,
 		Force: f.force, ConflictCheck: f.ping, Drain: f.drain, DHCPMode: f.dhcp, Version: a.version, Logger: a.logger(),
 	}, nil
+}
+
+func edgeSettings(cfg edge.Config) []setting {
+	return []setting{
+		{"name", cfg.Name}, {"site", cfg.Site}, {"state-dir", cfg.StateDir}, {"cache-dir", cfg.CacheDir},
+		{"cache-size", sizeSetting(cfg.CacheSize)}, {"http-listen", cfg.HTTPListen}, {"tftp-listen", cfg.TFTPListen},
+		{"advertise", cfg.AdvertiseURL}, {"interface", cfg.Interface}, {"dhcp", cfg.DHCPMode},
+	}
 }
 
 func (a *app) edgeCmd() *cobra.Command {
@@ -122,8 +130,7 @@ In a secured deployment, run the edge with --creds FILE --tls-ca ca.pem.`,
 				return err
 			}
 			if check {
-				fmt.Fprintln(a.stdout, "configuration OK")
-				return nil
+				return a.configOK(edgeSettings(cfg))
 			}
 			return edge.Run(cmd.Context(), cfg)
 		},
@@ -163,7 +170,7 @@ func (a *app) edgeLsCmd() *cobra.Command {
 					status = "STALE"
 				}
 				rows = append(rows, []string{e.Name, e.Site, status, time.Since(e.Time).Round(time.Second).String() + " ago",
-					e.Version, fmt.Sprint(e.Revision), fmt.Sprint(e.Lag), humanBytes(e.CacheBytes), fmt.Sprintf("%.0f%%", e.HitRatio*100), strings.Join(e.Interfaces, ",")})
+					e.Version, fmt.Sprint(e.Revision), fmt.Sprint(e.Lag), bytesize.Format(e.CacheBytes), fmt.Sprintf("%.0f%%", e.HitRatio*100), strings.Join(e.Interfaces, ",")})
 			}
 			return table(a.stdout, []string{"EDGE", "SITE", "STATUS", "LAST SEEN", "VERSION", "REVISION", "LAG", "CACHE", "HIT", "INTERFACES"}, rows)
 		},

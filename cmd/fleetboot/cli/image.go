@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fleetboot/fleetboot/shared/bytesize"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -80,7 +82,7 @@ the standard AWS variables.`,
 				return fmt.Errorf("image add: the coordinator has no artifact store; pass --store")
 			}
 			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			st, err := artifactstore.Open(sctx, artifactstore.ConfigFromEnv(store))
+			st, err := artifactstore.Open(sctx, a.storeConfig(store))
 			cancel()
 			if err != nil {
 				return err
@@ -95,7 +97,7 @@ the standard AWS variables.`,
 				if up.Skipped {
 					verb = "already stored"
 				}
-				fmt.Fprintf(a.stderr, "%-8s %s: %s, %s, sha256 %s\n", f.role, filepath.Base(f.path), verb, humanBytes(up.Size), up.SHA256[:12])
+				fmt.Fprintf(a.stderr, "%-8s %s: %s, %s, sha256 %s\n", f.role, filepath.Base(f.path), verb, bytesize.Format(up.Size), up.SHA256[:12])
 				im.Artifacts = append(im.Artifacts, proto.Artifact{
 					Role: f.role, Name: artifactName(f.role, f.path), Key: up.Key, Size: up.Size, SHA256: up.SHA256,
 				})
@@ -151,7 +153,7 @@ func (a *app) progress(name string) func(done, total int64) {
 		if total > 0 {
 			pct = float64(done) * 100 / float64(total)
 		}
-		fmt.Fprintf(f, "\r%-24s %5.1f%%  %s / %s", name, pct, humanBytes(done), humanBytes(total))
+		fmt.Fprintf(f, "\r%-24s %5.1f%%  %s / %s", name, pct, bytesize.Format(done), bytesize.Format(total))
 		if done >= total {
 			fmt.Fprint(f, "\r\033[K")
 		}
@@ -201,7 +203,7 @@ func (a *app) imageShowCmd() *cobra.Command {
 			fmt.Fprintf(a.stdout, "image:    %s\narch:     %s\ncmdline:  %s\nupdated:  %s\n\n", im.Name, im.Arch, im.Cmdline, im.Updated.Format(time.RFC3339))
 			var rows [][]string
 			for _, ar := range im.Artifacts {
-				rows = append(rows, []string{ar.Role, ar.Name, humanBytes(ar.Size), ar.SHA256, ar.Key})
+				rows = append(rows, []string{ar.Role, ar.Name, bytesize.Format(ar.Size), ar.SHA256, ar.Key})
 			}
 			return table(a.stdout, []string{"ROLE", "FILE", "SIZE", "SHA256", "KEY"}, rows)
 		},
@@ -245,7 +247,7 @@ func (a *app) printImages(out string, ims []proto.Image) error {
 		if _, ok := im.Artifact(proto.RoleISO); ok {
 			live = "yes"
 		}
-		rows = append(rows, []string{im.Name, im.Arch, strings.Join(files, ","), humanBytes(total), live, im.Cmdline})
+		rows = append(rows, []string{im.Name, im.Arch, strings.Join(files, ","), bytesize.Format(total), live, im.Cmdline})
 	}
 	return table(a.stdout, []string{"IMAGE", "ARCH", "FILES", "SIZE", "LIVEOS", "CMDLINE"}, rows)
 }

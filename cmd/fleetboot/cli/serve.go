@@ -15,6 +15,7 @@ import (
 	"github.com/fleetboot/fleetboot/coordinator"
 	"github.com/fleetboot/fleetboot/edge"
 	"github.com/fleetboot/fleetboot/shared/artifactstore"
+	"github.com/fleetboot/fleetboot/shared/bytesize"
 )
 
 func (a *app) logger() *slog.Logger {
@@ -49,7 +50,7 @@ func (f *coordinatorFlags) register(cmd *cobra.Command, defaultData, defaultStor
 // config validates the flags and opens the store.
 func (f *coordinatorFlags) config(ctx context.Context, a *app) (coordinator.Config, error) {
 	var cfg coordinator.Config
-	maxStore, err := parseBytes(f.maxStore)
+	maxStore, err := bytesize.Parse(f.maxStore)
 	if err != nil {
 		return cfg, fmt.Errorf("--max-store: %w", err)
 	}
@@ -64,7 +65,7 @@ func (f *coordinatorFlags) config(ctx context.Context, a *app) (coordinator.Conf
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	st, err := artifactstore.Open(sctx, artifactstore.ConfigFromEnv(f.store))
+	st, err := artifactstore.Open(sctx, a.storeConfig(f.store))
 	if err != nil {
 		return cfg, err
 	}
@@ -117,8 +118,7 @@ add" and "fleetboot user add") and writes the first admin's to DATA/admin.creds.
 				return err
 			}
 			if f.checkConfig {
-				fmt.Fprintln(a.stdout, "configuration OK")
-				return nil
+				return a.configOK(coordinatorSettings(cfg))
 			}
 			return coordinator.Run(cmd.Context(), cfg)
 		},
@@ -167,10 +167,9 @@ unless --interface is given).`,
 			if err != nil {
 				return err
 			}
-			ecfg.Store = artifactstore.ConfigFromEnv(f.store)
+			ecfg.Store = a.storeConfig(f.store)
 			if f.checkConfig {
-				fmt.Fprintln(a.stdout, "configuration OK")
-				return nil
+				return a.configOK(append(coordinatorSettings(cfg), edgeSettings(ecfg)...))
 			}
 			return a.runDev(cmd.Context(), cfg, ecfg)
 		},
@@ -233,32 +232,44 @@ func dhcpNote(iface string) string {
 	return "on " + iface
 }
 
+// setting is one line of --check-config's report.
+type setting struct{ name, value string }
+
+// configOK is what --check-config prints: the settings as they will be used
+// once flags, FLEETBOOT_* variables and the config file are combined, sizes
+// in bytes, so an operator sees which source won and what a size became.
+func (a *app) configOK(settings []setting) error {
+	fmt.Fprintln(a.stdout, "configuration OK")
+	for _, s := range settings {
+		fmt.Fprintf(a.stdout, "  %s: %s\n", s.name, s.value)
+	}
+	return nil
+}
+
+func sizeSetting(n int64) string { return fmt.Sprintf("%d (%s)", n, bytesize.Format(n)) }
+
+func coordinatorSettings(cfg coordinator.Config) []setting {
+	return []setting{
+		{"data", cfg.DataDir}, {"nats-listen", cfg.NATSListen}, {"http-listen", cfg.HTTPListen},
+		{"store", cfg.StoreURL}, {"max-store", sizeSetting(cfg.MaxStoreBytes)}, {"replicas", fmt.Sprint(cfg.Replicas)},
+	}
+}
+
+// storeConfig is artifactstore.ConfigFromEnv reading this invocation's
+// environment instead of the process's.
+func (a *app) storeConfig(url string) artifactstore.Config {
+	get := func(k string) string { v, _ := a.getenv(k); return v }
+	cfg := artifactstore.Config{URL: url, AccessKey: get("FLEETBOOT_S3_ACCESS_KEY"), SecretKey: get("FLEETBOOT_S3_SECRET_KEY")}
+	if cfg.AccessKey == "" && cfg.SecretKey == "" {
+		cfg.AccessKey, cfg.SecretKey = get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")
+	}
+	return cfg
+}
+
 // stater adapts the artifact store to what the coordinator checks.
 type stater struct{ s artifactstore.Store }
 
 func (s stater) StatSize(ctx context.Context, key string) (int64, error) {
 	info, err := s.s.Stat(ctx, key)
 	return info.Size, err
-}
-
-// parseBytes reads sizes like 10GiB, 500MB or 1024.
-func parseBytes(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}}
-	for _, u := range units {
-		if len(s) > len(u.suffix) && s[len(s)-len(u.suffix):] == u.suffix {
-			var n int64
-			if _, err := fmt.Sscanf(s[:len(s)-len(u.suffix)], "%d", &n); err != nil || n < 0 {
-				break
-			}
-			return n * u.mult, nil
-		}
-	}
-	var n int64
-	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n < 0 || fmt.Sprint(n) != s {
-		return 0, fmt.Errorf("invalid size %q: want a number of bytes with an optional unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s)
-	}
-	return n, nil
 }
