@@ -55,6 +55,9 @@ type Config struct {
 	Logger        *slog.Logger
 	// Ready, if set, is called once every listener is bound.
 	Ready func(httpAddr string)
+	// DHCPSourceRate: DHCP requests per second from unknown MACs per relay
+	// or source address (0: dhcp.DefaultSourceRate; negative: no limit).
+	DHCPSourceRate float64
 }
 
 // Run starts the edge and serves until ctx ends. Listeners are bound before
@@ -174,6 +177,7 @@ func Run(ctx context.Context, cfg Config) error {
 			BootFiles: dhcp.BootFiles{EFI64: cfg.EFIBootFile},
 			LeaseFile: filepath.Join(cfg.StateDir, "leases.json"),
 			State:     policy, Events: rec, Logger: log, Force: cfg.Force, NoConflictCheck: !cfg.ConflictCheck,
+			SourceRate: cfg.DHCPSourceRate,
 		})
 		if err != nil {
 			return err

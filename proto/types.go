@@ -144,6 +144,14 @@ const (
 	EventDropped       = "events.dropped" // an edge's buffer overflowed; detail says how many
 )
 
+// Counted DHCP events, one per window and reason, with detail "count": the
+// edge's answer to floods of random MACs (events of unknown MACs beyond a
+// budget) and to requests its rate limits refused.
+const (
+	EventDHCPUnknown     = "dhcp.unknown"
+	EventDHCPRateLimited = "dhcp.ratelimited"
+)
+
 // Event is one step of a machine's boot, recorded by an edge.
 type Event struct {
 	V      int               `json:"v"`

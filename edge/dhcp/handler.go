@@ -59,6 +59,12 @@ type HandlerConfig struct {
 	OfferHold   time.Duration // how long an OFFER holds its address; default 60 s
 	DeclineHold time.Duration // how long a DECLINEd or conflicting address rests; default 10 min
 	MaxProbes   int           // addresses tried per DISCOVER when probes find conflicts; default 8
+	// Events about MACs the site does not know pass as they are up to
+	// EventBudget per EventWindow; the rest are counted and reported once
+	// per window (dhcp.unknown with a count). Defaults: 200 per minute, a
+	// rack's worth of new machines' first exchanges.
+	EventWindow time.Duration
+	EventBudget int
 }
 
 // Handler decides DHCP replies. It is safe for concurrent use.
@@ -67,6 +73,7 @@ type Handler struct {
 	serverIP netip.Addr
 	tftpIP   net.IP
 	log      *slog.Logger
+	counted  *eventCounter // events strangers cause: budgeted, then counted
 }
 
 // NewHandler checks cfg and fills in defaults.
@@ -96,12 +103,19 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	if cfg.MaxProbes <= 0 {
 		cfg.MaxProbes = 8
 	}
+	if cfg.EventWindow <= 0 {
+		cfg.EventWindow = time.Minute
+	}
+	if cfg.EventBudget <= 0 {
+		cfg.EventBudget = 200
+	}
 	cfg.BootFiles = cfg.BootFiles.withDefaults()
 	tftp := cfg.TFTPServer.To4()
 	if tftp == nil {
 		tftp = sip.AsSlice()
 	}
-	return &Handler{cfg: cfg, serverIP: sip, tftpIP: net.IP(tftp), log: cfg.Logger}, nil
+	return &Handler{cfg: cfg, serverIP: sip, tftpIP: net.IP(tftp), log: cfg.Logger,
+		counted: newEventCounter(cfg.Events, cfg.EventWindow, cfg.EventBudget, cfg.Now)}, nil
 }
 
 // request is one request on its way through the handler.
@@ -195,6 +209,10 @@ func (h *Handler) emit(kind string, r *request, ip netip.Addr, decision string) 
 	}
 	if r.m.HasArch {
 		d["arch"] = r.m.ArchString()
+	}
+	if !r.known {
+		h.counted.Emit(kind, r.m.MAC, d)
+		return
 	}
 	h.cfg.Events.Emit(kind, r.m.MAC, d)
 }

@@ -54,18 +54,27 @@ type Config struct {
 	ClientRate  float64
 	ClientBurst int
 	MaxClients  int
+	// SourceRate and SourceBurst limit requests from MACs the site does not
+	// know, per source address (see sourceLimits); negative SourceRate
+	// turns the limit off. EventWindow and EventBudget: HandlerConfig.
+	SourceRate  float64
+	SourceBurst int
+	EventWindow time.Duration
+	EventBudget int
 	// LogEvery is the least time between two log lines about dropped
 	// packets of one reason (default 10 s); the next line counts the rest.
 	LogEvery time.Duration
 }
 
-// Server is the socket adapter around a Handler.
+// Server is the socket adapter around a Handler. Its limits: limit per
+// client MAC, source per source address for unknown MACs (nil: none).
 type Server struct {
 	cfg    Config
 	h      *Handler
 	log    *slog.Logger
 	drops  *slog.Logger // rate-limited: one line per reason per LogEvery
 	limit  *clientLimiter
+	source *clientLimiter
 	conns  map[int]*net.UDPConn // local port -> socket
 	closer func() error         // the default ICMP prober
 }
@@ -105,6 +114,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.MaxClients <= 0 {
 		cfg.MaxClients = 4096
 	}
+	cfg.SourceRate, cfg.SourceBurst = sourceLimits(cfg.SourceRate, cfg.SourceBurst)
 	log := cfg.Logger.With("component", "dhcp", "iface", cfg.Interface)
 	leases, err := OpenLeases(cfg.LeaseFile)
 	if err != nil {
@@ -114,6 +124,9 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg: cfg, log: log, conns: map[int]*net.UDPConn{},
 		drops: ratelog.Logger(log, cfg.LogEvery),
 		limit: newClientLimiter(cfg.ClientRate, cfg.ClientBurst, cfg.MaxClients, time.Now),
+	}
+	if cfg.SourceRate > 0 {
+		s.source = newClientLimiter(cfg.SourceRate, cfg.SourceBurst, maxSources, time.Now)
 	}
 	prober := cfg.Prober
 	if prober == nil && !cfg.NoConflictCheck {
@@ -126,6 +139,7 @@ func NewServer(cfg Config) (*Server, error) {
 	h, err := NewHandler(HandlerConfig{
 		ServerIP: cfg.ServerIP, HTTPBase: cfg.HTTPBase, TFTPServer: cfg.TFTPServer, BootFiles: cfg.BootFiles,
 		Policy: cfg.State, Leases: leases, Prober: prober, Events: cfg.Events, Logger: log,
+		EventWindow: cfg.EventWindow, EventBudget: cfg.EventBudget,
 	})
 	if err != nil {
 		s.close()
@@ -204,6 +218,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.close()
 	wg.Wait()
+	s.h.counted.flush() // what was counted since the last report
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -225,15 +240,14 @@ func (s *Server) readLoop(ctx context.Context, c *net.UDPConn, port int, sem cha
 			s.drops.Warn("dhcp: packet dropped", "reason", reason, "peer", peer.String(), "bytes", n, "err", err)
 			continue
 		}
-		if !s.limit.allow(req.ClientHWAddr.String()) {
-			s.drops.Warn("dhcp: packet dropped", "reason", reasonClientFlood, "mac", req.ClientHWAddr.String(),
-				"rate", s.cfg.ClientRate, "burst", s.cfg.ClientBurst)
+		if !s.admit(req, peer) {
 			continue
 		}
 		select {
 		case sem <- struct{}{}:
 		default:
 			s.drops.Warn("dhcp: packet dropped", "reason", reasonOverloaded, "mac", req.ClientHWAddr.String(), "max_in_flight", s.cfg.MaxInFlight)
+			s.h.counted.Count(proto.EventDHCPRateLimited, reasonOverloaded)
 			continue
 		}
 		wg.Add(1)

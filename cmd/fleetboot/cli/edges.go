@@ -5,12 +5,14 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/fleetboot/fleetboot/edge"
+	"github.com/fleetboot/fleetboot/edge/dhcp"
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/artifactstore"
 	"github.com/fleetboot/fleetboot/shared/bytesize"
@@ -22,6 +24,7 @@ type edgeFlags struct {
 	httpListen, tftpListen, advertise, bootDir, efiFile                     string
 	force, ping                                                             bool
 	drain                                                                   time.Duration
+	sourceRate                                                              float64
 }
 
 func (f *edgeFlags) register(cmd *cobra.Command, stateDir, cacheDir, httpListen, tftpListen string) {
@@ -45,6 +48,8 @@ func (f *edgeFlags) register(cmd *cobra.Command, stateDir, cacheDir, httpListen,
 	fl.StringVar(&f.efiFile, "efi-boot-file", "ipxe.efi", "iPXE binary for UEFI x64 clients: ipxe.efi or snponly.efi")
 	fl.DurationVar(&f.drain, "drain", 30*time.Second, "on SIGTERM: how long transfers in flight and unsent events get before exit")
 	fl.BoolVar(&f.ping, "conflict-check", true, "ping an address before offering it (off: faster, for segments where nothing else takes addresses)")
+	fl.Float64Var(&f.sourceRate, "dhcp-source-rate", dhcp.DefaultSourceRate,
+		"DHCP requests per second from unknown MACs per relay or source address, after a burst of "+strconv.Itoa(dhcp.DefaultSourceBurst)+" (negative: no limit)")
 	fl.BoolVar(&f.force, "force", false, "answer DHCP in full mode even when another DHCP server is on the segment")
 }
 
@@ -89,7 +94,7 @@ func (f *edgeFlags) config(a *app, natsURL string) (edge.Config, error) {
 		StateDir: f.stateDir, CacheDir: f.cacheDir, CacheSize: size, Store: store,
 		Interface: f.iface, ServerIP: ip, HTTPListen: f.httpListen, TFTPListen: f.tftpListen,
 		AdvertiseURL: strings.TrimRight(f.advertise, "/"), BootDir: f.bootDir, EFIBootFile: f.efiFile,
-		Force: f.force, ConflictCheck: f.ping, Drain: f.drain, DHCPMode: f.dhcp, Version: a.version, Logger: a.logger(),
+		Force: f.force, ConflictCheck: f.ping, DHCPSourceRate: f.sourceRate, Drain: f.drain, DHCPMode: f.dhcp, Version: a.version, Logger: a.logger(),
 	}, nil
 }
 

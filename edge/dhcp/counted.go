@@ -1,0 +1,101 @@
+package dhcp
+
+import (
+	"cmp"
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/fleetboot/fleetboot/proto"
+)
+
+// eventCounter keeps what strangers on the boot network can cause at will
+// (requests from MACs the site does not know, requests refused by a rate
+// limit) from becoming one event each: a flood of random MACs would
+// otherwise grow the EVENTS stream without bound and push real history out.
+// Unknown-MAC events pass as they are while the window's budget lasts (so
+// the first new machines of a window still show their boot chain); the rest,
+// and every rate-limited request, are counted and reported as one event per
+// kind and reason when the window ends.
+type eventCounter struct {
+	sink   EventSink // nil discards
+	window time.Duration
+	budget int
+	now    func() time.Time
+
+	mu     sync.Mutex
+	start  time.Time        // of the budget's window
+	passed int              // unknown-MAC events passed in it
+	counts map[countKey]int // counted since the last flush
+	timer  *time.Timer      // the pending flush, nil when nothing is counted
+}
+
+type countKey struct{ kind, reason string }
+
+func newEventCounter(sink EventSink, window time.Duration, budget int, now func() time.Time) *eventCounter {
+	return &eventCounter{sink: sink, window: window, budget: budget, now: now, counts: map[countKey]int{}}
+}
+
+// Emit records an event about an unknown MAC: as it is while the budget
+// lasts, counted under proto.EventDHCPUnknown (reason: its kind) after.
+func (c *eventCounter) Emit(kind, mac string, detail map[string]string) {
+	if c.sink == nil {
+		return
+	}
+	c.mu.Lock()
+	if now := c.now(); now.Sub(c.start) >= c.window {
+		c.start, c.passed = now, 0
+	}
+	if c.passed < c.budget {
+		c.passed++
+		c.mu.Unlock()
+		c.sink.Emit(kind, mac, detail)
+		return
+	}
+	c.countLocked(countKey{proto.EventDHCPUnknown, kind})
+	c.mu.Unlock()
+}
+
+// Count counts one request refused for reason under kind.
+func (c *eventCounter) Count(kind, reason string) {
+	if c.sink == nil {
+		return
+	}
+	c.mu.Lock()
+	c.countLocked(countKey{kind, reason})
+	c.mu.Unlock()
+}
+
+func (c *eventCounter) countLocked(k countKey) {
+	c.counts[k]++
+	if c.timer == nil {
+		c.timer = time.AfterFunc(c.window, c.flush)
+	}
+}
+
+// flush emits one event per kind and reason counted since the last flush,
+// with the count. The server calls it when it stops, so nothing counted is
+// lost.
+func (c *eventCounter) flush() {
+	if c.sink == nil {
+		return
+	}
+	c.mu.Lock()
+	counts := c.counts
+	c.counts = map[countKey]int{}
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
+	c.mu.Unlock()
+	keys := slices.SortedFunc(maps.Keys(counts), func(a, b countKey) int {
+		return cmp.Or(cmp.Compare(a.kind, b.kind), cmp.Compare(a.reason, b.reason))
+	})
+	for _, k := range keys {
+		c.sink.Emit(k.kind, "", map[string]string{
+			"count": strconv.Itoa(counts[k]), "reason": k.reason, "window": c.window.String(),
+		})
+	}
+}
