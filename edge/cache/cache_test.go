@@ -482,19 +482,27 @@ func TestStoreDown(t *testing.T) {
 					t.Fatalf("status %d, %d of %d bytes, err %v; want a broken-off body (%.200q)", r.status, len(r.body), uncached.Size, r.err, r.body)
 				}
 			}
-			for _, method := range []string{"GET", "HEAD"} {
-				if tt.stallMid {
-					break
-				}
-				r := do(t, method, ts.url(uncached), nil)
+			if !tt.stallMid {
+				r := do(t, "GET", ts.url(uncached), nil)
 				if r.err != nil || r.status != http.StatusServiceUnavailable {
-					t.Fatalf("%s uncached: status %d, err %v; want 503", method, r.status, r.err)
+					t.Fatalf("GET uncached: status %d, err %v; want 503", r.status, r.err)
 				}
-				if method == "GET" && !strings.Contains(string(r.body), tt.wantReason) {
+				if !strings.Contains(string(r.body), tt.wantReason) {
 					t.Errorf("503 body %q does not give the reason %q", r.body, tt.wantReason)
 				}
 				if r.header.Get("Retry-After") == "" {
 					t.Error("503 without Retry-After")
+				}
+				// A HEAD never fetches: it answers from the registered
+				// size, store or no store.
+				gets := s.getCount(uncached.Key)
+				r = do(t, "HEAD", ts.url(uncached), nil)
+				if r.err != nil || r.status != 200 || r.header.Get("Content-Length") != fmt.Sprint(uncached.Size) {
+					t.Fatalf("HEAD uncached: status %d, Content-Length %q, err %v; want 200 with the registered size",
+						r.status, r.header.Get("Content-Length"), r.err)
+				}
+				if got := s.getCount(uncached.Key); got != gets {
+					t.Errorf("a HEAD sent %d GETs to the store", got-gets)
 				}
 			}
 			r := do(t, "GET", ts.url(cached), nil)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -38,7 +39,7 @@ func (e *fetchError) Unwrap() error { return e.err }
 
 func (e *fetchError) status() int {
 	switch e.reason {
-	case ReasonStore, ReasonTimeout, ReasonClosed:
+	case ReasonStore, ReasonTimeout, ReasonClosed, ReasonAbandoned:
 		return http.StatusServiceUnavailable
 	case ReasonNotFound, ReasonSizeMismatch, ReasonDigestMismatch:
 		return http.StatusBadGateway
@@ -59,15 +60,25 @@ func reasonOf(err error) string {
 // errStalled is the cancel cause when the store sends nothing for FetchTimeout.
 var errStalled = errors.New("store sent nothing")
 
+// errAbandoned is the cancel cause when the last client of an unpinned
+// download went away: nobody waits for the bytes, and a client that asks for
+// any image's files and hangs up must not make the edge download them whole.
+var errAbandoned = errors.New("no client waits for it")
+
 // fetch is one download in progress. The writer appends to file; readers
 // share the descriptor and read with pread (ReadAt), so a reader that joins
 // late starts at byte 0 and nobody needs to reopen a file that is renamed
 // under them. The descriptor is closed when the writer and every reader have
 // released it.
 type fetch struct {
-	a    proto.Artifact
-	tmp  string
-	file *os.File
+	a      proto.Artifact
+	tmp    string
+	file   *os.File
+	ctx    context.Context // the download's; cancelled with errStalled or errAbandoned
+	cancel context.CancelCauseFunc
+
+	readers    int  // clients and prefetches waiting for it; guarded by Cache.mu
+	prefetched bool // a prefetch wants it whoever waits; guarded by Cache.mu
 
 	mu      sync.Mutex
 	refs    int
@@ -79,10 +90,28 @@ type fetch struct {
 
 // join adds a reader. Call with Cache.mu held while the fetch is in
 // c.inflight: the writer's own reference keeps the file open until then.
+// Each join is undone by Cache.leave.
 func (f *fetch) join() {
+	f.readers++
 	f.mu.Lock()
 	f.refs++
 	f.mu.Unlock()
+}
+
+// leave drops a reader of f. When the last one leaves a download that is
+// still running and whose artifact is not pinned (no host of the site boots
+// it), the download is cancelled and forgotten at once, so the next client
+// starts a fresh one instead of joining a dying one. A pinned or prefetched
+// artifact keeps downloading: a machine of the site will want it.
+func (c *Cache) leave(f *fetch) {
+	c.mu.Lock()
+	f.readers--
+	if f.readers == 0 && !f.prefetched && !c.pinned[f.a.SHA256] && c.inflight[f.a.SHA256] == f {
+		delete(c.inflight, f.a.SHA256)
+		f.cancel(errAbandoned)
+	}
+	c.mu.Unlock()
+	f.release()
 }
 
 func (f *fetch) release() {
@@ -228,7 +257,8 @@ func (c *Cache) tryStartFetchLocked(a proto.Artifact) (*fetch, error) {
 	if err != nil {
 		return nil, diskError("create temporary file", err)
 	}
-	f := &fetch{a: a, tmp: tmp, file: file, refs: 2, changed: make(chan struct{})}
+	f := &fetch{a: a, tmp: tmp, file: file, refs: 2, readers: 1, changed: make(chan struct{})}
+	f.ctx, f.cancel = context.WithCancelCause(c.ctx)
 	c.reserved += a.Size
 	c.inflight[a.SHA256] = f
 	c.wg.Add(1)
@@ -246,6 +276,7 @@ func diskError(what string, err error) *fetchError {
 func (c *Cache) runFetch(f *fetch) {
 	defer c.wg.Done()
 	defer f.release()
+	defer f.cancel(nil)
 	c.m.fetchInFlight.Inc()
 	defer c.m.fetchInFlight.Dec()
 	start := time.Now()
@@ -255,12 +286,18 @@ func (c *Cache) runFetch(f *fetch) {
 	}
 	if err != nil {
 		c.mu.Lock()
-		delete(c.inflight, f.a.SHA256)
+		if c.inflight[f.a.SHA256] == f { // an abandoned fetch is already gone
+			delete(c.inflight, f.a.SHA256)
+		}
 		c.reserved -= f.a.Size
 		c.mu.Unlock()
 		os.Remove(f.tmp)
 		c.m.fetchErrors.WithLabelValues(reasonOf(err)).Inc()
-		c.log.Error("cache: fetch failed", "key", f.a.Key, "sha256", f.a.SHA256,
+		level := slog.LevelError
+		if reasonOf(err) == ReasonAbandoned {
+			level = slog.LevelInfo
+		}
+		c.log.Log(context.Background(), level, "cache: fetch failed", "key", f.a.Key, "sha256", f.a.SHA256,
 			"reason", reasonOf(err), "err", err)
 	} else {
 		c.log.Info("cache: fetched", "key", f.a.Key, "sha256", f.a.SHA256, "bytes", f.a.Size,
@@ -275,11 +312,10 @@ func (c *Cache) runFetch(f *fetch) {
 // download copies the object into f.tmp, hashing and counting as it goes.
 func (c *Cache) download(f *fetch) error {
 	a := f.a
-	ctx, cancel := context.WithCancelCause(c.ctx)
-	defer cancel(nil)
+	ctx := f.ctx
 	// A watchdog, reset by every chunk: a store that accepts the connection
 	// and then sends nothing must not hold clients forever.
-	watchdog := time.AfterFunc(c.fetchTimeout, func() { cancel(errStalled) })
+	watchdog := time.AfterFunc(c.fetchTimeout, func() { f.cancel(errStalled) })
 	defer watchdog.Stop()
 	storeErr := func(err error) error {
 		switch {
@@ -288,6 +324,8 @@ func (c *Cache) download(f *fetch) error {
 				"artifact store sent nothing for %s fetching %s", c.fetchTimeout, a.Key)}
 		case c.ctx.Err() != nil:
 			return &fetchError{reason: ReasonClosed, msg: "cache is shutting down"}
+		case errors.Is(context.Cause(ctx), errAbandoned):
+			return &fetchError{reason: ReasonAbandoned, msg: "download of " + a.Key + " cancelled: no client waits for it"}
 		case errors.Is(err, artifactstore.ErrNotFound):
 			return &fetchError{reason: ReasonNotFound, msg: "artifact store has no object " + a.Key, err: err}
 		}

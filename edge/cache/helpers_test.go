@@ -56,6 +56,10 @@ type testStore struct {
 
 	mu   sync.Mutex
 	gets map[string]int // object path -> GETs
+	// GETs of an object path the proxy has finished answering, and the
+	// body bytes it sent for them: a GET the cache cancels ends early.
+	endedGETs map[string]int
+	sentBytes map[string]int64
 }
 
 func startStore(t testing.TB) *testStore {
@@ -71,7 +75,7 @@ func startStore(t testing.TB) *testStore {
 		t.Fatalf("make bucket: %v", err)
 	}
 	s := &testStore{t: t, direct: direct, gate: make(chan struct{}), done: make(chan struct{}),
-		gets: map[string]int{}}
+		gets: map[string]int{}, endedGETs: map[string]int{}, sentBytes: map[string]int64{}}
 	target := &url.URL{Scheme: "http", Host: srv.Endpoint}
 	rp := httputil.NewSingleHostReverseProxy(target)
 	rp.FlushInterval = -1 // pass bytes on as they come: the cache streams them
@@ -90,6 +94,14 @@ func startStore(t testing.TB) *testStore {
 			s.mu.Lock()
 			s.gets[r.URL.Path]++
 			s.mu.Unlock()
+			cw := &proxyCounter{ResponseWriter: w}
+			w = cw
+			defer func() {
+				s.mu.Lock()
+				s.endedGETs[r.URL.Path]++
+				s.sentBytes[r.URL.Path] += cw.n
+				s.mu.Unlock()
+			}()
 		}
 		switch s.mode.Load() {
 		case modeDrop:
@@ -129,6 +141,29 @@ func (s *testStore) getCount(key string) int {
 	defer s.mu.Unlock()
 	return s.gets["/"+testBucket+"/"+key]
 }
+
+// ended is how many GETs of key the proxy has finished answering (whole or
+// cut off), and the body bytes it sent for them.
+func (s *testStore) ended(key string) (int, int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.endedGETs["/"+testBucket+"/"+key], s.sentBytes["/"+testBucket+"/"+key]
+}
+
+// proxyCounter counts the body bytes the proxy writes.
+type proxyCounter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (p *proxyCounter) Write(b []byte) (int, error) {
+	n, err := p.ResponseWriter.Write(b)
+	p.n += int64(n)
+	return n, err
+}
+
+// Unwrap lets the reverse proxy flush through the counter.
+func (p *proxyCounter) Unwrap() http.ResponseWriter { return p.ResponseWriter }
 
 // put uploads r (size bytes) under key.
 func (s *testStore) put(key string, r io.Reader, size int64) {

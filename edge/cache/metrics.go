@@ -21,10 +21,11 @@ const (
 	ReasonTooLarge       = "too_large"       // the artifact is larger than the whole cache
 	ReasonNoRoom         = "no_room"         // the cache is full of downloads in progress
 	ReasonClosed         = "closed"          // the cache is shutting down
+	ReasonAbandoned      = "abandoned"       // every client left an unpinned download
 )
 
 var allReasons = []string{ReasonNotFound, ReasonStore, ReasonTimeout, ReasonSizeMismatch,
-	ReasonDigestMismatch, ReasonDiskFull, ReasonDisk, ReasonTooLarge, ReasonNoRoom, ReasonClosed}
+	ReasonDigestMismatch, ReasonDiskFull, ReasonDisk, ReasonTooLarge, ReasonNoRoom, ReasonClosed, ReasonAbandoned}
 
 type metrics struct {
 	hits, misses  prometheus.Counter

@@ -64,7 +64,8 @@ func (c *Cache) prefetchOne(ctx context.Context, a proto.Artifact) {
 			return // counted and logged by startFetchLocked
 		}
 	}
+	f.prefetched = true
 	c.mu.Unlock()
-	defer f.release()
+	defer c.leave(f)
 	f.wait(ctx, func(_ int64, done bool) bool { return done })
 }

@@ -12,8 +12,9 @@ import (
 	"github.com/fleetboot/fleetboot/proto"
 )
 
-// lookup is the outcome of acquire: an open verified file (hit) or a
-// reference to the download in progress (miss).
+// lookup is the outcome of acquire: an open verified file (hit), a
+// reference to the download in progress (miss), or neither (not cached, and
+// acquire was told not to fetch).
 type lookup struct {
 	file  *os.File
 	fetch *fetch
@@ -22,6 +23,11 @@ type lookup struct {
 // acquire finds a in the index or joins/starts its fetch. A cached file that
 // fails verification is dropped and the loop turns the request into a miss.
 func (c *Cache) acquire(ctx context.Context, a proto.Artifact) (lookup, error) {
+	return c.lookup(ctx, a, true)
+}
+
+// lookup is acquire, and with fetch false it only opens a cached file.
+func (c *Cache) lookup(ctx context.Context, a proto.Artifact, fetch bool) (lookup, error) {
 	for {
 		c.mu.Lock()
 		if e, ok := c.index.Get(a.SHA256); ok {
@@ -31,6 +37,10 @@ func (c *Cache) acquire(ctx context.Context, a proto.Artifact) (lookup, error) {
 				continue // dropped from the index: the next round fetches
 			}
 			return lookup{file: file}, err
+		}
+		if !fetch {
+			c.mu.Unlock()
+			return lookup{}, nil
 		}
 		if f := c.inflight[a.SHA256]; f != nil {
 			f.join()
@@ -48,6 +58,12 @@ func (c *Cache) acquire(ctx context.Context, a proto.Artifact) (lookup, error) {
 // Content-Length = a.Size and ETag = the quoted sha256; a body that fails
 // verification is aborted (the client sees the connection fail). The
 // booting machine's MAC, if the URL carries ?mac=, goes into the events.
+//
+// A HEAD never starts a download: when a is not on disk it is answered from
+// the registered size and digest (Content-Length, ETag, Range and
+// preconditions as for the file), so a client can learn an ISO's size
+// without making the edge fetch gigabytes. Such a 200 does not promise the
+// store has the object; the GET that follows finds out.
 func (c *Cache) ServeArtifact(w http.ResponseWriter, r *http.Request, a proto.Artifact) {
 	start := time.Now()
 	mac, err := proto.ParseMAC(r.URL.Query().Get("mac"))
@@ -64,19 +80,23 @@ func (c *Cache) ServeArtifact(w http.ResponseWriter, r *http.Request, a proto.Ar
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	l, err := c.acquire(r.Context(), a)
+	l, err := c.lookup(r.Context(), a, r.Method != http.MethodHead)
 	kind := "hit"
 	c.mu.Lock()
-	if l.file != nil {
+	switch {
+	case l.file != nil:
 		c.hits++
-	} else {
+	case l.fetch == nil && err == nil:
+		kind = "metadata" // a HEAD of an artifact not on disk: no hit, no miss
+	default:
 		kind = "miss"
 		c.misses++
 	}
 	c.mu.Unlock()
-	if kind == "hit" {
+	switch kind {
+	case "hit":
 		c.m.hits.Inc()
-	} else {
+	case "miss":
 		c.m.misses.Inc()
 	}
 	c.emit(proto.EventArtifactStart, mac, map[string]string{
@@ -89,6 +109,9 @@ func (c *Cache) ServeArtifact(w http.ResponseWriter, r *http.Request, a proto.Ar
 		c.fail(cw, a, err)
 	case l.file != nil:
 		c.serveFile(cw, r, a, l.file)
+	case l.fetch == nil:
+		setHeaders(cw, a)
+		http.ServeContent(cw, r, a.Name, time.Time{}, sizeOnly{size: a.Size})
 	default:
 		abort = c.serveFetch(cw, r, a, l.fetch)
 	}
@@ -142,7 +165,7 @@ func (c *Cache) serveFile(w http.ResponseWriter, r *http.Request, a proto.Artifa
 // serveFetch streams a download in progress and reports whether the response
 // must be aborted because the download failed after bytes went out.
 func (c *Cache) serveFetch(w http.ResponseWriter, r *http.Request, a proto.Artifact, f *fetch) (abort bool) {
-	defer f.release()
+	defer c.leave(f)
 	ctx := r.Context()
 	if r.Header.Get("Range") != "" {
 		// A range is answered from the verified file: bytes from the partial
@@ -182,6 +205,20 @@ func (c *Cache) serveFetch(w http.ResponseWriter, r *http.Request, a proto.Artif
 	}
 	return false
 }
+
+// sizeOnly is the content of a HEAD answered without the file: it seeks,
+// so http.ServeContent learns the size and checks ranges, and refuses to
+// be read (ServeContent reads nothing for a HEAD).
+type sizeOnly struct{ size int64 }
+
+func (s sizeOnly) Seek(offset int64, whence int) (int64, error) {
+	if whence == io.SeekEnd {
+		return s.size + offset, nil
+	}
+	return offset, nil
+}
+
+func (sizeOnly) Read([]byte) (int, error) { return 0, errors.New("cache: no content for a HEAD") }
 
 // fail answers a request that got no byte yet, with the reason in the body.
 func (c *Cache) fail(w http.ResponseWriter, a proto.Artifact, err error) {

@@ -20,12 +20,20 @@ import (
 	"github.com/fleetboot/fleetboot/shared/ratelog"
 )
 
-// State is the part of the edge's desired state the handler reads;
-// *state.State satisfies it.
-type State interface {
+// Desired is the part of the edge's desired state a script is rendered from.
+type Desired interface {
 	Site() (proto.Site, bool)
 	Host(mac string) (proto.Host, bool)
 	Image(name string) (proto.Image, bool)
+}
+
+// State is the part of the edge's desired state the handler reads;
+// *state.State satisfies it.
+type State interface {
+	Desired
+	// AssignedImages names the images a host of the site boots, and the
+	// site's discovery image: the only ones whose artifacts are served.
+	AssignedImages() []string
 }
 
 // ArtifactServer writes one artifact (Range, HEAD and ETag included); the
@@ -63,9 +71,10 @@ type Config struct {
 // Handler serves boot scripts, artifacts, bootstrap binaries and installer
 // callbacks. It also answers GRUB's TFTP config requests (LookupTFTP).
 type Handler struct {
-	cfg   Config
-	log   *slog.Logger
-	drops *slog.Logger // rate-limited: refusals a client can repeat at will
+	cfg      Config
+	log      *slog.Logger
+	drops    *slog.Logger // rate-limited: refusals a client can repeat at will
+	assigned *assigned
 }
 
 // New returns the edge's HTTP boot handler. A malformed BaseURL is reported
@@ -77,7 +86,11 @@ func New(cfg Config) *Handler {
 		l = slog.New(slog.DiscardHandler)
 	}
 	l = l.With("component", "httpboot")
-	return &Handler{cfg: cfg, log: l, drops: ratelog.Logger(l, 0)}
+	h := &Handler{cfg: cfg, log: l, drops: ratelog.Logger(l, 0)}
+	if cfg.State != nil {
+		h.assigned = newAssigned(cfg.State)
+	}
+	return h
 }
 
 // Check validates the configuration, for start-up.
@@ -188,7 +201,7 @@ func remoteIP(r *http.Request) string {
 // InputFor gathers a script's input from the edge state: the host by any of
 // its MACs, and the image it (or, if unknown, the site's discovery policy)
 // boots. `fleetboot explain` uses it too, so both see the same decision.
-func InputFor(st State, baseURL, mac, arch, platform, clientIP string, try int) Input {
+func InputFor(st Desired, baseURL, mac, arch, platform, clientIP string, try int) Input {
 	in := Input{BaseURL: baseURL, MAC: mac, Arch: arch, Platform: platform, ClientIP: clientIP, Try: try}
 	in.Site, _ = st.Site()
 	image := in.Site.DiscoveryImage
@@ -253,7 +266,9 @@ func (h *Handler) serveScript(w http.ResponseWriter, r *http.Request, rawMAC str
 
 // serveArtifact maps /artifacts/<image>/<file> to the image's artifact of that
 // file name. Nothing here touches a file system: the name only selects an
-// entry of the image, so no path can reach a file outside it.
+// entry of the image, so no path can reach a file outside it. Only images
+// assigned at this site are served; any other answers 404, as an unknown
+// one does, without asking the cache (or the store behind it).
 func (h *Handler) serveArtifact(w http.ResponseWriter, r *http.Request, rest string) {
 	image, file, ok := strings.Cut(rest, "/")
 	if !ok || strings.Contains(file, "/") || proto.ValidName("image", image) != nil || proto.ValidFileName(file) != nil {
@@ -261,7 +276,7 @@ func (h *Handler) serveArtifact(w http.ResponseWriter, r *http.Request, rest str
 		return
 	}
 	im, ok := h.cfg.State.Image(image)
-	if !ok {
+	if !ok || !h.assigned.has(image) {
 		http.NotFound(w, r)
 		return
 	}

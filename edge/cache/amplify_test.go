@@ -1,0 +1,154 @@
+package cache
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/fleetboot/fleetboot/edge/httpboot"
+	"github.com/fleetboot/fleetboot/edge/state"
+	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/test/waitfor"
+)
+
+// TestOnlyAssignedImagesFetched: through the edge's HTTP handler, the files
+// of an image no host of the site boots answer 404 to HEAD and GET without
+// one request to the store, and a HEAD of an assigned but uncached file is
+// answered from its registered size and digest, again without a download.
+func TestOnlyAssignedImagesFetched(t *testing.T) {
+	s := startStore(t)
+	mk := func(image string, seed uint64) (proto.Image, proto.Artifact) {
+		a := s.putBytes("vmlinuz", randomBytes(seed, 200_000+int(seed)))
+		ird := s.putBytes("initrd.img", randomBytes(seed+100, 1000))
+		ird.Role = proto.RoleInitrd
+		return proto.Image{Name: image, Arch: "x86_64", Artifacts: []proto.Artifact{a, ird}}, a
+	}
+	booted, bootedK := mk("booted", 1)
+	other, otherK := mk("other", 2)
+	disc, discK := mk("discovery", 3)
+	st := state.New()
+	st.SetSite(proto.Site{Name: "lab", Unknown: proto.UnknownDiscover, DiscoveryImage: "discovery"})
+	for _, im := range []proto.Image{booted, other, disc} {
+		st.PutImage(im)
+	}
+	host := proto.Host{MAC: "52:54:00:00:00:01", Site: "lab", Image: "booted", State: proto.StateBoot}
+	st.PutHost(host)
+	c := newCache(t, t.TempDir(), 64<<20, s.fetcher, nil)
+	srv := httptest.NewServer(httpboot.New(httpboot.Config{State: st, BaseURL: "http://127.0.0.1:1", Artifacts: c}))
+	t.Cleanup(srv.Close)
+
+	tests := []struct {
+		name    string
+		method  string
+		image   string
+		a       proto.Artifact
+		status  int
+		getsNow int // store GETs of the artifact after the request
+	}{
+		{"HEAD of an unassigned image", "HEAD", "other", otherK, 404, 0},
+		{"GET of an unassigned image", "GET", "other", otherK, 404, 0},
+		{"HEAD of an assigned image, not cached", "HEAD", "booted", bootedK, 200, 0},
+		{"HEAD of the discovery image, not cached", "HEAD", "discovery", discK, 200, 0},
+		{"GET of an assigned image", "GET", "booted", bootedK, 200, 1},
+		{"HEAD of an assigned image, cached", "HEAD", "booted", bootedK, 200, 1},
+		{"GET of the discovery image", "GET", "discovery", discK, 200, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := do(t, tc.method, srv.URL+"/artifacts/"+tc.image+"/vmlinuz", nil)
+			if r.err != nil || r.status != tc.status {
+				t.Fatalf("status %d err %v, want %d (%s)", r.status, r.err, tc.status, r.body)
+			}
+			if tc.status == 200 {
+				if got := r.header.Get("Content-Length"); got != strconv.FormatInt(tc.a.Size, 10) {
+					t.Errorf("Content-Length %s, want %d", got, tc.a.Size)
+				}
+				if got := r.header.Get("ETag"); got != `"`+tc.a.SHA256+`"` {
+					t.Errorf("ETag %s", got)
+				}
+				if tc.method == "GET" && int64(len(r.body)) != tc.a.Size {
+					t.Errorf("body %d bytes, want %d", len(r.body), tc.a.Size)
+				}
+			}
+			if got := s.getCount(tc.a.Key); got != tc.getsNow {
+				t.Errorf("store saw %d GETs of %s, want %d", got, tc.image, tc.getsNow)
+			}
+		})
+	}
+	t.Run("a HEAD range is answered from the registered size", func(t *testing.T) {
+		r := do(t, "HEAD", srv.URL+"/artifacts/other/vmlinuz", map[string]string{"Range": "bytes=0-9"})
+		if r.status != 404 {
+			t.Errorf("unassigned: status %d", r.status)
+		}
+		st.PutHost(proto.Host{MAC: "52:54:00:00:00:02", Site: "lab", Image: "other", State: proto.StateBoot})
+		r = do(t, "HEAD", srv.URL+"/artifacts/other/vmlinuz", map[string]string{"Range": "bytes=0-9"})
+		if r.status != 206 || r.header.Get("Content-Range") != "bytes 0-9/"+strconv.FormatInt(otherK.Size, 10) {
+			t.Errorf("assigned now: status %d, Content-Range %q", r.status, r.header.Get("Content-Range"))
+		}
+		if got := s.getCount(otherK.Key); got != 0 {
+			t.Errorf("store saw %d GETs", got)
+		}
+	})
+}
+
+// TestAbandonedFetchCancelled: a client that hangs up on the cold download
+// of an artifact no host of the site boots cancels the store GET (the proxy
+// sees it end far short of the size); the next client starts a fresh one.
+// A pinned artifact keeps downloading with no client left.
+func TestAbandonedFetchCancelled(t *testing.T) {
+	for _, pinned := range []bool{false, true} {
+		t.Run("pinned="+strconv.FormatBool(pinned), func(t *testing.T) {
+			s := startStore(t)
+			a := s.putRandom("live.iso", 7, 32<<20)
+			// No stall time-out within the test: only the client's
+			// leaving may end the download.
+			c := newCache(t, t.TempDir(), 256<<20, s.fetcher, func(cfg *Config) { cfg.FetchTimeout = time.Hour })
+			if pinned {
+				c.SetPinned([]string{a.SHA256})
+			}
+			ts := serve(t, c)
+			s.gateAfter.Store(1 << 20) // the store sends 1 MiB, then waits
+
+			client := &http.Client{Timeout: time.Minute}
+			resp, err := client.Get(ts.url(a))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(resp.Body, make([]byte, 64<<10)); err != nil {
+				t.Fatalf("first bytes: %v", err)
+			}
+			resp.Body.Close() // hang up mid-body
+			client.CloseIdleConnections()
+
+			if pinned {
+				s.openGate()
+				waitfor.True(t, "the pinned download to complete", func() bool { return c.Contains(a.SHA256) })
+				if n, sent := s.ended(a.Key); n != 1 || sent != a.Size {
+					t.Errorf("store GETs ended %d, %d bytes sent; want 1 with all %d", n, sent, a.Size)
+				}
+				return
+			}
+			waitfor.True(t, "the store GET to be cancelled", func() bool { n, _ := s.ended(a.Key); return n == 1 })
+			if _, sent := s.ended(a.Key); sent > a.Size/4 {
+				t.Errorf("store sent %d of %d bytes for an abandoned download", sent, a.Size)
+			}
+			waitfor.True(t, "the partial file to be removed", func() bool {
+				return len(dirFiles(t, c.tmpDir)) == 0 && metricValue(t, c, "fleetboot_cache_fetches_in_flight") == 0
+			})
+			if c.Contains(a.SHA256) {
+				t.Error("an abandoned download was kept")
+			}
+			s.openGate()
+			n, sum, err := hashGet(client, ts.url(a))
+			if err != nil || n != a.Size || sum != a.SHA256 {
+				t.Fatalf("next client: %d bytes, sha256 %s, %v", n, sum, err)
+			}
+			if got := s.getCount(a.Key); got != 2 {
+				t.Errorf("store saw %d GETs, want 2 (the cancelled one and a fresh one)", got)
+			}
+		})
+	}
+}
