@@ -122,7 +122,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	nc, err := nats.Connect(connURL, opts...)
 	if err != nil {
-		return fmt.Errorf("coordinator: connect to NATS at %s: %w", url, err)
+		return fmt.Errorf("coordinator: connect to NATS at %s: %w", proto.RedactURL(url), proto.RedactErr(err))
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -144,7 +144,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if ctx.Err() != nil || cfg.NATSURL == "" {
 			return err
 		}
-		log.Warn("JetStream not ready; retrying", "attempt", attempt, "err", err)
+		log.Warn("JetStream not ready; retrying", "attempt", attempt, "err", proto.RedactErr(err))
 		select {
 		case <-ctx.Done():
 			return err
@@ -157,7 +157,7 @@ func Run(ctx context.Context, cfg Config) error {
 		// The API answers in its own account: requests reach it through the
 		// FLEET account's import, which stamps each with the caller.
 		if apiNC, err = nats.Connect(connURL, apiOpts...); err != nil {
-			return fmt.Errorf("coordinator: connect the API: %w", err)
+			return fmt.Errorf("coordinator: connect the API: %w", proto.RedactErr(err))
 		}
 		defer apiNC.Close()
 		sysNC, err := nats.Connect(connURL, sysOpts...)
@@ -203,7 +203,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
-	log.Info("coordinator API serving", "subject", proto.APIPrefix+".>", "nats", url)
+	log.Info("coordinator API serving", "subject", proto.APIPrefix+".>", "nats", proto.RedactURL(url))
 	if cfg.Ready != nil {
 		cfg.Ready(url)
 	}

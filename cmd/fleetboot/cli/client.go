@@ -38,9 +38,10 @@ func (a *app) connect() (*client, error) {
 	}
 	nc, err := nats.Connect(a.natsURL, a.natsOptions("fleetboot-cli")...)
 	if err != nil {
-		return nil, exitError{code: 3, err: fmt.Errorf("cannot reach the coordinator's NATS at %s: %v", a.natsURL, err)}
+		return nil, exitError{code: 3, err: fmt.Errorf("cannot reach the coordinator's NATS at %s: %v", proto.RedactURL(a.natsURL), proto.RedactErr(err))}
 	}
-	return &client{nc: nc, url: a.natsURL, timeout: timeout}, nil
+	// url is only ever shown: without the URL's credentials.
+	return &client{nc: nc, url: proto.RedactURL(a.natsURL), timeout: timeout}, nil
 }
 
 func (c *client) Close() { c.nc.Close() }
@@ -60,7 +61,7 @@ func (c *client) call(ctx context.Context, endpoint string, req, out any) error 
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		return exitError{code: 3, err: fmt.Errorf("the coordinator at %s did not answer within %s", c.url, c.timeout)}
 	case err != nil:
-		return exitError{code: 3, err: fmt.Errorf("request to the coordinator at %s: %v", c.url, err)}
+		return exitError{code: 3, err: fmt.Errorf("request to the coordinator at %s: %v", c.url, proto.RedactErr(err))}
 	}
 	var rep proto.Reply
 	if err := json.Unmarshal(msg.Data, &rep); err != nil {
