@@ -966,3 +966,128 @@ func TestSpoofedHeartbeatsAndEvents(t *testing.T) {
 		}
 	}
 }
+
+// TestNoDurablesNoSharedInboxes: neither an edge nor a viewer can keep a
+// durable consumer (the legacy DURABLE.CREATE subject is refused by the
+// server's permissions; a durable name in the body of the named
+// CONSUMER.CREATE form gets the streams' inactivity limit, and a longer one
+// is refused), no viewer may subscribe to the shared _INBOX.> or to another
+// viewer's inbox, and the account limits consumers.
+func TestNoDurablesNoSharedInboxes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: starts a coordinator")
+	}
+	e := start(t)
+	admin := e.seed(t)
+	edgeCreds := enrol(t, admin, auth.APIEdgeAdd, auth.EnrolRequest{Name: "e1", Site: "lab"})
+	bobCreds := enrol(t, admin, auth.APIUserAdd, auth.EnrolRequest{Name: "bob", Role: auth.RoleViewer})
+	carolCreds := enrol(t, admin, auth.APIUserAdd, auth.EnrolRequest{Name: "carol", Role: auth.RoleViewer})
+	edgeNC, edgeErrs := e.connect(t, edgeCreds)
+	bob, bobErrs := e.connect(t, bobCreds)
+	carol, carolErrs := e.connect(t, carolCreds)
+	bobInbox, err := auth.InboxPrefix(bobCreds)
+	if err != nil || !strings.HasPrefix(bobInbox, "_INBOX_user_") {
+		t.Fatalf("bob's inbox prefix %q, %v; want a private one", bobInbox, err)
+	}
+	// Bob's API calls work through his private inbox.
+	mustOK(t, call(t, bob, proto.APISiteList, proto.ListRequest{V: proto.Version}, nil))
+
+	// consumerCreate sends a raw CONSUMER.CREATE request and returns the
+	// server's error description ("" when it created the consumer) and the
+	// inactivity threshold the consumer got.
+	consumerCreate := func(t *testing.T, nc *nats.Conn, subject, stream string, cfg map[string]any) (string, time.Duration) {
+		t.Helper()
+		body, _ := json.Marshal(map[string]any{"stream_name": stream, "config": cfg})
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		msg, err := nc.RequestWithContext(ctx, subject, body)
+		if err != nil {
+			return err.Error(), 0
+		}
+		var rep struct {
+			Error  *struct{ Description string } `json:"error"`
+			Config struct {
+				InactiveThreshold time.Duration `json:"inactive_threshold"`
+			} `json:"config"`
+		}
+		if err := json.Unmarshal(msg.Data, &rep); err != nil {
+			t.Fatalf("reply %q: %v", msg.Data, err)
+		}
+		if rep.Error != nil {
+			return rep.Error.Description, 0
+		}
+		return "", rep.Config.InactiveThreshold
+	}
+	labFilter := "$KV.hosts.lab.>"
+	for _, c := range []struct {
+		name    string
+		nc      *nats.Conn
+		errs    *asyncErrs
+		stream  string
+		filter  string
+		inbox   string
+		durable string
+	}{
+		{"edge", edgeNC, edgeErrs, "KV_hosts", labFilter, auth.EdgeInboxPrefix("e1"), "edged"},
+		{"viewer", bob, bobErrs, proto.StreamEvents, proto.SubjectEventsPrefix + ".>", bobInbox, "viewerd"},
+	} {
+		t.Run(c.name+" legacy durable create", func(t *testing.T) {
+			subj := "$JS.API.CONSUMER.DURABLE.CREATE." + c.stream + "." + c.durable
+			if desc, _ := consumerCreate(t, c.nc, subj, c.stream, map[string]any{"durable_name": c.durable, "filter_subject": c.filter, "ack_policy": "none", "deliver_subject": c.inbox + ".d"}); desc == "" {
+				t.Fatal("durable consumer created")
+			}
+			c.errs.wait(t, "permissions violation for publish", subj)
+		})
+		named := func(name string) string { return "$JS.API.CONSUMER.CREATE." + c.stream + "." + name + "." + c.filter }
+		t.Run(c.name+" durable in the body, no expiry", func(t *testing.T) {
+			desc, inactive := consumerCreate(t, c.nc, named(c.durable), c.stream, map[string]any{"durable_name": c.durable, "filter_subject": c.filter, "ack_policy": "none", "deliver_subject": c.inbox + ".d"})
+			if desc == "" && inactive != proto.ConsumerInactiveLimit {
+				t.Fatalf("durable consumer created with inactivity threshold %s: it outlives its client for good", inactive)
+			}
+		})
+		t.Run(c.name+" durable in the body, long expiry", func(t *testing.T) {
+			desc, _ := consumerCreate(t, c.nc, named(c.durable+"2"), c.stream, map[string]any{"durable_name": c.durable + "2", "filter_subject": c.filter, "ack_policy": "none", "deliver_subject": c.inbox + ".d", "inactive_threshold": int64(24 * time.Hour)})
+			if desc == "" {
+				t.Fatal("a consumer living a day after its client went was created")
+			}
+			if !strings.Contains(desc, "inactive threshold") {
+				t.Fatalf("refused for another reason than its inactivity threshold: %s", desc)
+			}
+		})
+	}
+	t.Run("viewer subscribes to the shared inboxes", func(t *testing.T) {
+		if _, err := carol.Subscribe("_INBOX.>", func(*nats.Msg) {}); err != nil {
+			t.Fatal(err)
+		}
+		carolErrs.wait(t, "permissions violation for subscription", "_INBOX.>")
+	})
+	t.Run("viewer reads another viewer's API replies", func(t *testing.T) {
+		got := make(chan *nats.Msg, 1)
+		if _, err := carol.Subscribe(bobInbox+".>", func(m *nats.Msg) { got <- m }); err != nil {
+			t.Fatal(err)
+		}
+		carolErrs.wait(t, "permissions violation for subscription", bobInbox+".>")
+		mustOK(t, call(t, bob, proto.APIHostList, proto.ListRequest{V: proto.Version}, nil))
+		if err := carol.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-got:
+			t.Fatalf("carol read bob's reply on %s", m.Subject)
+		default:
+		}
+	})
+	t.Run("account limits", func(t *testing.T) {
+		js, err := jetstream.New(admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := js.AccountInfo(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Limits.MaxConsumers != auth.MaxConsumers {
+			t.Fatalf("account consumer limit %d, want %d", info.Limits.MaxConsumers, auth.MaxConsumers)
+		}
+	})
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/fleetboot/fleetboot/coordinator/auth"
 	"github.com/fleetboot/fleetboot/proto"
 )
 
@@ -24,6 +25,11 @@ func (a *app) natsOptions(name string) []nats.Option {
 	opts := []nats.Option{nats.Name(name), nats.Timeout(3 * time.Second)}
 	if a.creds != "" {
 		opts = append(opts, nats.UserCredentials(a.creds))
+		// Replies come to the credential's private inbox prefix (its
+		// permissions name it); a bad file fails in UserCredentials.
+		if p, err := auth.InboxPrefix(a.creds); err == nil && p != "" {
+			opts = append(opts, nats.CustomInboxPrefix(p))
+		}
 	}
 	if a.tlsCA != "" {
 		opts = append(opts, nats.RootCAs(a.tlsCA))
