@@ -29,7 +29,7 @@ func streamConfig(t *testing.T, js jetstream.JetStream, name string) jetstream.S
 }
 
 // serverSet ignores what the server fills in by itself.
-var serverSet = cmpopts.IgnoreFields(jetstream.StreamConfig{}, "Metadata", "FirstSeq", "SubjectTransform", "Compression", "ConsumerLimits", "Placement")
+var serverSet = cmpopts.IgnoreFields(jetstream.StreamConfig{}, "Metadata", "FirstSeq", "SubjectTransform", "Compression", "Placement")
 
 // TestContractStreams: the streams and buckets a coordinator creates are the
 // ones proto defines, and the EVENTS stream an edge-side creator makes is
@@ -63,13 +63,14 @@ func TestContractStreams(t *testing.T) {
 		sc := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config
 		want := proto.BucketConfig(b, 1)
 		type limits struct {
+			Consumers           jetstream.StreamConsumerLimits
 			History             int64
 			MaxBytes, ValueSize int64
 			Storage             jetstream.StorageType
 			Replicas            int
 		}
-		got := limits{History: sc.MaxMsgsPerSubject, MaxBytes: sc.MaxBytes, ValueSize: int64(sc.MaxMsgSize), Storage: sc.Storage, Replicas: sc.Replicas}
-		w := limits{History: int64(want.History), MaxBytes: want.MaxBytes, ValueSize: int64(want.MaxValueSize), Storage: want.Storage, Replicas: want.Replicas}
+		got := limits{Consumers: sc.ConsumerLimits, History: sc.MaxMsgsPerSubject, MaxBytes: sc.MaxBytes, ValueSize: int64(sc.MaxMsgSize), Storage: sc.Storage, Replicas: sc.Replicas}
+		w := limits{Consumers: proto.ConsumerLimits(), History: int64(want.History), MaxBytes: want.MaxBytes, ValueSize: int64(want.MaxValueSize), Storage: want.Storage, Replicas: want.Replicas}
 		if w.MaxBytes == 0 {
 			w.MaxBytes = -1
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetboot/fleetboot/coordinator/api"
 	"github.com/fleetboot/fleetboot/coordinator/audit"
@@ -52,6 +53,10 @@ type Config struct {
 	// registry under DataDir/auth, the first admin's credentials in
 	// DataDir/admin.creds. Needs the embedded server.
 	Auth bool
+	// Metrics receives the coordinator's counters (audit records stored and
+	// refused, callback refusals); the web panel serves them on /metrics.
+	// Nil: a registry of its own.
+	Metrics *prometheus.Registry
 	// AuditMaxBytes, if positive, replaces the AUDIT stream's byte limit
 	// (proto.AuditMaxBytes); tests fill a small one.
 	AuditMaxBytes int64
@@ -122,7 +127,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	nc, err := nats.Connect(connURL, opts...)
 	if err != nil {
-		return fmt.Errorf("coordinator: connect to NATS at %s: %w", url, err)
+		return fmt.Errorf("coordinator: connect to NATS at %s: %w", proto.RedactURL(url), proto.RedactErr(err))
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -144,20 +149,28 @@ func Run(ctx context.Context, cfg Config) error {
 		if ctx.Err() != nil || cfg.NATSURL == "" {
 			return err
 		}
-		log.Warn("JetStream not ready; retrying", "attempt", attempt, "err", err)
+		log.Warn("JetStream not ready; retrying", "attempt", attempt, "err", proto.RedactErr(err))
 		select {
 		case <-ctx.Done():
 			return err
 		case <-time.After(2 * time.Second):
 		}
 	}
-	apiCfg := api.Config{Service: svc, StoreURL: cfg.StoreURL, Version: cfg.Version, Logger: log, Audit: audit.NewLog(js, log)}
+	reg := cfg.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	auditLog := audit.NewLog(js, log)
+	if err := auditLog.Register(reg); err != nil {
+		return err
+	}
+	apiCfg := api.Config{Service: svc, StoreURL: cfg.StoreURL, Version: cfg.Version, Logger: log, Audit: auditLog}
 	apiNC := nc
 	if authority != nil {
 		// The API answers in its own account: requests reach it through the
 		// FLEET account's import, which stamps each with the caller.
 		if apiNC, err = nats.Connect(connURL, apiOpts...); err != nil {
-			return fmt.Errorf("coordinator: connect the API: %w", err)
+			return fmt.Errorf("coordinator: connect the API: %w", proto.RedactErr(err))
 		}
 		defer apiNC.Close()
 		sysNC, err := nats.Connect(connURL, sysOpts...)
@@ -199,11 +212,11 @@ func Run(ctx context.Context, cfg Config) error {
 			// must not show the fleet to whoever reaches the network.
 			return fmt.Errorf("coordinator: the web panel has no login yet; with --auth it may listen only on loopback, not %s", cfg.HTTPListen)
 		}
-		if panelDone, err = startPanel(ctx, cfg.HTTPListen, svc, js, log); err != nil {
+		if panelDone, err = startPanel(ctx, cfg.HTTPListen, svc, js, reg, log); err != nil {
 			return err
 		}
 	}
-	log.Info("coordinator API serving", "subject", proto.APIPrefix+".>", "nats", url)
+	log.Info("coordinator API serving", "subject", proto.APIPrefix+".>", "nats", proto.RedactURL(url))
 	if cfg.Ready != nil {
 		cfg.Ready(url)
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/fleetboot/fleetboot/coordinator/eventlog"
 	"github.com/fleetboot/fleetboot/coordinator/service"
@@ -21,7 +23,7 @@ import (
 // startPanel binds the web panel's listener and serves it until ctx ends.
 // It returns once the listener is bound; the returned channel reports the
 // server's end.
-func startPanel(ctx context.Context, addr string, svc *service.Service, js jetstream.JetStream, log *slog.Logger) (<-chan error, error) {
+func startPanel(ctx context.Context, addr string, svc *service.Service, js jetstream.JetStream, metrics prometheus.Gatherer, log *slog.Logger) (<-chan error, error) {
 	h, err := web.New(web.Config{Desired: svc, Edges: svc, Events: streamEvents{js: js}, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: web panel: %w", err)
@@ -30,7 +32,10 @@ func startPanel(ctx context.Context, addr string, svc *service.Service, js jetst
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: web panel listen on %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
+	mux.Handle("/", h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan error, 1)
 	go func() {
 		err := srv.Serve(ln)

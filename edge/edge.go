@@ -145,7 +145,7 @@ func Run(ctx context.Context, cfg Config) error {
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
 	}, cfg.NATSOptions...)...)
 	if err != nil {
-		return fmt.Errorf("edge: NATS %s: %w", cfg.NATSURL, err)
+		return fmt.Errorf("edge: NATS %s: %w", proto.RedactURL(cfg.NATSURL), proto.RedactErr(err))
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -295,7 +295,7 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 	})
-	log.Info("edge serving", "http", httpLn.Addr().String(), "base_url", base, "tftp", cfg.TFTPListen, "dhcp_interface", cfg.Interface, "nats", cfg.NATSURL)
+	log.Info("edge serving", "http", httpLn.Addr().String(), "base_url", base, "tftp", cfg.TFTPListen, "dhcp_interface", cfg.Interface, "nats", proto.RedactURL(cfg.NATSURL))
 	if cfg.Ready != nil {
 		cfg.Ready(httpLn.Addr().String())
 	}

@@ -26,6 +26,21 @@ const (
 	AuditMaxAge   = 365 * 24 * time.Hour
 )
 
+// ConsumerInactiveLimit is the longest any consumer of any stream or bucket
+// may live without a client: every stream carries it as its consumer limit.
+// Permissions cannot refuse a durable consumer (the named CONSUMER.CREATE
+// subject is the same for an ephemeral and a durable one, the durable name
+// is in the body), so the server makes them harmless instead: a consumer
+// inherits this inactivity limit, a longer one is refused, and none
+// outlives its client by more than this. nats.go's ordered consumers ask
+// for exactly five minutes.
+const ConsumerInactiveLimit = 5 * time.Minute
+
+// ConsumerLimits are the consumer limits of every stream and bucket.
+func ConsumerLimits() jetstream.StreamConsumerLimits {
+	return jetstream.StreamConsumerLimits{InactiveThreshold: ConsumerInactiveLimit}
+}
+
 // SubjectAuditPrefix: audit records go to fleetboot.audit.<action>. Only the
 // coordinator may publish there.
 const SubjectAuditPrefix = "fleetboot.audit"
@@ -45,6 +60,8 @@ func EventsStreamConfig(replicas int) jetstream.StreamConfig {
 		MaxAge:      EventsMaxAge,
 		Replicas:    max(replicas, 1),
 		Duplicates:  EventsDuplicateWindow,
+
+		ConsumerLimits: ConsumerLimits(),
 	}
 }
 
@@ -61,6 +78,8 @@ func AuditStreamConfig(replicas int) jetstream.StreamConfig {
 		MaxBytes:    AuditMaxBytes,
 		MaxAge:      AuditMaxAge,
 		Replicas:    max(replicas, 1),
+
+		ConsumerLimits: ConsumerLimits(),
 	}
 }
 
@@ -73,7 +92,9 @@ const (
 )
 
 // BucketConfig is the configuration of a KV bucket (the contract's and the
-// coordinator's own): file storage, five revisions of history.
+// coordinator's own): file storage, five revisions of history. A KV config
+// has no consumer limits: whoever creates a bucket then gives its stream
+// ConsumerLimits() (see the coordinator's service.New).
 func BucketConfig(bucket string, replicas int) jetstream.KeyValueConfig {
 	c := jetstream.KeyValueConfig{
 		Bucket:   bucket,

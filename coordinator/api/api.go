@@ -33,7 +33,8 @@ type Config struct {
 	// server-stamped Nats-Request-Info header and refuses what the caller's
 	// role may not do. Nil: authentication is off (dev), everyone may.
 	Guard Guard
-	// Audit, when set, records every change request and every refusal.
+	// Audit, when set, records every change request and every refusal
+	// (refused installer callbacks are only counted).
 	Audit Auditor
 	// Enrol signs and revokes credentials; nil answers that --auth is off.
 	Enrol Enroller
@@ -44,9 +45,30 @@ type Guard interface {
 	Check(ctx context.Context, requestInfo, endpoint string, body []byte) (auth.Identity, error)
 }
 
-// Auditor stores audit records (see audit.Log).
+// Auditor stores audit records and counts what it does not store (see
+// audit.Log).
 type Auditor interface {
 	Record(ctx context.Context, r audit.Record) error
+	// Full tells whether the audit log lacks room for another record.
+	Full(ctx context.Context) bool
+	// RefuseFull counts and logs a change refused because the log is full.
+	RefuseFull(action, who string)
+	// CountCallbackRefusal counts a refused installer callback.
+	CountCallbackRefusal(action string)
+}
+
+// isCallback tells the endpoints edges call on behalf of machines on a boot
+// network (installer callbacks): whoever sends them is anonymous.
+func isCallback(endpoint string) bool {
+	return endpoint == proto.APIHostDone || endpoint == proto.APIHostFacts
+}
+
+// auditExempt are the changes still made when the audit log is full:
+// revocations (they take access away, and must work during an incident) and
+// installer callbacks (refusing "install done" would reinstall the machine
+// at its next boot). Their records are still attempted.
+func auditExempt(endpoint string) bool {
+	return isCallback(endpoint) || endpoint == proto.APIEdgeRevoke || endpoint == proto.APIUserRevoke
 }
 
 // Enroller signs and revokes credentials (see auth.Authority).
@@ -133,6 +155,14 @@ func handle[Req, Resp any](cfg Config, fn func(context.Context, Req) (Resp, erro
 				return
 			}
 		}
+		// A change that could not be audited is not made: the AUDIT stream
+		// refuses records when full (it never drops old ones), so check for
+		// room first.
+		if !auth.IsRead(endpoint) && !auditExempt(endpoint) && cfg.Audit != nil && cfg.Audit.Full(ctx) {
+			cfg.Audit.RefuseFull(endpoint, who.Name)
+			respond(cfg, r, nil, fmt.Errorf("%w: %s refused until there is room (an admin raises the AUDIT stream's max_bytes or moves old records out)", audit.ErrFull, endpoint))
+			return
+		}
 		var req Req
 		var resp Resp
 		var err error
@@ -155,6 +185,12 @@ func handle[Req, Resp any](cfg Config, fn func(context.Context, Req) (Resp, erro
 // the change itself is already done (or refused) by then.
 func (cfg Config) audit(ctx context.Context, who auth.Identity, endpoint string, body []byte, err error) {
 	if cfg.Audit == nil {
+		return
+	}
+	if err != nil && isCallback(endpoint) {
+		// Anyone on a boot network can make an edge relay a callback: one
+		// record per refusal would let them fill the audit log. Count them.
+		cfg.Audit.CountCallbackRefusal(endpoint)
 		return
 	}
 	rec := audit.Record{Who: who.Name, Role: string(who.Role), Site: who.Site, Key: who.PublicKey, Action: endpoint, Outcome: audit.Accepted}
@@ -223,6 +259,8 @@ func respond(cfg Config, r micro.Request, data any, err error) {
 			code = "409"
 		case errors.Is(err, auth.ErrDenied):
 			code = "403"
+		case errors.Is(err, audit.ErrFull):
+			code = "503"
 		}
 		cfg.Logger.Info("api request refused", "subject", r.Subject(), "code", code, "err", rep.Error)
 		body, _ := json.Marshal(rep)

@@ -10,9 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetboot/fleetboot/proto"
 )
@@ -71,28 +74,71 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int) err
 	return nil
 }
 
-// publisher is the part of jetstream.JetStream the log writes with.
-type publisher interface {
+// ErrFull: the AUDIT stream has no room for another record. The stream
+// refuses new records rather than drop old ones (proto.AuditStreamConfig),
+// and the API refuses the changes it could not record.
+var ErrFull = errors.New("the audit log is full")
+
+// headroom is room left for one more record at most (its request is cut at
+// maxRequest): below it the log counts as full.
+const headroom = 2*maxRequest + 1024
+
+// streamJS is the part of jetstream.JetStream the log uses.
+type streamJS interface {
 	Publish(ctx context.Context, subject string, payload []byte, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+	Stream(ctx context.Context, name string) (jetstream.Stream, error)
 }
 
-// Log writes records.
+// Log writes records, and counts what it does not store: records the full
+// stream refused, and refusals of anonymous boot-network callers.
 type Log struct {
-	js  publisher
+	js  streamJS
 	log *slog.Logger
 	now func() time.Time
+
+	stored, changesRefused prometheus.Counter
+	writeFailures          *prometheus.CounterVec // reason: full, error
+	callbackRefusals       *prometheus.CounterVec // action
+
+	mu       sync.Mutex
+	lastLoud time.Time
+	quiet    int // loud lines held back since lastLoud
 }
 
 // NewLog returns a writer publishing through js.
-func NewLog(js publisher, log *slog.Logger) *Log {
+func NewLog(js streamJS, log *slog.Logger) *Log {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Log{js: js, log: log, now: time.Now}
+	l := &Log{js: js, log: log, now: time.Now,
+		stored: prometheus.NewCounter(prometheus.CounterOpts{Name: "fleetboot_audit_records_total",
+			Help: "Audit records stored in the AUDIT stream."}),
+		changesRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "fleetboot_audit_full_refused_changes_total",
+			Help: "Change requests refused because the audit log was full."}),
+		writeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetboot_audit_write_failures_total",
+			Help: "Audit records not stored, by reason (full: the AUDIT stream refused it)."}, []string{"reason"}),
+		callbackRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetboot_callback_refusals_total",
+			Help: "Refused installer callbacks relayed by edges (counted, not audited one by one)."}, []string{"action"}),
+	}
+	for _, r := range []string{"full", "error"} {
+		l.writeFailures.WithLabelValues(r) // export zeros so alerts can use rate() from the start
+	}
+	return l
+}
+
+// Register exports the log's counters.
+func (l *Log) Register(reg prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{l.stored, l.changesRefused, l.writeFailures, l.callbackRefusals} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("audit: metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 // Record stores r, stamping its version and time. It waits for the
 // stream's acknowledgement: a record the caller was told about is stored.
+// A full stream refuses it (ErrFull), loudly.
 func (l *Log) Record(ctx context.Context, r Record) error {
 	r.V = proto.Version
 	if r.Time.IsZero() {
@@ -103,9 +149,73 @@ func (l *Log) Record(ctx context.Context, r Record) error {
 		return fmt.Errorf("audit: %w", err)
 	}
 	if _, err := l.js.Publish(ctx, SubjectPrefix+"."+r.Action, data, jetstream.WithExpectStream(proto.StreamAudit)); err != nil {
+		if isFull(err) {
+			l.writeFailures.WithLabelValues("full").Inc()
+			l.loud("AUDIT STREAM FULL: an audit record was refused; changes are refused until there is room (raise the AUDIT stream's max_bytes or move old records out)",
+				"action", r.Action, "who", r.Who)
+			return fmt.Errorf("audit: record %s by %s: %w", r.Action, r.Who, ErrFull)
+		}
+		l.writeFailures.WithLabelValues("error").Inc()
 		return fmt.Errorf("audit: record %s by %s: %w", r.Action, r.Who, err)
 	}
+	l.stored.Inc()
 	return nil
+}
+
+// Full tells whether the AUDIT stream lacks room for one more record. The
+// API asks before every change, so a change is refused rather than made
+// without its record. It asks the stream each time: an operator may have
+// made room.
+func (l *Log) Full(ctx context.Context) bool {
+	st, err := l.js.Stream(ctx, proto.StreamAudit)
+	if err != nil {
+		return false // the write itself will say what is wrong
+	}
+	info := st.CachedInfo()
+	if info == nil || info.Config.MaxBytes <= 0 || info.State.Bytes+headroom <= uint64(info.Config.MaxBytes) {
+		return false
+	}
+	return true
+}
+
+// RefuseFull counts and logs a change refused because the log is full.
+func (l *Log) RefuseFull(action, who string) {
+	l.changesRefused.Inc()
+	l.loud("AUDIT STREAM FULL: change refused because it could not be audited (raise the AUDIT stream's max_bytes or move old records out)",
+		"action", action, "who", who)
+}
+
+// CountCallbackRefusal counts a refused installer callback instead of
+// storing a record: anyone on a boot network can make an edge relay one, and
+// one record each would let them fill the audit log.
+func (l *Log) CountCallbackRefusal(action string) {
+	l.callbackRefusals.WithLabelValues(action).Inc()
+}
+
+// loud logs at Error level, at most once a minute (with how many were held
+// back), so a full log is impossible to miss yet cannot flood the log.
+func (l *Log) loud(msg string, args ...any) {
+	l.mu.Lock()
+	now := l.now()
+	if !l.lastLoud.IsZero() && now.Sub(l.lastLoud) < time.Minute {
+		l.quiet++
+		l.mu.Unlock()
+		return
+	}
+	held := l.quiet
+	l.lastLoud, l.quiet = now, 0
+	l.mu.Unlock()
+	l.log.Error(msg, append(args, "held_back", held)...)
+}
+
+// isFull tells a full stream's refusal (DiscardNew at MaxBytes) from other
+// errors; the server says "maximum bytes exceeded" in the pub ack.
+func isFull(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum bytes exceeded") {
+		return true
+	}
+	return strings.Contains(err.Error(), "maximum bytes exceeded")
 }
 
 // Read returns the records stored since the given time, oldest first, at

@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetboot/fleetboot/coordinator"
 	"github.com/fleetboot/fleetboot/coordinator/audit"
@@ -55,6 +56,8 @@ func (s *syncBuf) String() string {
 type env struct {
 	url, data, ca, pkiDir string
 	logs                  *syncBuf
+	auditMax              int64                // AUDIT byte limit; 0: the contract's
+	metrics               *prometheus.Registry // nil: the coordinator's own
 }
 
 func start(t *testing.T) *env {
@@ -83,6 +86,7 @@ func (e *env) run(t *testing.T) (stop func()) {
 	go func() {
 		done <- coordinator.Run(ctx, coordinator.Config{
 			DataDir: e.data, NATSListen: "127.0.0.1:0", TLS: tlsCfg, Auth: true, Version: "test",
+			AuditMaxBytes: e.auditMax, Metrics: e.metrics,
 			Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 			Ready:  func(u string) { ready <- u },
 		})
@@ -597,7 +601,8 @@ func TestRolesAndAudit(t *testing.T) {
 		{"bob", "viewer", proto.APIHostSet, audit.Refused},
 		{"bob", "viewer", proto.APIHostSet, audit.Refused},
 		{"bob", "viewer", auth.APIUserAdd, audit.Refused},
-		{"e1", "edge", proto.APIHostDone, audit.Refused},
+		// The edge's refused callback is counted, not stored (see
+		// TestAuditFullAndCallbackRefusals).
 		{"admin", "admin", proto.APIHostSet, audit.Accepted},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -965,4 +970,246 @@ func TestSpoofedHeartbeatsAndEvents(t *testing.T) {
 			t.Errorf("warnings for %v: %q; want one warning and one count", macs, warn.String())
 		}
 	}
+}
+
+// TestNoDurablesNoSharedInboxes: neither an edge nor a viewer can keep a
+// durable consumer (the legacy DURABLE.CREATE subject is refused by the
+// server's permissions; a durable name in the body of the named
+// CONSUMER.CREATE form gets the streams' inactivity limit, and a longer one
+// is refused), no viewer may subscribe to the shared _INBOX.> or to another
+// viewer's inbox, and the account limits consumers.
+func TestNoDurablesNoSharedInboxes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: starts a coordinator")
+	}
+	e := start(t)
+	admin := e.seed(t)
+	edgeCreds := enrol(t, admin, auth.APIEdgeAdd, auth.EnrolRequest{Name: "e1", Site: "lab"})
+	bobCreds := enrol(t, admin, auth.APIUserAdd, auth.EnrolRequest{Name: "bob", Role: auth.RoleViewer})
+	carolCreds := enrol(t, admin, auth.APIUserAdd, auth.EnrolRequest{Name: "carol", Role: auth.RoleViewer})
+	edgeNC, edgeErrs := e.connect(t, edgeCreds)
+	bob, bobErrs := e.connect(t, bobCreds)
+	carol, carolErrs := e.connect(t, carolCreds)
+	bobInbox, err := auth.InboxPrefix(bobCreds)
+	if err != nil || !strings.HasPrefix(bobInbox, "_INBOX_user_") {
+		t.Fatalf("bob's inbox prefix %q, %v; want a private one", bobInbox, err)
+	}
+	// Bob's API calls work through his private inbox.
+	mustOK(t, call(t, bob, proto.APISiteList, proto.ListRequest{V: proto.Version}, nil))
+
+	// consumerCreate sends a raw CONSUMER.CREATE request and returns the
+	// server's error description ("" when it created the consumer) and the
+	// inactivity threshold the consumer got.
+	consumerCreate := func(t *testing.T, nc *nats.Conn, subject, stream string, cfg map[string]any) (string, time.Duration) {
+		t.Helper()
+		body, _ := json.Marshal(map[string]any{"stream_name": stream, "config": cfg})
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		msg, err := nc.RequestWithContext(ctx, subject, body)
+		if err != nil {
+			return err.Error(), 0
+		}
+		var rep struct {
+			Error  *struct{ Description string } `json:"error"`
+			Config struct {
+				InactiveThreshold time.Duration `json:"inactive_threshold"`
+			} `json:"config"`
+		}
+		if err := json.Unmarshal(msg.Data, &rep); err != nil {
+			t.Fatalf("reply %q: %v", msg.Data, err)
+		}
+		if rep.Error != nil {
+			return rep.Error.Description, 0
+		}
+		return "", rep.Config.InactiveThreshold
+	}
+	labFilter := "$KV.hosts.lab.>"
+	for _, c := range []struct {
+		name    string
+		nc      *nats.Conn
+		errs    *asyncErrs
+		stream  string
+		filter  string
+		inbox   string
+		durable string
+	}{
+		{"edge", edgeNC, edgeErrs, "KV_hosts", labFilter, auth.EdgeInboxPrefix("e1"), "edged"},
+		{"viewer", bob, bobErrs, proto.StreamEvents, proto.SubjectEventsPrefix + ".>", bobInbox, "viewerd"},
+	} {
+		t.Run(c.name+" legacy durable create", func(t *testing.T) {
+			subj := "$JS.API.CONSUMER.DURABLE.CREATE." + c.stream + "." + c.durable
+			if desc, _ := consumerCreate(t, c.nc, subj, c.stream, map[string]any{"durable_name": c.durable, "filter_subject": c.filter, "ack_policy": "none", "deliver_subject": c.inbox + ".d"}); desc == "" {
+				t.Fatal("durable consumer created")
+			}
+			c.errs.wait(t, "permissions violation for publish", subj)
+		})
+		named := func(name string) string { return "$JS.API.CONSUMER.CREATE." + c.stream + "." + name + "." + c.filter }
+		t.Run(c.name+" durable in the body, no expiry", func(t *testing.T) {
+			desc, inactive := consumerCreate(t, c.nc, named(c.durable), c.stream, map[string]any{"durable_name": c.durable, "filter_subject": c.filter, "ack_policy": "none", "deliver_subject": c.inbox + ".d"})
+			if desc == "" && inactive != proto.ConsumerInactiveLimit {
+				t.Fatalf("durable consumer created with inactivity threshold %s: it outlives its client for good", inactive)
+			}
+		})
+		t.Run(c.name+" durable in the body, long expiry", func(t *testing.T) {
+			desc, _ := consumerCreate(t, c.nc, named(c.durable+"2"), c.stream, map[string]any{"durable_name": c.durable + "2", "filter_subject": c.filter, "ack_policy": "none", "deliver_subject": c.inbox + ".d", "inactive_threshold": int64(24 * time.Hour)})
+			if desc == "" {
+				t.Fatal("a consumer living a day after its client went was created")
+			}
+			if !strings.Contains(desc, "inactive threshold") {
+				t.Fatalf("refused for another reason than its inactivity threshold: %s", desc)
+			}
+		})
+	}
+	t.Run("viewer subscribes to the shared inboxes", func(t *testing.T) {
+		if _, err := carol.Subscribe("_INBOX.>", func(*nats.Msg) {}); err != nil {
+			t.Fatal(err)
+		}
+		carolErrs.wait(t, "permissions violation for subscription", "_INBOX.>")
+	})
+	t.Run("viewer reads another viewer's API replies", func(t *testing.T) {
+		got := make(chan *nats.Msg, 1)
+		if _, err := carol.Subscribe(bobInbox+".>", func(m *nats.Msg) { got <- m }); err != nil {
+			t.Fatal(err)
+		}
+		carolErrs.wait(t, "permissions violation for subscription", bobInbox+".>")
+		mustOK(t, call(t, bob, proto.APIHostList, proto.ListRequest{V: proto.Version}, nil))
+		if err := carol.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-got:
+			t.Fatalf("carol read bob's reply on %s", m.Subject)
+		default:
+		}
+	})
+	t.Run("account limits", func(t *testing.T) {
+		js, err := jetstream.New(admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := js.AccountInfo(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Limits.MaxConsumers != auth.MaxConsumers {
+			t.Fatalf("account consumer limit %d, want %d", info.Limits.MaxConsumers, auth.MaxConsumers)
+		}
+	})
+}
+
+// counter sums a counter's samples in a registry (all label values).
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// TestAuditFullAndCallbackRefusals: refused installer callbacks (which
+// anyone on a boot network can make an edge relay) are counted, not
+// stored; an AUDIT stream that fills keeps the admin's first records and
+// refuses new ones, loudly, and the change it could not record is refused
+// and not made; a revocation still goes through.
+func TestAuditFullAndCallbackRefusals(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: starts a coordinator")
+	}
+	e := &env{data: t.TempDir(), pkiDir: t.TempDir(), auditMax: 24 << 10, metrics: prometheus.NewRegistry()}
+	if _, err := pki.Init(e.pkiDir, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	e.run(t)
+	admin := e.seed(t)
+	edgeCreds := enrol(t, admin, auth.APIEdgeAdd, auth.EnrolRequest{Name: "e1", Site: "lab"})
+	edgeNC, _ := e.connect(t, edgeCreds)
+	js, err := jetstream.New(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auditMsgs := func() uint64 {
+		t.Helper()
+		st, err := js.Stream(context.Background(), proto.StreamAudit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.CachedInfo().State.Msgs
+	}
+	before := auditMsgs()
+	const callbacks = 300
+	for i := range callbacks {
+		mac := fmt.Sprintf("52:54:00:aa:%02x:%02x", byte(i>>8), byte(i))
+		if rep := call(t, edgeNC, proto.APIHostDone, proto.MACRequest{V: proto.Version, MAC: mac}, nil); rep.Error == "" {
+			t.Fatalf("callback for unknown %s accepted", mac)
+		}
+	}
+	if after := auditMsgs(); after != before {
+		t.Errorf("%d refused callbacks grew AUDIT from %d to %d records; want them counted, not stored", callbacks, before, after)
+	}
+	if got := counter(t, e.metrics, "fleetboot_callback_refusals_total"); got != callbacks {
+		t.Errorf("fleetboot_callback_refusals_total = %v, want %d", got, callbacks)
+	}
+
+	// Fill the audit log with the admin's changes until one is refused.
+	site := "lab"
+	lastName, refusal := "", ""
+	for i := range 2000 {
+		name := fmt.Sprintf("web%d", i)
+		rep := call(t, admin, proto.APIHostSet, proto.HostSetRequest{V: proto.Version, MAC: labMAC, Site: &site, Hostname: &name,
+			Vars: map[string]string{"pad": strings.Repeat("x", 400)}}, nil)
+		if rep.Error != "" {
+			refusal = rep.Error
+			break
+		}
+		lastName = name
+	}
+	if !strings.HasPrefix(refusal, "the audit log is full: host.set refused") {
+		t.Fatalf("filling the audit log: refusal %q", refusal)
+	}
+	// The refused change was not made.
+	var h proto.Host
+	rep := call(t, admin, proto.APIHostGet, proto.MACRequest{V: proto.Version, MAC: labMAC}, nil)
+	mustOK(t, rep)
+	if err := json.Unmarshal(rep.Data, &h); err != nil || h.Hostname != lastName {
+		t.Fatalf("host after the refused change: %q (%v), want %q", h.Hostname, err, lastName)
+	}
+	// The admin's first records are still there.
+	recs, err := audit.Read(context.Background(), js, time.Now().Add(-time.Hour), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct{ Who, Action, Outcome string }
+	var first []row
+	for _, r := range recs[:min(len(recs), 5)] {
+		first = append(first, row{r.Who, r.Action, r.Outcome})
+	}
+	want := []row{
+		{"admin", proto.APISiteAdd, audit.Accepted}, {"admin", proto.APISiteAdd, audit.Accepted},
+		{"admin", proto.APIHostSet, audit.Accepted}, {"admin", proto.APIHostSet, audit.Accepted},
+		{"admin", proto.APIEdgeAdd, audit.Accepted},
+	}
+	if diff := cmp.Diff(want, first); diff != "" {
+		t.Errorf("the audit log's first records (-want +got):\n%s", diff)
+	}
+	if recs[0].Seq != 1 {
+		t.Errorf("the first record kept has sequence %d: older ones were dropped", recs[0].Seq)
+	}
+	// Loudly: a log line and a counter.
+	if !strings.Contains(e.logs.String(), "level=ERROR msg=\"AUDIT STREAM FULL") {
+		t.Errorf("no loud log line about the full audit log:\n%s", e.logs.String())
+	}
+	if got := counter(t, e.metrics, "fleetboot_audit_full_refused_changes_total"); got < 1 {
+		t.Errorf("fleetboot_audit_full_refused_changes_total = %v", got)
+	}
+	// A revocation still goes through.
+	mustOK(t, call(t, admin, auth.APIEdgeRevoke, proto.NameRequest{V: proto.Version, Name: "e1"}, nil))
 }

@@ -59,6 +59,14 @@ type (
 	EnrolReply   = proto.EnrolReply
 )
 
+// Limits of the FLEET account: a leaked or misbehaving credential may not
+// open connections or consumers without bound. A fleet needs a few of each
+// per edge (three watches) and per running CLI command.
+const (
+	MaxConnections = 4096
+	MaxConsumers   = 4096
+)
+
 // Authority holds the operator and account keys (under its directory, 0600)
 // and the registry of enrolled identities, signs user JWTs and revokes them.
 type Authority struct {
@@ -173,7 +181,8 @@ func (a *Authority) Configure(o *server.Options) error {
 func (a *Authority) fleetJWT() (string, error) {
 	ac := jwt.NewAccountClaims(mustPub(a.fleet))
 	ac.Name = "FLEET"
-	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1, MaxAckPending: -1}
+	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: MaxConsumers, MaxAckPending: -1}
+	ac.Limits.Conn = MaxConnections
 	ac.Imports.Add(&jwt.Import{Name: "fleetboot-api", Subject: jwt.Subject(proto.APIPrefix + ".>"), Account: mustPub(a.api), Type: jwt.Service, Share: true})
 	for _, id := range a.ids {
 		if id.Revoked != nil {
@@ -293,7 +302,7 @@ func (a *Authority) Enrol(_ context.Context, r EnrolRequest) (EnrolReply, error)
 		return EnrolReply{}, err
 	}
 	a.log.Info("identity enrolled", "identity", id.String(), "key", id.PublicKey)
-	return EnrolReply{V: proto.Version, Identity: id, JWT: tok}, nil
+	return EnrolReply{V: proto.Version, Identity: id, JWT: tok, InboxPrefix: InboxPrefixOf(id)}, nil
 }
 
 // Revoke ends every live credential of an edge (edge true) or a user by

@@ -26,6 +26,28 @@ const (
 // watch deliveries above all) go there, and no other edge may subscribe to it.
 func EdgeInboxPrefix(name string) string { return "_INBOX_edge_" + name }
 
+// UserInboxPrefix is the private inbox prefix of a person's credential: API
+// replies and event deliveries go there, and no other user may subscribe to
+// it. It is made from the public key, not the name: a user name may hold
+// '.', and "_INBOX_user_a.>" would then cover user "a.b"'s inbox.
+func UserInboxPrefix(publicKey string) string { return "_INBOX_user_" + publicKey }
+
+// InboxPrefixOf is the private inbox prefix an identity must connect with.
+func InboxPrefixOf(id Identity) string {
+	if id.Role == RoleEdge {
+		return EdgeInboxPrefix(id.Name)
+	}
+	return UserInboxPrefix(id.PublicKey)
+}
+
+// Durable consumers: the legacy $JS.API.CONSUMER.DURABLE.CREATE subject is
+// on no allow-list (CONSUMER.CREATE.> does not cover it). The named
+// $JS.API.CONSUMER.CREATE.<stream>.<name>[.<filter>] form, which ordered
+// consumers and KV watches need, can carry a durable name in its body, which
+// permissions cannot see: every stream's consumer limits
+// (proto.ConsumerLimits) make such a consumer expire like an ephemeral one,
+// and the account's consumer limit (MaxConsumers) bounds how many exist.
+
 // Permissions returns the NATS permissions of an identity. They are
 // allow-lists: anything not listed is refused by the server.
 func Permissions(id Identity) (jwt.Permissions, error) {
@@ -84,7 +106,9 @@ func Permissions(id Identity) (jwt.Permissions, error) {
 			"$JS.FC.>",
 			"$JS.ACK.>",
 		)
-		p.Sub.Allow.Add("_INBOX.>", proto.SubjectEventsPrefix+".>", proto.SubjectStatusPrefix+".>")
+		// A private inbox: with the shared _INBOX.> one viewer could read
+		// another's API replies (and an admin's enrolment answers).
+		p.Sub.Allow.Add(UserInboxPrefix(id.PublicKey)+".>", proto.SubjectEventsPrefix+".>", proto.SubjectStatusPrefix+".>")
 	default:
 		return p, fmt.Errorf("%w: unknown role %q: want admin or viewer", errInvalid, id.Role)
 	}

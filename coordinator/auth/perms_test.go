@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 )
 
@@ -35,7 +36,7 @@ func TestEdgePermissions(t *testing.T) {
 	}
 	for _, bad := range []string{">", "$KV.>", "$JS.API.>", "$JS.API.STREAM.MSG.GET.KV_hosts", "$JS.API.DIRECT.GET.KV_hosts",
 		"$JS.API.DIRECT.GET.KV_hosts.>", "$JS.API.CONSUMER.CREATE.KV_hosts", "$JS.API.CONSUMER.CREATE.KV_hosts.>",
-		"$JS.API.CONSUMER.DURABLE.CREATE.KV_hosts.>", "fleetboot.status.>", "fleetboot.events.>", "fleetboot.api.v1.>", "_INBOX.>"} {
+		"$JS.API.CONSUMER.DURABLE.CREATE.KV_hosts.>", "$JS.API.CONSUMER.DURABLE.CREATE.>", "fleetboot.status.>", "fleetboot.events.>", "fleetboot.api.v1.>", "_INBOX.>"} {
 		if slices.Contains(p.Pub.Allow, bad) || slices.Contains(p.Sub.Allow, bad) {
 			t.Errorf("edge may use %s", bad)
 		}
@@ -63,13 +64,17 @@ func TestInboxPrefix(t *testing.T) {
 		want string
 	}{
 		{"edge", Identity{Name: "e1", Role: RoleEdge, Site: "lab"}, "_INBOX_edge_e1"},
-		{"viewer", Identity{Name: "bob", Role: RoleViewer}, ""},
+		{"viewer", Identity{Name: "bob", Role: RoleViewer}, "_INBOX_user_"}, // + the public key
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			pub, seed, err := NewUserKey()
 			if err != nil {
 				t.Fatal(err)
+			}
+			c.id.PublicKey = pub
+			if c.id.Role != RoleEdge {
+				c.want += pub
 			}
 			uc := jwt.NewUserClaims(pub)
 			if uc.Permissions, err = Permissions(c.id); err != nil {
@@ -94,5 +99,29 @@ func TestInboxPrefix(t *testing.T) {
 	}
 	if _, err := InboxPrefix(filepath.Join(t.TempDir(), "missing")); err == nil {
 		t.Fatal("missing file accepted")
+	}
+}
+
+// TestFleetAccountLimits: the FLEET account the server runs has connection
+// and consumer limits.
+func TestFleetAccountLimits(t *testing.T) {
+	a, err := Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o server.Options
+	if err := a.Configure(&o); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := a.resolver.Fetch(a.FleetAccount())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := jwt.DecodeAccountClaims(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ac.Limits.Conn != MaxConnections || ac.Limits.JetStreamLimits.Consumer != MaxConsumers {
+		t.Fatalf("FLEET limits: %d connections, %d consumers; want %d and %d", ac.Limits.Conn, ac.Limits.JetStreamLimits.Consumer, MaxConnections, MaxConsumers)
 	}
 }

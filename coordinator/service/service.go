@@ -69,9 +69,30 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		if err != nil {
 			return nil, fmt.Errorf("coordinator: create KV bucket %s: %w", b, err)
 		}
+		if err := limitConsumers(ctx, cfg.JS, "KV_"+b); err != nil {
+			return nil, err
+		}
 		s.kv[b] = kv
 	}
 	return s, nil
+}
+
+// limitConsumers gives a bucket's stream the contract's consumer limits,
+// which a KV config cannot carry (and a KV update resets).
+func limitConsumers(ctx context.Context, js jetstream.JetStream, stream string) error {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("coordinator: stream %s: %w", stream, err)
+	}
+	sc := st.CachedInfo().Config
+	if sc.ConsumerLimits == proto.ConsumerLimits() {
+		return nil
+	}
+	sc.ConsumerLimits = proto.ConsumerLimits()
+	if _, err := js.UpdateStream(ctx, sc); err != nil {
+		return fmt.Errorf("coordinator: limit the consumers of %s: %w", stream, err)
+	}
+	return nil
 }
 
 // bucketIPs indexes reservations: key <site>.<ip> -> primary MAC key. It is

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/fleetboot/fleetboot/coordinator/auth"
 	"github.com/fleetboot/fleetboot/proto"
 )
 
@@ -24,6 +25,11 @@ func (a *app) natsOptions(name string) []nats.Option {
 	opts := []nats.Option{nats.Name(name), nats.Timeout(3 * time.Second)}
 	if a.creds != "" {
 		opts = append(opts, nats.UserCredentials(a.creds))
+		// Replies come to the credential's private inbox prefix (its
+		// permissions name it); a bad file fails in UserCredentials.
+		if p, err := auth.InboxPrefix(a.creds); err == nil && p != "" {
+			opts = append(opts, nats.CustomInboxPrefix(p))
+		}
 	}
 	if a.tlsCA != "" {
 		opts = append(opts, nats.RootCAs(a.tlsCA))
@@ -38,9 +44,10 @@ func (a *app) connect() (*client, error) {
 	}
 	nc, err := nats.Connect(a.natsURL, a.natsOptions("fleetboot-cli")...)
 	if err != nil {
-		return nil, exitError{code: 3, err: fmt.Errorf("cannot reach the coordinator's NATS at %s: %v", a.natsURL, err)}
+		return nil, exitError{code: 3, err: fmt.Errorf("cannot reach the coordinator's NATS at %s: %v", proto.RedactURL(a.natsURL), proto.RedactErr(err))}
 	}
-	return &client{nc: nc, url: a.natsURL, timeout: timeout}, nil
+	// url is only ever shown: without the URL's credentials.
+	return &client{nc: nc, url: proto.RedactURL(a.natsURL), timeout: timeout}, nil
 }
 
 func (c *client) Close() { c.nc.Close() }
@@ -60,7 +67,7 @@ func (c *client) call(ctx context.Context, endpoint string, req, out any) error 
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		return exitError{code: 3, err: fmt.Errorf("the coordinator at %s did not answer within %s", c.url, c.timeout)}
 	case err != nil:
-		return exitError{code: 3, err: fmt.Errorf("request to the coordinator at %s: %v", c.url, err)}
+		return exitError{code: 3, err: fmt.Errorf("request to the coordinator at %s: %v", c.url, proto.RedactErr(err))}
 	}
 	var rep proto.Reply
 	if err := json.Unmarshal(msg.Data, &rep); err != nil {

@@ -47,7 +47,7 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 func (a *app) eventsStream(ctx context.Context) (*nats.Conn, jetstream.Stream, error) {
 	nc, err := nats.Connect(a.natsURL, a.natsOptions("fleetboot-cli")...)
 	if err != nil {
-		return nil, nil, exitError{code: 3, err: fmt.Errorf("cannot reach the coordinator's NATS at %s: %v", a.natsURL, err)}
+		return nil, nil, exitError{code: 3, err: fmt.Errorf("cannot reach the coordinator's NATS at %s: %v", proto.RedactURL(a.natsURL), proto.RedactErr(err))}
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -65,10 +65,10 @@ func (a *app) eventsStream(ctx context.Context) (*nats.Conn, jetstream.Stream, e
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		nc.Close()
-		return nil, nil, exitError{code: 3, err: fmt.Errorf("no %s stream at %s (has a coordinator run against this NATS?)", proto.StreamEvents, a.natsURL)}
+		return nil, nil, exitError{code: 3, err: fmt.Errorf("no %s stream at %s (has a coordinator run against this NATS?)", proto.StreamEvents, proto.RedactURL(a.natsURL))}
 	case err != nil:
 		nc.Close()
-		return nil, nil, exitError{code: 3, err: fmt.Errorf("events stream at %s: %v", a.natsURL, err)}
+		return nil, nil, exitError{code: 3, err: fmt.Errorf("events stream at %s: %v", proto.RedactURL(a.natsURL), err)}
 	}
 	return nc, st, nil
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/fleetboot/fleetboot/test/waitfor"
 )
@@ -302,4 +303,78 @@ func secretLines(t *testing.T, file string) []string {
 		}
 	}
 	return out
+}
+
+// TestNATSPasswordNeverPrinted runs the real binary (coordinator, edge,
+// CLI) against a NATS server that takes a user and password in the URL,
+// including failing connections and a URL that does not parse, and greps
+// every log line and error for the password.
+func TestNATSPasswordNeverPrinted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: runs a coordinator and an edge")
+	}
+	const password = "nats-pw-never-printed-91c2"
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+		NoSigs: true, Username: "fleet", Password: password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	hostport := strings.TrimPrefix(ns.ClientURL(), "nats://")
+	url := "nats://fleet:" + password + "@" + hostport
+	var outputs []string
+	runT := func(args ...string) result {
+		t.Helper()
+		r := run(t, nil, args...)
+		outputs = append(outputs, r.stdout+r.stderr) // not args: they hold the password
+		return r
+	}
+
+	coordLog := startProc(t, nil, "coordinator", "--nats-url", url, "--store", "dir://"+t.TempDir(), "--http-listen", "")
+	eventually(t, "the coordinator answering", 60*time.Second, func() (bool, string) {
+		r := run(t, nil, "--nats", url, "site", "ls")
+		return r.code == 0, r.stderr + coordLog.String()
+	})
+	if r := runT("--nats", url, "site", "add", "lab", "--subnet", "10.9.0.0/24"); r.code != 0 {
+		t.Fatalf("site add: %s", r.stderr)
+	}
+	dir := t.TempDir()
+	edgeLog := startProc(t, nil, "edge", "--coordinator", url, "--name", "e1", "--site", "lab",
+		"--state-dir", filepath.Join(dir, "state"), "--cache-dir", filepath.Join(dir, "cache"),
+		"--http-listen", "127.0.0.1:0", "--tftp-listen", "", "--boot-dir", dir)
+	eventually(t, "the edge's heartbeat", 60*time.Second, func() (bool, string) {
+		r := run(t, nil, "--nats", url, "edge", "ls")
+		return r.code == 0 && strings.Contains(r.stdout, "e1") && strings.Contains(edgeLog.String(), "edge serving"), r.stdout + r.stderr + edgeLog.String()
+	})
+	for _, args := range [][]string{
+		{"--nats", url, "events"},
+		{"--nats", url, "host", "ls"},
+		// Wrong password, nothing listening, a URL that does not parse.
+		{"--nats", "nats://fleet:" + password + "x@" + hostport, "site", "ls"},
+		{"--nats", "nats://fleet:" + password + "x@" + hostport, "events"},
+		{"--nats", "nats://fleet:" + password + "@127.0.0.1:1", "site", "ls"},
+		{"--nats", "nats://fleet:" + password + "@127.0.0.1:bad", "site", "ls"},
+		{"--nats", "nats://fleet:" + password + "@127.0.0.1:bad", "events"},
+		{"coordinator", "--nats-url", "nats://fleet:" + password + "@127.0.0.1:bad", "--store", "dir://" + t.TempDir()},
+		{"edge", "--coordinator", "nats://fleet:" + password + "@127.0.0.1:bad", "--name", "e2", "--site", "lab",
+			"--state-dir", filepath.Join(dir, "state2"), "--cache-dir", filepath.Join(dir, "cache2"),
+			"--http-listen", "127.0.0.1:0", "--tftp-listen", "", "--boot-dir", dir},
+	} {
+		runT(args...)
+	}
+	outputs = append(outputs, coordLog.String(), edgeLog.String())
+	if !strings.Contains(coordLog.String(), "fleet:xxxxx@") {
+		t.Errorf("the coordinator's log does not show the redacted URL:\n%s", coordLog.String())
+	}
+	for _, o := range outputs {
+		for _, line := range strings.Split(o, "\n") {
+			if strings.Contains(line, password) {
+				t.Errorf("the NATS password is printed: %s", line)
+			}
+		}
+	}
 }
