@@ -45,6 +45,9 @@ type Config struct {
 	Logger        *slog.Logger
 	// HTTPListen is the read-only web panel's address; "" turns it off.
 	HTTPListen string
+	// HTTPNames are the other names the panel is reached by; it refuses
+	// requests for any other Host (see web.Config).
+	HTTPNames []string
 	// Ready, if set, is called once the API is serving, with the client URL.
 	Ready func(natsURL string)
 	// TLS, if set, makes the embedded server require TLS of every client.
@@ -207,7 +210,7 @@ func Run(ctx context.Context, cfg Config) error {
 			// must not show the fleet to whoever reaches the network.
 			return fmt.Errorf("coordinator: the web panel has no login yet; with --auth it may listen only on loopback, not %s", cfg.HTTPListen)
 		}
-		if panelDone, err = startPanel(ctx, cfg.HTTPListen, svc, js, log); err != nil {
+		if panelDone, err = startPanel(ctx, cfg.HTTPListen, cfg.HTTPNames, svc, js, log); err != nil {
 			return err
 		}
 	}

@@ -21,8 +21,8 @@ import (
 // startPanel binds the web panel's listener and serves it until ctx ends.
 // It returns once the listener is bound; the returned channel reports the
 // server's end.
-func startPanel(ctx context.Context, addr string, svc *service.Service, js jetstream.JetStream, log *slog.Logger) (<-chan error, error) {
-	h, err := web.New(web.Config{Desired: svc, Edges: svc, Events: streamEvents{js: js}, Logger: log})
+func startPanel(ctx context.Context, addr string, names []string, svc *service.Service, js jetstream.JetStream, log *slog.Logger) (<-chan error, error) {
+	h, err := web.New(web.Config{Desired: svc, Edges: svc, Events: streamEvents{js: js}, Logger: log, Listen: addr, Names: names})
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: web panel: %w", err)
 	}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fleetboot/fleetboot/coordinator"
+	"github.com/fleetboot/fleetboot/coordinator/web"
 	"github.com/fleetboot/fleetboot/edge"
 	"github.com/fleetboot/fleetboot/shared/artifactstore"
 	"github.com/fleetboot/fleetboot/shared/bytesize"
@@ -29,8 +32,10 @@ func (a *app) logger() *slog.Logger {
 // coordinatorFlags are the settings of `fleetboot coordinator`, shared with `dev`.
 type coordinatorFlags struct {
 	data, natsListen, natsURL, store, maxStore, httpListen string
+	panelFlag                                              string
+	httpNames                                              []string
 	replicas                                               int
-	checkConfig                                            bool
+	checkConfig, insecure                                  bool
 }
 
 // register adds the flags; panelFlag names the web panel's address flag
@@ -39,7 +44,11 @@ func (f *coordinatorFlags) register(cmd *cobra.Command, defaultData, defaultStor
 	fl := cmd.Flags()
 	fl.StringVar(&f.data, "data", defaultData, "data directory (JetStream storage of the embedded NATS server)")
 	fl.StringVar(&f.natsListen, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server")
-	fl.StringVar(&f.httpListen, panelFlag, "127.0.0.1:8081", "address of the read-only web panel (\"\" turns it off)")
+	f.panelFlag = panelFlag
+	fl.StringVar(&f.httpListen, panelFlag, "127.0.0.1:8081", "address of the read-only web panel (\"\" turns it off); it has no login, so loopback unless --insecure")
+	nameFlag := strings.TrimSuffix(panelFlag, "-listen") + "-name"
+	fl.StringArrayVar(&f.httpNames, nameFlag, nil, "a DNS name the web panel is reached by (repeatable); it refuses requests for other names")
+	fl.BoolVar(&f.insecure, "insecure", false, "allow the web panel, which has no login, on an address other than loopback")
 	fl.StringVar(&f.natsURL, "nats-url", "", "use this existing NATS cluster (with JetStream) instead of the embedded server")
 	fl.StringVar(&f.store, "store", defaultStore, "artifact store: s3://BUCKET?endpoint=HOST:PORT&region=R or dir:///PATH")
 	fl.StringVar(&f.maxStore, "max-store", "10GiB", "JetStream disk limit of the embedded server")
@@ -53,6 +62,9 @@ func (f *coordinatorFlags) config(ctx context.Context, a *app) (coordinator.Conf
 	maxStore, err := bytesize.Parse(f.maxStore)
 	if err != nil {
 		return cfg, fmt.Errorf("--max-store: %w", err)
+	}
+	if err := f.checkPanel(a); err != nil {
+		return cfg, err
 	}
 	if f.replicas < 1 || f.replicas > 5 {
 		return cfg, fmt.Errorf("--replicas %d: want 1 to 5", f.replicas)
@@ -73,6 +85,7 @@ func (f *coordinatorFlags) config(ctx context.Context, a *app) (coordinator.Conf
 		DataDir:       f.data,
 		NATSListen:    f.natsListen,
 		HTTPListen:    f.httpListen,
+		HTTPNames:     f.httpNames,
 		NATSURL:       f.natsURL,
 		NATSOptions:   a.natsOptions("fleetboot-coordinator"),
 		MaxStoreBytes: maxStore,
@@ -82,6 +95,25 @@ func (f *coordinatorFlags) config(ctx context.Context, a *app) (coordinator.Conf
 		Version:       a.version,
 		Logger:        a.logger(),
 	}, nil
+}
+
+// checkPanel refuses to show the fleet, without a login, to whoever reaches
+// a non-loopback address, unless the operator says --insecure; then it warns.
+func (f *coordinatorFlags) checkPanel(a *app) error {
+	if f.httpListen == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(f.httpListen); err != nil {
+		return fmt.Errorf("invalid --%s %q: want HOST:PORT, e.g. 127.0.0.1:8081", f.panelFlag, f.httpListen)
+	}
+	if web.Loopback(f.httpListen) {
+		return nil
+	}
+	if !f.insecure {
+		return fmt.Errorf("--%s %s: the web panel has no login and this address is not loopback; keep it on 127.0.0.1 (reach it over an SSH tunnel or a proxy with a login), or add --insecure to show the fleet to whoever reaches it", f.panelFlag, f.httpListen)
+	}
+	a.logger().Warn("INSECURE: the web panel has no login and listens beyond loopback: whoever reaches this address sees every site, host and boot", "addr", f.httpListen)
+	return nil
 }
 
 func (a *app) coordinatorCmd() *cobra.Command {
@@ -250,7 +282,7 @@ func sizeSetting(n int64) string { return fmt.Sprintf("%d (%s)", n, bytesize.For
 
 func coordinatorSettings(cfg coordinator.Config) []setting {
 	return []setting{
-		{"data", cfg.DataDir}, {"nats-listen", cfg.NATSListen}, {"http-listen", cfg.HTTPListen},
+		{"data", cfg.DataDir}, {"nats-listen", cfg.NATSListen}, {"http-listen", cfg.HTTPListen}, {"http-name", strings.Join(cfg.HTTPNames, ",")},
 		{"store", cfg.StoreURL}, {"max-store", sizeSetting(cfg.MaxStoreBytes)}, {"replicas", fmt.Sprint(cfg.Replicas)},
 	}
 }
