@@ -22,6 +22,7 @@ import (
 	"github.com/fleetboot/fleetboot/coordinator/audit"
 	"github.com/fleetboot/fleetboot/coordinator/auth"
 	"github.com/fleetboot/fleetboot/coordinator/service"
+	"github.com/fleetboot/fleetboot/coordinator/web"
 	"github.com/fleetboot/fleetboot/proto"
 )
 
@@ -205,7 +206,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	panelDone := make(<-chan error)
 	if cfg.HTTPListen != "" {
-		if cfg.Auth && !loopback(cfg.HTTPListen) {
+		if cfg.Auth && !web.Loopback(cfg.HTTPListen) {
 			// The panel has no login of its own yet: with identities on, it
 			// must not show the fleet to whoever reaches the network.
 			return fmt.Errorf("coordinator: the web panel has no login yet; with --auth it may listen only on loopback, not %s", cfg.HTTPListen)

@@ -68,16 +68,3 @@ func (s streamEvents) Events(ctx context.Context, macs []string, since time.Time
 	})
 	return out, err
 }
-
-// loopback reports whether a listen address is on the loopback interface.
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
