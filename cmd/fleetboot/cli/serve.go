@@ -46,8 +46,7 @@ func (f *coordinatorFlags) register(cmd *cobra.Command, defaultData, defaultStor
 	fl.StringVar(&f.natsListen, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server")
 	f.panelFlag = panelFlag
 	fl.StringVar(&f.httpListen, panelFlag, "127.0.0.1:8081", "address of the read-only web panel (\"\" turns it off); it has no login, so loopback unless --insecure")
-	nameFlag := strings.TrimSuffix(panelFlag, "-listen") + "-name"
-	fl.StringArrayVar(&f.httpNames, nameFlag, nil, "a DNS name the web panel is reached by (repeatable); it refuses requests for other names")
+	fl.StringArrayVar(&f.httpNames, strings.TrimSuffix(panelFlag, "-listen")+"-name", nil, "a DNS name the web panel is reached by (repeatable); it refuses requests for other names")
 	fl.BoolVar(&f.insecure, "insecure", false, "allow the web panel, which has no login, on an address other than loopback")
 	fl.StringVar(&f.natsURL, "nats-url", "", "use this existing NATS cluster (with JetStream) instead of the embedded server")
 	fl.StringVar(&f.store, "store", defaultStore, "artifact store: s3://BUCKET?endpoint=HOST:PORT&region=R or dir:///PATH")
@@ -150,7 +149,7 @@ add" and "fleetboot user add") and writes the first admin's to DATA/admin.creds.
 				return err
 			}
 			if f.checkConfig {
-				return a.configOK(coordinatorSettings(cfg))
+				return a.configOK(f.settings(cfg))
 			}
 			return coordinator.Run(cmd.Context(), cfg)
 		},
@@ -201,7 +200,7 @@ unless --interface is given).`,
 			}
 			ecfg.Store = a.storeConfig(f.store)
 			if f.checkConfig {
-				return a.configOK(append(coordinatorSettings(cfg), edgeSettings(ecfg)...))
+				return a.configOK(append(f.settings(cfg), edgeSettings(ecfg)...))
 			}
 			return a.runDev(cmd.Context(), cfg, ecfg)
 		},
@@ -273,6 +272,9 @@ type setting struct{ name, value string }
 func (a *app) configOK(settings []setting) error {
 	fmt.Fprintln(a.stdout, "configuration OK")
 	for _, s := range settings {
+		if s.value == "" {
+			s.value = "-"
+		}
 		fmt.Fprintf(a.stdout, "  %s: %s\n", s.name, s.value)
 	}
 	return nil
@@ -280,9 +282,11 @@ func (a *app) configOK(settings []setting) error {
 
 func sizeSetting(n int64) string { return fmt.Sprintf("%d (%s)", n, bytesize.Format(n)) }
 
-func coordinatorSettings(cfg coordinator.Config) []setting {
+// settings names each setting after its flag (dev's panel flags differ).
+func (f *coordinatorFlags) settings(cfg coordinator.Config) []setting {
+	name := strings.TrimSuffix(f.panelFlag, "-listen") + "-name"
 	return []setting{
-		{"data", cfg.DataDir}, {"nats-listen", cfg.NATSListen}, {"http-listen", cfg.HTTPListen}, {"http-name", strings.Join(cfg.HTTPNames, ",")},
+		{"data", cfg.DataDir}, {"nats-listen", cfg.NATSListen}, {f.panelFlag, cfg.HTTPListen}, {name, strings.Join(cfg.HTTPNames, ",")},
 		{"store", cfg.StoreURL}, {"max-store", sizeSetting(cfg.MaxStoreBytes)}, {"replicas", fmt.Sprint(cfg.Replicas)},
 	}
 }
