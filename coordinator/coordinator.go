@@ -22,6 +22,7 @@ import (
 	"github.com/fleetboot/fleetboot/coordinator/audit"
 	"github.com/fleetboot/fleetboot/coordinator/auth"
 	"github.com/fleetboot/fleetboot/coordinator/service"
+	"github.com/fleetboot/fleetboot/coordinator/web"
 	"github.com/fleetboot/fleetboot/proto"
 )
 
@@ -45,6 +46,9 @@ type Config struct {
 	Logger        *slog.Logger
 	// HTTPListen is the read-only web panel's address; "" turns it off.
 	HTTPListen string
+	// HTTPNames are the other names the panel is reached by; it refuses
+	// requests for any other Host (see web.Config).
+	HTTPNames []string
 	// Ready, if set, is called once the API is serving, with the client URL.
 	Ready func(natsURL string)
 	// TLS, if set, makes the embedded server require TLS of every client.
@@ -207,12 +211,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	panelDone := make(<-chan error)
 	if cfg.HTTPListen != "" {
-		if cfg.Auth && !loopback(cfg.HTTPListen) {
+		if cfg.Auth && !web.Loopback(cfg.HTTPListen) {
 			// The panel has no login of its own yet: with identities on, it
 			// must not show the fleet to whoever reaches the network.
 			return fmt.Errorf("coordinator: the web panel has no login yet; with --auth it may listen only on loopback, not %s", cfg.HTTPListen)
 		}
-		if panelDone, err = startPanel(ctx, cfg.HTTPListen, svc, js, reg, log); err != nil {
+		if panelDone, err = startPanel(ctx, cfg.HTTPListen, cfg.HTTPNames, svc, js, reg, log); err != nil {
 			return err
 		}
 	}

@@ -23,8 +23,8 @@ import (
 // startPanel binds the web panel's listener and serves it until ctx ends.
 // It returns once the listener is bound; the returned channel reports the
 // server's end.
-func startPanel(ctx context.Context, addr string, svc *service.Service, js jetstream.JetStream, metrics prometheus.Gatherer, log *slog.Logger) (<-chan error, error) {
-	h, err := web.New(web.Config{Desired: svc, Edges: svc, Events: streamEvents{js: js}, Logger: log})
+func startPanel(ctx context.Context, addr string, names []string, svc *service.Service, js jetstream.JetStream, metrics prometheus.Gatherer, log *slog.Logger) (<-chan error, error) {
+	h, err := web.New(web.Config{Desired: svc, Edges: svc, Events: streamEvents{js: js}, Logger: log, Listen: addr, Names: names})
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: web panel: %w", err)
 	}
@@ -72,17 +72,4 @@ func (s streamEvents) Events(ctx context.Context, macs []string, since time.Time
 		return nil
 	})
 	return out, err
-}
-
-// loopback reports whether a listen address is on the loopback interface.
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

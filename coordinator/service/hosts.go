@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -15,7 +14,9 @@ import (
 	"github.com/fleetboot/fleetboot/proto"
 )
 
-// SetHost creates or updates a host.
+// SetHost creates or updates a host: the request merged into the stored
+// host, checked against its site and image, the indexes claimed, then the
+// host written (see hostchange.go for the steps).
 func (s *Service) SetHost(ctx context.Context, req proto.HostSetRequest) (proto.Host, error) {
 	mac, err := proto.ParseMAC(req.MAC)
 	if err != nil {
@@ -32,131 +33,57 @@ func (s *Service) SetHost(ctx context.Context, req proto.HostSetRequest) (proto.
 	if exists && cur.MAC != mac {
 		return proto.Host{}, fmt.Errorf("%w: %s is an extra MAC of host %s; address the host by its primary MAC", ErrConflict, mac, cur.MAC)
 	}
-	h := cur
-	if !exists {
-		h = proto.Host{MAC: mac, State: proto.StateBoot}
+	var prev *proto.Host
+	if exists {
+		prev = &cur
 	}
-	if req.Site != nil {
-		h.Site = *req.Site
+	h, err := mergeHost(mac, prev, req)
+	if err != nil {
+		return proto.Host{}, err
 	}
 	if h.Site == "" {
-		sites, err := s.ListSites(ctx)
-		if err != nil {
+		if h.Site, err = s.onlySite(ctx, mac); err != nil {
 			return proto.Host{}, err
 		}
-		if len(sites) != 1 {
-			return proto.Host{}, invalid("host %s needs --site (there are %d sites)", mac, len(sites))
-		}
-		h.Site = sites[0].Name
 	}
 	site, err := s.GetSite(ctx, h.Site)
 	if err != nil {
 		return proto.Host{}, err
-	}
-	if req.Image != nil {
-		h.Image = *req.Image
 	}
 	if h.Image != "" {
 		if _, err := s.getImage(ctx, h.Image); err != nil {
 			return proto.Host{}, err
 		}
 	}
-	if req.Hostname != nil {
-		h.Hostname = *req.Hostname
-	}
-	if h.Hostname != "" {
-		if err := proto.ValidHostname(h.Hostname); err != nil {
-			return proto.Host{}, fmt.Errorf("%w: %v", ErrInvalid, err)
-		}
-	}
-	if req.State != nil {
-		h.State = *req.State
-	}
-	if h.State != proto.StateBoot && h.State != proto.StateLocal {
-		return proto.Host{}, invalid("invalid state %q: want boot or local", h.State)
-	}
-	if req.Once != nil {
-		h.Once = *req.Once
-	}
-	if len(req.Vars) > 0 || len(req.UnsetVars) > 0 {
-		vars := map[string]string{}
-		for k, v := range h.Vars {
-			vars[k] = v
-		}
-		for _, k := range req.UnsetVars {
-			delete(vars, k)
-		}
-		for k, v := range req.Vars {
-			if err := proto.ValidVar(k, v); err != nil {
-				return proto.Host{}, fmt.Errorf("%w: %v", ErrInvalid, err)
-			}
-			vars[k] = v
-		}
-		h.Vars = vars
-		if len(vars) == 0 {
-			h.Vars = nil
-		}
-	}
-	if req.ExtraMACs != nil {
-		h.ExtraMACs = nil
-		for _, m := range *req.ExtraMACs {
-			c, err := proto.ParseMAC(m)
-			if err != nil {
-				return proto.Host{}, fmt.Errorf("%w: extra MAC: %v", ErrInvalid, err)
-			}
-			if c == mac || slices.Contains(h.ExtraMACs, c) {
-				continue
-			}
-			h.ExtraMACs = append(h.ExtraMACs, c)
-		}
-	}
-	if req.IP != nil {
-		h.IP = *req.IP
-	}
-	if h.IP != "" {
-		ip, err := netip.ParseAddr(h.IP)
-		if err != nil || !ip.Is4() {
-			return proto.Host{}, invalid("invalid IP address %q", h.IP)
-		}
-		if _, ok := networkFor(site, ip); !ok {
-			return proto.Host{}, invalid("IP %s is not inside any subnet of site %s (%s)", ip, site.Name, subnets(site))
-		}
-		h.IP = ip.String()
+	if err := (candidate{h}).validate(site); err != nil {
+		return proto.Host{}, err
 	}
 
-	key, _ := proto.HostKey(h.Site, mac)
-	oldKey := ""
-	if exists {
-		oldKey, _ = proto.HostKey(cur.Site, cur.MAC)
-	}
-	// Claim the indexes first (MACs across sites, IP within the site); roll
-	// them back if a later step fails, so a rejected change writes nothing.
-	var undo []func()
-	rollback := func() {
-		for i := len(undo) - 1; i >= 0; i-- {
-			undo[i]()
-		}
-	}
-	for _, m := range h.MACs() {
-		u, err := s.claim(ctx, proto.BucketMACs, mustMACKey(m), key, oldKey, fmt.Sprintf("MAC %s", m))
-		if err != nil {
-			rollback()
-			return proto.Host{}, err
-		}
-		undo = append(undo, u...)
-	}
-	if h.IP != "" {
-		u, err := s.claim(ctx, bucketIPs, h.Site+"."+h.IP, key, oldKey, fmt.Sprintf("IP %s at site %s", h.IP, h.Site))
-		if err != nil {
-			rollback()
-			return proto.Host{}, err
-		}
-		undo = append(undo, u...)
-	}
 	h.V = proto.Version
 	h.Updated = s.now().UTC()
+	if err := s.storeHost(ctx, h, prev, curRev); err != nil {
+		return proto.Host{}, err
+	}
+	s.log.Info("host saved", "mac", mac, "site", h.Site, "image", h.Image, "state", h.State)
+	return h, nil
+}
+
+// storeHost writes h, replacing cur (nil for a new host, stored at revision
+// curRev): it claims the indexes, writes the host, pins a newly assigned
+// image, then releases what cur held and h no longer needs. A failing step
+// undoes the earlier ones, so a rejected change writes nothing.
+func (s *Service) storeHost(ctx context.Context, h proto.Host, cur *proto.Host, curRev uint64) error {
+	key, _ := proto.HostKey(h.Site, h.MAC)
+	oldKey := ""
+	if cur != nil {
+		oldKey, _ = proto.HostKey(cur.Site, cur.MAC)
+	}
+	rollback, err := s.claimIndexes(ctx, h, key, oldKey)
+	if err != nil {
+		return err
+	}
 	data, _ := json.Marshal(h)
-	if exists && oldKey == key {
+	if cur != nil && oldKey == key {
 		_, err = s.kv[proto.BucketHosts].Update(ctx, key, data, curRev)
 	} else {
 		_, err = s.kv[proto.BucketHosts].Create(ctx, key, data)
@@ -164,39 +91,43 @@ func (s *Service) SetHost(ctx context.Context, req proto.HostSetRequest) (proto.
 	if err != nil {
 		rollback()
 		if casConflict(err) {
-			return proto.Host{}, fmt.Errorf("%w: host %s changed concurrently; retry", ErrConflict, mac)
+			return fmt.Errorf("%w: host %s changed concurrently; retry", ErrConflict, h.MAC)
 		}
-		return proto.Host{}, fmt.Errorf("coordinator: write host %s: %w", mac, err)
+		return fmt.Errorf("coordinator: write host %s: %w", h.MAC, err)
 	}
-	if h.Image != "" && (!exists || cur.Image != h.Image) {
+	if h.Image != "" && (cur == nil || cur.Image != h.Image) {
 		if err := s.pinImage(ctx, h.Image); err != nil {
 			bg := context.WithoutCancel(ctx)
-			if exists && oldKey == key {
-				old, _ := json.Marshal(cur)
+			if cur != nil && oldKey == key {
+				old, _ := json.Marshal(*cur)
 				_, _ = s.kv[proto.BucketHosts].Put(bg, key, old)
 			} else {
 				_ = s.kv[proto.BucketHosts].Delete(bg, key)
 			}
 			rollback()
-			return proto.Host{}, err
+			return err
 		}
 	}
 	// The change is in; release what the old version held and no longer needs.
-	if exists {
+	if cur != nil {
 		if oldKey != key {
 			_ = s.kv[proto.BucketHosts].Delete(ctx, oldKey)
 		}
-		for _, m := range cur.MACs() {
-			if !slices.Contains(h.MACs(), m) {
-				s.release(ctx, proto.BucketMACs, mustMACKey(m), key, oldKey)
-			}
-		}
-		if cur.IP != "" && (cur.IP != h.IP || cur.Site != h.Site) {
-			s.release(ctx, bucketIPs, cur.Site+"."+cur.IP, key, oldKey)
-		}
+		s.releaseIndexes(ctx, *cur, h, key, oldKey)
 	}
-	s.log.Info("host saved", "mac", mac, "site", h.Site, "image", h.Image, "state", h.State)
-	return h, nil
+	return nil
+}
+
+// onlySite is the site of a host set without one: the fleet's only site.
+func (s *Service) onlySite(ctx context.Context, mac string) (string, error) {
+	sites, err := s.ListSites(ctx)
+	if err != nil {
+		return "", err
+	}
+	if len(sites) != 1 {
+		return "", invalid("host %s needs --site (there are %d sites)", mac, len(sites))
+	}
+	return sites[0].Name, nil
 }
 
 func subnets(site proto.Site) string {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"embed"
 	"errors"
+	"fmt"
 	"html/template"
 	"log/slog"
 	"net/http"
@@ -43,6 +44,11 @@ type Config struct {
 	Events  Events
 	Logger  *slog.Logger
 	Now     func() time.Time
+	// Listen is the address the panel is bound to, and Names the other
+	// names it is reached by (--http-name): requests with any other Host
+	// are refused (see hostCheck). An empty Listen means loopback.
+	Listen string
+	Names  []string
 }
 
 //go:embed templates/*.html
@@ -50,9 +56,10 @@ var templatesFS embed.FS
 
 // Handler serves the panel.
 type Handler struct {
-	cfg  Config
-	tmpl *template.Template
-	mux  *http.ServeMux
+	cfg   Config
+	tmpl  *template.Template
+	mux   *http.ServeMux
+	names hostCheck
 }
 
 // New builds the panel's handler.
@@ -74,7 +81,7 @@ func New(cfg Config) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{cfg: cfg, tmpl: tmpl, mux: http.NewServeMux()}
+	h := &Handler{cfg: cfg, tmpl: tmpl, mux: http.NewServeMux(), names: newHostCheck(cfg.Listen, cfg.Names)}
 	h.mux.HandleFunc("GET /{$}", h.overview)
 	h.mux.HandleFunc("GET /hosts", h.hosts)
 	h.mux.HandleFunc("GET /hosts/{mac}", h.host)
@@ -85,6 +92,13 @@ func New(cfg Config) (*Handler, error) {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	// /healthz says only "ok", and probes often use an address the panel
+	// was not told about.
+	if r.URL.Path != "/healthz" && !h.names.allows(r.Host) {
+		h.cfg.Logger.Debug("web panel: refused a request for another host", "host", r.Host, "remote", r.RemoteAddr)
+		http.Error(w, fmt.Sprintf("fleetboot: the web panel does not answer to host %q; give its names with --http-name", r.Host), http.StatusMisdirectedRequest)
+		return
+	}
 	h.mux.ServeHTTP(w, r)
 }
 

@@ -24,7 +24,7 @@ func TestParse(t *testing.T) {
 		{name: "surrounding space", in: " 3MiB ", want: 3 << 20},
 		{name: "fraction of GiB", in: "1.5GiB", want: 1610612736},
 		{name: "fraction of TiB", in: "1.5TiB", want: 3 << 39},
-		{name: "fraction exact in decimal", in: "4.35MB", want: 4_350_000},
+		{name: "fraction exact in decimal", in: "8.2MB", want: 8_200_000}, // a float gives 8199999
 		{name: "leading dot", in: ".5KiB", want: 512},
 		{name: "fraction of a byte dropped", in: "1.3KiB", want: 1331},
 		{name: "short unit", in: "10k", want: 10_000},

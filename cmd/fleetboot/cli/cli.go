@@ -126,8 +126,9 @@ Every flag can also be set with a FLEETBOOT_<FLAG> environment variable
   fleetboot image add debian12 --kernel vmlinuz --initrd initrd.img --cmdline 'console=ttyS0'
   fleetboot host set 52:54:00:12:34:56 --image debian12 --site lab
   fleetboot host ls -o json`,
-		SilenceUsage:      true,
-		SilenceErrors:     true,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		// Our own `completion` is a group that refuses unknown shells.
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			return a.applyEnvAndFile(cmd)
@@ -154,7 +155,9 @@ Every flag can also be set with a FLEETBOOT_<FLAG> environment variable
 		a.auditCmd(),
 		a.eventsCmd(),
 		a.explainCmd(),
+		a.completionCmd(),
 	)
+	a.addCompletions(root)
 	return root
 }
 

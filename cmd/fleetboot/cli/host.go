@@ -12,7 +12,7 @@ import (
 )
 
 func (a *app) hostCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "host", Short: "Manage machines: which image each MAC boots"}
+	cmd := group(&cobra.Command{Use: "host", Short: "Manage machines: which image each MAC boots"})
 	cmd.AddCommand(a.hostSetCmd(), a.hostLsCmd(), a.hostShowCmd(), a.hostRmCmd(), a.hostTimelineCmd())
 	return cmd
 }

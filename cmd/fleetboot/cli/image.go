@@ -18,7 +18,7 @@ import (
 )
 
 func (a *app) imageCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "image", Short: "Manage boot images (kernel, initrd, optional LiveOS ISO)"}
+	cmd := group(&cobra.Command{Use: "image", Short: "Manage boot images (kernel, initrd, optional LiveOS ISO)"})
 	cmd.AddCommand(a.imageAddCmd(), a.imageLsCmd(), a.imageShowCmd(), a.imageRmCmd())
 	return cmd
 }

@@ -19,7 +19,7 @@ import (
 )
 
 func (a *app) pkiCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "pki", Short: "Make the certificates for TLS on NATS"}
+	cmd := group(&cobra.Command{Use: "pki", Short: "Make the certificates for TLS on NATS"})
 	var hosts []string
 	initCmd := &cobra.Command{
 		Use:   "init DIR [--host NAME...]",
@@ -50,7 +50,7 @@ Existing files are never overwritten.`,
 }
 
 func (a *app) userCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "user", Short: "Manage people's credentials: admins and viewers"}
+	cmd := group(&cobra.Command{Use: "user", Short: "Manage people's credentials: admins and viewers"})
 	var role, out string
 	add := &cobra.Command{
 		Use:   "add NAME --role admin|viewer [--out FILE]",

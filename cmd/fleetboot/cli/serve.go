@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fleetboot/fleetboot/coordinator"
+	"github.com/fleetboot/fleetboot/coordinator/web"
 	"github.com/fleetboot/fleetboot/edge"
 	"github.com/fleetboot/fleetboot/shared/artifactstore"
 	"github.com/fleetboot/fleetboot/shared/bytesize"
@@ -29,8 +32,10 @@ func (a *app) logger() *slog.Logger {
 // coordinatorFlags are the settings of `fleetboot coordinator`, shared with `dev`.
 type coordinatorFlags struct {
 	data, natsListen, natsURL, store, maxStore, httpListen string
+	panelFlag                                              string
+	httpNames                                              []string
 	replicas                                               int
-	checkConfig                                            bool
+	checkConfig, insecure                                  bool
 }
 
 // register adds the flags; panelFlag names the web panel's address flag
@@ -39,7 +44,10 @@ func (f *coordinatorFlags) register(cmd *cobra.Command, defaultData, defaultStor
 	fl := cmd.Flags()
 	fl.StringVar(&f.data, "data", defaultData, "data directory (JetStream storage of the embedded NATS server)")
 	fl.StringVar(&f.natsListen, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server")
-	fl.StringVar(&f.httpListen, panelFlag, "127.0.0.1:8081", "address of the read-only web panel (\"\" turns it off)")
+	f.panelFlag = panelFlag
+	fl.StringVar(&f.httpListen, panelFlag, "127.0.0.1:8081", "address of the read-only web panel (\"\" turns it off); it has no login, so loopback unless --insecure")
+	fl.StringArrayVar(&f.httpNames, strings.TrimSuffix(panelFlag, "-listen")+"-name", nil, "a DNS name the web panel is reached by (repeatable); it refuses requests for other names")
+	fl.BoolVar(&f.insecure, "insecure", false, "allow the web panel, which has no login, on an address other than loopback")
 	fl.StringVar(&f.natsURL, "nats-url", "", "use this existing NATS cluster (with JetStream) instead of the embedded server")
 	fl.StringVar(&f.store, "store", defaultStore, "artifact store: s3://BUCKET?endpoint=HOST:PORT&region=R or dir:///PATH")
 	fl.StringVar(&f.maxStore, "max-store", "10GiB", "JetStream disk limit of the embedded server")
@@ -53,6 +61,9 @@ func (f *coordinatorFlags) config(ctx context.Context, a *app) (coordinator.Conf
 	maxStore, err := bytesize.Parse(f.maxStore)
 	if err != nil {
 		return cfg, fmt.Errorf("--max-store: %w", err)
+	}
+	if err := f.checkPanel(a); err != nil {
+		return cfg, err
 	}
 	if f.replicas < 1 || f.replicas > 5 {
 		return cfg, fmt.Errorf("--replicas %d: want 1 to 5", f.replicas)
@@ -73,6 +84,7 @@ func (f *coordinatorFlags) config(ctx context.Context, a *app) (coordinator.Conf
 		DataDir:       f.data,
 		NATSListen:    f.natsListen,
 		HTTPListen:    f.httpListen,
+		HTTPNames:     f.httpNames,
 		NATSURL:       f.natsURL,
 		NATSOptions:   a.natsOptions("fleetboot-coordinator"),
 		MaxStoreBytes: maxStore,
@@ -82,6 +94,25 @@ func (f *coordinatorFlags) config(ctx context.Context, a *app) (coordinator.Conf
 		Version:       a.version,
 		Logger:        a.logger(),
 	}, nil
+}
+
+// checkPanel refuses to show the fleet, without a login, to whoever reaches
+// a non-loopback address, unless the operator says --insecure; then it warns.
+func (f *coordinatorFlags) checkPanel(a *app) error {
+	if f.httpListen == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(f.httpListen); err != nil {
+		return fmt.Errorf("invalid --%s %q: want HOST:PORT, e.g. 127.0.0.1:8081", f.panelFlag, f.httpListen)
+	}
+	if web.Loopback(f.httpListen) {
+		return nil
+	}
+	if !f.insecure {
+		return fmt.Errorf("--%s %s: the web panel has no login and this address is not loopback; keep it on 127.0.0.1 (reach it over an SSH tunnel or a proxy with a login), or add --insecure to show the fleet to whoever reaches it", f.panelFlag, f.httpListen)
+	}
+	a.logger().Warn("INSECURE: the web panel has no login and listens beyond loopback: whoever reaches this address sees every site, host and boot", "addr", f.httpListen)
+	return nil
 }
 
 func (a *app) coordinatorCmd() *cobra.Command {
@@ -118,7 +149,7 @@ add" and "fleetboot user add") and writes the first admin's to DATA/admin.creds.
 				return err
 			}
 			if f.checkConfig {
-				return a.configOK(coordinatorSettings(cfg))
+				return a.configOK(f.settings(cfg))
 			}
 			return coordinator.Run(cmd.Context(), cfg)
 		},
@@ -169,7 +200,7 @@ unless --interface is given).`,
 			}
 			ecfg.Store = a.storeConfig(f.store)
 			if f.checkConfig {
-				return a.configOK(append(coordinatorSettings(cfg), edgeSettings(ecfg)...))
+				return a.configOK(append(f.settings(cfg), edgeSettings(ecfg)...))
 			}
 			return a.runDev(cmd.Context(), cfg, ecfg)
 		},
@@ -241,6 +272,9 @@ type setting struct{ name, value string }
 func (a *app) configOK(settings []setting) error {
 	fmt.Fprintln(a.stdout, "configuration OK")
 	for _, s := range settings {
+		if s.value == "" {
+			s.value = "-"
+		}
 		fmt.Fprintf(a.stdout, "  %s: %s\n", s.name, s.value)
 	}
 	return nil
@@ -248,9 +282,11 @@ func (a *app) configOK(settings []setting) error {
 
 func sizeSetting(n int64) string { return fmt.Sprintf("%d (%s)", n, bytesize.Format(n)) }
 
-func coordinatorSettings(cfg coordinator.Config) []setting {
+// settings names each setting after its flag (dev's panel flags differ).
+func (f *coordinatorFlags) settings(cfg coordinator.Config) []setting {
+	name := strings.TrimSuffix(f.panelFlag, "-listen") + "-name"
 	return []setting{
-		{"data", cfg.DataDir}, {"nats-listen", cfg.NATSListen}, {"http-listen", cfg.HTTPListen},
+		{"data", cfg.DataDir}, {"nats-listen", cfg.NATSListen}, {f.panelFlag, cfg.HTTPListen}, {name, strings.Join(cfg.HTTPNames, ",")},
 		{"store", cfg.StoreURL}, {"max-store", sizeSetting(cfg.MaxStoreBytes)}, {"replicas", fmt.Sprint(cfg.Replicas)},
 	}
 }

@@ -12,7 +12,7 @@ import (
 )
 
 func (a *app) siteCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "site", Short: "Manage sites (subnets, ranges, DHCP mode)"}
+	cmd := group(&cobra.Command{Use: "site", Short: "Manage sites (subnets, ranges, DHCP mode)"})
 	cmd.AddCommand(a.siteAddCmd(), a.siteLsCmd(), a.siteShowCmd(), a.siteRmCmd())
 	return cmd
 }

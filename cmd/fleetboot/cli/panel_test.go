@@ -1,0 +1,145 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/fleetboot/fleetboot/cmd/fleetboot/cli"
+	"github.com/fleetboot/fleetboot/test/waitfor"
+)
+
+// syncBuffer is a bytes.Buffer a running command writes while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestPanelAddress: the web panel, which has no login, is refused on an
+// address other than loopback unless --insecure, which warns; in dev mode
+// too.
+func TestPanelAddress(t *testing.T) {
+	dir := t.TempDir()
+	coord := func(extra ...string) []string {
+		return append([]string{"coordinator", "--data", filepath.Join(dir, "data"), "--store", "dir://" + filepath.Join(dir, "artifacts"),
+			"--nats-listen", "127.0.0.1:0"}, extra...)
+	}
+	refused := "the web panel has no login and this address is not loopback"
+	cases := []struct {
+		name  string
+		args  []string
+		fails string
+		warns bool
+	}{
+		{name: "every address, at start", args: coord("--http-listen", "0.0.0.0:0"), fails: "--http-listen 0.0.0.0:0: " + refused},
+		{name: "every address, port only", args: coord("--check-config", "--http-listen", ":8081"), fails: "--http-listen :8081: " + refused},
+		{name: "one address", args: coord("--check-config", "--http-listen", "10.0.0.5:8081"), fails: refused},
+		{name: "from the environment", args: coord("--check-config"), fails: refused},
+		{name: "dev", args: []string{"dev", "--check-config", "--data", filepath.Join(dir, "dev"), "--panel-listen", "0.0.0.0:8081"}, fails: "--panel-listen 0.0.0.0:8081: " + refused},
+		{name: "not an address", args: coord("--check-config", "--http-listen", "8081"), fails: `invalid --http-listen "8081"`},
+		{name: "insecure", args: coord("--check-config", "--http-listen", "0.0.0.0:8081", "--insecure"), warns: true},
+		{name: "loopback", args: coord("--check-config", "--http-listen", "127.0.0.1:8081")},
+		{name: "off", args: coord("--check-config", "--http-listen", "")},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			env := map[string]string{}
+			if c.name == "from the environment" {
+				env["FLEETBOOT_HTTP_LISTEN"] = "0.0.0.0:8081"
+			}
+			r := runEnv(t, env, c.args...)
+			if c.fails != "" {
+				checkOneLine(t, r, c.fails)
+				return
+			}
+			if r.code != 0 || !strings.HasPrefix(r.stdout, "configuration OK\n") {
+				t.Fatalf("code %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+			}
+			if warned := strings.Contains(r.stderr, "level=WARN msg=\"INSECURE: the web panel has no login"); warned != c.warns {
+				t.Errorf("warned %v, want %v: stderr %q", warned, c.warns, r.stderr)
+			}
+		})
+	}
+}
+
+// TestPanelHostNames runs a real coordinator with its panel on loopback and
+// a --http-name: a request whose Host is another name (what a browser sends
+// after DNS rebinding) is refused with 421 and one line.
+func TestPanelHostNames(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- cli.Run(ctx, cli.Invocation{Version: "test", Env: cli.EnvMap(nil), Stdout: io.Discard, Stderr: &stderr, Args: []string{
+			"coordinator", "--data", filepath.Join(dir, "data"), "--store", "dir://" + filepath.Join(dir, "artifacts"),
+			"--nats-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--http-name", "panel.example.net"}})
+	}()
+	served := regexp.MustCompile(`msg="web panel serving" url=http://(127\.0\.0\.1:\d+)`)
+	var addr string
+	waitfor.True(t, "the web panel to serve", func() bool {
+		select {
+		case code := <-done:
+			t.Fatalf("coordinator ended with code %d: %s", code, stderr.String())
+		default:
+		}
+		if m := served.FindStringSubmatch(stderr.String()); m != nil {
+			addr = m[1]
+			return true
+		}
+		return false
+	})
+	cases := []struct {
+		host string
+		code int
+	}{
+		{"evil.example", 421},
+		{"evil.example:" + strings.Split(addr, ":")[1], 421},
+		{addr, 200},
+		{"localhost", 200},
+		{"panel.example.net", 200},
+	}
+	for _, c := range cases {
+		req, err := http.NewRequest("GET", "http://"+addr+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = c.host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.code {
+			t.Errorf("Host %s: HTTP %d, want %d: %.200s", c.host, resp.StatusCode, c.code, body)
+		}
+		if want := fmt.Sprintf("fleetboot: the web panel does not answer to host %q; give its names with --http-name\n", c.host); c.code == 421 && string(body) != want {
+			t.Errorf("Host %s: body %q, want %q", c.host, body, want)
+		}
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("coordinator exit code %d: %s", code, stderr.String())
+	}
+}
