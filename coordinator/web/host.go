@@ -1,7 +1,9 @@
 package web
 
 import (
+	"fmt"
 	"net"
+	"net/http"
 	"strings"
 )
 
@@ -44,6 +46,25 @@ func newHostCheck(listen string, names []string) hostCheck {
 		hc.names[host] = true
 	}
 	return hc
+}
+
+// RequireHost serves next only to requests whose Host is one of the
+// panel's names (as Handler does for its own pages): for other handlers
+// served next to the panel, such as /metrics.
+func RequireHost(listen string, names []string, next http.Handler) http.Handler {
+	hc := newHostCheck(listen, names)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !hc.allows(r.Host) {
+			hc.refuse(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// refuse answers a request for another host: 421 and one line.
+func (hc hostCheck) refuse(w http.ResponseWriter, r *http.Request) {
+	http.Error(w, fmt.Sprintf("fleetboot: the web panel does not answer to host %q; give its names with --http-name", r.Host), http.StatusMisdirectedRequest)
 }
 
 // allows reports whether a request's Host (with or without a port) is one

@@ -118,3 +118,25 @@ func TestLoopback(t *testing.T) {
 		}
 	}
 }
+
+// RequireHost guards handlers served beside the panel (/metrics) the same way.
+func TestRequireHost(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "metrics\n") })
+	srv := httptest.NewServer(RequireHost("127.0.0.1:8081", []string{"panel.example.net"}, ok))
+	defer srv.Close()
+	for host, want := range map[string]int{"evil.example": 421, "127.0.0.1": 200, "panel.example.net:8081": 200} {
+		rq, err := http.NewRequest("GET", srv.URL+"/metrics", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rq.Host = host
+		resp, err := http.DefaultClient.Do(rq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %s: HTTP %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"context"
 	"embed"
 	"errors"
-	"fmt"
 	"html/template"
 	"log/slog"
 	"net/http"
@@ -96,7 +95,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// was not told about.
 	if r.URL.Path != "/healthz" && !h.names.allows(r.Host) {
 		h.cfg.Logger.Debug("web panel: refused a request for another host", "host", r.Host, "remote", r.RemoteAddr)
-		http.Error(w, fmt.Sprintf("fleetboot: the web panel does not answer to host %q; give its names with --http-name", r.Host), http.StatusMisdirectedRequest)
+		h.names.refuse(w, r)
 		return
 	}
 	h.mux.ServeHTTP(w, r)
