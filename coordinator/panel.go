@@ -33,7 +33,8 @@ func startPanel(ctx context.Context, addr string, names []string, svc *service.S
 		return nil, fmt.Errorf("coordinator: web panel listen on %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
+	// /metrics sits beside the panel, so it gets the same Host check.
+	mux.Handle("GET /metrics", web.RequireHost(addr, names, promhttp.HandlerFor(metrics, promhttp.HandlerOpts{})))
 	mux.Handle("/", h)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan error, 1)
