@@ -25,6 +25,7 @@ import (
 	"github.com/fleetboot/fleetboot/edge/httpboot"
 	"github.com/fleetboot/fleetboot/edge/state"
 	"github.com/fleetboot/fleetboot/edge/statesync"
+	"github.com/fleetboot/fleetboot/edge/tftp"
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/artifactstore"
 )
@@ -53,26 +54,83 @@ type Config struct {
 	Drain         time.Duration // on stop: how long transfers in flight and the event buffer get (default 30 s)
 	Version       string
 	Logger        *slog.Logger
-	// Ready, if set, is called once every listener is bound.
-	Ready func(httpAddr string)
+	// Ready, if set, is called by Run once every loop has started, with the
+	// addresses every listener is bound to.
+	Ready func(Addrs)
 	// DHCPSourceRate: DHCP requests per second from unknown MACs per relay
 	// or source address (0: dhcp.DefaultSourceRate; negative: no limit).
 	DHCPSourceRate float64
 }
 
+// Addrs are the addresses an agent's listeners are bound to ("" when the
+// service is off), so a caller that asked for port 0 learns the real ones.
+type Addrs struct {
+	HTTP string // TCP
+	TFTP string // UDP
+	DHCP string // the interface DHCP listens on
+}
+
+// Agent is an edge: New binds every listener and connects, Run serves.
+type Agent struct {
+	cfg  Config
+	log  *slog.Logger
+	base string // the base URL machines use
+
+	st     *state.State
+	syncer *statesync.Syncer
+	rec    *events.Recorder
+	cache  *cache.Cache
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	httpLn net.Listener
+	srv    *http.Server
+	dhcp   *dhcp.Server // nil when DHCP is off
+	tftp   *tftp.Server // nil when TFTP is off
+	addrs  Addrs
+
+	// closers release what New opened, in reverse order.
+	closers   []func()
+	closeOnce gosync.Once
+
+	prefetch      chan struct{} // coalescing trigger of the prefetch loop
+	prefetchPause time.Duration // least time between two prefetch rounds
+	prefetchRound func()        // tests: called after each round started
+	disconnected  chan struct{} // NATS connection lost (the drain stops waiting)
+}
+
 // Run starts the edge and serves until ctx ends. Listeners are bound before
 // any goroutine starts, so a bad address fails at once.
 func Run(ctx context.Context, cfg Config) error {
+	a, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+// New checks the configuration, loads the snapshot and binds every listener
+// (HTTP, DHCP, TFTP) and the NATS connection. On error everything it opened
+// is closed again.
+func New(cfg Config) (_ *Agent, err error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("edge", cfg.Name, "site", cfg.Site)
 	if err := proto.ValidSiteName(cfg.Site); err != nil {
-		return fmt.Errorf("edge: %w", err)
+		return nil, fmt.Errorf("edge: %w", err)
 	}
 	if err := proto.ValidEdgeName(cfg.Name); err != nil {
-		return fmt.Errorf("edge: %w", err)
+		return nil, fmt.Errorf("edge: %w", err)
+	}
+	if cfg.AdvertiseURL != "" {
+		// Before anything is created or bound: a refused URL changes nothing.
+		if err := checkAdvertise(cfg.AdvertiseURL); err != nil {
+			return nil, err
+		}
+		if err := httpboot.New(httpboot.Config{State: state.New(), BaseURL: cfg.AdvertiseURL}).Check(); err != nil {
+			return nil, fmt.Errorf("edge: --advertise: %w", err)
+		}
 	}
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = 5 * time.Second
@@ -82,7 +140,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	for _, d := range []string{cfg.StateDir, cfg.CacheDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return fmt.Errorf("edge: %w", err)
+			return nil, fmt.Errorf("edge: %w", err)
 		}
 	}
 
@@ -96,61 +154,71 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Warn("no boot files: the boot directory does not exist (install Debian's ipxe package or pass --boot-dir)", "dir", cfg.BootDir)
 			cfg.BootDir = ""
 		case err != nil:
-			return err
+			return nil, err
 		default:
 			log.Info("boot files staged", "from", cfg.BootDir, "files", n)
 			cfg.BootDir = staged
 		}
 	}
 
-	st := state.New()
-	syncer, err := statesync.New(statesync.Config{Site: cfg.Site, State: st, SnapshotPath: filepath.Join(cfg.StateDir, "state.json"), Logger: log})
+	a := &Agent{cfg: cfg, log: log, st: state.New(), prefetch: make(chan struct{}, 1), prefetchPause: time.Second,
+		disconnected: make(chan struct{}, 1)}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	a.syncer, err = statesync.New(statesync.Config{Site: cfg.Site, State: a.st, SnapshotPath: filepath.Join(cfg.StateDir, "state.json"), Logger: log})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	rec, err := events.NewRecorder(events.Config{Dir: filepath.Join(cfg.StateDir, "events"), Site: cfg.Site, Edge: cfg.Name, Logger: log})
+	a.rec, err = events.NewRecorder(events.Config{Dir: filepath.Join(cfg.StateDir, "events"), Site: cfg.Site, Edge: cfg.Name, Logger: log})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer rec.Close()
+	a.onClose(func() { a.rec.Close() })
 
 	store := &lazyStore{cfg: cfg.Store, log: log}
-	c, err := cache.New(cache.Config{Dir: cfg.CacheDir, MaxBytes: cfg.CacheSize, Fetcher: store, Logger: log, Events: rec})
+	a.cache, err = cache.New(cache.Config{Dir: cfg.CacheDir, MaxBytes: cfg.CacheSize, Fetcher: store, Logger: log, Events: a.rec})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer c.Close()
+	a.onClose(func() { a.cache.Close() })
 
-	httpLn, err := net.Listen("tcp", cfg.HTTPListen)
+	a.httpLn, err = net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {
-		return fmt.Errorf("edge: HTTP listen on %s: %w", cfg.HTTPListen, err)
+		return nil, fmt.Errorf("edge: HTTP listen on %s: %w", cfg.HTTPListen, err)
 	}
-	defer httpLn.Close()
+	a.onClose(func() { a.httpLn.Close() })
+	a.addrs.HTTP = a.httpLn.Addr().String()
 	// The edge's address on the DHCP segment is what machines reach it at.
 	if cfg.Interface != "" && cfg.ServerIP == nil {
 		if cfg.ServerIP, err = interfaceIPv4(cfg.Interface); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	base := cfg.AdvertiseURL
-	if base == "" {
-		base = advertise(cfg.ServerIP, httpLn.Addr().(*net.TCPAddr))
+	a.base = cfg.AdvertiseURL
+	if a.base == "" {
+		a.base = advertise(cfg.ServerIP, a.httpLn.Addr().(*net.TCPAddr))
 	}
 	nc, err := nats.Connect(cfg.NATSURL, append([]nats.Option{
 		nats.Name("fleetboot-edge-" + cfg.Name),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectWait(time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected; serving from local state", "err", err) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("NATS disconnected; serving from local state", "err", err)
+			signal(a.disconnected)
+		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
 	}, cfg.NATSOptions...)...)
 	if err != nil {
-		return fmt.Errorf("edge: NATS %s: %w", proto.RedactURL(cfg.NATSURL), proto.RedactErr(err))
+		return nil, fmt.Errorf("edge: NATS %s: %w", proto.RedactURL(cfg.NATSURL), proto.RedactErr(err))
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("edge: jetstream: %w", err)
+	a.nc = nc
+	a.onClose(nc.Close)
+	if a.js, err = jetstream.New(nc); err != nil {
+		return nil, fmt.Errorf("edge: jetstream: %w", err)
 	}
 
 	store.resolve = func(ctx context.Context) (string, error) {
@@ -158,146 +226,105 @@ func Run(ctx context.Context, cfg Config) error {
 		err := natsCallbacks{nc: nc}.callOut(ctx, proto.APIStoreInfo, proto.ListRequest{V: proto.Version}, &info)
 		return info.URL, err
 	}
-	policy := siteMode{State: st, mode: cfg.DHCPMode}
 	boot := httpboot.New(httpboot.Config{
-		State: st, BaseURL: base, Artifacts: c, BootDir: cfg.BootDir,
-		Callbacks: natsCallbacks{nc: nc}, Events: rec, Logger: log,
+		State: a.st, BaseURL: a.base, Artifacts: a.cache, BootDir: cfg.BootDir,
+		Callbacks: natsCallbacks{nc: nc}, Events: a.rec, Logger: log,
 	})
+	// A configuration the renderer refuses would make every script request
+	// a 500: refuse it here, once, instead.
+	if err := boot.Check(); err != nil {
+		return nil, fmt.Errorf("edge: %w", err)
+	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", c.Metrics())
+	mux.Handle("/metrics", a.cache.Metrics())
 	mux.Handle("/", boot)
 	// Header, query and body limits and slow-client deadlines; no whole-
 	// request WriteTimeout, which would cut ISO downloads (httpboot.Limits).
-	srv := httpboot.NewServer(mux, httpboot.Limits{Logger: log})
+	a.srv = httpboot.NewServer(mux, httpboot.Limits{Logger: log})
 
-	var dhcpSrv *dhcp.Server
 	if cfg.Interface != "" {
-		dhcpSrv, err = dhcp.NewServer(dhcp.Config{
-			Interface: cfg.Interface, ServerIP: cfg.ServerIP, HTTPBase: base,
+		a.dhcp, err = dhcp.NewServer(dhcp.Config{
+			Interface: cfg.Interface, ServerIP: cfg.ServerIP, HTTPBase: a.base,
 			BootFiles: dhcp.BootFiles{EFI64: cfg.EFIBootFile},
 			LeaseFile: filepath.Join(cfg.StateDir, "leases.json"),
-			State:     policy, Events: rec, Logger: log, Force: cfg.Force, NoConflictCheck: !cfg.ConflictCheck,
-			SourceRate: cfg.DHCPSourceRate,
+			State:     siteMode{State: a.st, mode: cfg.DHCPMode}, Events: a.rec, Logger: log,
+			Force: cfg.Force, NoConflictCheck: !cfg.ConflictCheck, SourceRate: cfg.DHCPSourceRate,
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
+		a.onClose(func() { a.dhcp.Close() })
+		a.addrs.DHCP = cfg.Interface
 	}
 	var macForIP func(net.IP) string
-	if dhcpSrv != nil {
-		macForIP = dhcpSrv.MACForIP
+	if a.dhcp != nil {
+		macForIP = a.dhcp.MACForIP
 	}
-	tftpSrv, err := newTFTP(cfg, boot, rec, macForIP, log)
-	if err != nil {
-		return err
+	if a.tftp, err = newTFTP(cfg, boot, a.rec, macForIP, log); err != nil {
+		return nil, err
+	}
+	if a.tftp != nil {
+		a.onClose(func() { a.tftp.Close() })
+		addr, _ := a.tftp.Listen()
+		a.addrs.TFTP = addr.String()
 	}
 
 	// Prefetch what the site's hosts will boot, and keep it in the cache longest.
-	prefetch := make(chan struct{}, 1)
-	st.OnChange(func() {
-		select {
-		case prefetch <- struct{}{}:
-		default:
+	a.st.OnChange(func() { signal(a.prefetch) })
+	signal(a.prefetch)
+	return a, nil
+}
+
+// onClose registers f to run at Close.
+func (a *Agent) onClose(f func()) { a.closers = append(a.closers, f) }
+
+// Close releases everything New opened. Run does it on return; Close is for
+// an agent that will not run. It may be called more than once.
+func (a *Agent) Close() {
+	a.closeOnce.Do(func() {
+		for i := len(a.closers) - 1; i >= 0; i-- {
+			a.closers[i]()
 		}
 	})
-	prefetch <- struct{}{}
+}
 
+// Addrs returns the bound addresses.
+func (a *Agent) Addrs() Addrs { return a.addrs }
+
+// signal wakes a coalescing trigger: one pending wake-up is enough.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// Run serves until ctx ends, then drains (transfers in flight and the event
+// buffer get up to Config.Drain) and closes everything New opened. It runs
+// once.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.Close()
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return syncer.Run(ctx, js) })
 	// The event sender outlives ctx by up to the drain time, so a clean stop
 	// sends what the last boots produced instead of leaving it for the next
 	// start (it would not be lost either way: the buffer is on disk).
 	recCtx, stopRec := context.WithCancel(context.Background())
 	defer stopRec()
-	g.Go(func() error { return rec.Run(recCtx, js) })
-	g.Go(func() error {
-		<-ctx.Done()
-		defer stopRec()
-		deadline := time.Now().Add(cfg.Drain)
-		for rec.Stats().Buffered > 0 && nc.IsConnected() && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
-		if n := rec.Stats().Buffered; n > 0 {
-			log.Warn("stopping with events still buffered; they are sent at the next start", "events", n)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		if err := srv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("edge: HTTP: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-ctx.Done()
-		// Stop taking requests; transfers in flight get until the drain
-		// deadline to finish.
-		sctx, cancel := context.WithTimeout(context.Background(), cfg.Drain)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			log.Warn("HTTP transfers still running at the drain deadline were cut", "drain", cfg.Drain)
-			srv.Close()
-		}
-		return nil
-	})
-	if dhcpSrv != nil {
-		g.Go(func() error { return dhcpSrv.Serve(ctx) })
+	g.Go(func() error { return a.syncer.Run(ctx, a.js) })
+	g.Go(func() error { return a.rec.Run(recCtx, a.js) })
+	g.Go(func() error { a.drainEvents(ctx, stopRec); return nil })
+	g.Go(func() error { return a.serveHTTP(ctx) })
+	if a.dhcp != nil {
+		g.Go(func() error { return a.serveDHCP(ctx) })
 	}
-	if tftpSrv != nil {
-		g.Go(func() error { return tftpSrv.Serve(ctx) })
+	if a.tftp != nil {
+		g.Go(func() error { return a.tftp.Serve(ctx) })
 	}
-	g.Go(func() error {
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-prefetch:
-			}
-			var pins []string
-			var arts []proto.Artifact
-			for _, name := range st.AssignedImages() {
-				if im, ok := st.Image(name); ok {
-					for _, a := range im.Artifacts {
-						pins = append(pins, a.SHA256)
-						arts = append(arts, a)
-					}
-				}
-			}
-			c.SetPinned(pins)
-			c.Prefetch(ctx, arts)
-			select { // coalesce bursts of changes
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-		}
-	})
-	g.Go(func() error {
-		t := time.NewTicker(cfg.Heartbeat)
-		defer t.Stop()
-		for {
-			rev, lag := syncer.Revision()
-			cs := c.Stats()
-			hb := proto.EdgeStatus{
-				V: proto.Version, Name: cfg.Name, Site: cfg.Site, Version: cfg.Version,
-				CacheBytes: cs.Bytes, HitRatio: cs.HitRatio, Revision: rev, Lag: lag,
-				Time: time.Now().UTC(), HTTPAddr: base, IntervalSecs: int(cfg.Heartbeat / time.Second),
-			}
-			if cfg.Interface != "" {
-				hb.Interfaces = []string{cfg.Interface}
-			}
-			if data, err := json.Marshal(hb); err == nil && nc.IsConnected() {
-				_ = nc.Publish(proto.StatusSubject(cfg.Site, cfg.Name), data)
-			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-t.C:
-			}
-		}
-	})
-	log.Info("edge serving", "http", httpLn.Addr().String(), "base_url", base, "tftp", cfg.TFTPListen, "dhcp_interface", cfg.Interface, "nats", proto.RedactURL(cfg.NATSURL))
-	if cfg.Ready != nil {
-		cfg.Ready(httpLn.Addr().String())
+	g.Go(func() error { a.prefetchLoop(ctx); return nil })
+	g.Go(func() error { a.heartbeatLoop(ctx); return nil })
+	a.log.Info("edge serving", "http", a.httpLn.Addr().String(), "base_url", a.base, "tftp", a.addrs.TFTP, "dhcp_interface", a.cfg.Interface, "nats", proto.RedactURL(a.cfg.NATSURL))
+	if a.cfg.Ready != nil {
+		a.cfg.Ready(a.addrs)
 	}
 	return g.Wait()
 }

@@ -62,16 +62,6 @@ func (fc *fakeCoordinator) put(bucket, key string, v any) {
 	}
 }
 
-func freeUDP(t *testing.T) string {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().String()
-}
-
 func tftpGet(t *testing.T, addr, file string) string {
 	t.Helper()
 	c, err := tftp.NewClient(addr)
@@ -145,25 +135,28 @@ func TestEdgeServesDesiredState(t *testing.T) {
 
 	stateDir, cacheDir, bootDir := t.TempDir(), t.TempDir(), t.TempDir()
 	os.WriteFile(filepath.Join(bootDir, "undionly.kpxe"), []byte("bios loader"), 0o644)
-	tftpAddr := freeUDP(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
+	ready := make(chan Addrs, 1)
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Config{
 			Name: "e1", Site: "lab", NATSURL: ns.ClientURL(), StateDir: stateDir, CacheDir: cacheDir, CacheSize: 1 << 30,
-			Store: artifactstore.Config{URL: "dir://" + storeDir}, HTTPListen: "127.0.0.1:0", TFTPListen: tftpAddr,
+			Store: artifactstore.Config{URL: "dir://" + storeDir}, HTTPListen: "127.0.0.1:0", TFTPListen: "127.0.0.1:0",
 			BootDir: bootDir, Heartbeat: 100 * time.Millisecond,
-			Ready: func(addr string) { ready <- addr },
+			Ready: func(addrs Addrs) { ready <- addrs },
 		})
 	}()
-	var addr string
+	var addrs Addrs
 	select {
-	case addr = <-ready:
+	case addrs = <-ready:
 	case err := <-done:
 		t.Fatalf("edge: %v", err)
 	}
-	base := "http://" + addr
+	if addrs.HTTP == "" || addrs.TFTP == "" || addrs.DHCP != "" || strings.HasSuffix(addrs.TFTP, ":0") {
+		t.Fatalf("Ready reported %+v; want the bound HTTP and TFTP addresses and no DHCP", addrs)
+	}
+	tftpAddr := addrs.TFTP
+	base := "http://" + addrs.HTTP
 	script := func() string {
 		_, body := get(t, base+"/boot.ipxe?mac="+mac+"&arch=x86_64")
 		return body
@@ -254,15 +247,15 @@ func TestEdgeServesDesiredState(t *testing.T) {
 		done <- Run(ctx2, Config{
 			Name: "e1", Site: "lab", NATSURL: ns.ClientURL(), StateDir: stateDir, CacheDir: cacheDir, CacheSize: 1 << 30,
 			Store: artifactstore.Config{URL: "dir:///nonexistent-store"}, HTTPListen: "127.0.0.1:0",
-			Ready: func(addr string) { ready <- addr },
+			Ready: func(addrs Addrs) { ready <- addrs },
 		})
 	}()
 	select {
-	case addr = <-ready:
+	case addrs = <-ready:
 	case err := <-done:
 		t.Fatalf("edge without NATS: %v", err)
 	}
-	base = "http://" + addr
+	base = "http://" + addrs.HTTP
 	if s := script(); !strings.Contains(s, "/artifacts/two/vmlinuz") {
 		t.Errorf("offline edge script:\n%s", s)
 	}

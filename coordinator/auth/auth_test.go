@@ -288,7 +288,7 @@ func TestEdgeConfinement(t *testing.T) {
 			StateDir: t.TempDir(), CacheDir: t.TempDir(), CacheSize: 1 << 20,
 			HTTPListen: "127.0.0.1:0", BootDir: t.TempDir(), EFIBootFile: "ipxe.efi",
 			Heartbeat: 100 * time.Millisecond, Version: "test",
-			Logger: slog.New(slog.NewTextHandler(edgeLogs, nil)), Ready: func(a string) { ready <- a },
+			Logger: slog.New(slog.NewTextHandler(edgeLogs, nil)), Ready: func(a edge.Addrs) { ready <- a.HTTP },
 		})
 	}()
 	defer func() {

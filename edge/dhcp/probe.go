@@ -132,11 +132,25 @@ func (p *ICMPProber) InUse(ctx context.Context, ip netip.Addr) (bool, error) {
 // ProbeOtherServers broadcasts a DISCOVER from iface with a random MAC and
 // collects the server identifiers of the OFFERs that arrive within wait.
 func ProbeOtherServers(ctx context.Context, iface string, wait time.Duration) ([]net.IP, error) {
+	conn, err := probeConn(iface)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return probeOn(ctx, conn, iface, wait)
+}
+
+// probeConn binds the client port on iface for a probe.
+func probeConn(iface string) (*net.UDPConn, error) {
 	conn, err := server4.NewIPv4UDPConn(iface, &net.UDPAddr{Port: dhcpv4.ClientPort})
 	if err != nil {
 		return nil, fmt.Errorf("dhcp: probe for other servers on %s: %w", iface, err)
 	}
-	defer conn.Close()
+	return conn, nil
+}
+
+// probeOn runs the probe on a bound client socket (which it leaves open).
+func probeOn(ctx context.Context, conn *net.UDPConn, iface string, wait time.Duration) ([]net.IP, error) {
 	mac := make(net.HardwareAddr, 6)
 	rand.Read(mac)
 	mac[0] = mac[0]&^1 | 2 // unicast, locally administered: never a real NIC

@@ -77,12 +77,24 @@ type Server struct {
 	source *clientLimiter
 	conns  map[int]*net.UDPConn // local port -> socket
 	closer func() error         // the default ICMP prober
+
+	// probe is the client socket kept for a start-up probe that NewServer
+	// deferred because the site's mode was not known yet (a fresh edge
+	// before its first sync); nil when the probe ran or is off.
+	probe     *net.UDPConn
+	closeOnce sync.Once
 }
 
 // NewServer opens the lease file, probes the segment for other DHCP servers
 // and binds the sockets (port 67, and 4011 for PXE boot-server requests of
 // proxy mode; both always, so a site switching modes needs no restart).
-// Serve then answers requests.
+// Serve then answers requests; Close releases what NewServer opened when
+// Serve never runs. On error nothing stays open.
+//
+// The probe's verdict depends on the site's mode (full refuses to run next
+// to another server), so when the mode is not known yet NewServer binds the
+// probe's socket and leaves the probe to Probe, which the caller runs once
+// the state holds the site.
 func NewServer(cfg Config) (*Server, error) {
 	if cfg.Interface == "" {
 		return nil, errors.New("dhcp: interface is required")
@@ -147,7 +159,12 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.h = h
 	if cfg.ProbeWait > 0 {
-		if err := s.probeOthers(); err != nil {
+		if _, known := cfg.State.Site(); known {
+			if err := s.probeOthers(context.Background(), nil); err != nil {
+				s.close()
+				return nil, err
+			}
+		} else if s.probe, err = probeConn(cfg.Interface); err != nil {
 			s.close()
 			return nil, err
 		}
@@ -166,10 +183,34 @@ func NewServer(cfg Config) (*Server, error) {
 // Handler is the server's decision step (for explain and tests).
 func (s *Server) Handler() *Handler { return s.h }
 
-func (s *Server) probeOthers() error {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ProbeWait+time.Second)
+// ProbePending reports whether NewServer deferred the start-up probe for
+// other DHCP servers because the site's mode was unknown.
+func (s *Server) ProbePending() bool { return s.probe != nil }
+
+// Probe runs a start-up probe NewServer deferred (nothing when none is
+// pending), once the state holds the site: in full mode another server on
+// the segment is ErrOtherServer, as at NewServer. Call it before Serve.
+func (s *Server) Probe(ctx context.Context) error {
+	if s.probe == nil {
+		return nil
+	}
+	conn := s.probe
+	s.probe = nil
+	defer conn.Close()
+	return s.probeOthers(ctx, conn)
+}
+
+// probeOthers probes on conn, or on a socket of its own when conn is nil.
+func (s *Server) probeOthers(ctx context.Context, conn *net.UDPConn) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ProbeWait+time.Second)
 	defer cancel()
-	others, err := ProbeOtherServers(ctx, s.cfg.Interface, s.cfg.ProbeWait)
+	var others []net.IP
+	var err error
+	if conn != nil {
+		others, err = probeOn(ctx, conn, s.cfg.Interface, s.cfg.ProbeWait)
+	} else {
+		others, err = ProbeOtherServers(ctx, s.cfg.Interface, s.cfg.ProbeWait)
+	}
 	if err != nil {
 		return err
 	}
@@ -189,13 +230,25 @@ func (s *Server) probeOthers() error {
 	return nil
 }
 
+// Close releases the sockets and the ICMP prober; Serve does it on return.
+// It may be called more than once.
+func (s *Server) Close() error {
+	s.close()
+	return nil
+}
+
 func (s *Server) close() {
-	for _, c := range s.conns {
-		c.Close()
-	}
-	if s.closer != nil {
-		s.closer()
-	}
+	s.closeOnce.Do(func() {
+		for _, c := range s.conns {
+			c.Close()
+		}
+		if s.probe != nil {
+			s.probe.Close()
+		}
+		if s.closer != nil {
+			s.closer()
+		}
+	})
 }
 
 // Serve answers requests until ctx is cancelled, then closes the sockets.

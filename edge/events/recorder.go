@@ -109,6 +109,7 @@ type Recorder struct {
 
 	wake    chan struct{} // Emit -> writer
 	flushed chan struct{} // writer -> sender
+	acks    chan struct{} // closed and replaced when the cursor moves (WaitDrained); guarded by mu
 	stop    chan struct{}
 	done    chan struct{}
 	once    sync.Once
@@ -169,6 +170,7 @@ func NewRecorder(cfg Config) (*Recorder, error) {
 		statePath: filepath.Join(cfg.Dir, stateFile),
 		wake:      make(chan struct{}, 1),
 		flushed:   make(chan struct{}, 1),
+		acks:      make(chan struct{}),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 	}

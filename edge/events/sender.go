@@ -230,6 +230,8 @@ func (r *Recorder) ackSeq(seq uint64) {
 	r.sent++
 	if seq > r.acked {
 		r.acked = seq
+		close(r.acks)
+		r.acks = make(chan struct{})
 		return
 	}
 	if r.dropped > 0 {

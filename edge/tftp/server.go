@@ -84,8 +84,10 @@ type Server struct {
 	drops *slog.Logger // rate-limited: one line per reason per LogEvery
 	root  *os.Root     // nil when Config.Root is empty
 
-	mu   sync.Mutex
-	conn *net.UDPConn
+	mu      sync.Mutex
+	conn    *net.UDPConn
+	closed  bool // Close ran: no Listen or Serve after it
+	serving bool
 
 	slots slots
 }
@@ -129,6 +131,9 @@ func NewServer(cfg Config) (*Server, error) {
 func (s *Server) Listen() (net.Addr, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
 	if s.conn != nil {
 		return s.conn.LocalAddr(), nil
 	}
@@ -156,21 +161,73 @@ func (s *Server) Listen() (net.Addr, error) {
 	return c.LocalAddr(), nil
 }
 
+// ErrClosed is returned by Listen and Serve after Close.
+var ErrClosed = errors.New("tftp: server closed")
+
+// Close releases the socket and the root directory. Serve does it when it
+// returns; Close is for a server that was bound but will not serve (a later
+// step of the caller's start-up failed), and may be called more than once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.serving {
+		return nil // Serve owns them now and releases them on return
+	}
+	return s.release()
+}
+
+// release closes the socket and the root; s.mu is held.
+func (s *Server) release() error {
+	var err error
+	if s.conn != nil {
+		err = s.conn.Close()
+	}
+	if s.root != nil {
+		s.root.Close()
+	}
+	return err
+}
+
 // Serve answers requests until ctx ends, then waits for transfers in flight
-// (each is bounded by Timeout × Retries) and closes the root.
+// (each is bounded by Timeout × Retries) and closes the socket and the root.
+// An error that stops it early (binding, or the library refusing the
+// socket) comes back at once, not when ctx ends.
 func (s *Server) Serve(ctx context.Context) error {
 	if _, err := s.Listen(); err != nil {
 		return err
 	}
+	s.mu.Lock()
+	if s.closed || s.serving {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.serving = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.closed = true
+		s.release()
+		s.mu.Unlock()
+	}()
 	srv := ptftp.NewServer(s.read, s.write)
 	srv.SetTimeout(s.cfg.Timeout)
 	srv.SetRetries(s.cfg.Retries)
 	srv.SetHook(dropHook{s.drops})
+	// The library returns only after Shutdown, or at once when it cannot
+	// use the socket; in that case nothing must wait for ctx.
+	returned := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
-		<-ctx.Done()
-		srv.Shutdown()
+		select {
+		case <-ctx.Done():
+			srv.Shutdown()
+		case <-returned:
+		}
 	}()
 	s.log.Info("serving", "addr", s.conn.LocalAddr().String(), "root", s.cfg.Root)
 	// Hand the *net.UDPConn itself to the library: it then reads the
@@ -178,12 +235,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	// source address on a multi-homed edge) and clamps blksize to the MTU
 	// of the interface the request came in on.
 	err := srv.Serve(s.conn)
+	close(returned)
 	<-stopped
-	if s.root != nil {
-		s.root.Close()
-	}
 	if err != nil {
 		return fmt.Errorf("tftp: %w", err)
+	}
+	if ctx.Err() == nil {
+		return errors.New("tftp: server stopped unasked")
 	}
 	return nil
 }

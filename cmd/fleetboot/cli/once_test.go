@@ -24,7 +24,7 @@ func TestOnceInstallCallbackFlipsToLocal(t *testing.T) {
 		done <- edge.Run(ctx, edge.Config{
 			Name: "e1", Site: "lab", NATSURL: url, StateDir: t.TempDir(), CacheDir: t.TempDir(), CacheSize: 1 << 30,
 			Store: artifactstore.Config{URL: "dir://" + storeDir}, HTTPListen: "127.0.0.1:0",
-			Ready: func(a string) { ready <- a },
+			Ready: func(a edge.Addrs) { ready <- a.HTTP },
 		})
 	}()
 	defer func() { cancel(); <-done }()

@@ -226,8 +226,8 @@ func (a *app) runDev(ctx context.Context, cfg coordinator.Config, ecfg edge.Conf
 		return g.Wait()
 	}
 	ecfg.NATSURL = url
-	edgeReady := make(chan string, 1)
-	ecfg.Ready = func(addr string) { edgeReady <- addr }
+	edgeReady := make(chan edge.Addrs, 1)
+	ecfg.Ready = func(addrs edge.Addrs) { edgeReady <- addrs }
 	g.Go(func() error { return edge.Run(ctx, ecfg) })
 	select {
 	case <-edgeReady:
