@@ -156,17 +156,6 @@ func Run(ctx context.Context, cfg Config) error {
 		return info.URL, err
 	}
 	policy := siteMode{State: st, mode: cfg.DHCPMode}
-	boot := httpboot.New(httpboot.Config{
-		State: st, BaseURL: base, Artifacts: c, BootDir: cfg.BootDir,
-		Callbacks: natsCallbacks{nc: nc}, Events: rec, Logger: log,
-	})
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", c.Metrics())
-	mux.Handle("/", boot)
-	// Header, query and body limits and slow-client deadlines; no whole-
-	// request WriteTimeout, which would cut ISO downloads (httpboot.Limits).
-	srv := httpboot.NewServer(mux, httpboot.Limits{Logger: log})
-
 	var dhcpSrv *dhcp.Server
 	if cfg.Interface != "" {
 		dhcpSrv, err = dhcp.NewServer(dhcp.Config{
@@ -180,9 +169,24 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	var macForIP func(net.IP) string
+	var leases httpboot.Leases // callbacks must come from the machine's lease
 	if dhcpSrv != nil {
-		macForIP = dhcpSrv.MACForIP
+		macForIP, leases = dhcpSrv.MACForIP, dhcpSrv
 	}
+	key, err := httpboot.LoadCallbackKey(filepath.Join(cfg.StateDir, "callback.key"))
+	if err != nil {
+		return err
+	}
+	boot := httpboot.New(httpboot.Config{
+		State: policy, BaseURL: base, Artifacts: c, BootDir: cfg.BootDir,
+		Callbacks: natsCallbacks{nc: nc}, CallbackKey: key, Leases: leases, Events: rec, Logger: log,
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", c.Metrics())
+	mux.Handle("/", boot)
+	// Header, query and body limits and slow-client deadlines; no whole-
+	// request WriteTimeout, which would cut ISO downloads (httpboot.Limits).
+	srv := httpboot.NewServer(mux, httpboot.Limits{Logger: log})
 	tftpSrv, err := newTFTP(cfg, boot, rec, macForIP, log)
 	if err != nil {
 		return err
