@@ -226,22 +226,6 @@ func New(cfg Config) (_ *Agent, err error) {
 		err := natsCallbacks{nc: nc}.callOut(ctx, proto.APIStoreInfo, proto.ListRequest{V: proto.Version}, &info)
 		return info.URL, err
 	}
-	boot := httpboot.New(httpboot.Config{
-		State: a.st, BaseURL: a.base, Artifacts: a.cache, BootDir: cfg.BootDir,
-		Callbacks: natsCallbacks{nc: nc}, Events: a.rec, Logger: log,
-	})
-	// A configuration the renderer refuses would make every script request
-	// a 500: refuse it here, once, instead.
-	if err := boot.Check(); err != nil {
-		return nil, fmt.Errorf("edge: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", a.cache.Metrics())
-	mux.Handle("/", boot)
-	// Header, query and body limits and slow-client deadlines; no whole-
-	// request WriteTimeout, which would cut ISO downloads (httpboot.Limits).
-	a.srv = httpboot.NewServer(mux, httpboot.Limits{Logger: log})
-
 	if cfg.Interface != "" {
 		a.dhcp, err = dhcp.NewServer(dhcp.Config{
 			Interface: cfg.Interface, ServerIP: cfg.ServerIP, HTTPBase: a.base,
@@ -257,9 +241,29 @@ func New(cfg Config) (_ *Agent, err error) {
 		a.addrs.DHCP = cfg.Interface
 	}
 	var macForIP func(net.IP) string
+	var leases httpboot.Leases // callbacks must come from the machine's lease
 	if a.dhcp != nil {
-		macForIP = a.dhcp.MACForIP
+		macForIP, leases = a.dhcp.MACForIP, a.dhcp
 	}
+	key, err := httpboot.LoadCallbackKey(filepath.Join(cfg.StateDir, "callback.key"))
+	if err != nil {
+		return nil, err
+	}
+	boot := httpboot.New(httpboot.Config{
+		State: siteMode{State: a.st, mode: cfg.DHCPMode}, BaseURL: a.base, Artifacts: a.cache, BootDir: cfg.BootDir,
+		Callbacks: natsCallbacks{nc: nc}, CallbackKey: key, Leases: leases, Events: a.rec, Logger: log,
+	})
+	// A configuration the renderer refuses would make every script request
+	// a 500: refuse it here, once, instead.
+	if err := boot.Check(); err != nil {
+		return nil, fmt.Errorf("edge: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", a.cache.Metrics())
+	mux.Handle("/", boot)
+	// Header, query and body limits and slow-client deadlines; no whole-
+	// request WriteTimeout, which would cut ISO downloads (httpboot.Limits).
+	a.srv = httpboot.NewServer(mux, httpboot.Limits{Logger: log})
 	if a.tftp, err = newTFTP(cfg, boot, a.rec, macForIP, log); err != nil {
 		return nil, err
 	}

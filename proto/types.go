@@ -142,6 +142,13 @@ const (
 	EventCallbackDone  = "callback.done"
 	EventCallbackFacts = "callback.facts"
 	EventDropped       = "events.dropped" // an edge's buffer overflowed; detail says how many
+	// Kinds a client can repeat at will. The edge records the first few
+	// per source address and window as they come, and the rest as one
+	// event of the same kind with no MAC and detail count, source, window.
+	EventScriptUnknown   = "script.unknown"   // a script asked for by a MAC the coordinator does not know
+	EventCallbackRefused = "callback.refused" // no valid token, or not from the machine's address; detail reason
+	EventHTTPLimited     = "http.limited"     // HTTP requests over the per-address rate
+	EventTFTPLimited     = "tftp.limited"     // TFTP requests over the per-address rate
 )
 
 // Counted DHCP events, one per window and reason, with detail "count": the

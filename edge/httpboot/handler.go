@@ -2,6 +2,7 @@ package httpboot
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -48,9 +50,23 @@ type Callbacks interface {
 	Facts(ctx context.Context, mac string, body []byte) error
 }
 
+// Leases names the machine holding a DHCP lease on an address; the edge's
+// DHCP server satisfies it.
+type Leases interface {
+	MACForIP(ip net.IP) string // "" when no machine holds one
+}
+
 // EventSink records boot-chain events.
 type EventSink interface {
 	Emit(kind, mac string, detail map[string]string)
+}
+
+// Repeats records events a client can repeat at will (refused callbacks,
+// scripts for unknown MACs): per source address and window, the first few
+// as they come and the rest as one counted event. events.Aggregator
+// satisfies it.
+type Repeats interface {
+	Count(source, kind, mac string, detail map[string]string)
 }
 
 // MaxCallbackBody bounds a callback's JSON body: facts are a few KiB; more is
@@ -64,8 +80,15 @@ type Config struct {
 	Artifacts ArtifactServer // nil: /artifacts answers 503
 	BootDir   string         // bootstrap binaries (ipxe.efi, snponly.efi, ...); empty: /boot/ serves scripts only
 	Callbacks Callbacks      // nil: callbacks are recorded as events only
-	Events    EventSink      // nil: no events
-	Logger    *slog.Logger   // nil: discard
+	// CallbackKey signs the callback tokens (LoadCallbackKey); nil: a
+	// random key for this process, so tokens die with it.
+	CallbackKey []byte
+	// Leases names the machine the edge's DHCP server leased an address
+	// to; nil when the edge serves no DHCP. Callbacks are checked against it.
+	Leases  Leases
+	Events  EventSink    // nil: no events
+	Repeats Repeats      // nil: repeatable events go to Events one by one
+	Logger  *slog.Logger // nil: discard
 }
 
 // Handler serves boot scripts, artifacts, bootstrap binaries and installer
@@ -86,6 +109,10 @@ func New(cfg Config) *Handler {
 		l = slog.New(slog.DiscardHandler)
 	}
 	l = l.With("component", "httpboot")
+	if len(cfg.CallbackKey) == 0 {
+		cfg.CallbackKey = make([]byte, CallbackKeySize)
+		rand.Read(cfg.CallbackKey) // never fails on supported platforms
+	}
 	h := &Handler{cfg: cfg, log: l, drops: ratelog.Logger(l, 0)}
 	if cfg.State != nil {
 		h.assigned = newAssigned(cfg.State)
@@ -241,6 +268,7 @@ func (h *Handler) serveScript(w http.ResponseWriter, r *http.Request, rawMAC str
 	}
 	ip := remoteIP(r)
 	in := InputFor(h.cfg.State, h.cfg.BaseURL, mac, arch, platform, ip, try)
+	in.Token = token(h.cfg.CallbackKey, mac, in.Host)
 	render := Render
 	if grub {
 		render = RenderGRUB
@@ -255,12 +283,20 @@ func (h *Handler) serveScript(w http.ResponseWriter, r *http.Request, rawMAC str
 	if grub {
 		format = "grub"
 	}
-	h.log.Info("script", "mac", mac, "ip", ip, "arch", arch, "platform", platform, "try", try,
-		"format", format, "decision", s.Decision.Action, "image", s.Decision.Image, "reason", s.Decision.Reason)
-	h.emit(proto.EventScript, mac, map[string]string{
+	detail := map[string]string{
 		"decision": s.Decision.Action, "image": s.Decision.Image, "reason": s.Decision.Reason,
 		"arch": arch, "platform": platform, "ip": ip, "try": strconv.Itoa(try), "format": format,
-	})
+	}
+	if in.Host == nil {
+		// Anyone can ask for any MAC: one log line per interval, and
+		// counted events, whatever the rate.
+		h.drops.Info("script for an unknown MAC", "mac", mac, "ip", ip, "decision", s.Decision.Action)
+		h.repeat(ip, proto.EventScriptUnknown, mac, detail)
+	} else {
+		h.log.Info("script", "mac", mac, "ip", ip, "arch", arch, "platform", platform, "try", try,
+			"format", format, "decision", s.Decision.Action, "image", s.Decision.Image, "reason", s.Decision.Reason)
+		h.emit(proto.EventScript, mac, detail)
+	}
 	writeScript(w, s.Status, s.Text)
 }
 
@@ -326,23 +362,55 @@ func (h *Handler) serveBootFile(w http.ResponseWriter, r *http.Request, name str
 	http.ServeContent(w, r, name, fi.ModTime(), f)
 }
 
+// refusedBody is the one answer to a callback refused for its token or its
+// address. It is the same whether or not the MAC is known, so a refusal
+// tells a prober nothing about which machines exist.
+const refusedBody = "httpboot: callback refused: no valid token for this machine from this address\n"
+
 func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, kind string) {
 	mac, err := proto.ParseMAC(r.URL.Query().Get("mac"))
 	if err != nil {
 		http.Error(w, "httpboot: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	ip := remoteIP(r)
+	// The token first: a forged callback costs an HMAC, not a body read.
+	got := r.URL.Query().Get("token")
+	if got == "" {
+		got = r.Header.Get(TokenHeader)
+	}
+	var host *proto.Host
+	if hst, ok := h.cfg.State.Host(mac); ok {
+		host = &hst
+	}
+	var reason string
+	switch {
+	case got == "":
+		reason = "no token"
+	case !validToken(h.cfg.CallbackKey, mac, host, got):
+		reason = "wrong token" // forged, another machine's, or from an earlier assignment
+	default:
+		reason = h.fromKnownAddress(mac, host, ip)
+	}
+	if reason != "" {
+		h.drops.Warn("callback refused", "reason", reason, "mac", mac, "ip", ip, "kind", kind)
+		h.repeat(ip, proto.EventCallbackRefused, mac, map[string]string{"reason": reason, "ip": ip, "callback": kind})
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, refusedBody)
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxCallbackBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			h.drops.Warn("callback refused", "reason", "body too large", "mac", mac, "ip", remoteIP(r), "content_length", r.ContentLength)
+			h.drops.Warn("callback refused", "reason", "body too large", "mac", mac, "ip", ip, "content_length", r.ContentLength)
 			http.Error(w, fmt.Sprintf("httpboot: body larger than %d bytes", MaxCallbackBody), http.StatusRequestEntityTooLarge)
 			return
 		}
 		// A body cut off or too slow (the Guard's deadline); the
 		// connection is not reused after a failed body read.
-		h.drops.Warn("callback refused", "reason", "body read failed", "mac", mac, "ip", remoteIP(r), "err", err)
+		h.drops.Warn("callback refused", "reason", "body read failed", "mac", mac, "ip", ip, "err", err)
 		http.Error(w, "httpboot: reading body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
@@ -359,7 +427,7 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, kind str
 	if kind == "facts" {
 		event = proto.EventCallbackFacts
 	}
-	detail := map[string]string{"ip": remoteIP(r), "bytes": strconv.Itoa(len(body))}
+	detail := map[string]string{"ip": ip, "bytes": strconv.Itoa(len(body))}
 	if cb := h.cfg.Callbacks; cb != nil {
 		if kind == "facts" {
 			err = cb.Facts(r.Context(), mac, body)
@@ -370,7 +438,9 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, kind str
 			detail["error"] = err.Error()
 			h.emit(event, mac, detail)
 			h.log.Warn("callback not forwarded", "mac", mac, "kind", kind, "err", err)
-			http.Error(w, "httpboot: forwarding the callback failed: "+err.Error(), http.StatusBadGateway)
+			// The reason stays in the log and the event: the coordinator's
+			// answer is not the caller's business.
+			http.Error(w, "httpboot: the coordinator did not take the callback", http.StatusBadGateway)
 			return
 		}
 		detail["forwarded"] = "true"
@@ -380,6 +450,48 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, kind str
 	h.emit(event, mac, detail)
 	h.log.Info("callback", "mac", mac, "kind", kind, "bytes", len(body), "forwarded", detail["forwarded"])
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// fromKnownAddress says why a callback for mac may not come from ip, or ""
+// when it may. Where the site's DHCP hands out addresses (full or
+// reservations), the caller must be at the host's reservation or at an
+// address the edge leased to one of the machine's MACs; elsewhere, an
+// address the edge leased to another machine is still refused. When the
+// edge knows no address at all (proxy DHCP, no DHCP here and no
+// reservation), the token alone decides.
+func (h *Handler) fromKnownAddress(mac string, host *proto.Host, ip string) string {
+	addr := net.ParseIP(ip)
+	site, _ := h.cfg.State.Site()
+	handsOut := site.DHCP == proto.DHCPFull || site.DHCP == proto.DHCPReservations
+	reserved := handsOut && host != nil && host.IP != ""
+	if reserved && addr != nil && addr.Equal(net.ParseIP(host.IP)) {
+		return ""
+	}
+	if h.cfg.Leases != nil && addr != nil {
+		if m := h.cfg.Leases.MACForIP(addr); m != "" {
+			if m == mac || (host != nil && slices.Contains(host.MACs(), m)) {
+				return ""
+			}
+			return "address leased to another machine"
+		}
+	}
+	switch {
+	case reserved:
+		return "not the host's reserved address"
+	case handsOut && h.cfg.Leases != nil:
+		return "no lease on the caller's address"
+	}
+	return ""
+}
+
+// repeat records an event a client can repeat at will, through
+// Config.Repeats when there is one.
+func (h *Handler) repeat(source, kind, mac string, detail map[string]string) {
+	if h.cfg.Repeats != nil {
+		h.cfg.Repeats.Count(source, kind, mac, detail)
+		return
+	}
+	h.emit(kind, mac, detail)
 }
 
 // LookupTFTP answers the GRUB config files GRUB asks for over TFTP (the edge
@@ -417,15 +529,21 @@ func (h *Handler) LookupTFTP(p string, remote net.Addr) ([]byte, bool) {
 	// Everything that reaches GRUB's http module on this path is x86-64 or
 	// arm64 UEFI; the arch is not known from TFTP, so it is left open.
 	in := InputFor(h.cfg.State, h.cfg.BaseURL, mac, "", "efi", ip, 0)
+	in.Token = token(h.cfg.CallbackKey, mac, in.Host)
 	s, err := RenderGRUB(in)
 	if err != nil {
 		h.log.Error("render grub", "mac", mac, "err", err)
 		return nil, false
 	}
-	h.emit(proto.EventScript, mac, map[string]string{
+	detail := map[string]string{
 		"decision": s.Decision.Action, "image": s.Decision.Image, "reason": s.Decision.Reason,
 		"ip": ip, "format": "grub", "via": "tftp",
-	})
+	}
+	if in.Host == nil {
+		h.repeat(ip, proto.EventScriptUnknown, mac, detail)
+	} else {
+		h.emit(proto.EventScript, mac, detail)
+	}
 	if s.Status != http.StatusOK {
 		return nil, false
 	}

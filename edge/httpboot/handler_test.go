@@ -110,18 +110,30 @@ func newFixture(t testing.TB) *fixture {
 	st.PutHost(*web01())
 	f := &fixture{st: st, events: &recorder{}, cb: &callbacks{}, boot: boot, logs: &syncBuf{}}
 	f.h = New(Config{
-		State:     st,
-		BaseURL:   base,
-		Artifacts: byteArtifacts{"sha256/aa": []byte("KERNEL-BYTES"), "sha256/bb": []byte("INITRD-BYTES")},
-		BootDir:   boot,
-		Callbacks: f.cb,
-		Events:    f.events,
-		Logger:    slog.New(slog.NewTextHandler(f.logs, nil)),
+		State:       st,
+		BaseURL:     base,
+		Artifacts:   byteArtifacts{"sha256/aa": []byte("KERNEL-BYTES"), "sha256/bb": []byte("INITRD-BYTES")},
+		BootDir:     boot,
+		Callbacks:   f.cb,
+		CallbackKey: testKey,
+		Events:      f.events,
+		Logger:      slog.New(slog.NewTextHandler(f.logs, nil)),
 	})
 	if err := f.h.Check(); err != nil {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// testKey signs the fixture's callback tokens.
+var testKey = bytes.Repeat([]byte{0x5a}, CallbackKeySize)
+
+// tokenFor is the callback token the fixture's edge renders for mac now.
+func (f *fixture) tokenFor(mac string) string {
+	if h, ok := f.st.Host(mac); ok {
+		return token(testKey, mac, &h)
+	}
+	return token(testKey, mac, nil)
 }
 
 func bootBytes() []byte {
@@ -154,9 +166,14 @@ func (f *fixture) do(method, target string, body string) *httptest.ResponseRecor
 
 func TestScriptRoutes(t *testing.T) {
 	f := newFixture(t)
-	known, err := Render(InputFor(f.st, base, "52:54:00:12:34:56", "x86_64", "efi", "10.0.0.50", 0))
+	in := InputFor(f.st, base, "52:54:00:12:34:56", "x86_64", "efi", "10.0.0.50", 0)
+	in.Token = f.tokenFor(in.MAC)
+	known, err := Render(in)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(known.Text, " fleetboot.token="+in.Token+" ") && !strings.Contains(known.Text, " fleetboot.token="+in.Token+" ||") {
+		t.Fatalf("the script has no callback token:\n%s", known.Text)
 	}
 	chain, err := ChainScript(base)
 	if err != nil {
@@ -169,11 +186,12 @@ func TestScriptRoutes(t *testing.T) {
 		body     string // exact, if set
 		contains string
 		decision string // of the script event; empty: no event
+		kind     string // of the script event; default script.served
 	}{
 		{name: "known", target: "/boot.ipxe?mac=52:54:00:12:34:56&arch=x86_64&platform=efi", status: 200, body: known.Text, decision: ActionBoot},
 		{name: "known other spelling", target: "/boot.ipxe?mac=52-54-00-12-34-56&arch=x86_64&platform=efi", status: 200, body: known.Text, decision: ActionBoot},
 		{name: "per-mac path", target: "/boot/52:54:00:12:34:56.ipxe?arch=x86_64&platform=efi", status: 200, body: known.Text, decision: ActionBoot},
-		{name: "unknown ignored", target: "/boot.ipxe?mac=52:54:00:00:00:09", status: 404, contains: "policy ignore", decision: ActionIgnore},
+		{name: "unknown ignored", target: "/boot.ipxe?mac=52:54:00:00:00:09", status: 404, contains: "policy ignore", decision: ActionIgnore, kind: proto.EventScriptUnknown},
 		{name: "no mac: chain script", target: "/boot.ipxe", status: 200, body: chain},
 		{name: "chain script", target: "/chain.ipxe", status: 200, body: chain},
 		{name: "empty mac", target: "/boot.ipxe?mac=", status: 400, contains: "invalid MAC"},
@@ -205,8 +223,12 @@ func TestScriptRoutes(t *testing.T) {
 				}
 				return
 			}
-			if len(ev) != 1 || ev[0].Kind != proto.EventScript || ev[0].Detail["decision"] != tc.decision || ev[0].Detail["reason"] == "" || ev[0].Detail["ip"] != "10.0.0.50" {
-				t.Errorf("events = %+v, want one %s with decision %s", ev, proto.EventScript, tc.decision)
+			kind := tc.kind
+			if kind == "" {
+				kind = proto.EventScript
+			}
+			if len(ev) != 1 || ev[0].Kind != kind || ev[0].Detail["decision"] != tc.decision || ev[0].Detail["reason"] == "" || ev[0].Detail["ip"] != "10.0.0.50" {
+				t.Errorf("events = %+v, want one %s with decision %s", ev, kind, tc.decision)
 			}
 		})
 	}
@@ -326,26 +348,26 @@ func TestCallbacks(t *testing.T) {
 		fwd     string
 		noEvent bool
 	}{
-		{name: "done without body", method: "POST", target: "/api/v1/done?mac=52:54:00:12:34:56", status: 204,
+		{name: "done without body", method: "POST", target: "/api/v1/done?mac=52:54:00:12:34:56&token={token}", status: 204,
 			calls: []string{"done 52:54:00:12:34:56"}, event: proto.EventCallbackDone, fwd: "true"},
-		{name: "done with json", method: "POST", target: "/api/v1/done?mac=52-54-00-12-34-56", body: `{"ok":true}`, status: 204,
+		{name: "done with json", method: "POST", target: "/api/v1/done?mac=52-54-00-12-34-56&token={token}", body: `{"ok":true}`, status: 204,
 			calls: []string{"done 52:54:00:12:34:56"}, event: proto.EventCallbackDone, fwd: "true"},
-		{name: "facts", method: "POST", target: "/api/v1/facts?mac=52:54:00:12:34:56", body: `{"cpus":4}`, status: 204,
+		{name: "facts", method: "POST", target: "/api/v1/facts?mac=52:54:00:12:34:56&token={token}", body: `{"cpus":4}`, status: 204,
 			calls: []string{`facts 52:54:00:12:34:56 {"cpus":4}`}, event: proto.EventCallbackFacts, fwd: "true"},
-		{name: "facts invalid json", method: "POST", target: "/api/v1/facts?mac=52:54:00:12:34:56", body: `{"cpus":`, status: 400, noEvent: true},
-		{name: "facts empty", method: "POST", target: "/api/v1/facts?mac=52:54:00:12:34:56", status: 400, noEvent: true},
-		{name: "done invalid json", method: "POST", target: "/api/v1/done?mac=52:54:00:12:34:56", body: `nope`, status: 400, noEvent: true},
-		{name: "too large", method: "POST", target: "/api/v1/facts?mac=52:54:00:12:34:56", body: `"` + strings.Repeat("x", MaxCallbackBody) + `"`, status: 413, noEvent: true},
+		{name: "facts invalid json", method: "POST", target: "/api/v1/facts?mac=52:54:00:12:34:56&token={token}", body: `{"cpus":`, status: 400, noEvent: true},
+		{name: "facts empty", method: "POST", target: "/api/v1/facts?mac=52:54:00:12:34:56&token={token}", status: 400, noEvent: true},
+		{name: "done invalid json", method: "POST", target: "/api/v1/done?mac=52:54:00:12:34:56&token={token}", body: `nope`, status: 400, noEvent: true},
+		{name: "too large", method: "POST", target: "/api/v1/facts?mac=52:54:00:12:34:56&token={token}", body: `"` + strings.Repeat("x", MaxCallbackBody) + `"`, status: 413, noEvent: true},
 		{name: "bad mac", method: "POST", target: "/api/v1/done?mac=nope", status: 400, noEvent: true},
-		{name: "get", method: "GET", target: "/api/v1/done?mac=52:54:00:12:34:56", status: 405, noEvent: true},
-		{name: "coordinator down", method: "POST", target: "/api/v1/done?mac=52:54:00:12:34:56", cbErr: errors.New("nats: no responders"), status: 502,
+		{name: "get", method: "GET", target: "/api/v1/done?mac=52:54:00:12:34:56&token={token}", status: 405, noEvent: true},
+		{name: "coordinator down", method: "POST", target: "/api/v1/done?mac=52:54:00:12:34:56&token={token}", cbErr: errors.New("nats: no responders"), status: 502,
 			calls: []string{"done 52:54:00:12:34:56"}, event: proto.EventCallbackDone},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
 			f.cb.err = tc.cbErr
-			w := f.do(tc.method, tc.target, tc.body)
+			w := f.do(tc.method, strings.ReplaceAll(tc.target, "{token}", f.tokenFor("52:54:00:12:34:56")), tc.body)
 			if w.Code != tc.status {
 				t.Errorf("status = %d, want %d (%s)", w.Code, tc.status, w.Body)
 			}
@@ -367,7 +389,7 @@ func TestCallbacks(t *testing.T) {
 	t.Run("no callbacks configured", func(t *testing.T) {
 		f := newFixture(t)
 		f.h.cfg.Callbacks = nil
-		if w := f.do("POST", "/api/v1/done?mac=52:54:00:12:34:56", ""); w.Code != 204 {
+		if w := f.do("POST", "/api/v1/done?mac=52:54:00:12:34:56&token="+f.tokenFor("52:54:00:12:34:56"), ""); w.Code != 204 {
 			t.Errorf("status = %d", w.Code)
 		}
 		if ev := f.events.take(); len(ev) != 1 || ev[0].Detail["forwarded"] != "false" {
@@ -379,7 +401,9 @@ func TestCallbacks(t *testing.T) {
 func TestLookupTFTP(t *testing.T) {
 	f := newFixture(t)
 	remote := &net.UDPAddr{IP: net.IPv4(10, 0, 0, 50), Port: 1234}
-	want, err := RenderGRUB(InputFor(f.st, base, "52:54:00:12:34:56", "", "efi", "10.0.0.50", 0))
+	in := InputFor(f.st, base, "52:54:00:12:34:56", "", "efi", "10.0.0.50", 0)
+	in.Token = f.tokenFor(in.MAC)
+	want, err := RenderGRUB(in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +456,9 @@ func TestCurl(t *testing.T) {
 		i := strings.LastIndex(s, "\n")
 		return s[:i], s[i+1:]
 	}
-	known, err := Render(InputFor(f.st, base, "52:54:00:12:34:56", "x86_64", "efi", "127.0.0.1", 0))
+	in := InputFor(f.st, base, "52:54:00:12:34:56", "x86_64", "efi", "127.0.0.1", 0)
+	in.Token = f.tokenFor(in.MAC)
+	known, err := Render(in)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,6 +56,12 @@ type server struct {
 func startHTTP(t *testing.T) *server {
 	t.Helper()
 	f := newFixture(t)
+	// The known host is reserved the client's address: its callbacks
+	// from loopback pass the token and address checks and reach the
+	// limits under test.
+	h := *web01()
+	h.IP = "127.0.0.1"
+	f.st.PutHost(h)
 	// 32 MiB: more than any socket buffers hold, so a reader that stops
 	// blocks the server's writes.
 	must(t, os.WriteFile(filepath.Join(f.boot, "big.iso"), bytes.Repeat([]byte("ISO!"), 8<<20), 0o644))
@@ -171,7 +177,7 @@ func TestHostileHTTP(t *testing.T) {
 	t.Run("oversized callback body", func(t *testing.T) {
 		for range 20 {
 			body := `{"pad":"` + strings.Repeat("x", MaxCallbackBody) + `"}`
-			code, msg := s.do(t, "POST", "/api/v1/facts?mac=52:54:00:12:34:56", nil, strings.NewReader(body))
+			code, msg := s.do(t, "POST", "/api/v1/facts?mac=52:54:00:12:34:56&token="+s.tokenFor("52:54:00:12:34:56"), nil, strings.NewReader(body))
 			if code != http.StatusRequestEntityTooLarge {
 				t.Fatalf("%d %q, want 413", code, msg)
 			}
@@ -197,7 +203,7 @@ func TestHostileHTTP(t *testing.T) {
 	})
 	t.Run("slow callback body", func(t *testing.T) {
 		c := s.dial(t)
-		fmt.Fprintf(c, "POST /api/v1/facts?mac=52:54:00:12:34:56 HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"a\":")
+		fmt.Fprintf(c, "POST /api/v1/facts?mac=52:54:00:12:34:56&token=%s HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"a\":", s.tokenFor("52:54:00:12:34:56"))
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -288,8 +294,10 @@ func (c *countingReader) Write(p []byte) (int, error) {
 func FuzzRequest(f *testing.F) {
 	f.Add("GET", knownScript, "", "")
 	f.Add("GET", "/boot.ipxe?mac=52:54:00:12:34:56&x="+strings.Repeat("a", 9<<10), "", "")
-	f.Add("POST", "/api/v1/facts?mac=52:54:00:12:34:56", "application/json", `{"cpu":4}`)
-	f.Add("POST", "/api/v1/facts?mac=52:54:00:12:34:56", "application/json", `{"pad":"`+strings.Repeat("x", MaxCallbackBody)+`"}`)
+	tok := token(testKey, "52:54:00:12:34:56", web01())
+	f.Add("POST", "/api/v1/facts?mac=52:54:00:12:34:56&token="+tok, "application/json", `{"cpu":4}`)
+	f.Add("POST", "/api/v1/facts?mac=52:54:00:12:34:56&token="+tok, "application/json", `{"pad":"`+strings.Repeat("x", MaxCallbackBody)+`"}`)
+	f.Add("POST", "/api/v1/done?mac=52:54:00:12:34:56&token="+tok, "", "")
 	f.Add("POST", "/api/v1/done?mac=52:54:00:12:34:56", "", "")
 	f.Add("GET", "/boot/..%2fsecret", "", "")
 	f.Add("GET", "/boot/escape.efi", "", "")

@@ -43,6 +43,10 @@ type Input struct {
 	Site     proto.Site   // zero value if the edge has no site config yet
 	Host     *proto.Host  // nil: the coordinator does not know this MAC
 	Image    *proto.Image // the host's image, or the discovery image; nil if not found
+	// Token is the MAC's callback token (see token.go), rendered as
+	// fleetboot.token= and in {{token}} and {{callback}}; empty when the
+	// renderer is not an edge (explain), which leaves them out.
+	Token string
 }
 
 // Decision says what a script does and why, for events, logs and explain.
@@ -88,6 +92,9 @@ func validateInput(in Input) (base *url.URL, err error) {
 	}
 	if in.Try < 0 || in.Try > MaxTries {
 		return nil, fmt.Errorf("httpboot: try %d out of range 0..%d", in.Try, MaxTries)
+	}
+	if in.Token != "" && proto.ValidCmdlineToken(in.Token) != nil {
+		return nil, fmt.Errorf("httpboot: invalid callback token %q", in.Token)
 	}
 	return base, nil
 }
@@ -220,6 +227,15 @@ func bootPlan(in Input, base, imageName string, h proto.Host) plan {
 			return base, true
 		case "image":
 			return im.Name, true
+		case "token":
+			return in.Token, true
+		case "callback":
+			// The done callback, ready to POST to.
+			u := base + "/api/v1/done?mac=" + in.MAC
+			if in.Token != "" {
+				u += "&token=" + in.Token
+			}
+			return u, true
 		}
 		if v, ok := strings.CutPrefix(name, "var."); ok {
 			val, ok := h.Vars[v]
@@ -264,6 +280,10 @@ func bootPlan(in Input, base, imageName string, h proto.Host) plan {
 		// most installers which NIC booted; on multi-NIC machines they would
 		// otherwise pick the first one with a link.
 		tokens = append(tokens, "BOOTIF=01-"+strings.ReplaceAll(in.MAC, ":", "-"))
+	}
+	if in.Token != "" {
+		// For installers that build their callback themselves.
+		tokens = append(tokens, "fleetboot.token="+in.Token)
 	}
 	if n := len("initrd="+ird.Name) + len(strings.Join(tokens, " ")) + 1; n > maxCmdline {
 		return invalid(im.Name, fmt.Errorf("kernel command line is %d bytes, the kernel keeps %d", n, maxCmdline))

@@ -84,6 +84,9 @@ func TestRenderGolden(t *testing.T) {
 	// identifies the NIC that booted, not the primary MAC.
 	multi := web01()
 	multi.ExtraMACs = []string{"52:54:00:ab:cd:ef"}
+	// An installer's callbacks, built from the template variables.
+	callbackImage := debian()
+	callbackImage.Cmdline = "inst.done={{callback}} inst.facts={{edge}}/api/v1/facts?mac={{mac}}&token={{token}}"
 
 	tests := []struct {
 		name     string
@@ -128,6 +131,10 @@ func TestRenderGolden(t *testing.T) {
 			decision: Decision{Action: ActionDiscover, Image: "discovery", Reason: "unknown host: site policy discover"}, status: 200},
 		{name: "unknown-discover-missing", in: Input{MAC: "52:54:00:00:00:01", Site: site(proto.UnknownDiscover)},
 			decision: Decision{Action: ActionMissing, Image: "discovery", Reason: "image discovery is not known at this edge"}, status: 200},
+		{name: "callback-token", in: Input{MAC: "52:54:00:12:34:56", Arch: "x86_64", Platform: "efi", Site: site(""), Host: web01(), Image: callbackImage, Token: "dG9rZW4tZm9yLXRlc3Rz"},
+			decision: Decision{Action: ActionBoot, Image: "debian-12", Reason: "host boots image debian-12"}, status: 200},
+		{name: "grub-callback-token", grub: true, in: Input{MAC: "52:54:00:12:34:56", Platform: "efi", Site: site(""), Host: web01(), Image: callbackImage, Token: "dG9rZW4tZm9yLXRlc3Rz"},
+			decision: Decision{Action: ActionBoot, Image: "debian-12", Reason: "host boots image debian-12"}, status: 200},
 		{name: "grub-known", grub: true, in: Input{MAC: "52:54:00:12:34:56", Platform: "efi", Site: site(""), Host: web01(), Image: debian()},
 			decision: Decision{Action: ActionBoot, Image: "debian-12", Reason: "host boots image debian-12"}, status: 200},
 		{name: "grub-liveos", grub: true, in: Input{MAC: "52:54:00:12:34:56", Platform: "efi", Site: site(""), Host: &proto.Host{MAC: "52:54:00:12:34:56", Image: "azl-live"}, Image: liveos()},

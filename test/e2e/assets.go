@@ -186,6 +186,9 @@ func findModule(root, name string) (string, error) {
 // the console so the harness can match it whatever the kernel logs around it.
 // With root=live:URL it downloads the ISO whole and checks its sha256, as
 // dracut's livenet needs it, before printing the marker.
+// With fleetboot.done=URL (an image's cmdline says fleetboot.done={{callback}},
+// which carries the machine's callback token) it then reports the install
+// done, as an installer does, and prints FLEETBOOT-DONE with the outcome.
 const initScript = `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /sbin /usr/bin /usr/sbin /tmp /run
 /bin/busybox --install -s
@@ -202,16 +205,21 @@ mac=$(cat /sys/class/net/eth0/address 2>/dev/null)
 cmdline=$(cat /proc/cmdline)
 live=""
 want=""
+done=""
 for w in $cmdline; do
 	case "$w" in
 	root=live:*) live="${w#root=live:}" ;;
 	fleetboot.iso_sha256=*) want="${w#fleetboot.iso_sha256=}" ;;
+	fleetboot.done=*) done="${w#fleetboot.done=}" ;;
 	esac
 done
-if [ -n "$live" ]; then
+up() {
 	ip link set lo up
 	ip link set eth0 up
 	udhcpc -i eth0 -n -q -t 10 -T 2 -s /etc/udhcpc/default.script
+}
+if [ -n "$live" ]; then
+	up
 	got=none
 	if wget -q -O /tmp/live.iso "$live"; then
 		got=$(sha256sum /tmp/live.iso | cut -d' ' -f1)
@@ -223,6 +231,15 @@ if [ -n "$live" ]; then
 	fi
 else
 	echo "FLEETBOOT-MARKER mac=$mac cmdline=$cmdline" > /dev/console
+fi
+if [ -n "$done" ]; then
+	[ -n "$live" ] || up
+	# The token is in the URL; the edge refuses the callback without it.
+	if wget -q -O /dev/null --post-data '{"ok":true}' "$done"; then
+		echo "FLEETBOOT-DONE ok mac=$mac" > /dev/console
+	else
+		echo "FLEETBOOT-DONE refused mac=$mac" > /dev/console
+	fi
 fi
 sync
 poweroff -f

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -45,14 +46,34 @@ func TestOnceInstallCallbackFlipsToLocal(t *testing.T) {
 		return string(b)
 	}
 	waitfor.True(t, "the install script", func() bool { return strings.Contains(script(), "/artifacts/inst/vmlinuz") })
-
-	resp, err := http.Post(base+"/api/v1/done?mac=52:54:00:00:0a:01", "application/json", strings.NewReader(`{"ok":true}`))
-	if err != nil {
-		t.Fatal(err)
+	postDone := func(query string) int {
+		t.Helper()
+		resp, err := http.Post(base+"/api/v1/done?mac=52:54:00:00:0a:01"+query, "application/json", strings.NewReader(`{"ok":true}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
 	}
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		t.Fatalf("done callback: HTTP %d", resp.StatusCode)
+
+	// Anyone on the boot network can post; without the token the script
+	// carried, the edge refuses and the host keeps its install.
+	for _, forged := range []string{"", "&token=forged"} {
+		if code := postDone(forged); code != http.StatusForbidden {
+			t.Fatalf("done callback with token %q: HTTP %d, want 403", forged, code)
+		}
+	}
+	if r := run(t, env, "host", "show", "52:54:00:00:0a:01", "-o", "json"); !strings.Contains(r.stdout, `"state": "boot"`) {
+		t.Fatalf("a forged done callback changed the host:\n%s", r.stdout)
+	}
+
+	// The installer posts with the token from its kernel command line.
+	m := regexp.MustCompile(` fleetboot\.token=([A-Za-z0-9_-]+)`).FindStringSubmatch(script())
+	if m == nil {
+		t.Fatalf("no fleetboot.token= in the script:\n%s", script())
+	}
+	if code := postDone("&token=" + m[1]); code/100 != 2 {
+		t.Fatalf("done callback: HTTP %d", code)
 	}
 	r := run(t, env, "host", "show", "52:54:00:00:0a:01", "-o", "json")
 	if !strings.Contains(r.stdout, `"state": "local"`) || strings.Contains(r.stdout, `"once": true`) {
