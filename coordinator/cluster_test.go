@@ -16,6 +16,7 @@ import (
 
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/test/natstest"
+	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
 func startCluster(t testing.TB, n int) []*server.Server { return natstest.StartCluster(t, n) }
@@ -28,26 +29,6 @@ func clusterURLs(nodes []*server.Server) string {
 		}
 	}
 	return strings.Join(u, ",")
-}
-
-// waitFor polls cond until it returns nil, failing the test with the last
-// error after d. Cluster fail-over takes an election, so callers poll rather
-// than expect the first try to work.
-func clusterWait(t testing.TB, d time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after %s: %v", what, d, err)
-		}
-		<-tick.C
-	}
 }
 
 // call sends one admin API request, as the CLI does, and decodes the reply.
@@ -208,7 +189,7 @@ func TestClusterLosesNoState(t *testing.T) {
 			}
 		}
 	}
-	clusterWait(t, 20*time.Second, "watcher sees the initial hosts", func() error {
+	waitfor.Within(t, 20*time.Second, "watcher sees the initial hosts", func() error {
 		drain()
 		if len(seen) != len(want) {
 			return fmt.Errorf("watcher saw %d hosts, want %d", len(seen), len(want))
@@ -239,7 +220,7 @@ func TestClusterLosesNoState(t *testing.T) {
 	victim.WaitForShutdown()
 
 	// Reads return everything (after the new leader is elected).
-	clusterWait(t, 30*time.Second, "hosts readable after losing a node", func() error {
+	waitfor.Within(t, 30*time.Second, "hosts readable after losing a node", func() error {
 		hs, err := clusterCall[[]proto.Host](nc, proto.APIHostList, proto.ListRequest{V: proto.Version})
 		if err != nil {
 			return err
@@ -260,7 +241,7 @@ func TestClusterLosesNoState(t *testing.T) {
 	if d := cmp.Diff([]string{"alma", "deb"}, names); d != "" {
 		t.Errorf("images after losing a node (-want +got):\n%s", d)
 	}
-	clusterWait(t, 30*time.Second, "events stream after losing a node", func() error {
+	waitfor.Within(t, 30*time.Second, "events stream after losing a node", func() error {
 		es, err := js.Stream(bg, proto.StreamEvents)
 		if err != nil {
 			return err
@@ -278,11 +259,11 @@ func TestClusterLosesNoState(t *testing.T) {
 	// Writes still work: a new host, and a changed one. Retrying is safe, a
 	// host set is idempotent.
 	newMAC, newIP, alma := "52:54:00:00:02:01", "10.0.0.99", "alma"
-	clusterWait(t, 30*time.Second, "host set after losing a node", func() error {
+	waitfor.Within(t, 30*time.Second, "host set after losing a node", func() error {
 		_, err := clusterCall[proto.Host](nc, proto.APIHostSet, proto.HostSetRequest{V: proto.Version, MAC: newMAC, Site: clusterPtr("lab"), IP: &newIP, Image: &alma})
 		return err
 	})
-	clusterWait(t, 30*time.Second, "host change after losing a node", func() error {
+	waitfor.Within(t, 30*time.Second, "host change after losing a node", func() error {
 		_, err := clusterCall[proto.Host](nc, proto.APIHostSet, proto.HostSetRequest{V: proto.Version, MAC: want[0].MAC, Image: &alma})
 		return err
 	})
@@ -293,7 +274,7 @@ func TestClusterLosesNoState(t *testing.T) {
 
 	k0, _ := proto.HostKey("lab", want[0].MAC)
 	kNew, _ := proto.HostKey("lab", newMAC)
-	clusterWait(t, 30*time.Second, "watcher sees changes made after the loss", func() error {
+	waitfor.Within(t, 30*time.Second, "watcher sees changes made after the loss", func() error {
 		drain()
 		if seen[kNew] != "alma" || seen[k0] != "alma" {
 			return fmt.Errorf("watcher has %s=%q, %s=%q; want alma for both", kNew, seen[kNew], k0, seen[k0])

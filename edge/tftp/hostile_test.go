@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
 // syncBuf is an io.Writer for the server's log that the test reads.
@@ -149,13 +151,7 @@ func (c *rawClient) fetch(srv *net.UDPAddr, name string) []byte {
 
 func waitLog(t *testing.T, logs *syncBuf, want string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line with %s\n%s", want, logs.String())
-		}
-		time.Sleep(10 * time.Millisecond) // polling the log
-	}
+	waitfor.True(t, "a log line with "+want, func() bool { return strings.Contains(logs.String(), want) })
 }
 
 // TestHostileRequests sends each hostile request over a real socket and
