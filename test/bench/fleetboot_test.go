@@ -26,6 +26,7 @@ type edgeOpts struct {
 	images  []image  // registered before the edge starts
 	store   string   // --store of the coordinator (default: a directory)
 	env     []string // extra environment of both processes (S3 credentials)
+	args    []string // extra flags of the edge
 }
 
 type image struct{ name, kernel string }
@@ -110,6 +111,7 @@ func startFleetboot(b *testing.B, env *benchEnv, o edgeOpts) *fleetboot {
 	if o.bootDir != "" {
 		args = append(args, "--boot-dir", o.bootDir)
 	}
+	args = append(args, o.args...)
 	fb.edge = run("edge", args...)
 	for _, re := range []string{`state in sync.*bucket=(images|hosts)`, `state in sync.*bucket=sites`} {
 		if _, err := fb.edge.WaitFor(ctx, regexp.MustCompile(re)); err != nil {

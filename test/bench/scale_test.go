@@ -138,7 +138,7 @@ func BenchmarkScale(b *testing.B) {
 	// 100 000 hosts in site "big", written to the KV buckets directly (the
 	// API's one-by-one rate would make this minutes), then an edge of it.
 	start = time.Now()
-	bigMACs := writeHostsKV(b, conns[0], "big", "img-a", bigHosts)
+	bigMACs := writeHostsKV(b, conns[0], "big", "img-a", bigHosts, nil)
 	b.Logf("%d hosts written to KV in %s", bigHosts, time.Since(start).Round(time.Millisecond))
 	start = time.Now()
 	big := startScaleEdge(b, h, run, dir, "big", 8091)
@@ -342,8 +342,9 @@ func applyLatencies(b *testing.B, h *e2e.Host, conns []*nats.Conn, edges []*scal
 
 // writeHostsKV puts n hosts of site straight into the hosts and macs
 // buckets, as the coordinator would write them, with asynchronous
-// JetStream publishes, and returns their MACs.
-func writeHostsKV(b *testing.B, nc *nats.Conn, site, image string, n int) []string {
+// JetStream publishes, and returns their MACs. ip, if set, gives host i its
+// fixed address.
+func writeHostsKV(b *testing.B, nc *nats.Conn, site, image string, n int, ip func(i int) string) []string {
 	b.Helper()
 	var failed atomic.Int64
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096),
@@ -352,6 +353,7 @@ func writeHostsKV(b *testing.B, nc *nats.Conn, site, image string, n int) []stri
 		b.Fatal(err)
 	}
 	now := time.Now().UTC()
+	stall := jetstream.WithStallWait(time.Minute)
 	macs := make([]string, n)
 	for i := range macs {
 		macs[i] = scaleMAC(0xb1, i)
@@ -360,11 +362,17 @@ func writeHostsKV(b *testing.B, nc *nats.Conn, site, image string, n int) []stri
 			b.Fatal(err)
 		}
 		key := site + "." + k
-		data, _ := json.Marshal(proto.Host{V: proto.Version, MAC: macs[i], Site: site, Image: image, State: proto.StateBoot, Updated: now})
-		if _, err := js.PublishAsync("$KV."+proto.BucketHosts+"."+key, data); err != nil {
+		h := proto.Host{V: proto.Version, MAC: macs[i], Site: site, Image: image, State: proto.StateBoot, Updated: now}
+		if ip != nil {
+			h.IP = ip(i)
+		}
+		data, _ := json.Marshal(h)
+		// A loaded machine acknowledges slowly: wait for room in the
+		// window rather than fail after the default 200 ms stall.
+		if _, err := js.PublishAsync("$KV."+proto.BucketHosts+"."+key, data, stall); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := js.PublishAsync("$KV."+proto.BucketMACs+"."+k, []byte(key)); err != nil {
+		if _, err := js.PublishAsync("$KV."+proto.BucketMACs+"."+k, []byte(key), stall); err != nil {
 			b.Fatal(err)
 		}
 	}
