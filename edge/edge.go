@@ -110,6 +110,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer rec.Close()
+	// Refusals and requests for unknown MACs, which anyone on the boot
+	// network can send at will, are counted per address and window.
+	agg := events.NewAggregator(events.AggregatorConfig{Sink: rec})
+	defer agg.Close()
 
 	store := &lazyStore{cfg: cfg.Store, log: log}
 	c, err := cache.New(cache.Config{Dir: cfg.CacheDir, MaxBytes: cfg.CacheSize, Fetcher: store, Logger: log, Events: rec})
@@ -179,15 +183,15 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	boot := httpboot.New(httpboot.Config{
 		State: policy, BaseURL: base, Artifacts: c, BootDir: cfg.BootDir,
-		Callbacks: natsCallbacks{nc: nc}, CallbackKey: key, Leases: leases, Events: rec, Logger: log,
+		Callbacks: natsCallbacks{nc: nc}, CallbackKey: key, Leases: leases, Events: rec, Repeats: agg, Logger: log,
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", c.Metrics())
 	mux.Handle("/", boot)
 	// Header, query and body limits and slow-client deadlines; no whole-
 	// request WriteTimeout, which would cut ISO downloads (httpboot.Limits).
-	srv := httpboot.NewServer(mux, httpboot.Limits{Logger: log})
-	tftpSrv, err := newTFTP(cfg, boot, rec, macForIP, log)
+	srv := httpboot.NewServer(mux, httpboot.Limits{Logger: log, Repeats: agg})
+	tftpSrv, err := newTFTP(cfg, boot, rec, agg, macForIP, log)
 	if err != nil {
 		return err
 	}
@@ -212,6 +216,7 @@ func Run(ctx context.Context, cfg Config) error {
 	g.Go(func() error { return rec.Run(recCtx, js) })
 	g.Go(func() error {
 		<-ctx.Done()
+		agg.Close() // the last window's counts go out with the drain
 		defer stopRec()
 		deadline := time.Now().Add(cfg.Drain)
 		for rec.Stats().Buffered > 0 && nc.IsConnected() && time.Now().Before(deadline) {
