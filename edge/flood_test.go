@@ -104,8 +104,31 @@ func TestFloodOfUnknownMACs(t *testing.T) {
 	statuses := sync.Map{}
 	deadline := time.Now().Add(timeLimit)
 	var wg sync.WaitGroup
+	// Meanwhile the known machine, on its own address, asks for its script
+	// at a booting machine's pace (its own rate limit is not under test).
+	flooding := make(chan struct{})
+	var knownOK, knownFailed atomic.Int64
+	var knownErr atomic.Value
+	wg.Go(func() {
+		tick := time.NewTicker(500 * time.Millisecond) // at most 360 script events within timeLimit
+		defer tick.Stop()
+		for range 400 { // bounded; the flood ends first
+			select {
+			case <-flooding:
+				return
+			case <-tick.C:
+			}
+			if err := knownScript(); err != nil {
+				knownFailed.Add(1)
+				knownErr.Store(err.Error())
+			} else {
+				knownOK.Add(1)
+			}
+		}
+	})
+	var floodWG sync.WaitGroup
 	for range clients {
-		wg.Go(func() {
+		floodWG.Go(func() {
 			for next.Add(1) <= requests && time.Now().Before(deadline) {
 				mac := fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", rand.IntN(256), rand.IntN(256), rand.IntN(256), rand.IntN(256), rand.IntN(256))
 				resp, err := flooder.Get(base + "/boot.ipxe?mac=" + mac)
@@ -121,10 +144,15 @@ func TestFloodOfUnknownMACs(t *testing.T) {
 			}
 		})
 	}
+	floodWG.Wait()
+	close(flooding)
 	wg.Wait()
+	if knownFailed.Load() != 0 || knownOK.Load() == 0 {
+		t.Errorf("the known machine during the flood: %d scripts, %d failures (last: %v)", knownOK.Load(), knownFailed.Load(), knownErr.Load())
+	}
 	codes := map[any]int64{}
 	statuses.Range(func(k, v any) bool { codes[k] = v.(*atomic.Int64).Load(); return true })
-	t.Logf("flood: %d requests answered (%v), %d failed", sent.Load(), codes, failed.Load())
+	t.Logf("flood: %d requests answered (%v), %d failed; the known machine got %d scripts meanwhile", sent.Load(), codes, failed.Load(), knownOK.Load())
 	if failed.Load() != 0 {
 		t.Errorf("%d flood requests failed at the transport", failed.Load())
 	}
