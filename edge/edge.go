@@ -79,6 +79,7 @@ type Agent struct {
 	st     *state.State
 	syncer *statesync.Syncer
 	rec    *events.Recorder
+	agg    *events.Aggregator // counts what the boot network may repeat at will
 	cache  *cache.Cache
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -177,6 +178,12 @@ func New(cfg Config) (_ *Agent, err error) {
 		return nil, err
 	}
 	a.onClose(func() { a.rec.Close() })
+	// Refusals and requests for unknown MACs, which anyone on the boot
+	// network can send at will, are counted per address and window.
+	// Closed before the recorder (closers run in reverse), so the last
+	// window's counts are recorded.
+	a.agg = events.NewAggregator(events.AggregatorConfig{Sink: a.rec})
+	a.onClose(func() { a.agg.Close() })
 
 	store := &lazyStore{cfg: cfg.Store, log: log}
 	a.cache, err = cache.New(cache.Config{Dir: cfg.CacheDir, MaxBytes: cfg.CacheSize, Fetcher: store, Logger: log, Events: a.rec})
@@ -251,7 +258,7 @@ func New(cfg Config) (_ *Agent, err error) {
 	}
 	boot := httpboot.New(httpboot.Config{
 		State: siteMode{State: a.st, mode: cfg.DHCPMode}, BaseURL: a.base, Artifacts: a.cache, BootDir: cfg.BootDir,
-		Callbacks: natsCallbacks{nc: nc}, CallbackKey: key, Leases: leases, Events: a.rec, Logger: log,
+		Callbacks: natsCallbacks{nc: nc}, CallbackKey: key, Leases: leases, Events: a.rec, Repeats: a.agg, Logger: log,
 	})
 	// A configuration the renderer refuses would make every script request
 	// a 500: refuse it here, once, instead.
@@ -263,8 +270,8 @@ func New(cfg Config) (_ *Agent, err error) {
 	mux.Handle("/", boot)
 	// Header, query and body limits and slow-client deadlines; no whole-
 	// request WriteTimeout, which would cut ISO downloads (httpboot.Limits).
-	a.srv = httpboot.NewServer(mux, httpboot.Limits{Logger: log})
-	if a.tftp, err = newTFTP(cfg, boot, a.rec, macForIP, log); err != nil {
+	a.srv = httpboot.NewServer(mux, httpboot.Limits{Logger: log, Repeats: a.agg})
+	if a.tftp, err = newTFTP(cfg, boot, a.rec, a.agg, macForIP, log); err != nil {
 		return nil, err
 	}
 	if a.tftp != nil {

@@ -70,6 +70,7 @@ func (a *Agent) serveDHCP(ctx context.Context) error {
 // lost or the drain deadline passes, then stops the sender.
 func (a *Agent) drainEvents(ctx context.Context, stopSender func()) {
 	<-ctx.Done()
+	a.agg.Close() // the last window's counts go out with the drain
 	defer stopSender()
 	dctx, cancel := context.WithTimeout(context.Background(), a.cfg.Drain)
 	defer cancel()

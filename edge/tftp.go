@@ -11,7 +11,7 @@ import (
 
 // newTFTP binds the TFTP server (nil when disabled). Generated files such as
 // per-MAC GRUB configs come from the HTTP boot handler; binaries from BootDir.
-func newTFTP(cfg Config, boot *httpboot.Handler, rec *events.Recorder, macForIP func(net.IP) string, log *slog.Logger) (*tftp.Server, error) {
+func newTFTP(cfg Config, boot *httpboot.Handler, rec *events.Recorder, rep tftp.Repeats, macForIP func(net.IP) string, log *slog.Logger) (*tftp.Server, error) {
 	if cfg.TFTPListen == "" {
 		return nil, nil
 	}
@@ -23,6 +23,8 @@ func newTFTP(cfg Config, boot *httpboot.Handler, rec *events.Recorder, macForIP 
 		Logger:  log,
 		// Name the machine in TFTP events from its DHCP lease.
 		MACForIP: macForIP,
+		// Refusals counted per address and window, over a per-address rate.
+		RateLimit: tftp.RateLimit{Repeats: rep},
 	})
 	if err != nil {
 		return nil, err

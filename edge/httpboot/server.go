@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fleetboot/fleetboot/edge/ratelimit"
+	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/ratelog"
 )
 
@@ -34,7 +36,21 @@ type Limits struct {
 	MaxQueryBytes     int           // the raw query (414 past it); default 8 KiB
 	LogEvery          time.Duration // least time between log lines of one refusal reason; default 10 s
 	Logger            *slog.Logger  // nil: discard
+	// Rate and Burst limit requests per client address (a token bucket;
+	// more get 429): default 20 a second after a burst of 200, far above
+	// what a booting machine asks (a script, a kernel, an initrd, a few
+	// retries) and far below a flood. A negative Rate turns it off.
+	// MaxClients bounds the addresses tracked (default 4096).
+	Rate       float64
+	Burst      int
+	MaxClients int
+	// Repeats counts refused requests as http.limited events per address
+	// and window; nil: they are only logged.
+	Repeats Repeats
 }
+
+// defaultRate is Limits' per-address rate limit.
+var defaultRate = ratelimit.Config{Rate: 20, Burst: 200, MaxSources: 4096}
 
 // WriteChunk is the most a response writes under one deadline: at the
 // default WriteIdleTimeout a client must take 1 MiB a minute (17 KiB/s), far
@@ -83,7 +99,8 @@ func NewServer(h http.Handler, lim Limits) *http.Server {
 // exported for handlers served by other servers and for tests.
 func Guard(h http.Handler, lim Limits) *Guarded {
 	lim = lim.withDefaults()
-	return &Guarded{next: h, lim: lim, drops: ratelog.Logger(lim.Logger.With("component", "http"), lim.LogEvery)}
+	return &Guarded{next: h, lim: lim, drops: ratelog.Logger(lim.Logger.With("component", "http"), lim.LogEvery),
+		rate: ratelimit.New(ratelimit.Config{Rate: lim.Rate, Burst: lim.Burst, MaxSources: lim.MaxClients}, defaultRate)}
 }
 
 // Guarded is an http.Handler with Limits applied.
@@ -91,9 +108,21 @@ type Guarded struct {
 	next  http.Handler
 	lim   Limits
 	drops *slog.Logger
+	rate  *ratelimit.PerSource
 }
 
 func (g *Guarded) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// First, before anything costs: a flood from one address gets 429s,
+	// one log line an interval and one counted event a window.
+	if ip := remoteIP(r); !g.rate.Allow(ip) {
+		g.drops.Warn("http: request refused", "reason", "rate limit", "ip", ip)
+		if g.lim.Repeats != nil {
+			g.lim.Repeats.Count(ip, proto.EventHTTPLimited, "", map[string]string{"ip": ip})
+		}
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "httpboot: too many requests from this address", http.StatusTooManyRequests)
+		return
+	}
 	if n := len(r.URL.RawQuery); n > g.lim.MaxQueryBytes {
 		g.drops.Warn("http: request refused", "reason", "query too long", "ip", remoteIP(r), "bytes", n)
 		w.Header().Set("Connection", "close")

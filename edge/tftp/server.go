@@ -32,6 +32,7 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
+	"github.com/fleetboot/fleetboot/edge/ratelimit"
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/ratelog"
 )
@@ -75,6 +76,8 @@ type Config struct {
 	// dropped requests of one reason (default 10 s); the next line counts
 	// the rest.
 	LogEvery time.Duration
+	// RateLimit bounds requests per client address (limit.go).
+	RateLimit RateLimit
 }
 
 // Server is a read-only TFTP server.
@@ -90,6 +93,7 @@ type Server struct {
 	serving bool
 
 	slots slots
+	rate  *ratelimit.PerSource // nil: no limit
 }
 
 // NewServer checks the configuration and opens the root directory.
@@ -116,6 +120,7 @@ func NewServer(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: l.With("component", "tftp")}
 	s.drops = ratelog.Logger(s.log, cfg.LogEvery)
 	s.slots = slots{perClient: cfg.MaxPerClient, total: cfg.MaxTransfers, active: map[string]int{}}
+	s.rate = newRateLimit(cfg.RateLimit)
 	if cfg.Root != "" {
 		root, err := os.OpenRoot(cfg.Root)
 		if err != nil {
@@ -301,6 +306,9 @@ func (s *Server) read(filename string, rf io.ReaderFrom) error {
 	if ot, ok := rf.(ptftp.OutgoingTransfer); ok {
 		remote = ot.RemoteAddr()
 	}
+	if err := s.limited(remote.IP); err != nil {
+		return err
+	}
 	// A flood is refused before anything else, with no event: one rate-
 	// limited log line per interval is all it may cost. The library sends
 	// the returned error as the client's error packet.
@@ -316,7 +324,7 @@ func (s *Server) read(filename string, rf io.ReaderFrom) error {
 	}
 	fail := func(reason string, err error, clientMsg string) error {
 		s.drops.Warn("tftp: request refused", "reason", reason, "ip", remote.IP.String(), "file", filename, "err", err)
-		s.emit(proto.EventTFTPError, remote.IP, map[string]string{"file": filename, "error": err.Error()})
+		s.emitRefusal(remote.IP, map[string]string{"file": filename, "error": err.Error()})
 		// The library sends this as the client's error packet (code 1,
 		// file not found): a refused name and a missing one look the same
 		// to the client, and it gets the answer at once, not a time-out.
@@ -376,7 +384,7 @@ func (s *Server) write(filename string, wt io.WriterTo) error {
 		local = pi.LocalIP()
 	}
 	s.drops.Warn("tftp: request refused", "reason", reasonWrite, "ip", remote.IP.String(), "file", filename)
-	s.emit(proto.EventTFTPError, remote.IP, map[string]string{"file": filename, "error": "write refused: read-only server"})
+	s.emitRefusal(remote.IP, map[string]string{"file": filename, "error": "write refused: read-only server"})
 	const msg = "access violation: read-only server"
 	if c, err := net.ListenUDP("udp", &net.UDPAddr{IP: local}); err == nil {
 		pkt := make([]byte, 0, 5+len(msg))

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -23,10 +24,14 @@ type edgeOpts struct {
 	pool    string   // its dynamic range A-B ("" : none)
 	dhcp    bool     // answer DHCP on eth0 (full mode, no conflict ping)
 	bootDir string   // --boot-dir: what TFTP serves
-	images  []image  // registered before the edge starts
+	images  []image  // registered before the edge starts, each booted by a host
 	store   string   // --store of the coordinator (default: a directory)
 	env     []string // extra environment of both processes (S3 credentials)
 	args    []string // extra flags of the edge
+
+	// assignLater leaves the images' hosts out: the edge serves an image's
+	// files only once a host of the site boots it (see assign).
+	assignLater bool
 }
 
 type image struct{ name, kernel string }
@@ -48,6 +53,33 @@ func fleetbootBinary(b *testing.B) string {
 		b.Fatal(err)
 	}
 	return bin
+}
+
+// benchHostMAC is the MAC of the host that boots the i-th image of edgeOpts.
+func benchHostMAC(i int) string { return fmt.Sprintf("02:00:00:00:be:%02x", i) }
+
+// assign makes a host boot the i-th image and waits until the edge serves
+// url, asking with HEAD, which never starts a download. The edge prefetches
+// an image as soon as a host boots it, so a GET right after this joins a
+// download that began a moment before: the first boot after an assignment.
+func (fb *fleetboot) assign(b *testing.B, client *http.Client, i int, image, url string) {
+	b.Helper()
+	fb.cli("host", "set", benchHostMAC(i), "--image", image)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		req, _ := http.NewRequest(http.MethodHead, url, nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the edge does not serve %s a minute after the assignment: %v %v", url, resp, err)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the edge
+	}
 }
 
 func startFleetboot(b *testing.B, env *benchEnv, o edgeOpts) *fleetboot {
@@ -97,8 +129,11 @@ func startFleetboot(b *testing.B, env *benchEnv, o edgeOpts) *fleetboot {
 		if err := os.WriteFile(small, []byte("bench initrd"), 0o644); err != nil {
 			b.Fatal(err)
 		}
-		for _, im := range o.images {
+		for i, im := range o.images {
 			fb.cli("image", "add", im.name, "--kernel", im.kernel, "--initrd", small, "--cmdline", "console=ttyS0")
+			if !o.assignLater {
+				fb.cli("host", "set", benchHostMAC(i), "--image", im.name)
+			}
 		}
 	}
 	args := []string{"edge", "--coordinator", "nats://127.0.0.1:4222", "--name", "bench", "--site", "lab",

@@ -151,10 +151,10 @@ func BenchmarkHTTPCold(b *testing.B) {
 		writeFile(b, p, coldSize, uint64(100+i))
 		keys[i] = "sha256/" + fileSHA256(b, p)
 	}
-	startFleetboot(b, env, edgeOpts{
-		images: []image{{"cold1", blobs[0]}, {"cold50", blobs[1]}},
-		store:  "s3://" + minioBucket + "?tls=false&endpoint=" + minioAddress,
-		env:    []string{"FLEETBOOT_S3_ACCESS_KEY=" + minioUser, "FLEETBOOT_S3_SECRET_KEY=" + minioSecret},
+	fb := startFleetboot(b, env, edgeOpts{
+		images: []image{{"cold1", blobs[0]}, {"cold50", blobs[1]}}, assignLater: true,
+		store: "s3://" + minioBucket + "?tls=false&endpoint=" + minioAddress,
+		env:   []string{"FLEETBOOT_S3_ACCESS_KEY=" + minioUser, "FLEETBOOT_S3_SECRET_KEY=" + minioSecret},
 	})
 	client := env.cli.HTTPClient(5 * time.Minute)
 	direct := make([]string, len(keys))
@@ -169,6 +169,7 @@ func BenchmarkHTTPCold(b *testing.B) {
 	if err != nil {
 		b.Fatalf("direct MinIO GET: %v", err)
 	}
+	fb.assign(b, client, 0, "cold1", "http://"+serverAddr+":8080/artifacts/cold1/cold-a")
 	eTTFB, eTotal, err := get(client, "http://"+serverAddr+":8080/artifacts/cold1/cold-a", coldSize)
 	if err != nil {
 		b.Fatalf("cold edge GET: %v", err)
@@ -182,6 +183,7 @@ func BenchmarkHTTPCold(b *testing.B) {
 	start := time.Now()
 	dt := parallelGet(b, client, direct[1], coldClients, coldSize)
 	dWall := time.Since(start)
+	fb.assign(b, client, 1, "cold50", "http://"+serverAddr+":8080/artifacts/cold50/cold-b")
 	start = time.Now()
 	et := parallelGet(b, client, "http://"+serverAddr+":8080/artifacts/cold50/cold-b", coldClients, coldSize)
 	eWall := time.Since(start)

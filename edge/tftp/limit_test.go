@@ -1,0 +1,55 @@
+package tftp
+
+import (
+	"bytes"
+	"sync"
+	"testing"
+
+	"github.com/fleetboot/fleetboot/proto"
+)
+
+type countRec struct {
+	mu sync.Mutex
+	n  map[string]int // kind source -> count
+}
+
+func (c *countRec) Count(source, kind, _ string, _ map[string]string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n[kind+" "+source]++
+}
+
+func (c *countRec) get(k string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[k]
+}
+
+// TestRateLimitPerAddress: over a real socket, an address past its burst
+// gets an error packet at once for each request, counted as tftp.limited;
+// its refusals before that are counted as tftp.error, not emitted one by
+// one; another address is served meanwhile.
+func TestRateLimitPerAddress(t *testing.T) {
+	rep := &countRec{n: map[string]int{}}
+	f := startServerWith(t, false, func(c *Config) {
+		c.RateLimit = RateLimit{Rate: 0.001, Burst: 5, Repeats: rep} // no refill within the test
+	})
+	flooder := newRawClient(t, "127.0.0.1")
+	for i := range 20 {
+		flooder.send(f.addr, rrq("nope.efi", "octet"))
+		p := flooder.recv()
+		want := "file not found"
+		if i >= 5 {
+			want = "too many requests from 127.0.0.1"
+		}
+		if p.op != opERROR || !bytes.Contains(p.body, []byte(want)) {
+			t.Fatalf("request %d: got %v, want an error packet saying %q", i+1, p, want)
+		}
+	}
+	if got := newRawClient(t, "127.0.0.2").fetch(f.addr, "undionly.kpxe"); !bytes.Equal(got, f.files["undionly.kpxe"]) {
+		t.Fatalf("other address: %d bytes", len(got))
+	}
+	if a, b := rep.get(proto.EventTFTPLimited+" 127.0.0.1"), rep.get(proto.EventTFTPError+" 127.0.0.1"); a != 15 || b != 5 {
+		t.Errorf("counted %d tftp.limited and %d tftp.error, want 15 and 5", a, b)
+	}
+}
