@@ -14,6 +14,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/test/netnstest"
 )
 
 // detailSink records events with their details.
@@ -43,8 +44,8 @@ func (s *detailSink) all() []recorded {
 func relayConn(t *testing.T, ns string) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
-	if err := inNS(ns, func() (err error) {
-		c, err = server4.NewIPv4UDPConn(lanIf, &net.UDPAddr{Port: dhcpv4.ServerPort})
+	if err := netnstest.InNS(ns, func() (err error) {
+		c, err = server4.NewIPv4UDPConn(netnstest.LanIf, &net.UDPAddr{Port: dhcpv4.ServerPort})
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -60,18 +61,18 @@ func relayConn(t *testing.T, ns string) *net.UDPConn {
 // flood leaves are the budget plus a few counted events, not one per
 // request.
 func TestNetnsRandomMACFlood(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t)
 	const (
 		flood  = 3000
 		burst  = 50
 		budget = 10
 	)
-	nss := newLAN(t, member{name: "edge", addr: "10.77.0.1/24"},
-		member{name: "ra", addr: "10.77.0.2/24"}, member{name: "rb", addr: "10.77.0.3/24"})
-	sh(t, "ip", "-n", nss["ra"], "addr", "add", "10.88.0.1/16", "dev", "lo")
-	sh(t, "ip", "-n", nss["rb"], "addr", "add", "10.89.0.1/24", "dev", "lo")
-	sh(t, "ip", "-n", nss["edge"], "route", "add", "10.88.0.0/16", "via", "10.77.0.2")
-	sh(t, "ip", "-n", nss["edge"], "route", "add", "10.89.0.0/24", "via", "10.77.0.3")
+	nss := netnstest.LAN(t, "fbd", netnstest.Member{Name: "edge", Addr: "10.77.0.1/24"},
+		netnstest.Member{Name: "ra", Addr: "10.77.0.2/24"}, netnstest.Member{Name: "rb", Addr: "10.77.0.3/24"})
+	netnstest.Run(t, "ip", "-n", nss["ra"], "addr", "add", "10.88.0.1/16", "dev", "lo")
+	netnstest.Run(t, "ip", "-n", nss["rb"], "addr", "add", "10.89.0.1/24", "dev", "lo")
+	netnstest.Run(t, "ip", "-n", nss["edge"], "route", "add", "10.88.0.0/16", "via", "10.77.0.2")
+	netnstest.Run(t, "ip", "-n", nss["edge"], "route", "add", "10.89.0.0/24", "via", "10.77.0.3")
 	st := labState(proto.DHCPFull, proto.UnknownDiscover, proto.Host{MAC: knownMAC})
 	site, _ := st.Site()
 	site.Networks = append(site.Networks,
@@ -148,7 +149,7 @@ func TestNetnsRandomMACFlood(t *testing.T) {
 	// are flushed), then send the end marker after the last reply.
 	e.stop(t)
 	end := dhcpv4.DHCPv4{OpCode: dhcpv4.OpcodeBootReply, TransactionID: endXID, HWType: 1, ClientHWAddr: rb.mac, Options: dhcpv4.Options{}}
-	if err := inNS(nss["edge"], func() error {
+	if err := netnstest.InNS(nss["edge"], func() error {
 		c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.ParseIP("10.88.0.1"), Port: dhcpv4.ServerPort})
 		if err != nil {
 			return err
@@ -195,11 +196,11 @@ func TestNetnsRandomMACFlood(t *testing.T) {
 // iPXE), all get their ACKs: the per-source limit leaves a rack powering on
 // alone.
 func TestNetnsRackBehindOneRelay(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t)
 	const machines = 200
-	nss := newLAN(t, member{name: "edge", addr: "10.77.0.1/24"}, member{name: "ra", addr: "10.77.0.2/24"})
-	sh(t, "ip", "-n", nss["ra"], "addr", "add", "10.88.0.1/16", "dev", "lo")
-	sh(t, "ip", "-n", nss["edge"], "route", "add", "10.88.0.0/16", "via", "10.77.0.2")
+	nss := netnstest.LAN(t, "fbd", netnstest.Member{Name: "edge", Addr: "10.77.0.1/24"}, netnstest.Member{Name: "ra", Addr: "10.77.0.2/24"})
+	netnstest.Run(t, "ip", "-n", nss["ra"], "addr", "add", "10.88.0.1/16", "dev", "lo")
+	netnstest.Run(t, "ip", "-n", nss["edge"], "route", "add", "10.88.0.0/16", "via", "10.77.0.2")
 	st := labState(proto.DHCPFull, proto.UnknownDiscover)
 	site, _ := st.Site()
 	site.Networks = append(site.Networks,

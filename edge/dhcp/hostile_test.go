@@ -12,6 +12,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/test/netnstest"
 )
 
 // hostileCase is input that the DHCP port must drop, with the reason the
@@ -165,9 +166,9 @@ func TestClientLimiter(t *testing.T) {
 // get its OFFER. The drop must be logged with its reason, and no reply may
 // answer the hostile packet. A flood from one MAC then costs one log line.
 func TestNetnsHostile(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t)
 	const clientMAC = "52:54:00:77:00:0a"
-	nss := newLAN(t, member{name: "edge", addr: "10.77.0.1/24"}, member{name: "client", mac: clientMAC})
+	nss := netnstest.LAN(t, "fbd", netnstest.Member{Name: "edge", Addr: "10.77.0.1/24"}, netnstest.Member{Name: "client", MAC: clientMAC})
 	st := labState(proto.DHCPFull, proto.UnknownDiscover)
 	e, err := startEdge(t, nss["edge"], st, "", func(c *Config) {
 		c.NoConflictCheck = true

@@ -5,16 +5,17 @@ import (
 	"testing"
 
 	"github.com/fleetboot/fleetboot/edge/state"
+	"github.com/fleetboot/fleetboot/test/netnstest"
 )
 
 // Close releases what NewServer opened when Serve never runs (a later step
 // of the edge's start-up failed): the server ports, the client port held for
 // a deferred probe (no site known yet) and the ICMP prober's raw socket.
 func TestNetnsCloseReleasesSockets(t *testing.T) {
-	needRoot(t)
-	nss := newLAN(t, member{name: "edge", addr: "10.77.0.1/24"})
-	err := inNS(nss["edge"], func() error {
-		srv, err := NewServer(Config{Interface: lanIf, ServerIP: net.ParseIP("10.77.0.1"), HTTPBase: "http://10.77.0.1:8080", State: state.New()})
+	netnstest.NeedRoot(t)
+	nss := netnstest.LAN(t, "fbd", netnstest.Member{Name: "edge", Addr: "10.77.0.1/24"})
+	err := netnstest.InNS(nss["edge"], func() error {
+		srv, err := NewServer(Config{Interface: netnstest.LanIf, ServerIP: net.ParseIP("10.77.0.1"), HTTPBase: "http://10.77.0.1:8080", State: state.New()})
 		if err != nil {
 			return err
 		}

@@ -4,28 +4,23 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
-	"golang.org/x/sys/unix"
 
 	"github.com/fleetboot/fleetboot/edge/state"
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/test/netnstest"
 )
 
 // These tests run the real server and real clients (busybox udhcpc,
@@ -33,115 +28,10 @@ import (
 // bridge inside its own namespace and one namespace per machine, each with
 // an interface "lan0". Nothing leaves those namespaces.
 
-const lanIf = "lan0"
-
-func needRoot(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("network namespace test skipped in short mode")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("network namespace test needs root")
-	}
-}
-
-func sh(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// member is one machine on the test LAN.
-type member struct {
-	name string
-	addr string // CIDR, or "" for a DHCP client
-	mac  string // "" for a random one
-}
-
-// newLAN builds the LAN and returns member name -> namespace name. The
-// namespaces are deleted in t.Cleanup, also when the test fails.
-func newLAN(t *testing.T, members ...member) map[string]string {
-	t.Helper()
-	var r [3]byte
-	rand.Read(r[:])
-	id := hex.EncodeToString(r[:])
-	br := "fbd-br-" + id
-	sh(t, "ip", "netns", "add", br)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", br).Run() })
-	sh(t, "ip", "-n", br, "link", "add", "br0", "type", "bridge")
-	sh(t, "ip", "-n", br, "link", "set", "br0", "up")
-	nss := map[string]string{}
-	for i, m := range members {
-		ns := fmt.Sprintf("fbd-%s-%s", m.name, id)
-		sh(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		port := fmt.Sprintf("p%d", i)
-		sh(t, "ip", "-n", br, "link", "add", port, "type", "veth", "peer", "name", lanIf, "netns", ns)
-		sh(t, "ip", "-n", br, "link", "set", port, "master", "br0", "up")
-		if m.mac != "" {
-			sh(t, "ip", "-n", ns, "link", "set", lanIf, "address", m.mac)
-		}
-		if m.addr != "" {
-			sh(t, "ip", "-n", ns, "addr", "add", m.addr, "dev", lanIf)
-		}
-		sh(t, "ip", "-n", ns, "link", "set", lanIf, "up")
-		sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
-		nss[m.name] = ns
-	}
-	return nss
-}
-
-// inNS runs fn on an OS thread switched into the namespace. Sockets opened by
-// fn stay in that namespace after the thread switches back.
-func inNS(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(filepath.Join("/run/netns", ns))
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			// Leave the thread locked: the runtime discards it when the
-			// goroutine exits, so no other goroutine runs in the namespace.
-			errc <- fmt.Errorf("setns back: %w", err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
-// syncBuf is an io.Writer safe for a process writer and a test reader.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 type edge struct {
 	st     *state.State
 	ev     *sink
-	logs   *syncBuf
+	logs   *netnstest.Buffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -149,9 +39,9 @@ type edge struct {
 // startEdge runs a Server in namespace ns until the test ends (or stop).
 func startEdge(t *testing.T, ns string, st *state.State, leaseFile string, mut func(*Config)) (*edge, error) {
 	t.Helper()
-	e := &edge{st: st, ev: &sink{}, logs: &syncBuf{}, done: make(chan error, 1)}
+	e := &edge{st: st, ev: &sink{}, logs: &netnstest.Buffer{}, done: make(chan error, 1)}
 	cfg := Config{
-		Interface: lanIf, ServerIP: net.ParseIP("10.77.0.1"), HTTPBase: "http://10.77.0.1:8080",
+		Interface: netnstest.LanIf, ServerIP: net.ParseIP("10.77.0.1"), HTTPBase: "http://10.77.0.1:8080",
 		LeaseFile: leaseFile, State: st, Events: e.ev, ProbeWait: -1, ConflictTimeout: 300 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
@@ -159,7 +49,7 @@ func startEdge(t *testing.T, ns string, st *state.State, leaseFile string, mut f
 		mut(&cfg)
 	}
 	var srv *Server
-	if err := inNS(ns, func() (err error) { srv, err = NewServer(cfg); return err }); err != nil {
+	if err := netnstest.InNS(ns, func() (err error) { srv, err = NewServer(cfg); return err }); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -236,7 +126,7 @@ func udhcpc(t *testing.T, ns string, extra ...string) map[string]string {
 	script, out := writeScript(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	args := append([]string{"netns", "exec", ns, "busybox", "udhcpc", "-i", lanIf, "-f", "-q", "-n", "-t", "5", "-T", "2", "-s", script}, extra...)
+	args := append([]string{"netns", "exec", ns, "busybox", "udhcpc", "-i", netnstest.LanIf, "-f", "-q", "-n", "-t", "5", "-T", "2", "-s", script}, extra...)
 	cmd := exec.CommandContext(ctx, "ip", args...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("udhcpc: %v\n%s", err, b)
@@ -258,9 +148,9 @@ func pick(env map[string]string, keys ...string) map[string]string {
 // and next-server, the same address on the next run and after an edge
 // restart, and its reservation as soon as the state says so.
 func TestNetnsUdhcpc(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t)
 	const clientMAC = "52:54:00:77:00:01"
-	nss := newLAN(t, member{name: "edge", addr: "10.77.0.1/24"}, member{name: "client", mac: clientMAC})
+	nss := netnstest.LAN(t, "fbd", netnstest.Member{Name: "edge", Addr: "10.77.0.1/24"}, netnstest.Member{Name: "client", MAC: clientMAC})
 	leaseFile := filepath.Join(t.TempDir(), "leases.json")
 	st := labState(proto.DHCPFull, proto.UnknownDiscover)
 	e, err := startEdge(t, nss["edge"], st, leaseFile, nil)
@@ -305,8 +195,8 @@ func TestNetnsUdhcpc(t *testing.T) {
 // TestNetnsDhclient: ISC dhclient as a UEFI PXE client gets a lease, the boot
 // file and next server, and the same address again (INIT-REBOOT).
 func TestNetnsDhclient(t *testing.T) {
-	needRoot(t)
-	nss := newLAN(t, member{name: "edge", addr: "10.77.0.1/24"}, member{name: "client", mac: "52:54:00:77:00:02"})
+	netnstest.NeedRoot(t)
+	nss := netnstest.LAN(t, "fbd", netnstest.Member{Name: "edge", Addr: "10.77.0.1/24"}, netnstest.Member{Name: "client", MAC: "52:54:00:77:00:02"})
 	if _, err := startEdge(t, nss["edge"], labState(proto.DHCPFull, proto.UnknownDiscover), "", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -322,8 +212,8 @@ request subnet-mask, routers, domain-name-servers, domain-name, tftp-server-name
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, "ip", "netns", "exec", nss["client"], "dhclient", "-d", "-1", "-v",
-			"-cf", conf, "-lf", filepath.Join(dir, "leases"), "-pf", filepath.Join(dir, "pid"), "-sf", script, lanIf)
-		logs := &syncBuf{}
+			"-cf", conf, "-lf", filepath.Join(dir, "leases"), "-pf", filepath.Join(dir, "pid"), "-sf", script, netnstest.LanIf)
+		logs := &netnstest.Buffer{}
 		cmd.Stdout, cmd.Stderr = logs, logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -366,8 +256,8 @@ request subnet-mask, routers, domain-name-servers, domain-name, tftp-server-name
 // TestNetnsConflictProbe: a machine already squatting on the first pool
 // address answers the ICMP probe, so the client is offered the next one.
 func TestNetnsConflictProbe(t *testing.T) {
-	needRoot(t)
-	nss := newLAN(t, member{name: "edge", addr: "10.77.0.1/24"}, member{name: "squat", addr: "10.77.0.100/24"}, member{name: "client"})
+	netnstest.NeedRoot(t)
+	nss := netnstest.LAN(t, "fbd", netnstest.Member{Name: "edge", Addr: "10.77.0.1/24"}, netnstest.Member{Name: "squat", Addr: "10.77.0.100/24"}, netnstest.Member{Name: "client"})
 	e, err := startEdge(t, nss["edge"], labState(proto.DHCPFull, proto.UnknownDiscover), "", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -386,9 +276,9 @@ func TestNetnsConflictProbe(t *testing.T) {
 func dnsmasq(t *testing.T, ns, rangeSpec string) {
 	t.Helper()
 	dir := t.TempDir()
-	logs := &syncBuf{}
+	logs := &netnstest.Buffer{}
 	cmd := exec.Command("ip", "netns", "exec", ns, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
-		"--interface="+lanIf, "--bind-interfaces", "--dhcp-range="+rangeSpec, "--leasefile-ro", "--user=root",
+		"--interface="+netnstest.LanIf, "--bind-interfaces", "--dhcp-range="+rangeSpec, "--leasefile-ro", "--user=root",
 		"--pid-file="+filepath.Join(dir, "pid"), "--log-dhcp", "--log-facility=-")
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
@@ -413,19 +303,19 @@ func dnsmasq(t *testing.T, ns, rangeSpec string) {
 // TestNetnsProbeOtherServers: dnsmasq on the segment is found by the start-up
 // probe, and full mode refuses to start (unless forced) naming its address.
 func TestNetnsProbeOtherServers(t *testing.T) {
-	needRoot(t)
-	nss := newLAN(t, member{name: "edge", addr: "10.77.0.1/24"}, member{name: "rogue", addr: "10.77.0.2/24"})
+	netnstest.NeedRoot(t)
+	nss := netnstest.LAN(t, "fbd", netnstest.Member{Name: "edge", Addr: "10.77.0.1/24"}, netnstest.Member{Name: "rogue", Addr: "10.77.0.2/24"})
 	var none []net.IP
-	if err := inNS(nss["edge"], func() (err error) {
-		none, err = ProbeOtherServers(context.Background(), lanIf, 500*time.Millisecond)
+	if err := netnstest.InNS(nss["edge"], func() (err error) {
+		none, err = ProbeOtherServers(context.Background(), netnstest.LanIf, 500*time.Millisecond)
 		return err
 	}); err != nil || len(none) != 0 {
 		t.Fatalf("quiet segment: got %v, %v; want no servers", none, err)
 	}
 	dnsmasq(t, nss["rogue"], "10.77.0.150,10.77.0.160,255.255.255.0,1h")
 	var got []net.IP
-	if err := inNS(nss["edge"], func() (err error) {
-		got, err = ProbeOtherServers(context.Background(), lanIf, 4*time.Second)
+	if err := netnstest.InNS(nss["edge"], func() (err error) {
+		got, err = ProbeOtherServers(context.Background(), netnstest.LanIf, 4*time.Second)
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -469,8 +359,8 @@ func newPXEClient(t *testing.T, ns, mac string) *pxeClient {
 	t.Helper()
 	hw, _ := net.ParseMAC(mac)
 	c := &pxeClient{mac: hw}
-	if err := inNS(ns, func() (err error) {
-		c.conn, err = server4.NewIPv4UDPConn(lanIf, &net.UDPAddr{Port: dhcpv4.ClientPort})
+	if err := netnstest.InNS(ns, func() (err error) {
+		c.conn, err = server4.NewIPv4UDPConn(netnstest.LanIf, &net.UDPAddr{Port: dhcpv4.ClientPort})
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -512,9 +402,9 @@ func (c *pxeClient) exchange(t *testing.T, req *dhcpv4.DHCPv4, dst *net.UDPAddr,
 // TestNetnsProxy: dnsmasq leases the addresses; the edge in proxy mode adds
 // only the PXE answer (OFFER on 67, ACK on 4011) and ignores other clients.
 func TestNetnsProxy(t *testing.T) {
-	needRoot(t)
+	netnstest.NeedRoot(t)
 	const pxeMAC = "52:54:00:77:00:03"
-	nss := newLAN(t, member{name: "edge", addr: "10.77.0.1/24"}, member{name: "site", addr: "10.77.0.2/24"}, member{name: "client", mac: pxeMAC})
+	nss := netnstest.LAN(t, "fbd", netnstest.Member{Name: "edge", Addr: "10.77.0.1/24"}, netnstest.Member{Name: "site", Addr: "10.77.0.2/24"}, netnstest.Member{Name: "client", MAC: pxeMAC})
 	dnsmasq(t, nss["site"], "10.77.0.150,10.77.0.160,255.255.255.0,1h")
 	if _, err := startEdge(t, nss["edge"], labState(proto.DHCPProxy, proto.UnknownDiscover), "", nil); err != nil {
 		t.Fatal(err)
@@ -549,7 +439,7 @@ func TestNetnsProxy(t *testing.T) {
 	}
 
 	// With its address configured, the client asks the boot server on 4011.
-	sh(t, "ip", "-n", nss["client"], "addr", "add", leased.String()+"/24", "dev", lanIf)
+	netnstest.Run(t, "ip", "-n", nss["client"], "addr", "add", leased.String()+"/24", "dev", netnstest.LanIf)
 	req, _ := dhcpv4.New(join(pxe(0), dhcpv4.WithHwAddr(c.mac), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
 		dhcpv4.WithClientIP(leased.AsSlice()))...)
 	acks := c.exchange(t, req, &net.UDPAddr{IP: net.ParseIP("10.77.0.1"), Port: pxePort}, func(rs []*dhcpv4.DHCPv4) bool { return len(rs) > 0 })
@@ -560,7 +450,7 @@ func TestNetnsProxy(t *testing.T) {
 	if d := cmp.Diff(want, viewOf(acks[0])); d != "" {
 		t.Fatalf("edge 4011 ACK (-want +got):\n%s", d)
 	}
-	sh(t, "ip", "-n", nss["client"], "addr", "flush", "dev", lanIf)
+	netnstest.Run(t, "ip", "-n", nss["client"], "addr", "flush", "dev", netnstest.LanIf)
 
 	// A client that is not a PXE client: dnsmasq answers, the edge does not.
 	env := udhcpc(t, nss["client"])
@@ -583,10 +473,10 @@ func TestNetnsProxy(t *testing.T) {
 // TestNetnsRelay: a relay agent on another subnet forwards a DISCOVER; the
 // edge picks the network containing giaddr and answers the relay on port 67.
 func TestNetnsRelay(t *testing.T) {
-	needRoot(t)
-	nss := newLAN(t, member{name: "edge", addr: "10.77.0.1/24"}, member{name: "relay", addr: "10.77.0.2/24"})
-	sh(t, "ip", "-n", nss["relay"], "addr", "add", "10.88.0.1/24", "dev", "lo")
-	sh(t, "ip", "-n", nss["edge"], "route", "add", "10.88.0.0/24", "via", "10.77.0.2")
+	netnstest.NeedRoot(t)
+	nss := netnstest.LAN(t, "fbd", netnstest.Member{Name: "edge", Addr: "10.77.0.1/24"}, netnstest.Member{Name: "relay", Addr: "10.77.0.2/24"})
+	netnstest.Run(t, "ip", "-n", nss["relay"], "addr", "add", "10.88.0.1/24", "dev", "lo")
+	netnstest.Run(t, "ip", "-n", nss["edge"], "route", "add", "10.88.0.0/24", "via", "10.77.0.2")
 	st := labState(proto.DHCPFull, proto.UnknownDiscover)
 	site, _ := st.Site()
 	site.Networks = append(site.Networks, proto.Network{Subnet: "10.88.0.0/24", RangeStart: "10.88.0.100", RangeEnd: "10.88.0.110", Router: "10.88.0.1"})
@@ -595,8 +485,8 @@ func TestNetnsRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	var relay *net.UDPConn
-	if err := inNS(nss["relay"], func() (err error) {
-		relay, err = server4.NewIPv4UDPConn(lanIf, &net.UDPAddr{Port: dhcpv4.ServerPort})
+	if err := netnstest.InNS(nss["relay"], func() (err error) {
+		relay, err = server4.NewIPv4UDPConn(netnstest.LanIf, &net.UDPAddr{Port: dhcpv4.ServerPort})
 		return err
 	}); err != nil {
 		t.Fatal(err)

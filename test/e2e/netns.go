@@ -10,14 +10,12 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/fleetboot/fleetboot/test/netnstest"
 )
 
 // RequireRoot skips the test unless it runs as root: namespaces, bridges,
@@ -143,40 +141,7 @@ func nsCommand(ctx context.Context, ns, name string, args ...string) *exec.Cmd {
 // created by fn stay in that namespace for their whole life, so the test
 // process can serve and dial inside the namespace without a helper process.
 func InNS(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("e2e: netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(filepath.Join("/run/netns", ns))
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("e2e: netns %s: %w", ns, err)
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("e2e: setns %s: %w", ns, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			// Leave the thread locked: the runtime discards it when this
-			// goroutine exits, so no other goroutine runs in the wrong
-			// namespace.
-			errc <- fmt.Errorf("e2e: setns back: %w", err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return netnstest.InNS(ns, fn)
 }
 
 // Listen opens a listener inside the host's namespace.
