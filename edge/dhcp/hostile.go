@@ -5,10 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
-	"time"
 
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/fleetboot/fleetboot/proto"
@@ -76,54 +73,6 @@ func machineReason(err error) string {
 	return reasonNotRequest
 }
 
-// clientLimiter is a token bucket per client hardware address: a burst of
-// requests, then a steady rate. A PXE ROM sends four DISCOVERs in half a
-// minute and iPXE two packets per attempt, so the defaults leave room for
-// many reboots in a row; a client sending hundreds a second only gets the
-// rate and cannot fill the in-flight slots every other machine needs.
-// Addresses are kept in an LRU of bounded size: spoofing many addresses
-// evicts old buckets (MaxInFlight still bounds the work), it cannot grow
-// memory.
-type clientLimiter struct {
-	rate  float64 // tokens per second
-	burst float64
-	now   func() time.Time
-	mu    sync.Mutex
-	seen  *simplelru.LRU[string, *bucket]
-}
-
-type bucket struct {
-	tokens float64
-	last   time.Time
-}
-
-func newClientLimiter(rate float64, burst, size int, now func() time.Time) *clientLimiter {
-	lru, _ := simplelru.NewLRU[string, *bucket](size, nil) // size > 0 is checked by the caller
-	return &clientLimiter{rate: rate, burst: float64(burst), now: now, seen: lru}
-}
-
-// allow takes a token for client, or reports that it has none left.
-func (l *clientLimiter) allow(client string) bool {
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b, ok := l.seen.Get(client)
-	if !ok {
-		b = &bucket{tokens: l.burst, last: now}
-		l.seen.Add(client, b)
-	}
-	b.tokens += now.Sub(b.last).Seconds() * l.rate
-	if b.tokens > l.burst {
-		b.tokens = l.burst
-	}
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
-
 // Default limits on requests from unknown MACs per source address. The
 // source is the address the datagram came from: a relay's, for machines
 // behind a relay (the giaddr inside the packet is not used: anyone can
@@ -167,7 +116,7 @@ func sourceLimits(rate float64, burst int) (float64, int) {
 // event per window, never one event per packet.
 func (s *Server) admit(req *dhcpv4.DHCPv4, peer *net.UDPAddr) bool {
 	mac := req.ClientHWAddr.String()
-	if !s.limit.allow(mac) {
+	if !s.limit.Allow(mac) {
 		s.drops.Warn("dhcp: packet dropped", "reason", reasonClientFlood, "mac", mac,
 			"rate", s.cfg.ClientRate, "burst", s.cfg.ClientBurst)
 		s.h.counted.Count(proto.EventDHCPRateLimited, reasonClientFlood)
@@ -183,7 +132,7 @@ func (s *Server) admit(req *dhcpv4.DHCPv4, peer *net.UDPAddr) bool {
 	if peer != nil && peer.IP != nil {
 		src = peer.IP.String()
 	}
-	if !s.source.allow(src) {
+	if !s.source.Allow(src) {
 		s.drops.Warn("dhcp: packet dropped", "reason", reasonSourceFlood, "source", src, "mac", mac,
 			"rate", s.cfg.SourceRate, "burst", s.cfg.SourceBurst)
 		s.h.counted.Count(proto.EventDHCPRateLimited, reasonSourceFlood)

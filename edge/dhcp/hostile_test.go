@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/fleetboot/fleetboot/proto"
@@ -123,41 +122,6 @@ func TestParsePacketRefuses(t *testing.T) {
 	good := withOptions(t, knownMAC, 1, optDiscover, hostname(255), optEnd)
 	if _, reason, err := parsePacket(good); err != nil {
 		t.Fatalf("a well-formed DISCOVER with a 255-byte host name: %s: %v", reason, err)
-	}
-}
-
-func TestClientLimiter(t *testing.T) {
-	clk := &clock{now: time.Unix(1_000_000, 0)}
-	l := newClientLimiter(2, 5, 3, clk.Now)
-	var got []string
-	take := func(label, mac string, n int) {
-		ok := 0
-		for range n {
-			if l.allow(mac) {
-				ok++
-			}
-		}
-		got = append(got, fmt.Sprintf("%s: %d/%d", label, ok, n))
-	}
-	take("burst", "a", 100)
-	take("other client unaffected", "b", 5)
-	clk.Add(time.Second)
-	take("refill after 1s", "a", 100)
-	clk.Add(time.Hour)
-	take("refill caps at the burst", "a", 100)
-	take("c", "c", 1)
-	take("d evicts a", "d", 1)
-	// b is the least recently used and was evicted by d; a was used.
-	take("evicted b starts with a full burst", "b", 10)
-	want := []string{
-		"burst: 5/100", "other client unaffected: 5/5", "refill after 1s: 2/100",
-		"refill caps at the burst: 5/100", "c: 1/1", "d evicts a: 1/1", "evicted b starts with a full burst: 5/10",
-	}
-	if d := cmp.Diff(want, got); d != "" {
-		t.Fatalf("(-want +got):\n%s", d)
-	}
-	if n := l.seen.Len(); n != 3 {
-		t.Fatalf("tracks %d clients, want the bound 3", n)
 	}
 }
 

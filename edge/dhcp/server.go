@@ -13,6 +13,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 
+	"github.com/fleetboot/fleetboot/edge/ratelimit"
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/ratelog"
 )
@@ -69,12 +70,17 @@ type Config struct {
 // Server is the socket adapter around a Handler. Its limits: limit per
 // client MAC, source per source address for unknown MACs (nil: none).
 type Server struct {
-	cfg    Config
-	h      *Handler
-	log    *slog.Logger
-	drops  *slog.Logger // rate-limited: one line per reason per LogEvery
-	limit  *clientLimiter
-	source *clientLimiter
+	cfg   Config
+	h     *Handler
+	log   *slog.Logger
+	drops *slog.Logger // rate-limited: one line per reason per LogEvery
+	// limit is a token bucket per client MAC: a PXE ROM sends four
+	// DISCOVERs in half a minute and iPXE two packets per attempt, so the
+	// defaults leave room for many reboots in a row, while a client sending
+	// hundreds a second cannot fill the in-flight slots every other machine
+	// needs. source bounds unknown MACs per source address (sourceLimits).
+	limit  *ratelimit.PerSource
+	source *ratelimit.PerSource
 	conns  map[int]*net.UDPConn // local port -> socket
 	closer func() error         // the default ICMP prober
 
@@ -135,10 +141,10 @@ func NewServer(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: log, conns: map[int]*net.UDPConn{},
 		drops: ratelog.Logger(log, cfg.LogEvery),
-		limit: newClientLimiter(cfg.ClientRate, cfg.ClientBurst, cfg.MaxClients, time.Now),
+		limit: ratelimit.New(ratelimit.Config{Rate: cfg.ClientRate, Burst: cfg.ClientBurst, MaxSources: cfg.MaxClients}, ratelimit.Config{}),
 	}
 	if cfg.SourceRate > 0 {
-		s.source = newClientLimiter(cfg.SourceRate, cfg.SourceBurst, maxSources, time.Now)
+		s.source = ratelimit.New(ratelimit.Config{Rate: cfg.SourceRate, Burst: cfg.SourceBurst, MaxSources: maxSources}, ratelimit.Config{})
 	}
 	prober := cfg.Prober
 	if prober == nil && !cfg.NoConflictCheck {

@@ -1,6 +1,7 @@
-// Package ratelimit bounds the requests one source address may make of the
-// edge's HTTP and TFTP servers: a token bucket per source (a burst, then a
-// steady rate), kept in a table of bounded size. Anyone on the boot network
+// Package ratelimit bounds the requests one source (an address, or a DHCP
+// client MAC) may make of the edge's HTTP, TFTP and DHCP servers: a token
+// bucket per source (a burst, then a steady rate), kept in a table of
+// bounded size. Anyone on the boot network
 // can send requests; this keeps one of them from taking the edge's work,
 // its logs or its event stream for itself.
 package ratelimit
