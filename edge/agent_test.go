@@ -200,3 +200,42 @@ func TestPrefetchRoundsBounded(t *testing.T) {
 		t.Fatalf("200 more prefetch rounds added %d goroutines; want them bounded by the artifacts (%d)", grown, len(arts))
 	}
 }
+
+// openFDsTo counts this process's file descriptors open on path.
+func openFDsTo(t *testing.T, path string) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	n := 0
+	for _, e := range ents {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && target == path {
+			n++
+		}
+	}
+	return n
+}
+
+// A start that fails at the TFTP bind closes the TFTP server's root (the
+// staged boot directory) too: an edge supervisor retrying the start must
+// not pile up open directories.
+func TestFailedStartClosesTFTPRoot(t *testing.T) {
+	taken, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := baseConfig(t)
+	cfg.TFTPListen, cfg.BootDir = taken.LocalAddr().String(), t.TempDir()
+	os.WriteFile(filepath.Join(cfg.BootDir, "undionly.kpxe"), []byte("x"), 0o644)
+	staged := filepath.Join(cfg.StateDir, "boot")
+	for range 3 {
+		if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "tftp") {
+			t.Fatalf("New with the TFTP port taken = %v; want a TFTP error", err)
+		}
+	}
+	if n := openFDsTo(t, staged); n != 0 {
+		t.Fatalf("after 3 failed starts %d descriptors are still open on the boot directory %s; want 0", n, staged)
+	}
+}
