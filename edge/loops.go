@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -167,6 +168,16 @@ func checkAdvertise(s string) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" ||
 		u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Trim(u.Path, "/") != "" || u.Opaque != "" {
 		return fmt.Errorf("edge: --advertise %q: want http://HOST[:PORT] or https://HOST[:PORT], without a path, query or user", s)
+	}
+	// url.Parse checks only that a port is digits: 80800, 0 or an empty
+	// port after the colon would pass and no machine could connect.
+	if strings.HasSuffix(u.Host, ":") {
+		return fmt.Errorf("edge: --advertise %q: empty port", s)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("edge: --advertise %q: port %s: want 1 to 65535", s, p)
+		}
 	}
 	return nil
 }
