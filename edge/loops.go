@@ -42,20 +42,35 @@ func (a *Agent) serveHTTP(ctx context.Context) error {
 // site's mode at start, and the probe for other DHCP servers decides by the
 // mode (full refuses to run next to one): it waits for the first sync.
 // Nothing is answered before: the sockets are bound, requests wait in them.
+// That can last (coordinator unreachable, site not added yet, --site
+// mistyped), so it is a warning, repeated every siteWaitEvery while it
+// lasts, and not a line per state change (images arrive before the site).
 func (a *Agent) serveDHCP(ctx context.Context) error {
 	if a.dhcp.ProbePending() {
 		known := make(chan struct{}, 1)
 		a.st.OnChange(func() { signal(known) })
+		start := time.Now()
+		var remind *time.Ticker
 		for {
 			if _, ok := a.st.Site(); ok {
 				break
 			}
-			a.log.Info("DHCP waits for the site's config before probing for other DHCP servers")
+			if remind == nil {
+				a.log.Warn("DHCP answers nothing until the site's config arrives from the coordinator: it decides the DHCP mode and the probe for other DHCP servers")
+				remind = time.NewTicker(a.siteWaitEvery)
+				defer remind.Stop()
+			}
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-known:
+			case <-remind.C:
+				a.log.Warn("DHCP answers nothing yet: the site's config has not arrived (is the coordinator reachable, and does it know this site?)",
+					"waited", time.Since(start).Round(time.Second))
 			}
+		}
+		if remind != nil {
+			a.log.Info("site config arrived; DHCP probes for other DHCP servers, then answers", "waited", time.Since(start).Round(time.Second))
 		}
 		if err := a.dhcp.Probe(ctx); err != nil {
 			if ctx.Err() != nil {
