@@ -126,11 +126,8 @@ func New(cfg Config) (_ *Agent, err error) {
 	}
 	if cfg.AdvertiseURL != "" {
 		// Before anything is created or bound: a refused URL changes nothing.
-		if err := checkAdvertise(cfg.AdvertiseURL); err != nil {
+		if err := CheckAdvertise(cfg.AdvertiseURL); err != nil {
 			return nil, err
-		}
-		if err := httpboot.New(httpboot.Config{State: state.New(), BaseURL: cfg.AdvertiseURL}).Check(); err != nil {
-			return nil, fmt.Errorf("edge: --advertise: %w", err)
 		}
 	}
 	if cfg.Heartbeat <= 0 {

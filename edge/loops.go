@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fleetboot/fleetboot/edge/httpboot"
+	"github.com/fleetboot/fleetboot/edge/state"
 	"github.com/fleetboot/fleetboot/proto"
 )
 
@@ -174,6 +176,18 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// CheckAdvertise refuses an --advertise URL the edge would refuse at start
+// (checkAdvertise, then the renderer's own Check), for --check-config.
+func CheckAdvertise(s string) error {
+	if err := checkAdvertise(s); err != nil {
+		return err
+	}
+	if err := httpboot.New(httpboot.Config{State: state.New(), BaseURL: s}).Check(); err != nil {
+		return fmt.Errorf("edge: --advertise: %w", err)
+	}
+	return nil
 }
 
 // checkAdvertise refuses a base URL machines could not use: the scripts,
