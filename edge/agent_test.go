@@ -187,7 +187,9 @@ func TestPrefetchRoundsBounded(t *testing.T) {
 			for range rounds { // a round may be finishing as Run stops
 			}
 		}()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		err := <-done
+		close(rounds) // Run has returned: no round sends any more; the drain ends
+		if err != nil && !errors.Is(err, context.Canceled) {
 			t.Errorf("Run: %v", err)
 		}
 	}()
@@ -246,4 +248,48 @@ func TestFailedStartClosesTFTPRoot(t *testing.T) {
 	if n := openFDsTo(t, staged); n != 0 {
 		t.Fatalf("after 3 failed starts %d descriptors are still open on the boot directory %s; want 0", n, staged)
 	}
+}
+
+// A change that lands while a prefetch round runs is not lost: the newest
+// assignment is fetched (the host moves from image a to b during the
+// first round).
+func TestPrefetchNewestAssignment(t *testing.T) {
+	cfg := baseConfig(t)
+	store, err := artifactstore.Open(context.Background(), cfg.Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upload := func(content string) proto.Artifact {
+		p := filepath.Join(t.TempDir(), "f")
+		os.WriteFile(p, []byte(content), 0o644)
+		up, err := artifactstore.UploadFile(context.Background(), store, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return proto.Artifact{Role: proto.RoleKernel, Name: "vmlinuz", Key: up.Key, Size: up.Size, SHA256: up.SHA256}
+	}
+	ka, kb := upload("kernel a"), upload("kernel b")
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const mac = "52:54:00:00:00:01"
+	a.st.SetSite(proto.Site{V: 1, Name: "lab"})
+	a.st.PutImage(proto.Image{V: 1, Name: "a", Arch: "x86_64", Artifacts: []proto.Artifact{ka}})
+	a.st.PutImage(proto.Image{V: 1, Name: "b", Arch: "x86_64", Artifacts: []proto.Artifact{kb}})
+	a.st.PutHost(proto.Host{V: 1, MAC: mac, Site: "lab", Image: "a", State: proto.StateBoot})
+	var once sync.Once
+	a.prefetchRound = func() {
+		once.Do(func() { a.st.PutHost(proto.Host{V: 1, MAC: mac, Site: "lab", Image: "b", State: proto.StateBoot}) })
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	waitfor.True(t, "the newest assignment's kernel in the cache", func() bool { return a.cache.Contains(kb.SHA256) })
 }
