@@ -45,8 +45,8 @@ func (a *Agent) serveHTTP(ctx context.Context) error {
 // mode (full refuses to run next to one): it waits for the first sync.
 // Nothing is answered before: the sockets are bound, requests wait in them.
 // That can last (coordinator unreachable, site not added yet, --site
-// mistyped), so it is a warning, repeated every siteWaitEvery while it
-// lasts, and not a line per state change (images arrive before the site).
+// mistyped), so a warning repeats every siteWaitEvery while it lasts; no
+// line per state change (images arrive before the site).
 func (a *Agent) serveDHCP(ctx context.Context) error {
 	if a.dhcp.ProbePending() {
 		known := make(chan struct{}, 1)
@@ -58,7 +58,9 @@ func (a *Agent) serveDHCP(ctx context.Context) error {
 				break
 			}
 			if remind == nil {
-				a.log.Warn("DHCP answers nothing until the site's config arrives from the coordinator: it decides the DHCP mode and the probe for other DHCP servers")
+				// Info: on a fresh edge's normal start the config follows
+				// within moments; the reminders are the warnings.
+				a.log.Info("DHCP answers nothing until the site's config arrives from the coordinator: it decides the DHCP mode and the probe for other DHCP servers")
 				remind = time.NewTicker(a.siteWaitEvery)
 				defer remind.Stop()
 			}
