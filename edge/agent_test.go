@@ -47,6 +47,9 @@ func TestBadAdvertiseRefused(t *testing.T) {
 		{"http://10.0.0.1:0", false},
 		{"http://10.0.0.1:", false},
 		{"http://[fd00::1]:65536", false},
+		// The listen-all address: no machine can connect to it.
+		{"http://0.0.0.0:8080", false},
+		{"http://[::]:8080", false},
 		{"http://10.0.0.1:8080/boot", false},
 		{"http://10.0.0.1:8080?x=1", false},
 		{"http://10.0.0.1:8080#frag", false},

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -204,6 +205,11 @@ func checkAdvertise(s string) error {
 	// port after the colon would pass and no machine could connect.
 	if strings.HasSuffix(u.Host, ":") {
 		return fmt.Errorf("edge: --advertise %q: empty port", s)
+	}
+	if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsUnspecified() {
+		// A listen address copied into --advertise: machines need the
+		// address they reach the edge at.
+		return fmt.Errorf("edge: --advertise %q: %s is the any-address, not one machines can reach", s, ip)
 	}
 	if p := u.Port(); p != "" {
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
