@@ -39,6 +39,17 @@ func TestBadAdvertiseRefused(t *testing.T) {
 		{"http://10.0.0.1:8080", true},
 		{"https://boot.example.com", true},
 		{"http://10.0.0.1:8080/", true},
+		{"http://[fd00::1]:8080", true},
+		{"https://boot.example.com:8443", true},
+		{"https://[fd00::1]", true},
+		// A port machines cannot connect to.
+		{"http://10.0.0.1:80800", false},
+		{"http://10.0.0.1:0", false},
+		{"http://10.0.0.1:", false},
+		{"http://[fd00::1]:65536", false},
+		// The listen-all address: no machine can connect to it.
+		{"http://0.0.0.0:8080", false},
+		{"http://[::]:8080", false},
 		{"http://10.0.0.1:8080/boot", false},
 		{"http://10.0.0.1:8080?x=1", false},
 		{"http://10.0.0.1:8080#frag", false},
@@ -179,7 +190,9 @@ func TestPrefetchRoundsBounded(t *testing.T) {
 			for range rounds { // a round may be finishing as Run stops
 			}
 		}()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		err := <-done
+		close(rounds) // Run has returned: no round sends any more; the drain ends
+		if err != nil && !errors.Is(err, context.Canceled) {
 			t.Errorf("Run: %v", err)
 		}
 	}()
@@ -199,4 +212,87 @@ func TestPrefetchRoundsBounded(t *testing.T) {
 	if grown > 4*len(arts)+10 {
 		t.Fatalf("200 more prefetch rounds added %d goroutines; want them bounded by the artifacts (%d)", grown, len(arts))
 	}
+}
+
+// openFDsTo counts this process's file descriptors open on path.
+func openFDsTo(t *testing.T, path string) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	n := 0
+	for _, e := range ents {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && target == path {
+			n++
+		}
+	}
+	return n
+}
+
+// A start that fails at the TFTP bind closes the TFTP server's root (the
+// staged boot directory) too: an edge supervisor retrying the start must
+// not pile up open directories.
+func TestFailedStartClosesTFTPRoot(t *testing.T) {
+	taken, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := baseConfig(t)
+	cfg.TFTPListen, cfg.BootDir = taken.LocalAddr().String(), t.TempDir()
+	os.WriteFile(filepath.Join(cfg.BootDir, "undionly.kpxe"), []byte("x"), 0o644)
+	staged := filepath.Join(cfg.StateDir, "boot")
+	for range 3 {
+		if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "tftp") {
+			t.Fatalf("New with the TFTP port taken = %v; want a TFTP error", err)
+		}
+	}
+	if n := openFDsTo(t, staged); n != 0 {
+		t.Fatalf("after 3 failed starts %d descriptors are still open on the boot directory %s; want 0", n, staged)
+	}
+}
+
+// A change that lands while a prefetch round runs is not lost: the newest
+// assignment is fetched (the host moves from image a to b during the
+// first round).
+func TestPrefetchNewestAssignment(t *testing.T) {
+	cfg := baseConfig(t)
+	store, err := artifactstore.Open(context.Background(), cfg.Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upload := func(content string) proto.Artifact {
+		p := filepath.Join(t.TempDir(), "f")
+		os.WriteFile(p, []byte(content), 0o644)
+		up, err := artifactstore.UploadFile(context.Background(), store, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return proto.Artifact{Role: proto.RoleKernel, Name: "vmlinuz", Key: up.Key, Size: up.Size, SHA256: up.SHA256}
+	}
+	ka, kb := upload("kernel a"), upload("kernel b")
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const mac = "52:54:00:00:00:01"
+	a.st.SetSite(proto.Site{V: 1, Name: "lab"})
+	a.st.PutImage(proto.Image{V: 1, Name: "a", Arch: "x86_64", Artifacts: []proto.Artifact{ka}})
+	a.st.PutImage(proto.Image{V: 1, Name: "b", Arch: "x86_64", Artifacts: []proto.Artifact{kb}})
+	a.st.PutHost(proto.Host{V: 1, MAC: mac, Site: "lab", Image: "a", State: proto.StateBoot})
+	var once sync.Once
+	a.prefetchRound = func() {
+		once.Do(func() { a.st.PutHost(proto.Host{V: 1, MAC: mac, Site: "lab", Image: "b", State: proto.StateBoot}) })
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	waitfor.True(t, "the newest assignment's kernel in the cache", func() bool { return a.cache.Contains(kb.SHA256) })
 }

@@ -97,6 +97,7 @@ type Agent struct {
 	prefetchPause time.Duration // least time between two prefetch rounds
 	prefetchRound func()        // tests: called after each round started
 	disconnected  chan struct{} // NATS connection lost (the drain stops waiting)
+	siteWaitEvery time.Duration // how often DHCP waiting for the site's config says so again
 }
 
 // Run starts the edge and serves until ctx ends. Listeners are bound before
@@ -126,11 +127,8 @@ func New(cfg Config) (_ *Agent, err error) {
 	}
 	if cfg.AdvertiseURL != "" {
 		// Before anything is created or bound: a refused URL changes nothing.
-		if err := checkAdvertise(cfg.AdvertiseURL); err != nil {
+		if err := CheckAdvertise(cfg.AdvertiseURL); err != nil {
 			return nil, err
-		}
-		if err := httpboot.New(httpboot.Config{State: state.New(), BaseURL: cfg.AdvertiseURL}).Check(); err != nil {
-			return nil, fmt.Errorf("edge: --advertise: %w", err)
 		}
 	}
 	if cfg.Heartbeat <= 0 {
@@ -163,7 +161,7 @@ func New(cfg Config) (_ *Agent, err error) {
 	}
 
 	a := &Agent{cfg: cfg, log: log, st: state.New(), prefetch: make(chan struct{}, 1), prefetchPause: time.Second,
-		disconnected: make(chan struct{}, 1)}
+		disconnected: make(chan struct{}, 1), siteWaitEvery: time.Minute}
 	defer func() {
 		if err != nil {
 			a.Close()

@@ -5,11 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/fleetboot/fleetboot/edge/httpboot"
+	"github.com/fleetboot/fleetboot/edge/state"
 	"github.com/fleetboot/fleetboot/proto"
 )
 
@@ -41,20 +45,37 @@ func (a *Agent) serveHTTP(ctx context.Context) error {
 // site's mode at start, and the probe for other DHCP servers decides by the
 // mode (full refuses to run next to one): it waits for the first sync.
 // Nothing is answered before: the sockets are bound, requests wait in them.
+// That can last (coordinator unreachable, site not added yet, --site
+// mistyped), so a warning repeats every siteWaitEvery while it lasts; no
+// line per state change (images arrive before the site).
 func (a *Agent) serveDHCP(ctx context.Context) error {
 	if a.dhcp.ProbePending() {
 		known := make(chan struct{}, 1)
 		a.st.OnChange(func() { signal(known) })
+		start := time.Now()
+		var remind *time.Ticker
 		for {
 			if _, ok := a.st.Site(); ok {
 				break
 			}
-			a.log.Info("DHCP waits for the site's config before probing for other DHCP servers")
+			if remind == nil {
+				// Info: on a fresh edge's normal start the config follows
+				// within moments; the reminders are the warnings.
+				a.log.Info("DHCP answers nothing until the site's config arrives from the coordinator: it decides the DHCP mode and the probe for other DHCP servers")
+				remind = time.NewTicker(a.siteWaitEvery)
+				defer remind.Stop()
+			}
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-known:
+			case <-remind.C:
+				a.log.Warn("DHCP answers nothing yet: the site's config has not arrived (is the coordinator reachable, and does it know this site?)",
+					"waited", time.Since(start).Round(time.Second))
 			}
+		}
+		if remind != nil {
+			a.log.Info("site config arrived; DHCP probes for other DHCP servers, then answers", "waited", time.Since(start).Round(time.Second))
 		}
 		if err := a.dhcp.Probe(ctx); err != nil {
 			if ctx.Err() != nil {
@@ -161,6 +182,18 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 	}
 }
 
+// CheckAdvertise refuses an --advertise URL the edge would refuse at start
+// (checkAdvertise, then the renderer's own Check), for --check-config.
+func CheckAdvertise(s string) error {
+	if err := checkAdvertise(s); err != nil {
+		return err
+	}
+	if err := httpboot.New(httpboot.Config{State: state.New(), BaseURL: s}).Check(); err != nil {
+		return fmt.Errorf("edge: --advertise: %w", err)
+	}
+	return nil
+}
+
 // checkAdvertise refuses a base URL machines could not use: the scripts,
 // DHCP options and GRUB configs append paths to it.
 func checkAdvertise(s string) error {
@@ -168,6 +201,21 @@ func checkAdvertise(s string) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" ||
 		u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Trim(u.Path, "/") != "" || u.Opaque != "" {
 		return fmt.Errorf("edge: --advertise %q: want http://HOST[:PORT] or https://HOST[:PORT], without a path, query or user", s)
+	}
+	// url.Parse checks only that a port is digits: 80800, 0 or an empty
+	// port after the colon would pass and no machine could connect.
+	if strings.HasSuffix(u.Host, ":") {
+		return fmt.Errorf("edge: --advertise %q: empty port", s)
+	}
+	if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsUnspecified() {
+		// A listen address copied into --advertise: machines need the
+		// address they reach the edge at.
+		return fmt.Errorf("edge: --advertise %q: %s is the any-address, not one machines can reach", s, ip)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("edge: --advertise %q: port %s: want 1 to 65535", s, p)
+		}
 	}
 	return nil
 }

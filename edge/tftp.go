@@ -30,6 +30,7 @@ func newTFTP(cfg Config, boot *httpboot.Handler, rec *events.Recorder, rep tftp.
 		return nil, err
 	}
 	if _, err := s.Listen(); err != nil {
+		s.Close() // the root directory NewServer opened
 		return nil, err
 	}
 	return s, nil

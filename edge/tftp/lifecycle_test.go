@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -92,4 +94,41 @@ func TestServeReleasesSocket(t *testing.T) {
 		t.Fatalf("port still bound after Serve returned: %v", err)
 	}
 	c.Close()
+}
+
+// Serve whose bind fails releases the root directory NewServer opened, as it
+// does when it returns after serving: the caller has nothing left to close.
+func TestServeSetupErrorClosesRoot(t *testing.T) {
+	taken, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	root := t.TempDir()
+	s, err := NewServer(Config{Listen: taken.LocalAddr().String(), Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := serveResult(t, s); err == nil {
+		t.Fatal("Serve on a taken port returned nil")
+	}
+	if n := openFDsTo(t, root); n != 0 {
+		t.Fatalf("after Serve failed to bind, %d descriptors are open on the root %s; want 0", n, root)
+	}
+}
+
+// openFDsTo counts this process's file descriptors open on path.
+func openFDsTo(t *testing.T, path string) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	n := 0
+	for _, e := range ents {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && target == path {
+			n++
+		}
+	}
+	return n
 }

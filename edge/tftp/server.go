@@ -203,6 +203,7 @@ func (s *Server) release() error {
 // socket) comes back at once, not when ctx ends.
 func (s *Server) Serve(ctx context.Context) error {
 	if _, err := s.Listen(); err != nil {
+		s.Close() // the root: Serve releases it on every return
 		return err
 	}
 	s.mu.Lock()

@@ -77,6 +77,10 @@ func (f *edgeFlags) config(a *app, natsURL string) (edge.Config, error) {
 		if u, err := url.Parse(f.advertise); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return cfg, fmt.Errorf("invalid --advertise %q: want http://HOST:PORT", f.advertise)
 		}
+		// What the edge refuses at start, --check-config refuses too.
+		if err := edge.CheckAdvertise(strings.TrimRight(f.advertise, "/")); err != nil {
+			return cfg, err
+		}
 	}
 	if f.efiFile != "ipxe.efi" && f.efiFile != "snponly.efi" {
 		return cfg, fmt.Errorf("invalid --efi-boot-file %q: want ipxe.efi or snponly.efi", f.efiFile)
