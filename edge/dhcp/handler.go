@@ -12,6 +12,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/shared/ratelog"
 )
 
 // Policy is the desired state the handler asks; *state.State satisfies it.
@@ -73,6 +74,7 @@ type Handler struct {
 	serverIP netip.Addr
 	tftpIP   net.IP
 	log      *slog.Logger
+	nosite   *slog.Logger  // once a minute: requests before the site's config are the boot network's to repeat
 	counted  *eventCounter // events strangers cause: budgeted, then counted
 }
 
@@ -114,7 +116,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	if tftp == nil {
 		tftp = sip.AsSlice()
 	}
-	return &Handler{cfg: cfg, serverIP: sip, tftpIP: net.IP(tftp), log: cfg.Logger,
+	return &Handler{cfg: cfg, serverIP: sip, tftpIP: net.IP(tftp), log: cfg.Logger, nosite: ratelog.Logger(cfg.Logger, time.Minute),
 		counted: newEventCounter(cfg.Events, cfg.EventWindow, cfg.EventBudget, cfg.Now)}, nil
 }
 
@@ -144,7 +146,7 @@ func (h *Handler) Handle(ctx context.Context, req *dhcpv4.DHCPv4, in Input) (*dh
 	}
 	site, ok := h.cfg.Policy.Site()
 	if !ok {
-		r.log.Info("dhcp: dropped: no site configuration yet")
+		h.nosite.Warn("dhcp: dropped: no site configuration yet", "mac", m.MAC)
 		return nil, nil
 	}
 	r.site = site

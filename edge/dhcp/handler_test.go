@@ -1,12 +1,15 @@
 package dhcp
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -342,15 +345,26 @@ func TestAdmission(t *testing.T) {
 	}
 }
 
+// TestNoSiteYetDrops: before the site's config arrives every request is
+// dropped, and the drops are logged at most once a minute: anyone on the
+// boot network could otherwise write a log line per packet.
 func TestNoSiteYetDrops(t *testing.T) {
 	l, _ := OpenLeases("")
-	h, err := NewHandler(HandlerConfig{ServerIP: net.ParseIP(edgeIP), HTTPBase: httpBase, Policy: state.New(), Leases: l})
+	var logs bytes.Buffer
+	h, err := NewHandler(HandlerConfig{ServerIP: net.ParseIP(edgeIP), HTTPBase: httpBase, Policy: state.New(), Leases: l,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := h.Handle(context.Background(), pkt(t, dhcpv4.MessageTypeDiscover, knownMAC, pxe(0)...), Input{Port: 67})
-	if err != nil || resp != nil {
-		t.Fatalf("got %v, %v; want a silent drop", resp, err)
+	for i := range 100 {
+		mac := fmt.Sprintf("02:00:00:00:00:%02x", i)
+		resp, err := h.Handle(context.Background(), pkt(t, dhcpv4.MessageTypeDiscover, mac, pxe(0)...), Input{Port: 67})
+		if err != nil || resp != nil {
+			t.Fatalf("got %v, %v; want a silent drop", resp, err)
+		}
+	}
+	if n := strings.Count(logs.String(), "no site configuration yet"); n != 1 {
+		t.Fatalf("100 requests before the site arrived wrote %d log lines, want 1:\n%s", n, logs.String())
 	}
 }
 

@@ -165,9 +165,12 @@ func probeOn(ctx context.Context, conn *net.UDPConn, iface string, wait time.Dur
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
+	// The deadline is set before the cancel hook: set after, it would
+	// overwrite a cancel that landed first, and the probe would run its
+	// whole wait.
+	conn.SetReadDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
 	defer stop()
-	conn.SetReadDeadline(deadline)
 	var found []net.IP
 	seen := map[string]bool{}
 	buf := make([]byte, 4096)
