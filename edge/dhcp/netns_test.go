@@ -335,6 +335,15 @@ func TestNetnsProbeOtherServers(t *testing.T) {
 		t.Errorf("proxy mode did not log the other server")
 	}
 	e.stop(t)
+	// Off mode sends nothing onto the segment, not even the probe.
+	off, err := startEdge(t, nss["edge"], labState(proto.DHCPOff, proto.UnknownDiscover), "", func(c *Config) { c.ProbeWait = 4 * time.Second })
+	if err != nil {
+		t.Fatalf("off mode: %v", err)
+	}
+	if strings.Contains(off.logs.String(), "another DHCP server") {
+		t.Errorf("off mode probed the segment:\n%s", off.logs.String())
+	}
+	off.stop(t)
 	if _, err := startEdge(t, nss["edge"], labState(proto.DHCPFull, proto.UnknownDiscover), "", func(c *Config) { c.ProbeWait = 4 * time.Second; c.Force = true }); err != nil {
 		t.Fatalf("forced full mode: %v", err)
 	}

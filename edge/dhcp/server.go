@@ -208,6 +208,9 @@ func (s *Server) Probe(ctx context.Context) error {
 
 // probeOthers probes on conn, or on a socket of its own when conn is nil.
 func (s *Server) probeOthers(ctx context.Context, conn *net.UDPConn) error {
+	if site, ok := s.cfg.State.Site(); ok && site.DHCP == proto.DHCPOff {
+		return nil // off means silent on the segment, the probe included
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ProbeWait+time.Second)
 	defer cancel()
 	var others []net.IP
