@@ -545,6 +545,12 @@ func TestRolesAndAudit(t *testing.T) {
 			"permission denied: viewer bob is read-only and may not user.add (ask an admin)"},
 		{"edge reports for another site's host", edgeNC, proto.APIHostDone, proto.MACRequest{V: proto.Version, MAC: otherMAC}, nil,
 			"permission denied: edge e1 (site lab) may report only for machines of its own site"},
+		// A person's credential is no relay for a boot network: its
+		// refused callbacks are audited like any refused change.
+		{"viewer reports an install done", viewer, proto.APIHostDone, proto.MACRequest{V: proto.Version, MAC: labMAC}, nil,
+			"permission denied: viewer bob is read-only and may not host.done (ask an admin)"},
+		{"viewer reports facts", viewer, proto.APIHostFacts, proto.FactsRequest{V: proto.Version, MAC: labMAC, Facts: json.RawMessage(`{}`)}, nil,
+			"permission denied: viewer bob is read-only and may not host.facts (ask an admin)"},
 	}
 	for _, c := range refused {
 		t.Run(c.name, func(t *testing.T) {
@@ -587,7 +593,7 @@ func TestRolesAndAudit(t *testing.T) {
 	type row struct{ Who, Role, Action, Outcome string }
 	var got []row
 	for _, r := range recs {
-		if r.Action == proto.APIHostSet || r.Action == auth.APIUserAdd || r.Action == proto.APIHostDone {
+		if r.Action == proto.APIHostSet || r.Action == auth.APIUserAdd || r.Action == proto.APIHostDone || r.Action == proto.APIHostFacts {
 			got = append(got, row{r.Who, r.Role, r.Action, r.Outcome})
 		}
 		if r.Time.IsZero() || (r.Outcome == audit.Refused && r.Error == "") {
@@ -602,7 +608,9 @@ func TestRolesAndAudit(t *testing.T) {
 		{"bob", "viewer", proto.APIHostSet, audit.Refused},
 		{"bob", "viewer", auth.APIUserAdd, audit.Refused},
 		// The edge's refused callback is counted, not stored (see
-		// TestAuditFullAndCallbackRefusals).
+		// TestAuditFullAndCallbackRefusals); the viewer's are stored.
+		{"bob", "viewer", proto.APIHostDone, audit.Refused},
+		{"bob", "viewer", proto.APIHostFacts, audit.Refused},
 		{"admin", "admin", proto.APIHostSet, audit.Accepted},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
