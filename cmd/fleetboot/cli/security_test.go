@@ -359,6 +359,11 @@ func TestNATSPasswordNeverPrinted(t *testing.T) {
 		{"--nats", "nats://fleet:" + password + "@127.0.0.1:1", "site", "ls"},
 		{"--nats", "nats://fleet:" + password + "@127.0.0.1:bad", "site", "ls"},
 		{"--nats", "nats://fleet:" + password + "@127.0.0.1:bad", "events"},
+		// A generated password holding a raw '/' or '#' makes the URL
+		// unparsable, and the parse error quotes it.
+		{"--nats", "nats://fleet:" + password + "/x@" + hostport, "site", "ls"},
+		{"--nats", "nats://fleet:" + password + "#x@" + hostport, "events"},
+		{"coordinator", "--nats-url", "nats://fleet:" + password + "/x@" + hostport, "--store", "dir://" + t.TempDir()},
 		{"coordinator", "--nats-url", "nats://fleet:" + password + "@127.0.0.1:bad", "--store", "dir://" + t.TempDir()},
 		{"edge", "--coordinator", "nats://fleet:" + password + "@127.0.0.1:bad", "--name", "e2", "--site", "lab",
 			"--state-dir", filepath.Join(dir, "state2"), "--cache-dir", filepath.Join(dir, "cache2"),
