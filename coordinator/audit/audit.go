@@ -79,9 +79,12 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int) err
 // and the API refuses the changes it could not record.
 var ErrFull = errors.New("the audit log is full")
 
-// headroom is room left for one more record at most (its request is cut at
-// maxRequest): below it the log counts as full.
-const headroom = 2*maxRequest + 1024
+// headroom is room left for one more record at most: below it the log
+// counts as full. Its request is cut at maxRequest bytes, but JSON escapes
+// can make each of them six ('<' becomes \u003c, in a raw request as in a
+// cut one turned string); the other fields and the message's own overhead
+// stay well under 2 KiB.
+const headroom = 6*maxRequest + 2048
 
 // streamJS is the part of jetstream.JetStream the log uses.
 type streamJS interface {

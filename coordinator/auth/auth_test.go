@@ -1132,7 +1132,7 @@ func TestAuditFullAndCallbackRefusals(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short: starts a coordinator")
 	}
-	e := &env{data: t.TempDir(), pkiDir: t.TempDir(), auditMax: 24 << 10, metrics: prometheus.NewRegistry()}
+	e := &env{data: t.TempDir(), pkiDir: t.TempDir(), auditMax: 64 << 10, metrics: prometheus.NewRegistry()}
 	if _, err := pki.Init(e.pkiDir, nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
