@@ -154,3 +154,47 @@ func TestFullLeavesRoomForAnyRecord(t *testing.T) {
 		t.Fatalf("Full said there was room (%d bytes), yet the largest record was refused: %v", uint64(sc.MaxBytes)-stored(), err)
 	}
 }
+
+// TestRefusalsPerMinute: one caller's refusals are stored up to
+// RefusalsPerMinute a minute, then one saying the rest are counted, then
+// counted; another caller, and the next minute, start afresh. Accepted
+// changes are never held back.
+func TestRefusalsPerMinute(t *testing.T) {
+	ctx := context.Background()
+	js := startJS(t)
+	if err := EnsureStream(ctx, js, 1); err != nil {
+		t.Fatal(err)
+	}
+	l := NewLog(js, nil)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l.now = func() time.Time { return now }
+	send := func(who, outcome string, n int) {
+		t.Helper()
+		for range n {
+			if err := l.Record(ctx, Record{Who: who, Key: "U" + who, Action: proto.APIHostSet, Outcome: outcome, Error: "permission denied"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	send("bob", Refused, RefusalsPerMinute+10)
+	send("carol", Refused, 2)
+	send("admin", Accepted, RefusalsPerMinute+10)
+	now = now.Add(time.Minute)
+	send("bob", Refused, 1)
+	recs, err := Read(ctx, js, time.Time{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	notes := 0
+	for _, r := range recs {
+		count[r.Who]++
+		if strings.Contains(r.Error, "counted, not stored") {
+			notes++
+		}
+	}
+	want := map[string]int{"bob": RefusalsPerMinute + 1 + 1, "carol": 2, "admin": RefusalsPerMinute + 10}
+	if diff := cmp.Diff(want, count); diff != "" || notes != 1 {
+		t.Errorf("records stored per caller (-want +got):\n%s\nnotes about counting: %d, want 1", diff, notes)
+	}
+}

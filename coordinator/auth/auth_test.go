@@ -1221,3 +1221,58 @@ func TestAuditFullAndCallbackRefusals(t *testing.T) {
 	// A revocation still goes through.
 	mustOK(t, call(t, admin, auth.APIEdgeRevoke, proto.NameRequest{V: proto.Version, Name: "e1"}, nil))
 }
+
+// TestViewerCannotFillTheAuditLog: a viewer's refused requests are audited,
+// but a flood of them is not stored one by one (the first ones are, then a
+// record saying the rest are counted): with AUDIT refusing new records when
+// full, a read-only credential could otherwise fill it and so block every
+// admin's change.
+func TestViewerCannotFillTheAuditLog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: starts a coordinator")
+	}
+	e := &env{data: t.TempDir(), pkiDir: t.TempDir(), auditMax: 256 << 10, metrics: prometheus.NewRegistry()}
+	if _, err := pki.Init(e.pkiDir, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	e.run(t)
+	admin := e.seed(t)
+	viewer, _ := e.connect(t, enrol(t, admin, auth.APIUserAdd, auth.EnrolRequest{Name: "bob", Role: auth.RoleViewer}))
+	const flood = 1200 // × ~600 bytes: more than twice the 256 KiB stream
+	name := "evil"
+	pad := map[string]string{"pad": strings.Repeat("x", 300)}
+	for range flood {
+		rep := call(t, viewer, proto.APIHostSet, proto.HostSetRequest{V: proto.Version, MAC: labMAC, Hostname: &name, Vars: pad}, nil)
+		if !strings.HasPrefix(rep.Error, "permission denied") {
+			t.Fatalf("viewer's host set: %q, want a permission refusal", rep.Error)
+		}
+	}
+	// The admin can still change the fleet.
+	good := "web1"
+	mustOK(t, call(t, admin, proto.APIHostSet, proto.HostSetRequest{V: proto.Version, MAC: labMAC, Hostname: &good}, nil))
+
+	js, err := jetstream.New(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := audit.Read(context.Background(), js, time.Now().Add(-time.Hour), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, noted := 0, false
+	for _, r := range recs {
+		if r.Who == "bob" && r.Action == proto.APIHostSet && r.Outcome == audit.Refused {
+			stored++
+			noted = noted || strings.Contains(r.Error, "counted, not stored")
+		}
+	}
+	if stored == 0 || !noted {
+		t.Errorf("bob's refusals: %d stored, a note about the rest: %v; want the first ones and the note", stored, noted)
+	}
+	if got := counter(t, e.metrics, "fleetboot_audit_refusals_counted_total"); int(got)+stored != flood {
+		t.Errorf("%d refusals stored + %v counted, want %d in all", stored, got, flood)
+	}
+	if last := recs[len(recs)-1]; last.Who != "admin" || last.Outcome != audit.Accepted {
+		t.Errorf("last record %+v, want the admin's accepted change", last)
+	}
+}
