@@ -193,12 +193,31 @@ func (a *app) applyEnvAndFile(cmd *cobra.Command) error {
 			return
 		}
 		if v, ok := fileVals[f.Name]; ok {
-			if err := f.Value.Set(fmt.Sprint(v)); err != nil {
+			if err := setFromFile(f, v); err != nil {
 				firstErr = fmt.Errorf("config file %s: %s: %w", cfgPath, f.Name, err)
 			}
 		}
 	})
 	return firstErr
+}
+
+// setFromFile sets a flag from its config file value. A YAML list sets a
+// repeatable flag (--http-name) one element at a time; printed whole, it
+// would become one value "[a b]", and a one-value flag would take it so.
+func setFromFile(f *pflag.Flag, v any) error {
+	list, isList := v.([]any)
+	if !isList {
+		return f.Value.Set(fmt.Sprint(v))
+	}
+	sv, ok := f.Value.(pflag.SliceValue)
+	if !ok {
+		return fmt.Errorf("want one value, not a list")
+	}
+	vals := make([]string, len(list))
+	for i, x := range list {
+		vals[i] = fmt.Sprint(x)
+	}
+	return sv.Replace(vals)
 }
 
 func (a *app) versionCmd() *cobra.Command {
