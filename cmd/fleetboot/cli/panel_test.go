@@ -143,3 +143,53 @@ func TestPanelHostNames(t *testing.T) {
 		t.Errorf("coordinator exit code %d: %s", code, stderr.String())
 	}
 }
+
+// TestPanelHostNamesFromEnv: FLEETBOOT_HTTP_NAME takes several names,
+// comma-separated, as a repeated --http-name does; taken whole, "a,b" is
+// one name that no Host matches, and --check-config shows it as two.
+func TestPanelHostNamesFromEnv(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- cli.Run(ctx, cli.Invocation{Version: "test", Stdout: io.Discard, Stderr: &stderr,
+			Env: cli.EnvMap(map[string]string{"FLEETBOOT_HTTP_NAME": "panel.example.net, boot.example.net"}),
+			Args: []string{"coordinator", "--data", filepath.Join(dir, "data"), "--store", "dir://" + filepath.Join(dir, "artifacts"),
+				"--nats-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}})
+	}()
+	served := regexp.MustCompile(`msg="web panel serving" url=http://(127\.0\.0\.1:\d+)`)
+	var addr string
+	waitfor.True(t, "the web panel to serve", func() bool {
+		select {
+		case code := <-done:
+			t.Fatalf("coordinator ended with code %d: %s", code, stderr.String())
+		default:
+		}
+		if m := served.FindStringSubmatch(stderr.String()); m != nil {
+			addr = m[1]
+			return true
+		}
+		return false
+	})
+	for host, want := range map[string]int{"panel.example.net": 200, "boot.example.net": 200, "other.example.net": 421} {
+		req, err := http.NewRequest("GET", "http://"+addr+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %s: HTTP %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("coordinator exit code %d: %s", code, stderr.String())
+	}
+}

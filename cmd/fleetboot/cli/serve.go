@@ -47,7 +47,10 @@ func (f *coordinatorFlags) register(cmd *cobra.Command, defaultData, defaultStor
 	fl.StringVar(&f.natsListen, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server")
 	f.panelFlag = panelFlag
 	fl.StringVar(&f.httpListen, panelFlag, "127.0.0.1:8081", "address of the read-only web panel (\"\" turns it off); it has no login, so loopback unless --insecure")
-	fl.StringArrayVar(&f.httpNames, strings.TrimSuffix(panelFlag, "-listen")+"-name", nil, "a DNS name the web panel is reached by (repeatable); it refuses requests for other names")
+	names := strings.TrimSuffix(panelFlag, "-listen") + "-name"
+	fl.StringArrayVar(&f.httpNames, names, nil, "a DNS name the web panel is reached by (repeatable; comma-separated in FLEETBOOT_"+
+		strings.ToUpper(strings.ReplaceAll(names, "-", "_"))+"); it refuses requests for other names")
+	markEnvList(fl, names)
 	fl.BoolVar(&f.insecure, "insecure", false, "allow the web panel, which has no login, on an address other than loopback")
 	fl.StringVar(&f.natsURL, "nats-url", "", "use this existing NATS cluster (with JetStream) instead of the embedded server")
 	fl.StringVar(&f.store, "store", defaultStore, "artifact store: s3://BUCKET?endpoint=HOST:PORT&region=R or dir:///PATH")
