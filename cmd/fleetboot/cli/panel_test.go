@@ -59,6 +59,10 @@ func TestPanelAddress(t *testing.T) {
 		{name: "insecure", args: coord("--check-config", "--http-listen", "0.0.0.0:8081", "--insecure"), warns: true},
 		{name: "loopback", args: coord("--check-config", "--http-listen", "127.0.0.1:8081")},
 		{name: "off", args: coord("--check-config", "--http-listen", "")},
+		{name: "names", args: coord("--check-config", "--http-name", "Panel.Example.net.", "--http-name", "10.0.0.5", "--http-name", "[fd00::5]")},
+		{name: "name with a port", args: coord("--check-config", "--http-name", "panel.example.net:8081"), fails: `invalid --http-name "panel.example.net:8081": want a DNS name or an IP address, without a port`},
+		{name: "name as a URL", args: coord("--check-config", "--http-name", "http://panel.example.net"), fails: `invalid --http-name "http://panel.example.net"`},
+		{name: "dev name with a port", args: []string{"dev", "--check-config", "--data", filepath.Join(dir, "dev2"), "--panel-name", "panel:80"}, fails: `invalid --panel-name "panel:80"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

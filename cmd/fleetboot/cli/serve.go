@@ -103,6 +103,17 @@ func (f *coordinatorFlags) config(ctx context.Context, a *app) (coordinator.Conf
 // checkPanel refuses to show the fleet, without a login, to whoever reaches
 // a non-loopback address, unless the operator says --insecure; then it warns.
 func (f *coordinatorFlags) checkPanel(a *app) error {
+	// The panel compares names with the request's Host, port dropped: a
+	// name given with a port or a scheme would never match.
+	for _, n := range f.httpNames {
+		h := strings.TrimSuffix(n, ".")
+		if net.ParseIP(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")) != nil {
+			continue
+		}
+		if h == "" || proto.ValidHostname(h) != nil {
+			return fmt.Errorf("invalid --%s-name %q: want a DNS name or an IP address, without a port", strings.TrimSuffix(f.panelFlag, "-listen"), n)
+		}
+	}
 	if f.httpListen == "" {
 		return nil
 	}
