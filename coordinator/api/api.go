@@ -187,9 +187,11 @@ func (cfg Config) audit(ctx context.Context, who auth.Identity, endpoint string,
 	if cfg.Audit == nil {
 		return
 	}
-	if err != nil && isCallback(endpoint) {
+	if err != nil && isCallback(endpoint) && (who.Role == auth.RoleEdge || cfg.Guard == nil) {
 		// Anyone on a boot network can make an edge relay a callback: one
 		// record per refusal would let them fill the audit log. Count them.
+		// A person's credential (or an unknown one) calling these endpoints
+		// is no relay: its refusal is audited like any other.
 		cfg.Audit.CountCallbackRefusal(endpoint)
 		return
 	}

@@ -79,9 +79,12 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int) err
 // and the API refuses the changes it could not record.
 var ErrFull = errors.New("the audit log is full")
 
-// headroom is room left for one more record at most (its request is cut at
-// maxRequest): below it the log counts as full.
-const headroom = 2*maxRequest + 1024
+// headroom is room left for one more record at most: below it the log
+// counts as full. Its request is cut at maxRequest bytes, but JSON escapes
+// can make each of them six ('<' becomes \u003c, in a raw request as in a
+// cut one turned string); the other fields and the message's own overhead
+// stay well under 2 KiB.
+const headroom = 6*maxRequest + 2048
 
 // streamJS is the part of jetstream.JetStream the log uses.
 type streamJS interface {
@@ -89,8 +92,24 @@ type streamJS interface {
 	Stream(ctx context.Context, name string) (jetstream.Stream, error)
 }
 
+// RefusalsPerMinute is how many refused requests of one caller (one
+// credential) a minute the log stores one by one. The AUDIT stream refuses
+// new records when full, and every change then with them: stored without
+// bound, the refusals of a read-only credential could fill it and so block
+// every admin. Beyond this, one more record says the rest are counted
+// (fleetboot_audit_refusals_counted_total), and they are, until the minute
+// ends.
+const RefusalsPerMinute = 30
+
+// refusalWindow is one caller's refusals in the current minute.
+type refusalWindow struct {
+	start time.Time
+	n     int // refusals seen, stored or counted
+}
+
 // Log writes records, and counts what it does not store: records the full
-// stream refused, and refusals of anonymous boot-network callers.
+// stream refused, refusals of anonymous boot-network callers, and a
+// caller's refusals beyond RefusalsPerMinute.
 type Log struct {
 	js  streamJS
 	log *slog.Logger
@@ -99,10 +118,12 @@ type Log struct {
 	stored, changesRefused prometheus.Counter
 	writeFailures          *prometheus.CounterVec // reason: full, error
 	callbackRefusals       *prometheus.CounterVec // action
+	refusalsCounted        prometheus.Counter
 
 	mu       sync.Mutex
 	lastLoud time.Time
-	quiet    int // loud lines held back since lastLoud
+	quiet    int                       // loud lines held back since lastLoud
+	refusals map[string]*refusalWindow // by caller (key, or name without one)
 }
 
 // NewLog returns a writer publishing through js.
@@ -119,6 +140,9 @@ func NewLog(js streamJS, log *slog.Logger) *Log {
 			Help: "Audit records not stored, by reason (full: the AUDIT stream refused it)."}, []string{"reason"}),
 		callbackRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetboot_callback_refusals_total",
 			Help: "Refused installer callbacks relayed by edges (counted, not audited one by one)."}, []string{"action"}),
+		refusalsCounted: prometheus.NewCounter(prometheus.CounterOpts{Name: "fleetboot_audit_refusals_counted_total",
+			Help: "Refused requests beyond a caller's RefusalsPerMinute: counted, not stored."}),
+		refusals: map[string]*refusalWindow{},
 	}
 	for _, r := range []string{"full", "error"} {
 		l.writeFailures.WithLabelValues(r) // export zeros so alerts can use rate() from the start
@@ -128,7 +152,7 @@ func NewLog(js streamJS, log *slog.Logger) *Log {
 
 // Register exports the log's counters.
 func (l *Log) Register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{l.stored, l.changesRefused, l.writeFailures, l.callbackRefusals} {
+	for _, c := range []prometheus.Collector{l.stored, l.changesRefused, l.writeFailures, l.callbackRefusals, l.refusalsCounted} {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("audit: metrics: %w", err)
 		}
@@ -138,11 +162,21 @@ func (l *Log) Register(reg prometheus.Registerer) error {
 
 // Record stores r, stamping its version and time. It waits for the
 // stream's acknowledgement: a record the caller was told about is stored.
-// A full stream refuses it (ErrFull), loudly.
+// A full stream refuses it (ErrFull), loudly. A refusal beyond the caller's
+// RefusalsPerMinute is counted instead, and Record returns nil.
 func (l *Log) Record(ctx context.Context, r Record) error {
 	r.V = proto.Version
 	if r.Time.IsZero() {
 		r.Time = l.now().UTC()
+	}
+	if r.Outcome == Refused {
+		switch l.admitRefusal(r) {
+		case refusalCounted:
+			l.refusalsCounted.Inc()
+			return nil
+		case refusalLast:
+			r.Error += fmt.Sprintf(" (%s has had %d requests refused this minute: the rest of the minute's are counted, not stored)", r.Who, RefusalsPerMinute)
+		}
 	}
 	data, err := json.Marshal(r)
 	if err != nil {
@@ -160,6 +194,48 @@ func (l *Log) Record(ctx context.Context, r Record) error {
 	}
 	l.stored.Inc()
 	return nil
+}
+
+type refusalAdmission int
+
+const (
+	refusalStored  refusalAdmission = iota // store it
+	refusalLast                            // store it, saying the rest are counted
+	refusalCounted                         // count it
+)
+
+// admitRefusal decides how r, a refusal, is kept: the first
+// RefusalsPerMinute of its caller's minute are stored, one more says the
+// rest are counted, and the rest are.
+func (l *Log) admitRefusal(r Record) refusalAdmission {
+	caller := r.Key
+	if caller == "" {
+		caller = r.Who
+	}
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := l.refusals[caller]
+	if w == nil || now.Sub(w.start) >= time.Minute {
+		if len(l.refusals) >= 4096 {
+			// Forget finished minutes: callers come and go.
+			for k, o := range l.refusals {
+				if now.Sub(o.start) >= time.Minute {
+					delete(l.refusals, k)
+				}
+			}
+		}
+		w = &refusalWindow{start: now}
+		l.refusals[caller] = w
+	}
+	w.n++
+	switch {
+	case w.n <= RefusalsPerMinute:
+		return refusalStored
+	case w.n == RefusalsPerMinute+1:
+		return refusalLast
+	}
+	return refusalCounted
 }
 
 // Full tells whether the AUDIT stream lacks room for one more record. The

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/test/natstest"
 )
 
@@ -104,5 +105,96 @@ func TestRecordAndRead(t *testing.T) {
 				t.Fatalf("(-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestFullLeavesRoomForAnyRecord: while Full says there is room, the
+// largest record an accepted change can make is stored, never refused: the
+// API asks Full before a change and records it after, so a record that no
+// longer fits would leave the change made and unaudited. The largest is a
+// request cut at maxRequest whose every byte JSON escapes to six ('<' is
+// \u003c).
+func TestFullLeavesRoomForAnyRecord(t *testing.T) {
+	ctx := context.Background()
+	js := startJS(t)
+	sc := proto.AuditStreamConfig(1)
+	sc.MaxBytes = 256 << 10
+	if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+	l := NewLog(js, nil)
+	stored := func() uint64 {
+		t.Helper()
+		st, err := js.Stream(ctx, proto.StreamAudit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.CachedInfo().State.Bytes
+	}
+	filler := Record{Who: "admin", Role: "admin", Action: proto.APISiteAdd, Outcome: Accepted, Request: json.RawMessage(`{"name":"lab"}`)}
+	if err := l.Record(ctx, filler); err != nil {
+		t.Fatal(err)
+	}
+	each := stored()
+	// Fill until one more filler would leave less room than Full asks for.
+	for i := 0; uint64(sc.MaxBytes)-stored() >= headroom+each; i++ {
+		if i > 10000 {
+			t.Fatal("the stream does not fill")
+		}
+		if err := l.Record(ctx, filler); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l.Full(ctx) {
+		t.Fatalf("Full with %d bytes of room, headroom %d", uint64(sc.MaxBytes)-stored(), headroom)
+	}
+	worst := Record{Who: strings.Repeat("a", 64), Role: "admin", Key: "U" + strings.Repeat("A", 55), Action: proto.APIHostSet, Outcome: Accepted}
+	worst.SetRequest([]byte(`{"v":1,"mac":"52:54:00:00:00:01","vars":{"x":"` + strings.Repeat("<", 2*maxRequest) + `"}}`))
+	if err := l.Record(ctx, worst); err != nil {
+		t.Fatalf("Full said there was room (%d bytes), yet the largest record was refused: %v", uint64(sc.MaxBytes)-stored(), err)
+	}
+}
+
+// TestRefusalsPerMinute: one caller's refusals are stored up to
+// RefusalsPerMinute a minute, then one saying the rest are counted, then
+// counted; another caller, and the next minute, start afresh. Accepted
+// changes are never held back.
+func TestRefusalsPerMinute(t *testing.T) {
+	ctx := context.Background()
+	js := startJS(t)
+	if err := EnsureStream(ctx, js, 1); err != nil {
+		t.Fatal(err)
+	}
+	l := NewLog(js, nil)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l.now = func() time.Time { return now }
+	send := func(who, outcome string, n int) {
+		t.Helper()
+		for range n {
+			if err := l.Record(ctx, Record{Who: who, Key: "U" + who, Action: proto.APIHostSet, Outcome: outcome, Error: "permission denied"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	send("bob", Refused, RefusalsPerMinute+10)
+	send("carol", Refused, 2)
+	send("admin", Accepted, RefusalsPerMinute+10)
+	now = now.Add(time.Minute)
+	send("bob", Refused, 1)
+	recs, err := Read(ctx, js, time.Time{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	notes := 0
+	for _, r := range recs {
+		count[r.Who]++
+		if strings.Contains(r.Error, "counted, not stored") {
+			notes++
+		}
+	}
+	want := map[string]int{"bob": RefusalsPerMinute + 1 + 1, "carol": 2, "admin": RefusalsPerMinute + 10}
+	if diff := cmp.Diff(want, count); diff != "" || notes != 1 {
+		t.Errorf("records stored per caller (-want +got):\n%s\nnotes about counting: %d, want 1", diff, notes)
 	}
 }

@@ -545,6 +545,12 @@ func TestRolesAndAudit(t *testing.T) {
 			"permission denied: viewer bob is read-only and may not user.add (ask an admin)"},
 		{"edge reports for another site's host", edgeNC, proto.APIHostDone, proto.MACRequest{V: proto.Version, MAC: otherMAC}, nil,
 			"permission denied: edge e1 (site lab) may report only for machines of its own site"},
+		// A person's credential is no relay for a boot network: its
+		// refused callbacks are audited like any refused change.
+		{"viewer reports an install done", viewer, proto.APIHostDone, proto.MACRequest{V: proto.Version, MAC: labMAC}, nil,
+			"permission denied: viewer bob is read-only and may not host.done (ask an admin)"},
+		{"viewer reports facts", viewer, proto.APIHostFacts, proto.FactsRequest{V: proto.Version, MAC: labMAC, Facts: json.RawMessage(`{}`)}, nil,
+			"permission denied: viewer bob is read-only and may not host.facts (ask an admin)"},
 	}
 	for _, c := range refused {
 		t.Run(c.name, func(t *testing.T) {
@@ -587,7 +593,7 @@ func TestRolesAndAudit(t *testing.T) {
 	type row struct{ Who, Role, Action, Outcome string }
 	var got []row
 	for _, r := range recs {
-		if r.Action == proto.APIHostSet || r.Action == auth.APIUserAdd || r.Action == proto.APIHostDone {
+		if r.Action == proto.APIHostSet || r.Action == auth.APIUserAdd || r.Action == proto.APIHostDone || r.Action == proto.APIHostFacts {
 			got = append(got, row{r.Who, r.Role, r.Action, r.Outcome})
 		}
 		if r.Time.IsZero() || (r.Outcome == audit.Refused && r.Error == "") {
@@ -602,7 +608,9 @@ func TestRolesAndAudit(t *testing.T) {
 		{"bob", "viewer", proto.APIHostSet, audit.Refused},
 		{"bob", "viewer", auth.APIUserAdd, audit.Refused},
 		// The edge's refused callback is counted, not stored (see
-		// TestAuditFullAndCallbackRefusals).
+		// TestAuditFullAndCallbackRefusals); the viewer's are stored.
+		{"bob", "viewer", proto.APIHostDone, audit.Refused},
+		{"bob", "viewer", proto.APIHostFacts, audit.Refused},
 		{"admin", "admin", proto.APIHostSet, audit.Accepted},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -1124,7 +1132,7 @@ func TestAuditFullAndCallbackRefusals(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short: starts a coordinator")
 	}
-	e := &env{data: t.TempDir(), pkiDir: t.TempDir(), auditMax: 24 << 10, metrics: prometheus.NewRegistry()}
+	e := &env{data: t.TempDir(), pkiDir: t.TempDir(), auditMax: 64 << 10, metrics: prometheus.NewRegistry()}
 	if _, err := pki.Init(e.pkiDir, nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -1212,4 +1220,59 @@ func TestAuditFullAndCallbackRefusals(t *testing.T) {
 	}
 	// A revocation still goes through.
 	mustOK(t, call(t, admin, auth.APIEdgeRevoke, proto.NameRequest{V: proto.Version, Name: "e1"}, nil))
+}
+
+// TestViewerCannotFillTheAuditLog: a viewer's refused requests are audited,
+// but a flood of them is not stored one by one (the first ones are, then a
+// record saying the rest are counted): with AUDIT refusing new records when
+// full, a read-only credential could otherwise fill it and so block every
+// admin's change.
+func TestViewerCannotFillTheAuditLog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: starts a coordinator")
+	}
+	e := &env{data: t.TempDir(), pkiDir: t.TempDir(), auditMax: 256 << 10, metrics: prometheus.NewRegistry()}
+	if _, err := pki.Init(e.pkiDir, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	e.run(t)
+	admin := e.seed(t)
+	viewer, _ := e.connect(t, enrol(t, admin, auth.APIUserAdd, auth.EnrolRequest{Name: "bob", Role: auth.RoleViewer}))
+	const flood = 1200 // × ~600 bytes: more than twice the 256 KiB stream
+	name := "evil"
+	pad := map[string]string{"pad": strings.Repeat("x", 300)}
+	for range flood {
+		rep := call(t, viewer, proto.APIHostSet, proto.HostSetRequest{V: proto.Version, MAC: labMAC, Hostname: &name, Vars: pad}, nil)
+		if !strings.HasPrefix(rep.Error, "permission denied") {
+			t.Fatalf("viewer's host set: %q, want a permission refusal", rep.Error)
+		}
+	}
+	// The admin can still change the fleet.
+	good := "web1"
+	mustOK(t, call(t, admin, proto.APIHostSet, proto.HostSetRequest{V: proto.Version, MAC: labMAC, Hostname: &good}, nil))
+
+	js, err := jetstream.New(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := audit.Read(context.Background(), js, time.Now().Add(-time.Hour), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, noted := 0, false
+	for _, r := range recs {
+		if r.Who == "bob" && r.Action == proto.APIHostSet && r.Outcome == audit.Refused {
+			stored++
+			noted = noted || strings.Contains(r.Error, "counted, not stored")
+		}
+	}
+	if stored == 0 || !noted {
+		t.Errorf("bob's refusals: %d stored, a note about the rest: %v; want the first ones and the note", stored, noted)
+	}
+	if got := counter(t, e.metrics, "fleetboot_audit_refusals_counted_total"); int(got)+stored != flood {
+		t.Errorf("%d refusals stored + %v counted, want %d in all", stored, got, flood)
+	}
+	if last := recs[len(recs)-1]; last.Who != "admin" || last.Outcome != audit.Accepted {
+		t.Errorf("last record %+v, want the admin's accepted change", last)
+	}
 }

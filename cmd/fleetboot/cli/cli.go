@@ -187,18 +187,64 @@ func (a *app) applyEnvAndFile(cmd *cobra.Command) error {
 		}
 		env := "FLEETBOOT_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v, ok := a.getenv(env); ok {
-			if err := f.Value.Set(v); err != nil {
+			if err := setFromEnv(f, v); err != nil {
 				firstErr = fmt.Errorf("%s=%q: %w", env, v, err)
 			}
 			return
 		}
 		if v, ok := fileVals[f.Name]; ok {
-			if err := f.Value.Set(fmt.Sprint(v)); err != nil {
+			if err := setFromFile(f, v); err != nil {
 				firstErr = fmt.Errorf("config file %s: %s: %w", cfgPath, f.Name, err)
 			}
 		}
 	})
 	return firstErr
+}
+
+// envList marks a repeatable flag whose FLEETBOOT_* variable is a
+// comma-separated list (its values never hold a comma, unlike --network's
+// or --var's).
+const envList = "fleetboot-env-list"
+
+// markEnvList marks flag name of fs as an envList flag.
+func markEnvList(fs *pflag.FlagSet, name string) {
+	_ = fs.SetAnnotation(name, envList, []string{"true"})
+}
+
+// setFromEnv sets a flag from its FLEETBOOT_* variable. A repeatable flag
+// marked envList (--http-name) takes a comma-separated list there, as one
+// variable cannot be repeated; taken whole, "a,b" would be one value.
+func setFromEnv(f *pflag.Flag, v string) error {
+	sv, ok := f.Value.(pflag.SliceValue)
+	if !ok || f.Annotations[envList] == nil {
+		return f.Value.Set(v)
+	}
+	var vals []string
+	for _, x := range strings.Split(v, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			vals = append(vals, x)
+		}
+	}
+	return sv.Replace(vals)
+}
+
+// setFromFile sets a flag from its config file value. A YAML list sets a
+// repeatable flag (--http-name) one element at a time; printed whole, it
+// would become one value "[a b]", and a one-value flag would take it so.
+func setFromFile(f *pflag.Flag, v any) error {
+	list, isList := v.([]any)
+	if !isList {
+		return f.Value.Set(fmt.Sprint(v))
+	}
+	sv, ok := f.Value.(pflag.SliceValue)
+	if !ok {
+		return fmt.Errorf("want one value, not a list")
+	}
+	vals := make([]string, len(list))
+	for i, x := range list {
+		vals[i] = fmt.Sprint(x)
+	}
+	return sv.Replace(vals)
 }
 
 func (a *app) versionCmd() *cobra.Command {

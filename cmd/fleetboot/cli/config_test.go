@@ -209,3 +209,34 @@ func TestURLFlags(t *testing.T) {
 		})
 	}
 }
+
+// TestConfigFileLists: a repeatable flag takes a YAML list in the config
+// file, one value per element; a list for a one-value flag is refused.
+func TestConfigFileLists(t *testing.T) {
+	dir := t.TempDir()
+	names := writeFile(t, dir, "names.yaml", "http-name: [panel.example.net, boot.example.net]\n")
+	one := writeFile(t, dir, "one.yaml", "http-name: panel.example.net\n")
+	listForOne := writeFile(t, dir, "list-for-one.yaml", "nats-listen: [127.0.0.1:4222, 127.0.0.1:4223]\n")
+	cases := []struct {
+		name, file, want, fails string
+	}{
+		{name: "list", file: names, want: "panel.example.net,boot.example.net"},
+		{name: "one value", file: one, want: "panel.example.net"},
+		{name: "list for a one-value flag", file: listForOne, fails: "nats-listen: want one value, not a list"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := runEnv(t, nil, coordinatorCheck(t, "--config", c.file)...)
+			if c.fails != "" {
+				checkOneLine(t, r, c.fails)
+				return
+			}
+			if r.code != 0 {
+				t.Fatalf("exit code %d: %s", r.code, r.stderr)
+			}
+			if got := setting(t, r, "http-name"); got != c.want {
+				t.Errorf("http-name = %q, want %q", got, c.want)
+			}
+		})
+	}
+}

@@ -59,6 +59,10 @@ func TestPanelAddress(t *testing.T) {
 		{name: "insecure", args: coord("--check-config", "--http-listen", "0.0.0.0:8081", "--insecure"), warns: true},
 		{name: "loopback", args: coord("--check-config", "--http-listen", "127.0.0.1:8081")},
 		{name: "off", args: coord("--check-config", "--http-listen", "")},
+		{name: "names", args: coord("--check-config", "--http-name", "Panel.Example.net.", "--http-name", "10.0.0.5", "--http-name", "[fd00::5]")},
+		{name: "name with a port", args: coord("--check-config", "--http-name", "panel.example.net:8081"), fails: `invalid --http-name "panel.example.net:8081": want a DNS name or an IP address, without a port`},
+		{name: "name as a URL", args: coord("--check-config", "--http-name", "http://panel.example.net"), fails: `invalid --http-name "http://panel.example.net"`},
+		{name: "dev name with a port", args: []string{"dev", "--check-config", "--data", filepath.Join(dir, "dev2"), "--panel-name", "panel:80"}, fails: `invalid --panel-name "panel:80"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -136,6 +140,56 @@ func TestPanelHostNames(t *testing.T) {
 		}
 		if want := fmt.Sprintf("fleetboot: the web panel does not answer to host %q; give its names with --http-name\n", c.host); c.code == 421 && string(body) != want {
 			t.Errorf("Host %s: body %q, want %q", c.host, body, want)
+		}
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("coordinator exit code %d: %s", code, stderr.String())
+	}
+}
+
+// TestPanelHostNamesFromEnv: FLEETBOOT_HTTP_NAME takes several names,
+// comma-separated, as a repeated --http-name does; taken whole, "a,b" is
+// one name that no Host matches, and --check-config shows it as two.
+func TestPanelHostNamesFromEnv(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- cli.Run(ctx, cli.Invocation{Version: "test", Stdout: io.Discard, Stderr: &stderr,
+			Env: cli.EnvMap(map[string]string{"FLEETBOOT_HTTP_NAME": "panel.example.net, boot.example.net"}),
+			Args: []string{"coordinator", "--data", filepath.Join(dir, "data"), "--store", "dir://" + filepath.Join(dir, "artifacts"),
+				"--nats-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}})
+	}()
+	served := regexp.MustCompile(`msg="web panel serving" url=http://(127\.0\.0\.1:\d+)`)
+	var addr string
+	waitfor.True(t, "the web panel to serve", func() bool {
+		select {
+		case code := <-done:
+			t.Fatalf("coordinator ended with code %d: %s", code, stderr.String())
+		default:
+		}
+		if m := served.FindStringSubmatch(stderr.String()); m != nil {
+			addr = m[1]
+			return true
+		}
+		return false
+	})
+	for host, want := range map[string]int{"panel.example.net": 200, "boot.example.net": 200, "other.example.net": 421} {
+		req, err := http.NewRequest("GET", "http://"+addr+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %s: HTTP %d, want %d", host, resp.StatusCode, want)
 		}
 	}
 	cancel()

@@ -359,6 +359,11 @@ func TestNATSPasswordNeverPrinted(t *testing.T) {
 		{"--nats", "nats://fleet:" + password + "@127.0.0.1:1", "site", "ls"},
 		{"--nats", "nats://fleet:" + password + "@127.0.0.1:bad", "site", "ls"},
 		{"--nats", "nats://fleet:" + password + "@127.0.0.1:bad", "events"},
+		// A generated password holding a raw '/' or '#' makes the URL
+		// unparsable, and the parse error quotes it.
+		{"--nats", "nats://fleet:" + password + "/x@" + hostport, "site", "ls"},
+		{"--nats", "nats://fleet:" + password + "#x@" + hostport, "events"},
+		{"coordinator", "--nats-url", "nats://fleet:" + password + "/x@" + hostport, "--store", "dir://" + t.TempDir()},
 		{"coordinator", "--nats-url", "nats://fleet:" + password + "@127.0.0.1:bad", "--store", "dir://" + t.TempDir()},
 		{"edge", "--coordinator", "nats://fleet:" + password + "@127.0.0.1:bad", "--name", "e2", "--site", "lab",
 			"--state-dir", filepath.Join(dir, "state2"), "--cache-dir", filepath.Join(dir, "cache2"),
@@ -375,6 +380,40 @@ func TestNATSPasswordNeverPrinted(t *testing.T) {
 			if strings.Contains(line, password) {
 				t.Errorf("the NATS password is printed: %s", line)
 			}
+		}
+	}
+}
+
+// TestDevNATSPasswordNeverPrinted: `fleetboot dev --nats-url` against a
+// NATS server with a user and password prints its banner (and logs) without
+// the password, as every other command does.
+func TestDevNATSPasswordNeverPrinted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: runs fleetboot dev")
+	}
+	const password = "dev-nats-pw-never-printed-5e0b"
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+		NoSigs: true, Username: "fleet", Password: password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	url := "nats://fleet:" + password + "@" + strings.TrimPrefix(ns.ClientURL(), "nats://")
+	out := startProc(t, nil, "dev", "--nats-url", url, "--data", t.TempDir(), "--panel-listen", "",
+		"--http-listen", "127.0.0.1:0", "--tftp-listen", "")
+	eventually(t, "fleetboot dev running", 60*time.Second, func() (bool, string) {
+		return strings.Contains(out.String(), "fleetboot dev is running"), out.String()
+	})
+	if !strings.Contains(out.String(), "NATS + coordinator API: nats://fleet:xxxxx@") {
+		t.Errorf("the banner does not show the redacted URL:\n%s", out.String())
+	}
+	for line := range strings.Lines(out.String()) {
+		if strings.Contains(line, password) {
+			t.Errorf("the NATS password is printed: %s", line)
 		}
 	}
 }

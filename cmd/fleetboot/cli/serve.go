@@ -17,6 +17,7 @@ import (
 	"github.com/fleetboot/fleetboot/coordinator"
 	"github.com/fleetboot/fleetboot/coordinator/web"
 	"github.com/fleetboot/fleetboot/edge"
+	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/artifactstore"
 	"github.com/fleetboot/fleetboot/shared/bytesize"
 )
@@ -46,7 +47,10 @@ func (f *coordinatorFlags) register(cmd *cobra.Command, defaultData, defaultStor
 	fl.StringVar(&f.natsListen, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server")
 	f.panelFlag = panelFlag
 	fl.StringVar(&f.httpListen, panelFlag, "127.0.0.1:8081", "address of the read-only web panel (\"\" turns it off); it has no login, so loopback unless --insecure")
-	fl.StringArrayVar(&f.httpNames, strings.TrimSuffix(panelFlag, "-listen")+"-name", nil, "a DNS name the web panel is reached by (repeatable); it refuses requests for other names")
+	names := strings.TrimSuffix(panelFlag, "-listen") + "-name"
+	fl.StringArrayVar(&f.httpNames, names, nil, "a DNS name the web panel is reached by (repeatable; comma-separated in FLEETBOOT_"+
+		strings.ToUpper(strings.ReplaceAll(names, "-", "_"))+"); it refuses requests for other names")
+	markEnvList(fl, names)
 	fl.BoolVar(&f.insecure, "insecure", false, "allow the web panel, which has no login, on an address other than loopback")
 	fl.StringVar(&f.natsURL, "nats-url", "", "use this existing NATS cluster (with JetStream) instead of the embedded server")
 	fl.StringVar(&f.store, "store", defaultStore, "artifact store: s3://BUCKET?endpoint=HOST:PORT&region=R or dir:///PATH")
@@ -99,6 +103,17 @@ func (f *coordinatorFlags) config(ctx context.Context, a *app) (coordinator.Conf
 // checkPanel refuses to show the fleet, without a login, to whoever reaches
 // a non-loopback address, unless the operator says --insecure; then it warns.
 func (f *coordinatorFlags) checkPanel(a *app) error {
+	// The panel compares names with the request's Host, port dropped: a
+	// name given with a port or a scheme would never match.
+	for _, n := range f.httpNames {
+		h := strings.TrimSuffix(n, ".")
+		if net.ParseIP(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")) != nil {
+			continue
+		}
+		if h == "" || proto.ValidHostname(h) != nil {
+			return fmt.Errorf("invalid --%s-name %q: want a DNS name or an IP address, without a port", strings.TrimSuffix(f.panelFlag, "-listen"), n)
+		}
+	}
 	if f.httpListen == "" {
 		return nil
 	}
@@ -245,7 +260,7 @@ Try, from another shell:
   fleetboot site add lab --subnet 10.0.0.0/24 --range 10.0.0.100-10.0.0.200
   fleetboot image add demo --kernel /boot/vmlinuz-$(uname -r) --initrd /boot/initrd.img-$(uname -r) --cmdline 'console=ttyS0'
   fleetboot host set 52:54:00:12:34:56 --image demo --site lab && curl 'http://%s/boot.ipxe?mac=52:54:00:12:34:56'
-`, url, panelURL(cfg.HTTPListen), cfg.StoreURL, cfg.DataDir, ecfg.Name, ecfg.Site, "http://"+ecfg.HTTPListen, ecfg.TFTPListen, dhcpNote(ecfg.Interface), ecfg.HTTPListen)
+`, proto.RedactURL(url), panelURL(cfg.HTTPListen), cfg.StoreURL, cfg.DataDir, ecfg.Name, ecfg.Site, "http://"+ecfg.HTTPListen, ecfg.TFTPListen, dhcpNote(ecfg.Interface), ecfg.HTTPListen)
 	return g.Wait()
 }
 
