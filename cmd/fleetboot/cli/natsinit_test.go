@@ -116,11 +116,13 @@ func TestNatsInitCluster(t *testing.T) {
 	confs := clusterConfigs(t, base, frag, sharedJWT, 3)
 	nodes := natstest.StartClusterFromConfig(t, confs...)
 
-	fleetPub := decodeAccount(t, readFile(t, filepath.Join(dir, auth.FleetJWTFile))).Subject
-	signing := seedFile(t, filepath.Join(dir, auth.FleetSigningSeedFile))
-	alice := newUser(t, "alice", signing, fleetPub)
-	bob := newUser(t, "bob", signing, fleetPub)
-	carol := newUser(t, "carol", signing, fleetPub)
+	// The coordinator's part: the signing keys, never the identity keys.
+	acct, err := auth.OpenClusterAccount(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleetPub := acct.Account()
+	alice, bob, carol := newUser(t, "alice", acct.SignUser), newUser(t, "bob", acct.SignUser), newUser(t, "carol", acct.SignUser)
 
 	// Every node admits alice; JetStream works for the account, replicated.
 	var held []*nats.Conn
@@ -150,27 +152,25 @@ func TestNatsInitCluster(t *testing.T) {
 	// Refused everywhere: no credentials, or a user signed by a key the
 	// account does not list.
 	stranger, _ := nkeys.CreateAccount()
+	signStranger := func(uc *jwt.UserClaims) (string, error) {
+		uc.IssuerAccount = fleetPub
+		return uc.Encode(stranger)
+	}
 	for _, ns := range nodes {
 		if nc, err := nats.Connect(ns.ClientURL(), nats.NoReconnect()); err == nil {
 			nc.Close()
 			t.Errorf("a client without credentials connected to %s", ns.Name())
 		}
-		if nc, err := nats.Connect(ns.ClientURL(), newUser(t, "mallory", stranger, fleetPub).Option, nats.NoReconnect()); err == nil {
+		if nc, err := nats.Connect(ns.ClientURL(), newUser(t, "mallory", signStranger).Option, nats.NoReconnect()); err == nil {
 			nc.Close()
 			t.Errorf("a user signed by an unknown key connected to %s", ns.Name())
 		}
 	}
 
-	// Revoke alice: re-sign the fleetboot account (from its definition)
-	// with the operator signing key and push it once, to node 2.
-	preloaded := decodeAccount(t, readFile(t, filepath.Join(dir, auth.FleetJWTFile)))
-	// A node keeps the JWT in its resolver dir over the preloaded one only
-	// if it was issued in a later second (iat); wait for the clock, not for
-	// a server.
-	waitfor.True(t, "the clock to pass the preloaded account's iat", func() bool { return time.Now().Unix() > preloaded.IssuedAt })
-	ac := auth.ClusterFleetAccount(fleetPub, pub(t, signing))
-	ac.RevokeAt(alice.pub, time.Now())
-	updated, err := ac.Encode(seedFile(t, filepath.Join(dir, auth.OperatorSigningSeedFile)))
+	// Revoke alice: re-sign the fleetboot account with the operator
+	// signing key and push it once, to node 2.
+	revoked := map[string]time.Time{alice.pub: time.Now()}
+	updated, err := acct.AccountJWT(revoked)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,9 +204,8 @@ func TestNatsInitCluster(t *testing.T) {
 	// its dir and takes the new one from the others at the next sync.
 	nodes[2].Shutdown()
 	nodes[2].WaitForShutdown()
-	ac.RevokeAt(bob.pub, time.Now())
-	updated, err = ac.Encode(seedFile(t, filepath.Join(dir, auth.OperatorSigningSeedFile)))
-	if err != nil {
+	revoked[bob.pub] = time.Now()
+	if updated, err = acct.AccountJWT(revoked); err != nil {
 		t.Fatal(err)
 	}
 	if err := auth.PushAccount(ctx, sys, updated); err != nil {
@@ -293,7 +292,7 @@ type user struct {
 	pub string
 }
 
-func newUser(t *testing.T, name string, signer nkeys.KeyPair, account string) user {
+func newUser(t *testing.T, name string, sign func(*jwt.UserClaims) (string, error)) user {
 	t.Helper()
 	kp, err := nkeys.CreateUser()
 	if err != nil {
@@ -301,8 +300,7 @@ func newUser(t *testing.T, name string, signer nkeys.KeyPair, account string) us
 	}
 	uc := jwt.NewUserClaims(pub(t, kp))
 	uc.Name = name
-	uc.IssuerAccount = account
-	tok, err := uc.Encode(signer)
+	tok, err := sign(uc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,15 +348,6 @@ func readFile(t *testing.T, p string) string {
 	return string(b)
 }
 
-func seedFile(t *testing.T, p string) nkeys.KeyPair {
-	t.Helper()
-	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(readFile(t, p))))
-	if err != nil {
-		t.Fatalf("%s: %v", p, err)
-	}
-	return kp
-}
-
 func pub(t *testing.T, kp nkeys.KeyPair) string {
 	t.Helper()
 	p, err := kp.PublicKey()
@@ -366,13 +355,4 @@ func pub(t *testing.T, kp nkeys.KeyPair) string {
 		t.Fatal(err)
 	}
 	return p
-}
-
-func decodeAccount(t *testing.T, tok string) *jwt.AccountClaims {
-	t.Helper()
-	ac, err := jwt.DecodeAccountClaims(strings.TrimSpace(tok))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ac
 }
