@@ -1,7 +1,9 @@
 package auth
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
 
@@ -114,4 +117,61 @@ func readSeed(path string) (nkeys.KeyPair, error) {
 		return nil, fmt.Errorf("auth: %s does not hold a valid nkey seed", path)
 	}
 	return kp, nil
+}
+
+// OpenCluster is Open for a coordinator on a NATS cluster prepared by
+// `fleetboot nats init`: the registry lives in dir as with the embedded
+// server, but user JWTs are signed with the cluster account's signing key
+// and every change of the account (revocations) is pushed to the
+// cluster's resolver through the connection given to Attach.
+func OpenCluster(dir string, acct *ClusterAccount, log *slog.Logger) (*Authority, error) {
+	a, err := Open(dir, log)
+	if err != nil {
+		return nil, err
+	}
+	a.cluster = acct
+	return a, nil
+}
+
+// AttachCluster is Attach for OpenCluster's authority: sys is a connection
+// of the cluster's system account (sys.creds). It pushes the account as
+// the registry has it at once, so revocations made while no coordinator
+// could reach the cluster (or before the first start) take effect.
+func (a *Authority) AttachCluster(ctx context.Context, sys *nats.Conn) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.push = func(ctx context.Context, _, claim string) error { return PushAccount(ctx, sys, claim) }
+	return a.applyCluster(ctx)
+}
+
+// signUser signs an enrolled identity's JWT. Callers hold a.mu or need
+// nothing it guards.
+func (a *Authority) signUser(uc *jwt.UserClaims) (string, error) {
+	if a.cluster != nil {
+		return a.cluster.SignUser(uc)
+	}
+	tok, err := uc.Encode(a.fleet)
+	if err != nil {
+		return "", fmt.Errorf("auth: sign user: %w", err)
+	}
+	return tok, nil
+}
+
+// applyCluster re-signs the cluster account with the registry's
+// revocations and pushes it. Callers hold a.mu.
+func (a *Authority) applyCluster(ctx context.Context) error {
+	if a.push == nil {
+		return nil // not attached yet: AttachCluster pushes
+	}
+	revoked := map[string]time.Time{}
+	for _, id := range a.ids {
+		if id.Revoked != nil {
+			revoked[id.PublicKey] = *id.Revoked
+		}
+	}
+	tok, err := a.cluster.AccountJWT(revoked)
+	if err != nil {
+		return err
+	}
+	return a.push(ctx, a.cluster.Account(), tok)
 }

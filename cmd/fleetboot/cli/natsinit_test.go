@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/fleetboot/fleetboot/coordinator/auth"
+	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/test/natstest"
 	"github.com/fleetboot/fleetboot/test/waitfor"
 )
@@ -355,4 +356,79 @@ func pub(t *testing.T, kp nkeys.KeyPair) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestNatsInitClusterAuthority: the coordinator's authority on a cluster
+// from `nats init` (its registry as with the embedded server, the cluster
+// account's signing keys): the first admin and an enrolled edge connect on
+// every node, and revoking the edge refuses it on every node, the admin
+// still admitted.
+func TestNatsInitClusterAuthority(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "nats")
+	sharedJWT := filepath.Join(base, "jwt")
+	if r := runEnv(t, nil, "nats", "init", dir, "--resolver-dir", sharedJWT); r.code != 0 {
+		t.Fatalf("nats init: code %d stderr %q", r.code, r.stderr)
+	}
+	confs := clusterConfigs(t, base, readFile(t, filepath.Join(dir, auth.ResolverConfFile)), sharedJWT, 3)
+	nodes := natstest.StartClusterFromConfig(t, confs...)
+
+	acct, err := auth.OpenClusterAccount(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := auth.OpenCluster(t.TempDir(), acct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.FleetAccount() != acct.Account() {
+		t.Errorf("FleetAccount %s, want the cluster's %s", a.FleetAccount(), acct.Account())
+	}
+	adminCreds := filepath.Join(t.TempDir(), "admin.creds")
+	if _, err := a.WriteAdminCreds(adminCreds); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sys, err := nats.Connect(nodes[0].ClientURL(), nats.UserCredentials(filepath.Join(dir, auth.SysCredsFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sys.Close)
+	if err := a.AttachCluster(ctx, sys); err != nil {
+		t.Fatal(err)
+	}
+	pubE, seedE, err := auth.NewUserKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := a.Enrol(ctx, auth.EnrolRequest{V: proto.Version, Name: "lab-edge1", Site: "lab", Role: auth.RoleEdge, PublicKey: pubE})
+	if err != nil {
+		t.Fatal(err)
+	}
+	edge := user{nats.UserJWTAndSeed(rep.JWT, string(seedE)), pubE}
+	admin := user{nats.UserCredentials(adminCreds), "admin"}
+	for _, ns := range nodes {
+		for _, u := range []user{edge, admin} {
+			if err := admitted(ns, u); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := a.Revoke(ctx, "lab-edge1", true); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.OK(t, "the revoked edge refused on every node", func() error {
+		for _, ns := range nodes {
+			if err := refused(ns, edge); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for _, ns := range nodes {
+		if err := admitted(ns, admin); err != nil {
+			t.Error(err)
+		}
+	}
 }
