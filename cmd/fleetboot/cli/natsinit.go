@@ -20,12 +20,12 @@ func (a *app) natsCmd() *cobra.Command {
 		Short: "Create the operator and accounts for a NATS cluster in operator mode",
 		Long: `Create in DIR the NATS operator, the system account and the fleetboot account
 (nkeys and JWTs), and DIR/resolver.conf, a nats-server configuration fragment:
-the operator, the system account and a full resolver (each node keeps every
-account JWT in --resolver-dir and takes the updates the coordinator pushes,
-such as revocations; a node that was down when one was pushed gets it from
-the others within --sync-interval) with both accounts preloaded. Copy resolver.conf next to
-each node's configuration and add "include resolver.conf"; it holds nothing
-secret.
+the operator, the system account and a full resolver with both accounts
+preloaded. Each node keeps every account JWT in --resolver-dir and takes the
+updates the coordinator pushes, such as revocations; a node that was down
+when one was pushed gets it from the others at their next comparison (every
+--sync-interval). Copy resolver.conf next to each node's configuration and
+add "include resolver.conf"; it holds nothing secret.
 
 Seeds are written 0600. The coordinator needs fleetboot-signing.nk (it signs
 the credentials of edge add and user add), operator-signing.nk (it re-signs
@@ -56,7 +56,7 @@ keep offline:         %s, %s, %s
 		},
 	}
 	initCmd.Flags().StringVar(&resolverDir, "resolver-dir", resolverDir, "directory where each NATS node keeps the account JWTs (absolute; the same path on every node)")
-	initCmd.Flags().DurationVar(&sync, "sync-interval", sync, "how often each node compares its account JWTs with the others' (a node that missed an update gets it within this)")
+	initCmd.Flags().DurationVar(&sync, "sync-interval", sync, "how often each node compares its account JWTs with the others' (how a node that missed an update catches up)")
 	cmd.AddCommand(initCmd)
 	return cmd
 }
