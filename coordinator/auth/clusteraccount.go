@@ -123,7 +123,7 @@ func readSeed(path string) (nkeys.KeyPair, error) {
 // `fleetboot nats init`: the registry lives in dir as with the embedded
 // server, but user JWTs are signed with the cluster account's signing key
 // and every change of the account (revocations) is pushed to the
-// cluster's resolver through the connection given to Attach.
+// cluster's resolver through the connection given to AttachCluster.
 func OpenCluster(dir string, acct *ClusterAccount, log *slog.Logger) (*Authority, error) {
 	a, err := Open(dir, log)
 	if err != nil {
