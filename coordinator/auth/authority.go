@@ -76,6 +76,7 @@ type Authority struct {
 
 	operator, fleet, api, sys nkeys.KeyPair // fixed after Open
 	resolver                  *server.MemAccResolver
+	cluster                   *ClusterAccount // set by OpenCluster: signs instead of fleet
 
 	mu   sync.Mutex
 	ids  []Identity
@@ -122,7 +123,12 @@ func Open(dir string, log *slog.Logger) (*Authority, error) {
 func (a *Authority) registryPath() string { return filepath.Join(a.dir, "identities.json") }
 
 // FleetAccount is the public key of the account edges and people join.
-func (a *Authority) FleetAccount() string { return mustPub(a.fleet) }
+func (a *Authority) FleetAccount() string {
+	if a.cluster != nil {
+		return a.cluster.Account()
+	}
+	return mustPub(a.fleet)
+}
 
 // Configure puts the embedded server in operator mode: trusted operator,
 // accounts from an in-memory resolver, system account.
@@ -292,9 +298,9 @@ func (a *Authority) Enrol(_ context.Context, r EnrolRequest) (EnrolReply, error)
 			return EnrolReply{}, fmt.Errorf("%w: this public key was enrolled before; make a new key pair", errConflict)
 		}
 	}
-	tok, err := uc.Encode(a.fleet)
+	tok, err := a.signUser(uc)
 	if err != nil {
-		return EnrolReply{}, fmt.Errorf("auth: sign user: %w", err)
+		return EnrolReply{}, err
 	}
 	a.ids = append(a.ids, id)
 	if err := a.save(); err != nil {
@@ -350,6 +356,9 @@ func (a *Authority) Revoke(ctx context.Context, name string, edge bool) ([]Ident
 // apply re-signs the FLEET account and hands it to the running server.
 // Callers hold a.mu.
 func (a *Authority) apply(ctx context.Context) error {
+	if a.cluster != nil {
+		return a.applyCluster(ctx)
+	}
 	tok, err := a.fleetJWT()
 	if err != nil {
 		return err

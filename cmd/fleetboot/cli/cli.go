@@ -151,6 +151,7 @@ Every flag can also be set with a FLEETBOOT_<FLAG> environment variable
 		a.hostCmd(),
 		a.edgeCmd(),
 		a.pkiCmd(),
+		a.natsCmd(),
 		a.userCmd(),
 		a.auditCmd(),
 		a.eventsCmd(),

@@ -1,0 +1,62 @@
+package cli
+
+import (
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fleetboot/fleetboot/coordinator/auth"
+)
+
+// natsCmd groups what fleetboot does for a NATS cluster it does not run.
+func (a *app) natsCmd() *cobra.Command {
+	cmd := group(&cobra.Command{Use: "nats", Short: "Prepare an existing NATS cluster for fleetboot"})
+	resolverDir := "/var/lib/nats/fleetboot-jwt"
+	sync := 30 * time.Second
+	initCmd := &cobra.Command{
+		Use:   "init DIR [--resolver-dir PATH]",
+		Short: "Create the operator and accounts for a NATS cluster in operator mode",
+		Long: `Create in DIR the NATS operator, the system account and the fleetboot account
+(nkeys and JWTs), and DIR/resolver.conf, a nats-server configuration fragment:
+the operator, the system account and a full resolver with both accounts
+preloaded. Each node keeps every account JWT in --resolver-dir and takes the
+updates the coordinator pushes, such as revocations; a node that was down
+when one was pushed gets it from the others at their next comparison (every
+--sync-interval). Copy resolver.conf next to each node's configuration and
+add "include resolver.conf"; it holds nothing secret.
+
+Seeds are written 0600. The coordinator needs fleetboot-signing.nk (it signs
+the credentials of edge add and user add), operator-signing.nk (it re-signs
+the fleetboot account with revocations and limits) and sys.creds (it pushes
+the account to the cluster). operator.nk, sys.nk and fleetboot.nk are needed
+only to rotate those: keep them offline. Existing keys are never
+overwritten.`,
+		Example: `  fleetboot nats init /etc/fleetboot/nats --resolver-dir /var/lib/nats/fleetboot-jwt
+  scp /etc/fleetboot/nats/resolver.conf nats1:/etc/nats/   # and nats2, nats3
+  # in each node's nats-server.conf:  include resolver.conf`,
+		Args: exactArgs(1, "DIR"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ci, err := auth.InitCluster(args[0], resolverDir, sync)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, `operator:          %s
+system account:    %s
+fleetboot account: %s (signing key %s)
+nats-server fragment: %s (include it in every node's config)
+for the coordinator:  %s, %s, %s (keep them secret)
+keep offline:         %s, %s, %s
+`, ci.Operator, ci.System, ci.Fleet, ci.FleetSigning,
+				filepath.Join(ci.Dir, auth.ResolverConfFile),
+				filepath.Join(ci.Dir, auth.FleetSigningSeedFile), filepath.Join(ci.Dir, auth.OperatorSigningSeedFile), filepath.Join(ci.Dir, auth.SysCredsFile),
+				filepath.Join(ci.Dir, auth.OperatorSeedFile), filepath.Join(ci.Dir, auth.SysSeedFile), filepath.Join(ci.Dir, auth.FleetSeedFile))
+			return nil
+		},
+	}
+	initCmd.Flags().StringVar(&resolverDir, "resolver-dir", resolverDir, "directory where each NATS node keeps the account JWTs (absolute; the same path on every node)")
+	initCmd.Flags().DurationVar(&sync, "sync-interval", sync, "how often each node compares its account JWTs with the others' (how a node that missed an update catches up)")
+	cmd.AddCommand(initCmd)
+	return cmd
+}
