@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -73,6 +75,11 @@ func New(cfg Config) (*Sender, error) {
 	ifi, err := net.InterfaceByName(cfg.Interface)
 	if err != nil {
 		return nil, fmt.Errorf("ra: interface %s: %w", cfg.Interface, err)
+	}
+	// A raw socket opens and joins groups on an interface with IPv6 off;
+	// only every send would fail.
+	if off, _ := os.ReadFile("/proc/sys/net/ipv6/conf/" + ifi.Name + "/disable_ipv6"); strings.TrimSpace(string(off)) == "1" {
+		return nil, fmt.Errorf("ra: IPv6 is disabled on %s", ifi.Name)
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -144,13 +151,19 @@ func (s *Sender) Serve(ctx context.Context) error {
 	defer cancel()
 	readErr := make(chan error, 1)
 	go func() { readErr <- s.readLoop(ctx) }()
+	timerDone := make(chan struct{})
+	go func() { s.timerLoop(ctx); close(timerDone) }()
 	s.log.Info("IPv6 router advertisements: router lifetime 0, no prefix, no DHCPv6 (ends iPXE's IPv6 wait)")
-	s.timerLoop(ctx)
-	s.Close() // ends the read loop
-	if err := <-readErr; err != nil && ctx.Err() == nil {
-		return err
+	var err error
+	select {
+	case <-ctx.Done():
+		s.Close() // ends the read loop
+		err = <-readErr
+	case err = <-readErr: // the socket failed: stop advertising too
 	}
-	return nil
+	cancel()
+	<-timerDone
+	return err
 }
 
 // active says whether to advertise now.
@@ -216,6 +229,7 @@ func (s *Sender) readLoop(ctx context.Context) error {
 			return fmt.Errorf("ra: read: %w", err)
 		}
 		if cm == nil || cm.IfIndex != s.ifi.Index {
+			s.log.Debug("dropped neighbour discovery message from another interface", "cm", cm)
 			continue
 		}
 		ipa, ok := src.(*net.IPAddr)
@@ -232,6 +246,7 @@ func (s *Sender) readLoop(ctx context.Context) error {
 				s.log.Warn("another IPv6 router advertises on this segment: not sending router advertisements while it does", "router", from)
 			}
 		case kind == Solicitation:
+			s.log.Debug("router solicitation", "src", from)
 			s.solicited(ctx, ipa)
 		}
 	}

@@ -12,8 +12,11 @@ import (
 
 // TestFleetbootEdgeRA: on a segment with no IPv6 router (no RA router
 // namespace), a BIOS VM with QEMU's iPXE ROM boots its image, and the edge
-// (full mode, --ipv6-ra auto) answered the VM's router solicitation: that
-// advertisement, not a timeout, ended iPXE's IPv6 autoconfiguration.
+// (full mode, --ipv6-ra auto) advertised: every router solicitation the VM
+// sent was answered, to the VM. (iPXE solicits unless an advertisement
+// arrives first: then the edge's periodic multicast one ended the wait.)
+// Without adverts iPXE's IPv6 autoconfiguration would end by timeout,
+// about 12-16 s later; that time is the benchmark's to report, not a test's.
 func TestFleetbootEdgeRA(t *testing.T) {
 	t.Parallel()
 	e := startFleetboot(t, fbOptions{dhcpMode: "full", images: []string{"img-a"}, edgeRA: true, edgeArgs: []string{"--verbose"}})
@@ -22,10 +25,18 @@ func TestFleetbootEdgeRA(t *testing.T) {
 	e.boot(t, VMConfig{MAC: mac, Firmware: BIOS}, "img-a")
 	e.checkEdgeSaw(t, mac, proto.EventDHCPDiscover, proto.EventDHCPAck, proto.EventScript, proto.EventArtifactEnd)
 	ll := linkLocalOf(t, mac)
-	answered := regexp.MustCompile(`msg="router advertisement sent" .*dst=` + regexp.QuoteMeta(ll) + `%eth0`)
-	if !slices.ContainsFunc(strings.Split(e.edgeOutput(), "\n"), answered.MatchString) {
-		t.Errorf("the edge sent no router advertisement to the VM (%s)", ll)
+	lines := strings.Split(e.edgeOutput(), "\n")
+	has := func(re string) bool { return slices.ContainsFunc(lines, regexp.MustCompile(re).MatchString) }
+	solicited := has(`msg="router solicitation" .*src=` + regexp.QuoteMeta(ll) + `( |$)`)
+	answered := has(`msg="router advertisement sent" .*dst=` + regexp.QuoteMeta(ll) + `%eth0`)
+	multicast := has(`msg="router advertisement sent" .*dst=ff02::1( |$)`)
+	switch {
+	case solicited && !answered:
+		t.Errorf("the VM (%s) solicited a router and the edge never answered it", ll)
+	case !solicited && !multicast:
+		t.Errorf("the edge sent no router advertisement at all")
 	}
+	t.Logf("VM solicited: %v, answered: %v", solicited, answered)
 }
 
 // linkLocalOf is the EUI-64 link-local address iPXE takes for mac.
