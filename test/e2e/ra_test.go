@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"context"
 	"net"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fleetboot/fleetboot/proto"
 )
@@ -20,6 +22,15 @@ import (
 func TestFleetbootEdgeRA(t *testing.T) {
 	t.Parallel()
 	e := startFleetboot(t, fbOptions{dhcpMode: "full", images: []string{"img-a"}, edgeRA: true, edgeArgs: []string{"--verbose"}})
+	// Power on after the edge's first multicast advert: the next comes
+	// 16 s later, so the VM's wait ends by the answer to its solicitation
+	// (a multicast one arriving just as iPXE starts would end it too,
+	// which hides the answer path).
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := e.edge.WaitFor(ctx, regexp.MustCompile(`msg="router advertisement sent" .*dst=ff02::1( |$)`)); err != nil {
+		t.Fatalf("the edge sent no multicast router advertisement: %v", err)
+	}
 	mac := RandomMAC()
 	e.setHost(t, mac, "--image", "img-a", "--site", site)
 	e.boot(t, VMConfig{MAC: mac, Firmware: BIOS}, "img-a")
