@@ -44,7 +44,7 @@ func linkLocal(t *testing.T, ns string) net.IP {
 }
 
 // startSender runs a Sender in ns until the test ends.
-func startSender(t *testing.T, ns string, cfg Config) {
+func startSender(t *testing.T, ns string, cfg Config) (*Sender, *netnstest.Buffer) {
 	t.Helper()
 	logs := &netnstest.Buffer{}
 	cfg.Interface, cfg.Logger = netnstest.LanIf, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -64,6 +64,7 @@ func startSender(t *testing.T, ns string, cfg Config) {
 			t.Logf("sender log:\n%s", logs.String())
 		}
 	})
+	return s, logs
 }
 
 // received is an advertisement a peer received.
@@ -178,5 +179,55 @@ func TestNetnsAnswersSolicitation(t *testing.T) {
 	}
 	if addrs := netnstest.Run(t, "ip", "-n", nss["peer"], "-6", "addr", "show", "scope", "global"); strings.TrimSpace(addrs) != "" {
 		t.Errorf("the peer configured an address from the advertisement:\n%s", addrs)
+	}
+}
+
+// Another router advertising on the segment (here with a router lifetime,
+// as a real one does) makes the sender stand down: iPXE takes the first
+// advertisement it hears, and ours would keep the real router's prefix and
+// DHCPv6 flags from it.
+func TestNetnsStandsDownForAnotherRouter(t *testing.T) {
+	netnstest.NeedRoot(t)
+	nss := netnstest.LAN(t, "fbrr", netnstest.Member{Name: "edge", Addr: "10.78.0.1/24"}, netnstest.Member{Name: "rtr", Addr: "10.78.0.254/24"})
+	linkLocal(t, nss["edge"])
+	linkLocal(t, nss["rtr"])
+	s, logs := startSender(t, nss["edge"], Config{})
+	if !s.active() {
+		t.Fatal("sender inactive before any other router advertised")
+	}
+	// The other router's socket, opened in its namespace, used from here.
+	var pc *ipv6.PacketConn
+	var ifi *net.Interface
+	err := netnstest.InNS(nss["rtr"], func() (err error) {
+		if ifi, err = net.InterfaceByName(netnstest.LanIf); err != nil {
+			return err
+		}
+		c, err := net.ListenPacket("ip6:ipv6-icmp", "::")
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { c.Close() })
+		pc = ipv6.NewPacketConn(c)
+		pc.SetMulticastHopLimit(255)
+		return pc.SetMulticastInterface(ifi)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra := Advert{RouterLifetime: 1800, SourceLinkAddr: ifi.HardwareAddr}.Marshal()
+	waitfor.OK(t, "the sender to notice the other router", func() error {
+		if _, err := pc.WriteTo(ra, &ipv6.ControlMessage{IfIndex: ifi.Index}, &net.IPAddr{IP: allNodes, Zone: ifi.Name}); err != nil {
+			return err
+		}
+		if s.active() {
+			return errors.New("still advertising")
+		}
+		return nil
+	})
+	if s.active() {
+		t.Fatal("the sender still advertises next to another router")
+	}
+	if !strings.Contains(logs.String(), "another IPv6 router advertises") {
+		t.Errorf("no warning about the other router:\n%s", logs.String())
 	}
 }
