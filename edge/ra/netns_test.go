@@ -108,7 +108,7 @@ func solicit(t *testing.T, ns string, from net.IP, n int) []received {
 		// Bounded: 60 rounds of at most a second each.
 		for round := 0; round < 60 && len(got) < n; round++ {
 			cm := &ipv6.ControlMessage{Src: from, IfIndex: ifi.Index}
-			if _, err := pc.WriteTo(rs, cm, &net.IPAddr{IP: allRouters, Zone: ifi.Name}); err != nil {
+			if _, err := pc.WriteTo(rs, cm, &net.IPAddr{IP: net.IPv6linklocalallrouters, Zone: ifi.Name}); err != nil {
 				return fmt.Errorf("send solicitation: %w", err)
 			}
 			pc.SetReadDeadline(time.Now().Add(time.Second))
@@ -216,7 +216,7 @@ func TestNetnsStandsDownForAnotherRouter(t *testing.T) {
 	}
 	ra := Advert{RouterLifetime: 1800, SourceLinkAddr: ifi.HardwareAddr}.Marshal()
 	waitfor.OK(t, "the sender to notice the other router", func() error {
-		if _, err := pc.WriteTo(ra, &ipv6.ControlMessage{IfIndex: ifi.Index}, &net.IPAddr{IP: allNodes, Zone: ifi.Name}); err != nil {
+		if _, err := pc.WriteTo(ra, &ipv6.ControlMessage{IfIndex: ifi.Index}, &net.IPAddr{IP: net.IPv6linklocalallnodes, Zone: ifi.Name}); err != nil {
 			return err
 		}
 		if s.active() {

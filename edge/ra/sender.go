@@ -18,11 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-var (
-	allNodes   = net.ParseIP("ff02::1")
-	allRouters = net.ParseIP("ff02::2")
-)
-
 const (
 	// maxPendingReplies bounds the unicast answers waiting for their
 	// random delay; past it one multicast advertisement answers everybody
@@ -127,7 +122,7 @@ func setup(pc *ipv6.PacketConn, ifi *net.Interface) error {
 		// Our own multicast advertisements must not look like another
 		// router's.
 		func() error { return pc.SetMulticastLoopback(false) },
-		func() error { return pc.JoinGroup(ifi, &net.IPAddr{IP: allRouters}) },
+		func() error { return pc.JoinGroup(ifi, &net.IPAddr{IP: net.IPv6linklocalallrouters}) },
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -209,7 +204,7 @@ func (s *Sender) timerLoop(ctx context.Context) {
 			timer.Reset(inactivePoll)
 			continue
 		}
-		s.send(&net.IPAddr{IP: allNodes})
+		s.send(&net.IPAddr{IP: net.IPv6linklocalallnodes})
 		sent++
 		lastMulticast = now
 		next = now.Add(s.iv.next(sent, rand.Int64N))
