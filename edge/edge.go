@@ -23,6 +23,7 @@ import (
 	"github.com/fleetboot/fleetboot/edge/dhcp"
 	"github.com/fleetboot/fleetboot/edge/events"
 	"github.com/fleetboot/fleetboot/edge/httpboot"
+	"github.com/fleetboot/fleetboot/edge/ra"
 	"github.com/fleetboot/fleetboot/edge/state"
 	"github.com/fleetboot/fleetboot/edge/statesync"
 	"github.com/fleetboot/fleetboot/edge/tftp"
@@ -60,6 +61,7 @@ type Config struct {
 	// DHCPSourceRate: DHCP requests per second from unknown MACs per relay
 	// or source address (0: dhcp.DefaultSourceRate; negative: no limit).
 	DHCPSourceRate float64
+	IPv6RA         string // router advertisements on Interface: auto (""), on or off (edge/ra)
 }
 
 // Addrs are the addresses an agent's listeners are bound to ("" when the
@@ -87,6 +89,7 @@ type Agent struct {
 	srv    *http.Server
 	dhcp   *dhcp.Server // nil when DHCP is off
 	tftp   *tftp.Server // nil when TFTP is off
+	ra     *ra.Sender   // nil when router advertisements are off
 	addrs  Addrs
 
 	// closers release what New opened, in reverse order.
@@ -244,6 +247,9 @@ func New(cfg Config) (_ *Agent, err error) {
 		}
 		a.onClose(func() { a.dhcp.Close() })
 		a.addrs.DHCP = cfg.Interface
+		if err := a.openRA(); err != nil {
+			return nil, err
+		}
 	}
 	var macForIP func(net.IP) string
 	var leases httpboot.Leases // callbacks must come from the machine's lease
@@ -328,6 +334,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if a.tftp != nil {
 		g.Go(func() error { return a.tftp.Serve(ctx) })
+	}
+	if a.ra != nil {
+		g.Go(func() error { return a.ra.Serve(ctx) })
 	}
 	g.Go(func() error { a.prefetchLoop(ctx); return nil })
 	g.Go(func() error { a.heartbeatLoop(ctx); return nil })

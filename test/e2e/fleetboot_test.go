@@ -56,6 +56,7 @@ type fbOptions struct {
 	dhcpMode string   // the site's DHCP mode: full or proxy
 	images   []string // images to register (see addImage); nil: all of them
 	edgeArgs []string // extra edge flags
+	edgeRA   bool     // no RA router on the network: IPv6 on the edge's host, whose adverts end iPXE's wait
 }
 
 // startFleetboot brings up MinIO, the coordinator and an edge on a fresh
@@ -79,11 +80,18 @@ func startFleetboot(t *testing.T, opts fbOptions) *fbEnv {
 	}
 	e := &fbEnv{t: t, bin: bin, dir: LogDir(t), assets: assets}
 	e.net = NewNetwork(t, "10.77.0.0/24")
-	e.srv = e.net.AddHost(t, "srv", srvAddr, "")
-	// A router sending IPv6 RAs, as on most LANs: without it every iPXE
-	// instance waits ~12 s for IPv6 autoconfiguration.
-	rtr := e.net.AddHost(t, "rtr", "10.77.0.254", "fd77::fe/64")
-	StartRouterAdverts(t, rtr, e.dir)
+	srv6 := ""
+	if opts.edgeRA {
+		srv6 = "fd77::1/64"
+	}
+	e.srv = e.net.AddHost(t, "srv", srvAddr, srv6)
+	if !opts.edgeRA {
+		// A router sending IPv6 RAs, as on most LANs: without it (or the
+		// edge's own adverts) every iPXE instance waits ~12 s for IPv6
+		// autoconfiguration.
+		rtr := e.net.AddHost(t, "rtr", "10.77.0.254", "fd77::fe/64")
+		StartRouterAdverts(t, rtr, e.dir)
+	}
 	e.minio = StartMinIO(t, e.srv, e.dir)
 
 	e.coordArgs = []string{"coordinator", "--data", filepath.Join(e.dir, "coordinator"),

@@ -21,7 +21,7 @@ import (
 // edgeFlags are the settings of the edge agent, shared with `dev`.
 type edgeFlags struct {
 	name, site, iface, serverIP, stateDir, cacheDir, cacheSize, store, dhcp string
-	httpListen, tftpListen, advertise, bootDir, efiFile                     string
+	httpListen, tftpListen, advertise, bootDir, efiFile, ipv6RA             string
 	force, ping                                                             bool
 	drain                                                                   time.Duration
 	sourceRate                                                              float64
@@ -50,6 +50,7 @@ func (f *edgeFlags) register(cmd *cobra.Command, stateDir, cacheDir, httpListen,
 	fl.BoolVar(&f.ping, "conflict-check", true, "ping an address before offering it (off: faster, for segments where nothing else takes addresses)")
 	fl.Float64Var(&f.sourceRate, "dhcp-source-rate", dhcp.DefaultSourceRate,
 		"DHCP requests per second from unknown MACs per relay or source address, after a burst of "+strconv.Itoa(dhcp.DefaultSourceBurst)+" (negative: no limit)")
+	fl.StringVar(&f.ipv6RA, "ipv6-ra", edge.RAAuto, "IPv6 router advertisements on --interface that end iPXE's IPv6 wait without routing (lifetime 0): auto (in full and reservations mode), on or off")
 	fl.BoolVar(&f.force, "force", false, "answer DHCP in full mode even when another DHCP server is on the segment")
 }
 
@@ -82,6 +83,9 @@ func (f *edgeFlags) config(a *app, natsURL string) (edge.Config, error) {
 			return cfg, err
 		}
 	}
+	if f.ipv6RA != edge.RAAuto && f.ipv6RA != edge.RAOn && f.ipv6RA != edge.RAOff {
+		return cfg, fmt.Errorf("invalid --ipv6-ra %q: want auto, on or off", f.ipv6RA)
+	}
 	if f.efiFile != "ipxe.efi" && f.efiFile != "snponly.efi" {
 		return cfg, fmt.Errorf("invalid --efi-boot-file %q: want ipxe.efi or snponly.efi", f.efiFile)
 	}
@@ -98,7 +102,7 @@ func (f *edgeFlags) config(a *app, natsURL string) (edge.Config, error) {
 		StateDir: f.stateDir, CacheDir: f.cacheDir, CacheSize: size, Store: store,
 		Interface: f.iface, ServerIP: ip, HTTPListen: f.httpListen, TFTPListen: f.tftpListen,
 		AdvertiseURL: strings.TrimRight(f.advertise, "/"), BootDir: f.bootDir, EFIBootFile: f.efiFile,
-		Force: f.force, ConflictCheck: f.ping, DHCPSourceRate: f.sourceRate, Drain: f.drain, DHCPMode: f.dhcp, Version: a.version, Logger: a.logger(),
+		Force: f.force, ConflictCheck: f.ping, DHCPSourceRate: f.sourceRate, Drain: f.drain, DHCPMode: f.dhcp, IPv6RA: f.ipv6RA, Version: a.version, Logger: a.logger(),
 	}, nil
 }
 
@@ -106,7 +110,7 @@ func edgeSettings(cfg edge.Config) []setting {
 	return []setting{
 		{"name", cfg.Name}, {"site", cfg.Site}, {"state-dir", cfg.StateDir}, {"cache-dir", cfg.CacheDir},
 		{"cache-size", sizeSetting(cfg.CacheSize)}, {"http-listen", cfg.HTTPListen}, {"tftp-listen", cfg.TFTPListen},
-		{"advertise", cfg.AdvertiseURL}, {"interface", cfg.Interface}, {"dhcp", cfg.DHCPMode},
+		{"advertise", cfg.AdvertiseURL}, {"interface", cfg.Interface}, {"dhcp", cfg.DHCPMode}, {"ipv6-ra", cfg.IPv6RA},
 	}
 }
 
