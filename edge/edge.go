@@ -61,6 +61,11 @@ type Config struct {
 	// DHCPSourceRate: DHCP requests per second from unknown MACs per relay
 	// or source address (0: dhcp.DefaultSourceRate; negative: no limit).
 	DHCPSourceRate float64
+	// HTTPSourceRate and TFTPSourceRate: requests per second per client
+	// address (0: the servers' defaults, 20 and 10; negative: no limit).
+	// An edge behind a reverse proxy sees one address for every machine.
+	HTTPSourceRate float64
+	TFTPSourceRate float64
 	IPv6RA         string // router advertisements on Interface: auto (""), on or off (edge/ra)
 }
 
@@ -274,7 +279,7 @@ func New(cfg Config) (_ *Agent, err error) {
 	mux.Handle("/", boot)
 	// Header, query and body limits and slow-client deadlines; no whole-
 	// request WriteTimeout, which would cut ISO downloads (httpboot.Limits).
-	a.srv = httpboot.NewServer(mux, httpboot.Limits{Logger: log, Repeats: a.agg})
+	a.srv = httpboot.NewServer(mux, httpboot.Limits{Logger: log, Repeats: a.agg, Rate: cfg.HTTPSourceRate})
 	if a.tftp, err = newTFTP(cfg, boot, a.rec, a.agg, macForIP, log); err != nil {
 		return nil, err
 	}

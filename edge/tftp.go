@@ -24,7 +24,7 @@ func newTFTP(cfg Config, boot *httpboot.Handler, rec *events.Recorder, rep tftp.
 		// Name the machine in TFTP events from its DHCP lease.
 		MACForIP: macForIP,
 		// Refusals counted per address and window, over a per-address rate.
-		RateLimit: tftp.RateLimit{Repeats: rep},
+		RateLimit: tftp.RateLimit{Repeats: rep, Rate: cfg.TFTPSourceRate},
 	})
 	if err != nil {
 		return nil, err

@@ -24,7 +24,7 @@ type edgeFlags struct {
 	httpListen, tftpListen, advertise, bootDir, efiFile, ipv6RA             string
 	force, ping                                                             bool
 	drain                                                                   time.Duration
-	sourceRate                                                              float64
+	sourceRate, httpRate, tftpRate                                          float64
 }
 
 func (f *edgeFlags) register(cmd *cobra.Command, stateDir, cacheDir, httpListen, tftpListen string) {
@@ -50,6 +50,8 @@ func (f *edgeFlags) register(cmd *cobra.Command, stateDir, cacheDir, httpListen,
 	fl.BoolVar(&f.ping, "conflict-check", true, "ping an address before offering it (off: faster, for segments where nothing else takes addresses)")
 	fl.Float64Var(&f.sourceRate, "dhcp-source-rate", dhcp.DefaultSourceRate,
 		"DHCP requests per second from unknown MACs per relay or source address, after a burst of "+strconv.Itoa(dhcp.DefaultSourceBurst)+" (negative: no limit)")
+	fl.Float64Var(&f.httpRate, "http-source-rate", 20, "HTTP requests per second per client address, after a burst of 200; more get 429 (negative: no limit, e.g. behind a reverse proxy)")
+	fl.Float64Var(&f.tftpRate, "tftp-source-rate", 10, "TFTP requests per second per client address, after a burst of 100 (negative: no limit)")
 	fl.StringVar(&f.ipv6RA, "ipv6-ra", edge.RAAuto, "IPv6 router advertisements on --interface that end iPXE's IPv6 wait without routing (lifetime 0): auto (in full and reservations mode), on or off")
 	fl.BoolVar(&f.force, "force", false, "answer DHCP in full mode even when another DHCP server is on the segment")
 }
@@ -102,7 +104,7 @@ func (f *edgeFlags) config(a *app, natsURL string) (edge.Config, error) {
 		StateDir: f.stateDir, CacheDir: f.cacheDir, CacheSize: size, Store: store,
 		Interface: f.iface, ServerIP: ip, HTTPListen: f.httpListen, TFTPListen: f.tftpListen,
 		AdvertiseURL: strings.TrimRight(f.advertise, "/"), BootDir: f.bootDir, EFIBootFile: f.efiFile,
-		Force: f.force, ConflictCheck: f.ping, DHCPSourceRate: f.sourceRate, Drain: f.drain, DHCPMode: f.dhcp, IPv6RA: f.ipv6RA, Version: a.version, Logger: a.logger(),
+		Force: f.force, ConflictCheck: f.ping, DHCPSourceRate: f.sourceRate, HTTPSourceRate: f.httpRate, TFTPSourceRate: f.tftpRate, Drain: f.drain, DHCPMode: f.dhcp, IPv6RA: f.ipv6RA, Version: a.version, Logger: a.logger(),
 	}, nil
 }
 
