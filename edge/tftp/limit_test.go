@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
 type countRec struct {
@@ -50,6 +51,33 @@ func TestRateLimitPerAddress(t *testing.T) {
 		t.Fatalf("other address: %d bytes", len(got))
 	}
 	if a, b := rep.get(proto.EventTFTPLimited+" 127.0.0.1"), rep.get(proto.EventTFTPError+" 127.0.0.1"); a != 15 || b != 5 {
+		t.Errorf("counted %d tftp.limited and %d tftp.error, want 15 and 5", a, b)
+	}
+}
+
+// TestRateLimitWrites: write requests count against the address's rate as
+// read requests do. Every WRQ costs the edge a socket of its own and an
+// error packet to whatever address the datagram names, so a WRQ flood must
+// become a trickle of counted tftp.limited events, not one refusal each.
+// (Issue 12 item 4.)
+func TestRateLimitWrites(t *testing.T) {
+	rep := &countRec{n: map[string]int{}}
+	f := startServerWith(t, false, func(c *Config) {
+		c.RateLimit = RateLimit{Rate: 0.001, Burst: 5, Repeats: rep} // no refill within the test
+	})
+	flooder := newRawClient(t, "127.0.0.1")
+	wrq := append([]byte{0, 2}, "up.efi\x00octet\x00"...)
+	for i := range 20 {
+		flooder.send(f.addr, wrq)
+		if p := flooder.recv(); p.op != opERROR {
+			t.Fatalf("write request %d: got %v, want an error packet", i+1, p)
+		}
+	}
+	count := func() (limited, refused int) {
+		return rep.get(proto.EventTFTPLimited + " 127.0.0.1"), rep.get(proto.EventTFTPError + " 127.0.0.1")
+	}
+	waitfor.True(t, "20 write requests counted", func() bool { a, b := count(); return a+b == 20 })
+	if a, b := count(); a != 15 || b != 5 {
 		t.Errorf("counted %d tftp.limited and %d tftp.error, want 15 and 5", a, b)
 	}
 }

@@ -379,6 +379,11 @@ func (s *Server) write(filename string, wt io.WriterTo) error {
 	if it, ok := wt.(ptftp.IncomingTransfer); ok {
 		remote = it.RemoteAddr()
 	}
+	// Limited as reads are: each refusal below costs a socket and a
+	// packet to whatever source address the datagram names.
+	if err := s.limited(remote.IP); err != nil {
+		return err
+	}
 	var local net.IP
 	if pi, ok := wt.(ptftp.RequestPacketInfo); ok {
 		local = pi.LocalIP()
