@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fleetboot/fleetboot/edge/ratelimit"
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/ratelog"
 )
@@ -224,6 +225,10 @@ func remoteIP(r *http.Request) string {
 	}
 	return ""
 }
+
+// sourceKey is the rate limit's and the counted events' key of a client
+// address (remoteIP's form): its /64 for IPv6, see ratelimit.AddrKey.
+func sourceKey(ip string) string { return ratelimit.AddrKey(net.ParseIP(ip)) }
 
 // InputFor gathers a script's input from the edge state: the host by any of
 // its MACs, and the image it (or, if unknown, the site's discovery policy)
@@ -488,7 +493,7 @@ func (h *Handler) fromKnownAddress(mac string, host *proto.Host, ip string) stri
 // Config.Repeats when there is one.
 func (h *Handler) repeat(source, kind, mac string, detail map[string]string) {
 	if h.cfg.Repeats != nil {
-		h.cfg.Repeats.Count(source, kind, mac, detail)
+		h.cfg.Repeats.Count(sourceKey(source), kind, mac, detail)
 		return
 	}
 	h.emit(kind, mac, detail)
