@@ -229,3 +229,49 @@ func TestCallbackKeySurvivesRestart(t *testing.T) {
 		t.Errorf("a damaged key file: %v", err)
 	}
 }
+
+// TestCallbackAddressByMode: which address a callback must come from
+// depends on what the edge knows of the machine's address. In reservations
+// mode the edge's DHCP answers only hosts with a reservation; a host
+// without one gets its address from another server, which the edge never
+// sees, so its token alone decides (as in proxy mode), while an address
+// the edge leased to another machine is still refused. Refusing it made a
+// --once host at such a site reinstall on every boot. (Issue 12 item 1.)
+func TestCallbackAddressByMode(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mode   string
+		ip     string // the caller
+		status int
+	}{
+		{"full: no lease on the caller's address", proto.DHCPFull, "127.0.0.77", 403},
+		{"full: its lease", proto.DHCPFull, "127.0.0.80", 204},
+		{"reservations, no reservation: an address of the other server", proto.DHCPReservations, "127.0.0.77", 204},
+		{"reservations, no reservation: another machine's lease", proto.DHCPReservations, "127.0.0.81", 403},
+		{"proxy: any address", proto.DHCPProxy, "127.0.0.77", 204},
+		{"proxy: another machine's lease", proto.DHCPProxy, "127.0.0.81", 403},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			s := site(proto.UnknownIgnore)
+			s.DHCP = tc.mode
+			f.st.SetSite(s)
+			h := proto.Host{MAC: "52:54:00:00:00:30", Site: "lab", Image: "debian-12", State: proto.StateBoot}
+			f.st.PutHost(h)
+			f.h.cfg.Leases = staticLeases{"127.0.0.80": h.MAC, "127.0.0.81": "52:54:00:99:99:99"}
+			srv := httptest.NewServer(f.h)
+			t.Cleanup(srv.Close)
+			d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(tc.ip)}}
+			c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: d.DialContext}}
+			resp, err := c.Post(srv.URL+"/api/v1/done?mac="+h.MAC+"&token="+f.tokenFor(h.MAC), "application/json", strings.NewReader("{}"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Errorf("%d %q, want %d", resp.StatusCode, body, tc.status)
+			}
+		})
+	}
+}

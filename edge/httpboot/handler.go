@@ -458,10 +458,11 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, kind str
 }
 
 // fromKnownAddress says why a callback for mac may not come from ip, or ""
-// when it may. Where the site's DHCP hands out addresses (full or
-// reservations), the caller must be at the host's reservation or at an
-// address the edge leased to one of the machine's MACs; elsewhere, an
-// address the edge leased to another machine is still refused. When the
+// when it may. Where the site's DHCP hands out the host's address (its
+// reservation in full or reservations mode; any address in full mode),
+// the caller must be at the host's reservation or at an address the edge
+// leased to one of the machine's MACs; elsewhere, an address the edge
+// leased to another machine is still refused. When the
 // edge knows no address at all (proxy DHCP, no DHCP here and no
 // reservation), the token alone decides.
 func (h *Handler) fromKnownAddress(mac string, host *proto.Host, ip string) string {
@@ -483,7 +484,10 @@ func (h *Handler) fromKnownAddress(mac string, host *proto.Host, ip string) stri
 	switch {
 	case reserved:
 		return "not the host's reserved address"
-	case handsOut && h.cfg.Leases != nil:
+	case site.DHCP == proto.DHCPFull && h.cfg.Leases != nil:
+		// Only in full mode does every machine's address come from
+		// this edge; in reservations mode a host without a reservation
+		// gets one from another server, which the edge never sees.
 		return "no lease on the caller's address"
 	}
 	return ""
