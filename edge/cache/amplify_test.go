@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/fleetboot/fleetboot/edge/events"
 	"github.com/fleetboot/fleetboot/edge/httpboot"
 	"github.com/fleetboot/fleetboot/edge/state"
 	"github.com/fleetboot/fleetboot/proto"
@@ -237,4 +240,73 @@ func TestAbandonedFetchThatCompletes(t *testing.T) {
 	if files := dirFiles(t, c.tmpDir); len(files) != 0 {
 		t.Errorf("partial files left: %v", files)
 	}
+}
+
+// TestMachinelessRequestsCounted: artifact requests that name no machine
+// (no ?mac=; httpboot drops a MAC the site does not know) are what anyone
+// on the boot network can send at will, so their artifact.start and
+// artifact.end events are counted per source and window, not recorded two
+// per request: a flood of them flushed the EVENTS stream as fast as the
+// rate limit lets requests in. A request for a machine keeps its events.
+// (Issue 12 item 4.)
+func TestMachinelessRequestsCounted(t *testing.T) {
+	s := startStore(t)
+	a := s.putBytes("vmlinuz", randomBytes(52, 10_000))
+	rec := &eventRecorder{}
+	agg := events.NewAggregator(events.AggregatorConfig{Sink: rec, Window: time.Hour, Pass: 3})
+	rep := &countingRepeats{Repeats: agg}
+	c := newCache(t, t.TempDir(), 64<<20, s.fetcher, func(cfg *Config) { cfg.Events, cfg.Repeats = rec, rep })
+	ts := serve(t, c)
+	client := &http.Client{Timeout: time.Minute}
+	const flood = 50
+	for i := range flood {
+		if n, sum, err := hashGet(client, ts.url(a)); err != nil || n != a.Size || sum != a.SHA256 {
+			t.Fatalf("request %d: %d bytes, %v", i, n, err)
+		}
+	}
+	mac := "52:54:00:00:00:01"
+	if n, _, err := hashGet(client, ts.url(a)+"?mac="+mac); err != nil || n != a.Size {
+		t.Fatalf("request for a machine: %d bytes, %v", n, err)
+	}
+	// artifact.end follows the response; the requests share one
+	// connection, so the last one's end comes after all the others'.
+	waitfor.True(t, "every request's events", func() bool {
+		ends := 0
+		for _, ev := range rec.snapshot() {
+			if ev.MAC == mac && ev.Kind == proto.EventArtifactEnd {
+				ends++
+			}
+		}
+		return ends == 1
+	})
+	agg.Close()
+	byKind := map[string]int{}
+	counted := 0
+	for _, ev := range rec.snapshot() {
+		byKind[ev.Kind+" "+ev.MAC]++
+		if n, err := strconv.Atoi(ev.Detail["count"]); err == nil {
+			counted += n
+		}
+	}
+	want := map[string]int{
+		proto.EventArtifactStart + " ": 3 + 1, proto.EventArtifactEnd + " ": 3 + 1, // 3 as they came, then one counted
+		proto.EventArtifactStart + " " + mac: 1, proto.EventArtifactEnd + " " + mac: 1,
+	}
+	if d := cmp.Diff(want, byKind); d != "" {
+		t.Errorf("events by kind and MAC (-want +got):\n%s", d)
+	}
+	if counted != 2*(flood-3) {
+		t.Errorf("counted %d requests' events, want %d", counted, 2*(flood-3))
+	}
+}
+
+// countingRepeats counts the events handed to Repeats.
+type countingRepeats struct {
+	Repeats
+	n atomic.Int64
+}
+
+func (c *countingRepeats) Count(source, kind, mac string, detail map[string]string) {
+	c.n.Add(1)
+	c.Repeats.Count(source, kind, mac, detail)
 }

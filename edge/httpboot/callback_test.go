@@ -9,8 +9,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/fleetboot/fleetboot/proto"
 )
@@ -273,5 +276,43 @@ func TestCallbackAddressByMode(t *testing.T) {
 				t.Errorf("%d %q, want %d", resp.StatusCode, body, tc.status)
 			}
 		})
+	}
+}
+
+// macSeen is an ArtifactServer that records the ?mac= each request reached
+// it with.
+type macSeen struct {
+	mu   sync.Mutex
+	macs []string
+}
+
+func (m *macSeen) ServeArtifact(w http.ResponseWriter, r *http.Request, a proto.Artifact) {
+	m.mu.Lock()
+	m.macs = append(m.macs, r.URL.Query().Get("mac"))
+	m.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// TestArtifactMACOnlyForKnownMachines: an artifact request passes its
+// ?mac= on to the cache (whose events put it in that machine's timeline)
+// only when the site knows the MAC; any other is dropped, so the cache
+// counts the request as nobody's instead of recording events for a MAC a
+// client made up, one pair per request. (Issue 12 item 4.)
+func TestArtifactMACOnlyForKnownMachines(t *testing.T) {
+	f := newFixture(t)
+	seen := &macSeen{}
+	f.h.cfg.Artifacts = seen
+	srv := httptest.NewServer(f.h)
+	t.Cleanup(srv.Close)
+	for _, q := range []string{"?mac=52:54:00:12:34:56", "?mac=52:54:00:de:ad:01", "?mac=52-54-00-12-34-56&x=1", "?mac=nope", ""} {
+		resp, err := http.Get(srv.URL + "/artifacts/debian-12/vmlinuz" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	want := []string{"52:54:00:12:34:56", "", "52-54-00-12-34-56", "", ""}
+	if d := cmp.Diff(want, seen.macs); d != "" {
+		t.Errorf("MACs the cache saw (-want +got):\n%s", d)
 	}
 }

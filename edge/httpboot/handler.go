@@ -327,7 +327,7 @@ func (h *Handler) serveArtifact(w http.ResponseWriter, r *http.Request, rest str
 				http.Error(w, "httpboot: no artifact source", http.StatusServiceUnavailable)
 				return
 			}
-			h.cfg.Artifacts.ServeArtifact(w, r, a)
+			h.cfg.Artifacts.ServeArtifact(w, h.knownMACOnly(r), a)
 			return
 		}
 	}
@@ -365,6 +365,26 @@ func (h *Handler) serveBootFile(w http.ResponseWriter, r *http.Request, name str
 	w.Header().Set("Content-Type", "application/octet-stream")
 	// ServeContent over an *os.File: Range, HEAD, If-Modified-Since, sendfile.
 	http.ServeContent(w, r, name, fi.ModTime(), f)
+}
+
+// knownMACOnly returns r without its ?mac= unless the site knows that MAC:
+// the cache records artifact events under it, one pair per request, and
+// counts requests that name nobody per source instead (cache.Config.Repeats),
+// so a made-up MAC must not buy a client events of its own.
+func (h *Handler) knownMACOnly(r *http.Request) *http.Request {
+	q := r.URL.Query()
+	if !q.Has("mac") {
+		return r
+	}
+	if mac, err := proto.ParseMAC(q.Get("mac")); err == nil {
+		if _, ok := h.cfg.State.Host(mac); ok {
+			return r
+		}
+	}
+	q.Del("mac")
+	r2 := r.Clone(r.Context())
+	r2.URL.RawQuery = q.Encode()
+	return r2
 }
 
 // refusedBody is the one answer to a callback refused for its token or its
