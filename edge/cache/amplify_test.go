@@ -1,13 +1,18 @@
 package cache
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/fleetboot/fleetboot/edge/events"
 	"github.com/fleetboot/fleetboot/edge/httpboot"
 	"github.com/fleetboot/fleetboot/edge/state"
 	"github.com/fleetboot/fleetboot/proto"
@@ -151,4 +156,157 @@ func TestAbandonedFetchCancelled(t *testing.T) {
 			}
 		})
 	}
+}
+
+// holdEOF is the artifact store (a real MinIO) with the end of its first
+// object held back: the first body, once it has given every byte, does not
+// report the end until release is closed, whatever the cache's context
+// says. It plays the window between the last byte and the commit (the
+// fsync of a large file), where a cancel no longer stops the download.
+type holdEOF struct {
+	Fetcher
+	first   atomic.Bool
+	reached chan struct{} // closed when the held body has given every byte
+	release chan struct{}
+}
+
+func (h *holdEOF) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	body, err := h.Fetcher.Get(ctx, key)
+	if err != nil || !h.first.CompareAndSwap(false, true) {
+		return body, err
+	}
+	return &heldBody{ReadCloser: body, h: h}, nil
+}
+
+type heldBody struct {
+	io.ReadCloser
+	h *holdEOF
+}
+
+func (b *heldBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		close(b.h.reached)
+		<-b.h.release
+	}
+	return n, err
+}
+
+// TestAbandonedFetchThatCompletes: a client hangs up on an unpinned
+// download after its last byte came in but before the download committed
+// (the fetch is forgotten and cancelled, too late to stop it), and a second
+// client meanwhile starts and completes a fresh download of the same
+// artifact. The cache must hold the file once: counting it twice makes
+// the cache believe it is fuller than it is, for good, and every repeat
+// (a client can hang up at will) evicts more of what the site boots.
+// (Issue 12 item 5.)
+func TestAbandonedFetchThatCompletes(t *testing.T) {
+	s := startStore(t)
+	a := s.putRandom("live.iso", 9, 1<<20)
+	hold := &holdEOF{Fetcher: s.fetcher, reached: make(chan struct{}), release: make(chan struct{})}
+	c := newCache(t, t.TempDir(), 64<<20, hold, func(cfg *Config) { cfg.FetchTimeout = time.Hour })
+	ts := serve(t, c)
+	client := &http.Client{Timeout: time.Minute}
+
+	resp, err := client.Get(ts.url(a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Most of the body comes through (the last byte waits for the commit,
+	// and the server's buffers hold a few KiB before it).
+	if _, err := io.ReadFull(resp.Body, make([]byte, a.Size-64<<10)); err != nil {
+		t.Fatalf("first client: %v", err)
+	}
+	<-hold.reached
+	resp.Body.Close() // hang up before the commit
+	client.CloseIdleConnections()
+	waitfor.True(t, "the abandoned download to be forgotten", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.inflight) == 0
+	})
+
+	n, sum, err := hashGet(client, ts.url(a))
+	if err != nil || n != a.Size || sum != a.SHA256 {
+		t.Fatalf("second client: %d bytes, sha256 %s, %v", n, sum, err)
+	}
+	close(hold.release) // the first download now ends without error
+	waitfor.True(t, "both downloads to end", func() bool {
+		return metricValue(t, c, "fleetboot_cache_fetches_in_flight") == 0
+	})
+	if st := c.Stats(); st.Bytes != a.Size || st.Entries != 1 {
+		t.Errorf("cache holds %d bytes in %d entries, want %d in 1", st.Bytes, st.Entries, a.Size)
+	}
+	if files := dirFiles(t, c.tmpDir); len(files) != 0 {
+		t.Errorf("partial files left: %v", files)
+	}
+}
+
+// TestMachinelessRequestsCounted: artifact requests that name no machine
+// (no ?mac=; httpboot drops a MAC the site does not know) are what anyone
+// on the boot network can send at will, so their artifact.start and
+// artifact.end events are counted per source and window, not recorded two
+// per request: a flood of them flushed the EVENTS stream as fast as the
+// rate limit lets requests in. A request for a machine keeps its events.
+// (Issue 12 item 4.)
+func TestMachinelessRequestsCounted(t *testing.T) {
+	s := startStore(t)
+	a := s.putBytes("vmlinuz", randomBytes(52, 10_000))
+	rec := &eventRecorder{}
+	agg := events.NewAggregator(events.AggregatorConfig{Sink: rec, Window: time.Hour, Pass: 3})
+	rep := &countingRepeats{Repeats: agg}
+	c := newCache(t, t.TempDir(), 64<<20, s.fetcher, func(cfg *Config) { cfg.Events, cfg.Repeats = rec, rep })
+	ts := serve(t, c)
+	client := &http.Client{Timeout: time.Minute}
+	const flood = 50
+	for i := range flood {
+		if n, sum, err := hashGet(client, ts.url(a)); err != nil || n != a.Size || sum != a.SHA256 {
+			t.Fatalf("request %d: %d bytes, %v", i, n, err)
+		}
+	}
+	mac := "52:54:00:00:00:01"
+	if n, _, err := hashGet(client, ts.url(a)+"?mac="+mac); err != nil || n != a.Size {
+		t.Fatalf("request for a machine: %d bytes, %v", n, err)
+	}
+	// artifact.end follows the response; the requests share one
+	// connection, so the last one's end comes after all the others'.
+	waitfor.True(t, "every request's events", func() bool {
+		ends := 0
+		for _, ev := range rec.snapshot() {
+			if ev.MAC == mac && ev.Kind == proto.EventArtifactEnd {
+				ends++
+			}
+		}
+		return ends == 1
+	})
+	agg.Close()
+	byKind := map[string]int{}
+	counted := 0
+	for _, ev := range rec.snapshot() {
+		byKind[ev.Kind+" "+ev.MAC]++
+		if n, err := strconv.Atoi(ev.Detail["count"]); err == nil {
+			counted += n
+		}
+	}
+	want := map[string]int{
+		proto.EventArtifactStart + " ": 3 + 1, proto.EventArtifactEnd + " ": 3 + 1, // 3 as they came, then one counted
+		proto.EventArtifactStart + " " + mac: 1, proto.EventArtifactEnd + " " + mac: 1,
+	}
+	if d := cmp.Diff(want, byKind); d != "" {
+		t.Errorf("events by kind and MAC (-want +got):\n%s", d)
+	}
+	if counted != 2*(flood-3) {
+		t.Errorf("counted %d requests' events, want %d", counted, 2*(flood-3))
+	}
+}
+
+// countingRepeats counts the events handed to Repeats.
+type countingRepeats struct {
+	Repeats
+	n atomic.Int64
+}
+
+func (c *countingRepeats) Count(source, kind, mac string, detail map[string]string) {
+	c.n.Add(1)
+	c.Repeats.Count(source, kind, mac, detail)
 }

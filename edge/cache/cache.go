@@ -54,6 +54,18 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Events, if set, receives artifact.start and artifact.end per request.
 	Events EventSink
+	// Repeats, if set, takes those events instead for requests that name
+	// no machine (no ?mac=; httpboot drops a MAC the site does not know):
+	// anyone on the boot network can send them at will, so they are
+	// counted per source address and window (events.Aggregator), not
+	// recorded two per request.
+	Repeats Repeats
+}
+
+// Repeats records events a client can repeat at will: per source and
+// window, the first few as they come and the rest as one counted event.
+type Repeats interface {
+	Count(source, kind, mac string, detail map[string]string)
 }
 
 // Stats is a snapshot for heartbeats.
@@ -73,6 +85,7 @@ type Cache struct {
 	log            *slog.Logger
 	fetchTimeout   time.Duration
 	events         EventSink
+	repeats        Repeats
 	m              *metrics
 	gatherer       prometheus.Gatherer
 	prefetchSem    chan struct{}
@@ -143,6 +156,7 @@ func New(cfg Config) (*Cache, error) {
 		log:          cfg.Logger,
 		fetchTimeout: cfg.FetchTimeout,
 		events:       cfg.Events,
+		repeats:      cfg.Repeats,
 		gatherer:     gatherer,
 		prefetchSem:  make(chan struct{}, cfg.PrefetchConcurrency),
 		index:        index,

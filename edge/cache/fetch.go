@@ -385,6 +385,18 @@ func (c *Cache) download(f *fetch) error {
 func (c *Cache) commit(f *fetch) error {
 	a := f.a
 	c.mu.Lock()
+	// A download abandoned too late to stop (Cache.leave) is no longer in
+	// c.inflight, and a fresh one of the same artifact may be: leave that
+	// one be, and keep the file once, whichever finishes first.
+	if c.inflight[a.SHA256] == f {
+		delete(c.inflight, a.SHA256)
+	}
+	if _, ok := c.index.Peek(a.SHA256); ok {
+		c.reserved -= a.Size
+		c.mu.Unlock()
+		os.Remove(f.tmp)
+		return nil
+	}
 	if err := os.Rename(f.tmp, c.objPath(a.SHA256)); err != nil {
 		c.mu.Unlock()
 		return diskError("rename into place", err)
@@ -393,7 +405,6 @@ func (c *Cache) commit(f *fetch) error {
 	c.bytes += a.Size
 	e := &entry{sha: a.SHA256, size: a.Size, verified: true}
 	c.index.Add(a.SHA256, e)
-	delete(c.inflight, a.SHA256)
 	c.mu.Unlock()
 	// Make the rename durable: after a power cut the file is either absent
 	// or complete, never an empty name.

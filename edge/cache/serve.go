@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"time"
 
+	"github.com/fleetboot/fleetboot/edge/ratelimit"
 	"github.com/fleetboot/fleetboot/proto"
 )
 
@@ -70,6 +72,18 @@ func (c *Cache) ServeArtifact(w http.ResponseWriter, r *http.Request, a proto.Ar
 	if err != nil {
 		mac = ""
 	}
+	emit := c.emit
+	if mac == "" && c.repeats != nil {
+		// Nobody's boot: counted per source, as anyone can repeat it.
+		ip := ""
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			ip = host
+		}
+		emit = func(kind, _ string, detail map[string]string) {
+			detail["ip"] = ip
+			c.repeats.Count(ratelimit.AddrKey(net.ParseIP(ip)), kind, "", detail)
+		}
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "cache: artifacts are read-only: use GET or HEAD", http.StatusMethodNotAllowed)
@@ -99,7 +113,7 @@ func (c *Cache) ServeArtifact(w http.ResponseWriter, r *http.Request, a proto.Ar
 	case "miss":
 		c.m.misses.Inc()
 	}
-	c.emit(proto.EventArtifactStart, mac, map[string]string{
+	emit(proto.EventArtifactStart, mac, map[string]string{
 		"file": a.Name, "sha256": a.SHA256, "size": strconv.FormatInt(a.Size, 10), "cache": kind})
 
 	cw := &countingWriter{ResponseWriter: w}
@@ -128,7 +142,7 @@ func (c *Cache) ServeArtifact(w http.ResponseWriter, r *http.Request, a proto.Ar
 	if err != nil {
 		detail["error"] = reasonOf(err)
 	}
-	c.emit(proto.EventArtifactEnd, mac, detail)
+	emit(proto.EventArtifactEnd, mac, detail)
 	if abort {
 		// The body is shorter than its Content-Length and must not look
 		// complete: ErrAbortHandler makes net/http drop the connection (an

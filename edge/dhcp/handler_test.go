@@ -633,3 +633,31 @@ func TestParseMachine(t *testing.T) {
 		})
 	}
 }
+
+// TestTwoHostsOneReservation: while two hosts name the same fixed address
+// (the state allows it while a move is applied, and gives the address to
+// the lowest MAC), only that owner may take it. The other host got an
+// OFFER of it as its "own" reservation, which took the owner's lease away
+// (the owner's renewal was then NAKed), and an ACK for it. (Issue 12 item 14.)
+func TestTwoHostsOneReservation(t *testing.T) {
+	owner := proto.Host{MAC: knownMAC, Site: "lab", IP: "10.0.0.20", State: proto.StateBoot}
+	second := proto.Host{MAC: otherMAC, Site: "lab", IP: "10.0.0.20", State: proto.StateBoot}
+	f := newFixture(t, testSite(proto.DHCPFull, proto.UnknownDiscover), "", nil, owner, second)
+	if mac, _ := f.st.Reservation(netip.MustParseAddr("10.0.0.20")); mac != knownMAC {
+		t.Fatalf("state gives 10.0.0.20 to %q, want %s", mac, knownMAC)
+	}
+	if ip := f.dora(t, knownMAC); ip != "10.0.0.20" {
+		t.Fatalf("the owner got %s, want 10.0.0.20", ip)
+	}
+	if resp := f.handle(t, pkt(t, dhcpv4.MessageTypeDiscover, otherMAC), 67); resp != nil {
+		t.Errorf("the second host's DISCOVER: offered %s, want no offer", resp.YourIPAddr)
+	}
+	resp := f.handle(t, pkt(t, dhcpv4.MessageTypeRequest, otherMAC, requested("10.0.0.20")), 67)
+	if resp == nil || resp.MessageType() != dhcpv4.MessageTypeNak {
+		t.Errorf("the second host asking for 10.0.0.20: got %v, want NAK", resp)
+	}
+	resp = f.handle(t, pkt(t, dhcpv4.MessageTypeRequest, knownMAC, dhcpv4.WithClientIP(net.ParseIP("10.0.0.20"))), 67)
+	if resp == nil || resp.MessageType() != dhcpv4.MessageTypeAck {
+		t.Errorf("the owner renewing 10.0.0.20: got %v, want ACK", resp)
+	}
+}

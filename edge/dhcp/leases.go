@@ -221,13 +221,13 @@ func (l *Leases) rankLocked(p *pool, a netip.Addr, mac string, now time.Time) in
 	if !a.IsValid() || !p.prefix.Contains(a) || p.excluded(a) {
 		return rankNone
 	}
-	if a != p.own {
-		if !p.inRange(a) {
-			return rankNone
-		}
-		if owner, ok := p.reserved(a); ok && owner != p.owner {
-			return rankNone
-		}
+	if a != p.own && !p.inRange(a) {
+		return rankNone
+	}
+	// Asked for the client's own reservation too: while two hosts name
+	// one address, it is the index's owner's alone.
+	if owner, ok := p.reserved(a); ok && owner != p.owner {
+		return rankNone
 	}
 	rec := l.byIP[a]
 	switch {
@@ -248,6 +248,9 @@ func (l *Leases) rankLocked(p *pool, a netip.Addr, mac string, now time.Time) in
 // addresses first, then the longest-expired).
 func (l *Leases) chooseLocked(p *pool, mac string, requested netip.Addr, now time.Time) netip.Addr {
 	if p.own.IsValid() {
+		if owner, ok := p.reserved(p.own); ok && owner != p.owner {
+			return netip.Addr{} // another host's while two name it: an offer would take its lease
+		}
 		return p.own
 	}
 	if prev, ok := l.byMAC[mac]; ok && l.rankLocked(p, prev, mac, now) < rankNone {

@@ -9,8 +9,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/fleetboot/fleetboot/proto"
 )
@@ -227,5 +230,89 @@ func TestCallbackKeySurvivesRestart(t *testing.T) {
 	must(t, os.WriteFile(path, []byte("short"), 0o600))
 	if _, err := LoadCallbackKey(path); err == nil || !strings.Contains(err.Error(), "has 5 bytes") {
 		t.Errorf("a damaged key file: %v", err)
+	}
+}
+
+// TestCallbackAddressByMode: which address a callback must come from
+// depends on what the edge knows of the machine's address. In reservations
+// mode the edge's DHCP answers only hosts with a reservation; a host
+// without one gets its address from another server, which the edge never
+// sees, so its token alone decides (as in proxy mode), while an address
+// the edge leased to another machine is still refused. Refusing it made a
+// --once host at such a site reinstall on every boot. (Issue 12 item 1.)
+func TestCallbackAddressByMode(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mode   string
+		ip     string // the caller
+		status int
+	}{
+		{"full: no lease on the caller's address", proto.DHCPFull, "127.0.0.77", 403},
+		{"full: its lease", proto.DHCPFull, "127.0.0.80", 204},
+		{"reservations, no reservation: an address of the other server", proto.DHCPReservations, "127.0.0.77", 204},
+		{"reservations, no reservation: another machine's lease", proto.DHCPReservations, "127.0.0.81", 403},
+		{"proxy: any address", proto.DHCPProxy, "127.0.0.77", 204},
+		{"proxy: another machine's lease", proto.DHCPProxy, "127.0.0.81", 403},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			s := site(proto.UnknownIgnore)
+			s.DHCP = tc.mode
+			f.st.SetSite(s)
+			h := proto.Host{MAC: "52:54:00:00:00:30", Site: "lab", Image: "debian-12", State: proto.StateBoot}
+			f.st.PutHost(h)
+			f.h.cfg.Leases = staticLeases{"127.0.0.80": h.MAC, "127.0.0.81": "52:54:00:99:99:99"}
+			srv := httptest.NewServer(f.h)
+			t.Cleanup(srv.Close)
+			d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(tc.ip)}}
+			c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: d.DialContext}}
+			resp, err := c.Post(srv.URL+"/api/v1/done?mac="+h.MAC+"&token="+f.tokenFor(h.MAC), "application/json", strings.NewReader("{}"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Errorf("%d %q, want %d", resp.StatusCode, body, tc.status)
+			}
+		})
+	}
+}
+
+// macSeen is an ArtifactServer that records the ?mac= each request reached
+// it with.
+type macSeen struct {
+	mu   sync.Mutex
+	macs []string
+}
+
+func (m *macSeen) ServeArtifact(w http.ResponseWriter, r *http.Request, a proto.Artifact) {
+	m.mu.Lock()
+	m.macs = append(m.macs, r.URL.Query().Get("mac"))
+	m.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// TestArtifactMACOnlyForKnownMachines: an artifact request passes its
+// ?mac= on to the cache (whose events put it in that machine's timeline)
+// only when the site knows the MAC; any other is dropped, so the cache
+// counts the request as nobody's instead of recording events for a MAC a
+// client made up, one pair per request. (Issue 12 item 4.)
+func TestArtifactMACOnlyForKnownMachines(t *testing.T) {
+	f := newFixture(t)
+	seen := &macSeen{}
+	f.h.cfg.Artifacts = seen
+	srv := httptest.NewServer(f.h)
+	t.Cleanup(srv.Close)
+	for _, q := range []string{"?mac=52:54:00:12:34:56", "?mac=52:54:00:de:ad:01", "?mac=52-54-00-12-34-56&x=1", "?mac=nope", ""} {
+		resp, err := http.Get(srv.URL + "/artifacts/debian-12/vmlinuz" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	want := []string{"52:54:00:12:34:56", "", "52-54-00-12-34-56", "", ""}
+	if d := cmp.Diff(want, seen.macs); d != "" {
+		t.Errorf("MACs the cache saw (-want +got):\n%s", d)
 	}
 }

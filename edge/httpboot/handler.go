@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fleetboot/fleetboot/edge/ratelimit"
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/ratelog"
 )
@@ -225,6 +226,10 @@ func remoteIP(r *http.Request) string {
 	return ""
 }
 
+// sourceKey is the rate limit's and the counted events' key of a client
+// address (remoteIP's form): its /64 for IPv6, see ratelimit.AddrKey.
+func sourceKey(ip string) string { return ratelimit.AddrKey(net.ParseIP(ip)) }
+
 // InputFor gathers a script's input from the edge state: the host by any of
 // its MACs, and the image it (or, if unknown, the site's discovery policy)
 // boots. `fleetboot explain` uses it too, so both see the same decision.
@@ -322,7 +327,7 @@ func (h *Handler) serveArtifact(w http.ResponseWriter, r *http.Request, rest str
 				http.Error(w, "httpboot: no artifact source", http.StatusServiceUnavailable)
 				return
 			}
-			h.cfg.Artifacts.ServeArtifact(w, r, a)
+			h.cfg.Artifacts.ServeArtifact(w, h.knownMACOnly(r), a)
 			return
 		}
 	}
@@ -360,6 +365,26 @@ func (h *Handler) serveBootFile(w http.ResponseWriter, r *http.Request, name str
 	w.Header().Set("Content-Type", "application/octet-stream")
 	// ServeContent over an *os.File: Range, HEAD, If-Modified-Since, sendfile.
 	http.ServeContent(w, r, name, fi.ModTime(), f)
+}
+
+// knownMACOnly returns r without its ?mac= unless the site knows that MAC:
+// the cache records artifact events under it, one pair per request, and
+// counts requests that name nobody per source instead (cache.Config.Repeats),
+// so a made-up MAC must not buy a client events of its own.
+func (h *Handler) knownMACOnly(r *http.Request) *http.Request {
+	q := r.URL.Query()
+	if !q.Has("mac") {
+		return r
+	}
+	if mac, err := proto.ParseMAC(q.Get("mac")); err == nil {
+		if _, ok := h.cfg.State.Host(mac); ok {
+			return r
+		}
+	}
+	q.Del("mac")
+	r2 := r.Clone(r.Context())
+	r2.URL.RawQuery = q.Encode()
+	return r2
 }
 
 // refusedBody is the one answer to a callback refused for its token or its
@@ -453,10 +478,11 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, kind str
 }
 
 // fromKnownAddress says why a callback for mac may not come from ip, or ""
-// when it may. Where the site's DHCP hands out addresses (full or
-// reservations), the caller must be at the host's reservation or at an
-// address the edge leased to one of the machine's MACs; elsewhere, an
-// address the edge leased to another machine is still refused. When the
+// when it may. Where the site's DHCP hands out the host's address (its
+// reservation in full or reservations mode; any address in full mode),
+// the caller must be at the host's reservation or at an address the edge
+// leased to one of the machine's MACs; elsewhere, an address the edge
+// leased to another machine is still refused. When the
 // edge knows no address at all (proxy DHCP, no DHCP here and no
 // reservation), the token alone decides.
 func (h *Handler) fromKnownAddress(mac string, host *proto.Host, ip string) string {
@@ -478,7 +504,10 @@ func (h *Handler) fromKnownAddress(mac string, host *proto.Host, ip string) stri
 	switch {
 	case reserved:
 		return "not the host's reserved address"
-	case handsOut && h.cfg.Leases != nil:
+	case site.DHCP == proto.DHCPFull && h.cfg.Leases != nil:
+		// Only in full mode does every machine's address come from
+		// this edge; in reservations mode a host without a reservation
+		// gets one from another server, which the edge never sees.
 		return "no lease on the caller's address"
 	}
 	return ""
@@ -488,7 +517,7 @@ func (h *Handler) fromKnownAddress(mac string, host *proto.Host, ip string) stri
 // Config.Repeats when there is one.
 func (h *Handler) repeat(source, kind, mac string, detail map[string]string) {
 	if h.cfg.Repeats != nil {
-		h.cfg.Repeats.Count(source, kind, mac, detail)
+		h.cfg.Repeats.Count(sourceKey(source), kind, mac, detail)
 		return
 	}
 	h.emit(kind, mac, detail)

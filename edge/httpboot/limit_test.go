@@ -1,6 +1,7 @@
 package httpboot
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -58,5 +59,35 @@ func TestRateLimitPerAddress(t *testing.T) {
 	resp.Body.Close()
 	if got := rep.n[proto.EventHTTPLimited+" 127.0.0.1"]; got != 40 || len(rep.n) != 1 {
 		t.Errorf("counted %v, want 40 http.limited from 127.0.0.1", rep.n)
+	}
+}
+
+// TestRateLimitIPv6Prefix: a machine on the boot network picks any number
+// of IPv6 addresses in its /64 (link-local alone gives it 2^64), so a
+// limit per IPv6 address limits nothing. The requests carry the
+// RemoteAddr net/http sets for each peer; one machine rotating its address
+// inside a /64 gets one burst, another /64 its own. (Issue 12 item 4.)
+func TestRateLimitIPv6Prefix(t *testing.T) {
+	f := newFixture(t)
+	rep := &countRec{n: map[string]int{}}
+	lim := testLimits(f.logs)
+	lim.Rate, lim.Burst, lim.Repeats = 0.001, 10, rep // no refill within the test
+	g := Guard(f.h, lim)
+	get := func(remote string) int {
+		r := httptest.NewRequest(http.MethodGet, knownScript, nil)
+		r.RemoteAddr = remote
+		w := httptest.NewRecorder()
+		g.ServeHTTP(w, r)
+		return w.Code
+	}
+	codes := map[int]int{}
+	for i := range 50 {
+		codes[get(fmt.Sprintf("[fe80::%x:1]:%d", i+1, 40000+i))]++
+	}
+	if codes[200] != 10 || codes[429] != 40 {
+		t.Errorf("one /64, 50 addresses: answers %v, want 10×200 and 40×429", codes)
+	}
+	if c := get("[2001:db8:0:1::1]:40000"); c != 200 {
+		t.Errorf("another /64: %d, want 200", c)
 	}
 }

@@ -114,10 +114,11 @@ type Guarded struct {
 func (g *Guarded) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// First, before anything costs: a flood from one address gets 429s,
 	// one log line an interval and one counted event a window.
-	if ip := remoteIP(r); !g.rate.Allow(ip) {
+	// Keyed by ratelimit.AddrKey: an IPv6 client has a /64 to pick from.
+	if ip := remoteIP(r); !g.rate.Allow(sourceKey(ip)) {
 		g.drops.Warn("http: request refused", "reason", "rate limit", "ip", ip)
 		if g.lim.Repeats != nil {
-			g.lim.Repeats.Count(ip, proto.EventHTTPLimited, "", map[string]string{"ip": ip})
+			g.lim.Repeats.Count(sourceKey(ip), proto.EventHTTPLimited, "", map[string]string{"ip": ip})
 		}
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "httpboot: too many requests from this address", http.StatusTooManyRequests)

@@ -7,6 +7,8 @@
 package ratelimit
 
 import (
+	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -82,4 +84,24 @@ func (l *PerSource) Allow(source string) bool {
 	}
 	b.tokens--
 	return true
+}
+
+// AddrKey is the source key of a client address: the address itself for
+// IPv4 (an IPv4-mapped IPv6 address included), and its /64 for IPv6, the
+// least a single machine can pick addresses from at will (SLAAC and
+// link-local both hand a host a whole /64), so that rotating addresses
+// does not buy a new bucket each time. "" for no address.
+func AddrKey(ip net.IP) string {
+	if ip == nil {
+		return ""
+	}
+	if v4 := ip.To4(); v4 != nil {
+		return v4.String()
+	}
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return ip.String()
+	}
+	p, _ := a.WithZone("").Prefix(64)
+	return p.String()
 }

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"fmt"
+	"net"
 	"testing"
 	"time"
 )
@@ -58,6 +59,21 @@ func TestDefaultsAndOff(t *testing.T) {
 	for i := range 1000 {
 		if !off.Allow(fmt.Sprint(i % 3)) {
 			t.Fatal("a negative rate limits")
+		}
+	}
+}
+
+func TestAddrKey(t *testing.T) {
+	for _, tc := range []struct{ ip, want string }{
+		{"10.0.0.5", "10.0.0.5"},
+		{"::ffff:10.0.0.5", "10.0.0.5"},
+		{"fe80::1", "fe80::/64"},
+		{"fe80::dead:beef:1:2", "fe80::/64"},
+		{"2001:db8:0:1:aaaa::1", "2001:db8:0:1::/64"},
+		{"", ""},
+	} {
+		if got := AddrKey(net.ParseIP(tc.ip)); got != tc.want {
+			t.Errorf("AddrKey(%q) = %q, want %q", tc.ip, got, tc.want)
 		}
 	}
 }

@@ -36,12 +36,13 @@ func newRateLimit(r RateLimit) *ratelimit.PerSource {
 // limited refuses a request over its address's rate, before a slot or an
 // event is spent on it: one log line an interval, one counted event a window.
 func (s *Server) limited(ip net.IP) error {
-	if s.rate.Allow(ip.String()) {
+	// Keyed by ratelimit.AddrKey: an IPv6 client has a /64 to pick from.
+	if s.rate.Allow(ratelimit.AddrKey(ip)) {
 		return nil
 	}
 	s.drops.Warn("tftp: request refused", "reason", reasonRate, "ip", ip.String())
 	if r := s.cfg.RateLimit.Repeats; r != nil {
-		r.Count(ip.String(), proto.EventTFTPLimited, s.macFor(ip), map[string]string{"ip": ip.String()})
+		r.Count(ratelimit.AddrKey(ip), proto.EventTFTPLimited, s.macFor(ip), map[string]string{"ip": ip.String()})
 	}
 	return fmt.Errorf("too many requests from %s: try again later", ip)
 }
@@ -55,5 +56,5 @@ func (s *Server) emitRefusal(ip net.IP, detail map[string]string) {
 		return
 	}
 	detail["ip"] = ip.String()
-	r.Count(ip.String(), proto.EventTFTPError, s.macFor(ip), detail)
+	r.Count(ratelimit.AddrKey(ip), proto.EventTFTPError, s.macFor(ip), detail)
 }

@@ -2,10 +2,16 @@ package tftp
 
 import (
 	"bytes"
+	"fmt"
+	"io"
+	"net"
 	"sync"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
 type countRec struct {
@@ -51,5 +57,82 @@ func TestRateLimitPerAddress(t *testing.T) {
 	}
 	if a, b := rep.get(proto.EventTFTPLimited+" 127.0.0.1"), rep.get(proto.EventTFTPError+" 127.0.0.1"); a != 15 || b != 5 {
 		t.Errorf("counted %d tftp.limited and %d tftp.error, want 15 and 5", a, b)
+	}
+}
+
+// TestRateLimitWrites: write requests count against the address's rate as
+// read requests do. Every WRQ costs the edge a socket of its own and an
+// error packet to whatever address the datagram names, so a WRQ flood must
+// become a trickle of counted tftp.limited events, not one refusal each.
+// (Issue 12 item 4.)
+func TestRateLimitWrites(t *testing.T) {
+	rep := &countRec{n: map[string]int{}}
+	f := startServerWith(t, false, func(c *Config) {
+		c.RateLimit = RateLimit{Rate: 0.001, Burst: 5, Repeats: rep} // no refill within the test
+	})
+	flooder := newRawClient(t, "127.0.0.1")
+	wrq := append([]byte{0, 2}, "up.efi\x00octet\x00"...)
+	for i := range 20 {
+		flooder.send(f.addr, wrq)
+		if p := flooder.recv(); p.op != opERROR {
+			t.Fatalf("write request %d: got %v, want an error packet", i+1, p)
+		}
+	}
+	count := func() (limited, refused int) {
+		return rep.get(proto.EventTFTPLimited + " 127.0.0.1"), rep.get(proto.EventTFTPError + " 127.0.0.1")
+	}
+	waitfor.True(t, "20 write requests counted", func() bool { a, b := count(); return a+b == 20 })
+	if a, b := count(); a != 15 || b != 5 {
+		t.Errorf("counted %d tftp.limited and %d tftp.error, want 15 and 5", a, b)
+	}
+}
+
+// heldTransfer is the library's side of one read transfer, from addr: it
+// holds its slot until release is closed (a client that never ACKs).
+type heldTransfer struct {
+	addr    net.UDPAddr
+	release chan struct{}
+}
+
+func (h *heldTransfer) SetSize(int64)           {}
+func (h *heldTransfer) RemoteAddr() net.UDPAddr { return h.addr }
+func (h *heldTransfer) ReadFrom(io.Reader) (int64, error) {
+	<-h.release
+	return 0, nil
+}
+
+// TestTransfersPerIPv6Prefix: the cap on transfers in flight per client
+// counts an IPv6 client by its /64, as the rate limit does; per address, a
+// machine rotating addresses in its /64 could hold every transfer slot of
+// the edge and no other machine could boot. (Issue 12 item 4.)
+func TestTransfersPerIPv6Prefix(t *testing.T) {
+	f := startServerWith(t, false, func(c *Config) { c.MaxPerClient, c.MaxTransfers = 2, 10 })
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	t.Cleanup(func() { close(release); wg.Wait() })
+	// start begins a transfer from ip and reports whether it holds a
+	// slot (true) or was refused at once (false).
+	start := func(ip string) bool {
+		before, _ := f.srv.slots.inFlight()
+		tr := &heldTransfer{addr: net.UDPAddr{IP: net.ParseIP(ip), Port: 40000}, release: release}
+		errc := make(chan error, 1)
+		wg.Go(func() { errc <- f.srv.read("undionly.kpxe", tr) })
+		held := false
+		waitfor.True(t, "the transfer from "+ip+" to take a slot or be refused", func() bool {
+			if n, _ := f.srv.slots.inFlight(); n > before {
+				held = true
+				return true
+			}
+			return len(errc) > 0
+		})
+		return held
+	}
+	var got []bool
+	for i := range 4 {
+		got = append(got, start(fmt.Sprintf("fe80::%x:1", i+1)))
+	}
+	got = append(got, start("2001:db8:0:1::1"))
+	if d := cmp.Diff([]bool{true, true, false, false, true}, got); d != "" {
+		t.Errorf("slots held (4 addresses of one /64, then another /64) (-want +got):\n%s", d)
 	}
 }

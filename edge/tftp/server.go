@@ -313,7 +313,9 @@ func (s *Server) read(filename string, rf io.ReaderFrom) error {
 	// A flood is refused before anything else, with no event: one rate-
 	// limited log line per interval is all it may cost. The library sends
 	// the returned error as the client's error packet.
-	release, err := s.slots.acquire(remote.IP.String())
+	// Per /64 for IPv6, as the rate limit: a machine picks addresses in
+	// its /64 at will.
+	release, err := s.slots.acquire(ratelimit.AddrKey(remote.IP))
 	if err != nil {
 		s.drops.Warn("tftp: request refused", "reason", reasonBusy, "ip", remote.IP.String(), "err", err)
 		return err
@@ -379,6 +381,11 @@ func (s *Server) write(filename string, wt io.WriterTo) error {
 	var remote net.UDPAddr
 	if it, ok := wt.(ptftp.IncomingTransfer); ok {
 		remote = it.RemoteAddr()
+	}
+	// Limited as reads are: each refusal below costs a socket and a
+	// packet to whatever source address the datagram names.
+	if err := s.limited(remote.IP); err != nil {
+		return err
 	}
 	var local net.IP
 	if pi, ok := wt.(ptftp.RequestPacketInfo); ok {
