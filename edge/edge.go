@@ -192,7 +192,7 @@ func New(cfg Config) (_ *Agent, err error) {
 	a.onClose(func() { a.agg.Close() })
 
 	store := &lazyStore{cfg: cfg.Store, log: log}
-	a.cache, err = cache.New(cache.Config{Dir: cfg.CacheDir, MaxBytes: cfg.CacheSize, Fetcher: store, Logger: log, Events: a.rec})
+	a.cache, err = cache.New(cache.Config{Dir: cfg.CacheDir, MaxBytes: cfg.CacheSize, Fetcher: store, Logger: log, Events: a.rec, Repeats: a.agg})
 	if err != nil {
 		return nil, err
 	}
