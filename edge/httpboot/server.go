@@ -50,7 +50,7 @@ type Limits struct {
 }
 
 // defaultRate is Limits' per-address rate limit.
-var defaultRate = ratelimit.Config{Rate: 20, Burst: 200, MaxSources: 4096}
+func defaultRate() ratelimit.Config { return ratelimit.Config{Rate: 20, Burst: 200, MaxSources: 4096} }
 
 // WriteChunk is the most a response writes under one deadline: at the
 // default WriteIdleTimeout a client must take 1 MiB a minute (17 KiB/s), far
@@ -100,7 +100,7 @@ func NewServer(h http.Handler, lim Limits) *http.Server {
 func Guard(h http.Handler, lim Limits) *Guarded {
 	lim = lim.withDefaults()
 	return &Guarded{next: h, lim: lim, drops: ratelog.Logger(lim.Logger.With("component", "http"), lim.LogEvery),
-		rate: ratelimit.New(ratelimit.Config{Rate: lim.Rate, Burst: lim.Burst, MaxSources: lim.MaxClients}, defaultRate)}
+		rate: ratelimit.New(ratelimit.Config{Rate: lim.Rate, Burst: lim.Burst, MaxSources: lim.MaxClients}, defaultRate())}
 }
 
 // Guarded is an http.Handler with Limits applied.

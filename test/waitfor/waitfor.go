@@ -4,6 +4,7 @@
 package waitfor
 
 import (
+	"errors"
 	"testing"
 	"time"
 )
@@ -53,8 +54,4 @@ func Within(t testing.TB, d time.Duration, what string, cond func() error) time.
 	}
 }
 
-type notYet struct{}
-
-func (notYet) Error() string { return "not yet" }
-
-var errNotYet error = notYet{}
+var errNotYet = errors.New("not yet")
