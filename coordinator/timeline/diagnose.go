@@ -32,6 +32,7 @@ const (
 	RuleIgnored         = "ignored" // the edge ignores this machine (unknown host, policy, DHCP off)
 	RuleLocal           = "local-boot"
 	RuleExit            = "script-exit"
+	RuleIPv6Wait        = "ipv6-wait" // iPXE waited for IPv6 router advertisements before asking for its script
 )
 
 // Diagnosis is one recognised pattern in a boot.
@@ -50,6 +51,17 @@ const (
 	stpMax = 45 * time.Second
 )
 
+// ipv6WaitMin: iPXE configures a NIC with DHCP and IPv6 autoconfiguration
+// side by side and fetches nothing until both are done. On a segment with no
+// router advertisements the IPv6 side gives up only after about 16 s (seen
+// with Debian's iPXE under QEMU, once per iPXE instance in a chain). DHCP
+// takes 1-4 s of that, so the edge sees iPXE's ACK and then, 12-15 s later,
+// the script request with nothing in between. With adverts iPXE asks for its
+// script within a second or two of the ACK, even in a software-emulated
+// guest. 8 s is far from both: a slow guest does not reach it, and a wait that
+// DHCP retransmissions partly overlapped still does.
+const ipv6WaitMin = 8 * time.Second
+
 // Diagnose returns the known patterns that show in one boot, in time order.
 // Rules that need a step to be over (a transfer without its end) hold back
 // while b.InProgress.
@@ -61,6 +73,8 @@ func Diagnose(b Boot) []Diagnosis {
 	ds = append(ds, script(b)...)
 	ds = append(ds, artifacts(b)...)
 	ds = append(ds, dhcpInfo(b)...)
+	// Last: a gap another rule already explains is not called an IPv6 wait.
+	ds = append(ds, ipv6Wait(b, ds)...)
 	sortDiagnoses(ds)
 	return ds
 }
@@ -317,6 +331,72 @@ func artifacts(b Boot) []Diagnosis {
 		}
 	}
 	return ds
+}
+
+// ipv6Wait finds iPXE's DHCP reply followed, after ipv6WaitMin or more, by
+// its script request with nothing else from that MAC in between: iPXE sat
+// waiting for router advertisements (see ipv6WaitMin).
+func ipv6Wait(b Boot, others []Diagnosis) []Diagnosis {
+	var ds []Diagnosis
+	for i, s := range b.Steps {
+		reply := s.Event
+		if reply.Kind != proto.EventDHCPAck && reply.Kind != proto.EventDHCPOffer {
+			continue // an OFFER counts in proxy mode, where the site's server ACKs
+		}
+		j := nextOfMAC(b.Steps, i)
+		if j < 0 {
+			continue
+		}
+		fetch := b.Steps[j].Event
+		if (fetch.Kind != proto.EventScript && fetch.Kind != proto.EventScriptUnknown) || !isIPXE(reply, fetch) {
+			continue
+		}
+		wait := fetch.Time.Sub(reply.Time)
+		if wait < ipv6WaitMin || diagnosedBetween(others, reply.Time, fetch.Time) {
+			continue
+		}
+		// Info, not a problem: the boot goes on, only later.
+		ds = append(ds, Diagnosis{Rule: RuleIPv6Wait, Level: LevelInfo, At: fetch.Time, Text: fmt.Sprintf(
+			"iPXE waited %d s for IPv6: no router advertisements on this segment (the edge sends them with --ipv6-ra; is it off, or is the edge not on this segment?)",
+			int(wait.Round(time.Second)/time.Second))})
+	}
+	return ds
+}
+
+// nextOfMAC is the index of the first step after i from the same MAC, -1
+// when there is none.
+func nextOfMAC(steps []Step, i int) int {
+	for j := i + 1; j < len(steps); j++ {
+		if steps[j].Event.MAC == steps[i].Event.MAC {
+			return j
+		}
+	}
+	return -1
+}
+
+// isIPXE: the edge's boot-file decision for the reply was iPXE's row
+// (edge/dhcp BootFor, "ipxe: script over http"), or the script was rendered
+// for iPXE. GRUB asks for grub.cfg on the Secure Boot path and has no such
+// wait.
+func isIPXE(reply, script proto.Event) bool {
+	switch script.Detail["format"] {
+	case "grub":
+		return false
+	case "ipxe":
+		return true
+	}
+	return strings.Contains(reply.Detail["decision"], "ipxe:")
+}
+
+// diagnosedBetween reports whether another diagnosis shows strictly between
+// from and to.
+func diagnosedBetween(ds []Diagnosis, from, to time.Time) bool {
+	for _, d := range ds {
+		if d.At.After(from) && d.At.Before(to) {
+			return true
+		}
+	}
+	return false
 }
 
 // dhcpInfo reports NAKs, DECLINEs and messages the edge ignored.

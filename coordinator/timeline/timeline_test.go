@@ -15,7 +15,8 @@ var t0 = time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC)
 
 const mac = "52:54:00:12:34:56"
 
-// step is one hand-written event: seconds after t0, kind, detail as k=v pairs.
+// step is one hand-written event: seconds after t0, kind, detail as k=v pairs
+// ("_" for a space; mac=… sets the event's MAC instead, for another NIC).
 type step struct {
 	at     float64
 	kind   string
@@ -26,12 +27,17 @@ func events(steps ...step) []proto.Event {
 	var out []proto.Event
 	for i, s := range steps {
 		d := map[string]string{}
+		m := mac
 		for _, kv := range strings.Fields(s.detail) {
 			k, v, _ := strings.Cut(kv, "=")
+			if k == "mac" {
+				m = v
+				continue
+			}
 			d[k] = strings.ReplaceAll(v, "_", " ")
 		}
 		out = append(out, proto.Event{V: 1, ID: fmt.Sprint("ev", i), Time: t0.Add(time.Duration(s.at * float64(time.Second))),
-			Site: "lab", Edge: "edge1", MAC: mac, Kind: s.kind, Detail: d})
+			Site: "lab", Edge: "edge1", MAC: m, Kind: s.kind, Detail: d})
 	}
 	return out
 }
@@ -43,6 +49,19 @@ func dora(at float64, xid string) []step {
 		{at + 0.01, proto.EventDHCPOffer, "xid=" + xid + " ip=10.0.0.20"},
 		{at + 1, proto.EventDHCPRequest, "xid=" + xid + " ip=10.0.0.20"},
 		{at + 1.01, proto.EventDHCPAck, "xid=" + xid + " ip=10.0.0.20"},
+	}
+}
+
+// ipxeDora is iPXE's DHCP exchange in full mode, with the decision the edge
+// records for it (edge/dhcp BootFor's iPXE row) and the ACK 1 s after the
+// DISCOVER.
+func ipxeDora(at float64, xid string) []step {
+	const d = " decision=known_host;_ipxe:_script_over_http:_http://10.0.0.1:8080/boot.ipxe"
+	return []step{
+		{at, proto.EventDHCPDiscover, "xid=" + xid + " arch=0" + d},
+		{at + 0.01, proto.EventDHCPOffer, "xid=" + xid + " ip=10.0.0.20 arch=0" + d},
+		{at + 1, proto.EventDHCPRequest, "xid=" + xid + " ip=10.0.0.20 arch=0" + d},
+		{at + 1.01, proto.EventDHCPAck, "xid=" + xid + " ip=10.0.0.20 arch=0" + d},
 	}
 }
 
@@ -250,6 +269,86 @@ func TestBuildDiagnoses(t *testing.T) {
 			steps: cat(dora(0, "0x01"), tftpOK(2), dora(4, "0x02"), []step{{5.5, proto.EventScript, "decision=local reason=host_state_is_local"}}),
 			want:  [][]string{{RuleLocal + "@5.5"}},
 		},
+		// iPXE's IPv6 wait (QEMU-PXE-FACTS.md): without router
+		// advertisements iPXE fetches nothing until about 16 s after it
+		// began configuring the NIC; its DHCP exchange is the first 1-4 s
+		// of that, so the script comes 12-15 s after the ACK.
+		{
+			name: "IPv6 wait: QEMU's BIOS iPXE ROM, script 15 s after the ACK",
+			// The ROM is iPXE, so the edge sends it the script at once; with
+			// adverts the boot reaches userspace in about 9 s.
+			steps: cat(ipxeDora(0, "0x01"), scriptBoot(16), artifactsOK(16.5)),
+			want:  [][]string{{RuleIPv6Wait + "@16"}},
+		},
+		{
+			name:  "IPv6 wait: UEFI PXE, ipxe.efi over TFTP, iPXE's script 14 s after its ACK",
+			steps: cat(dora(0, "0x01"), tftpOK(2), ipxeDora(4, "0x02"), scriptBoot(19), artifactsOK(19.5)),
+			want:  [][]string{{RuleIPv6Wait + "@19"}},
+		},
+		{
+			name: "IPv6 wait in proxy mode: iPXE's proxy OFFER, the site's server ACKs",
+			steps: cat([]step{
+				{0, proto.EventDHCPDiscover, "xid=0x01 arch=0 decision=proxy;_known_host;_ipxe:_script_over_http:_http://10.0.0.1:8080/boot.ipxe"},
+				{0.01, proto.EventDHCPOffer, "xid=0x01 arch=0 decision=proxy;_known_host;_ipxe:_script_over_http:_http://10.0.0.1:8080/boot.ipxe"},
+			}, []step{{16, proto.EventScript, "decision=boot image=debian12 reason=host_boots_image_debian12 format=ipxe"}}, artifactsOK(16.5)),
+			want: [][]string{{RuleIPv6Wait + "@16"}},
+		},
+		{
+			name:  "no IPv6 wait: iPXE asks for its script 0.5 s after the ACK (adverts on the segment)",
+			steps: cat(dora(0, "0x01"), tftpOK(2), ipxeDora(4, "0x02"), scriptBoot(5.5), artifactsOK(6)),
+			want:  [][]string{{}},
+		},
+		{
+			name:  "no IPv6 wait: a slow guest's 6 s between ACK and script is under the threshold",
+			steps: cat(ipxeDora(0, "0x01"), scriptBoot(7), artifactsOK(7.5)),
+			want:  [][]string{{}},
+		},
+		{
+			name: "no IPv6 wait: a ProxyDHCP wait before the REQUEST hid most of it",
+			// An edge that does not send no-pxedhcp: iPXE waits ~10 s for
+			// ProxyDHCP offers, and the IPv6 wait runs out alongside.
+			steps: cat([]step{
+				{0, proto.EventDHCPDiscover, "xid=0x01 decision=known_host;_ipxe:_script_over_http"},
+				{0.01, proto.EventDHCPOffer, "xid=0x01 ip=10.0.0.20 decision=known_host;_ipxe:_script_over_http"},
+				{11, proto.EventDHCPRequest, "xid=0x01 ip=10.0.0.20 decision=known_host;_ipxe:_script_over_http"},
+				{11.01, proto.EventDHCPAck, "xid=0x01 ip=10.0.0.20 decision=known_host;_ipxe:_script_over_http"},
+			}, scriptBoot(16), artifactsOK(16.5)),
+			want: [][]string{{}},
+		},
+		{
+			name: "no IPv6 wait: spanning tree held the port while iPXE waited",
+			// The IPv6 wait runs out during the 30 s the port is blocked;
+			// the late DISCOVER is the diagnosis, the script follows at once.
+			steps: cat(dora(0, "0x01"), tftpOK(2), ipxeDora(32.5, "0x02"), scriptBoot(34), artifactsOK(35)),
+			want:  [][]string{{RuleSTP + "@32.5"}},
+		},
+		{
+			name: "no IPv6 wait: something else from the MAC between the ACK and the script",
+			steps: cat(ipxeDora(0, "0x01"), []step{
+				{3, proto.EventDHCPDecline, "xid=0x01 ip=10.0.0.20"},
+			}, ipxeDora(13, "0x02"), scriptBoot(15), artifactsOK(15.5)),
+			want: [][]string{{RuleDecline + "@3"}},
+		},
+		{
+			name: "no IPv6 wait: a problem already diagnosed on the machine's other NIC inside the gap",
+			steps: cat(ipxeDora(0, "0x01"), []step{
+				{4, proto.EventTFTPStart, "mac=52:54:00:12:34:57 file=ipxe.efi"},
+				{9, proto.EventTFTPError, "mac=52:54:00:12:34:57 file=ipxe.efi bytes=0 error=timeout_waiting_for_ACK"},
+			}, scriptBoot(16), artifactsOK(16.5)),
+			want: [][]string{{RuleTFTPFailed + "@9"}},
+		},
+		{
+			name: "no IPv6 wait: GRUB's late grub.cfg request",
+			steps: cat(dora(0, "0x01"), []step{
+				{15, proto.EventScript, "decision=boot image=debian12 format=grub"},
+			}, artifactsOK(16)),
+			want: [][]string{{}},
+		},
+		{
+			name:  "no IPv6 wait: a DHCP exchange that is not iPXE's (no script follows)",
+			steps: cat(dora(0, "0x01"), []step{{12, proto.EventTFTPStart, "file=ipxe.efi"}, {12.5, proto.EventTFTPDone, "file=ipxe.efi bytes=1048576"}}),
+			want:  [][]string{{}},
+		},
 		{
 			name:  "image not yet at the edge",
 			steps: cat(dora(0, "0x01"), []step{{2, proto.EventScript, "decision=missing image=debian12 reason=image_debian12_is_not_known_at_this_edge"}}),
@@ -268,6 +367,17 @@ func TestBuildDiagnoses(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestIPv6WaitText: the diagnosis names the wait in whole seconds and says
+// what to check.
+func TestIPv6WaitText(t *testing.T) {
+	boots := Build(events(cat(dora(0, "0x01"), tftpOK(2), ipxeDora(4, "0x02"), scriptBoot(19.2), artifactsOK(19.5))...), Options{})
+	want := []Diagnosis{{Rule: RuleIPv6Wait, Level: LevelInfo, At: t0.Add(19200 * time.Millisecond),
+		Text: "iPXE waited 14 s for IPv6: no router advertisements on this segment (the edge sends them with --ipv6-ra; is it off, or is the edge not on this segment?)"}}
+	if diff := cmp.Diff(want, boots[0].Diagnoses); diff != "" {
+		t.Errorf("diagnoses (-want +got):\n%s", diff)
 	}
 }
 

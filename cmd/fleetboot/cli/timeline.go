@@ -39,8 +39,9 @@ the previous step and the edge that saw it, and a diagnosis line when a known
 pattern shows: offers that never reach the client, DISCOVERs resuming about
 30 s after each link drop (spanning tree without portfast), a TFTP transfer
 that never finished, a boot script with no kernel requested after it, an
-artifact transfer that stopped midway, NAKs, DECLINEs, and machines the edge
-ignores. A known host's other MACs are included. Times are UTC.`,
+artifact transfer that stopped midway, NAKs, DECLINEs, machines the edge
+ignores, and iPXE waiting for IPv6 router advertisements before it asks for
+its script. A known host's other MACs are included. Times are UTC.`,
 		Example: `  fleetboot host timeline 52:54:00:12:34:56
   fleetboot host timeline 52:54:00:12:34:56 --since 7d --boots 10
   fleetboot host timeline 52:54:00:12:34:56 -o json`,

@@ -109,6 +109,29 @@ func TestHostTimeline(t *testing.T) {
 		}
 		golden(t, "timeline-unknown.txt", r.stdout)
 	})
+	t.Run("iPXE's IPv6 wait is a note", func(t *testing.T) {
+		// QEMU's BIOS iPXE ROM on a segment without router advertisements:
+		// the script comes 15 s after iPXE's ACK.
+		const m = "52:54:00:00:00:0e"
+		const d = " arch=0 decision=known_host;_ipxe:_script_over_http:_http://10.0.0.1:8080/boot.ipxe"
+		pub.publish(
+			ev("v1", 200, "lab", "edge1", m, proto.EventDHCPDiscover, "xid=0x88"+d),
+			ev("v2", 200.01, "lab", "edge1", m, proto.EventDHCPOffer, "xid=0x88 ip=10.0.0.121"+d),
+			ev("v3", 201, "lab", "edge1", m, proto.EventDHCPRequest, "xid=0x88 ip=10.0.0.121"+d),
+			ev("v4", 201.01, "lab", "edge1", m, proto.EventDHCPAck, "xid=0x88 ip=10.0.0.121"+d),
+			ev("v5", 216, "lab", "edge1", m, proto.EventScript, "decision=boot image=debian12 reason=host_boots_image_debian12 format=ipxe"),
+			ev("v6", 216.5, "lab", "edge1", m, proto.EventArtifactStart, "file=vmlinuz size=8000000 cache=hit"),
+			ev("v7", 217.5, "lab", "edge1", m, proto.EventArtifactEnd, "file=vmlinuz status=complete bytes=8000000 http_status=200"),
+		)
+		r := runMain(t, ctx, url, "host", "timeline", m, since)
+		if r.code != 0 || r.stderr != "" {
+			t.Fatalf("code %d stderr %q", r.code, r.stderr)
+		}
+		want := "\nnote: iPXE waited 15 s for IPv6: no router advertisements on this segment (the edge sends them with --ipv6-ra; is it off, or is the edge not on this segment?)\n"
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("no IPv6 wait note %q in:\n%s", want, r.stdout)
+		}
+	})
 	t.Run("no events", func(t *testing.T) {
 		r := runMain(t, ctx, url, "host", "timeline", "52:54:00:00:00:99")
 		want := "52:54:00:00:00:99 (not a known host): no boot events since "
