@@ -96,7 +96,10 @@ func Last(boots []Boot, n int) []Boot {
 // Group sorts events by time (keeping the given order for equal times) and
 // splits them into boots: a new boot starts after a silence longer than gap,
 // or with a DISCOVER once the current boot already got an address and loaded
-// artifacts (the machine rebooted, or its kernel asks for its own address).
+// artifacts (the machine rebooted, or its kernel asks for its own address) —
+// unless that DISCOVER carries a transaction ID the boot already saw: a
+// retransmission whose handling (a conflict probe) outlasted the exchange
+// is recorded late, but it is the same boot.
 func Group(events []proto.Event, gap time.Duration) []Boot {
 	if gap <= 0 {
 		gap = DefaultGap
@@ -107,10 +110,12 @@ func Group(events []proto.Event, gap time.Duration) []Boot {
 		boots            []Boot
 		cur              *Boot
 		acked, artifacts bool
+		xids             map[string]bool // DHCP transactions of the current boot
 	)
 	for _, ev := range evs {
+		xid := ev.Detail["xid"]
 		newBoot := cur == nil || ev.Time.Sub(cur.End) > gap ||
-			(ev.Kind == proto.EventDHCPDiscover && acked && artifacts)
+			(ev.Kind == proto.EventDHCPDiscover && acked && artifacts && (xid == "" || !xids[xid]))
 		if newBoot {
 			var since time.Duration
 			if cur != nil {
@@ -118,11 +123,14 @@ func Group(events []proto.Event, gap time.Duration) []Boot {
 			}
 			boots = append(boots, Boot{Start: ev.Time, End: ev.Time, Since: since})
 			cur = &boots[len(boots)-1]
-			acked, artifacts = false, false
+			acked, artifacts, xids = false, false, map[string]bool{}
 			cur.Steps = append(cur.Steps, Step{Event: ev})
 		} else {
 			cur.Steps = append(cur.Steps, Step{Event: ev, Delta: ev.Time.Sub(cur.End)})
 			cur.End = ev.Time
+		}
+		if xid != "" {
+			xids[xid] = true
 		}
 		switch ev.Kind {
 		case proto.EventDHCPAck:

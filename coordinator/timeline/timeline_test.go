@@ -404,6 +404,17 @@ func TestGroup(t *testing.T) {
 			},
 		},
 		{
+			// Seen with QEMU's iPXE ROM: a retransmitted DISCOVER whose
+			// conflict probe outlasted the whole exchange is recorded after
+			// the kernel started loading. Same xid: the same boot.
+			name: "a late copy of the boot's own DISCOVER does not start a boot",
+			steps: cat(dora(0, "0x01"), []step{{2, proto.EventArtifactStart, "file=vmlinuz"}},
+				[]step{{2.5, proto.EventDHCPDiscover, "xid=0x01"}, {2.5, proto.EventDHCPOffer, "xid=0x01"}, {3, proto.EventArtifactEnd, "file=vmlinuz"}}),
+			want: []bootShape{
+				{Steps: 8, Deltas: []time.Duration{0, 10 * time.Millisecond, 990 * time.Millisecond, 10 * time.Millisecond, 990 * time.Millisecond, 500 * time.Millisecond, 0, 500 * time.Millisecond}},
+			},
+		},
+		{
 			name: "a DISCOVER after an address and artifacts starts a boot",
 			steps: cat(dora(0, "0x01"), []step{{2, proto.EventArtifactStart, "file=vmlinuz"}, {3, proto.EventArtifactEnd, "file=vmlinuz"}},
 				[]step{{5, proto.EventDHCPDiscover, "xid=0x02"}}),

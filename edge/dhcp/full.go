@@ -95,8 +95,10 @@ func (h *Handler) offer(ctx context.Context, r *request, n *network) netip.Addr 
 		if !inUse {
 			return a
 		}
+		if !l.MarkInUse(a, r.m.MAC, h.cfg.Now(), now.Add(h.cfg.DeclineHold)) {
+			return a // the client itself, on the lease it took meanwhile
+		}
 		r.log.Warn("dhcp: address answers on the segment; marked in use", "ip", a.String())
-		l.MarkInUse(a, now.Add(h.cfg.DeclineHold))
 	}
 	return netip.Addr{}
 }

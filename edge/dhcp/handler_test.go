@@ -661,3 +661,42 @@ func TestTwoHostsOneReservation(t *testing.T) {
 		t.Errorf("the owner renewing 10.0.0.20: got %v, want ACK", resp)
 	}
 }
+
+// raceProber stands in for the ICMP probe of a DISCOVER whose copy (a
+// retransmission) was answered while this one was probing: during the probe
+// the client takes the address through the other copy, then answers the
+// ping on it, as iPXE does.
+type raceProber struct {
+	during func()
+}
+
+func (p raceProber) InUse(context.Context, netip.Addr) (bool, error) {
+	p.during()
+	return true, nil
+}
+
+// TestRetransmittedDiscoverKeepsTheClientsLease: seen with QEMU's iPXE ROM.
+// The first DISCOVER is probed; its retransmission is offered the same
+// address at once (the pending offer is the client's); the client requests
+// and binds it; then the first probe hears the client answer on its new
+// address. That is no conflict: the client's bound lease must stay, not be
+// overwritten by an "in use" hold that NAKs its next renewal.
+func TestRetransmittedDiscoverKeepsTheClientsLease(t *testing.T) {
+	var f *fixture
+	p := raceProber{during: func() {
+		resp := f.handle(t, pkt(t, dhcpv4.MessageTypeDiscover, otherMAC), 67)
+		ip := ipStr(resp.YourIPAddr)
+		if ack := f.handle(t, pkt(t, dhcpv4.MessageTypeRequest, otherMAC, requested(ip), serverID(edgeIP)), 67); ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck {
+			t.Fatalf("REQUEST during the probe: got %v, want ACK", ack)
+		}
+	}}
+	f = newFixture(t, testSite(proto.DHCPFull, proto.UnknownDiscover), "", p)
+	resp := f.handle(t, pkt(t, dhcpv4.MessageTypeDiscover, otherMAC), 67)
+	if resp == nil || ipStr(resp.YourIPAddr) != "10.0.0.100" {
+		t.Fatalf("the probed DISCOVER: got %v, want an OFFER of the client's own new lease 10.0.0.100", resp)
+	}
+	renew := f.handle(t, pkt(t, dhcpv4.MessageTypeRequest, otherMAC, requested("10.0.0.100")), 67)
+	if renew == nil || renew.MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("renewal of the bound lease: got %v, want ACK", renew)
+	}
+}

@@ -311,11 +311,20 @@ func (l *Leases) Offer(p *pool, mac string, requested netip.Addr, now, hold time
 }
 
 // MarkInUse records that something we do not know answers on a (a conflict
-// probe): nobody is offered it until until.
-func (l *Leases) MarkInUse(a netip.Addr, until time.Time) {
+// probe for mac): nobody is offered it until until. It does nothing, and
+// reports false, when a was bound to mac itself while the probe ran: a
+// retransmitted DISCOVER of the same client was offered a at once (the
+// pending offer was its own), the client took it, and then answered the
+// first DISCOVER's ping on it. That is the client, not a conflict; holding
+// a against it would NAK its next renewal.
+func (l *Leases) MarkInUse(a netip.Addr, mac string, now, until time.Time) (marked bool) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if rec := l.byIP[a]; rec != nil && rec.MAC == mac && rec.State == leaseBound && rec.active(now) {
+		return false
+	}
 	l.setLocked(Lease{IP: a, State: leaseDeclined, Expires: until})
-	l.mu.Unlock()
+	return true
 }
 
 // Bind grants a to mac for d from now and writes it to disk before

@@ -468,9 +468,10 @@ func (e *fbEnv) checkTimeline(t *testing.T, mac, image string) {
 		if err == nil {
 			err = json.Unmarshal(out, &tl)
 		}
-		var got []string
+		var got, all []string
 		var problems []timeline.Diagnosis
 		for _, b := range tl.Boots {
+			all = append(all, fmt.Sprintf("boot at %s: %v", b.Start.Format("15:04:05.000"), bootSteps(b)))
 			steps := bootSteps(b)
 			if !slices.ContainsFunc(steps, func(s string) bool { return strings.HasPrefix(s, proto.EventDHCPDiscover) }) {
 				continue
@@ -487,7 +488,7 @@ func (e *fbEnv) checkTimeline(t *testing.T, mac, image string) {
 		}
 		select {
 		case <-ctx.Done():
-			t.Errorf("timeline of %s (mac %q, err %v), boot steps (-want +got):\n%s", mac, tl.MAC, err, diff)
+			t.Errorf("timeline of %s (mac %q, err %v), boot steps (-want +got):\n%s\nall boots:\n%s", mac, tl.MAC, err, diff, strings.Join(all, "\n"))
 			return
 		case <-time.After(250 * time.Millisecond):
 		}
@@ -495,13 +496,23 @@ func (e *fbEnv) checkTimeline(t *testing.T, mac, image string) {
 }
 
 // bootSteps names a boot's steps (kind, and the image or file where there
-// is one), without the harness's probes and with immediate repeats folded.
+// is one), without the harness's probes, with immediate repeats folded, and
+// without a DHCP message's retransmissions (same kind and xid): firmware
+// retransmits a DISCOVER whose answer is slow, and a copy may be recorded
+// late (its conflict probe ran while the first copy's exchange finished).
 func bootSteps(b timeline.Boot) []string {
 	var out []string
+	seen := map[string]bool{}
 	for _, s := range b.Steps {
 		ev := s.Event
 		if ev.Detail["platform"] == probePlatform {
 			continue
+		}
+		if xid := ev.Detail["xid"]; xid != "" {
+			if seen[ev.Kind+" "+xid] {
+				continue
+			}
+			seen[ev.Kind+" "+xid] = true
 		}
 		step := ev.Kind
 		switch ev.Kind {
