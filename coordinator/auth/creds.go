@@ -35,8 +35,13 @@ func WriteCreds(path, userJWT string, seed []byte) error {
 	return writeSecret(path, data)
 }
 
-func writeSecret(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+// writeSecret writes a file only its owner may read, never overwriting.
+func writeSecret(path string, data []byte) error { return writeNew(path, data, 0o600) }
+
+// writeNew creates path with data and perm; it never replaces a file, and
+// removes what it wrote when the write fails.
+func writeNew(path string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}

@@ -238,22 +238,7 @@ func validResolverDir(d string) error {
 }
 
 // writePublic writes a file that holds nothing secret, never overwriting.
-func writePublic(path, data string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return fmt.Errorf("auth: %w", err)
-	}
-	if _, err := f.WriteString(data); err != nil {
-		f.Close()
-		os.Remove(path)
-		return fmt.Errorf("auth: write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(path)
-		return fmt.Errorf("auth: write %s: %w", path, err)
-	}
-	return nil
-}
+func writePublic(path, data string) error { return writeNew(path, []byte(data), 0o644) }
 
 // PushAccount sends a signed account JWT to the cluster's full resolver
 // over a system-account connection. The node that answers stores it and
