@@ -159,7 +159,25 @@ Every flag can also be set with a FLEETBOOT_<FLAG> environment variable
 		a.completionCmd(),
 	)
 	a.addCompletions(root)
+	root.SetHelpCommand(helpCmd())
 	return root
+}
+
+// helpCmd replaces cobra's, which answers a mistyped topic with the usage
+// and exit 0: a script would believe it worked.
+func helpCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [command]",
+		Short: "Help about any command",
+		Long:  "Help shows what a command does, its flags and an example: fleetboot help host set.",
+		RunE: func(c *cobra.Command, args []string) error {
+			cmd, rest, err := c.Root().Find(args)
+			if err != nil || cmd == nil || len(rest) > 0 {
+				return fmt.Errorf("unknown help topic %q; see fleetboot --help", strings.Join(args, " "))
+			}
+			return cmd.Help()
+		},
+	}
 }
 
 // applyEnvAndFile fills every flag the user did not set from FLEETBOOT_<NAME>,

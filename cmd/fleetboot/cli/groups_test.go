@@ -21,6 +21,8 @@ func TestUnknownSubcommand(t *testing.T) {
 		{[]string{"pki", "int", "/tmp/x"}, `unknown command "int" for "fleetboot pki"`},
 		{[]string{"edge", "lst"}, `unknown command "lst" for "fleetboot edge"`},
 		{[]string{"completion", "tcsh"}, `unknown command "tcsh" for "fleetboot completion"`},
+		{[]string{"help", "hots"}, `unknown help topic "hots"`},
+		{[]string{"help", "host", "improt"}, `unknown help topic "host improt"`},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
@@ -31,11 +33,12 @@ func TestUnknownSubcommand(t *testing.T) {
 			}
 		})
 	}
-	// A group alone still shows its help: asking is not a mistake.
-	for _, group := range []string{"image", "host", "site", "user", "pki"} {
-		r := runEnv(t, nil, group)
+	// A group alone still shows its help: asking is not a mistake; nor is
+	// asking help for a real command.
+	for _, args := range [][]string{{"image"}, {"host"}, {"site"}, {"user"}, {"pki"}, {"help", "host"}, {"help"}} {
+		r := runEnv(t, nil, args...)
 		if r.code != 0 || !strings.Contains(r.stdout, "Available Commands:") {
-			t.Errorf("fleetboot %s: code %d, stdout %q", group, r.code, r.stdout)
+			t.Errorf("fleetboot %s: code %d, stdout %q", strings.Join(args, " "), r.code, r.stdout)
 		}
 	}
 }
