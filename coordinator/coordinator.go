@@ -24,6 +24,7 @@ import (
 	"github.com/fleetboot/fleetboot/coordinator/service"
 	"github.com/fleetboot/fleetboot/coordinator/web"
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/shared/ratelog"
 )
 
 // Stater is the part of the artifact store the coordinator needs: it checks
@@ -200,7 +201,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer ms.Stop()
 
 	// Heartbeats: keep each edge's last status for `edge ls`.
-	hb := heartbeats{svc: svc, drop: newRateLog(log, time.Minute)}
+	hb := heartbeats{svc: svc, drop: ratelog.Logger(log, time.Minute)}
 	sub, err := nc.Subscribe(proto.SubjectStatusPrefix+".>", func(m *nats.Msg) { hb.handle(ctx, m) })
 	if err != nil {
 		return fmt.Errorf("coordinator: subscribe heartbeats: %w", err)

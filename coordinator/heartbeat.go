@@ -3,9 +3,7 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,22 +22,22 @@ type statusRecorder interface {
 // naming another edge or site is dropped, never believed.
 type heartbeats struct {
 	svc  statusRecorder
-	drop *rateLog
+	drop *slog.Logger // rate-limited (shared/ratelog): a credential flooding bad messages cannot flood the log
 }
 
 func (h heartbeats) handle(ctx context.Context, m *nats.Msg) {
 	site, edge, ok := proto.ParseStatusSubject(m.Subject)
 	if !ok {
-		h.drop.warn("heartbeat on a malformed subject dropped", "subject", m.Subject)
+		h.drop.Warn("heartbeat on a malformed subject dropped", "subject", m.Subject)
 		return
 	}
 	var st proto.EdgeStatus
 	if err := json.Unmarshal(m.Data, &st); err != nil {
-		h.drop.warn("malformed heartbeat dropped", "subject", m.Subject, "err", err)
+		h.drop.Warn("malformed heartbeat dropped", "subject", m.Subject, "err", err)
 		return
 	}
 	if (st.Name != "" && st.Name != edge) || (st.Site != "" && st.Site != site) {
-		h.drop.warn("heartbeat whose body names another edge or site than its subject dropped",
+		h.drop.Warn("heartbeat whose body names another edge or site than its subject dropped",
 			"subject", m.Subject, "body_edge", st.Name, "body_site", st.Site)
 		return
 	}
@@ -47,39 +45,6 @@ func (h heartbeats) handle(ctx context.Context, m *nats.Msg) {
 	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := h.svc.RecordStatus(hctx, st); err != nil {
-		h.drop.warn("heartbeat not recorded", "edge", edge, "site", site, "err", err)
+		h.drop.Warn("heartbeat not recorded", "edge", edge, "site", site, "err", err)
 	}
-}
-
-// rateLog logs a warning at most once per interval and counts the rest, so
-// a credential flooding bad messages cannot flood the log.
-type rateLog struct {
-	log   *slog.Logger
-	every time.Duration
-	now   func() time.Time
-
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-func newRateLog(log *slog.Logger, every time.Duration) *rateLog {
-	return &rateLog{log: log, every: every, now: time.Now}
-}
-
-func (r *rateLog) warn(msg string, args ...any) {
-	r.mu.Lock()
-	now := r.now()
-	if !r.last.IsZero() && now.Sub(r.last) < r.every {
-		r.suppressed++
-		r.mu.Unlock()
-		return
-	}
-	n := r.suppressed
-	r.last, r.suppressed = now, 0
-	r.mu.Unlock()
-	if n > 0 {
-		args = append(args, "suppressed_since_last", fmt.Sprint(n))
-	}
-	r.log.Warn(msg, args...)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/artifactstore"
+	"github.com/fleetboot/fleetboot/test/procfd"
 	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
@@ -214,22 +215,6 @@ func TestPrefetchRoundsBounded(t *testing.T) {
 	}
 }
 
-// openFDsTo counts this process's file descriptors open on path.
-func openFDsTo(t *testing.T, path string) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	n := 0
-	for _, e := range ents {
-		if target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && target == path {
-			n++
-		}
-	}
-	return n
-}
-
 // A start that fails at the TFTP bind closes the TFTP server's root (the
 // staged boot directory) too: an edge supervisor retrying the start must
 // not pile up open directories.
@@ -248,7 +233,7 @@ func TestFailedStartClosesTFTPRoot(t *testing.T) {
 			t.Fatalf("New with the TFTP port taken = %v; want a TFTP error", err)
 		}
 	}
-	if n := openFDsTo(t, staged); n != 0 {
+	if n := procfd.OpenTo(t, staged); n != 0 {
 		t.Fatalf("after 3 failed starts %d descriptors are still open on the boot directory %s; want 0", n, staged)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -51,28 +50,6 @@ func (outsideDialer) Dial(network, addr string) (net.Conn, error) {
 	return r.c, r.err
 }
 
-// dnsmasq runs the site's own DHCP server in ns until the test ends.
-func dnsmasq(t *testing.T, ns string) {
-	t.Helper()
-	dir := t.TempDir()
-	logs := &netnstest.Buffer{}
-	cmd := exec.Command("ip", "netns", "exec", ns, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
-		"--interface="+netnstest.LanIf, "--bind-interfaces", "--dhcp-range=10.77.0.150,10.77.0.160,255.255.255.0,1h", "--leasefile-ro", "--user=root",
-		"--pid-file="+filepath.Join(dir, "pid"), "--log-dhcp", "--log-facility=-")
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("dnsmasq log:\n%s", logs.String())
-		}
-	})
-	waitfor.True(t, "dnsmasq serving its range", func() bool { return strings.Contains(logs.String(), "DHCP, IP range") })
-}
-
 // A start that fails after DHCP bound its sockets (here: the TFTP port is
 // taken) leaves none of them bound: the DHCP ports, and the probe's client
 // port of a fresh edge, can be bound again.
@@ -111,7 +88,7 @@ func TestNetnsFailedStartReleasesDHCP(t *testing.T) {
 func TestNetnsFreshEdgeProbesOnceModeKnown(t *testing.T) {
 	netnstest.NeedRoot(t)
 	edgeNS, otherNS := newSegment(t)
-	dnsmasq(t, otherNS)
+	netnstest.Dnsmasq(t, otherNS, "10.77.0.150,10.77.0.160,255.255.255.0,1h")
 	for _, tc := range []struct {
 		mode   string
 		refuse bool

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/shared/ratelog"
 )
 
 // SubjectPrefix: records go to fleetboot.audit.<action> (proto). Only the
@@ -111,9 +112,9 @@ type refusalWindow struct {
 // stream refused, refusals of anonymous boot-network callers, and a
 // caller's refusals beyond RefusalsPerMinute.
 type Log struct {
-	js  streamJS
-	log *slog.Logger
-	now func() time.Time
+	js   streamJS
+	loud *slog.Logger // Error lines at most once a minute per message (shared/ratelog)
+	now  func() time.Time
 
 	stored, changesRefused prometheus.Counter
 	writeFailures          *prometheus.CounterVec // reason: full, error
@@ -121,8 +122,6 @@ type Log struct {
 	refusalsCounted        prometheus.Counter
 
 	mu       sync.Mutex
-	lastLoud time.Time
-	quiet    int                       // loud lines held back since lastLoud
 	refusals map[string]*refusalWindow // by caller (key, or name without one)
 }
 
@@ -131,7 +130,7 @@ func NewLog(js streamJS, log *slog.Logger) *Log {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := &Log{js: js, log: log, now: time.Now,
+	l := &Log{js: js, loud: ratelog.Logger(log, time.Minute), now: time.Now,
 		stored: prometheus.NewCounter(prometheus.CounterOpts{Name: "fleetboot_audit_records_total",
 			Help: "Audit records stored in the AUDIT stream."}),
 		changesRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "fleetboot_audit_full_refused_changes_total",
@@ -185,7 +184,7 @@ func (l *Log) Record(ctx context.Context, r Record) error {
 	if _, err := l.js.Publish(ctx, SubjectPrefix+"."+r.Action, data, jetstream.WithExpectStream(proto.StreamAudit)); err != nil {
 		if isFull(err) {
 			l.writeFailures.WithLabelValues("full").Inc()
-			l.loud("AUDIT STREAM FULL: an audit record was refused; changes are refused until there is room (raise the AUDIT stream's max_bytes or move old records out)",
+			l.loud.Error("AUDIT STREAM FULL: an audit record was refused; changes are refused until there is room (raise the AUDIT stream's max_bytes or move old records out)",
 				"action", r.Action, "who", r.Who)
 			return fmt.Errorf("audit: record %s by %s: %w", r.Action, r.Who, ErrFull)
 		}
@@ -257,7 +256,7 @@ func (l *Log) Full(ctx context.Context) bool {
 // RefuseFull counts and logs a change refused because the log is full.
 func (l *Log) RefuseFull(action, who string) {
 	l.changesRefused.Inc()
-	l.loud("AUDIT STREAM FULL: change refused because it could not be audited (raise the AUDIT stream's max_bytes or move old records out)",
+	l.loud.Error("AUDIT STREAM FULL: change refused because it could not be audited (raise the AUDIT stream's max_bytes or move old records out)",
 		"action", action, "who", who)
 }
 
@@ -266,22 +265,6 @@ func (l *Log) RefuseFull(action, who string) {
 // one record each would let them fill the audit log.
 func (l *Log) CountCallbackRefusal(action string) {
 	l.callbackRefusals.WithLabelValues(action).Inc()
-}
-
-// loud logs at Error level, at most once a minute (with how many were held
-// back), so a full log is impossible to miss yet cannot flood the log.
-func (l *Log) loud(msg string, args ...any) {
-	l.mu.Lock()
-	now := l.now()
-	if !l.lastLoud.IsZero() && now.Sub(l.lastLoud) < time.Minute {
-		l.quiet++
-		l.mu.Unlock()
-		return
-	}
-	held := l.quiet
-	l.lastLoud, l.quiet = now, 0
-	l.mu.Unlock()
-	l.log.Error(msg, append(args, "held_back", held)...)
 }
 
 // isFull tells a full stream's refusal (DiscardNew at MaxBytes) from other

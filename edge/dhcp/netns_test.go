@@ -271,35 +271,6 @@ func TestNetnsConflictProbe(t *testing.T) {
 	}
 }
 
-// dnsmasq starts dnsmasq as the site's own DHCP server in ns and waits until
-// it says it serves the range.
-func dnsmasq(t *testing.T, ns, rangeSpec string) {
-	t.Helper()
-	dir := t.TempDir()
-	logs := &netnstest.Buffer{}
-	cmd := exec.Command("ip", "netns", "exec", ns, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
-		"--interface="+netnstest.LanIf, "--bind-interfaces", "--dhcp-range="+rangeSpec, "--leasefile-ro", "--user=root",
-		"--pid-file="+filepath.Join(dir, "pid"), "--log-dhcp", "--log-facility=-")
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("dnsmasq log:\n%s", logs.String())
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(logs.String(), "DHCP, IP range") {
-		if time.Now().After(deadline) {
-			t.Fatalf("dnsmasq did not start:\n%s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond) // polling its log for readiness
-	}
-}
-
 // TestNetnsProbeOtherServers: dnsmasq on the segment is found by the start-up
 // probe, and full mode refuses to start (unless forced) naming its address.
 func TestNetnsProbeOtherServers(t *testing.T) {
@@ -312,7 +283,7 @@ func TestNetnsProbeOtherServers(t *testing.T) {
 	}); err != nil || len(none) != 0 {
 		t.Fatalf("quiet segment: got %v, %v; want no servers", none, err)
 	}
-	dnsmasq(t, nss["rogue"], "10.77.0.150,10.77.0.160,255.255.255.0,1h")
+	netnstest.Dnsmasq(t, nss["rogue"], "10.77.0.150,10.77.0.160,255.255.255.0,1h")
 	var got []net.IP
 	if err := netnstest.InNS(nss["edge"], func() (err error) {
 		got, err = ProbeOtherServers(context.Background(), netnstest.LanIf, 4*time.Second)
@@ -414,7 +385,7 @@ func TestNetnsProxy(t *testing.T) {
 	netnstest.NeedRoot(t)
 	const pxeMAC = "52:54:00:77:00:03"
 	nss := netnstest.LAN(t, "fbd", netnstest.Member{Name: "edge", Addr: "10.77.0.1/24"}, netnstest.Member{Name: "site", Addr: "10.77.0.2/24"}, netnstest.Member{Name: "client", MAC: pxeMAC})
-	dnsmasq(t, nss["site"], "10.77.0.150,10.77.0.160,255.255.255.0,1h")
+	netnstest.Dnsmasq(t, nss["site"], "10.77.0.150,10.77.0.160,255.255.255.0,1h")
 	if _, err := startEdge(t, nss["edge"], labState(proto.DHCPProxy, proto.UnknownDiscover), "", nil); err != nil {
 		t.Fatal(err)
 	}

@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fleetboot/fleetboot/test/procfd"
 )
 
 func lifecycleServer(t *testing.T, listen string) *Server {
@@ -112,23 +112,7 @@ func TestServeSetupErrorClosesRoot(t *testing.T) {
 	if err := serveResult(t, s); err == nil {
 		t.Fatal("Serve on a taken port returned nil")
 	}
-	if n := openFDsTo(t, root); n != 0 {
+	if n := procfd.OpenTo(t, root); n != 0 {
 		t.Fatalf("after Serve failed to bind, %d descriptors are open on the root %s; want 0", n, root)
 	}
-}
-
-// openFDsTo counts this process's file descriptors open on path.
-func openFDsTo(t *testing.T, path string) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	n := 0
-	for _, e := range ents {
-		if target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && target == path {
-			n++
-		}
-	}
-	return n
 }

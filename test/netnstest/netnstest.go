@@ -19,6 +19,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
 // LanIf is the name of every member's interface on a LAN.
@@ -142,3 +144,27 @@ type Buffer struct {
 
 func (s *Buffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
 func (s *Buffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// Dnsmasq starts dnsmasq in ns as another DHCP server on the LAN (range
+// rangeSpec, e.g. "10.77.0.150,10.77.0.160,255.255.255.0,1h"), waits until
+// it serves the range, and stops it at cleanup, printing its log if the
+// test failed.
+func Dnsmasq(t testing.TB, ns, rangeSpec string) {
+	t.Helper()
+	logs := &Buffer{}
+	cmd := exec.Command("ip", "netns", "exec", ns, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
+		"--interface="+LanIf, "--bind-interfaces", "--dhcp-range="+rangeSpec, "--leasefile-ro", "--user=root",
+		"--pid-file="+filepath.Join(t.TempDir(), "pid"), "--log-dhcp", "--log-facility=-")
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("dnsmasq log:\n%s", logs.String())
+		}
+	})
+	waitfor.True(t, "dnsmasq serving its range", func() bool { return strings.Contains(logs.String(), "DHCP, IP range") })
+}
