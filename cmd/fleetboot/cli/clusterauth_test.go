@@ -102,14 +102,19 @@ func (c *authCluster) coordinator(t *testing.T, name, data string) *clusterCoord
 	return co
 }
 
+// coordinatorStart bounds a coordinator's start on the cluster: creating a
+// dozen R3 buckets and streams, two coordinators at once, under -race on
+// a loaded machine takes a while.
+const coordinatorStart = 3 * waitfor.Default
+
 func (co *clusterCoord) wait(t *testing.T) {
 	t.Helper()
 	select {
 	case <-co.ready:
 	case err := <-co.done:
 		t.Fatalf("coordinator %s did not start: %v\n%s", co.name, err, co.logs)
-	case <-time.After(waitfor.Default):
-		t.Fatalf("coordinator %s not ready after %s\n%s", co.name, waitfor.Default, co.logs)
+	case <-time.After(coordinatorStart):
+		t.Fatalf("coordinator %s not ready after %s\n%s", co.name, coordinatorStart, co.logs)
 	}
 }
 
@@ -203,7 +208,7 @@ func credsRefused(t *testing.T, ns *server.Server, creds string) error {
 // TestClusterAuthTwoCoordinators: two coordinators (separate data dirs)
 // on a 3-node cluster in operator mode from `nats init`, started at once:
 // exactly one writes the first admin's credentials, the other says an
-// admin exists. An edge enrolled through one coordinator is known to the
+// admin exists; the admin may not read the identity registry. An edge enrolled through one coordinator is known to the
 // other, which alone answers its API request once the first is stopped.
 // Revoking the edge through a coordinator refuses its next connection on
 // every node within 5 s (the issue's bound) and still after all three
@@ -234,8 +239,15 @@ func TestClusterAuthTwoCoordinators(t *testing.T) {
 		t.Fatalf("first admin credentials written by %v, want exactly one coordinator", wrote)
 	}
 
-	admin := connectCreds(t, c.nodes[0], adminCreds)
+	violations := make(chan error, 16)
+	admin := connectCreds(t, c.nodes[0], adminCreds, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		select {
+		case violations <- err:
+		default:
+		}
+	}))
 	mustAPI(t, admin, proto.APISiteAdd, proto.Site{V: proto.Version, Name: "lab", Networks: []proto.Network{{Subnet: "10.0.0.0/24"}}})
+	registryDenied(t, admin, violations)
 	edgeCreds, _ := enrolCreds(t, admin, auth.APIEdgeAdd, auth.EnrolRequest{Name: "e1", Site: "lab", Role: auth.RoleEdge})
 
 	// Whichever coordinator enrolled the edge logged it; stop it, and the
@@ -291,6 +303,29 @@ func TestClusterAuthTwoCoordinators(t *testing.T) {
 			t.Errorf("after every node restarted: %v", err)
 		}
 		connectCreds(t, ns, adminCreds).Close()
+	}
+}
+
+// registryDenied: an admin reads a bucket of the desired state directly,
+// but not the identity registry: the server refuses the read.
+func registryDenied(t *testing.T, admin *nats.Conn, violations <-chan error) {
+	t.Helper()
+	direct := func(bucket, key string) (*nats.Msg, error) {
+		return admin.Request("$JS.API.DIRECT.GET.KV_"+bucket+".$KV."+bucket+"."+key, nil, 3*time.Second)
+	}
+	if m, err := direct(proto.BucketSites, "lab"); err != nil || m.Header.Get("Nats-Subject") == "" {
+		t.Fatalf("admin reads site lab directly: %v", err)
+	}
+	if m, err := direct(proto.BucketIdentities, "account"); err == nil {
+		t.Fatalf("admin read the identity registry: %q", m.Data)
+	}
+	select {
+	case err := <-violations:
+		if !strings.Contains(err.Error(), "Permissions Violation") || !strings.Contains(err.Error(), "KV_"+proto.BucketIdentities) {
+			t.Errorf("reading the registry: %v, want a permissions violation", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("reading the registry: no permissions violation reported")
 	}
 }
 
