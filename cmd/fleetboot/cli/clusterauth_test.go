@@ -598,6 +598,12 @@ func TestCoordinatorClusterAuthFlags(t *testing.T) {
 			}
 		})
 	}
+	h := runEnv(t, nil, "coordinator", "--help")
+	for _, want := range []string{"--account-key", "--system-creds", "--admin-creds", "fleetboot nats", "fleetboot-signing.nk"} {
+		if !strings.Contains(h.stdout, want) {
+			t.Errorf("coordinator --help does not mention %s", want)
+		}
+	}
 	// Right files: --check-config says so without connecting.
 	data := t.TempDir()
 	r := runEnv(t, nil, "coordinator", "--check-config", "--data", data, "--store", "dir://"+filepath.Join(data, "artifacts"),
