@@ -333,8 +333,10 @@ func registryDenied(t *testing.T, admin *nats.Conn, violations <-chan error) {
 // 2×10 goroutines enrolling the same 10 edge names at once: each name is
 // issued exactly once, the registry (read by a third coordinator) holds
 // the ten winners, a public key offered to both at once is accepted once,
-// and revoking two edges at once, one through each, refuses both on every
-// node (neither account update undoes the other).
+// revoking two edges at once, one through each, refuses both on every
+// node (neither account update undoes the other), and a revocation
+// recorded but never pushed (its coordinator stopped) is pushed by the
+// next coordinator to start.
 func TestClusterAuthEnrolRace(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short: a 3-node cluster")
@@ -472,13 +474,50 @@ func TestClusterAuthEnrolRace(t *testing.T) {
 			t.Errorf("an edge nobody revoked: %v", err)
 		}
 	}
-	// The account JWT the bucket holds has both, and its API import.
+	// A revocation recorded in the registry whose coordinator stopped
+	// before it signed and pushed the account: the next coordinator to
+	// start does both.
+	w3 := winners["e3"]
+	kv := registryKV(ctx, t, c)
+	e, err := kv.Get(ctx, "key."+w3.pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id auth.Identity
+	if err := json.Unmarshal(e.Value(), &id); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().UTC().Truncate(time.Second)
+	id.Revoked = &at
+	b, _ := json.Marshal(id)
+	if _, err := kv.Update(ctx, e.Key(), b, e.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	u3 := user{nats.UserJWTAndSeed(w3.jwt, w3.seed), w3.pub}
+	if err := admitted(c.nodes[0], u3); err != nil {
+		t.Fatalf("recorded but not pushed yet: %v", err)
+	}
+	authority()
+	waitfor.OK(t, "the recorded revocation refused on every node once a coordinator started", func() error {
+		for _, ns := range c.nodes {
+			if err := refused(ns, u3); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+
+	// The account JWT the bucket holds has every revocation, and its API
+	// import.
 	tok := newestAccountJWT(ctx, t, c)
 	ac, err := jwt.DecodeAccountClaims(tok)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 2 {
+	for i := range 4 {
+		if i == 2 {
+			continue
+		}
 		if _, ok := ac.Revocations[winners[fmt.Sprintf("e%d", i)].pub]; !ok {
 			t.Errorf("the stored account JWT lacks e%d's revocation: %v", i, ac.Revocations)
 		}
@@ -490,6 +529,16 @@ func TestClusterAuthEnrolRace(t *testing.T) {
 
 // newestAccountJWT reads the fleetboot account JWT the coordinators stored.
 func newestAccountJWT(ctx context.Context, t *testing.T, c *authCluster) string {
+	t.Helper()
+	e, err := registryKV(ctx, t, c).Get(ctx, "account")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(e.Value())
+}
+
+// registryKV opens the identities bucket as a coordinator does.
+func registryKV(ctx context.Context, t *testing.T, c *authCluster) jetstream.KeyValue {
 	t.Helper()
 	acct, err := auth.OpenClusterAccount(c.dir)
 	if err != nil {
@@ -503,17 +552,13 @@ func newestAccountJWT(ctx context.Context, t *testing.T, c *authCluster) string 
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
 	kv, err := js.KeyValue(ctx, proto.BucketIdentities)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := kv.Get(ctx, "account")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(e.Value())
+	return kv
 }
 
 // TestCoordinatorClusterAuthFlags: --auth with --nats-url refuses, with one
