@@ -334,7 +334,7 @@ func TestNATSPasswordNeverPrinted(t *testing.T) {
 		return r
 	}
 
-	coordLog := startProc(t, nil, "coordinator", "--nats-url", url, "--store", "dir://"+t.TempDir(), "--http-listen", "")
+	coordLog := startProc(t, nil, "coordinator", "--nats-url", url, "--insecure", "--store", "dir://"+t.TempDir(), "--http-listen", "")
 	eventually(t, "the coordinator answering", 60*time.Second, func() (bool, string) {
 		r := run(t, nil, "--nats", url, "site", "ls")
 		return r.code == 0, r.stderr + coordLog.String()
@@ -363,8 +363,8 @@ func TestNATSPasswordNeverPrinted(t *testing.T) {
 		// unparsable, and the parse error quotes it.
 		{"--nats", "nats://fleet:" + password + "/x@" + hostport, "site", "ls"},
 		{"--nats", "nats://fleet:" + password + "#x@" + hostport, "events"},
-		{"coordinator", "--nats-url", "nats://fleet:" + password + "/x@" + hostport, "--store", "dir://" + t.TempDir()},
-		{"coordinator", "--nats-url", "nats://fleet:" + password + "@127.0.0.1:bad", "--store", "dir://" + t.TempDir()},
+		{"coordinator", "--insecure", "--nats-url", "nats://fleet:" + password + "/x@" + hostport, "--store", "dir://" + t.TempDir()},
+		{"coordinator", "--insecure", "--nats-url", "nats://fleet:" + password + "@127.0.0.1:bad", "--store", "dir://" + t.TempDir()},
 		{"edge", "--coordinator", "nats://fleet:" + password + "@127.0.0.1:bad", "--name", "e2", "--site", "lab",
 			"--state-dir", filepath.Join(dir, "state2"), "--cache-dir", filepath.Join(dir, "cache2"),
 			"--http-listen", "127.0.0.1:0", "--tftp-listen", "", "--boot-dir", dir},
@@ -403,7 +403,7 @@ func TestDevNATSPasswordNeverPrinted(t *testing.T) {
 		t.Fatal("nats-server not ready")
 	}
 	url := "nats://fleet:" + password + "@" + strings.TrimPrefix(ns.ClientURL(), "nats://")
-	out := startProc(t, nil, "dev", "--nats-url", url, "--data", t.TempDir(), "--panel-listen", "",
+	out := startProc(t, nil, "dev", "--nats-url", url, "--insecure", "--data", t.TempDir(), "--panel-listen", "",
 		"--http-listen", "127.0.0.1:0", "--tftp-listen", "")
 	eventually(t, "fleetboot dev running", 60*time.Second, func() (bool, string) {
 		return strings.Contains(out.String(), "fleetboot dev is running"), out.String()
