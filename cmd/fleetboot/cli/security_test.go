@@ -146,7 +146,7 @@ func TestSecureDeployment(t *testing.T) {
 			"enrolled viewer bob; credentials in " + viewerCreds + " (keep them secret)", ""},
 		{"creds never overwritten", admin, []string{"user", "add", "bob2", "--role", "viewer", "--out", viewerCreds}, 1, "",
 			"fleetboot: " + viewerCreds + " exists; choose another --out (credentials are never overwritten)\n"},
-		{"bad role", admin, []string{"user", "add", "carol", "--role", "root"}, 1, "", "fleetboot: invalid --role \"root\": want admin or viewer\n"},
+		{"bad role", admin, []string{"user", "add", "carol", "--role", "root"}, 1, "", "fleetboot: invalid --role \"root\": want admin, viewer or site-admin\n"},
 		{"viewer lists", viewer, []string{"site", "ls"}, 0, "lab", ""},
 		{"viewer's change refused", viewer, []string{"host", "set", "52:54:00:12:34:56", "--site", "lab", "--hostname", "evil"}, 1, "",
 			"fleetboot: permission denied: viewer bob is read-only and may not host.set (ask an admin)\n"},
