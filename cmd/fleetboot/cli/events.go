@@ -121,6 +121,9 @@ Times are UTC.`,
 				}
 				macs = []string{m}
 			}
+			if site == "" {
+				site = a.confinedSite() // a site admin may read only her site's events
+			}
 			subjects, err := eventlog.Subjects(site, edge, macs)
 			if err != nil {
 				return err

@@ -272,6 +272,19 @@ func (a *app) edgeNATSOptions() ([]nats.Option, error) {
 	return opts, nil
 }
 
+// confinedSite is the one site the credentials may read events of, "" when
+// any (or when the file is unreadable: connecting reports that).
+func (a *app) confinedSite() string {
+	if a.creds == "" {
+		return ""
+	}
+	site, err := auth.CredsSite(a.creds)
+	if err != nil {
+		return ""
+	}
+	return site
+}
+
 // secureConfig applies the coordinator's TLS and --auth flags.
 func secureConfig(cfg *coordinator.Config, cert, key, ca string, withAuth bool) error {
 	if cert != "" || key != "" {

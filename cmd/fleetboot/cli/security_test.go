@@ -130,6 +130,8 @@ func TestSecureDeployment(t *testing.T) {
 	})
 	viewerCreds, edgeCreds := filepath.Join(creds, "bob.creds"), filepath.Join(creds, "e1.creds")
 	viewer := []string{"FLEETBOOT_NATS=" + url, "FLEETBOOT_TLS_CA=" + ca, "FLEETBOOT_CREDS=" + viewerCreds}
+	samCreds := filepath.Join(creds, "sam.creds")
+	siteAdmin := []string{"FLEETBOOT_NATS=" + url, "FLEETBOOT_TLS_CA=" + ca, "FLEETBOOT_CREDS=" + samCreds}
 
 	steps := []struct {
 		name   string
@@ -148,6 +150,11 @@ func TestSecureDeployment(t *testing.T) {
 			"fleetboot: " + viewerCreds + " exists; choose another --out (credentials are never overwritten)\n"},
 		{"bad role", admin, []string{"user", "add", "carol", "--role", "root"}, 1, "", "fleetboot: invalid --role \"root\": want admin, viewer or site-admin\n"},
 		{"viewer lists", viewer, []string{"site", "ls"}, 0, "lab", ""},
+		{"admin adds a site admin", admin, []string{"user", "add", "sam", "--role", "site-admin", "--site", "lab", "--out", samCreds}, 0,
+			"enrolled site-admin sam (site lab); credentials in " + samCreds + " (keep them secret)", ""},
+		{"site admin changes her site", siteAdmin, []string{"site", "add", "lab", "--subnet", "10.0.0.0/24"}, 0, "", ""},
+		{"site admin may not add another site", siteAdmin, []string{"site", "add", "lab2", "--subnet", "10.2.0.0/24"}, 1, "",
+			"fleetboot: permission denied: site-admin sam (site lab) may see and change only site lab, not \"lab2\"\n"},
 		{"viewer's change refused", viewer, []string{"host", "set", "52:54:00:12:34:56", "--site", "lab", "--hostname", "evil"}, 1, "",
 			"fleetboot: permission denied: viewer bob is read-only and may not host.set (ask an admin)\n"},
 		{"viewer may not enrol", viewer, []string{"edge", "add", "lab", "e9", "--out", filepath.Join(creds, "e9.creds")}, 1, "",
@@ -178,7 +185,7 @@ func TestSecureDeployment(t *testing.T) {
 	if r := runT(viewer, "host", "ls", "-o", "json"); !strings.Contains(r.stdout, `"hostname": "web1"`) || strings.Contains(r.stdout, "evil") {
 		t.Fatalf("hosts after the changes: %s", r.stdout)
 	}
-	for _, f := range []string{adminCreds, viewerCreds, edgeCreds, filepath.Join(pkiDir, "server-key.pem")} {
+	for _, f := range []string{adminCreds, viewerCreds, samCreds, edgeCreds, filepath.Join(pkiDir, "server-key.pem")} {
 		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: %v %v, want mode 0600", f, fi.Mode(), err)
 		}
@@ -208,6 +215,20 @@ func TestSecureDeployment(t *testing.T) {
 		r := runT(viewer, "events", "--since", "1h", "--host", "52:54:00:12:34:56", "-o", "json")
 		return r.code == 0 && strings.Contains(r.stdout, `"edge": "e1"`), r.stdout + r.stderr
 	})
+	// The site admin of lab reads her site's events and timelines, though
+	// her credentials may read no other site's events.
+	if r := runT(siteAdmin, "events", "--since", "1h", "--host", "52:54:00:12:34:56", "-o", "json"); r.code != 0 || !strings.Contains(r.stdout, `"edge": "e1"`) {
+		t.Errorf("site admin's events: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// With a second MAC the timeline reads the site's events and keeps
+	// the host's own (a consumer with two filters would be refused).
+	if r := runT(siteAdmin, "host", "set", "52:54:00:12:34:56", "--extra-mac", "52:54:00:12:34:57"); r.code != 0 {
+		t.Errorf("site admin's host change: %d %s", r.code, r.stderr)
+	}
+	if r := runT(siteAdmin, "host", "timeline", "52:54:00:12:34:56", "-o", "json"); r.code != 0 || !strings.Contains(r.stdout, `"edge": "e1"`) ||
+		!strings.Contains(r.stdout, "52:54:00:12:34:57") {
+		t.Errorf("site admin's timeline: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	if strings.Contains(strings.ToLower(edgeLog.String()), "permission") {
 		t.Fatalf("the edge hit permission errors:\n%s", edgeLog.String())
 	}
@@ -246,11 +267,15 @@ func TestSecureDeployment(t *testing.T) {
 	want := []row{
 		{"admin", "site.add", "accepted"},
 		{"admin", "user.add", "accepted"},
+		{"admin", "user.add", "accepted"},
+		{"sam", "site.add", "accepted"},
+		{"sam", "site.add", "refused"},
 		{"bob", "host.set", "refused"},
 		{"bob", "edge.add", "refused"},
 		{"admin", "host.set", "accepted"},
 		{"admin", "edge.add", "accepted"},
 		{"admin", "edge.add", "refused"}, // enrolled twice
+		{"sam", "host.set", "accepted"},
 		{"admin", "edge.revoke", "accepted"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
