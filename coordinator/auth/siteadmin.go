@@ -153,7 +153,15 @@ func (g *Guard) authorizeSiteAdmin(ctx context.Context, id Identity, endpoint st
 
 // hostSet: a site admin may create a host at her site, change one of her
 // site's hosts, and keep it there. Moving a host in or out of her site
-// takes an admin, since it changes another site.
+// takes an admin, since it changes another site. The extra MACs she gives
+// must not be another site's hosts' either: the service would refuse the
+// claim, but its answer names the host holding the MAC and its site.
+//
+// The check and the change are two steps: an admin moving the same host
+// between them could see the site admin's change applied to a host no
+// longer hers. Closing that needs the service to take the site as a
+// precondition of the write; the window is one request long and needs an
+// admin acting on the same host at the same moment.
 func (g *Guard) hostSet(ctx context.Context, id Identity, r proto.HostSetRequest) error {
 	cur, found, err := g.hostSite(ctx, id, r.MAC)
 	if err != nil {
@@ -161,6 +169,17 @@ func (g *Guard) hostSet(ctx context.Context, id Identity, r proto.HostSetRequest
 	}
 	if found && cur != id.Site {
 		return fmt.Errorf("%w: %s may see and change only hosts of site %s; %s is not one", ErrDenied, id, id.Site, r.MAC)
+	}
+	if r.ExtraMACs != nil {
+		for _, m := range *r.ExtraMACs {
+			site, taken, err := g.hostSite(ctx, id, m)
+			if err != nil {
+				return err
+			}
+			if taken && site != id.Site {
+				return fmt.Errorf("%w: %s may see and change only hosts of site %s; %s is not one", ErrDenied, id, id.Site, m)
+			}
+		}
 	}
 	switch {
 	case r.Site != nil:

@@ -74,6 +74,7 @@ func TestSiteAdminAPI(t *testing.T) {
 		{"other site's host get", proto.APIHostGet, proto.MACRequest{V: proto.Version, MAC: bMAC}, notHost + bMAC + " is not one"},
 		{"other site's host rm", proto.APIHostRm, proto.MACRequest{V: proto.Version, MAC: bMAC}, notHost + bMAC + " is not one"},
 		{"move a host from b to a", proto.APIHostSet, proto.HostSetRequest{V: proto.Version, MAC: bMAC, Site: str("a")}, notHost + bMAC + " is not one"},
+		{"take b's host's MAC as an extra one", proto.APIHostSet, proto.HostSetRequest{V: proto.Version, MAC: aMAC, ExtraMACs: &[]string{bMAC}}, notHost + bMAC + " is not one"},
 		{"move own host to b", proto.APIHostSet, proto.HostSetRequest{V: proto.Version, MAC: aMAC, Site: str("b")}, notSite + `"b"`},
 		{"site.add a", proto.APISiteAdd, proto.Site{V: proto.Version, Name: "a", Networks: []proto.Network{{Subnet: "10.0.0.0/23"}}}, ""},
 		{"site.add b", proto.APISiteAdd, proto.Site{V: proto.Version, Name: "b", Networks: []proto.Network{{Subnet: "10.9.0.0/24"}}}, notSite + `"b"`},
