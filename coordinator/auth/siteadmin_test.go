@@ -282,17 +282,17 @@ func TestSiteAdminNATS(t *testing.T) {
 
 	allowed := []struct {
 		name string
-		do   func(ctx context.Context) error
+		do   func(t *testing.T, ctx context.Context) error
 	}{
-		{"get a's host", func(ctx context.Context) error { _, err := hosts.Get(ctx, hostKey(t, "a", aMAC)); return err }},
-		{"get a's config", func(ctx context.Context) error { _, err := sites.Get(ctx, "a"); return err }},
-		{"get an image (none there)", func(ctx context.Context) error {
+		{"get a's host", func(t *testing.T, ctx context.Context) error { _, err := hosts.Get(ctx, hostKey(t, "a", aMAC)); return err }},
+		{"get a's config", func(t *testing.T, ctx context.Context) error { _, err := sites.Get(ctx, "a"); return err }},
+		{"get an image (none there)", func(t *testing.T, ctx context.Context) error {
 			if _, err := images.Get(ctx, "x"); !errors.Is(err, jetstream.ErrKeyNotFound) {
 				return err
 			}
 			return nil
 		}},
-		{"watch a's hosts", func(ctx context.Context) error {
+		{"watch a's hosts", func(t *testing.T, ctx context.Context) error {
 			w, err := hosts.Watch(ctx, "a.>")
 			if err != nil {
 				return err
@@ -303,7 +303,7 @@ func TestSiteAdminNATS(t *testing.T) {
 			}
 			return nil
 		}},
-		{"live event of a", func(ctx context.Context) error {
+		{"live event of a", func(t *testing.T, ctx context.Context) error {
 			select {
 			case m := <-live:
 				if site, _, _, _ := proto.ParseEventSubject(m.Subject); site != "a" {
@@ -314,7 +314,7 @@ func TestSiteAdminNATS(t *testing.T) {
 				return ctx.Err()
 			}
 		}},
-		{"stored events of a", func(ctx context.Context) error {
+		{"stored events of a", func(t *testing.T, ctx context.Context) error {
 			st, err := js.Stream(ctx, proto.StreamEvents)
 			if err != nil {
 				return err
@@ -347,7 +347,7 @@ func TestSiteAdminNATS(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
-			if err := c.do(ctx); err != nil {
+			if err := c.do(t, ctx); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -408,6 +408,22 @@ func TestSiteAdminNATS(t *testing.T) {
 			ae.wait(t, "permissions violation", c.subject)
 		})
 	}
+	t.Run("events consumer with b's filter in the body", func(t *testing.T) {
+		ctx, cancel := short()
+		defer cancel()
+		inbox := sam.NewInbox()
+		body := `{"stream_name":"EVENTS","config":{"name":"x1","filter_subject":"fleetboot.events.b.>","deliver_subject":"` + inbox + `","ack_policy":"none"}}`
+		msg, err := sam.RequestWithContext(ctx, "$JS.API.CONSUMER.CREATE.EVENTS.x1.fleetboot.events.a.>", []byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep struct {
+			Error *struct{ Description string } `json:"error"`
+		}
+		if err := json.Unmarshal(msg.Data, &rep); err != nil || rep.Error == nil {
+			t.Fatalf("consumer created: %s", msg.Data)
+		}
+	})
 	t.Run("subscribe to b's heartbeats", func(t *testing.T) {
 		if _, err := sam.Subscribe(proto.StatusSubject("b", "eb"), func(*nats.Msg) {}); err != nil {
 			t.Fatal(err)
