@@ -284,7 +284,10 @@ func TestSiteAdminNATS(t *testing.T) {
 		name string
 		do   func(t *testing.T, ctx context.Context) error
 	}{
-		{"get a's host", func(t *testing.T, ctx context.Context) error { _, err := hosts.Get(ctx, hostKey(t, "a", aMAC)); return err }},
+		{"get a's host", func(t *testing.T, ctx context.Context) error {
+			_, err := hosts.Get(ctx, hostKey(t, "a", aMAC))
+			return err
+		}},
 		{"get a's config", func(t *testing.T, ctx context.Context) error { _, err := sites.Get(ctx, "a"); return err }},
 		{"get an image (none there)", func(t *testing.T, ctx context.Context) error {
 			if _, err := images.Get(ctx, "x"); !errors.Is(err, jetstream.ErrKeyNotFound) {

@@ -220,6 +220,9 @@ func TestSecureDeployment(t *testing.T) {
 	if r := runT(siteAdmin, "events", "--since", "1h", "--host", "52:54:00:12:34:56", "-o", "json"); r.code != 0 || !strings.Contains(r.stdout, `"edge": "e1"`) {
 		t.Errorf("site admin's events: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	if r := runT(siteAdmin, "events", "--site", "other"); r.code != 1 || r.stderr != "fleetboot: --site other: these credentials read only the events of site lab\n" {
+		t.Errorf("site admin's events of another site: %d %q", r.code, r.stderr)
+	}
 	// With a second MAC the timeline reads the site's events and keeps
 	// the host's own (a consumer with two filters would be refused).
 	if r := runT(siteAdmin, "host", "set", "52:54:00:12:34:56", "--extra-mac", "52:54:00:12:34:57"); r.code != 0 {
