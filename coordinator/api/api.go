@@ -190,6 +190,11 @@ func handle[Req, Resp any](cfg Config, fn func(context.Context, Req) (Resp, erro
 				return
 			}
 			ctx = context.WithValue(ctx, callerKey{}, who)
+			if site, ok := auth.VisibleSite(who); ok {
+				// The guard checked the host's site; the service checks it
+				// again under the write's compare-and-set.
+				ctx = service.ConfineToSite(ctx, site)
+			}
 		}
 		// A change that could not be audited is not made: the AUDIT stream
 		// refuses records when full (it never drops old ones), so check for

@@ -157,11 +157,10 @@ func (g *Guard) authorizeSiteAdmin(ctx context.Context, id Identity, endpoint st
 // must not be another site's hosts' either: the service would refuse the
 // claim, but its answer names the host holding the MAC and its site.
 //
-// The check and the change are two steps: an admin moving the same host
-// between them could see the site admin's change applied to a host no
-// longer hers. Closing that needs the service to take the site as a
-// precondition of the write; the window is one request long and needs an
-// admin acting on the same host at the same moment.
+// The guard's check and the write are two steps: an admin could move the
+// host between them. The API therefore also confines the request's context
+// to her site (service.ConfineToSite), and the service checks the host's
+// site again on the version it writes over with compare-and-set.
 func (g *Guard) hostSet(ctx context.Context, id Identity, r proto.HostSetRequest) error {
 	cur, found, err := g.hostSite(ctx, id, r.MAC)
 	if err != nil {
