@@ -22,7 +22,11 @@
 //
 // Roles: an edge's permissions confine it to its own site on the server; admins
 // and viewers have the same NATS permissions (read-only JetStream plus the API
-// subjects), and the coordinator refuses a viewer's change. Keeping admins off
+// subjects), and the coordinator refuses a viewer's change. A site admin's
+// NATS permissions read only what carries her site in its subject (its KV
+// keys, events and heartbeats, plus the images); the API subjects carry no
+// site, so there the guard decides, endpoint by endpoint (siteadmin.go),
+// and the API narrows her listings to her site. Keeping admins off
 // direct KV writes means every change goes through validation and the audit
 // log. Each edge gets a private inbox prefix (_INBOX_edge_<name>), because
 // with the shared _INBOX.> one edge could subscribe to the KV replies meant

@@ -617,7 +617,7 @@ func TestCoordinatorClusterAuthFlags(t *testing.T) {
 		{"system creds readable by others", []string{"--auth", "--nats-url", dead, "--account-key", key(copyDir(auth.SysCredsFile, "", 0o644))}, "--system-creds: auth: "},
 		{"system creds missing", []string{"--auth", "--nats-url", dead, "--account-key", key(dir), "--system-creds", filepath.Join(t.TempDir(), "sys.creds")}, "--system-creds: auth: "},
 		{"no admin creds place", []string{"--auth", "--nats-url", dead, "--account-key", key(dir), "--data", ""}, "needs --admin-creds"},
-		{"account key without --auth", []string{"--nats-url", dead, "--account-key", key(dir)}, "--account-key needs --auth"},
+		{"account key without --auth", []string{"--nats-url", dead, "--insecure", "--account-key", key(dir)}, "--account-key needs --auth"},
 		{"creds of a client", []string{"--auth", "--nats-url", dead, "--account-key", key(dir), "--creds", filepath.Join(dir, auth.SysCredsFile)}, "--creds is for clients"},
 		{"dead cluster", []string{"--auth", "--nats-url", dead, "--account-key", key(dir)}, "connect to NATS at " + dead},
 	}
