@@ -42,6 +42,7 @@ const lookupTimeout = 3 * time.Second
 // enrolled), and the account JWT pushes.
 type registry struct {
 	kv   jetstream.KeyValue
+	nc   *nats.Conn // leader reads (get)
 	acct *ClusterAccount
 	log  *slog.Logger
 
@@ -56,6 +57,69 @@ type registry struct {
 	ctx     context.Context // done once closed
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+}
+
+// entry is one key's latest value read from the stream leader.
+type entry struct {
+	key   string
+	value []byte
+	rev   uint64
+}
+
+func (e entry) Key() string      { return e.key }
+func (e entry) Value() []byte    { return e.value }
+func (e entry) Revision() uint64 { return e.rev }
+
+// get reads the latest value of key from the bucket's stream leader
+// (jetstream.ErrKeyNotFound if it has none, or was deleted). A KV Get is a
+// direct get any replica may answer, and a replica may not have applied yet
+// what another coordinator wrote a moment ago (enrolled, revoked): the
+// registry's answers must not rest on such a read.
+func (r *registry) get(ctx context.Context, key string) (entry, error) {
+	req, err := json.Marshal(map[string]string{"last_by_subj": "$KV." + proto.BucketIdentities + "." + key})
+	if err != nil {
+		return entry{}, fmt.Errorf("auth: %w", err)
+	}
+	m, err := r.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+proto.BucketIdentities, req)
+	if err != nil {
+		return entry{}, fmt.Errorf("auth: read %s: %w", key, err)
+	}
+	var resp struct {
+		Error *struct {
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+		Message *struct {
+			Seq    uint64 `json:"seq"`
+			Header []byte `json:"hdrs"`
+			Data   []byte `json:"data"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return entry{}, fmt.Errorf("auth: read %s: %w", key, err)
+	}
+	switch {
+	case resp.Error != nil && jetstream.ErrorCode(resp.Error.ErrCode) == jetstream.JSErrCodeMessageNotFound:
+		return entry{}, jetstream.ErrKeyNotFound
+	case resp.Error != nil:
+		return entry{}, fmt.Errorf("auth: read %s: %s", key, resp.Error.Description)
+	case resp.Message == nil:
+		return entry{}, fmt.Errorf("auth: read %s: empty reply", key)
+	}
+	if op := kvOperation(resp.Message.Header); op == "DEL" || op == "PURGE" {
+		return entry{}, jetstream.ErrKeyNotFound
+	}
+	return entry{key: key, value: resp.Message.Data, rev: resp.Message.Seq}, nil
+}
+
+// kvOperation is the KV-Operation header of a stored message ("" for a put).
+func kvOperation(hdr []byte) string {
+	for _, line := range strings.Split(string(hdr), "\r\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(strings.TrimSpace(k), "KV-Operation") {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 type indexed struct {
@@ -79,7 +143,7 @@ func openRegistry(ctx context.Context, js jetstream.JetStream, replicas int, acc
 		cancel()
 		return nil, fmt.Errorf("auth: watch %s: %w", proto.BucketIdentities, err)
 	}
-	r := &registry{kv: kv, acct: acct, log: log, ids: map[string]indexed{}, changed: make(chan struct{}, 1), w: w, ctx: wctx, cancel: cancel}
+	r := &registry{kv: kv, nc: js.Conn(), acct: acct, log: log, ids: map[string]indexed{}, changed: make(chan struct{}, 1), w: w, ctx: wctx, cancel: cancel}
 	ready := make(chan struct{})
 	r.wg.Add(1)
 	go r.watch(ready)
@@ -182,7 +246,7 @@ func (r *registry) lookup(pub string) (Identity, bool) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
 	defer cancel()
-	e, err := r.kv.Get(ctx, regKeyPrefix+pub)
+	e, err := r.get(ctx, regKeyPrefix+pub)
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrKeyNotFound) {
 			r.log.Warn("identity registry read failed", "key", pub, "err", err)
@@ -250,7 +314,7 @@ func (r *registry) add(ctx context.Context, id Identity) error {
 func (r *registry) revoke(ctx context.Context, name string, edge bool, at time.Time) ([]Identity, error) {
 	nk := nameKey(name, edge)
 	notFound := fmt.Errorf("%s %q: %w (never enrolled, or revoked already)", kindOf(edge), name, errNotFound)
-	ne, err := r.kv.Get(ctx, nk)
+	ne, err := r.get(ctx, nk)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, notFound
 	}
@@ -262,7 +326,7 @@ func (r *registry) revoke(ctx context.Context, name string, edge bool, at time.T
 		return nil, err
 	}
 	var done []Identity
-	ke, err := r.kv.Get(ctx, regKeyPrefix+holder.PublicKey)
+	ke, err := r.get(ctx, regKeyPrefix+holder.PublicKey)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 	case err != nil:
@@ -304,7 +368,7 @@ func (r *registry) revoke(ctx context.Context, name string, edge bool, at time.T
 // revocation). It returns the JWT stored.
 func (r *registry) publishAccount(ctx context.Context) (string, error) {
 	for range 20 {
-		e, err := r.kv.Get(ctx, regAccountKey)
+		e, err := r.get(ctx, regAccountKey)
 		revoked := map[string]time.Time{}
 		var rev uint64
 		var after int64
@@ -433,7 +497,10 @@ func (r *registry) close() {
 	r.wg.Wait()
 }
 
-func decodeIdentity(e jetstream.KeyValueEntry) (Identity, error) {
+func decodeIdentity(e interface {
+	Key() string
+	Value() []byte
+}) (Identity, error) {
 	var id Identity
 	if err := json.Unmarshal(e.Value(), &id); err != nil {
 		return id, fmt.Errorf("auth: registry: %s: %w", e.Key(), err)
@@ -443,7 +510,7 @@ func decodeIdentity(e jetstream.KeyValueEntry) (Identity, error) {
 
 // holder returns the identity holding a name now.
 func (r *registry) holder(ctx context.Context, name string, edge bool) (Identity, bool) {
-	e, err := r.kv.Get(ctx, nameKey(name, edge))
+	e, err := r.get(ctx, nameKey(name, edge))
 	if err != nil {
 		return Identity{}, false
 	}
