@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -43,6 +44,9 @@ func openClusterAuth(cfg Config) (*clusterAuth, error) {
 	}
 	if c.adminCreds == "" {
 		return nil, errors.New("coordinator: --auth with --nats-url needs --admin-creds FILE (or --data): where the first admin's credentials go")
+	}
+	if fi, err := os.Stat(filepath.Dir(c.adminCreds)); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("coordinator: --admin-creds %s: directory %s does not exist", c.adminCreds, filepath.Dir(c.adminCreds))
 	}
 	return c, nil
 }

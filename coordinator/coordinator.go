@@ -169,27 +169,18 @@ func Run(ctx context.Context, cfg Config) error {
 	// A cluster that is still electing its JetStream leaders refuses to
 	// create buckets for a while: keep trying rather than exit.
 	var svc *service.Service
-	for attempt := 1; ; attempt++ {
-		svc, err = setupState(ctx, js, cfg, checker, log)
-		if err == nil && cluster != nil && authority == nil {
-			authority, err = cluster.open(ctx, js, cfg.Replicas, log)
-		}
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil || cfg.NATSURL == "" {
+	err = retrying(ctx, cfg, log, func() error {
+		var err error
+		if svc, err = setupState(ctx, js, cfg, checker, log); err != nil || cluster == nil || authority != nil {
 			return err
 		}
-		log.Warn("JetStream not ready; retrying", "attempt", attempt, "err", proto.RedactErr(err))
-		// Jitter: coordinators started together that both timed out
-		// must not retry in step. When two ask the cluster to create the
-		// same stream at once, one of them may get no answer (it waits
-		// out the attempt); in step, they would collide on every bucket.
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(time.Second + rand.N(3*time.Second)):
-		}
+		octx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		authority, err = cluster.open(octx, js, cfg.Replicas, log)
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	if authority != nil {
 		defer authority.Close()
@@ -217,7 +208,9 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		defer sysNC.Close()
 		if cluster != nil {
-			if err := cluster.attach(ctx, authority, sysNC, log); err != nil {
+			// The registry's bucket may have just been created: its
+			// leader may not answer yet.
+			if err := retrying(ctx, cfg, log, func() error { return cluster.attach(ctx, authority, sysNC, log) }); err != nil {
 				return err
 			}
 		} else {
@@ -271,6 +264,28 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("coordinator stopping")
 	return nil
+}
+
+// retrying runs step until it succeeds; on a cluster (and only there: the
+// embedded server is ready when it starts) it retries a failed step until
+// ctx ends.
+func retrying(ctx context.Context, cfg Config, log *slog.Logger, step func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := step()
+		if err == nil || ctx.Err() != nil || cfg.NATSURL == "" {
+			return err
+		}
+		log.Warn("JetStream not ready; retrying", "attempt", attempt, "err", proto.RedactErr(err))
+		// Jitter: coordinators started together that both timed out
+		// must not retry in step. When two ask the cluster to create the
+		// same stream at once, one of them may get no answer (it waits
+		// out the attempt); in step, they would collide on every bucket.
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second + rand.N(3*time.Second)):
+		}
+	}
 }
 
 // setupState creates the KV buckets and the streams.

@@ -53,6 +53,7 @@ type registry struct {
 	push    func(ctx context.Context, tok string) error // nil until attached
 
 	changed chan struct{} // cap 1: the account JWT changed, push it
+	pushing sync.Once     // starts pusher (attach may be retried)
 	w       jetstream.KeyWatcher
 	ctx     context.Context // done once closed
 	cancel  context.CancelFunc
@@ -451,8 +452,10 @@ func (r *registry) attach(ctx context.Context, sys *nats.Conn) error {
 	if err := r.pushCurrent(ctx); err != nil {
 		return err
 	}
-	r.wg.Add(1)
-	go r.pusher()
+	r.pushing.Do(func() {
+		r.wg.Add(1)
+		go r.pusher()
+	})
 	return nil
 }
 

@@ -624,6 +624,7 @@ func TestCoordinatorClusterAuthFlags(t *testing.T) {
 		{"key of another account", []string{"--auth", "--nats-url", dead, "--account-key", key(copyDir(auth.FleetSigningSeedFile, readFile(t, key(other)), 0))}, "is not a signing key of account"},
 		{"system creds readable by others", []string{"--auth", "--nats-url", dead, "--account-key", key(copyDir(auth.SysCredsFile, "", 0o644))}, "--system-creds: auth: "},
 		{"system creds missing", []string{"--auth", "--nats-url", dead, "--account-key", key(dir), "--system-creds", filepath.Join(t.TempDir(), "sys.creds")}, "--system-creds: auth: "},
+		{"admin creds in a missing directory", []string{"--auth", "--nats-url", dead, "--account-key", key(dir), "--admin-creds", filepath.Join(t.TempDir(), "no", "admin.creds")}, "does not exist"},
 		{"no admin creds place", []string{"--auth", "--nats-url", dead, "--account-key", key(dir), "--data", ""}, "needs --admin-creds"},
 		{"account key without --auth", []string{"--nats-url", dead, "--insecure", "--account-key", key(dir)}, "--account-key needs --auth"},
 		{"creds of a client", []string{"--auth", "--nats-url", dead, "--account-key", key(dir), "--creds", filepath.Join(dir, auth.SysCredsFile)}, "--creds is for clients"},
