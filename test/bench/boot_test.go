@@ -66,7 +66,10 @@ type bootServer struct {
 // the same kernel and initramfs; the edge's cache is warm. The boots of the
 // two servers alternate, one VM at a time, so load on the machine falls on
 // both alike; each row reports the median of FLEETBOOT_BENCH_BOOTS boots
-// (default 3) and fleetboot's ratio to dnsmasq (lower is better).
+// (default 3) and fleetboot's ratio to dnsmasq (lower is better). A
+// "PROFILE|" line per row and server gives the median time after power-on
+// of each console milestone (see milestones): where a difference comes
+// from.
 func BenchmarkBoot(b *testing.B) {
 	e2e.RequireRoot(b)
 	n := bootsPerRow(b)
@@ -84,12 +87,12 @@ func BenchmarkBoot(b *testing.B) {
 		}},
 		{name: "BIOS chain undionly", vm: func(b *testing.B, dir, addr string) e2e.VMConfig { return e2e.UndionlyChain(b, dir, addr) }},
 	}
-	took := map[string]map[string][]time.Duration{} // row -> server -> boots
+	took := map[string]map[string][][]time.Duration{} // row -> server -> boots -> milestones
 	b.ResetTimer()
 	for i := 0; i < n; i++ {
 		for r, row := range rows {
 			if took[row.name] == nil {
-				took[row.name] = map[string][]time.Duration{}
+				took[row.name] = map[string][][]time.Duration{}
 			}
 			// Alternate which server goes first: a slow moment of the
 			// shared machine must not always land on the same side.
@@ -98,8 +101,8 @@ func BenchmarkBoot(b *testing.B) {
 				slices.Reverse(order)
 			}
 			for _, s := range order {
-				if d, ok := bootOnce(b, s, row, i); ok {
-					took[row.name][s.name] = append(took[row.name][s.name], d)
+				if at, ok := bootOnce(b, s, row, i); ok {
+					took[row.name][s.name] = append(took[row.name][s.name], at)
 				}
 			}
 		}
@@ -109,21 +112,30 @@ func BenchmarkBoot(b *testing.B) {
 	for _, row := range rows {
 		metric := fmt.Sprintf("%s, median of %d", row.name, n)
 		for _, s := range servers { // the reference first: fleetboot's row carries the ratio
-			ds := took[row.name][s.name]
-			b.Logf("%s, %s: power-on to marker %v", row.name, s.name, ds)
-			if len(ds) == 0 {
+			boots := took[row.name][s.name]
+			if len(boots) == 0 {
 				summary(b, res.area, metric, s.name, "no boot", "")
 				continue
 			}
-			res.add(b, metric, s.name, median(ds).Seconds(), "s", false)
+			// Each milestone's median over the boots: where the time goes.
+			med := make([]time.Duration, len(milestones))
+			for k := range milestones {
+				var ds []time.Duration
+				for _, at := range boots {
+					ds = append(ds, at[k])
+				}
+				med[k] = median(ds)
+			}
+			b.Logf("PROFILE| %-20s | %-9s | %d boots | medians after power-on: %s", row.name, s.name, len(boots), fmtProfile(med))
+			res.add(b, metric, s.name, med[len(med)-1].Seconds(), "s", false)
 		}
 	}
 }
 
-// bootOnce powers on one VM of row against s and returns power-on to
-// marker. A boot that fails is logged and left out of the figures (ok
-// false): the table shows how many of the row's boots count.
-func bootOnce(b *testing.B, s *bootServer, row bootRow, i int) (time.Duration, bool) {
+// bootOnce powers on one VM of row against s and returns when, after
+// power-on, its console showed each milestone (the marker last). A boot
+// that fails is logged and left out of the figures (ok false).
+func bootOnce(b *testing.B, s *bootServer, row bootRow, i int) ([]time.Duration, bool) {
 	b.Helper()
 	mac := e2e.RandomMAC()
 	s.register(b, mac)
@@ -138,10 +150,58 @@ func bootOnce(b *testing.B, s *bootServer, row bootRow, i int) (time.Duration, b
 	}
 	if err != nil {
 		b.Errorf("%s against %s: %v (console %s)", row.name, s.name, err, vm.ConsolePath())
-		return 0, false
+		return nil, false
 	}
-	b.Logf("%s against %s (%s): power-on to marker %.1f s", row.name, s.name, mac, m.Elapsed.Seconds())
-	return m.Elapsed, true
+	at := profile(vm.ConsoleLines(), vm.Started, m.Elapsed)
+	b.Logf("%s against %s (%s): power-on to marker %.1f s; %s", row.name, s.name, mac, m.Elapsed.Seconds(), fmtProfile(at))
+	return at, true
+}
+
+// milestones are console lines of a network boot, in order: the first and
+// the last iPXE instance's NIC configuration done (DHCP and IPv6
+// autoconfiguration: the same line for a boot with one iPXE), the kernel
+// and the initrd downloaded; then the marker. Their times split a boot
+// into firmware and configuration, script and kernel transfer, initrd
+// transfer, and the kernel's own start: a profile of where a server is
+// slower, not only that it is.
+var milestones = []struct {
+	name string
+	re   *regexp.Regexp
+	last bool // the last matching line, not the first
+}{
+	{name: "NIC up", re: regexp.MustCompile(`Configuring \(net\d[^)]*\)[. ]*ok`)},
+	{name: "last NIC up", re: regexp.MustCompile(`Configuring \(net\d[^)]*\)[. ]*ok`), last: true},
+	{name: "kernel", re: regexp.MustCompile(`vmlinuz\.\.\. ok`)},
+	{name: "initrd", re: regexp.MustCompile(`initrd\S*\.\.\. ok`)},
+	{name: "marker"},
+}
+
+// profile is the time after power-on of each milestone (0: not seen).
+func profile(lines []e2e.Line, started time.Time, marker time.Duration) []time.Duration {
+	at := make([]time.Duration, len(milestones))
+	for i, ms := range milestones {
+		if ms.re == nil {
+			at[i] = marker
+			continue
+		}
+		for _, l := range lines {
+			if ms.re.MatchString(l.Text) {
+				at[i] = l.At.Sub(started)
+				if !ms.last {
+					break
+				}
+			}
+		}
+	}
+	return at
+}
+
+func fmtProfile(at []time.Duration) string {
+	var parts []string
+	for i, ms := range milestones {
+		parts = append(parts, fmt.Sprintf("%s %.2f s", ms.name, at[i].Seconds()))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // startBootReference is the reference harness of test/e2e with dnsmasq's

@@ -152,6 +152,10 @@ func UndionlyChain(t testing.TB, dir, server string) VMConfig {
 // Console is the serial output so far.
 func (vm *VM) Console() string { return vm.proc.Output() }
 
+// ConsoleLines are the complete console lines so far, each with the time
+// it arrived.
+func (vm *VM) ConsoleLines() []Line { return vm.proc.Lines() }
+
 // ConsolePath is the file the serial output is written to.
 func (vm *VM) ConsolePath() string { return vm.proc.LogPath }
 
