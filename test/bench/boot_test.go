@@ -157,22 +157,25 @@ func bootOnce(b *testing.B, s *bootServer, row bootRow, i int) ([]time.Duration,
 	return at, true
 }
 
-// milestones are console lines of a network boot, in order: the first and
-// the last iPXE instance's NIC configuration done (DHCP and IPv6
-// autoconfiguration: the same line for a boot with one iPXE), the kernel
-// and the initrd downloaded; then the marker. Their times split a boot
-// into firmware and configuration, script and kernel transfer, initrd
-// transfer, and the kernel's own start: a profile of where a server is
-// slower, not only that it is.
+// milestones are console lines of a network boot, in order: the UEFI
+// firmware's own DHCP done, the network boot program (snponly.efi,
+// undionly.kpxe) loaded over TFTP, the last iPXE instance started, its NIC
+// configured (DHCP and IPv6 autoconfiguration), its script, the kernel and
+// the initrd downloaded; then the marker. Their times after power-on split
+// a boot into steps: a profile of where one server is slower, not only
+// that it is. A step a boot does not have stays 0.
 var milestones = []struct {
 	name string
 	re   *regexp.Regexp
 	last bool // the last matching line, not the first
 }{
-	{name: "NIC up", re: regexp.MustCompile(`Configuring \(net\d[^)]*\)[. ]*ok`)},
-	{name: "last NIC up", re: regexp.MustCompile(`Configuring \(net\d[^)]*\)[. ]*ok`), last: true},
-	{name: "kernel", re: regexp.MustCompile(`vmlinuz\.\.\. ok`)},
-	{name: "initrd", re: regexp.MustCompile(`initrd\S*\.\.\. ok`)},
+	{name: "PXE IP", re: regexp.MustCompile(`Station IP address is`)},
+	{name: "NBP", re: regexp.MustCompile(`NBP file downloaded successfully|undionly\.kpxe\.\.\. .*ok`)},
+	{name: "iPXE", re: regexp.MustCompile(`iPXE initialising devices`), last: true},
+	{name: "NIC up", re: regexp.MustCompile(`Configuring \(net\d[^)]*\)[. ]*ok`), last: true},
+	{name: "script", re: regexp.MustCompile(`boot\.ipxe\S*\.\.\. .*ok`), last: true},
+	{name: "kernel", re: regexp.MustCompile(`vmlinuz\S*\.\.\. .*ok`)},
+	{name: "initrd", re: regexp.MustCompile(`initrd\S*\.\.\. .*ok`)},
 	{name: "marker"},
 }
 
