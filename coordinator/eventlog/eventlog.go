@@ -6,12 +6,14 @@ package eventlog
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetboot/fleetboot/proto"
@@ -91,11 +93,15 @@ func Read(ctx context.Context, st jetstream.Stream, q Query, warn io.Writer, fn 
 	if err != nil {
 		return fmt.Errorf("events: consumer: %w", err)
 	}
+	var retry noResponders
 	for {
 		// FetchNoWait hands over what is stored and ends the batch as soon
 		// as nothing more matches: no waiting on an idle stream.
 		batch, err := cons.FetchNoWait(512)
 		if err != nil {
+			if retry.again(ctx, err) {
+				continue
+			}
 			return fmt.Errorf("events: fetch: %w", err)
 		}
 		n, done := 0, false
@@ -116,11 +122,39 @@ func Read(ctx context.Context, st jetstream.Stream, q Query, warn io.Writer, fn 
 			}
 		}
 		if err := batch.Error(); err != nil && !done {
+			if n == 0 && retry.again(ctx, err) {
+				continue
+			}
 			return fmt.Errorf("events: fetch: %w", err)
 		}
 		if done || n == 0 || ctx.Err() != nil {
 			return ctx.Err()
 		}
+	}
+}
+
+// noResponders rides out "no responders" on a pull request for a consumer
+// just made: on a cluster the request can reach a node (the client's)
+// before the consumer's interest, created on another node, does. A few
+// short waits, then the error stands.
+type noResponders struct{ tries int }
+
+const (
+	noRespondersTries = 20
+	noRespondersWait  = 100 * time.Millisecond
+)
+
+// again tells whether err is worth another fetch, after a short wait.
+func (r *noResponders) again(ctx context.Context, err error) bool {
+	if !errors.Is(err, nats.ErrNoResponders) || r.tries >= noRespondersTries {
+		return false
+	}
+	r.tries++
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(noRespondersWait):
+		return true
 	}
 }
 

@@ -130,9 +130,9 @@ func TestIntervals(t *testing.T) {
 		wantReplyDelay time.Duration
 	}{
 		{name: "defaults, shortest", in: Intervals{}, sent: 5, rnd: lo, want: 200 * time.Second, wantReplyDelay: 0},
-		{name: "defaults, longest", in: Intervals{}, sent: 5, rnd: hi, want: 600 * time.Second, wantReplyDelay: 500 * time.Millisecond},
-		{name: "initial adverts come within 16 s", in: Intervals{}, sent: 2, rnd: hi, want: 16 * time.Second, wantReplyDelay: 500 * time.Millisecond},
-		{name: "max held to 1800 s", in: Intervals{Max: time.Hour}, sent: 5, rnd: hi, want: 1800 * time.Second, wantReplyDelay: 500 * time.Millisecond},
+		{name: "defaults, longest", in: Intervals{}, sent: 5, rnd: hi, want: 600 * time.Second, wantReplyDelay: 40 * time.Millisecond},
+		{name: "initial adverts come within 16 s", in: Intervals{}, sent: 2, rnd: hi, want: 16 * time.Second, wantReplyDelay: 40 * time.Millisecond},
+		{name: "max held to 1800 s", in: Intervals{Max: time.Hour}, sent: 5, rnd: hi, want: 1800 * time.Second, wantReplyDelay: 40 * time.Millisecond},
 		{name: "max held to 4 s, min to 3 s", in: Intervals{Max: time.Second}, sent: 5, rnd: lo, want: 3 * time.Second},
 		{name: "min held to 0.75 max", in: Intervals{Max: 100 * time.Second, Min: 99 * time.Second}, sent: 5, rnd: lo, want: 75 * time.Second},
 		{name: "reply delay held to 500 ms", in: Intervals{ReplyDelay: time.Minute}, sent: 5, rnd: hi, want: 600 * time.Second, wantReplyDelay: 500 * time.Millisecond},

@@ -9,6 +9,14 @@ const (
 	minDelayBetweenRAs       = 3 * time.Second        // between multicast advertisements
 	maxRADelay               = 500 * time.Millisecond // before a solicited advertisement
 
+	// defaultReplyDelay is our spread of the random delay before a solicited
+	// advertisement. RFC 4861 §6.2.6 bounds the delay (MAX_RA_DELAY_TIME)
+	// and leaves its spread to the advertiser; every iPXE start waits for this
+	// answer before it fetches anything, and dnsmasq answers at once. 40 ms
+	// still spreads the answers of several advertisers on one segment over
+	// hundreds of frame times, and multicast answers keep their 3 s spacing.
+	defaultReplyDelay = 40 * time.Millisecond
+
 	// §6.2.1 bounds and default of MaxRtrAdvInterval.
 	minMaxInterval     = 4 * time.Second
 	maxMaxInterval     = 1800 * time.Second
@@ -23,9 +31,9 @@ type Intervals struct {
 	// Min is MinRtrAdvInterval: default Max/3, held within 3 s–0.75·Max.
 	Min time.Duration
 	// ReplyDelay is the longest random delay before answering a
-	// solicitation: default and most 500 ms (MAX_RA_DELAY_TIME; the delay
-	// keeps several routers' answers from colliding). Negative: none, for
-	// tests only.
+	// solicitation: default 40 ms, at most 500 ms (MAX_RA_DELAY_TIME; the
+	// delay keeps several routers' answers from colliding). Negative: none,
+	// for tests only.
 	ReplyDelay time.Duration
 }
 
@@ -39,9 +47,10 @@ func (iv Intervals) bounded() Intervals {
 		iv.Min = iv.Max / 3
 	}
 	iv.Min = min(max(iv.Min, minDelayBetweenRAs), iv.Max*3/4)
-	if iv.ReplyDelay == 0 || iv.ReplyDelay > maxRADelay {
-		iv.ReplyDelay = maxRADelay
+	if iv.ReplyDelay == 0 {
+		iv.ReplyDelay = defaultReplyDelay
 	}
+	iv.ReplyDelay = min(iv.ReplyDelay, maxRADelay)
 	return iv
 }
 

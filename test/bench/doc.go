@@ -9,6 +9,11 @@
 //   - HTTP: a cached 1 GiB artifact to 8 clients against nginx
 //     (BenchmarkHTTP); cold misses, one client and 50 at once, against a
 //     direct GET from MinIO (BenchmarkHTTPCold);
+//   - boot: power-on to userspace of QEMU VMs (BIOS iPXE ROM, UEFI PXE
+//     with snponly.efi, a BIOS chain through undionly.kpxe) on segments
+//     without a router, fleetboot's edge sending its own IPv6 router
+//     advertisements, against dnsmasq with enable-ra and Go's file server
+//     (BenchmarkBoot);
 //   - scale: 10 000 hosts, 10 sites, 3 edges: host set to edge serving it,
 //     API requests per second, edge memory with 100 000 hosts
 //     (BenchmarkScale).

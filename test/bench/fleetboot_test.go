@@ -93,7 +93,11 @@ func startFleetboot(b *testing.B, env *benchEnv, o edgeOpts) *fleetboot {
 		cmd.Env = procEnv
 		return e2e.StartProc(b, env.dir, name, cmd)
 	}
+	// Its own deadline per command: fb.cli is used after this function
+	// returns (and its ctx ends).
 	fb.cli = func(args ...string) []byte {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
 		cmd := env.srv.Command(ctx, fb.bin, append(args, "--timeout", "60s")...)
 		cmd.Env = procEnv
 		out, err := cmd.Output()

@@ -27,7 +27,6 @@ MINIO=${FLEETBOOT_MINIO_BIN:-$HOME/.cache/fleetboot/bin/minio}
 ID=$(head -c3 /dev/urandom | od -An -tx1 | tr -d ' \n')
 SW=fbdemo-$ID-sw  # the switch: a bridge and the VM's tap
 SRV=fbdemo-$ID-srv # MinIO, coordinator, edge
-RTR=fbdemo-$ID-rtr # an IPv6 router advertiser, as on most LANs (iPXE waits ~16 s without)
 WORK=$(mktemp -d /tmp/fleetboot-demo.XXXXXX)
 NAMESPACES=()
 # Background processes start as `ip netns exec NS [env …] PROGRAM &`, never
@@ -40,7 +39,7 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   bold "cleaning up"
-  # Newest first: the VM, the edge, the coordinator, MinIO, the advertiser.
+  # Newest first: the VM, the edge, the coordinator, MinIO.
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
     kill "${PIDS[i]}" 2>/dev/null || true
   done
@@ -85,8 +84,8 @@ eval "$(go run ./test/e2e/cmd/e2e-assets)"
 echo "kernel $KERNEL_VERSION: $KERNEL"
 echo "initrd: $INITRD"
 
-bold "network: namespace $SW holds a bridge; $SRV (10.77.0.1) and $RTR hang off it"
-for ns in "$SW" "$SRV" "$RTR"; do
+bold "network: namespace $SW holds a bridge; $SRV (10.77.0.1) hangs off it"
+for ns in "$SW" "$SRV"; do
   ip netns add "$ns"
   NAMESPACES+=("$ns")
   ip -n "$ns" link set lo up
@@ -94,22 +93,14 @@ done
 ip -n "$SW" link add br0 type bridge stp_state 0 forward_delay 0
 ip netns exec "$SW" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
 ip -n "$SW" link set br0 up
-n=0
-for ns in "$SRV" "$RTR"; do
-  n=$((n + 1))
-  ip -n "$SW" link add "vh$n" type veth peer name eth0 netns "$ns"
-  ip -n "$SW" link set "vh$n" master br0 up
-done
-ip netns exec "$SRV" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+ip -n "$SW" link add vh1 type veth peer name eth0 netns "$SRV"
+ip -n "$SW" link set vh1 master br0 up
+# No router on this segment, as on an IPv4-only provisioning VLAN: IPv6 stays
+# on for the edge, whose router advertisements (--ipv6-ra auto, lifetime 0)
+# end iPXE's IPv6 autoconfiguration wait (~16 s without).
 ip -n "$SRV" addr add 10.77.0.1/24 dev eth0
+ip -n "$SRV" addr add fd77::1/64 dev eth0 nodad
 ip -n "$SRV" link set eth0 up
-ip -n "$RTR" addr add 10.77.0.254/24 dev eth0
-ip -n "$RTR" addr add fd77::fe/64 dev eth0 nodad
-ip -n "$RTR" link set eth0 up
-printf 'port=0\ninterface=eth0\nbind-interfaces\nenable-ra\ndhcp-range=::,constructor:eth0,ra-only,64,1h\n' >"$WORK/ra.conf"
-ip netns exec "$RTR" dnsmasq --keep-in-foreground --log-facility=- --conf-file="$WORK/ra.conf" \
-  --pid-file= --user=root --dhcp-leasefile="$WORK/ra.leases" >"$WORK/ra.log" 2>&1 &
-PIDS+=($!)
 
 bold "MinIO (S3 artifact store) on 127.0.0.1:9000 inside $SRV"
 S3ENV=(FLEETBOOT_S3_ACCESS_KEY=fleetbootdemo FLEETBOOT_S3_SECRET_KEY=fleetboot-demo-secret)

@@ -56,12 +56,15 @@ type fbOptions struct {
 	dhcpMode string   // the site's DHCP mode: full or proxy
 	images   []string // images to register (see addImage); nil: all of them
 	edgeArgs []string // extra edge flags
-	edgeRA   bool     // no RA router on the network: IPv6 on the edge's host, whose adverts end iPXE's wait
 }
 
 // startFleetboot brings up MinIO, the coordinator and an edge on a fresh
 // network. In proxy mode a plain dnsmasq on its own host hands out the
 // addresses.
+//
+// No router is on the network, as on an IPv4-only provisioning VLAN: the
+// edge's own IPv6 router advertisements (edge/ra) are what end each iPXE
+// instance's IPv6 autoconfiguration wait, so its host has IPv6.
 func startFleetboot(t *testing.T, opts fbOptions) *fbEnv {
 	t.Helper()
 	RequireRoot(t)
@@ -80,18 +83,7 @@ func startFleetboot(t *testing.T, opts fbOptions) *fbEnv {
 	}
 	e := &fbEnv{t: t, bin: bin, dir: LogDir(t), assets: assets}
 	e.net = NewNetwork(t, "10.77.0.0/24")
-	srv6 := ""
-	if opts.edgeRA {
-		srv6 = "fd77::1/64"
-	}
-	e.srv = e.net.AddHost(t, "srv", srvAddr, srv6)
-	if !opts.edgeRA {
-		// A router sending IPv6 RAs, as on most LANs: without it (or the
-		// edge's own adverts) every iPXE instance waits ~12 s for IPv6
-		// autoconfiguration.
-		rtr := e.net.AddHost(t, "rtr", "10.77.0.254", "fd77::fe/64")
-		StartRouterAdverts(t, rtr, e.dir)
-	}
+	e.srv = e.net.AddHost(t, "srv", srvAddr, "fd77::1/64")
 	e.minio = StartMinIO(t, e.srv, e.dir)
 
 	e.coordArgs = []string{"coordinator", "--data", filepath.Join(e.dir, "coordinator"),
@@ -118,7 +110,16 @@ func startFleetboot(t *testing.T, opts fbOptions) *fbEnv {
 
 	stateDir := filepath.Join(e.dir, "edge-state")
 	cacheDir := filepath.Join(e.dir, "edge-cache")
-	e.edgeArgs = append(edgeArgs(stateDir, cacheDir, opts.dhcpMode), opts.edgeArgs...)
+	e.edgeArgs = edgeArgs(stateDir, cacheDir, opts.dhcpMode)
+	if opts.dhcpMode == "proxy" {
+		// --ipv6-ra auto advertises only while the edge hands out
+		// addresses: in proxy mode the site's DHCP server, and maybe its
+		// router, own the segment. This segment's server (dnsmasq without
+		// enable-ra) sends no advertisements, so the operator turns the
+		// edge's on, or every iPXE start waits for IPv6.
+		e.edgeArgs = append(e.edgeArgs, "--ipv6-ra", "on")
+	}
+	e.edgeArgs = append(e.edgeArgs, opts.edgeArgs...)
 	// The edge answers DHCP only once it has the site from the coordinator.
 	e.startEdge(t, "edge", regexp.MustCompile(`state in sync.*bucket=sites`))
 	return e
@@ -441,9 +442,11 @@ func (e *fbEnv) checkTFTP(t *testing.T, mac, file string) {
 
 // checkTimeline asserts `fleetboot host timeline MAC -o json` tells the
 // MAC's network boot step by step in the order the chain ran (DHCP, script,
-// kernel, initrd) with no problem diagnosed. The harness's own script
-// requests are left out, and a step repeated at once (a retransmitted
-// DISCOVER) counts once: firmware may resend before the answer comes.
+// kernel, initrd) with no problem diagnosed, and no IPv6 wait either: the
+// edge advertises on the segment, so iPXE asked for its script at once. The
+// harness's own script requests are left out, and a step repeated at once
+// (a retransmitted DISCOVER) counts once: firmware may resend before the
+// answer comes.
 func (e *fbEnv) checkTimeline(t *testing.T, mac, image string) {
 	t.Helper()
 	im := e.image(t, image)
@@ -460,17 +463,10 @@ func (e *fbEnv) checkTimeline(t *testing.T, mac, image string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {
-		var tl struct {
-			MAC   string          `json:"mac"`
-			Boots []timeline.Boot `json:"boots"`
-		}
-		out, err := e.command("host", "timeline", mac, "--since", "1h", "--boots", "0", "-o", "json").Output()
-		if err == nil {
-			err = json.Unmarshal(out, &tl)
-		}
+		boots, err := e.timelineOf(mac)
 		var got, all []string
-		var problems []timeline.Diagnosis
-		for _, b := range tl.Boots {
+		var problems, waits []timeline.Diagnosis
+		for _, b := range boots {
 			all = append(all, fmt.Sprintf("boot at %s: %v", b.Start.Format("15:04:05.000"), bootSteps(b)))
 			steps := bootSteps(b)
 			if !slices.ContainsFunc(steps, func(s string) bool { return strings.HasPrefix(s, proto.EventDHCPDiscover) }) {
@@ -478,20 +474,73 @@ func (e *fbEnv) checkTimeline(t *testing.T, mac, image string) {
 			}
 			got = steps
 			problems = slices.DeleteFunc(slices.Clone(b.Diagnoses), func(d timeline.Diagnosis) bool { return d.Level != timeline.LevelProblem })
+			waits = ipv6Waits([]timeline.Boot{b})
 		}
 		diff := cmp.Diff(want, got)
-		if err == nil && diff == "" && tl.MAC == mac {
+		if err == nil && diff == "" {
 			if len(problems) > 0 {
 				t.Errorf("timeline of %s diagnoses problems in a boot that worked: %+v", mac, problems)
+			}
+			if len(waits) > 0 {
+				t.Errorf("timeline of %s: iPXE waited for IPv6 although the edge advertises on the segment: %+v", mac, waits)
 			}
 			return
 		}
 		select {
 		case <-ctx.Done():
-			t.Errorf("timeline of %s (mac %q, err %v), boot steps (-want +got):\n%s\nall boots:\n%s", mac, tl.MAC, err, diff, strings.Join(all, "\n"))
+			t.Errorf("timeline of %s (err %v), boot steps (-want +got):\n%s\nall boots:\n%s", mac, err, diff, strings.Join(all, "\n"))
 			return
 		case <-time.After(250 * time.Millisecond):
 		}
+	}
+}
+
+// timelineOf runs `fleetboot host timeline MAC -o json`: the MAC's boots of
+// the last hour, each with its diagnoses.
+func (e *fbEnv) timelineOf(mac string) ([]timeline.Boot, error) {
+	var tl struct {
+		MAC   string          `json:"mac"`
+		Boots []timeline.Boot `json:"boots"`
+	}
+	out, err := e.command("host", "timeline", mac, "--since", "1h", "--boots", "0", "-o", "json").Output()
+	if err != nil {
+		return nil, fmt.Errorf("fleetboot host timeline %s: %w", mac, err)
+	}
+	if err := json.Unmarshal(out, &tl); err != nil {
+		return nil, fmt.Errorf("fleetboot host timeline %s -o json: %w: %s", mac, err, out)
+	}
+	if tl.MAC != mac {
+		return nil, fmt.Errorf("fleetboot host timeline %s: the timeline of %q", mac, tl.MAC)
+	}
+	return tl.Boots, nil
+}
+
+// ipv6Waits are the boots' diagnoses that iPXE waited for IPv6 router
+// advertisements.
+func ipv6Waits(boots []timeline.Boot) []timeline.Diagnosis {
+	var out []timeline.Diagnosis
+	for _, b := range boots {
+		for _, d := range b.Diagnoses {
+			if d.Rule == timeline.RuleIPv6Wait {
+				out = append(out, d)
+			}
+		}
+	}
+	return out
+}
+
+// checkNoIPv6Wait asserts no boot of mac in its timeline waited for IPv6.
+// Call it once the MAC's script event is stored (checkEdgeSaw): the wait
+// shows between iPXE's DHCP reply and its script request.
+func (e *fbEnv) checkNoIPv6Wait(t *testing.T, mac string) {
+	t.Helper()
+	boots, err := e.timelineOf(mac)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	if waits := ipv6Waits(boots); len(waits) > 0 {
+		t.Errorf("timeline of %s: iPXE waited for IPv6 although the edge advertises on the segment: %+v", mac, waits)
 	}
 }
 
@@ -576,6 +625,7 @@ func TestFleetboot(t *testing.T) {
 		}
 		e.checkEdgeSaw(t, mac, append(full, proto.EventTFTPStart, proto.EventTFTPDone)...)
 		e.checkTFTP(t, mac, efiBootFile)
+		e.checkNoIPv6Wait(t, mac)
 		if !slices.ContainsFunc(e.edgeLines(mac), regexp.MustCompile(`msg="dhcp: ack".*arch=7 .*file=`+regexp.QuoteMeta(efiBootFile)).MatchString) {
 			t.Errorf("edge never acked %s with %s:\n%s", mac, efiBootFile, strings.Join(e.edgeLines(mac), "\n"))
 		}
@@ -718,4 +768,10 @@ func TestFleetbootProxyDHCP(t *testing.T) {
 	if !slices.ContainsFunc(e.edgeLines(mac), regexp.MustCompile(`msg="dhcp: proxy answer"`).MatchString) {
 		t.Errorf("edge never sent a proxy answer to %s", mac)
 	}
+	// --ipv6-ra on: the edge advertised in proxy mode too, and iPXE did not
+	// wait for IPv6 (the segment has no other advertiser).
+	if findLine(e.edgeOutput(), regexp.MustCompile(`msg="IPv6 router advertisements: `)) == "" {
+		t.Errorf("edge in proxy mode with --ipv6-ra on does not advertise")
+	}
+	e.checkNoIPv6Wait(t, mac)
 }

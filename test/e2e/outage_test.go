@@ -130,6 +130,10 @@ func TestFleetbootCoordinatorDown(t *testing.T) {
 			t.Logf("%s: %d events stored, %d of them recorded during the outage: %v", c.mac, len(events), len(during), kindsOf(during))
 		}
 		e.checkTFTP(t, macUEFI, "snponly.efi")
+		// The edge advertised with the coordinator down, also after its
+		// restart from the snapshot (the site's mode comes from it).
+		e.checkNoIPv6Wait(t, macUEFI)
+		e.checkNoIPv6Wait(t, macBIOS)
 	}
 }
 

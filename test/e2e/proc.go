@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -92,11 +93,24 @@ func (p *Proc) WaitFor(ctx context.Context, re *regexp.Regexp) (string, error) {
 	return p.out.waitFor(ctx, re, p.exited)
 }
 
+// Lines are the complete lines of the output so far, each with the time its
+// end arrived: a profile of what a VM's console showed when (test/bench).
+func (p *Proc) Lines() []Line { return p.out.lines() }
+
+// Line is one line of output ("\r" removed) and when its end was written.
+type Line struct {
+	Text string
+	At   time.Time
+}
+
 // watchBuffer is an io.Writer that lets readers wait for a matching line.
 type watchBuffer struct {
 	mu      sync.Mutex
 	buf     bytes.Buffer
 	changed chan struct{}
+	// ends[i] is the buffer's length after the i-th write, at times[i].
+	ends  []int
+	times []time.Time
 }
 
 func newWatchBuffer() *watchBuffer { return &watchBuffer{changed: make(chan struct{})} }
@@ -105,6 +119,8 @@ func (w *watchBuffer) Write(b []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.buf.Write(b)
+	w.ends = append(w.ends, w.buf.Len())
+	w.times = append(w.times, time.Now())
 	close(w.changed)
 	w.changed = make(chan struct{})
 	return len(b), nil
@@ -114,6 +130,24 @@ func (w *watchBuffer) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf.String()
+}
+
+func (w *watchBuffer) lines() []Line {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []Line
+	data := w.buf.Bytes()
+	start := 0
+	for i, c := range data {
+		if c != '\n' {
+			continue
+		}
+		// The write that brought byte i: the first whose end is past it.
+		k := sort.SearchInts(w.ends, i+1)
+		out = append(out, Line{Text: strings.ReplaceAll(string(data[start:i]), "\r", ""), At: w.times[k]})
+		start = i + 1
+	}
+	return out
 }
 
 func (w *watchBuffer) waitFor(ctx context.Context, re *regexp.Regexp, exited <-chan struct{}) (string, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -35,6 +36,10 @@ type VMConfig struct {
 	Firmware Firmware
 	NoROM    bool // romfile= on the NIC: no iPXE option ROM
 	MemoryMB int  // 512 if zero
+	// Kernel and Initrd, when set, are booted by QEMU itself (-kernel,
+	// -initrd) instead of the firmware's boot order: see UndionlyChain.
+	Kernel string
+	Initrd string
 }
 
 // VM is a running QEMU (TCG: /dev/kvm is not trusted on these machines).
@@ -97,6 +102,12 @@ func (n *Network) StartVM(t testing.TB, dir string, cfg VMConfig) *VM {
 		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
 		"-device", nic,
 	}
+	if cfg.Kernel != "" {
+		args = append(args, "-kernel", cfg.Kernel)
+		if cfg.Initrd != "" {
+			args = append(args, "-initrd", cfg.Initrd)
+		}
+	}
 	switch cfg.Firmware {
 	case BIOS, "":
 		args = append(args, "-machine", "pc", "-boot", "order=n")
@@ -118,8 +129,32 @@ func (n *Network) StartVM(t testing.TB, dir string, cfg VMConfig) *VM {
 	return vm
 }
 
+// UndionlyChain is a BIOS VM that boots the classic chain PXE ROM →
+// undionly.kpxe over TFTP from server → iPXE's own DHCP → the server's
+// script. QEMU here has no classic PXE ROM (its NIC ROM is already iPXE,
+// which a server gives the script at once), so the VM's "PXE ROM" is iPXE
+// loaded by QEMU directly (ipxe.lkrn, NIC without option ROM) running a
+// fixed script, written to dir: configure the NIC as firmware does (ifconf:
+// DHCP and IPv6 autoconfiguration, so each of the chain's two iPXE
+// instances waits for IPv6 on a segment without adverts), then load
+// undionly.kpxe from server whatever the DHCP reply named. It boots the
+// same way against any server, fleetboot's edge or the reference.
+func UndionlyChain(t testing.TB, dir, server string) VMConfig {
+	t.Helper()
+	script := filepath.Join(dir, "pxe-rom.ipxe")
+	body := fmt.Sprintf("#!ipxe\nifconf net0 || ifconf net0\nchain tftp://%s/undionly.kpxe\n", server)
+	if err := os.WriteFile(script, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return VMConfig{Firmware: BIOS, NoROM: true, Kernel: filepath.Join(IPXEDir, "ipxe.lkrn"), Initrd: script}
+}
+
 // Console is the serial output so far.
 func (vm *VM) Console() string { return vm.proc.Output() }
+
+// ConsoleLines are the complete console lines so far, each with the time
+// it arrived.
+func (vm *VM) ConsoleLines() []Line { return vm.proc.Lines() }
 
 // ConsolePath is the file the serial output is written to.
 func (vm *VM) ConsolePath() string { return vm.proc.LogPath }

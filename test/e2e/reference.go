@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +36,11 @@ type DnsmasqConfig struct {
 	// NoPing skips dnsmasq's ICMP check of an address before offering it
 	// (about 3 s per new client): on for load tests.
 	NoPing bool
+	// EnableRA makes the same dnsmasq send IPv6 router advertisements
+	// (enable-ra, RA only: no DHCPv6) for the prefix of Iface's IPv6
+	// address, which Iface must have: how dnsmasq users end iPXE's IPv6
+	// autoconfiguration wait on a segment without a router.
+	EnableRA bool
 }
 
 // Render writes the dnsmasq configuration.
@@ -74,6 +80,10 @@ func (c DnsmasqConfig) Render() string {
 	if c.NoPing {
 		w("no-ping")
 	}
+	if c.EnableRA {
+		w("enable-ra")
+		w("dhcp-range=::,constructor:%s,ra-only,64,1h", c.Iface)
+	}
 	if c.NoPXEDHCP {
 		w("dhcp-option=tag:ipxe,encap:175,176,1b")
 	}
@@ -81,7 +91,7 @@ func (c DnsmasqConfig) Render() string {
 }
 
 // StartDnsmasq runs dnsmasq in the host's namespace and waits until its
-// DHCP port is bound.
+// DHCP port is bound and, with EnableRA, until it advertises.
 func StartDnsmasq(t testing.TB, h *Host, dir string, c DnsmasqConfig) *Proc {
 	t.Helper()
 	conf := filepath.Join(dir, "dnsmasq-"+h.Name+".conf")
@@ -97,7 +107,76 @@ func StartDnsmasq(t testing.TB, h *Host, dir string, c DnsmasqConfig) *Proc {
 	if err := WaitListening(ctx, h.NS, "udp", 67); err != nil {
 		t.Fatalf("dnsmasq: %v\n%s", err, p.Output())
 	}
+	if c.EnableRA {
+		if _, err := p.WaitFor(ctx, regexp.MustCompile(`router advertisement on`)); err != nil {
+			t.Fatalf("dnsmasq enable-ra: %v\n%s", err, p.Output())
+		}
+	}
 	return p
+}
+
+// Reference is the reference harness: a network whose server host runs
+// dnsmasq (DHCP, TFTP and, with EnableRA, IPv6 router advertisements) and
+// Go's file server for the boot script and the boot assets. It is what
+// fleetboot's boots are compared with, in the e2e tests and in test/bench.
+type Reference struct {
+	Net  *Network
+	Srv  *Host
+	Dir  string
+	HTTP *RequestLog
+	Base string // the HTTP server's base URL
+	DHCP *Proc  // dnsmasq
+}
+
+// Reference addresses: the server host, and the pool dnsmasq hands out.
+const (
+	RefServer     = "10.77.0.1"
+	refRangeStart = "10.77.0.100"
+	refRangeEnd   = "10.77.0.200"
+)
+
+// RefCmdline is the kernel command line of the reference's boot scripts.
+const RefCmdline = "console=ttyS0 panic=-1 fleetboot.ref=1"
+
+// StartReference builds the reference environment on a fresh network, with
+// logs in dir. script renders boot.ipxe for the request (the VM's MAC is in
+// the query). dc's interface and pool are filled in; with dc.EnableRA the
+// server host has an IPv6 address (fd77::1/64) for dnsmasq to advertise,
+// else IPv6 is off on it and nothing on the segment advertises.
+func StartReference(t testing.TB, dir string, assets Assets, dc DnsmasqConfig, script func(base string, r *http.Request) string) *Reference {
+	t.Helper()
+	e := &Reference{Dir: dir}
+	e.Net = NewNetwork(t, "10.77.0.0/24")
+	ipv6 := ""
+	if dc.EnableRA {
+		ipv6 = "fd77::1/64"
+	}
+	e.Srv = e.Net.AddHost(t, "srv", RefServer, ipv6)
+	mux := http.NewServeMux()
+	var base string
+	mux.HandleFunc("GET /boot.ipxe", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprint(w, script(base, r))
+	})
+	mux.HandleFunc("GET /vmlinuz", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, assets.Kernel) })
+	mux.HandleFunc("GET /initrd.gz", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, assets.Initrd) })
+	mux.HandleFunc("GET /live.iso", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, assets.ISO) })
+	e.HTTP = NewRequestLog(mux)
+	base = ServeHTTP(t, e.Srv, RefServer+":8080", e.HTTP)
+	e.Base = base
+	dc.Iface = e.Srv.Iface
+	dc.RangeStart, dc.RangeEnd = refRangeStart, refRangeEnd
+	if dc.IPXEURL == "" {
+		dc.IPXEURL = base + "/boot.ipxe"
+	}
+	e.DHCP = StartDnsmasq(t, e.Srv, dir, dc)
+	return e
+}
+
+// PlainScript boots the reference's kernel and initrd with RefCmdline and
+// the VM's MAC on the command line.
+func PlainScript(base string, _ *http.Request) string {
+	return BootScript(base, "vmlinuz", "initrd.gz", RefCmdline+" fleetboot.mac=${net0/mac}")
 }
 
 // BootScript is an iPXE script that boots kernel and initrd from baseURL.

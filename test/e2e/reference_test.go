@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"regexp"
 	"strings"
@@ -13,23 +12,10 @@ import (
 // bootLimit bounds every wait for a VM: a deadline, not a timing assertion.
 const bootLimit = 180 * time.Second
 
-// refEnv is one reference run: a network with a server host running dnsmasq
-// and a Go HTTP server that serves the boot assets.
-type refEnv struct {
-	net    *Network
-	srv    *Host
-	dir    string
-	assets Assets
-	http   *RequestLog
-	base   string
-	dhcp   *Proc
-}
-
-const refCmdline = "console=ttyS0 panic=-1 fleetboot.ref=1"
-
-// startRef builds the reference environment. script renders boot.ipxe for
-// the request (the VM's MAC is in the query).
-func startRef(t *testing.T, dc DnsmasqConfig, ra bool, script func(base string, r *http.Request) string) *refEnv {
+// startRef builds the reference environment (StartReference) for a test:
+// dnsmasq for DHCP and TFTP, and with dc.EnableRA for IPv6 router
+// advertisements too; Go's file server for HTTP.
+func startRef(t *testing.T, dc DnsmasqConfig, script func(base string, r *http.Request) string) *Reference {
 	t.Helper()
 	RequireRoot(t)
 	if testing.Short() {
@@ -41,36 +27,7 @@ func startRef(t *testing.T, dc DnsmasqConfig, ra bool, script func(base string, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &refEnv{dir: LogDir(t), assets: assets}
-	e.net = NewNetwork(t, "10.77.0.0/24")
-	e.srv = e.net.AddHost(t, "srv", "10.77.0.1", "")
-	if ra {
-		rtr := e.net.AddHost(t, "rtr", "10.77.0.254", "fd77::fe/64")
-		StartRouterAdverts(t, rtr, e.dir)
-	}
-	mux := http.NewServeMux()
-	var base string
-	mux.HandleFunc("GET /boot.ipxe", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		fmt.Fprint(w, script(base, r))
-	})
-	mux.HandleFunc("GET /vmlinuz", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, assets.Kernel) })
-	mux.HandleFunc("GET /initrd.gz", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, assets.Initrd) })
-	mux.HandleFunc("GET /live.iso", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, assets.ISO) })
-	e.http = NewRequestLog(mux)
-	base = ServeHTTP(t, e.srv, "10.77.0.1:8080", e.http)
-	e.base = base
-	dc.Iface = e.srv.Iface
-	dc.RangeStart, dc.RangeEnd = "10.77.0.100", "10.77.0.200"
-	if dc.IPXEURL == "" {
-		dc.IPXEURL = base + "/boot.ipxe"
-	}
-	e.dhcp = StartDnsmasq(t, e.srv, e.dir, dc)
-	return e
-}
-
-func plainScript(base string, _ *http.Request) string {
-	return BootScript(base, "vmlinuz", "initrd.gz", refCmdline+" fleetboot.mac=${net0/mac}")
+	return StartReference(t, LogDir(t), assets, dc, script)
 }
 
 // TestReferenceBoot proves the harness against reference servers (dnsmasq
@@ -82,27 +39,31 @@ func TestReferenceBoot(t *testing.T) {
 	// the ROM's netdev uses the native virtio driver, undionly's the UNDI one.
 	undionly := func(base string, r *http.Request) string {
 		return "#!ipxe\niseq ${net0/chip} undionly || chain tftp://10.77.0.1/undionly.kpxe\n" +
-			strings.TrimPrefix(plainScript(base, r), "#!ipxe\n")
+			strings.TrimPrefix(PlainScript(base, r), "#!ipxe\n")
 	}
 	cases := []struct {
 		name   string
 		fw     Firmware
 		noROM  bool
 		dhcp   DnsmasqConfig
-		ra     bool
 		script func(string, *http.Request) string
 		// wantTFTP is a boot file dnsmasq must log as sent over TFTP.
 		wantTFTP string
 	}{
-		{name: "bios-ipxe-rom", fw: BIOS, dhcp: DnsmasqConfig{NoPXEDHCP: true}, ra: true, script: plainScript},
-		{name: "bios-ipxe-rom-no-ra", fw: BIOS, dhcp: DnsmasqConfig{NoPXEDHCP: true}, script: plainScript},
-		{name: "bios-undionly", fw: BIOS, dhcp: DnsmasqConfig{NoPXEDHCP: true}, ra: true, script: undionly, wantTFTP: "undionly.kpxe"},
-		{name: "uefi-snponly", fw: UEFI, noROM: true, dhcp: DnsmasqConfig{NoPXEDHCP: true, EFIFile: "snponly.efi"}, ra: true, script: plainScript, wantTFTP: "snponly.efi"},
+		// dnsmasq's own router advertisements (enable-ra) end iPXE's IPv6
+		// wait, as they do for dnsmasq's users.
+		{name: "bios-ipxe-rom", fw: BIOS, dhcp: DnsmasqConfig{NoPXEDHCP: true, EnableRA: true}, script: PlainScript},
+		// The one reference boot with no advertisements on the segment:
+		// it still boots, after iPXE's IPv6 wait, the time its TIMING line
+		// shows next to bios-ipxe-rom's.
+		{name: "bios-ipxe-rom-no-ra", fw: BIOS, dhcp: DnsmasqConfig{NoPXEDHCP: true}, script: PlainScript},
+		{name: "bios-undionly", fw: BIOS, dhcp: DnsmasqConfig{NoPXEDHCP: true, EnableRA: true}, script: undionly, wantTFTP: "undionly.kpxe"},
+		{name: "uefi-snponly", fw: UEFI, noROM: true, dhcp: DnsmasqConfig{NoPXEDHCP: true, EnableRA: true, EFIFile: "snponly.efi"}, script: PlainScript, wantTFTP: "snponly.efi"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			e := startRef(t, tc.dhcp, tc.ra, tc.script)
-			vm := e.net.StartVM(t, e.dir, VMConfig{Firmware: tc.fw, NoROM: tc.noROM})
+			e := startRef(t, tc.dhcp, tc.script)
+			vm := e.Net.StartVM(t, e.Dir, VMConfig{Firmware: tc.fw, NoROM: tc.noROM})
 			m, err := vm.WaitMarker(bootLimit)
 			if err != nil {
 				t.Fatal(err)
@@ -111,14 +72,14 @@ func TestReferenceBoot(t *testing.T) {
 				t.Error(err)
 			}
 			t.Logf("TIMING reference %s: power-on to marker %.1fs", tc.name, m.Elapsed.Seconds())
-			reqs := e.http.Lines()
+			reqs := e.HTTP.Lines()
 			for _, want := range []string{"GET /boot.ipxe 200", "GET /vmlinuz 200", "GET /initrd.gz 200"} {
 				if !strings.Contains(reqs, want) {
 					t.Errorf("http log lacks %q:\n%s", want, reqs)
 				}
 			}
-			if tc.wantTFTP != "" && !regexp.MustCompile(`sent \S*`+regexp.QuoteMeta(tc.wantTFTP)).MatchString(e.dhcp.Output()) {
-				t.Errorf("dnsmasq did not send %s over TFTP:\n%s", tc.wantTFTP, lastLines(e.dhcp.Output(), 40))
+			if tc.wantTFTP != "" && !regexp.MustCompile(`sent \S*`+regexp.QuoteMeta(tc.wantTFTP)).MatchString(e.DHCP.Output()) {
+				t.Errorf("dnsmasq did not send %s over TFTP:\n%s", tc.wantTFTP, lastLines(e.DHCP.Output(), 40))
 			}
 		})
 	}
@@ -129,7 +90,7 @@ func TestReferenceBoot(t *testing.T) {
 // byte for byte, and iPXE's second request gets the HTTP script.
 func TestReferenceDHCPChain(t *testing.T) {
 	t.Parallel()
-	e := startRef(t, DnsmasqConfig{BIOSFile: "undionly.kpxe", EFIFile: "snponly.efi", NoPing: true}, false, plainScript)
-	cli := e.net.AddHost(t, "cli", "10.77.0.50", "")
-	checkPXEChain(t, cli, "10.77.0.1", e.base+"/boot.ipxe", nil)
+	e := startRef(t, DnsmasqConfig{BIOSFile: "undionly.kpxe", EFIFile: "snponly.efi", NoPing: true}, PlainScript)
+	cli := e.Net.AddHost(t, "cli", "10.77.0.50", "")
+	checkPXEChain(t, cli, RefServer, e.Base+"/boot.ipxe", nil)
 }

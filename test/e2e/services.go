@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"testing"
 	"time"
 
@@ -69,26 +68,4 @@ func (m *MinIO) Env() []string {
 // StoreURL is the --store value for bucket.
 func (m *MinIO) StoreURL(bucket string) string {
 	return fmt.Sprintf("s3://%s?endpoint=%s", bucket, m.Endpoint)
-}
-
-// StartRouterAdverts runs dnsmasq as an IPv6 router-advertisement daemon
-// only (no DHCP, no DNS) on the host, whose eth0 must have an IPv6 address.
-// iPXE waits about 12 s per NIC configuration for IPv6 autoconfiguration on
-// a link without RAs; real LANs usually have a router sending them.
-func StartRouterAdverts(t testing.TB, h *Host, dir string) *Proc {
-	t.Helper()
-	conf := filepath.Join(dir, "radvd-"+h.Name+".conf")
-	body := fmt.Sprintf("port=0\ninterface=%s\nbind-interfaces\nenable-ra\ndhcp-range=::,constructor:%s,ra-only,64,1h\n", h.Iface, h.Iface)
-	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := h.Command(context.Background(), "dnsmasq", "--keep-in-foreground", "--log-facility=-",
-		"--conf-file="+conf, "--pid-file=", "--user=root", "--dhcp-leasefile="+filepath.Join(dir, "radvd.leases"))
-	p := StartProc(t, dir, "ra-"+h.Name, cmd)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if _, err := p.WaitFor(ctx, regexp.MustCompile(`router advertisement on`)); err != nil {
-		t.Fatalf("dnsmasq RA: %v\n%s", err, p.Output())
-	}
-	return p
 }
