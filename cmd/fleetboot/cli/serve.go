@@ -141,9 +141,9 @@ type clusterAuthFlags struct{ accountKey, systemCreds, adminCreds string }
 
 func (c *clusterAuthFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
-	fl.StringVar(&c.accountKey, "account-key", "", "with --auth --nats-url: DIR/fleetboot-signing.nk of `fleetboot nats init DIR` (0600); the other keys it needs are read from DIR")
-	fl.StringVar(&c.systemCreds, "system-creds", "", "with --auth --nats-url: the system account's credentials (default: sys.creds next to --account-key)")
-	fl.StringVar(&c.adminCreds, "admin-creds", "", "with --auth: where the first admin's credentials go (default DATA/admin.creds); on a cluster, written only if it has no live admin")
+	fl.StringVar(&c.accountKey, "account-key", "", "with --auth --nats-url: the `FILE` DIR/fleetboot-signing.nk made by \"fleetboot nats init DIR\" (0600); the other keys it needs are read from DIR")
+	fl.StringVar(&c.systemCreds, "system-creds", "", "with --auth --nats-url: the system account's credentials `FILE` (default: sys.creds next to --account-key)")
+	fl.StringVar(&c.adminCreds, "admin-creds", "", "with --auth: the `FILE` the first admin's credentials go to (default DATA/admin.creds); on a cluster, written only if it has no live admin")
 }
 
 // apply checks the flags and puts them in cfg (after secureConfig set
