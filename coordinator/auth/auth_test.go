@@ -58,6 +58,8 @@ type env struct {
 	logs                  *syncBuf
 	auditMax              int64                // AUDIT byte limit; 0: the contract's
 	metrics               *prometheus.Registry // nil: the coordinator's own
+	registry              *prometheus.Registry // the running coordinator's metrics
+	cluster               *natsCluster         // nil: the embedded server
 }
 
 func start(t *testing.T) *env {
@@ -76,21 +78,16 @@ func (e *env) run(t *testing.T) (stop func()) {
 	t.Helper()
 	e.logs = &syncBuf{}
 	e.ca = filepath.Join(e.pkiDir, pki.CAFile)
-	tlsCfg, err := pki.ServerTLS(filepath.Join(e.pkiDir, pki.CertFile), filepath.Join(e.pkiDir, pki.KeyFile), e.ca)
-	if err != nil {
-		t.Fatal(err)
+	e.registry = e.metrics
+	if e.registry == nil {
+		e.registry = prometheus.NewRegistry() // each run its own: a restart registers again
 	}
+	cfg := e.coordinatorConfig(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() {
-		done <- coordinator.Run(ctx, coordinator.Config{
-			DataDir: e.data, NATSListen: "127.0.0.1:0", TLS: tlsCfg, Auth: true, Version: "test",
-			AuditMaxBytes: e.auditMax, Metrics: e.metrics,
-			Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-			Ready:  func(u string) { ready <- u },
-		})
-	}()
+	cfg.Ready = func(u string) { ready <- u }
+	go func() { done <- coordinator.Run(ctx, cfg) }()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
@@ -104,11 +101,35 @@ func (e *env) run(t *testing.T) (stop func()) {
 	select {
 	case e.url = <-ready:
 	case err := <-done:
-		t.Fatalf("coordinator did not start: %v", err)
+		done <- nil // for stop, which waits for Run to return
+		t.Fatalf("coordinator did not start: %v\nits log:\n%s", err, e.logs.String())
 	case <-time.After(30 * time.Second):
-		t.Fatal("coordinator not ready after 30s")
+		t.Fatalf("coordinator not ready after 30s; its log:\n%s", e.logs.String())
+	}
+	if e.cluster != nil {
+		e.url = e.cluster.clientURL()
 	}
 	return stop
+}
+
+// coordinatorConfig is the coordinator's configuration on e's backend.
+func (e *env) coordinatorConfig(t *testing.T) coordinator.Config {
+	t.Helper()
+	cfg := coordinator.Config{
+		DataDir: e.data, Auth: true, Version: "test",
+		AuditMaxBytes: e.auditMax, Metrics: e.registry,
+		Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if e.cluster != nil {
+		e.cluster.configure(&cfg, e.ca)
+		return cfg
+	}
+	tlsCfg, err := pki.ServerTLS(filepath.Join(e.pkiDir, pki.CertFile), filepath.Join(e.pkiDir, pki.KeyFile), e.ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.NATSListen, cfg.TLS = "127.0.0.1:0", tlsCfg
+	return cfg
 }
 
 // asyncErrs records a connection's asynchronous errors (permission
@@ -265,7 +286,9 @@ func hostKey(t *testing.T, site, mac string) string {
 // sync its site, heartbeat and send events without a single permission
 // error), then tries, with the same credentials, everything an edge must
 // not do: each is refused by the server.
-func TestEdgeConfinement(t *testing.T) {
+func TestEdgeConfinement(t *testing.T) { forEachBackend(t, testEdgeConfinement) }
+
+func testEdgeConfinement(t *testing.T, start func(*testing.T) *env) {
 	if testing.Short() {
 		t.Skip("short: starts a coordinator and an edge")
 	}
@@ -516,7 +539,9 @@ func TestEdgeConfinement(t *testing.T) {
 // TestRolesAndAudit: a viewer's change is refused with a clear line and
 // writes nothing, an admin's is accepted, a forged identity header does not
 // help, and the audit stream records all of it with the identity.
-func TestRolesAndAudit(t *testing.T) {
+func TestRolesAndAudit(t *testing.T) { forEachBackend(t, testRolesAndAudit) }
+
+func testRolesAndAudit(t *testing.T, start func(*testing.T) *env) {
 	if testing.Short() {
 		t.Skip("short: starts a coordinator")
 	}
@@ -623,7 +648,9 @@ func TestRolesAndAudit(t *testing.T) {
 }
 
 // TestRevokedEdge: revoking an edge disconnects it and refuses it from then on.
-func TestRevokedEdge(t *testing.T) {
+func TestRevokedEdge(t *testing.T) { forEachBackend(t, testRevokedEdge) }
+
+func testRevokedEdge(t *testing.T, start func(*testing.T) *env) {
 	if testing.Short() {
 		t.Skip("short: starts a coordinator")
 	}
@@ -883,7 +910,9 @@ func TestRevokeSaveFails(t *testing.T) {
 // of site other, and an event whose body names another site, edge and MAC.
 // The coordinator does not record the heartbeat as e2, and the event readers
 // drop the event; honest ones go through.
-func TestSpoofedHeartbeatsAndEvents(t *testing.T) {
+func TestSpoofedHeartbeatsAndEvents(t *testing.T) { forEachBackend(t, testSpoofedHeartbeatsAndEvents) }
+
+func testSpoofedHeartbeatsAndEvents(t *testing.T, start func(*testing.T) *env) {
 	if testing.Short() {
 		t.Skip("short: starts a coordinator")
 	}
@@ -986,7 +1015,9 @@ func TestSpoofedHeartbeatsAndEvents(t *testing.T) {
 // CONSUMER.CREATE form gets the streams' inactivity limit, and a longer one
 // is refused), no viewer may subscribe to the shared _INBOX.> or to another
 // viewer's inbox, and the account limits consumers.
-func TestNoDurablesNoSharedInboxes(t *testing.T) {
+func TestNoDurablesNoSharedInboxes(t *testing.T) { forEachBackend(t, testNoDurablesNoSharedInboxes) }
+
+func testNoDurablesNoSharedInboxes(t *testing.T, start func(*testing.T) *env) {
 	if testing.Short() {
 		t.Skip("short: starts a coordinator")
 	}
