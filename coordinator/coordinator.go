@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -54,10 +53,24 @@ type Config struct {
 	Ready func(natsURL string)
 	// TLS, if set, makes the embedded server require TLS of every client.
 	TLS *tls.Config
-	// Auth turns on identities (NATS JWTs, see package auth): keys and the
-	// registry under DataDir/auth, the first admin's credentials in
-	// DataDir/admin.creds. Needs the embedded server.
+	// Auth turns on identities (NATS JWTs, see package auth). With the
+	// embedded server the keys and the registry live under DataDir/auth.
+	// With NATSURL the accounts are those of `fleetboot nats init`
+	// (AccountKey, SystemCreds) and the registry is the cluster's
+	// identities bucket, shared by every coordinator.
 	Auth bool
+	// AccountKey (Auth with NATSURL) is the `nats init` directory's
+	// fleetboot-signing.nk; operator-signing.nk, fleetboot.jwt,
+	// api-signing.nk and api.jwt are read from the same directory.
+	AccountKey string
+	// SystemCreds (Auth with NATSURL) is the system account's credentials
+	// the coordinator pushes account updates with; "" is sys.creds next to
+	// AccountKey.
+	SystemCreds string
+	// AdminCreds is where the first admin's credentials go; "" is
+	// DataDir/admin.creds. With NATSURL it is written only when the
+	// cluster's registry has no live admin.
+	AdminCreds string
 	// Metrics receives the coordinator's counters (audit records stored and
 	// refused, callback refusals); the web panel serves them on /metrics.
 	// Nil: a registry of its own.
@@ -74,17 +87,27 @@ func Run(ctx context.Context, cfg Config) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	url := cfg.NATSURL
-	opts := append([]nats.Option{nats.Name("fleetboot-coordinator"), nats.MaxReconnects(-1)}, cfg.NATSOptions...)
+	base := append([]nats.Option{nats.Name("fleetboot-coordinator"), nats.MaxReconnects(-1)}, cfg.NATSOptions...)
+	opts := base
 	var authority *auth.Authority
-	if cfg.Auth {
-		if url != "" {
-			return errors.New("coordinator: --auth needs the embedded NATS server (not --nats-url): it holds the operator and account keys")
+	var cluster *clusterAuth
+	var apiOpts, sysOpts []nats.Option
+	switch {
+	case cfg.Auth && url != "":
+		// Every file is checked before the first connection.
+		var err error
+		if cluster, err = openClusterAuth(cfg); err != nil {
+			return err
 		}
+		if opts, apiOpts, sysOpts, err = cluster.options(base); err != nil {
+			return err
+		}
+	case cfg.Auth:
 		var err error
 		if authority, err = auth.Open(filepath.Join(cfg.DataDir, "auth"), log); err != nil {
 			return err
 		}
-		credsFile := filepath.Join(cfg.DataDir, "admin.creds")
+		credsFile := adminCredsPath(cfg)
 		wrote, err := authority.WriteAdminCreds(credsFile)
 		if err != nil {
 			return err
@@ -93,7 +116,6 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Info("first admin credentials written (keep this file secret)", "file", credsFile)
 		}
 	}
-	var apiOpts, sysOpts []nats.Option
 	connURL := ""
 	if url == "" {
 		ns, err := StartEmbedded(EmbeddedConfig{Listen: cfg.NATSListen, StoreDir: filepath.Join(cfg.DataDir, "jetstream"), MaxStore: cfg.MaxStoreBytes, TLS: cfg.TLS, Authority: authority})
@@ -132,7 +154,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	nc, err := nats.Connect(connURL, opts...)
 	if err != nil {
-		return fmt.Errorf("coordinator: connect to NATS at %s: %w", proto.RedactURL(url), proto.RedactErr(err))
+		return connectError("connect to NATS at "+proto.RedactURL(url), cluster != nil, err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -148,6 +170,9 @@ func Run(ctx context.Context, cfg Config) error {
 	var svc *service.Service
 	for attempt := 1; ; attempt++ {
 		svc, err = setupState(ctx, js, cfg, checker, log)
+		if err == nil && cluster != nil && authority == nil {
+			authority, err = cluster.open(ctx, js, cfg.Replicas, log)
+		}
 		if err == nil {
 			break
 		}
@@ -160,6 +185,9 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		case <-time.After(2 * time.Second):
 		}
+	}
+	if authority != nil {
+		defer authority.Close()
 	}
 	reg := cfg.Metrics
 	if reg == nil {
@@ -175,15 +203,21 @@ func Run(ctx context.Context, cfg Config) error {
 		// The API answers in its own account: requests reach it through the
 		// FLEET account's import, which stamps each with the caller.
 		if apiNC, err = nats.Connect(connURL, apiOpts...); err != nil {
-			return fmt.Errorf("coordinator: connect the API: %w", proto.RedactErr(err))
+			return connectError("connect the API", cluster != nil, err)
 		}
 		defer apiNC.Close()
 		sysNC, err := nats.Connect(connURL, sysOpts...)
 		if err != nil {
-			return fmt.Errorf("coordinator: connect the system account: %w", err)
+			return connectError("connect the system account", cluster != nil, err)
 		}
 		defer sysNC.Close()
-		authority.Attach(sysNC)
+		if cluster != nil {
+			if err := cluster.attach(ctx, authority, sysNC, log); err != nil {
+				return err
+			}
+		} else {
+			authority.Attach(sysNC)
+		}
 		apiCfg.Guard = &auth.Guard{
 			Account:   authority.FleetAccount(),
 			Directory: authority,

@@ -15,6 +15,12 @@ const (
 	BucketEdges  = "edges"  // key: edge name -> EdgeStatus (last heartbeat)
 )
 
+// BucketIdentities is the registry of enrolled credentials of a coordinator
+// on a NATS cluster (--auth --nats-url), shared by every coordinator and
+// written with compare-and-set. Only coordinators read or write it; people's
+// permissions deny it and edges' do not list it.
+const BucketIdentities = "identities"
+
 // EventsDuplicateWindow is how long the EVENTS stream remembers message IDs
 // (Nats-Msg-Id). It is part of the contract: an edge may resend an event it
 // is not sure was stored for up to this long after the first publish, and the

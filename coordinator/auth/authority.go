@@ -77,6 +77,7 @@ type Authority struct {
 	operator, fleet, api, sys nkeys.KeyPair // fixed after Open
 	resolver                  *server.MemAccResolver
 	cluster                   *ClusterAccount // set by OpenCluster: signs instead of fleet
+	reg                       *registry       // set by OpenCluster: the cluster's registry instead of ids
 
 	mu   sync.Mutex
 	ids  []Identity
@@ -153,7 +154,7 @@ func (a *Authority) Configure(o *server.Options) error {
 	}
 	apiAcc := jwt.NewAccountClaims(mustPub(a.api))
 	apiAcc.Name = "API"
-	apiAcc.Exports.Add(&jwt.Export{Name: "fleetboot-api", Subject: jwt.Subject(proto.APIPrefix + ".>"), Type: jwt.Service, ResponseType: jwt.ResponseTypeSingleton})
+	apiAcc.Exports.Add(apiExport())
 	sysAcc := jwt.NewAccountClaims(mustPub(a.sys))
 	sysAcc.Name = "SYS"
 	for _, acc := range []struct {
@@ -189,7 +190,7 @@ func (a *Authority) fleetJWT() (string, error) {
 	ac.Name = "FLEET"
 	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: MaxConsumers, MaxAckPending: -1}
 	ac.Limits.Conn = MaxConnections
-	ac.Imports.Add(&jwt.Import{Name: "fleetboot-api", Subject: jwt.Subject(proto.APIPrefix + ".>"), Account: mustPub(a.api), Type: jwt.Service, Share: true})
+	ac.Imports.Add(apiImport(mustPub(a.api)))
 	for _, id := range a.ids {
 		if id.Revoked != nil {
 			ac.RevokeAt(id.PublicKey, *id.Revoked)
@@ -205,6 +206,9 @@ func (a *Authority) fleetJWT() (string, error) {
 // ConnectOption returns credentials for one of the coordinator's own
 // connections: a fresh user with no restrictions, never written to disk.
 func (a *Authority) ConnectOption(acc Account) (nats.Option, error) {
+	if a.cluster != nil {
+		return a.cluster.ConnectOption(acc)
+	}
 	kp := map[Account]nkeys.KeyPair{AccountFleet: a.fleet, AccountAPI: a.api, AccountSys: a.sys}[acc]
 	if kp == nil {
 		return nil, fmt.Errorf("auth: unknown account %d", acc)
@@ -257,7 +261,7 @@ func (a *Authority) Attach(sys *nats.Conn) {
 }
 
 // Enrol signs a user JWT for a new identity and records it.
-func (a *Authority) Enrol(_ context.Context, r EnrolRequest) (EnrolReply, error) {
+func (a *Authority) Enrol(ctx context.Context, r EnrolRequest) (EnrolReply, error) {
 	if !nkeys.IsValidPublicUserKey(r.PublicKey) {
 		return EnrolReply{}, fmt.Errorf("%w: public_key is not an nkey user public key", errInvalid)
 	}
@@ -288,6 +292,9 @@ func (a *Authority) Enrol(_ context.Context, r EnrolRequest) (EnrolReply, error)
 		uc.Tags.Add("site:" + r.Site)
 	}
 	uc.Permissions = perms
+	if a.reg != nil {
+		return a.enrolCluster(ctx, id, uc)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, o := range a.ids {
@@ -315,6 +322,9 @@ func (a *Authority) Enrol(_ context.Context, r EnrolRequest) (EnrolReply, error)
 // name: the re-signed account JWT goes to the server, which disconnects the
 // credential's connections and refuses it from then on.
 func (a *Authority) Revoke(ctx context.Context, name string, edge bool) ([]Identity, error) {
+	if a.reg != nil {
+		return a.revokeCluster(ctx, name, edge)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	old := slices.Clone(a.ids)
@@ -356,9 +366,6 @@ func (a *Authority) Revoke(ctx context.Context, name string, edge bool) ([]Ident
 // apply re-signs the FLEET account and hands it to the running server.
 // Callers hold a.mu.
 func (a *Authority) apply(ctx context.Context) error {
-	if a.cluster != nil {
-		return a.applyCluster(ctx)
-	}
 	tok, err := a.fleetJWT()
 	if err != nil {
 		return err
@@ -376,6 +383,10 @@ func (a *Authority) apply(ctx context.Context) error {
 
 // Lookup returns the live identity holding a user public key.
 func (a *Authority) Lookup(pub string) (Identity, bool) {
+	if a.reg != nil {
+		id, ok := a.reg.lookup(pub)
+		return id, ok && id.Revoked == nil
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, id := range a.ids {
@@ -388,13 +399,16 @@ func (a *Authority) Lookup(pub string) (Identity, bool) {
 
 // Identities lists every enrolled identity, revoked ones included.
 func (a *Authority) Identities() []Identity {
+	if a.reg != nil {
+		return a.reg.list()
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return slices.Clone(a.ids)
 }
 
 // WriteAdminCreds enrols the first admin and writes its credentials to path
-// (0600), unless path exists. Run it before the server starts: if a live
+// (0600), unless path exists. Embedded server only (see WriteFirstAdmin). Run it before the server starts: if a live
 // "admin" exists (its file was deleted), it is revoked and replaced, so
 // deleting admin.creds and restarting is how a lost admin key is rotated.
 func (a *Authority) WriteAdminCreds(path string) (bool, error) {

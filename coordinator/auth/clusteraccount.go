@@ -1,9 +1,7 @@
 package auth
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,47 +15,87 @@ import (
 )
 
 // ClusterAccount signs for the fleetboot account of a cluster prepared by
-// `fleetboot nats init`: user JWTs with the account's signing key, and the
-// account JWT itself (its revocations) with the operator's signing key. It
-// holds no identity key: those stay offline.
+// `fleetboot nats init`: user JWTs with the account's signing key, the
+// account JWT itself (its revocations) with the operator's signing key,
+// and the coordinator's own users of the API account with that account's
+// signing key. It holds no identity key: those stay offline.
 type ClusterAccount struct {
 	account   string // public key of the fleetboot account
+	api       string // public key of the API account
 	preloaded int64  // iat of the account JWT in resolver.conf
 
-	mu        sync.Mutex
-	last      int64         // iat of the last account JWT signed here
-	signing   nkeys.KeyPair // the account's signing key: users
-	opSigning nkeys.KeyPair // an operator signing key: the account JWT
+	mu         sync.Mutex
+	last       int64         // iat of the last account JWT signed here
+	signing    nkeys.KeyPair // the account's signing key: users
+	apiSigning nkeys.KeyPair // the API account's signing key: the coordinator's API users
+	opSigning  nkeys.KeyPair // an operator signing key: the account JWT
 }
 
 // OpenClusterAccount loads the coordinator's part of a `nats init`
-// directory: fleetboot.jwt (which account, and that it lists the signing
-// key), fleetboot-signing.nk and operator-signing.nk.
+// directory; see OpenClusterKey.
 func OpenClusterAccount(dir string) (*ClusterAccount, error) {
-	tok, err := os.ReadFile(filepath.Join(dir, FleetJWTFile))
+	return OpenClusterKey(filepath.Join(dir, FleetSigningSeedFile))
+}
+
+// OpenClusterKey loads the fleetboot account's signing key from keyFile
+// and, from the same directory, fleetboot.jwt (which account, and that it
+// lists the signing key and imports the API), operator-signing.nk, api.jwt
+// and api-signing.nk. Seeds must be readable by their owner only.
+func OpenClusterKey(keyFile string) (*ClusterAccount, error) {
+	dir := filepath.Dir(keyFile)
+	ac, err := readAccountJWT(filepath.Join(dir, FleetJWTFile))
+	if err != nil {
+		return nil, err
+	}
+	apiAC, err := readAccountJWT(filepath.Join(dir, APIJWTFile))
+	if err != nil {
+		return nil, err
+	}
+	c := &ClusterAccount{account: ac.Subject, api: apiAC.Subject, preloaded: ac.IssuedAt}
+	for _, k := range []struct {
+		path string
+		kp   *nkeys.KeyPair
+	}{{keyFile, &c.signing}, {filepath.Join(dir, OperatorSigningSeedFile), &c.opSigning}, {filepath.Join(dir, APISigningSeedFile), &c.apiSigning}} {
+		if *k.kp, err = readSeed(k.path); err != nil {
+			return nil, err
+		}
+	}
+	if !ac.SigningKeys.Contains(mustPub(c.signing)) {
+		return nil, fmt.Errorf("auth: %s is not a signing key of account %s (%s)", keyFile, c.account, filepath.Join(dir, FleetJWTFile))
+	}
+	if !apiAC.SigningKeys.Contains(mustPub(c.apiSigning)) {
+		return nil, fmt.Errorf("auth: %s is not a signing key of the API account %s", filepath.Join(dir, APISigningSeedFile), c.api)
+	}
+	for _, a := range []*jwt.AccountClaims{ac, apiAC} {
+		if a.Issuer != mustPub(c.opSigning) {
+			return nil, fmt.Errorf("auth: %s did not sign account %s", filepath.Join(dir, OperatorSigningSeedFile), a.Subject)
+		}
+	}
+	if !importsAPI(ac, c.api) {
+		return nil, fmt.Errorf("auth: account %s (%s) does not import the API from %s: made by an older `fleetboot nats init`? run it again in a new directory", c.account, filepath.Join(dir, FleetJWTFile), c.api)
+	}
+	return c, nil
+}
+
+func readAccountJWT(path string) (*jwt.AccountClaims, error) {
+	tok, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
 	ac, err := jwt.DecodeAccountClaims(strings.TrimSpace(string(tok)))
 	if err != nil {
-		return nil, fmt.Errorf("auth: %s: not an account JWT: %w", filepath.Join(dir, FleetJWTFile), err)
+		return nil, fmt.Errorf("auth: %s: not an account JWT: %w", path, err)
 	}
-	c := &ClusterAccount{account: ac.Subject, preloaded: ac.IssuedAt}
-	for _, k := range []struct {
-		file string
-		kp   *nkeys.KeyPair
-	}{{FleetSigningSeedFile, &c.signing}, {OperatorSigningSeedFile, &c.opSigning}} {
-		if *k.kp, err = readSeed(filepath.Join(dir, k.file)); err != nil {
-			return nil, err
+	return ac, nil
+}
+
+func importsAPI(ac *jwt.AccountClaims, api string) bool {
+	for _, im := range ac.Imports {
+		if im.Account == api && im.Type == jwt.Service && im.Share && string(im.Subject) == string(apiImport(api).Subject) {
+			return true
 		}
 	}
-	if !ac.SigningKeys.Contains(mustPub(c.signing)) {
-		return nil, fmt.Errorf("auth: %s is not a signing key of account %s", filepath.Join(dir, FleetSigningSeedFile), c.account)
-	}
-	if ac.Issuer != mustPub(c.opSigning) {
-		return nil, fmt.Errorf("auth: %s did not sign account %s", filepath.Join(dir, OperatorSigningSeedFile), c.account)
-	}
-	return c, nil
+	return false
 }
 
 // Account is the fleetboot account's public key.
@@ -73,9 +111,43 @@ func (c *ClusterAccount) SignUser(uc *jwt.UserClaims) (string, error) {
 	return tok, nil
 }
 
+// ConnectOption returns credentials for one of the coordinator's own
+// connections to the fleetboot or the API account: a fresh user with no
+// restrictions, signed here and never written to disk. The system account
+// is reached with sys.creds instead (its signing keys stay offline).
+func (c *ClusterAccount) ConnectOption(acc Account) (nats.Option, error) {
+	issuer, kp := c.account, c.signing
+	switch acc {
+	case AccountFleet:
+	case AccountAPI:
+		issuer, kp = c.api, c.apiSigning
+	default:
+		return nil, fmt.Errorf("auth: the coordinator signs no user of account %d on a cluster", acc)
+	}
+	user, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	uc := jwt.NewUserClaims(mustPub(user))
+	uc.Name = "fleetboot-coordinator"
+	uc.IssuerAccount = issuer
+	uc.Tags.Add("role:coordinator")
+	tok, err := uc.Encode(kp)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	seed, err := user.Seed()
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	return nats.UserJWTAndSeed(tok, string(seed)), nil
+}
+
 // AccountJWT re-signs the account from its definition with the given
-// revocations (user public key → revoked at), for PushAccount.
-func (c *ClusterAccount) AccountJWT(revoked map[string]time.Time) (string, error) {
+// revocations (user public key → revoked at), issued after the second
+// after (the iat of the newest account JWT anyone stored), for
+// PushAccount.
+func (c *ClusterAccount) AccountJWT(revoked map[string]time.Time, after int64) (string, error) {
 	// Each account JWT must be issued (iat, in whole seconds) after the
 	// one before it. nats-server's full resolver keeps a stored JWT over
 	// one with an older iat, and a restarted node stores the preloaded JWT
@@ -86,10 +158,13 @@ func (c *ClusterAccount) AccountJWT(revoked map[string]time.Time) (string, error
 	// told by the resolver's sync that it already has it, and never does.
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if d := time.Until(time.Unix(max(c.preloaded, c.last)+1, 0)); d > 0 {
+	floor := max(c.preloaded, c.last, after) + 1
+	if d := time.Until(time.Unix(floor, 0)); d > maxClockWait {
+		return "", fmt.Errorf("auth: the newest fleetboot account JWT was issued %s in this machine's future: is its clock behind the other coordinator's?", d.Round(time.Second))
+	} else if d > 0 {
 		time.Sleep(d)
 	}
-	ac := ClusterFleetAccount(c.account, mustPub(c.signing))
+	ac := ClusterFleetAccount(c.account, mustPub(c.signing), c.api)
 	keys := make([]string, 0, len(revoked))
 	for k := range revoked {
 		keys = append(keys, k)
@@ -106,10 +181,33 @@ func (c *ClusterAccount) AccountJWT(revoked map[string]time.Time) (string, error
 	return tok, nil
 }
 
-func readSeed(path string) (nkeys.KeyPair, error) {
-	seed, err := os.ReadFile(path)
+// maxClockWait bounds how long AccountJWT waits for its clock to pass
+// the newest account JWT's iat (signed by a coordinator whose clock runs
+// ahead): longer means the clocks disagree, which NTP should fix.
+const maxClockWait = 30 * time.Second
+
+// revocations returns the revocations of an account JWT of c's account
+// signed by c's operator signing key, and its iat.
+func (c *ClusterAccount) revocations(tok string) (map[string]time.Time, int64, error) {
+	ac, err := jwt.DecodeAccountClaims(tok)
 	if err != nil {
-		return nil, fmt.Errorf("auth: %w", err)
+		return nil, 0, fmt.Errorf("auth: stored account JWT: %w", err)
+	}
+	if ac.Subject != c.account || ac.Issuer != mustPub(c.opSigning) {
+		return nil, 0, fmt.Errorf("auth: stored account JWT is for account %s signed by %s, not %s by this operator signing key", ac.Subject, ac.Issuer, c.account)
+	}
+	out := make(map[string]time.Time, len(ac.Revocations))
+	for k, at := range ac.Revocations {
+		out[k] = time.Unix(at, 0)
+	}
+	return out, ac.IssuedAt, nil
+}
+
+// readSeed reads an nkey seed that only its owner may read.
+func readSeed(path string) (nkeys.KeyPair, error) {
+	seed, err := readSecret(path)
+	if err != nil {
+		return nil, err
 	}
 	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(seed))))
 	if err != nil {
@@ -119,59 +217,35 @@ func readSeed(path string) (nkeys.KeyPair, error) {
 	return kp, nil
 }
 
-// OpenCluster is Open for a coordinator on a NATS cluster prepared by
-// `fleetboot nats init`: the registry lives in dir as with the embedded
-// server, but user JWTs are signed with the cluster account's signing key
-// and every change of the account (revocations) is pushed to the
-// cluster's resolver through the connection given to AttachCluster.
-func OpenCluster(dir string, acct *ClusterAccount, log *slog.Logger) (*Authority, error) {
-	a, err := Open(dir, log)
+// readSecret reads a file holding a seed, refusing one that others may
+// read: a key the whole machine can read is a key to the whole fleet.
+func readSecret(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("auth: %w", err)
 	}
-	a.cluster = acct
-	return a, nil
-}
-
-// AttachCluster is Attach for OpenCluster's authority: sys is a connection
-// of the cluster's system account (sys.creds). It pushes the account as
-// the registry has it at once, so revocations made while no coordinator
-// could reach the cluster (or before the first start) take effect.
-func (a *Authority) AttachCluster(ctx context.Context, sys *nats.Conn) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.push = func(ctx context.Context, _, claim string) error { return PushAccount(ctx, sys, claim) }
-	return a.applyCluster(ctx)
-}
-
-// signUser signs an enrolled identity's JWT. Callers hold a.mu or need
-// nothing it guards.
-func (a *Authority) signUser(uc *jwt.UserClaims) (string, error) {
-	if a.cluster != nil {
-		return a.cluster.SignUser(uc)
+	if m := fi.Mode().Perm(); m&0o077 != 0 {
+		return nil, fmt.Errorf("auth: %s holds a secret key but others may read it (mode %04o): chmod 600 %s", path, m, path)
 	}
-	tok, err := uc.Encode(a.fleet)
+	data, err := os.ReadFile(path)
 	if err != nil {
-		return "", fmt.Errorf("auth: sign user: %w", err)
+		return nil, fmt.Errorf("auth: %w", err)
 	}
-	return tok, nil
+	return data, nil
 }
 
-// applyCluster re-signs the cluster account with the registry's
-// revocations and pushes it. Callers hold a.mu.
-func (a *Authority) applyCluster(ctx context.Context) error {
-	if a.push == nil {
-		return nil // not attached yet: AttachCluster pushes
-	}
-	revoked := map[string]time.Time{}
-	for _, id := range a.ids {
-		if id.Revoked != nil {
-			revoked[id.PublicKey] = *id.Revoked
-		}
-	}
-	tok, err := a.cluster.AccountJWT(revoked)
+// CheckCredsFile checks a NATS credentials file before it is used: it
+// exists, only its owner may read it, and it holds a user JWT and seed.
+func CheckCredsFile(path string) error {
+	data, err := readSecret(path)
 	if err != nil {
 		return err
 	}
-	return a.push(ctx, a.cluster.Account(), tok)
+	if _, err := jwt.ParseDecoratedJWT(data); err != nil {
+		return fmt.Errorf("auth: %s is not a NATS credentials file", path)
+	}
+	if _, err := jwt.ParseDecoratedNKey(data); err != nil {
+		return fmt.Errorf("auth: %s is not a NATS credentials file", path)
+	}
+	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+
+	"github.com/fleetboot/fleetboot/proto"
 )
 
 // Files of `fleetboot nats init DIR`: the identities of an existing NATS
@@ -23,10 +25,18 @@ import (
 // every node's config. The coordinator gets FleetSigningSeedFile (it signs
 // the user JWTs of `edge add` and `user add`), OperatorSigningSeedFile (an
 // account's revocations and limits live in the account JWT, which only the
-// operator or one of its signing keys may sign) and SysCredsFile (it pushes
-// the re-signed account JWT to the resolver through the system account).
-// The identity seeds OperatorSeedFile, SysSeedFile and FleetSeedFile are
-// needed only to rotate those signing keys: keep them offline.
+// operator or one of its signing keys may sign), APISigningSeedFile (it
+// signs its own user of the API account, where it answers the API) and
+// SysCredsFile (it pushes the re-signed account JWT to the resolver through
+// the system account), plus the public FleetJWTFile and APIJWTFile. The
+// identity seeds OperatorSeedFile, SysSeedFile, FleetSeedFile and
+// APISeedFile are needed only to rotate those signing keys: keep them
+// offline.
+//
+// The API account exists for the same reason as the embedded server's API
+// account (see the package doc): the fleetboot account imports the API
+// subjects from it with share=true, so every request that reaches the
+// coordinator carries the caller's identity, stamped by nats-server.
 const (
 	OperatorSeedFile        = "operator.nk"
 	OperatorSigningSeedFile = "operator-signing.nk"
@@ -37,6 +47,9 @@ const (
 	FleetSeedFile           = "fleetboot.nk"
 	FleetSigningSeedFile    = "fleetboot-signing.nk"
 	FleetJWTFile            = "fleetboot.jwt"
+	APISeedFile             = "api.nk"
+	APISigningSeedFile      = "api-signing.nk"
+	APIJWTFile              = "api.jwt"
 	ResolverConfFile        = "resolver.conf"
 )
 
@@ -47,6 +60,7 @@ func clusterFiles() []string {
 		OperatorSeedFile, OperatorSigningSeedFile, OperatorJWTFile,
 		SysSeedFile, SysJWTFile, SysCredsFile,
 		FleetSeedFile, FleetSigningSeedFile, FleetJWTFile,
+		APISeedFile, APISigningSeedFile, APIJWTFile,
 		ResolverConfFile,
 	}
 }
@@ -57,16 +71,16 @@ var ErrClusterExists = errors.New("already holds fleetboot NATS keys")
 // ClusterInit is what InitCluster made: public keys (for the caller to
 // print) and JWTs.
 type ClusterInit struct {
-	Dir, ResolverDir        string
-	Sync                    time.Duration
-	Operator, System, Fleet string // identity public keys
-	OpSigning, FleetSigning string // signing public keys
-	OperatorJWT, SysJWT     string
-	FleetJWT                string
+	Dir, ResolverDir                    string
+	Sync                                time.Duration
+	Operator, System, Fleet, API        string // identity public keys
+	OpSigning, FleetSigning, APISigning string // signing public keys
+	OperatorJWT, SysJWT                 string
+	FleetJWT, APIJWT                    string
 }
 
-// InitCluster creates in dir the operator, the system account and the
-// fleetboot account with a signing key each, the system account's user
+// InitCluster creates in dir the operator, the system account, the
+// fleetboot account and the API account with a signing key each, the system account's user
 // credentials and resolver.conf, a nats-server configuration fragment
 // whose full resolver keeps account JWTs in resolverDir on each node and
 // compares them with the other nodes' every sync (so a node that was down
@@ -108,6 +122,8 @@ func InitCluster(dir, resolverDir string, sync time.Duration) (ci *ClusterInit, 
 		{SysSeedFile, nkeys.CreateAccount},
 		{FleetSeedFile, nkeys.CreateAccount},
 		{FleetSigningSeedFile, nkeys.CreateAccount},
+		{APISeedFile, nkeys.CreateAccount},
+		{APISigningSeedFile, nkeys.CreateAccount},
 	} {
 		kp, err := loadOrCreateKey(filepath.Join(dir, k.file), k.mk)
 		if err != nil {
@@ -118,6 +134,7 @@ func InitCluster(dir, resolverDir string, sync time.Duration) (ci *ClusterInit, 
 	}
 	op, opSigning := keys[OperatorSeedFile], keys[OperatorSigningSeedFile]
 	sys, fleet, fleetSigning := keys[SysSeedFile], keys[FleetSeedFile], keys[FleetSigningSeedFile]
+	api, apiSigning := keys[APISeedFile], keys[APISigningSeedFile]
 
 	oc := jwt.NewOperatorClaims(mustPub(op))
 	oc.Name = "fleetboot"
@@ -133,9 +150,13 @@ func InitCluster(dir, resolverDir string, sync time.Duration) (ci *ClusterInit, 
 	if err != nil {
 		return nil, fmt.Errorf("auth: nats init: system account JWT: %w", err)
 	}
-	fleetJWT, err := ClusterFleetAccount(mustPub(fleet), mustPub(fleetSigning)).Encode(opSigning)
+	fleetJWT, err := ClusterFleetAccount(mustPub(fleet), mustPub(fleetSigning), mustPub(api)).Encode(opSigning)
 	if err != nil {
 		return nil, fmt.Errorf("auth: nats init: fleetboot account JWT: %w", err)
+	}
+	apiJWT, err := ClusterAPIAccount(mustPub(api), mustPub(apiSigning)).Encode(opSigning)
+	if err != nil {
+		return nil, fmt.Errorf("auth: nats init: API account JWT: %w", err)
 	}
 	// The coordinator's connection to the system account: it only needs to
 	// send $SYS.REQ.CLAIMS.UPDATE and read the reply.
@@ -161,14 +182,15 @@ func InitCluster(dir, resolverDir string, sync time.Duration) (ci *ClusterInit, 
 	made = append(made, filepath.Join(dir, SysCredsFile))
 	ci = &ClusterInit{
 		Dir: dir, ResolverDir: resolverDir, Sync: sync,
-		Operator: mustPub(op), System: mustPub(sys), Fleet: mustPub(fleet),
-		OpSigning: mustPub(opSigning), FleetSigning: mustPub(fleetSigning),
-		OperatorJWT: opJWT, SysJWT: sysJWT, FleetJWT: fleetJWT,
+		Operator: mustPub(op), System: mustPub(sys), Fleet: mustPub(fleet), API: mustPub(api),
+		OpSigning: mustPub(opSigning), FleetSigning: mustPub(fleetSigning), APISigning: mustPub(apiSigning),
+		OperatorJWT: opJWT, SysJWT: sysJWT, FleetJWT: fleetJWT, APIJWT: apiJWT,
 	}
 	for _, f := range []struct{ name, data string }{
 		{OperatorJWTFile, opJWT},
 		{SysJWTFile, sysJWT},
 		{FleetJWTFile, fleetJWT},
+		{APIJWTFile, apiJWT},
 		{ResolverConfFile, ci.resolverConf()},
 	} {
 		if err := writePublic(filepath.Join(dir, f.name), f.data); err != nil {
@@ -180,16 +202,41 @@ func InitCluster(dir, resolverDir string, sync time.Duration) (ci *ClusterInit, 
 }
 
 // ClusterFleetAccount is the fleetboot account's definition on a cluster:
-// JetStream, the same caps as the embedded server's FLEET account, and the
+// JetStream, the same caps as the embedded server's FLEET account, the
 // signing key user JWTs are signed with (so the account's identity key
-// stays offline). Whoever re-signs it (revocations) starts from here.
-func ClusterFleetAccount(account, signingKey string) *jwt.AccountClaims {
+// stays offline) and, as FLEET's, the API subjects imported from the API
+// account with share=true. Whoever re-signs it (revocations) starts from
+// here.
+func ClusterFleetAccount(account, signingKey, apiAccount string) *jwt.AccountClaims {
 	ac := jwt.NewAccountClaims(account)
 	ac.Name = "fleetboot"
 	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: MaxConsumers, MaxAckPending: -1}
 	ac.Limits.Conn = MaxConnections
 	ac.SigningKeys.Add(signingKey)
+	ac.Imports.Add(apiImport(apiAccount))
 	return ac
+}
+
+// ClusterAPIAccount is the API account's definition on a cluster: as the
+// embedded server's API account, it exports the API subjects as a service,
+// and only the coordinators connect to it (users signed with signingKey).
+func ClusterAPIAccount(account, signingKey string) *jwt.AccountClaims {
+	ac := jwt.NewAccountClaims(account)
+	ac.Name = "fleetboot-api"
+	ac.SigningKeys.Add(signingKey)
+	ac.Exports.Add(apiExport())
+	return ac
+}
+
+// apiExport and apiImport are the API service of the API account and its
+// import into the fleet account, the same in the embedded server and on a
+// cluster: share=true makes nats-server stamp each request with its caller.
+func apiExport() *jwt.Export {
+	return &jwt.Export{Name: "fleetboot-api", Subject: jwt.Subject(proto.APIPrefix + ".>"), Type: jwt.Service, ResponseType: jwt.ResponseTypeSingleton}
+}
+
+func apiImport(apiAccount string) *jwt.Import {
+	return &jwt.Import{Name: "fleetboot-api", Subject: jwt.Subject(proto.APIPrefix + ".>"), Account: apiAccount, Type: jwt.Service, Share: true}
 }
 
 // resolverConf is the nats-server fragment: the operator, the system
@@ -203,7 +250,7 @@ func (ci *ClusterInit) resolverConf() string {
 	fmt.Fprintf(&b, `# fleetboot operator mode, written by "fleetboot nats init".
 # Include it in every node's nats-server configuration (include resolver.conf;
 # the path is relative to the including file). Nothing here is secret.
-# operator %s, system account %s, fleetboot account %s
+# operator %s, system account %s, fleetboot account %s, API account %s
 operator: %q
 system_account: %s
 resolver: {
@@ -218,9 +265,10 @@ resolver: {
 resolver_preload: {
     %s: %q
     %s: %q
+    %s: %q
 }
-`, ci.Operator, ci.System, ci.Fleet, ci.OperatorJWT, ci.System, ci.ResolverDir, ci.Sync.String(),
-		ci.System, ci.SysJWT, ci.Fleet, ci.FleetJWT)
+`, ci.Operator, ci.System, ci.Fleet, ci.API, ci.OperatorJWT, ci.System, ci.ResolverDir, ci.Sync.String(),
+		ci.System, ci.SysJWT, ci.Fleet, ci.FleetJWT, ci.API, ci.APIJWT)
 	return b.String()
 }
 

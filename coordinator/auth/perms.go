@@ -112,7 +112,23 @@ func Permissions(id Identity) (jwt.Permissions, error) {
 	default:
 		return p, fmt.Errorf("%w: unknown role %q: want admin or viewer", errInvalid, id.Role)
 	}
+	if id.Role != RoleEdge {
+		// People read JetStream broadly; the identity registry is the
+		// coordinators' alone (edges' allow-lists never name it).
+		p.Pub.Deny.Add(registryDeny()...)
+	}
 	return p, nil
+}
+
+// registryDeny is every JetStream subject that reads the identities bucket.
+func registryDeny() []string {
+	st := "KV_" + proto.BucketIdentities
+	return []string{
+		"$JS.API.STREAM.INFO." + st, "$JS.API.STREAM.MSG.GET." + st,
+		"$JS.API.DIRECT.GET." + st, "$JS.API.DIRECT.GET." + st + ".>",
+		"$JS.API.CONSUMER.CREATE." + st, "$JS.API.CONSUMER.CREATE." + st + ".>",
+		"$JS.API.CONSUMER.INFO." + st + ".>", "$JS.API.CONSUMER.MSG.NEXT." + st + ".>",
+	}
 }
 
 // ValidEdge checks an edge's site and name. An edge name becomes a subject

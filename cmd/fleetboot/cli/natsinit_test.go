@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +36,7 @@ func TestNatsInit(t *testing.T) {
 		auth.OperatorSeedFile: 0o600, auth.OperatorSigningSeedFile: 0o600, auth.OperatorJWTFile: 0o644,
 		auth.SysSeedFile: 0o600, auth.SysJWTFile: 0o644, auth.SysCredsFile: 0o600,
 		auth.FleetSeedFile: 0o600, auth.FleetSigningSeedFile: 0o600, auth.FleetJWTFile: 0o644,
+		auth.APISeedFile: 0o600, auth.APISigningSeedFile: 0o600, auth.APIJWTFile: 0o644,
 		auth.ResolverConfFile: 0o644,
 	}
 	before := map[string]string{}
@@ -59,7 +61,8 @@ func TestNatsInit(t *testing.T) {
 			t.Errorf("resolver.conf has no %q:\n%s", want, conf)
 		}
 	}
-	for _, seed := range []string{auth.OperatorSeedFile, auth.SysSeedFile, auth.FleetSigningSeedFile} {
+	checkFileLists(t, dir, r.stdout, modes)
+	for _, seed := range []string{auth.OperatorSeedFile, auth.SysSeedFile, auth.FleetSigningSeedFile, auth.APISeedFile, auth.APISigningSeedFile} {
 		if strings.Contains(r.stdout+conf, strings.TrimSpace(before[seed])) {
 			t.Errorf("the seed of %s is printed or in resolver.conf", seed)
 		}
@@ -88,6 +91,54 @@ func TestNatsInit(t *testing.T) {
 	checkOneLine(t, runEnv(t, nil, "nats", "int", fresh), `unknown command "int" for "fleetboot nats"`)
 	if h := runEnv(t, nil, "nats", "init", "--help"); h.code != 0 || !strings.Contains(h.stdout, "Examples:") || !strings.Contains(h.stdout, "include resolver.conf") {
 		t.Errorf("nats init --help: code %d\n%s", h.code, h.stdout)
+	}
+}
+
+// checkFileLists: what `nats init` prints holds: "for the coordinator"
+// names exactly what a coordinator needs (a directory with only those
+// files opens), "keep offline" only identity seeds, and every secret file
+// is in one of them.
+func checkFileLists(t *testing.T, dir, stdout string, modes map[string]os.FileMode) {
+	t.Helper()
+	list := func(prefix string) []string {
+		for _, l := range strings.Split(stdout, "\n") {
+			if rest, ok := strings.CutPrefix(l, prefix); ok {
+				var names []string
+				for _, f := range strings.Split(rest, ",") {
+					names = append(names, filepath.Base(strings.Fields(f)[0]))
+				}
+				return names
+			}
+		}
+		t.Fatalf("nats init printed no %q line:\n%s", prefix, stdout)
+		return nil
+	}
+	coord, offline := list("for the coordinator:"), list("keep offline:")
+	for f, m := range modes {
+		if m == 0o600 && !slices.Contains(coord, f) && !slices.Contains(offline, f) {
+			t.Errorf("secret %s is in neither list: %v %v", f, coord, offline)
+		}
+	}
+	only := t.TempDir()
+	for _, f := range coord {
+		if _, ok := modes[f]; !ok {
+			t.Errorf("for the coordinator: %s is not a file of nats init", f)
+		}
+		b := readFile(t, filepath.Join(dir, f))
+		if err := os.WriteFile(filepath.Join(only, f), []byte(b), modes[f]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := auth.OpenClusterAccount(only); err != nil {
+		t.Errorf("a coordinator with only the files listed for it: %v", err)
+	}
+	if err := auth.CheckCredsFile(filepath.Join(only, auth.SysCredsFile)); err != nil {
+		t.Errorf("a coordinator with only the files listed for it: %v", err)
+	}
+	for _, f := range offline {
+		if !strings.HasSuffix(f, ".nk") {
+			t.Errorf("keep offline: %s is not an identity seed", f)
+		}
 	}
 }
 
@@ -171,7 +222,7 @@ func TestNatsInitCluster(t *testing.T) {
 	// Revoke alice: re-sign the fleetboot account with the operator
 	// signing key and push it once, to node 2.
 	revoked := map[string]time.Time{alice.pub: time.Now()}
-	updated, err := acct.AccountJWT(revoked)
+	updated, err := acct.AccountJWT(revoked, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +257,7 @@ func TestNatsInitCluster(t *testing.T) {
 	nodes[2].Shutdown()
 	nodes[2].WaitForShutdown()
 	revoked[bob.pub] = time.Now()
-	if updated, err = acct.AccountJWT(revoked); err != nil {
+	if updated, err = acct.AccountJWT(revoked, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := auth.PushAccount(ctx, sys, updated); err != nil {
@@ -359,10 +410,10 @@ func pub(t *testing.T, kp nkeys.KeyPair) string {
 }
 
 // TestNatsInitClusterAuthority: the coordinator's authority on a cluster
-// from `nats init` (its registry as with the embedded server, the cluster
-// account's signing keys): the first admin and an enrolled edge connect on
-// every node, and revoking the edge refuses it on every node, the admin
-// still admitted.
+// from `nats init` (the cluster account's signing keys, the registry in the
+// identities bucket): the first admin and an enrolled edge connect on every
+// node, a second first admin is not made, and revoking the edge refuses it
+// on every node, the admin still admitted.
 func TestNatsInitClusterAuthority(t *testing.T) {
 	base := t.TempDir()
 	dir := filepath.Join(base, "nats")
@@ -377,19 +428,26 @@ func TestNatsInitClusterAuthority(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := auth.OpenCluster(t.TempDir(), acct, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	fleetOpt, err := acct.ConnectOption(auth.AccountFleet)
 	if err != nil {
 		t.Fatal(err)
 	}
+	nc, err := nats.Connect(nodes[0].ClientURL(), fleetOpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	a, err := auth.OpenCluster(ctx, acct, js, 3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
 	if a.FleetAccount() != acct.Account() {
 		t.Errorf("FleetAccount %s, want the cluster's %s", a.FleetAccount(), acct.Account())
 	}
-	adminCreds := filepath.Join(t.TempDir(), "admin.creds")
-	if _, err := a.WriteAdminCreds(adminCreds); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	sys, err := nats.Connect(nodes[0].ClientURL(), nats.UserCredentials(filepath.Join(dir, auth.SysCredsFile)))
 	if err != nil {
 		t.Fatal(err)
@@ -397,6 +455,14 @@ func TestNatsInitClusterAuthority(t *testing.T) {
 	t.Cleanup(sys.Close)
 	if err := a.AttachCluster(ctx, sys); err != nil {
 		t.Fatal(err)
+	}
+	adminCreds := filepath.Join(t.TempDir(), "admin.creds")
+	if wrote, err := a.WriteFirstAdmin(ctx, adminCreds); err != nil || !wrote {
+		t.Fatalf("first admin: wrote %v, %v", wrote, err)
+	}
+	second := filepath.Join(t.TempDir(), "admin.creds")
+	if wrote, err := a.WriteFirstAdmin(ctx, second); err != nil || wrote {
+		t.Fatalf("second first admin: wrote %v, %v", wrote, err)
 	}
 	pubE, seedE, err := auth.NewUserKey()
 	if err != nil {

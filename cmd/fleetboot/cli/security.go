@@ -255,14 +255,11 @@ func secureConfig(cfg *coordinator.Config, cert, key, ca string, withAuth bool) 
 		}
 		cfg.TLS = tc
 	}
-	if withAuth && cfg.NATSURL != "" {
-		return fmt.Errorf("--auth needs the embedded NATS server: drop --nats-url, or secure the external cluster itself")
-	}
-	if (cfg.TLS != nil || withAuth) && cfg.NATSURL != "" {
+	if cfg.TLS != nil && cfg.NATSURL != "" {
 		return fmt.Errorf("--tls-cert/--tls-key configure the embedded NATS server; with --nats-url the cluster has its own TLS (give its CA with --tls-ca)")
 	}
 	cfg.Auth = withAuth
-	if cfg.TLS == nil && withAuth && cfg.Logger != nil {
+	if cfg.TLS == nil && withAuth && cfg.NATSURL == "" && cfg.Logger != nil {
 		cfg.Logger.Warn("--auth without TLS: credentials are checked, but traffic (desired state, events) crosses the network in clear")
 	}
 	return nil

@@ -130,10 +130,69 @@ func (f *coordinatorFlags) checkPanel(a *app) error {
 	return nil
 }
 
+// clusterAuthFlags are --auth's files on a NATS cluster (see
+// clusterAuthConfig).
+type clusterAuthFlags struct{ accountKey, systemCreds, adminCreds string }
+
+func (c *clusterAuthFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&c.accountKey, "account-key", "", "with --auth --nats-url: DIR/fleetboot-signing.nk of `fleetboot nats init DIR` (0600); the other keys it needs are read from DIR")
+	fl.StringVar(&c.systemCreds, "system-creds", "", "with --auth --nats-url: the system account's credentials (default: sys.creds next to --account-key)")
+	fl.StringVar(&c.adminCreds, "admin-creds", "", "with --auth: where the first admin's credentials go (default DATA/admin.creds); on a cluster, written only if it has no live admin")
+}
+
+// apply checks the flags and puts them in cfg (after secureConfig set
+// cfg.Auth), then checks the files before any connection.
+func (c *clusterAuthFlags) apply(cfg *coordinator.Config, creds string) error {
+	if !cfg.Auth {
+		for _, f := range []struct{ name, v string }{{"account-key", c.accountKey}, {"system-creds", c.systemCreds}, {"admin-creds", c.adminCreds}} {
+			if f.v != "" {
+				return fmt.Errorf("--%s needs --auth", f.name)
+			}
+		}
+		return nil
+	}
+	cfg.AdminCreds = c.adminCreds
+	if cfg.NATSURL == "" {
+		if c.accountKey != "" || c.systemCreds != "" {
+			return fmt.Errorf("--account-key and --system-creds are for a NATS cluster (--nats-url); the embedded server keeps its keys under --data")
+		}
+		return nil
+	}
+	if c.accountKey == "" {
+		return fmt.Errorf("--auth with --nats-url needs --account-key DIR/fleetboot-signing.nk (run `fleetboot nats init DIR` and include DIR/resolver.conf in every node's config)")
+	}
+	if cfg.DataDir == "" && c.adminCreds == "" {
+		return fmt.Errorf("--auth with --nats-url needs --admin-creds FILE (or --data): where the first admin's credentials go")
+	}
+	if creds != "" {
+		return fmt.Errorf("--creds is for clients and edges: with --auth --nats-url the coordinator signs its own users with --account-key")
+	}
+	cfg.AccountKey, cfg.SystemCreds = c.accountKey, c.systemCreds
+	if err := coordinator.CheckAuthFiles(*cfg); err != nil {
+		return err
+	}
+	if cfg.Logger != nil && !allTLS(cfg.NATSURL) {
+		cfg.Logger.Warn("--auth on a cluster reached without TLS (not tls://): credentials are checked, but traffic crosses the network in clear")
+	}
+	return nil
+}
+
+// allTLS tells whether every URL of a comma-separated list is tls://.
+func allTLS(urls string) bool {
+	for _, u := range strings.Split(urls, ",") {
+		if !strings.HasPrefix(strings.TrimSpace(u), "tls://") {
+			return false
+		}
+	}
+	return true
+}
+
 func (a *app) coordinatorCmd() *cobra.Command {
 	var f coordinatorFlags
 	var tlsCert, tlsKey string
 	var withAuth bool
+	var cf clusterAuthFlags
 	cmd := &cobra.Command{
 		Use:   "coordinator [flags]",
 		Short: "Run the coordinator: desired state on NATS JetStream and the admin API",
@@ -146,14 +205,30 @@ change.
 Secured: --tls-cert and --tls-key (and the global --tls-ca, checked against
 the certificate) make the embedded NATS server require TLS of every client;
 --auth turns on credentials enforced by the NATS server (see "fleetboot edge
-add" and "fleetboot user add") and writes the first admin's to DATA/admin.creds.`,
+add" and "fleetboot user add") and writes the first admin's to DATA/admin.creds
+(or --admin-creds).
+
+On a NATS cluster (--nats-url) in operator mode, prepared with "fleetboot nats
+init DIR" (every node's config includes DIR/resolver.conf): give --auth and
+--account-key DIR/fleetboot-signing.nk; the coordinator reads the other keys
+it needs from DIR and pushes revocations through the system account
+(--system-creds, default DIR/sys.creds). Every coordinator of the cluster
+shares DIR's keys and the registry of identities (a KV bucket), so each knows
+every edge and user the others enrolled. The first admin's credentials are
+written to --admin-creds (default DATA/admin.creds) only if the cluster has no
+live admin yet: of coordinators started together, exactly one writes them.
+Give tls:// URLs and the cluster's CA with the global --tls-ca.`,
 		Example: `  fleetboot coordinator --data /var/lib/fleetboot --store dir:///var/lib/fleetboot/artifacts
   fleetboot pki init /etc/fleetboot/pki --host coord.example.net
   fleetboot coordinator --data /var/lib/fleetboot --store dir:///srv/artifacts --nats-listen 0.0.0.0:4222 \
     --tls-cert /etc/fleetboot/pki/server.pem --tls-key /etc/fleetboot/pki/server-key.pem \
     --tls-ca /etc/fleetboot/pki/ca.pem --auth
   FLEETBOOT_S3_ACCESS_KEY=… FLEETBOOT_S3_SECRET_KEY=… \
-    fleetboot coordinator --data /var/lib/fleetboot --store 's3://boot?endpoint=minio:9000'`,
+    fleetboot coordinator --data /var/lib/fleetboot --store 's3://boot?endpoint=minio:9000'
+  fleetboot nats init /etc/fleetboot/nats --resolver-dir /var/lib/nats/fleetboot-jwt
+  fleetboot coordinator --data /var/lib/fleetboot --store 's3://boot?endpoint=minio:9000' \
+    --nats-url tls://nats1:4222,tls://nats2:4222,tls://nats3:4222 --tls-ca /etc/fleetboot/pki/ca.pem \
+    --replicas 3 --auth --account-key /etc/fleetboot/nats/fleetboot-signing.nk`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := f.config(cmd.Context(), a)
@@ -161,6 +236,9 @@ add" and "fleetboot user add") and writes the first admin's to DATA/admin.creds.
 				return err
 			}
 			if err := secureConfig(&cfg, tlsCert, tlsKey, a.tlsCA, withAuth); err != nil {
+				return err
+			}
+			if err := cf.apply(&cfg, a.creds); err != nil {
 				return err
 			}
 			if f.checkConfig {
@@ -172,7 +250,8 @@ add" and "fleetboot user add") and writes the first admin's to DATA/admin.creds.
 	f.register(cmd, "", "", "http-listen")
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "server certificate (PEM): the embedded NATS server then requires TLS")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "server certificate's private key (PEM)")
-	cmd.Flags().BoolVar(&withAuth, "auth", false, "require credentials (NATS JWTs); the first admin's go to DATA/admin.creds")
+	cmd.Flags().BoolVar(&withAuth, "auth", false, "require credentials (NATS JWTs); the first admin's go to DATA/admin.creds; with --nats-url give --account-key")
+	cf.register(cmd)
 	return cmd
 }
 
