@@ -68,7 +68,7 @@ func TestLeafNode(t *testing.T) {
 		}
 	}
 
-	creds := h.enrolEdge(ctx, t, leafSite, leafEdge)
+	creds, edgePub := h.enrolEdge(ctx, t, leafSite, leafEdge)
 	leaf := startLeaf(t, h, creds)
 
 	// The edge, as `fleetboot edge --coordinator nats://127.0.0.1:4222
@@ -127,6 +127,33 @@ func TestLeafNode(t *testing.T) {
 		if _, err := ejs.Publish(ctx, proto.EventSubject(leafSite, leafEdge, leafMAC), []byte(`{}`)); err != nil {
 			t.Fatalf("event through the leaf: %v", err)
 		}
+
+		// An API request reaches the coordinator (in the API account,
+		// through the fleetboot account's import), stamped by the hub with
+		// the edge's identity: the leaf connection's user.
+		apiOpt, err := h.acct.ConnectOption(auth.AccountAPI)
+		if err != nil {
+			t.Fatal(err)
+		}
+		api := h.connect(t, h.nodes[2], apiOpt)
+		if _, err := api.Subscribe(proto.APISubject(proto.APIStoreInfo), func(m *nats.Msg) {
+			_ = m.Respond([]byte(m.Header.Get("Nats-Request-Info")))
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := api.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		waitfor.OK(t, "an API request of the edge through the leaf", func() error {
+			m, err := edge.Request(proto.APISubject(proto.APIStoreInfo), []byte(`{}`), time.Second)
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(string(m.Data), edgePub) {
+				t.Fatalf("the API request came as %s, want the edge %s", m.Data, edgePub)
+			}
+			return nil
+		})
 	})
 
 	// What the hub refuses the edge. The leaf has the hub's permissions for
@@ -157,6 +184,10 @@ func TestLeafNode(t *testing.T) {
 			{"delete its own host", func(ctx context.Context) error {
 				return ekv.Delete(ctx, ownKey)
 			}, jetstream.ErrNoStreamResponse},
+			{"an admin's API request", func(ctx context.Context) error {
+				_, err := edge.RequestWithContext(ctx, proto.APISubject(proto.APIHostSet), []byte(`{}`))
+				return err
+			}, nats.ErrNoResponders},
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				if err := c.do(ctx); !errors.Is(err, c.want) {
@@ -329,12 +360,23 @@ func startHub(t *testing.T) *hub {
 		confs = append(confs, filepath.Join(nd, "cluster.conf"))
 	}
 	h := &hub{nodes: natstest.StartClusterFromConfig(t, confs...), leafPorts: leafPorts, ca: filepath.Join(pki, "ca.pem"), acct: acct}
-	if h.auth, err = auth.OpenCluster(t.TempDir(), h.acct, nil); err != nil {
+	// The coordinator's authority: its registry in the cluster's bucket, its
+	// pushes through the system account.
+	fleetOpt, err := acct.ConnectOption(auth.AccountFleet)
+	if err != nil {
 		t.Fatal(err)
 	}
-	sys := h.connect(t, h.nodes[1], nats.UserCredentials(filepath.Join(keys, auth.SysCredsFile)))
+	js, err := jetstream.New(h.connect(t, h.nodes[0], fleetOpt))
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	if h.auth, err = auth.OpenCluster(ctx, acct, js, 3, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.auth.Close)
+	sys := h.connect(t, h.nodes[1], nats.UserCredentials(filepath.Join(keys, auth.SysCredsFile)))
 	if err := h.auth.AttachCluster(ctx, sys); err != nil {
 		t.Fatal(err)
 	}
@@ -370,8 +412,8 @@ func dial(t *testing.T, ns *server.Server, opts ...nats.Option) *nats.Conn {
 }
 
 // enrolEdge has the authority enrol an edge, as `fleetboot edge add` does,
-// and returns its credentials file.
-func (h *hub) enrolEdge(ctx context.Context, t *testing.T, site, name string) string {
+// and returns its credentials file and public key.
+func (h *hub) enrolEdge(ctx context.Context, t *testing.T, site, name string) (creds, pub string) {
 	t.Helper()
 	pub, seed, err := auth.NewUserKey()
 	if err != nil {
@@ -385,7 +427,7 @@ func (h *hub) enrolEdge(ctx context.Context, t *testing.T, site, name string) st
 	if err := auth.WriteCreds(p, rep.JWT, seed); err != nil {
 		t.Fatal(err)
 	}
-	return p
+	return p, pub
 }
 
 // startLeaf runs deploy/nats/leaf.conf against the hub with creds and
