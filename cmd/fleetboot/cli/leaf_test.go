@@ -49,7 +49,11 @@ func TestLeafNode(t *testing.T) {
 	defer cancel()
 
 	// The coordinator's side: buckets, stream and one host per site.
-	coord := h.connect(t, h.nodes[0], newUser(t, "coordinator", h.acct.SignUser).Option)
+	coordOpt, err := h.acct.ConnectOption(auth.AccountFleet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	coord := h.connect(t, h.nodes[0], coordOpt)
 	js, err := jetstream.New(coord)
 	if err != nil {
 		t.Fatal(err)
@@ -73,9 +77,7 @@ func TestLeafNode(t *testing.T) {
 
 	// The edge, as `fleetboot edge --coordinator nats://127.0.0.1:4222
 	// --creds FILE` connects: its credentials and their inbox prefix.
-	edgeErrs := make(chan error, 16)
-	edge := dial(t, leaf, nats.UserCredentials(creds), nats.CustomInboxPrefix(auth.EdgeInboxPrefix(leafEdge)),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { edgeErrs <- err }))
+	edge := dial(t, leaf, nats.UserCredentials(creds), nats.CustomInboxPrefix(auth.EdgeInboxPrefix(leafEdge)))
 	ejs, err := jetstream.New(edge)
 	if err != nil {
 		t.Fatal(err)
