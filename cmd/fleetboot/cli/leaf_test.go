@@ -1,8 +1,11 @@
 package cli_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -281,6 +284,16 @@ func TestLeafNode(t *testing.T) {
 				t.Errorf("%s: %v", ns.Name(), err)
 			}
 		}
+		// The leaf node port, too: TLS, and a leaf node's credentials.
+		for _, p := range h.leafPorts {
+			addr := fmt.Sprintf("127.0.0.1:%d", p)
+			if err := natstest.PlaintextRefused(addr); err != nil {
+				t.Errorf("leaf node port %s: %v", addr, err)
+			}
+			if err := anonymousLeafRefused(addr, h.ca); err != nil {
+				t.Errorf("leaf node port %s: %v", addr, err)
+			}
+		}
 	})
 
 	// Revoking the edge (edge revoke) disconnects the leaf, whose
@@ -469,6 +482,41 @@ func nextUpdate(ctx context.Context, t *testing.T, w jetstream.KeyWatcher) jetst
 		t.Fatal("no watch update")
 		return nil
 	}
+}
+
+// anonymousLeafRefused connects to a leaf node port as a leaf node without
+// credentials (the INFO in clear, then TLS, as nats-server does) and
+// returns nil if the hub answers with an authorization violation.
+func anonymousLeafRefused(addr, caFile string) error {
+	pool := x509.NewCertPool()
+	pem, err := os.ReadFile(caFile)
+	if err != nil || !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("CA %s: %v", caFile, err)
+	}
+	raw, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	_ = raw.SetDeadline(time.Now().Add(30 * time.Second)) // bounds a hub that never answers: a failure
+	if _, err := bufio.NewReader(raw).ReadString('\n'); err != nil {
+		return fmt.Errorf("no INFO: %w", err)
+	}
+	c := tls.Client(raw, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	if err := c.Handshake(); err != nil {
+		return fmt.Errorf("TLS: %w", err)
+	}
+	if _, err := fmt.Fprint(c, "CONNECT {\"name\":\"stranger\"}\r\nPING\r\n"); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("no answer: %w", err)
+	}
+	if !strings.Contains(strings.ToLower(line), "authorization violation") {
+		return fmt.Errorf("a leaf node without credentials got %q, want an authorization violation", strings.TrimSpace(line))
+	}
+	return nil
 }
 
 func replaceOnce(t *testing.T, s, old, new string) string {
