@@ -117,6 +117,7 @@ func TestLeafNode(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer beats.Unsubscribe()
 		if err := coord.Flush(); err != nil {
 			t.Fatal(err)
 		}
@@ -205,11 +206,14 @@ func TestLeafNode(t *testing.T) {
 		}
 
 		// A bare publish into a bucket (how an unconfined client skips the
-		// coordinator) never reaches the hub: it is sent before a
-		// heartbeat, which arrives alone. One connection's messages to one
-		// subscriber keep their order, so nothing is waited for.
-		seen := make(chan *nats.Msg, 16)
-		for _, subj := range []string{"$KV." + proto.BucketImages + ".>", "$KV." + proto.BucketHosts + ".>", proto.StatusSubject(leafSite, leafEdge)} {
+		// coordinator), or another edge's heartbeat, never reaches the hub.
+		// The hub subscribes to all three kinds, then the edge sends its own
+		// heartbeat until one arrives: the interest in it reached the leaf,
+		// so the interest in the others, asked for before it, did too. Then
+		// the forbidden ones and a last heartbeat: one connection's messages
+		// reach one subscriber in order, so if they crossed they come first.
+		seen := make(chan *nats.Msg, 64)
+		for _, subj := range []string{"$KV." + proto.BucketImages + ".>", "$KV." + proto.BucketHosts + ".>", proto.SubjectStatusPrefix + ".>"} {
 			sub, err := coord.ChanSubscribe(subj, seen)
 			if err != nil {
 				t.Fatal(err)
@@ -219,22 +223,40 @@ func TestLeafNode(t *testing.T) {
 		if err := coord.Flush(); err != nil {
 			t.Fatal(err)
 		}
+		own := proto.StatusSubject(leafSite, leafEdge)
+		waitfor.OK(t, "the hub's interest in the edge's heartbeat at the leaf", func() error {
+			if err := edge.Publish(own, []byte(`{}`)); err != nil {
+				return err
+			}
+			select {
+			case <-seen:
+				return nil
+			case <-time.After(100 * time.Millisecond): // poll interval, not a pass condition
+				return errors.New("no heartbeat yet")
+			}
+		})
 		for _, p := range [][2]string{
 			{"$KV." + proto.BucketImages + ".demo", `{"cmdline":"init=/bin/sh"}`},
 			{"$KV." + proto.BucketHosts + "." + ownKey, `{"image":"evil"}`},
-			{proto.StatusSubject(leafSite, leafEdge), `{}`},
+			{proto.StatusSubject("site-a", "edge-a"), `{}`},
+			{own, `{"last":true}`},
 		} {
 			if err := edge.Publish(p[0], []byte(p[1])); err != nil {
 				t.Fatal(err)
 			}
 		}
-		select {
-		case m := <-seen:
-			if m.Subject != proto.StatusSubject(leafSite, leafEdge) {
-				t.Errorf("the hub received %s from the edge's leaf", m.Subject)
+		for {
+			select {
+			case m := <-seen:
+				if m.Subject != own {
+					t.Fatalf("the hub received %s from the edge's leaf", m.Subject)
+				}
+				if string(m.Data) == `{"last":true}` {
+					return
+				}
+			case <-ctx.Done():
+				t.Fatal("the last heartbeat never arrived")
 			}
-		case <-ctx.Done():
-			t.Fatal("no heartbeat")
 		}
 	})
 
