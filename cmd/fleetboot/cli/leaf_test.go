@@ -196,6 +196,9 @@ func TestLeafNode(t *testing.T) {
 			}, nats.ErrNoResponders},
 		} {
 			t.Run(c.name, func(t *testing.T) {
+				// Refusals come at once; the bound only keeps a failure short.
+				ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
 				if err := c.do(ctx); !errors.Is(err, c.want) {
 					t.Errorf("got %v, want %v", err, c.want)
 				}
