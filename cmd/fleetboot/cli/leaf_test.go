@@ -348,7 +348,8 @@ func startHub(t *testing.T) *hub {
 	t.Helper()
 	base := t.TempDir()
 	keys, pki := filepath.Join(base, "nats"), filepath.Join(base, "pki")
-	// The resolver dir of docker-compose.yml; each node's copy points to its own.
+	// The resolver dir of the compose stack (deploy/compose/secrets.sh); each
+	// node's copy points to its own.
 	const resolverDir = "/var/lib/nats/jwt"
 	if r := runEnv(t, nil, "nats", "init", keys, "--resolver-dir", resolverDir); r.code != 0 {
 		t.Fatalf("nats init: %s", r.stderr)
