@@ -1,10 +1,13 @@
 #!/bin/sh
 # The compose stack's secrets job, run once before the NATS nodes start, as a
 # cluster's administrator would by hand (README, "A new branch office"):
-#   /keys        the coordinators' volume: the operator and accounts of
-#                `fleetboot nats init` (nats/), the CA and the nodes' TLS
-#                certificate of `fleetboot pki init` (pki/); the coordinators
-#                add admin.creds there
+#   /keys        this job's own volume, the administrator's safe: the
+#                operator and accounts of `fleetboot nats init` (nats/), the
+#                CA and the nodes' TLS certificate of `fleetboot pki init` (pki/)
+#   /coordinator the coordinators' volume: what they need of nats/ (signing
+#                keys, sys.creds, account JWTs; not the identity keys, which
+#                only rotate those) and ca.pem; the first coordinator adds
+#                admin.creds there
 #   /etc/nats    the NATS nodes' volume: cluster.conf, resolver.conf,
 #                server.pem, server-key.pem, routes.conf (the route password)
 #   /edge-a, /edge-b   each edge box's volume: ca.pem (and at site-b the
@@ -35,6 +38,17 @@ if [ ! -e "$conf/routes.conf" ]; then
 		"nats://route:$p@nats1:6222, nats://route:$p@nats2:6222, nats://route:$p@nats3:6222" >"$conf/routes.conf"
 fi
 chmod 0644 "$conf/cluster.conf" "$conf/resolver.conf" "$conf/server.pem" "$conf/ca.pem"
+
+# The coordinators' part: nats init's files but the identity seeds.
+mkdir -p /coordinator/nats
+for f in "$K"/nats/*; do
+	case "${f##*/}" in
+	operator.nk | sys.nk | fleetboot.nk | api.nk) ;;
+	*) cp "$f" /coordinator/nats/ ;;
+	esac
+done
+cp "$K/pki/ca.pem" /coordinator/ca.pem
+chmod 0644 /coordinator/ca.pem
 
 # The edge boxes: the CA to check the cluster's certificate, and site-b's
 # leaf node configuration.

@@ -84,9 +84,9 @@ func (s *stack) container(service string) string {
 // as an admin would from a machine next to the coordinators: over TLS, with
 // the admin credentials the first coordinator wrote.
 func (s *stack) cli(args ...string) (string, error) {
-	full := []string{"run", "--rm", "--network", s.project + "_uplink", "-v", s.project + "_keys:/keys:ro",
+	full := []string{"run", "--rm", "--network", s.project + "_uplink", "-v", s.project + "_coordinator:/etc/fleetboot:ro",
 		"-e", "FLEETBOOT_NATS=tls://nats1:4222,tls://nats2:4222,tls://nats3:4222",
-		"-e", "FLEETBOOT_CREDS=/keys/admin.creds", "-e", "FLEETBOOT_TLS_CA=/keys/pki/ca.pem",
+		"-e", "FLEETBOOT_CREDS=/etc/fleetboot/admin.creds", "-e", "FLEETBOOT_TLS_CA=/etc/fleetboot/ca.pem",
 		"-e", "FLEETBOOT_S3_ACCESS_KEY=fleetboot", "-e", "FLEETBOOT_S3_SECRET_KEY=fleetboot-demo-secret",
 		"fleetboot:dev"}
 	return s.run("docker", append(full, args...)...)
