@@ -1,6 +1,7 @@
 #!/bin/sh
 # The compose stack's secrets job, run once before the NATS nodes start, as a
-# cluster's administrator would by hand (README, "A new branch office"):
+# cluster's administrator would by hand (README, "A NATS cluster of your own,
+# and a new branch office"):
 #   /keys        this job's own volume, the administrator's safe: the
 #                operator and accounts of `fleetboot nats init` (nats/), the
 #                CA and the nodes' TLS certificate of `fleetboot pki init` (pki/)
