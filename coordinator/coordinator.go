@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"path/filepath"
 	"slices"
@@ -180,10 +181,14 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 		log.Warn("JetStream not ready; retrying", "attempt", attempt, "err", proto.RedactErr(err))
+		// Jitter: coordinators started together that both timed out
+		// must not retry in step. When two ask the cluster to create the
+		// same stream at once, one of them may get no answer (it waits
+		// out the attempt); in step, they would collide on every bucket.
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(2 * time.Second):
+		case <-time.After(time.Second + rand.N(3*time.Second)):
 		}
 	}
 	if authority != nil {
@@ -271,10 +276,12 @@ func Run(ctx context.Context, cfg Config) error {
 // setupState creates the KV buckets and the streams.
 func setupState(ctx context.Context, js jetstream.JetStream, cfg Config, checker service.ArtifactChecker, log *slog.Logger) (*service.Service, error) {
 	// On a cluster a create can hang on a meta leader that is still being
-	// elected; a short attempt that the caller retries gets past it sooner.
+	// elected, or go unanswered when another coordinator creates the same
+	// stream at that moment; a short attempt that the caller retries gets
+	// past it sooner (what an attempt created stays created).
 	limit := 30 * time.Second
 	if cfg.NATSURL != "" {
-		limit = 10 * time.Second
+		limit = 5 * time.Second
 	}
 	sctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()

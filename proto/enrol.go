@@ -18,16 +18,17 @@ type Role string
 
 // Roles.
 const (
-	RoleAdmin  Role = "admin"  // may change desired state
-	RoleViewer Role = "viewer" // may list, show and watch
-	RoleEdge   Role = "edge"   // an edge agent of one site
+	RoleAdmin     Role = "admin"      // may change desired state
+	RoleSiteAdmin Role = "site-admin" // may change one site's hosts and config, and see only that site
+	RoleViewer    Role = "viewer"     // may list, show and watch
+	RoleEdge      Role = "edge"       // an edge agent of one site
 )
 
 // Identity is one enrolled credential.
 type Identity struct {
 	Name      string     `json:"name"`
 	Role      Role       `json:"role"`
-	Site      string     `json:"site,omitempty"` // edges only
+	Site      string     `json:"site,omitempty"` // edges and site admins: the one site they belong to
 	PublicKey string     `json:"public_key"`     // the user nkey (U…)
 	Issued    time.Time  `json:"issued"`
 	Revoked   *time.Time `json:"revoked,omitempty"`
@@ -35,8 +36,8 @@ type Identity struct {
 
 // String names the identity the way audit lines and errors show it.
 func (id Identity) String() string {
-	if id.Role == RoleEdge {
-		return fmt.Sprintf("edge %s (site %s)", id.Name, id.Site)
+	if id.Role == RoleEdge || id.Role == RoleSiteAdmin {
+		return fmt.Sprintf("%s %s (site %s)", id.Role, id.Name, id.Site)
 	}
 	return fmt.Sprintf("%s %s", id.Role, id.Name)
 }

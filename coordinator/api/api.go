@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -103,7 +104,10 @@ func Start(nc *nats.Conn, cfg Config) (micro.Service, error) {
 		h    micro.HandlerFunc
 	}{
 		{proto.APISiteAdd, handle(cfg, s.AddSite)},
-		{proto.APISiteList, handle(cfg, func(ctx context.Context, _ proto.ListRequest) ([]proto.Site, error) { return s.ListSites(ctx) })},
+		{proto.APISiteList, handle(cfg, func(ctx context.Context, _ proto.ListRequest) ([]proto.Site, error) {
+			sites, err := s.ListSites(ctx)
+			return onlyVisible(ctx, sites, func(x proto.Site) string { return x.Name }), err
+		})},
 		{proto.APISiteGet, handle(cfg, func(ctx context.Context, r proto.NameRequest) (proto.Site, error) { return s.GetSite(ctx, r.Name) })},
 		{proto.APISiteRm, handle(cfg, func(ctx context.Context, r proto.NameRequest) (proto.NameRequest, error) {
 			return r, s.RemoveSite(ctx, r.Name)
@@ -115,7 +119,12 @@ func Start(nc *nats.Conn, cfg Config) (micro.Service, error) {
 			return r, s.RemoveImage(ctx, r.Name)
 		})},
 		{proto.APIHostSet, handle(cfg, s.SetHost)},
-		{proto.APIHostList, handle(cfg, func(ctx context.Context, r proto.ListRequest) ([]proto.Host, error) { return s.ListHosts(ctx, r.Site) })},
+		{proto.APIHostList, handle(cfg, func(ctx context.Context, r proto.ListRequest) ([]proto.Host, error) {
+			if site, ok := visibleSite(ctx); ok {
+				r.Site = site // the guard refused any other site
+			}
+			return s.ListHosts(ctx, r.Site)
+		})},
 		{proto.APIHostGet, handle(cfg, func(ctx context.Context, r proto.MACRequest) (proto.Host, error) { return s.GetHost(ctx, r.MAC) })},
 		{proto.APIHostRm, handle(cfg, func(ctx context.Context, r proto.MACRequest) (proto.MACRequest, error) {
 			return r, s.RemoveHost(ctx, r.MAC)
@@ -124,7 +133,10 @@ func Start(nc *nats.Conn, cfg Config) (micro.Service, error) {
 		{proto.APIHostFacts, handle(cfg, func(ctx context.Context, r proto.FactsRequest) (proto.MACRequest, error) {
 			return proto.MACRequest{V: proto.Version, MAC: r.MAC}, s.RecordFacts(ctx, r.MAC, r.Facts)
 		})},
-		{proto.APIEdgeList, handle(cfg, func(ctx context.Context, _ proto.ListRequest) ([]proto.EdgeView, error) { return s.ListEdges(ctx) })},
+		{proto.APIEdgeList, handle(cfg, func(ctx context.Context, _ proto.ListRequest) ([]proto.EdgeView, error) {
+			edges, err := s.ListEdges(ctx)
+			return onlyVisible(ctx, edges, func(x proto.EdgeView) string { return x.Site }), err
+		})},
 		{proto.APIStoreInfo, handle(cfg, func(context.Context, proto.ListRequest) (proto.StoreInfo, error) {
 			return proto.StoreInfo{V: proto.Version, URL: cfg.StoreURL}, nil
 		})},
@@ -137,6 +149,29 @@ func Start(nc *nats.Conn, cfg Config) (micro.Service, error) {
 		}
 	}
 	return svc, nil
+}
+
+// callerKey holds, in a request's context, the identity the guard admitted.
+type callerKey struct{}
+
+// visibleSite is the one site the request's caller may see, when it is
+// confined to one (a site admin): listings show only that site.
+func visibleSite(ctx context.Context) (string, bool) {
+	id, ok := ctx.Value(callerKey{}).(auth.Identity)
+	if !ok {
+		return "", false // no guard: authentication is off
+	}
+	return auth.VisibleSite(id)
+}
+
+// onlyVisible drops the items of other sites than the caller's, when it is
+// confined to one.
+func onlyVisible[T any](ctx context.Context, items []T, siteOf func(T) string) []T {
+	site, ok := visibleSite(ctx)
+	if !ok {
+		return items
+	}
+	return slices.DeleteFunc(items, func(x T) bool { return siteOf(x) != site })
 }
 
 // handle adapts a typed service call to a micro handler: decode, call, wrap.
@@ -153,6 +188,12 @@ func handle[Req, Resp any](cfg Config, fn func(context.Context, Req) (Resp, erro
 				cfg.audit(ctx, who, endpoint, r.Data(), err)
 				respond(cfg, r, nil, err)
 				return
+			}
+			ctx = context.WithValue(ctx, callerKey{}, who)
+			if site, ok := auth.VisibleSite(who); ok {
+				// The guard checked the host's site; the service checks it
+				// again under the write's compare-and-set.
+				ctx = service.ConfineToSite(ctx, site)
 			}
 		}
 		// A change that could not be audited is not made: the AUDIT stream

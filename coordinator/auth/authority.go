@@ -276,10 +276,14 @@ func (a *Authority) Enrol(ctx context.Context, r EnrolRequest) (EnrolReply, erro
 			return EnrolReply{}, fmt.Errorf("%w: %v", errInvalid, err)
 		}
 		if r.Site != "" {
-			return EnrolReply{}, fmt.Errorf("%w: a user has no site", errInvalid)
+			return EnrolReply{}, fmt.Errorf("%w: role %s has no site (only a site-admin has one)", errInvalid, r.Role)
+		}
+	case RoleSiteAdmin:
+		if err := ValidSiteAdmin(r.Site, r.Name); err != nil {
+			return EnrolReply{}, fmt.Errorf("%w: %v", errInvalid, err)
 		}
 	default:
-		return EnrolReply{}, fmt.Errorf("%w: invalid role %q: want admin or viewer", errInvalid, r.Role)
+		return EnrolReply{}, fmt.Errorf("%w: invalid role %q: want admin, viewer or site-admin", errInvalid, r.Role)
 	}
 	perms, err := Permissions(id)
 	if err != nil {

@@ -109,6 +109,10 @@ func (a *Authority) publish(ctx context.Context) error {
 	return a.reg.pushCurrent(ctx)
 }
 
+// ErrAdminCredsExist: WriteFirstAdmin would write the first admin's
+// credentials but will not overwrite the file there.
+var ErrAdminCredsExist = errors.New("admin credentials not written")
+
 // WriteFirstAdmin enrols the cluster's first admin, named "admin", and
 // writes its credentials to path (0600) when the registry holds no live
 // admin; otherwise it writes nothing and returns false. Of coordinators
@@ -123,7 +127,7 @@ func (a *Authority) WriteFirstAdmin(ctx context.Context, path string) (bool, err
 		return false, nil
 	}
 	if _, err := os.Lstat(path); err == nil {
-		return false, fmt.Errorf("auth: the cluster has no live admin, and %s exists (the credentials of a revoked admin?): move it away and start again to get a new first admin", path)
+		return false, fmt.Errorf("%w: the cluster has no live admin, and %s exists (the credentials of a revoked admin?): move it away and restart a coordinator to get a new first admin", ErrAdminCredsExist, path)
 	}
 	if fi, err := os.Stat(filepath.Dir(path)); err != nil || !fi.IsDir() {
 		return false, fmt.Errorf("auth: admin credentials %s: directory %s does not exist", path, filepath.Dir(path))

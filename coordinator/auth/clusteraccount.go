@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -48,6 +49,9 @@ func OpenClusterKey(keyFile string) (*ClusterAccount, error) {
 		return nil, err
 	}
 	apiAC, err := readAccountJWT(filepath.Join(dir, APIJWTFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("auth: %s: no such file: the directory was made by an older `fleetboot nats init`, without the API account; run it again in a new directory", filepath.Join(dir, APIJWTFile))
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -32,7 +32,7 @@ func TestOpenClusterAccount(t *testing.T) {
 		{"not a JWT", auth.FleetJWTFile, "hello", "not an account JWT"},
 		{"missing", auth.OperatorSigningSeedFile, "-", "no such file"},
 		{"API signing key of another account", auth.APISigningSeedFile, seed(otherAccount), "is not a signing key of the API account"},
-		{"API JWT missing", auth.APIJWTFile, "-", "no such file"},
+		{"API JWT missing", auth.APIJWTFile, "-", "made by an older `fleetboot nats init`"},
 		{"readable by others", auth.FleetSigningSeedFile, "0644", "others may read it (mode 0644): chmod 600"},
 	}
 	for _, c := range cases {

@@ -85,3 +85,28 @@ func InboxPrefix(credsFile string) (string, error) {
 	}
 	return "", nil
 }
+
+// CredsSite returns the site a credentials file's user is confined to (a
+// site admin's or an edge's, from the JWT's site tag), "" when it reads
+// every site. Its NATS permissions let it read only that site's events, so
+// event readers must filter on it.
+func CredsSite(credsFile string) (string, error) {
+	data, err := os.ReadFile(credsFile)
+	if err != nil {
+		return "", fmt.Errorf("auth: %w", err)
+	}
+	tok, err := jwt.ParseDecoratedJWT(data)
+	if err != nil {
+		return "", fmt.Errorf("auth: %s is not a NATS credentials file", credsFile)
+	}
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		return "", fmt.Errorf("auth: %s is not a NATS credentials file", credsFile)
+	}
+	for _, t := range uc.Tags {
+		if site, ok := strings.CutPrefix(t, "site:"); ok {
+			return site, nil
+		}
+	}
+	return "", nil
+}

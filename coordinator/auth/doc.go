@@ -22,9 +22,26 @@
 //
 // Roles: an edge's permissions confine it to its own site on the server; admins
 // and viewers have the same NATS permissions (read-only JetStream plus the API
-// subjects), and the coordinator refuses a viewer's change. Keeping admins off
+// subjects), and the coordinator refuses a viewer's change. A site admin's
+// NATS permissions read only what carries her site in its subject (its KV
+// keys, events and heartbeats, plus the images); the API subjects carry no
+// site, so there the guard decides, endpoint by endpoint (siteadmin.go),
+// and the API narrows her listings to her site. Keeping admins off
 // direct KV writes means every change goes through validation and the audit
 // log. Each edge gets a private inbox prefix (_INBOX_edge_<name>), because
 // with the shared _INBOX.> one edge could subscribe to the KV replies meant
 // for another site's edge.
+//
+// On a NATS cluster we do not run (--auth --nats-url), `fleetboot nats init`
+// makes the operator and the SYS, fleetboot and API accounts (the same
+// import as FLEET/API above), and a full resolver that every node keeps on
+// disk. Coordinators hold only signing keys (ClusterAccount) and share the
+// registry of identities, a KV bucket (proto.BucketIdentities) written with
+// compare-and-set, so two coordinators enrolling at once never issue one
+// name or accept one public key twice, and each knows the identities the
+// others enrolled (a watch feeds an index; a miss reads the bucket). The
+// newest signed account JWT (its revocations) lives in the bucket too,
+// replaced only with a later iat by compare-and-set, and every coordinator
+// pushes whatever is newest, so two coordinators' updates never undo each
+// other.
 package auth

@@ -22,8 +22,9 @@ type Directory interface {
 type Guard struct {
 	Account   string    // the FLEET account: requests must come from it
 	Directory Directory // enrolled identities
-	// HostSite returns the site of a host; an edge may report only for its
-	// own site's machines.
+	// HostSite returns the site of a host (found by any of its MACs); an
+	// edge may report only for its own site's machines, a site admin may
+	// see and change only her site's hosts.
 	HostSite func(ctx context.Context, mac string) (string, error)
 }
 
@@ -58,6 +59,8 @@ func (g *Guard) Authorize(ctx context.Context, id Identity, endpoint string, bod
 	switch id.Role {
 	case RoleAdmin:
 		return nil
+	case RoleSiteAdmin:
+		return g.authorizeSiteAdmin(ctx, id, endpoint, body)
 	case RoleViewer:
 		if IsRead(endpoint) {
 			return nil

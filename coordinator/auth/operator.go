@@ -293,6 +293,9 @@ func writePublic(path, data string) error { return writeNew(path, []byte(data), 
 // forwards it to the others; the reply says whether it was taken.
 func PushAccount(ctx context.Context, sys *nats.Conn, accountJWT string) error {
 	msg, err := sys.RequestWithContext(ctx, "$SYS.REQ.CLAIMS.UPDATE", []byte(accountJWT))
+	if errors.Is(err, nats.ErrNoResponders) {
+		return fmt.Errorf("auth: push account update: no resolver answers (does every node's config include resolver.conf, with its full resolver?): %w", err)
+	}
 	if err != nil {
 		return fmt.Errorf("auth: push account update: %w", err)
 	}

@@ -17,9 +17,10 @@ type (
 
 // Roles.
 const (
-	RoleAdmin  = proto.RoleAdmin
-	RoleViewer = proto.RoleViewer
-	RoleEdge   = proto.RoleEdge
+	RoleAdmin     = proto.RoleAdmin
+	RoleSiteAdmin = proto.RoleSiteAdmin
+	RoleViewer    = proto.RoleViewer
+	RoleEdge      = proto.RoleEdge
 )
 
 // EdgeInboxPrefix is the private inbox prefix of an edge: its replies (KV
@@ -89,6 +90,11 @@ func Permissions(id Identity) (jwt.Permissions, error) {
 			proto.APISubject(proto.APIStoreInfo),
 		)
 		p.Sub.Allow.Add(EdgeInboxPrefix(n) + ".>")
+	case RoleSiteAdmin:
+		if err := ValidSiteAdmin(id.Site, id.Name); err != nil {
+			return p, fmt.Errorf("%w: %v", errInvalid, err)
+		}
+		p = siteAdminPermissions(id.Site, id.PublicKey)
 	case RoleAdmin, RoleViewer:
 		// People read JetStream and call the API; changes go only through
 		// the API, where the coordinator checks the role and audits.
@@ -110,11 +116,12 @@ func Permissions(id Identity) (jwt.Permissions, error) {
 		// another's API replies (and an admin's enrolment answers).
 		p.Sub.Allow.Add(UserInboxPrefix(id.PublicKey)+".>", proto.SubjectEventsPrefix+".>", proto.SubjectStatusPrefix+".>")
 	default:
-		return p, fmt.Errorf("%w: unknown role %q: want admin or viewer", errInvalid, id.Role)
+		return p, fmt.Errorf("%w: unknown role %q: want admin, viewer or site-admin", errInvalid, id.Role)
 	}
-	if id.Role != RoleEdge {
-		// People read JetStream broadly; the identity registry is the
-		// coordinators' alone (edges' allow-lists never name it).
+	if id.Role == RoleAdmin || id.Role == RoleViewer {
+		// They read JetStream broadly; the identity registry is the
+		// coordinators' alone (the allow-lists of edges and site admins
+		// never name it).
 		p.Pub.Deny.Add(registryDeny()...)
 	}
 	return p, nil
@@ -129,6 +136,71 @@ func registryDeny() []string {
 		"$JS.API.CONSUMER.CREATE." + st, "$JS.API.CONSUMER.CREATE." + st + ".>",
 		"$JS.API.CONSUMER.INFO." + st + ".>", "$JS.API.CONSUMER.MSG.NEXT." + st + ".>",
 	}
+}
+
+// siteAdminPermissions confine a site admin of site s to what carries s in
+// its subject (DESIGN §6 has the facts these rules rest on): her site's
+// config and hosts in KV, the images, her site's events and heartbeats. The
+// API subjects are all open: they do not carry the site, so the
+// coordinator's guard decides there, and audits every refusal. No AUDIT, no
+// macs or edges bucket, no stream listing, no message get by sequence.
+func siteAdminPermissions(s, publicKey string) jwt.Permissions {
+	var p jwt.Permissions
+	kv := func(bucket string) string { return "KV_" + bucket }
+	sites := "$KV." + proto.BucketSites + "." + s
+	hosts := "$KV." + proto.BucketHosts + "." + s + ".>"
+	images := "$KV." + proto.BucketImages + ".>"
+	events := proto.SubjectEventsPrefix + "." + s + ".>"
+	p.Pub.Allow.Add(
+		proto.APIPrefix+".>",
+		"$JS.API.STREAM.INFO."+kv(proto.BucketSites),
+		"$JS.API.STREAM.INFO."+kv(proto.BucketHosts),
+		"$JS.API.STREAM.INFO."+kv(proto.BucketImages),
+		"$JS.API.STREAM.INFO."+proto.StreamEvents,
+		// Reads by key: the key is in the subject.
+		"$JS.API.DIRECT.GET."+kv(proto.BucketSites)+"."+sites,
+		"$JS.API.DIRECT.GET."+kv(proto.BucketHosts)+"."+hosts,
+		"$JS.API.DIRECT.GET."+kv(proto.BucketImages)+"."+images,
+		// Watches and event reads: a consumer whose single filter subject
+		// is in the create subject (the server checks it against the body).
+		// A consumer with several filters has none in its subject: refused.
+		"$JS.API.CONSUMER.CREATE."+kv(proto.BucketSites)+".*."+sites,
+		"$JS.API.CONSUMER.CREATE."+kv(proto.BucketHosts)+".*."+hosts,
+		"$JS.API.CONSUMER.CREATE."+kv(proto.BucketImages)+".*."+images,
+		"$JS.API.CONSUMER.CREATE."+proto.StreamEvents+".*."+events,
+		// The consumers above, by their random, unlistable names: the
+		// events reader pulls (MSG.NEXT) and asks how much is pending.
+		"$JS.API.CONSUMER.DELETE."+kv(proto.BucketSites)+".*",
+		"$JS.API.CONSUMER.DELETE."+kv(proto.BucketHosts)+".*",
+		"$JS.API.CONSUMER.DELETE."+kv(proto.BucketImages)+".*",
+		"$JS.API.CONSUMER.DELETE."+proto.StreamEvents+".*",
+		"$JS.API.CONSUMER.INFO."+proto.StreamEvents+".*",
+		"$JS.API.CONSUMER.MSG.NEXT."+proto.StreamEvents+".*",
+		"$JS.FC."+kv(proto.BucketSites)+".>",
+		"$JS.FC."+kv(proto.BucketHosts)+".>",
+		"$JS.FC."+kv(proto.BucketImages)+".>",
+	)
+	p.Sub.Allow.Add(
+		UserInboxPrefix(publicKey)+".>",
+		events,
+		proto.SubjectStatusPrefix+"."+s+".>",
+	)
+	return p
+}
+
+// ValidSiteAdmin checks a site admin's site and name. The site must be a
+// valid site name (it becomes a subject token of her permissions) but need
+// not exist yet: the authority does not read the desired state, and a site
+// admin may create her own site, so an admin can enrol a branch office's
+// admin before its configuration is written.
+func ValidSiteAdmin(site, name string) error {
+	if site == "" {
+		return fmt.Errorf("a site-admin needs a site (--site NAME)")
+	}
+	if err := proto.ValidSiteName(site); err != nil {
+		return err
+	}
+	return proto.ValidName("user", name)
 }
 
 // ValidEdge checks an edge's site and name. An edge name becomes a subject

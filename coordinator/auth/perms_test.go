@@ -1,10 +1,13 @@
 package auth
 
 import (
+	"context"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
@@ -123,5 +126,117 @@ func TestFleetAccountLimits(t *testing.T) {
 	}
 	if ac.Limits.Conn != MaxConnections || ac.Limits.JetStreamLimits.Consumer != MaxConsumers {
 		t.Fatalf("FLEET limits: %d connections, %d consumers; want %d and %d", ac.Limits.Conn, ac.Limits.JetStreamLimits.Consumer, MaxConnections, MaxConsumers)
+	}
+}
+
+// TestSiteAdminPermissions: a site admin of lab gets exactly what carries
+// lab in its subject (and the API, which the guard confines), nothing that
+// reads another site, the audit log or the index buckets.
+func TestSiteAdminPermissions(t *testing.T) {
+	p, err := Permissions(Identity{Name: "sam", Role: RoleSiteAdmin, Site: "lab", PublicKey: "USAM"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantPub := []string{
+		"fleetboot.api.v1.>",
+		"$JS.API.STREAM.INFO.KV_sites",
+		"$JS.API.STREAM.INFO.KV_hosts",
+		"$JS.API.STREAM.INFO.KV_images",
+		"$JS.API.STREAM.INFO.EVENTS",
+		"$JS.API.DIRECT.GET.KV_sites.$KV.sites.lab",
+		"$JS.API.DIRECT.GET.KV_hosts.$KV.hosts.lab.>",
+		"$JS.API.DIRECT.GET.KV_images.$KV.images.>",
+		"$JS.API.CONSUMER.CREATE.KV_sites.*.$KV.sites.lab",
+		"$JS.API.CONSUMER.CREATE.KV_hosts.*.$KV.hosts.lab.>",
+		"$JS.API.CONSUMER.CREATE.KV_images.*.$KV.images.>",
+		"$JS.API.CONSUMER.CREATE.EVENTS.*.fleetboot.events.lab.>",
+		"$JS.API.CONSUMER.DELETE.KV_sites.*",
+		"$JS.API.CONSUMER.DELETE.KV_hosts.*",
+		"$JS.API.CONSUMER.DELETE.KV_images.*",
+		"$JS.API.CONSUMER.DELETE.EVENTS.*",
+		"$JS.API.CONSUMER.INFO.EVENTS.*",
+		"$JS.API.CONSUMER.MSG.NEXT.EVENTS.*",
+		"$JS.FC.KV_sites.>",
+		"$JS.FC.KV_hosts.>",
+		"$JS.FC.KV_images.>",
+	}
+	wantSub := []string{"_INBOX_user_USAM.>", "fleetboot.events.lab.>", "fleetboot.status.lab.>"}
+	if diff := cmp.Diff(wantPub, []string(p.Pub.Allow)); diff != "" {
+		t.Errorf("publish allow-list (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(wantSub, []string(p.Sub.Allow)); diff != "" {
+		t.Errorf("subscribe allow-list (-want +got):\n%s", diff)
+	}
+	if len(p.Pub.Deny) > 0 || len(p.Sub.Deny) > 0 {
+		t.Errorf("allow-lists only: %v %v", p.Pub.Deny, p.Sub.Deny)
+	}
+	for _, c := range []struct{ name, site, user string }{
+		{"no site", "", "sam"}, {"wildcard site", "*", "sam"}, {"dotted site", "lab.x", "sam"}, {"bad name", "lab", "Sam!"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if _, err := Permissions(Identity{Name: c.user, Role: RoleSiteAdmin, Site: c.site, PublicKey: "USAM"}); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+}
+
+// TestEnrolRoles: which role takes a site, and what the signed JWT says.
+func TestEnrolRoles(t *testing.T) {
+	a, err := Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name       string
+		role       Role
+		site       string
+		err        string // "" when enrolled
+		tags, subs []string
+	}{
+		{"site admin", RoleSiteAdmin, "branch1", "", []string{"role:site-admin", "site:branch1"},
+			[]string{"fleetboot.events.branch1.>", "fleetboot.status.branch1.>"}},
+		{"site admin of a site not yet made", RoleSiteAdmin, "branch9", "", []string{"role:site-admin", "site:branch9"}, nil},
+		{"site admin without a site", RoleSiteAdmin, "", "invalid: a site-admin needs a site (--site NAME)", nil, nil},
+		{"site admin of a dotted site", RoleSiteAdmin, "a.b",
+			`invalid: invalid site name "a.b": use lower-case letters, digits, '_' or '-', starting with a letter or digit (at most 64, no '.')`, nil, nil},
+		{"admin with a site", RoleAdmin, "branch1", "invalid: role admin has no site (only a site-admin has one)", nil, nil},
+		{"viewer with a site", RoleViewer, "branch1", "invalid: role viewer has no site (only a site-admin has one)", nil, nil},
+		{"viewer", RoleViewer, "", "", []string{"role:viewer"}, []string{"fleetboot.events.>", "fleetboot.status.>"}},
+		{"unknown role", "root", "", `invalid: invalid role "root": want admin, viewer or site-admin`, nil, nil},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			pub, _, err := NewUserKey()
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep, err := a.Enrol(context.Background(), EnrolRequest{V: 1, Name: fmt.Sprintf("u%d", i), Role: c.role, Site: c.site, PublicKey: pub})
+			got := ""
+			if err != nil {
+				got = err.Error()
+			}
+			if diff := cmp.Diff(c.err, got); diff != "" {
+				t.Fatalf("error (-want +got):\n%s", diff)
+			}
+			if err != nil {
+				return
+			}
+			uc, err := jwt.DecodeUserClaims(rep.JWT)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(c.tags, []string(uc.Tags)); diff != "" {
+				t.Errorf("tags (-want +got):\n%s", diff)
+			}
+			for _, s := range c.subs {
+				if !slices.Contains(uc.Sub.Allow, s) {
+					t.Errorf("may not subscribe to %s: %v", s, uc.Sub.Allow)
+				}
+			}
+			if rep.Identity.Site != c.site || rep.InboxPrefix != UserInboxPrefix(pub) {
+				t.Errorf("identity %+v, inbox %q", rep.Identity, rep.InboxPrefix)
+			}
+		})
 	}
 }

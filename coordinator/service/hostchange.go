@@ -153,3 +153,33 @@ func (s *Service) releaseIndexes(ctx context.Context, cur, h proto.Host, key, ol
 		s.release(ctx, bucketIPs, cur.Site+"."+cur.IP, key, oldKey)
 	}
 }
+
+// confineKey holds, in a request's context, the one site its caller may
+// change hosts of.
+type confineKey struct{}
+
+// ConfineToSite returns a context under which SetHost and RemoveHost refuse
+// any host that is not, before and after the change, of site. The check is
+// made on the host as read for the write, whose compare-and-set fails if
+// anything changed it since: a caller confined to one site (a site admin)
+// cannot change another site's host, even one moved between the API guard's
+// check and the write.
+func ConfineToSite(ctx context.Context, site string) context.Context {
+	return context.WithValue(ctx, confineKey{}, site)
+}
+
+// checkConfined refuses a change of cur (nil: a new host) into h (nil: a
+// removal) when ctx is confined to another site.
+func checkConfined(ctx context.Context, cur, h *proto.Host) error {
+	site, ok := ctx.Value(confineKey{}).(string)
+	if !ok {
+		return nil
+	}
+	if cur != nil && cur.Site != site {
+		return fmt.Errorf("%w: host %s is not of site %s", ErrNotFound, cur.MAC, site)
+	}
+	if h != nil && h.Site != site {
+		return invalid("host %s may be set only at site %s, not %q", h.MAC, site, h.Site)
+	}
+	return nil
+}

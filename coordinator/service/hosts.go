@@ -46,6 +46,9 @@ func (s *Service) SetHost(ctx context.Context, req proto.HostSetRequest) (proto.
 			return proto.Host{}, err
 		}
 	}
+	if err := checkConfined(ctx, prev, &h); err != nil {
+		return proto.Host{}, err
+	}
 	site, err := s.GetSite(ctx, h.Site)
 	if err != nil {
 		return proto.Host{}, err
@@ -267,6 +270,9 @@ func (s *Service) RemoveHost(ctx context.Context, mac string) error {
 	defer s.mu.Unlock()
 	h, rev, err := s.hostByMAC(ctx, m)
 	if err != nil {
+		return err
+	}
+	if err := checkConfined(ctx, &h, nil); err != nil {
 		return err
 	}
 	key, _ := proto.HostKey(h.Site, h.MAC)

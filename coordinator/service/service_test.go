@@ -373,3 +373,58 @@ func TestInstallDoneSwitchesOnceHostsToLocal(t *testing.T) {
 		t.Errorf("bad facts accepted: %v", err)
 	}
 }
+
+// TestConfinedToSite: under ConfineToSite a host of another site can be
+// neither changed, moved in, moved out nor removed, and a refusal writes
+// nothing; hosts of the site itself change as usual. The check is on the
+// host as read for the write, so it holds even when the API guard checked
+// an older version (a host moved between the check and the write).
+func TestConfinedToSite(t *testing.T) {
+	s := newService(t)
+	ctx := context.Background()
+	lab := ConfineToSite(ctx, "lab")
+	if _, err := s.SetHost(ctx, proto.HostSetRequest{MAC: "52:54:00:00:00:02", Site: ptr("dc"), Image: ptr("deb")}); err != nil {
+		t.Fatal(err)
+	}
+	before := snapshot(t, s)
+	refused := []struct {
+		name string
+		do   func() error
+		want error
+	}{
+		{"change a dc host", func() error {
+			_, err := s.SetHost(lab, proto.HostSetRequest{MAC: "52:54:00:00:00:02", Hostname: ptr("x")})
+			return err
+		}, ErrNotFound},
+		{"move a dc host to lab", func() error {
+			_, err := s.SetHost(lab, proto.HostSetRequest{MAC: "52:54:00:00:00:02", Site: ptr("lab")})
+			return err
+		}, ErrNotFound},
+		{"move a lab host to dc", func() error {
+			_, err := s.SetHost(lab, proto.HostSetRequest{MAC: "52:54:00:00:00:01", Site: ptr("dc"), IP: ptr("")})
+			return err
+		}, ErrInvalid},
+		{"create a host at dc", func() error {
+			_, err := s.SetHost(lab, proto.HostSetRequest{MAC: "52:54:00:00:00:09", Site: ptr("dc")})
+			return err
+		}, ErrInvalid},
+		{"remove a dc host", func() error { return s.RemoveHost(lab, "52:54:00:00:00:02") }, ErrNotFound},
+	}
+	for _, c := range refused {
+		if err := c.do(); !errors.Is(err, c.want) {
+			t.Errorf("%s: err %v, want %v", c.name, err, c.want)
+		}
+	}
+	if diff := cmp.Diff(before, snapshot(t, s)); diff != "" {
+		t.Errorf("a refused change wrote (-before +after):\n%s", diff)
+	}
+	if _, err := s.SetHost(lab, proto.HostSetRequest{MAC: "52:54:00:00:00:01", Hostname: ptr("web1")}); err != nil {
+		t.Errorf("change a lab host: %v", err)
+	}
+	if _, err := s.SetHost(lab, proto.HostSetRequest{MAC: "52:54:00:00:00:09", Site: ptr("lab"), Image: ptr("deb")}); err != nil {
+		t.Errorf("create a lab host: %v", err)
+	}
+	if err := s.RemoveHost(lab, "52:54:00:00:00:09"); err != nil {
+		t.Errorf("remove a lab host: %v", err)
+	}
+}

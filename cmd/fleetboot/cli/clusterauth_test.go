@@ -102,14 +102,19 @@ func (c *authCluster) coordinator(t *testing.T, name, data string) *clusterCoord
 	return co
 }
 
+// coordinatorStart bounds a coordinator's start on the cluster: creating a
+// dozen R3 buckets and streams, two coordinators at once, under -race on
+// a loaded machine takes a while.
+const coordinatorStart = 3 * waitfor.Default
+
 func (co *clusterCoord) wait(t *testing.T) {
 	t.Helper()
 	select {
 	case <-co.ready:
 	case err := <-co.done:
 		t.Fatalf("coordinator %s did not start: %v\n%s", co.name, err, co.logs)
-	case <-time.After(waitfor.Default):
-		t.Fatalf("coordinator %s not ready after %s\n%s", co.name, waitfor.Default, co.logs)
+	case <-time.After(coordinatorStart):
+		t.Fatalf("coordinator %s not ready after %s\n%s", co.name, coordinatorStart, co.logs)
 	}
 }
 
@@ -203,7 +208,7 @@ func credsRefused(t *testing.T, ns *server.Server, creds string) error {
 // TestClusterAuthTwoCoordinators: two coordinators (separate data dirs)
 // on a 3-node cluster in operator mode from `nats init`, started at once:
 // exactly one writes the first admin's credentials, the other says an
-// admin exists. An edge enrolled through one coordinator is known to the
+// admin exists; the admin may not read the identity registry. An edge enrolled through one coordinator is known to the
 // other, which alone answers its API request once the first is stopped.
 // Revoking the edge through a coordinator refuses its next connection on
 // every node within 5 s (the issue's bound) and still after all three
@@ -234,8 +239,15 @@ func TestClusterAuthTwoCoordinators(t *testing.T) {
 		t.Fatalf("first admin credentials written by %v, want exactly one coordinator", wrote)
 	}
 
-	admin := connectCreds(t, c.nodes[0], adminCreds)
+	violations := make(chan error, 16)
+	admin := connectCreds(t, c.nodes[0], adminCreds, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		select {
+		case violations <- err:
+		default:
+		}
+	}))
 	mustAPI(t, admin, proto.APISiteAdd, proto.Site{V: proto.Version, Name: "lab", Networks: []proto.Network{{Subnet: "10.0.0.0/24"}}})
+	registryDenied(t, admin, violations)
 	edgeCreds, _ := enrolCreds(t, admin, auth.APIEdgeAdd, auth.EnrolRequest{Name: "e1", Site: "lab", Role: auth.RoleEdge})
 
 	// Whichever coordinator enrolled the edge logged it; stop it, and the
@@ -294,12 +306,37 @@ func TestClusterAuthTwoCoordinators(t *testing.T) {
 	}
 }
 
+// registryDenied: an admin reads a bucket of the desired state directly,
+// but not the identity registry: the server refuses the read.
+func registryDenied(t *testing.T, admin *nats.Conn, violations <-chan error) {
+	t.Helper()
+	direct := func(bucket, key string) (*nats.Msg, error) {
+		return admin.Request("$JS.API.DIRECT.GET.KV_"+bucket+".$KV."+bucket+"."+key, nil, 3*time.Second)
+	}
+	if m, err := direct(proto.BucketSites, "lab"); err != nil || m.Header.Get("Nats-Subject") == "" {
+		t.Fatalf("admin reads site lab directly: %v", err)
+	}
+	if m, err := direct(proto.BucketIdentities, "account"); err == nil {
+		t.Fatalf("admin read the identity registry: %q", m.Data)
+	}
+	select {
+	case err := <-violations:
+		if !strings.Contains(err.Error(), "Permissions Violation") || !strings.Contains(err.Error(), "KV_"+proto.BucketIdentities) {
+			t.Errorf("reading the registry: %v, want a permissions violation", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("reading the registry: no permissions violation reported")
+	}
+}
+
 // TestClusterAuthEnrolRace: two coordinators' authorities on one cluster,
 // 2×10 goroutines enrolling the same 10 edge names at once: each name is
 // issued exactly once, the registry (read by a third coordinator) holds
 // the ten winners, a public key offered to both at once is accepted once,
-// and revoking two edges at once, one through each, refuses both on every
-// node (neither account update undoes the other).
+// revoking two edges at once, one through each, refuses both on every
+// node (neither account update undoes the other), and a revocation
+// recorded but never pushed (its coordinator stopped) is pushed by the
+// next coordinator to start.
 func TestClusterAuthEnrolRace(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short: a 3-node cluster")
@@ -437,13 +474,50 @@ func TestClusterAuthEnrolRace(t *testing.T) {
 			t.Errorf("an edge nobody revoked: %v", err)
 		}
 	}
-	// The account JWT the bucket holds has both, and its API import.
+	// A revocation recorded in the registry whose coordinator stopped
+	// before it signed and pushed the account: the next coordinator to
+	// start does both.
+	w3 := winners["e3"]
+	kv := registryKV(ctx, t, c)
+	e, err := kv.Get(ctx, "key."+w3.pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id auth.Identity
+	if err := json.Unmarshal(e.Value(), &id); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().UTC().Truncate(time.Second)
+	id.Revoked = &at
+	b, _ := json.Marshal(id)
+	if _, err := kv.Update(ctx, e.Key(), b, e.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	u3 := user{nats.UserJWTAndSeed(w3.jwt, w3.seed), w3.pub}
+	if err := admitted(c.nodes[0], u3); err != nil {
+		t.Fatalf("recorded but not pushed yet: %v", err)
+	}
+	authority()
+	waitfor.OK(t, "the recorded revocation refused on every node once a coordinator started", func() error {
+		for _, ns := range c.nodes {
+			if err := refused(ns, u3); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+
+	// The account JWT the bucket holds has every revocation, and its API
+	// import.
 	tok := newestAccountJWT(ctx, t, c)
 	ac, err := jwt.DecodeAccountClaims(tok)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 2 {
+	for i := range 4 {
+		if i == 2 {
+			continue
+		}
 		if _, ok := ac.Revocations[winners[fmt.Sprintf("e%d", i)].pub]; !ok {
 			t.Errorf("the stored account JWT lacks e%d's revocation: %v", i, ac.Revocations)
 		}
@@ -455,6 +529,16 @@ func TestClusterAuthEnrolRace(t *testing.T) {
 
 // newestAccountJWT reads the fleetboot account JWT the coordinators stored.
 func newestAccountJWT(ctx context.Context, t *testing.T, c *authCluster) string {
+	t.Helper()
+	e, err := registryKV(ctx, t, c).Get(ctx, "account")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(e.Value())
+}
+
+// registryKV opens the identities bucket as a coordinator does.
+func registryKV(ctx context.Context, t *testing.T, c *authCluster) jetstream.KeyValue {
 	t.Helper()
 	acct, err := auth.OpenClusterAccount(c.dir)
 	if err != nil {
@@ -468,17 +552,13 @@ func newestAccountJWT(ctx context.Context, t *testing.T, c *authCluster) string 
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
 	kv, err := js.KeyValue(ctx, proto.BucketIdentities)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := kv.Get(ctx, "account")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(e.Value())
+	return kv
 }
 
 // TestCoordinatorClusterAuthFlags: --auth with --nats-url refuses, with one
@@ -537,7 +617,7 @@ func TestCoordinatorClusterAuthFlags(t *testing.T) {
 		{"system creds readable by others", []string{"--auth", "--nats-url", dead, "--account-key", key(copyDir(auth.SysCredsFile, "", 0o644))}, "--system-creds: auth: "},
 		{"system creds missing", []string{"--auth", "--nats-url", dead, "--account-key", key(dir), "--system-creds", filepath.Join(t.TempDir(), "sys.creds")}, "--system-creds: auth: "},
 		{"no admin creds place", []string{"--auth", "--nats-url", dead, "--account-key", key(dir), "--data", ""}, "needs --admin-creds"},
-		{"account key without --auth", []string{"--nats-url", dead, "--account-key", key(dir)}, "--account-key needs --auth"},
+		{"account key without --auth", []string{"--nats-url", dead, "--insecure", "--account-key", key(dir)}, "--account-key needs --auth"},
 		{"creds of a client", []string{"--auth", "--nats-url", dead, "--account-key", key(dir), "--creds", filepath.Join(dir, auth.SysCredsFile)}, "--creds is for clients"},
 		{"dead cluster", []string{"--auth", "--nats-url", dead, "--account-key", key(dir)}, "connect to NATS at " + dead},
 	}
@@ -562,6 +642,12 @@ func TestCoordinatorClusterAuthFlags(t *testing.T) {
 				}
 			}
 		})
+	}
+	h := runEnv(t, nil, "coordinator", "--help")
+	for _, want := range []string{"--account-key", "--system-creds", "--admin-creds", "fleetboot nats", "fleetboot-signing.nk"} {
+		if !strings.Contains(h.stdout, want) {
+			t.Errorf("coordinator --help does not mention %s", want)
+		}
 	}
 	// Right files: --check-config says so without connecting.
 	data := t.TempDir()

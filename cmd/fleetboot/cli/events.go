@@ -121,6 +121,12 @@ Times are UTC.`,
 				}
 				macs = []string{m}
 			}
+			// A site admin's credentials read only her site's events.
+			if own := a.confinedSite(); own != "" && site != "" && site != own {
+				return fmt.Errorf("--site %s: these credentials read only the events of site %s", site, own)
+			} else if own != "" {
+				site = own
+			}
 			subjects, err := eventlog.Subjects(site, edge, macs)
 			if err != nil {
 				return err

@@ -89,8 +89,16 @@ func TestNatsInit(t *testing.T) {
 		t.Errorf("a refused init created %s (%v)", fresh, err)
 	}
 	checkOneLine(t, runEnv(t, nil, "nats", "int", fresh), `unknown command "int" for "fleetboot nats"`)
-	if h := runEnv(t, nil, "nats", "init", "--help"); h.code != 0 || !strings.Contains(h.stdout, "Examples:") || !strings.Contains(h.stdout, "include resolver.conf") {
+	h := runEnv(t, nil, "nats", "init", "--help")
+	if h.code != 0 || !strings.Contains(h.stdout, "Examples:") || !strings.Contains(h.stdout, "include resolver.conf") {
 		t.Errorf("nats init --help: code %d\n%s", h.code, h.stdout)
+	}
+	// The help names every file the coordinator needs and every one to
+	// keep offline, as the output does.
+	for name, mode := range modes {
+		if mode == 0o600 && !strings.Contains(h.stdout, name) {
+			t.Errorf("nats init --help does not name %s", name)
+		}
 	}
 }
 

@@ -85,6 +85,52 @@ func TestPanelAddress(t *testing.T) {
 	}
 }
 
+// TestOpenDoor: without --auth the coordinator refuses NATS beyond loopback
+// (embedded, --nats-listen) and any existing cluster (--nats-url), where
+// every client could change the fleet, unless --insecure, which warns at
+// each start. The refusal comes before anything listens or connects.
+func TestOpenDoor(t *testing.T) {
+	dir := t.TempDir()
+	coord := func(extra ...string) []string {
+		return append([]string{"coordinator", "--data", filepath.Join(dir, "data"), "--store", "dir://" + filepath.Join(dir, "artifacts"),
+			"--http-listen", ""}, extra...)
+	}
+	cluster := "--nats-url without --auth: every client of that cluster (each edge included) could change every site, host and image"
+	cases := []struct {
+		name, fails, warns string
+		args               []string
+	}{
+		{name: "every address, at start", args: coord("--nats-listen", "0.0.0.0:0"),
+			fails: "--nats-listen 0.0.0.0:0 without --auth: whoever reaches this address could change every site, host and image; add --auth"},
+		{name: "port only", args: coord("--check-config", "--nats-listen", ":4222"), fails: "--nats-listen :4222 without --auth"},
+		{name: "one address", args: coord("--check-config", "--nats-listen", "10.0.0.5:4222"), fails: "--nats-listen 10.0.0.5:4222 without --auth"},
+		{name: "cluster, at start", args: coord("--nats-url", "nats://127.0.0.1:1"), fails: cluster},
+		{name: "cluster on loopback", args: coord("--check-config", "--nats-url", "nats://127.0.0.1:4222"), fails: cluster},
+		{name: "dev", args: []string{"dev", "--check-config", "--data", filepath.Join(dir, "dev"), "--nats-listen", "0.0.0.0:4222"}, fails: "--nats-listen 0.0.0.0:4222 without --auth"},
+		{name: "insecure", args: coord("--check-config", "--nats-listen", "0.0.0.0:4222", "--insecure"), warns: "INSECURE: --nats-listen 0.0.0.0:4222 without --auth"},
+		{name: "insecure cluster", args: coord("--check-config", "--nats-url", "nats://127.0.0.1:4222", "--insecure"), warns: "INSECURE: " + cluster},
+		{name: "auth", args: coord("--check-config", "--nats-listen", "0.0.0.0:4222", "--auth")},
+		{name: "loopback", args: coord("--check-config", "--nats-listen", "127.0.0.1:4222")},
+		{name: "localhost", args: coord("--check-config", "--nats-listen", "localhost:4222")},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := runEnv(t, nil, c.args...)
+			if c.fails != "" {
+				checkOneLine(t, r, c.fails)
+				return
+			}
+			if r.code != 0 || !strings.HasPrefix(r.stdout, "configuration OK\n") {
+				t.Fatalf("code %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+			}
+			warned := strings.Contains(r.stderr, "level=WARN msg=\"INSECURE:")
+			if warned != (c.warns != "") || !strings.Contains(r.stderr, c.warns) {
+				t.Errorf("stderr %q, want a warning %q", r.stderr, c.warns)
+			}
+		})
+	}
+}
+
 // TestPanelHostNames runs a real coordinator with its panel on loopback and
 // a --http-name: a request whose Host is another name (what a browser sends
 // after DNS rebinding) is refused with 421 and one line.

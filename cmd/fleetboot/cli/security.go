@@ -50,27 +50,33 @@ Existing files are never overwritten.`,
 }
 
 func (a *app) userCmd() *cobra.Command {
-	cmd := group(&cobra.Command{Use: "user", Short: "Manage people's credentials: admins and viewers"})
-	var role, out string
+	cmd := group(&cobra.Command{Use: "user", Short: "Manage people's credentials: admins, site admins and viewers"})
+	var role, site, out string
 	add := &cobra.Command{
-		Use:   "add NAME --role admin|viewer [--out FILE]",
+		Use:   "add NAME --role admin|viewer|site-admin [--site SITE] [--out FILE]",
 		Short: "Enrol a person and write their NATS credentials file",
-		Long: `Enrol a person: an admin may change the desired state, a viewer may list, show
-and watch, and every change a viewer tries is refused (and audited). The key
-pair is made here; only its public key goes to the coordinator, which signs
-it. The credentials file (default ./NAME.creds, 0600) is a standard NATS
-.creds file: give it with --creds or FLEETBOOT_CREDS.`,
+		Long: `Enrol a person with one of three roles:
+  admin       may change the whole desired state and enrol edges and people;
+  site-admin  (with --site SITE) may create and change SITE's configuration
+              and hosts, sees only SITE (its hosts, edges, events) and the
+              images, and may not remove SITE, move a host to or from another
+              site, change images or enrol anyone;
+  viewer      may list, show and watch everything, and change nothing.
+Every change a role may not make is refused (and audited). SITE need not
+exist yet: its site admin may create it. The key pair is made here; only its
+public key goes to the coordinator, which signs it. The credentials file
+(default ./NAME.creds, 0600) is a standard NATS .creds file: give it with
+--creds or FLEETBOOT_CREDS.`,
 		Example: `  fleetboot user add alice --role admin --out alice.creds
-  fleetboot user add bob --role viewer`,
+  fleetboot user add bob --role site-admin --site branch1
+  fleetboot user add carol --role viewer`,
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if role != string(auth.RoleAdmin) && role != string(auth.RoleViewer) {
-				return fmt.Errorf("invalid --role %q: want admin or viewer", role)
-			}
-			if err := proto.ValidName("user", args[0]); err != nil {
+			req, err := userEnrolRequest(args[0], role, site)
+			if err != nil {
 				return err
 			}
-			id, path, err := a.enrol(cmd, auth.APIUserAdd, auth.EnrolRequest{Name: args[0], Role: auth.Role(role)}, out)
+			id, path, err := a.enrol(cmd, auth.APIUserAdd, req, out)
 			if err != nil {
 				return err
 			}
@@ -78,10 +84,30 @@ it. The credentials file (default ./NAME.creds, 0600) is a standard NATS
 			return nil
 		},
 	}
-	add.Flags().StringVar(&role, "role", "", "admin or viewer (required)")
+	add.Flags().StringVar(&role, "role", "", "admin, viewer or site-admin (required)")
+	add.Flags().StringVar(&site, "site", "", "the site a site-admin manages (only with --role site-admin)")
 	add.Flags().StringVar(&out, "out", "", "credentials file to write (default ./NAME.creds; never overwritten)")
 	cmd.AddCommand(add, a.revokeCmd(false))
 	return cmd
+}
+
+// userEnrolRequest checks `user add`'s name, role and site before anything
+// is made or sent.
+func userEnrolRequest(name, role, site string) (auth.EnrolRequest, error) {
+	req := auth.EnrolRequest{Name: name, Role: auth.Role(role), Site: site}
+	switch req.Role {
+	case auth.RoleAdmin, auth.RoleViewer:
+		if site != "" {
+			return req, fmt.Errorf("--site applies only to --role site-admin (an admin or a viewer has no site)")
+		}
+		return req, proto.ValidName("user", name)
+	case auth.RoleSiteAdmin:
+		if site == "" {
+			return req, fmt.Errorf("--role site-admin needs --site SITE: the site this admin manages")
+		}
+		return req, auth.ValidSiteAdmin(site, name)
+	}
+	return req, fmt.Errorf("invalid --role %q: want admin, viewer or site-admin", role)
 }
 
 func (a *app) edgeAddCmd() *cobra.Command {
@@ -244,6 +270,19 @@ func (a *app) edgeNATSOptions() ([]nats.Option, error) {
 		opts = append(opts, nats.CustomInboxPrefix(p))
 	}
 	return opts, nil
+}
+
+// confinedSite is the one site the credentials may read events of, "" when
+// any (or when the file is unreadable: connecting reports that).
+func (a *app) confinedSite() string {
+	if a.creds == "" {
+		return ""
+	}
+	site, err := auth.CredsSite(a.creds)
+	if err != nil {
+		return ""
+	}
+	return site
 }
 
 // secureConfig applies the coordinator's TLS and --auth flags.

@@ -130,6 +130,8 @@ func TestSecureDeployment(t *testing.T) {
 	})
 	viewerCreds, edgeCreds := filepath.Join(creds, "bob.creds"), filepath.Join(creds, "e1.creds")
 	viewer := []string{"FLEETBOOT_NATS=" + url, "FLEETBOOT_TLS_CA=" + ca, "FLEETBOOT_CREDS=" + viewerCreds}
+	samCreds := filepath.Join(creds, "sam.creds")
+	siteAdmin := []string{"FLEETBOOT_NATS=" + url, "FLEETBOOT_TLS_CA=" + ca, "FLEETBOOT_CREDS=" + samCreds}
 
 	steps := []struct {
 		name   string
@@ -146,8 +148,13 @@ func TestSecureDeployment(t *testing.T) {
 			"enrolled viewer bob; credentials in " + viewerCreds + " (keep them secret)", ""},
 		{"creds never overwritten", admin, []string{"user", "add", "bob2", "--role", "viewer", "--out", viewerCreds}, 1, "",
 			"fleetboot: " + viewerCreds + " exists; choose another --out (credentials are never overwritten)\n"},
-		{"bad role", admin, []string{"user", "add", "carol", "--role", "root"}, 1, "", "fleetboot: invalid --role \"root\": want admin or viewer\n"},
+		{"bad role", admin, []string{"user", "add", "carol", "--role", "root"}, 1, "", "fleetboot: invalid --role \"root\": want admin, viewer or site-admin\n"},
 		{"viewer lists", viewer, []string{"site", "ls"}, 0, "lab", ""},
+		{"admin adds a site admin", admin, []string{"user", "add", "sam", "--role", "site-admin", "--site", "lab", "--out", samCreds}, 0,
+			"enrolled site-admin sam (site lab); credentials in " + samCreds + " (keep them secret)", ""},
+		{"site admin changes her site", siteAdmin, []string{"site", "add", "lab", "--subnet", "10.0.0.0/24"}, 0, "", ""},
+		{"site admin may not add another site", siteAdmin, []string{"site", "add", "lab2", "--subnet", "10.2.0.0/24"}, 1, "",
+			"fleetboot: permission denied: site-admin sam (site lab) may see and change only site lab, not \"lab2\"\n"},
 		{"viewer's change refused", viewer, []string{"host", "set", "52:54:00:12:34:56", "--site", "lab", "--hostname", "evil"}, 1, "",
 			"fleetboot: permission denied: viewer bob is read-only and may not host.set (ask an admin)\n"},
 		{"viewer may not enrol", viewer, []string{"edge", "add", "lab", "e9", "--out", filepath.Join(creds, "e9.creds")}, 1, "",
@@ -178,7 +185,7 @@ func TestSecureDeployment(t *testing.T) {
 	if r := runT(viewer, "host", "ls", "-o", "json"); !strings.Contains(r.stdout, `"hostname": "web1"`) || strings.Contains(r.stdout, "evil") {
 		t.Fatalf("hosts after the changes: %s", r.stdout)
 	}
-	for _, f := range []string{adminCreds, viewerCreds, edgeCreds, filepath.Join(pkiDir, "server-key.pem")} {
+	for _, f := range []string{adminCreds, viewerCreds, samCreds, edgeCreds, filepath.Join(pkiDir, "server-key.pem")} {
 		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: %v %v, want mode 0600", f, fi.Mode(), err)
 		}
@@ -208,6 +215,23 @@ func TestSecureDeployment(t *testing.T) {
 		r := runT(viewer, "events", "--since", "1h", "--host", "52:54:00:12:34:56", "-o", "json")
 		return r.code == 0 && strings.Contains(r.stdout, `"edge": "e1"`), r.stdout + r.stderr
 	})
+	// The site admin of lab reads her site's events and timelines, though
+	// her credentials may read no other site's events.
+	if r := runT(siteAdmin, "events", "--since", "1h", "--host", "52:54:00:12:34:56", "-o", "json"); r.code != 0 || !strings.Contains(r.stdout, `"edge": "e1"`) {
+		t.Errorf("site admin's events: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runT(siteAdmin, "events", "--site", "other"); r.code != 1 || r.stderr != "fleetboot: --site other: these credentials read only the events of site lab\n" {
+		t.Errorf("site admin's events of another site: %d %q", r.code, r.stderr)
+	}
+	// With a second MAC the timeline reads the site's events and keeps
+	// the host's own (a consumer with two filters would be refused).
+	if r := runT(siteAdmin, "host", "set", "52:54:00:12:34:56", "--extra-mac", "52:54:00:12:34:57"); r.code != 0 {
+		t.Errorf("site admin's host change: %d %s", r.code, r.stderr)
+	}
+	if r := runT(siteAdmin, "host", "timeline", "52:54:00:12:34:56", "-o", "json"); r.code != 0 || !strings.Contains(r.stdout, `"edge": "e1"`) ||
+		!strings.Contains(r.stdout, "52:54:00:12:34:57") {
+		t.Errorf("site admin's timeline: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	if strings.Contains(strings.ToLower(edgeLog.String()), "permission") {
 		t.Fatalf("the edge hit permission errors:\n%s", edgeLog.String())
 	}
@@ -246,11 +270,15 @@ func TestSecureDeployment(t *testing.T) {
 	want := []row{
 		{"admin", "site.add", "accepted"},
 		{"admin", "user.add", "accepted"},
+		{"admin", "user.add", "accepted"},
+		{"sam", "site.add", "accepted"},
+		{"sam", "site.add", "refused"},
 		{"bob", "host.set", "refused"},
 		{"bob", "edge.add", "refused"},
 		{"admin", "host.set", "accepted"},
 		{"admin", "edge.add", "accepted"},
 		{"admin", "edge.add", "refused"}, // enrolled twice
+		{"sam", "host.set", "accepted"},
 		{"admin", "edge.revoke", "accepted"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -334,7 +362,7 @@ func TestNATSPasswordNeverPrinted(t *testing.T) {
 		return r
 	}
 
-	coordLog := startProc(t, nil, "coordinator", "--nats-url", url, "--store", "dir://"+t.TempDir(), "--http-listen", "")
+	coordLog := startProc(t, nil, "coordinator", "--nats-url", url, "--insecure", "--store", "dir://"+t.TempDir(), "--http-listen", "")
 	eventually(t, "the coordinator answering", 60*time.Second, func() (bool, string) {
 		r := run(t, nil, "--nats", url, "site", "ls")
 		return r.code == 0, r.stderr + coordLog.String()
@@ -363,8 +391,8 @@ func TestNATSPasswordNeverPrinted(t *testing.T) {
 		// unparsable, and the parse error quotes it.
 		{"--nats", "nats://fleet:" + password + "/x@" + hostport, "site", "ls"},
 		{"--nats", "nats://fleet:" + password + "#x@" + hostport, "events"},
-		{"coordinator", "--nats-url", "nats://fleet:" + password + "/x@" + hostport, "--store", "dir://" + t.TempDir()},
-		{"coordinator", "--nats-url", "nats://fleet:" + password + "@127.0.0.1:bad", "--store", "dir://" + t.TempDir()},
+		{"coordinator", "--insecure", "--nats-url", "nats://fleet:" + password + "/x@" + hostport, "--store", "dir://" + t.TempDir()},
+		{"coordinator", "--insecure", "--nats-url", "nats://fleet:" + password + "@127.0.0.1:bad", "--store", "dir://" + t.TempDir()},
 		{"edge", "--coordinator", "nats://fleet:" + password + "@127.0.0.1:bad", "--name", "e2", "--site", "lab",
 			"--state-dir", filepath.Join(dir, "state2"), "--cache-dir", filepath.Join(dir, "cache2"),
 			"--http-listen", "127.0.0.1:0", "--tftp-listen", "", "--boot-dir", dir},
@@ -403,7 +431,7 @@ func TestDevNATSPasswordNeverPrinted(t *testing.T) {
 		t.Fatal("nats-server not ready")
 	}
 	url := "nats://fleet:" + password + "@" + strings.TrimPrefix(ns.ClientURL(), "nats://")
-	out := startProc(t, nil, "dev", "--nats-url", url, "--data", t.TempDir(), "--panel-listen", "",
+	out := startProc(t, nil, "dev", "--nats-url", url, "--insecure", "--data", t.TempDir(), "--panel-listen", "",
 		"--http-listen", "127.0.0.1:0", "--tftp-listen", "")
 	eventually(t, "fleetboot dev running", 60*time.Second, func() (bool, string) {
 		return strings.Contains(out.String(), "fleetboot dev is running"), out.String()

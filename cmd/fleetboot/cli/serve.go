@@ -37,6 +37,8 @@ type coordinatorFlags struct {
 	httpNames                                              []string
 	replicas                                               int
 	checkConfig, insecure                                  bool
+	// auth is --auth (coordinator only): with it NATS checks credentials.
+	auth bool
 }
 
 // register adds the flags; panelFlag names the web panel's address flag
@@ -51,7 +53,7 @@ func (f *coordinatorFlags) register(cmd *cobra.Command, defaultData, defaultStor
 	fl.StringArrayVar(&f.httpNames, names, nil, "a DNS name the web panel is reached by (repeatable; comma-separated in FLEETBOOT_"+
 		strings.ToUpper(strings.ReplaceAll(names, "-", "_"))+"); it refuses requests for other names")
 	markEnvList(fl, names)
-	fl.BoolVar(&f.insecure, "insecure", false, "allow the web panel, which has no login, on an address other than loopback")
+	fl.BoolVar(&f.insecure, "insecure", false, "run unprotected beyond loopback: the web panel (it has no login) on another address and, without --auth, NATS on another address or an existing cluster (--nats-url); warns at every start")
 	fl.StringVar(&f.natsURL, "nats-url", "", "use this existing NATS cluster (with JetStream) instead of the embedded server")
 	fl.StringVar(&f.store, "store", defaultStore, "artifact store: s3://BUCKET?endpoint=HOST:PORT&region=R or dir:///PATH")
 	fl.StringVar(&f.maxStore, "max-store", "10GiB", "JetStream disk limit of the embedded server")
@@ -67,6 +69,9 @@ func (f *coordinatorFlags) config(ctx context.Context, a *app) (coordinator.Conf
 		return cfg, fmt.Errorf("--max-store: %w", err)
 	}
 	if err := f.checkPanel(a); err != nil {
+		return cfg, err
+	}
+	if err := f.checkOpenDoor(a); err != nil {
 		return cfg, err
 	}
 	if f.replicas < 1 || f.replicas > 5 {
@@ -188,10 +193,35 @@ func allTLS(urls string) bool {
 	return true
 }
 
+// checkOpenDoor refuses to run the API and the desired state where anyone
+// who reaches NATS may change them, unless the operator says --insecure;
+// then it warns at every start. Without --auth nothing checks who calls
+// host.set or writes a KV bucket: on the embedded server that is whoever
+// reaches --nats-listen, on an existing cluster every client of it (each
+// edge of each branch office included), whatever its own user/password.
+func (f *coordinatorFlags) checkOpenDoor(a *app) error {
+	if f.auth {
+		return nil
+	}
+	var what string
+	switch {
+	case f.natsURL != "":
+		what = "--nats-url without --auth: every client of that cluster (each edge included) could change every site, host and image, or write the KV buckets directly"
+	case !web.Loopback(f.natsListen):
+		what = fmt.Sprintf("--nats-listen %s without --auth: whoever reaches this address could change every site, host and image", f.natsListen)
+	default:
+		return nil
+	}
+	if !f.insecure {
+		return fmt.Errorf("%s; add --auth (see fleetboot nats init and edge add), keep NATS on 127.0.0.1, or add --insecure to run unprotected", what)
+	}
+	a.logger().Warn("INSECURE: " + what)
+	return nil
+}
+
 func (a *app) coordinatorCmd() *cobra.Command {
 	var f coordinatorFlags
 	var tlsCert, tlsKey string
-	var withAuth bool
 	var cf clusterAuthFlags
 	cmd := &cobra.Command{
 		Use:   "coordinator [flags]",
@@ -235,7 +265,7 @@ Give tls:// URLs and the cluster's CA with the global --tls-ca.`,
 			if err != nil {
 				return err
 			}
-			if err := secureConfig(&cfg, tlsCert, tlsKey, a.tlsCA, withAuth); err != nil {
+			if err := secureConfig(&cfg, tlsCert, tlsKey, a.tlsCA, f.auth); err != nil {
 				return err
 			}
 			if err := cf.apply(&cfg, a.creds); err != nil {
@@ -250,7 +280,7 @@ Give tls:// URLs and the cluster's CA with the global --tls-ca.`,
 	f.register(cmd, "", "", "http-listen")
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "server certificate (PEM): the embedded NATS server then requires TLS")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "server certificate's private key (PEM)")
-	cmd.Flags().BoolVar(&withAuth, "auth", false, "require credentials (NATS JWTs); the first admin's go to DATA/admin.creds; with --nats-url give --account-key")
+	cmd.Flags().BoolVar(&f.auth, "auth", false, "require credentials (NATS JWTs); the first admin's go to DATA/admin.creds; with --nats-url give --account-key")
 	cf.register(cmd)
 	return cmd
 }

@@ -1,0 +1,253 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/fleetboot/fleetboot/proto"
+)
+
+// siteRule is what a site admin may do with one API endpoint.
+type siteRule int
+
+const (
+	// siteRefused: never (the answer for any endpoint not in the table).
+	siteRefused siteRule = iota
+	// siteGlobalRead: a read of fleet-wide data every edge reads too.
+	siteGlobalRead
+	// siteFiltered: a listing the API narrows to her site (VisibleSite).
+	siteFiltered
+	// siteOwnSite: the request's name (proto.NameRequest / proto.Site) is
+	// her site.
+	siteOwnSite
+	// siteHostList: the listing asks for her site or for none (then the API
+	// narrows it to hers).
+	siteHostList
+	// siteOwnHost: the request's MAC names an existing host of her site.
+	siteOwnHost
+	// siteHostSet: the host's current site, if it exists, and the site it
+	// is set to are both hers.
+	siteHostSet
+)
+
+// siteAdminRow classifies one API endpoint for a site admin.
+type siteAdminRow struct {
+	endpoint string
+	rule     siteRule
+}
+
+// siteAdminTable is every API endpoint (relative to proto.APIPrefix) and
+// what a site admin may do with it. An endpoint missing here is refused:
+// a new endpoint stays closed to site admins until someone decides
+// otherwise (TestEveryEndpointClassified in coordinator/api fails until
+// they do).
+func siteAdminTable() []siteAdminRow {
+	return []siteAdminRow{
+		// Her site's configuration: she may create it (the admin named it
+		// when enrolling her, so creating it takes nothing from anyone)
+		// and replace it, never remove it nor touch another site.
+		{proto.APISiteAdd, siteOwnSite},
+		{proto.APISiteGet, siteOwnSite},
+		{proto.APISiteList, siteFiltered},
+		{proto.APISiteRm, siteRefused},
+		// Images are global: readable, changed by admins only.
+		{proto.APIImageAdd, siteRefused},
+		{proto.APIImageList, siteGlobalRead},
+		{proto.APIImageGet, siteGlobalRead},
+		{proto.APIImageRm, siteRefused},
+		// Her site's hosts, and only those.
+		{proto.APIHostSet, siteHostSet},
+		{proto.APIHostList, siteHostList},
+		{proto.APIHostGet, siteOwnHost},
+		{proto.APIHostRm, siteOwnHost},
+		// Installer callbacks change a host (install done, facts): hers only.
+		{proto.APIHostDone, siteOwnHost},
+		{proto.APIHostFacts, siteOwnHost},
+		{proto.APIEdgeList, siteFiltered},
+		// The artifact store's URL (without credentials), as every edge sees it.
+		{proto.APIStoreInfo, siteGlobalRead},
+		// Identities are an admin's: a site admin enrolling an edge of her
+		// site could mint credentials, so she may not.
+		{APIEdgeAdd, siteRefused},
+		{APIEdgeRevoke, siteRefused},
+		{APIUserAdd, siteRefused},
+		{APIUserRevoke, siteRefused},
+	}
+}
+
+// SiteAdminEndpoints lists the endpoints siteAdminTable classifies.
+func SiteAdminEndpoints() []string {
+	var out []string
+	for _, r := range siteAdminTable() {
+		out = append(out, r.endpoint)
+	}
+	return out
+}
+
+func siteAdminRule(endpoint string) siteRule {
+	for _, r := range siteAdminTable() {
+		if r.endpoint == endpoint {
+			return r.rule
+		}
+	}
+	return siteRefused
+}
+
+// VisibleSite is the only site id may see, when it is confined to one: the
+// API narrows listings to it.
+func VisibleSite(id Identity) (string, bool) {
+	if id.Role == RoleSiteAdmin || id.Role == RoleEdge {
+		return id.Site, true
+	}
+	return "", false
+}
+
+// authorizeSiteAdmin applies siteAdminTable. The body is decoded into the
+// handler's own request type, so the guard and the handler read the same
+// fields; a body the guard cannot read is refused.
+func (g *Guard) authorizeSiteAdmin(ctx context.Context, id Identity, endpoint string, body []byte) error {
+	switch siteAdminRule(endpoint) {
+	case siteGlobalRead, siteFiltered:
+		return nil
+	case siteOwnSite:
+		name, err := siteName(endpoint, body)
+		if err != nil {
+			return err
+		}
+		return ownSite(id, name)
+	case siteHostList:
+		var r proto.ListRequest
+		if err := decode(body, &r); err != nil {
+			return err
+		}
+		if r.Site == "" {
+			return nil
+		}
+		return ownSite(id, r.Site)
+	case siteOwnHost:
+		mac, err := hostMAC(endpoint, body)
+		if err != nil {
+			return err
+		}
+		site, found, err := g.hostSite(ctx, id, mac)
+		if err != nil {
+			return err
+		}
+		if !found || site != id.Site {
+			// Not found and elsewhere answer alike: no probing of
+			// other sites' MACs through get or rm.
+			return fmt.Errorf("%w: %s may see and change only hosts of site %s; %s is not one", ErrDenied, id, id.Site, mac)
+		}
+		return nil
+	case siteHostSet:
+		var r proto.HostSetRequest
+		if err := decode(body, &r); err != nil {
+			return err
+		}
+		return g.hostSet(ctx, id, r)
+	}
+	return fmt.Errorf("%w: %s may not %s (ask an admin)", ErrDenied, id, endpoint)
+}
+
+// hostSet: a site admin may create a host at her site, change one of her
+// site's hosts, and keep it there. Moving a host in or out of her site
+// takes an admin, since it changes another site. The extra MACs she gives
+// must not be another site's hosts' either: the service would refuse the
+// claim, but its answer names the host holding the MAC and its site.
+//
+// The guard's check and the write are two steps: an admin could move the
+// host between them. The API therefore also confines the request's context
+// to her site (service.ConfineToSite), and the service checks the host's
+// site again on the version it writes over with compare-and-set.
+func (g *Guard) hostSet(ctx context.Context, id Identity, r proto.HostSetRequest) error {
+	cur, found, err := g.hostSite(ctx, id, r.MAC)
+	if err != nil {
+		return err
+	}
+	if found && cur != id.Site {
+		return fmt.Errorf("%w: %s may see and change only hosts of site %s; %s is not one", ErrDenied, id, id.Site, r.MAC)
+	}
+	if r.ExtraMACs != nil {
+		for _, m := range *r.ExtraMACs {
+			site, taken, err := g.hostSite(ctx, id, m)
+			if err != nil {
+				return err
+			}
+			if taken && site != id.Site {
+				return fmt.Errorf("%w: %s may see and change only hosts of site %s; %s is not one", ErrDenied, id, id.Site, m)
+			}
+		}
+	}
+	switch {
+	case r.Site != nil:
+		return ownSite(id, *r.Site)
+	case !found:
+		// Without a site the service puts a new host at the fleet's only
+		// site, which may be someone else's.
+		return fmt.Errorf("%w: %s must give the site of a new host (--site %s)", ErrDenied, id, id.Site)
+	}
+	return nil // an existing host of her site stays there
+}
+
+// hostSite finds the site of the host holding mac. A malformed MAC is
+// refused here as the handler would; any other failure refuses too.
+func (g *Guard) hostSite(ctx context.Context, id Identity, mac string) (site string, found bool, err error) {
+	if _, err := proto.ParseMAC(mac); err != nil {
+		return "", false, fmt.Errorf("%w: %v", errInvalid, err)
+	}
+	if g.HostSite == nil {
+		return "", false, fmt.Errorf("%w: %s: the coordinator cannot tell which site a host belongs to", ErrDenied, id)
+	}
+	site, err = g.HostSite(ctx, mac)
+	switch {
+	case errors.Is(err, errNotFound):
+		return "", false, nil
+	case err != nil:
+		return "", false, fmt.Errorf("%w: %s: cannot tell the site of host %s: %v", ErrDenied, id, mac, err)
+	}
+	return site, true, nil
+}
+
+func ownSite(id Identity, site string) error {
+	if site != id.Site {
+		return fmt.Errorf("%w: %s may see and change only site %s, not %q", ErrDenied, id, id.Site, site)
+	}
+	return nil
+}
+
+// siteName reads the site a site.add or site.get request names.
+func siteName(endpoint string, body []byte) (string, error) {
+	if endpoint == proto.APISiteAdd {
+		var r proto.Site
+		err := decode(body, &r)
+		return r.Name, err
+	}
+	var r proto.NameRequest
+	err := decode(body, &r)
+	return r.Name, err
+}
+
+// hostMAC reads the MAC a host request names.
+func hostMAC(endpoint string, body []byte) (string, error) {
+	if endpoint == proto.APIHostFacts {
+		var r proto.FactsRequest
+		err := decode(body, &r)
+		return r.MAC, err
+	}
+	var r proto.MACRequest
+	err := decode(body, &r)
+	return r.MAC, err
+}
+
+// decode reads a request body as its handler does: empty is the zero value.
+func decode(body []byte, v any) error {
+	if len(body) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("%w: malformed request: %v", errInvalid, err)
+	}
+	return nil
+}
