@@ -27,7 +27,7 @@ K=/keys
 conf=/etc/nats
 cp /deploy/nats/cluster.conf "$K/pki/server.pem" "$K/pki/server-key.pem" "$K/pki/ca.pem" "$conf/"
 cp "$K/nats/resolver.conf" "$conf/resolver.conf.new"
-if ! grep -q '^default_js_domain' "$conf/resolver.conf.new"; then
+if ! grep -q '^[[:space:]]*default_js_domain' "$conf/resolver.conf.new"; then
 	acct=$(sed -n 's/^# operator .*, fleetboot account \(A[A-Z0-9]*\).*/\1/p' "$conf/resolver.conf.new")
 	[ -n "$acct" ] || { echo "secrets: no fleetboot account in resolver.conf" >&2; exit 1; }
 	printf '# branch offices'"'"' leaf nodes use this JetStream (deploy/nats/leaf.conf)\ndefault_js_domain: { %s: "" }\n' "$acct" >>"$conf/resolver.conf.new"

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -429,7 +430,7 @@ func startHub(t *testing.T) *hub {
 // requests across a leaf connection of an account not listed in
 // default_js_domain (with the cluster's own domain, "").
 func withLeafJetStream(conf, account string) string {
-	if strings.Contains(conf, "default_js_domain") {
+	if regexp.MustCompile(`(?m)^\s*default_js_domain`).MatchString(conf) {
 		return conf
 	}
 	return conf + fmt.Sprintf("default_js_domain: { %s: \"\" }\n", account)
