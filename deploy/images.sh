@@ -5,7 +5,8 @@
 #   fleetboot-nats:dev    nats-server, pinned, CGO_ENABLED=0
 #   fleetboot-minio:dev   MinIO, pinned, CGO_ENABLED=0
 #   fleetboot-client:dev  busybox-static + the boot check client
-#   fleetboot-init:dev    busybox-static + fleetboot + the init job + demo artifacts
+#   fleetboot-init:dev    busybox-static + fleetboot + the secrets and init jobs,
+#                         deploy/nats/*.conf + demo artifacts
 # Each build context is a temporary directory holding only that image's files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,7 @@ done
 
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
-mkdir -p "$ctx"/{fleetboot/ipxe,nats,minio,client,init/demo}
+mkdir -p "$ctx"/{fleetboot/ipxe,nats,minio,client,init/demo,init/nats}
 
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$VERSION" -o "$ctx/fleetboot/fleetboot" ./cmd/fleetboot
 cp -L /usr/lib/ipxe/{undionly.kpxe,ipxe.efi,snponly.efi} "$ctx/fleetboot/ipxe/"
@@ -33,7 +34,8 @@ cp "$STATIC/nats-server" "$ctx/nats/"
 cp "$STATIC/minio" "$ctx/minio/"
 cp /bin/busybox deploy/compose/udhcpc.script "$ctx/client/"
 cp deploy/compose/bootcheck.sh "$ctx/client/"
-cp /bin/busybox "$ctx/fleetboot/fleetboot" deploy/compose/init.sh "$ctx/init/"
+cp /bin/busybox "$ctx/fleetboot/fleetboot" deploy/compose/init.sh deploy/compose/secrets.sh "$ctx/init/"
+cp deploy/nats/cluster.conf deploy/nats/leaf.conf "$ctx/init/nats/"
 # Demo artifacts: two different "kernels" and an initrd, small and
 # deterministic, so a client can tell which image it booted by the digest.
 for name in vmlinuz vmlinuz2 initrd.img; do

@@ -1,5 +1,8 @@
-# The compose stack's init job: the fleetboot CLI plus busybox for its script,
-# and small demo artifacts (made by `make images`) to register as an image.
+# The compose stack's one-shot jobs: secrets (keys, certificates and NATS
+# configuration before the cluster starts) and init (registrations and edge
+# credentials once a coordinator runs): the fleetboot CLI plus busybox for
+# their scripts, deploy/nats/*.conf, and small demo artifacts (made by
+# `make images`) to register as an image.
 FROM scratch
 COPY busybox /bin/busybox
 RUN ["/bin/busybox", "mkdir", "-p", "/usr/bin", "/sbin", "/usr/sbin", "/tmp"]
@@ -7,5 +10,7 @@ RUN ["/bin/busybox", "--install", "-s"]
 COPY fleetboot /usr/local/bin/fleetboot
 COPY demo/ /demo/
 COPY init.sh /bin/fleetboot-init
+COPY secrets.sh /bin/fleetboot-secrets
+COPY nats/ /deploy/nats/
 ENTRYPOINT ["/bin/sh"]
 CMD ["/bin/fleetboot-init"]

@@ -4,6 +4,7 @@ package compose
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -17,7 +18,12 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fleetboot/fleetboot/coordinator/auth"
+	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/test/natstest"
 	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
@@ -75,13 +81,31 @@ func (s *stack) container(service string) string {
 }
 
 // cli runs the fleetboot CLI in a throw-away container on the core network,
-// as an admin would from a machine next to the coordinators.
+// as an admin would from a machine next to the coordinators: over TLS, with
+// the admin credentials the first coordinator wrote.
 func (s *stack) cli(args ...string) (string, error) {
-	full := []string{"run", "--rm", "--network", s.project + "_uplink",
-		"-e", "FLEETBOOT_NATS=nats://nats1:4222,nats://nats2:4222,nats://nats3:4222",
+	full := []string{"run", "--rm", "--network", s.project + "_uplink", "-v", s.project + "_coordinator:/etc/fleetboot:ro",
+		"-e", "FLEETBOOT_NATS=tls://nats1:4222,tls://nats2:4222,tls://nats3:4222",
+		"-e", "FLEETBOOT_CREDS=/etc/fleetboot/admin.creds", "-e", "FLEETBOOT_TLS_CA=/etc/fleetboot/ca.pem",
 		"-e", "FLEETBOOT_S3_ACCESS_KEY=fleetboot", "-e", "FLEETBOOT_S3_SECRET_KEY=fleetboot-demo-secret",
 		"fleetboot:dev"}
 	return s.run("docker", append(full, args...)...)
+}
+
+// volumeFile copies a file out of one of the stack's volumes into dir, as
+// whoever holds that volume would have it.
+func (s *stack) volumeFile(volume, file, dir string) string {
+	s.t.Helper()
+	out, err := exec.Command("docker", "run", "--rm", "-v", s.project+"_"+volume+":/v:ro", "fleetboot-init:dev",
+		"-c", "cat /v/"+file).Output()
+	if err != nil {
+		s.t.Fatalf("%s/%s from its volume: %v", volume, file, err)
+	}
+	p := filepath.Join(dir, volume+"-"+filepath.Base(file))
+	if err := os.WriteFile(p, out, 0o600); err != nil {
+		s.t.Fatal(err)
+	}
+	return p
 }
 
 // bootResult is one BOOTCHECK OK line of a client.
@@ -186,16 +210,17 @@ func TestComposeTwoSites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	natsPort := freePort(t)
 	s := &stack{
 		t: t, dir: root, compose: compose,
 		project: fmt.Sprintf("fbtest%d", os.Getpid()),
-		env:     []string{fmt.Sprintf("FLEETBOOT_NATS_PORT=%d", freePort(t))},
+		env:     []string{fmt.Sprintf("FLEETBOOT_NATS_PORT=%d", natsPort)},
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			// The NATS nodes' route chatter would drown the rest.
-			out, _ := s.composeCmd("logs", "--no-color", "--tail", "40", "init", "coordinator-1", "coordinator-2",
-				"edge-a", "edge-b", "client-a", "client-b", "minio")
+			out, _ := s.composeCmd("logs", "--no-color", "--tail", "40", "secrets", "init", "coordinator-1", "coordinator-2",
+				"leaf-b", "edge-a", "edge-b", "client-a", "client-b", "minio")
 			t.Logf("compose logs:\n%s", out)
 		}
 		if out, err := s.composeCmd("down", "-v", "--remove-orphans", "-t", "5"); err != nil {
@@ -245,8 +270,41 @@ func TestComposeTwoSites(t *testing.T) {
 	}
 	t.Logf("TIMING stack up (compose up to both clients booted): %s", time.Since(start).Round(100*time.Millisecond))
 
-	// Site B's edge loses the core network (NATS, MinIO, coordinators).
-	edgeB := s.container("edge-b")
+	// Site B's edge reaches the cluster only through its leaf node: it is
+	// given 127.0.0.1 alone, and the cluster has its heartbeat.
+	waitfor.Within(t, 2*time.Minute, "both edges' heartbeats at the coordinators", func() error {
+		out, err := s.cli("edge", "ls", "-o", "json")
+		if err != nil {
+			return err
+		}
+		var edges []struct {
+			Name, Site string
+			Stale      bool
+		}
+		if err := json.Unmarshal([]byte(out), &edges); err != nil {
+			return fmt.Errorf("edge ls: %w: %s", err, out)
+		}
+		var fresh []string
+		for _, e := range edges {
+			if !e.Stale {
+				fresh = append(fresh, e.Site+"/"+e.Name)
+			}
+		}
+		slices.Sort(fresh)
+		if d := cmp.Diff([]string{"site-a/edge-a", "site-b/edge-b"}, fresh); d != "" {
+			return fmt.Errorf("fresh edges (-want +got):\n%s", d)
+		}
+		return nil
+	})
+	if logs, _ := s.composeCmd("logs", "--no-color", "leaf-b"); !strings.Contains(logs, "Leafnode connection created") {
+		t.Errorf("leaf-b made no leaf node connection:\n%s", logs)
+	}
+
+	s.checkSecured(natsPort)
+
+	// Site B's edge loses the core network (NATS, MinIO, coordinators):
+	// its box, whose network namespace the leaf node owns, loses the uplink.
+	edgeB := s.container("leaf-b")
 	s.must("docker", "network", "disconnect", s.project+"_uplink", edgeB)
 	// Meanwhile an admin moves site B's client to demo2.
 	if _, err := s.cli("host", "set", macB, "--image", "demo2"); err != nil {
@@ -328,5 +386,66 @@ func TestComposeTwoSites(t *testing.T) {
 	slices.Sort(macs)
 	if d := cmp.Diff(want, macs); d != "" {
 		t.Errorf("hosts with one NATS node and one coordinator down (-want +got):\n%s", d)
+	}
+	t.Logf("TIMING compose up to the last check: %s", time.Since(start).Round(100*time.Millisecond))
+}
+
+// checkSecured: through the published admin port (nats1, TLS), a plaintext
+// client and a TLS client without credentials are refused, and edge-a's
+// credentials (from its box's volume) read site A's hosts but not site B's.
+func (s *stack) checkSecured(port int) {
+	t := s.t
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	if err := natstest.PlaintextRefused(addr); err != nil {
+		t.Errorf("plaintext client: %v", err)
+	}
+	dir := t.TempDir()
+	ca := s.volumeFile("edge-a-conf", "ca.pem", dir)
+	url := "tls://" + addr
+	if nc, err := nats.Connect(url, nats.RootCAs(ca), nats.NoReconnect(), nats.IgnoreDiscoveredServers()); err == nil {
+		nc.Close()
+		t.Error("a TLS client without credentials connected")
+	} else if !strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+		t.Errorf("a TLS client without credentials: %v, want an authorization violation", err)
+	}
+
+	creds := s.volumeFile("edge-a-conf", "edge.creds", dir)
+	violations := make(chan error, 16)
+	nc, err := nats.Connect(url, nats.RootCAs(ca), nats.UserCredentials(creds), nats.NoReconnect(), nats.IgnoreDiscoveredServers(),
+		nats.CustomInboxPrefix(auth.EdgeInboxPrefix("edge-a")),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { violations <- err }))
+	if err != nil {
+		t.Fatalf("edge-a's credentials: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, proto.BucketHosts)
+	if err != nil {
+		t.Fatalf("edge-a opens the hosts bucket: %v", err)
+	}
+	own, _ := proto.HostKey("site-a", macA)
+	if _, err := kv.Get(ctx, own); err != nil {
+		t.Fatalf("edge-a reads its own site's host: %v", err)
+	}
+	other, _ := proto.HostKey("site-b", macB)
+	short, cancelShort := context.WithTimeout(ctx, 5*time.Second)
+	defer cancelShort()
+	if e, err := kv.Get(short, other); err == nil {
+		t.Fatalf("edge-a read site B's host %s: %s", other, e.Value())
+	}
+	// The server says why: a permission violation naming the subject.
+	select {
+	case err := <-violations:
+		if want := "$KV.hosts." + other; !strings.Contains(strings.ToLower(err.Error()), "permissions violation") || !strings.Contains(err.Error(), want) {
+			t.Errorf("edge-a reading site B's host: %v, want a permissions violation on %s", err, want)
+		}
+	case <-ctx.Done():
+		t.Error("edge-a reading site B's host: no permissions violation reported")
 	}
 }
