@@ -267,8 +267,12 @@ resolver_preload: {
     %s: %q
     %s: %q
 }
+# Branch offices' leaf nodes (deploy/nats/leaf.conf) use this cluster's
+# JetStream in the fleetboot account: without this line nats-server denies
+# JetStream API requests that cross a leaf connection.
+default_js_domain: { %s: "" }
 `, ci.Operator, ci.System, ci.Fleet, ci.API, ci.OperatorJWT, ci.System, ci.ResolverDir, ci.Sync.String(),
-		ci.System, ci.SysJWT, ci.Fleet, ci.FleetJWT, ci.API, ci.APIJWT)
+		ci.System, ci.SysJWT, ci.Fleet, ci.FleetJWT, ci.API, ci.APIJWT, ci.Fleet)
 	return b.String()
 }
 

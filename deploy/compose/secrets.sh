@@ -21,17 +21,11 @@ K=/keys
 [ -e "$K/nats/fleetboot.jwt" ] || fleetboot nats init "$K/nats" --resolver-dir /var/lib/nats/jwt
 [ -e "$K/pki/ca.pem" ] || fleetboot pki init "$K/pki" --host nats1 --host nats2 --host nats3 --host localhost --host 127.0.0.1
 
-# The nodes' configuration. Leaf nodes use the cluster's JetStream in the
-# fleetboot account: default_js_domain lets JetStream API requests cross a
-# leaf connection of that account (nats-server denies them otherwise).
+# The nodes' configuration: resolver.conf as nats init wrote it (it lets
+# leaf nodes use the cluster's JetStream in the fleetboot account).
 conf=/etc/nats
 cp /deploy/nats/cluster.conf "$K/pki/server.pem" "$K/pki/server-key.pem" "$K/pki/ca.pem" "$conf/"
 cp "$K/nats/resolver.conf" "$conf/resolver.conf.new"
-if ! grep -q '^[[:space:]]*default_js_domain' "$conf/resolver.conf.new"; then
-	acct=$(sed -n 's/^# operator .*, fleetboot account \(A[A-Z0-9]*\).*/\1/p' "$conf/resolver.conf.new")
-	[ -n "$acct" ] || { echo "secrets: no fleetboot account in resolver.conf" >&2; exit 1; }
-	printf '# branch offices'"'"' leaf nodes use this JetStream (deploy/nats/leaf.conf)\ndefault_js_domain: { %s: "" }\n' "$acct" >>"$conf/resolver.conf.new"
-fi
 mv "$conf/resolver.conf.new" "$conf/resolver.conf"
 if [ ! -e "$conf/routes.conf" ]; then
 	p=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')

@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -364,7 +363,7 @@ func startHub(t *testing.T) *hub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resolverConf := withLeafJetStream(readFile(t, filepath.Join(keys, auth.ResolverConfFile)), acct.Account())
+	resolverConf := readFile(t, filepath.Join(keys, auth.ResolverConfFile))
 	pass := randomPassword(t)
 	var routes []string
 	for _, p := range routePorts {
@@ -412,6 +411,7 @@ func startHub(t *testing.T) *hub {
 	if err != nil {
 		t.Fatal(err)
 	}
+	natstest.WaitJetStream(t, js)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if h.auth, err = auth.OpenCluster(ctx, acct, js, 3, nil); err != nil {
@@ -423,17 +423,6 @@ func startHub(t *testing.T) *hub {
 		t.Fatal(err)
 	}
 	return h
-}
-
-// withLeafJetStream adds to resolver.conf what deploy/compose/secrets.sh
-// adds unless `nats init` wrote it: nats-server denies JetStream API
-// requests across a leaf connection of an account not listed in
-// default_js_domain (with the cluster's own domain, "").
-func withLeafJetStream(conf, account string) string {
-	if regexp.MustCompile(`(?m)^\s*default_js_domain`).MatchString(conf) {
-		return conf
-	}
-	return conf + fmt.Sprintf("default_js_domain: { %s: \"\" }\n", account)
 }
 
 // connect is a TLS client of a hub node, trusting the hub's CA.

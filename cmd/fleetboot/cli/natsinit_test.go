@@ -448,6 +448,7 @@ func TestNatsInitClusterAuthority(t *testing.T) {
 	}
 	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
+	natstest.WaitJetStream(t, js)
 	a, err := auth.OpenCluster(ctx, acct, js, 3, nil)
 	if err != nil {
 		t.Fatal(err)
