@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -24,6 +25,9 @@ type ClusterAccount struct {
 	account   string // public key of the fleetboot account
 	api       string // public key of the API account
 	preloaded int64  // iat of the account JWT in resolver.conf
+	// preloadedDef is the account JWT of resolver.conf (fleetboot.jwt): the
+	// cluster's account while no coordinator has stored a newer one.
+	preloadedDef *jwt.AccountClaims
 
 	mu         sync.Mutex
 	last       int64         // iat of the last account JWT signed here
@@ -55,7 +59,7 @@ func OpenClusterKey(keyFile string) (*ClusterAccount, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &ClusterAccount{account: ac.Subject, api: apiAC.Subject, preloaded: ac.IssuedAt}
+	c := &ClusterAccount{account: ac.Subject, api: apiAC.Subject, preloaded: ac.IssuedAt, preloadedDef: ac}
 	for _, k := range []struct {
 		path string
 		kp   *nkeys.KeyPair
@@ -104,6 +108,9 @@ func importsAPI(ac *jwt.AccountClaims, api string) bool {
 
 // Account is the fleetboot account's public key.
 func (c *ClusterAccount) Account() string { return c.account }
+
+// API is the API account's public key.
+func (c *ClusterAccount) API() string { return c.api }
 
 // SignUser signs a user JWT of the account with its signing key.
 func (c *ClusterAccount) SignUser(uc *jwt.UserClaims) (string, error) {
@@ -189,6 +196,42 @@ func (c *ClusterAccount) AccountJWT(revoked map[string]time.Time, after int64) (
 // the newest account JWT's iat (signed by a coordinator whose clock runs
 // ahead): longer means the clocks disagree, which NTP should fix.
 const maxClockWait = 30 * time.Second
+
+// upToDate tells whether an account JWT ("" : the preloaded one) carries
+// this version's definition of the account (ClusterFleetAccount: limits,
+// import of the API, signing keys), whatever its revocations. A cluster
+// set up by an older fleetboot, or whose account someone re-signed by hand,
+// gets the definition pushed again when a coordinator starts.
+func (c *ClusterAccount) upToDate(tok string) (bool, error) {
+	have := c.preloadedDef
+	if tok != "" {
+		var err error
+		if have, err = jwt.DecodeAccountClaims(tok); err != nil {
+			return false, fmt.Errorf("auth: stored account JWT: %w", err)
+		}
+	}
+	defTok, err := ClusterFleetAccount(c.account, mustPub(c.signing), c.api).Encode(c.opSigning)
+	if err != nil {
+		return false, fmt.Errorf("auth: sign the fleetboot account: %w", err)
+	}
+	want, err := jwt.DecodeAccountClaims(defTok)
+	if err != nil {
+		return false, fmt.Errorf("auth: fleetboot account: %w", err)
+	}
+	return definition(have) == definition(want), nil
+}
+
+// definition is what an account JWT says about the account besides its
+// revocations, in a comparable form.
+func definition(ac *jwt.AccountClaims) string {
+	a := ac.Account
+	a.Revocations = nil
+	b, err := json.Marshal(a)
+	if err != nil {
+		return "" // never equal to a real definition
+	}
+	return string(b)
+}
 
 // revocations returns the revocations of an account JWT of c's account
 // signed by c's operator signing key, and its iat.

@@ -430,7 +430,9 @@ func (r *registry) addRevocations(revoked map[string]time.Time) bool {
 
 // attach starts pushing the bucket's account JWT through sys on every
 // change, first publishing one if a revocation is recorded that the newest
-// JWT lacks (a coordinator stopped between the two), then pushing the
+// JWT lacks (a coordinator stopped between the two) or if the newest JWT
+// (the preloaded one when none is stored) has another definition of the
+// account than this version's (its limits changed), then pushing the
 // current one, so a node's resolver that missed it gets it again.
 func (r *registry) attach(ctx context.Context, sys *nats.Conn) error {
 	r.mu.Lock()
@@ -444,7 +446,14 @@ func (r *registry) attach(ctx context.Context, sys *nats.Conn) error {
 			return err
 		}
 	}
-	if r.addRevocations(revoked) {
+	current, err := r.acct.upToDate(cur)
+	if err != nil {
+		return err
+	}
+	if missing := r.addRevocations(revoked); missing || !current {
+		if !current {
+			r.log.Info("the cluster's fleetboot account differs from this version's (limits, API import, signing keys): signing and pushing it")
+		}
 		if _, err := r.publishAccount(ctx); err != nil {
 			return err
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/fleetboot/fleetboot/coordinator"
 	"github.com/fleetboot/fleetboot/coordinator/auth"
@@ -665,5 +666,73 @@ func TestCoordinatorClusterAuthFlags(t *testing.T) {
 		"--auth", "--nats-url", dead, "--account-key", key(dir))
 	if r.code != 0 || !strings.Contains(r.stdout, "configuration OK") {
 		t.Errorf("--check-config with the right files: code %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestClusterAccountDefinitionPushed: a cluster whose fleetboot account has
+// other limits than this version's (set up by an older fleetboot, or
+// re-signed by hand) gets this version's pushed to every node when a
+// coordinator starts; a cluster fresh from `nats init` is left as it is.
+func TestClusterAccountDefinitionPushed(t *testing.T) {
+	c := startAuthCluster(t)
+	differs := "the cluster's fleetboot account differs from this version's"
+	co := c.coordinator(t, "c1", t.TempDir())
+	co.wait(t)
+	if strings.Contains(co.logs.String(), differs) {
+		t.Errorf("a cluster fresh from nats init re-signed:\n%s", co.logs)
+	}
+	co.stop()
+
+	// An older definition: 3 connections, stored and pushed as a
+	// coordinator of that version would have.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	acct, err := auth.OpenClusterAccount(c.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opSigning, err := nkeys.FromSeed([]byte(strings.TrimSpace(readFile(t, filepath.Join(c.dir, auth.OperatorSigningSeedFile)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleetSigning, err := nkeys.FromSeed([]byte(strings.TrimSpace(readFile(t, filepath.Join(c.dir, auth.FleetSigningSeedFile)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := auth.ClusterFleetAccount(acct.Account(), pub(t, fleetSigning), acct.API())
+	old.Limits.Conn = 3
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second))) // a later iat than the stored JWT's
+	tok, err := old.Encode(opSigning)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := registryKV(ctx, t, c).Put(ctx, "account", []byte(tok)); err != nil {
+		t.Fatal(err)
+	}
+	sys := connectCreds(t, c.nodes[0], filepath.Join(c.dir, auth.SysCredsFile))
+	if err := auth.PushAccount(ctx, sys, tok); err != nil {
+		t.Fatal(err)
+	}
+	maxConns := func(want int) func() error {
+		return func() error {
+			for i, ns := range c.nodes {
+				a, err := ns.LookupAccount(acct.Account())
+				if err != nil {
+					return err
+				}
+				if got := a.MaxActiveConnections(); got != want {
+					return fmt.Errorf("node %d: account allows %d connections, want %d", i, got, want)
+				}
+			}
+			return nil
+		}
+	}
+	waitfor.OK(t, "the older definition on every node", maxConns(3))
+
+	co2 := c.coordinator(t, "c2", t.TempDir())
+	co2.wait(t)
+	waitfor.OK(t, "this version's definition on every node", maxConns(auth.MaxConnections))
+	if !strings.Contains(co2.logs.String(), differs) {
+		t.Errorf("the coordinator did not say it re-signed the account:\n%s", co2.logs)
 	}
 }
