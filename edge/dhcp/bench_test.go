@@ -67,8 +67,8 @@ func BenchmarkDORA(b *testing.B) {
 }
 
 // benchHandler is a full-mode handler at a site whose one network
-// (benchNetwork) has an address for each of n clients, plus hosts
-// registered hosts with fixed addresses outside it.
+// (benchNetwork) has a fresh address for each of b.N clients, and which has
+// hosts registered hosts with fixed addresses outside that network.
 func benchHandler(b *testing.B, hosts int, disk bool) *Handler {
 	b.Helper()
 	nw, server, err := benchNetwork(b.N)
@@ -130,7 +130,8 @@ func dora(h *Handler, i int) error {
 func benchNetwork(n int) (proto.Network, netip.Addr, error) {
 	const reserved = 256 + 1 // the first /24 (network, edge, router) and the broadcast address
 	bits := 16
-	for ; bits > 1 && uint64(1)<<(32-bits) < uint64(n)+reserved; bits-- {
+	for bits > 1 && uint64(1)<<(32-bits) < uint64(n)+reserved {
+		bits--
 	}
 	if uint64(1)<<(32-bits) < uint64(n)+reserved {
 		return proto.Network{}, netip.Addr{}, errors.New("dhcp bench: more clients than a /1 has addresses")
