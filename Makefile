@@ -52,14 +52,26 @@ e2e: deps build ## all end-to-end scenarios (issue 6 a-h) and reference boots: Q
 demo: deps build ## boot one VM through MinIO + coordinator + edge in a namespace, console on this terminal (root)
 	FLEETBOOT_BIN=$(BIN) ./test/e2e/demo.sh
 
+# A micro-benchmark that fails does not keep test/bench from running: each
+# step notes its failure in bin/bench-failed, the table is printed, then the
+# failures (again, so they are not lost above the table) and the exit status.
+BENCH_FAILS := 'BEGIN { n = 5 } /--- FAIL/ { n = 0; print substr($$0, index($$0, "--- FAIL")); next } \
+	n < 5 && /^[ \t]/ { n++; print; next } { n = 5 } /^(FAIL\t|panic: )/'
 bench: deps build ## Go benchmarks, then test/bench: fleetboot vs dnsmasq, Kea, tftpd-hpa, nginx, MinIO side by side (root), table at the end
-	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v /test/bench)
+	@mkdir -p bin; rm -f bin/bench-failed
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v /test/bench) 2>&1 \
+		| tee bin/bench-micro.log || echo "micro-benchmarks (full output: bin/bench-micro.log)" >> bin/bench-failed
 	@# -v: without it Go cuts a benchmark's log after ten lines. Full output: bin/bench.log.
 	set -o pipefail; FLEETBOOT_E2E_BIN=$(CURDIR)/$(BIN) $(GO) test -v -run '^$$' -bench . -benchtime 1x -timeout 60m \
-		./test/bench/ | tee bin/bench.log | grep -E '^(Benchmark.*[0-9] ns/op|ok|FAIL|PASS|--- FAIL)|SUMMARY\|'
+		./test/bench/ | tee bin/bench.log | grep -E '^(Benchmark.*[0-9] ns/op|ok|FAIL|PASS|--- FAIL)|SUMMARY\|' \
+		|| echo "test/bench (full output: bin/bench.log)" >> bin/bench-failed
 	@echo; echo "fleetboot against reference servers, same machine, same run (full output: bin/bench.log):"; \
 	printf '%-5s | %-34s | %-10s | %-16s | %s\n' area figure server value "fleetboot / reference"; \
 	grep -o 'SUMMARY|.*' bin/bench.log | sed 's/^SUMMARY| //'
+	@if [ -s bin/bench-failed ]; then \
+		echo; echo "FAILED:"; sed 's/^/  /' bin/bench-failed; \
+		awk $(BENCH_FAILS) bin/bench-micro.log; exit 1; \
+	fi
 
 clean:
 	rm -rf bin
