@@ -15,6 +15,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,7 +61,7 @@ func (p *countingProxy) count(key string) int {
 	return p.gets["/artifacts/"+key]
 }
 
-func startCountingProxy(t *testing.T, target string) (*countingProxy, string) {
+func startCountingProxy(t testing.TB, target string) (*countingProxy, string) {
 	p := &countingProxy{gets: map[string]int{}, hold: make(chan struct{})}
 	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
 	rp.FlushInterval = -1 // pass bytes on as they come: the cache streams them
@@ -130,15 +131,16 @@ func (l *lockedBuffer) String() string {
 }
 
 type tftpCacheFixture struct {
-	t      *testing.T
-	st     *state.State
-	store  artifactstore.Store
-	proxy  *countingProxy
-	http   *httptest.Server
-	tftp   string // the TFTP server's address
-	logs   *lockedBuffer
-	files  *watchedFiles
-	images map[string]proto.Image
+	t       testing.TB
+	bootDir string
+	st      *state.State
+	store   artifactstore.Store
+	proxy   *countingProxy
+	http    *httptest.Server
+	tftp    string // the TFTP server's address
+	logs    *lockedBuffer
+	files   *watchedFiles
+	images  map[string]proto.Image
 }
 
 // startTFTPCache starts what the edge wires for TFTP and HTTP (newTFTP, the
@@ -146,7 +148,7 @@ type tftpCacheFixture struct {
 // "deb" (host A) and "other" (host B) are assigned at the site; "stray" is
 // known but assigned nowhere. put uploads each image's files: mutate may
 // change the bytes stored after the digest was taken.
-func startTFTPCache(t *testing.T, kernelSize int, mutate func(image, file string, b []byte)) *tftpCacheFixture {
+func startTFTPCache(t testing.TB, kernelSize int, mutate func(image, file string, b []byte)) *tftpCacheFixture {
 	t.Helper()
 	minio := miniotest.Start(t)
 	proxy, proxyAddr := startCountingProxy(t, minio.Endpoint)
@@ -209,7 +211,8 @@ func startTFTPCache(t *testing.T, kernelSize int, mutate func(image, file string
 		t.Fatal(err)
 	}
 	f.files = &watchedFiles{Cache: c}
-	srv, err := newTFTP(Config{TFTPListen: "127.0.0.1:0", BootDir: t.TempDir()}, boot, f.files, rec, nil, leases.MACForIP, log)
+	f.bootDir = t.TempDir()
+	srv, err := newTFTP(Config{TFTPListen: "127.0.0.1:0", BootDir: f.bootDir}, boot, f.files, rec, nil, leases.MACForIP, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,4 +497,37 @@ func (w *watchedFiles) Open(ctx context.Context, a proto.Artifact) (*os.File, er
 	w.waiting.Add(1)
 	defer w.waiting.Add(-1)
 	return w.Cache.Open(ctx, a)
+}
+
+// BenchmarkTFTPArtifact compares a 10 MiB file over TFTP (blksize 1468, one
+// block per ACK, loopback) from the cache (a hit: verified file) with the
+// same bytes from the boot directory, as served before artifacts came from
+// the cache.
+func BenchmarkTFTPArtifact(b *testing.B) {
+	const size = 10 << 20
+	f := startTFTPCache(b, size, nil)
+	a := f.artifact("deb", "vmlinuz")
+	start := time.Now()
+	warm := tftpFetch(f.tftp, ipA, "artifacts/deb/vmlinuz") // the cold fetch, outside the timing
+	if warm.err != nil {
+		b.Fatal(warm.err)
+	}
+	b.Logf("cold fetch over TFTP (store GET, verify, send): %v", time.Since(start))
+	if err := os.WriteFile(filepath.Join(f.bootDir, "vmlinuz"), warm.body, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct{ name, file string }{
+		{"cache", "artifacts/deb/vmlinuz"},
+		{"bootdir", "vmlinuz"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.SetBytes(a.Size)
+			for b.Loop() {
+				res := tftpFetch(f.tftp, ipA, bc.file)
+				if res.err != nil || int64(len(res.body)) != a.Size {
+					b.Fatalf("%v, %d bytes", res.err, len(res.body))
+				}
+			}
+		})
+	}
 }
