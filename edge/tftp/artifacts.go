@@ -81,6 +81,11 @@ func isArtifact(name string) (image, file string, ok bool) {
 // client stops repeating its request; the first data block waits until the
 // file is verified. A file that fails verification, or does not arrive in
 // time, ends the transfer with an error packet before any of its bytes.
+//
+// A request with no options (RFC 1350 only) gets no OACK: it waits in
+// silence, and the client's retransmitted RRQs each start a transfer of
+// their own that waits too (the client keeps the first to answer). Boot
+// firmware (PXE ROMs, iPXE, GRUB, OVMF) always asks with tsize or blksize.
 func (s *Server) serveArtifact(rf io.ReaderFrom, remote net.UDPAddr, image, file string, fail func(string, error, string) error) error {
 	start := time.Now()
 	a, err := s.cfg.Images.ArtifactFor(image, file)
