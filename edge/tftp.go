@@ -10,8 +10,10 @@ import (
 )
 
 // newTFTP binds the TFTP server (nil when disabled). Generated files such as
-// per-MAC GRUB configs come from the HTTP boot handler; binaries from BootDir.
-func newTFTP(cfg Config, boot *httpboot.Handler, rec *events.Recorder, rep tftp.Repeats, macForIP func(net.IP) string, log *slog.Logger) (*tftp.Server, error) {
+// per-client iPXE scripts and GRUB configs come from the HTTP boot handler;
+// binaries from BootDir; image artifacts (artifacts/<image>/<file>) from the
+// cache, with the HTTP handler deciding which ones the site serves.
+func newTFTP(cfg Config, boot *httpboot.Handler, files tftp.VerifiedFiles, rec *events.Recorder, rep tftp.Repeats, macForIP func(net.IP) string, log *slog.Logger) (*tftp.Server, error) {
 	if cfg.TFTPListen == "" {
 		return nil, nil
 	}
@@ -19,6 +21,8 @@ func newTFTP(cfg Config, boot *httpboot.Handler, rec *events.Recorder, rep tftp.
 		Listen:  cfg.TFTPListen,
 		Root:    cfg.BootDir,
 		Dynamic: tftp.DynamicFunc(boot.LookupTFTP),
+		Images:  boot,
+		Cache:   files,
 		Events:  rec,
 		Logger:  log,
 		// Name the machine in TFTP events from its DHCP lease.

@@ -2,7 +2,10 @@
 // iPXE script (and the GRUB config, for the shim/GRUB Secure Boot path) for
 // each MAC from the desired state, serves image artifacts through the cache
 // and iPXE bootstrap binaries from a local directory, and takes installer
-// callbacks.
+// callbacks. The TFTP server asks it the same questions: ArtifactFor (which
+// artifact artifacts/<image>/<file> names, and whether this site serves it)
+// and LookupTFTP (the iPXE script and GRUB config of the machine leased the
+// request's source address).
 //
 // Rendering is a pure function, Render(Input) (Script, error): the same input
 // always gives the same script and Decision, which is what events and

@@ -305,33 +305,62 @@ func (h *Handler) serveScript(w http.ResponseWriter, r *http.Request, rawMAC str
 	writeScript(w, s.Status, s.Text)
 }
 
-// serveArtifact maps /artifacts/<image>/<file> to the image's artifact of that
-// file name. Nothing here touches a file system: the name only selects an
+// Why ArtifactFor refuses a request. The HTTP side answers ErrBadArtifactPath
+// with 400 and the others with 404; TFTP answers every one "file not found".
+var (
+	ErrBadArtifactPath = errors.New("httpboot: bad artifact path")
+	ErrUnknownImage    = errors.New("httpboot: unknown image")
+	ErrNotAssigned     = errors.New("httpboot: image not assigned at this site")
+	ErrNoSuchArtifact  = errors.New("httpboot: no such file in the image")
+)
+
+// ArtifactFor maps an artifact path's image and file name to the image's
+// artifact of that file name, for HTTP (/artifacts/<image>/<file>) and TFTP
+// (edge/tftp serves the same path) alike, so both transports refuse the same
+// requests. Nothing here touches a file system: the name only selects an
 // entry of the image, so no path can reach a file outside it. Only images
-// assigned at this site are served; any other answers 404, as an unknown
-// one does, without asking the cache (or the store behind it).
-func (h *Handler) serveArtifact(w http.ResponseWriter, r *http.Request, rest string) {
-	image, file, ok := strings.Cut(rest, "/")
-	if !ok || strings.Contains(file, "/") || proto.ValidName("image", image) != nil || proto.ValidFileName(file) != nil {
-		http.Error(w, "httpboot: bad artifact path", http.StatusBadRequest)
-		return
+// assigned at this site are served; any other is refused, as an unknown one
+// is, without asking the cache (or the store behind it).
+func (h *Handler) ArtifactFor(image, file string) (proto.Artifact, error) {
+	if strings.Contains(file, "/") || proto.ValidName("image", image) != nil || proto.ValidFileName(file) != nil {
+		return proto.Artifact{}, fmt.Errorf("%w: %q/%q", ErrBadArtifactPath, image, file)
 	}
 	im, ok := h.cfg.State.Image(image)
-	if !ok || !h.assigned.has(image) {
-		http.NotFound(w, r)
-		return
+	if !ok {
+		return proto.Artifact{}, fmt.Errorf("%w: %q", ErrUnknownImage, image)
+	}
+	if !h.assigned.has(image) {
+		return proto.Artifact{}, fmt.Errorf("%w: %q", ErrNotAssigned, image)
 	}
 	for _, a := range im.Artifacts {
 		if a.Name == file {
-			if h.cfg.Artifacts == nil {
-				http.Error(w, "httpboot: no artifact source", http.StatusServiceUnavailable)
-				return
-			}
-			h.cfg.Artifacts.ServeArtifact(w, h.knownMACOnly(r), a)
-			return
+			return a, nil
 		}
 	}
-	http.NotFound(w, r)
+	return proto.Artifact{}, fmt.Errorf("%w: %q in %q", ErrNoSuchArtifact, file, image)
+}
+
+// serveArtifact maps /artifacts/<image>/<file> to the image's artifact
+// (ArtifactFor): a malformed path is a 400, anything not served here a 404.
+func (h *Handler) serveArtifact(w http.ResponseWriter, r *http.Request, rest string) {
+	image, file, ok := strings.Cut(rest, "/")
+	if !ok {
+		http.Error(w, "httpboot: bad artifact path", http.StatusBadRequest)
+		return
+	}
+	a, err := h.ArtifactFor(image, file)
+	switch {
+	case errors.Is(err, ErrBadArtifactPath):
+		http.Error(w, "httpboot: bad artifact path", http.StatusBadRequest)
+		return
+	case err != nil:
+		http.NotFound(w, r)
+		return
+	case h.cfg.Artifacts == nil:
+		http.Error(w, "httpboot: no artifact source", http.StatusServiceUnavailable)
+		return
+	}
+	h.cfg.Artifacts.ServeArtifact(w, h.knownMACOnly(r), a)
 }
 
 // serveBootFile serves one regular file directly in BootDir. os.Root refuses
@@ -523,19 +552,52 @@ func (h *Handler) repeat(source, kind, mac string, detail map[string]string) {
 	h.emit(kind, mac, detail)
 }
 
-// LookupTFTP answers the GRUB config files GRUB asks for over TFTP (the edge
-// passes it to the TFTP server as its Dynamic source). GRUB's net config
-// search (grub_net_search_config_file) tries, in the directory of its
-// prefix: grub.cfg-01-aa-bb-cc-dd-ee-ff (the MAC, lower-case, dashes), then
-// the client IP in upper-case hex shortened one digit at a time
-// (grub.cfg-C0A80064 ... grub.cfg-C), then grub.cfg. The prefix differs
-// between builds (/grub, /EFI/BOOT, the shim's directory), so only the file
-// name is matched. Unknown machines under the ignore policy get nothing for
-// their MAC file; the IP files are never answered; grub.cfg asks again by
-// MAC over HTTP.
+// TFTPScript is the per-client iPXE script over TFTP: what /boot.ipxe?mac=
+// renders over HTTP, for the machine the edge's DHCP leased the request's
+// source address to (a firmware that chains to iPXE by TFTP name, or an
+// iPXE built without HTTP).
+const TFTPScript = "boot.ipxe"
+
+// LookupTFTP answers the files rendered per client over TFTP (the edge
+// passes it to the TFTP server as its Dynamic source):
+//
+//   - boot.ipxe (at the root): the iPXE script of the machine holding the
+//     DHCP lease on the request's source address. No lease: nothing (the
+//     client gets "file not found"), so one machine's script is never
+//     served to another.
+//   - grub.cfg (in any directory: the prefix differs between builds, /grub,
+//     /EFI/BOOT, the shim's directory): the GRUB config of the machine
+//     holding the lease on the source address. Debian's signed GRUB reads
+//     only <prefix>/grub.cfg, never a per-MAC name. With no lease (proxy
+//     DHCP, another server's lease) the generic fallback is served, as
+//     before: it holds no host's data and asks over HTTP by
+//     ${net_default_mac}.
+//   - grub.cfg-01-aa-bb-cc-dd-ee-ff: GRUB's net config search
+//     (grub_net_search_config_file) tries, in the directory of its prefix,
+//     the MAC (lower-case, dashes), then the client IP in upper-case hex
+//     shortened one digit at a time (grub.cfg-C0A80064 ... grub.cfg-C),
+//     then grub.cfg. The MAC file is refused when the source address is
+//     leased to another machine; the IP files are never answered.
+//
+// Unknown machines under the ignore policy get nothing.
 func (h *Handler) LookupTFTP(p string, remote net.Addr) ([]byte, bool) {
+	ip := ""
+	if ua, ok := remote.(*net.UDPAddr); ok {
+		ip = ua.IP.String()
+	}
 	base := path.Base(p)
-	if base == "grub.cfg" {
+	switch {
+	case p == TFTPScript:
+		mac := h.leasedMAC(ip)
+		if mac == "" {
+			h.drops.Info("tftp script refused: no lease on the source address", "ip", ip, "file", p)
+			return nil, false
+		}
+		return h.renderTFTP(mac, ip, false)
+	case base == "grub.cfg":
+		if mac := h.leasedMAC(ip); mac != "" {
+			return h.renderTFTP(mac, ip, true)
+		}
 		text, err := GRUBFallback(h.cfg.BaseURL)
 		if err != nil {
 			h.log.Error("grub fallback", "err", err)
@@ -551,22 +613,50 @@ func (h *Handler) LookupTFTP(p string, remote net.Addr) ([]byte, bool) {
 	if err != nil {
 		return nil, false
 	}
-	ip := ""
-	if ua, ok := remote.(*net.UDPAddr); ok {
-		ip = ua.IP.String()
+	if leased := h.leasedMAC(ip); leased != "" && !h.sameMachine(leased, mac) {
+		h.drops.Warn("tftp script refused: source address leased to another machine", "ip", ip, "mac", mac, "leased_to", leased)
+		return nil, false
 	}
-	// Everything that reaches GRUB's http module on this path is x86-64 or
-	// arm64 UEFI; the arch is not known from TFTP, so it is left open.
-	in := InputFor(h.cfg.State, h.cfg.BaseURL, mac, "", "efi", ip, 0)
+	return h.renderTFTP(mac, ip, true)
+}
+
+// leasedMAC is the MAC holding the edge's DHCP lease on ip, "" if none (or
+// the edge serves no DHCP).
+func (h *Handler) leasedMAC(ip string) string {
+	addr := net.ParseIP(ip)
+	if h.cfg.Leases == nil || addr == nil {
+		return ""
+	}
+	return h.cfg.Leases.MACForIP(addr)
+}
+
+// sameMachine reports whether MACs a and b are one host's (or equal).
+func (h *Handler) sameMachine(a, b string) bool {
+	if a == b {
+		return true
+	}
+	host, ok := h.cfg.State.Host(a)
+	return ok && slices.Contains(host.MACs(), b)
+}
+
+// renderTFTP renders mac's iPXE script or GRUB config for a TFTP request
+// from ip, with the same events as over HTTP (via=tftp).
+func (h *Handler) renderTFTP(mac, ip string, grub bool) ([]byte, bool) {
+	// Over TFTP the arch is not known; GRUB on this path is UEFI.
+	platform, render, format := "", Render, "ipxe"
+	if grub {
+		platform, render, format = "efi", RenderGRUB, "grub"
+	}
+	in := InputFor(h.cfg.State, h.cfg.BaseURL, mac, "", platform, ip, 0)
 	in.Token = token(h.cfg.CallbackKey, mac, in.Host)
-	s, err := RenderGRUB(in)
+	s, err := render(in)
 	if err != nil {
-		h.log.Error("render grub", "mac", mac, "err", err)
+		h.log.Error("render "+format, "mac", mac, "err", err)
 		return nil, false
 	}
 	detail := map[string]string{
 		"decision": s.Decision.Action, "image": s.Decision.Image, "reason": s.Decision.Reason,
-		"ip": ip, "format": "grub", "via": "tftp",
+		"ip": ip, "format": format, "via": "tftp",
 	}
 	if in.Host == nil {
 		h.repeat(ip, proto.EventScriptUnknown, mac, detail)

@@ -1,6 +1,8 @@
 // Package tftp is the edge's read-only TFTP server for the bootstrap binaries
 // (undionly.kpxe, ipxe.efi, snponly.efi, shim and GRUB) and for generated
-// files such as per-MAC GRUB configs. It wraps pin/tftp: that library owns
+// files such as per-client GRUB configs and iPXE scripts, and for image
+// artifacts from the edge cache under artifacts/<image>/<file> (artifacts.go:
+// the HTTP path, verified before the first byte). It wraps pin/tftp: that library owns
 // the protocol (blksize and tsize negotiation, retransmits, block-number
 // rollover); this package decides what a request may read.
 //
@@ -64,6 +66,14 @@ type Config struct {
 	Timeout  time.Duration       // per-packet retransmit timeout; 0: the library's 5 s
 	Retries  int                 // retransmits per packet; 0: the library's 5
 	MACForIP func(net.IP) string // maps a client address to its MAC (from DHCP leases); nil: events carry the IP only
+	// Images and Cache serve image artifacts under artifacts/<image>/<file>
+	// (artifacts.go), verified before any byte is sent; nil: none. Both or
+	// neither.
+	Images Images
+	Cache  VerifiedFiles
+	// ArtifactWait bounds a request's wait for an artifact still being
+	// fetched; 0: Timeout × (Retries-1), under the transfer's own patience.
+	ArtifactWait time.Duration
 	// MaxPerClient bounds transfers in flight from one IP address (default
 	// 4: a firmware fetches one file at a time, plus a size probe); more are
 	// refused at once with an error packet. MaxTransfers bounds them all
@@ -88,6 +98,7 @@ type Server struct {
 	root  *os.Root     // nil when Config.Root is empty
 
 	mu      sync.Mutex
+	ctx     context.Context // Serve's: ends waits for artifacts at shutdown
 	conn    *net.UDPConn
 	closed  bool // Close ran: no Listen or Serve after it
 	serving bool
@@ -110,14 +121,17 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.MaxTransfers == 0 {
 		cfg.MaxTransfers = 256
 	}
-	if cfg.Root == "" && cfg.Dynamic == nil {
-		return nil, errors.New("tftp: nothing to serve: no root directory and no dynamic source")
+	if (cfg.Images == nil) != (cfg.Cache == nil) {
+		return nil, errors.New("tftp: artifacts need both Images and Cache")
+	}
+	if cfg.Root == "" && cfg.Dynamic == nil && cfg.Images == nil {
+		return nil, errors.New("tftp: nothing to serve: no root directory, dynamic source or artifacts")
 	}
 	l := cfg.Logger
 	if l == nil {
 		l = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: l.With("component", "tftp")}
+	s := &Server{cfg: cfg, log: l.With("component", "tftp"), ctx: context.Background()}
 	s.drops = ratelog.Logger(s.log, cfg.LogEvery)
 	s.slots = slots{perClient: cfg.MaxPerClient, total: cfg.MaxTransfers, active: map[string]int{}}
 	s.rate = newRateLimit(cfg.RateLimit)
@@ -212,6 +226,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		return ErrClosed
 	}
 	s.serving = true
+	s.ctx = ctx
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -250,6 +265,14 @@ func (s *Server) Serve(ctx context.Context) error {
 		return errors.New("tftp: server stopped unasked")
 	}
 	return nil
+}
+
+// baseContext is Serve's context: a request waiting for an artifact stops
+// waiting when the server shuts down.
+func (s *Server) baseContext() context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ctx
 }
 
 func (s *Server) macFor(ip net.IP) string {
@@ -340,6 +363,9 @@ func (s *Server) read(filename string, rf io.ReaderFrom) error {
 	name, err := Resolve(filename)
 	if err != nil {
 		return fail(reasonBadPath, err, "file not found")
+	}
+	if image, file, ok := isArtifact(name); ok && s.cfg.Images != nil {
+		return s.serveArtifact(rf, remote, image, file, fail)
 	}
 	r, size, closeFn, err := s.open(name, &remote)
 	if err != nil {

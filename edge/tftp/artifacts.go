@@ -1,0 +1,195 @@
+package tftp
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	ptftp "github.com/pin/tftp/v3"
+
+	"github.com/fleetboot/fleetboot/proto"
+)
+
+// ArtifactPrefix is the TFTP namespace of image artifacts:
+// artifacts/<image>/<file>, the same path as over HTTP
+// (http://EDGE/artifacts/<image>/<file>). One name for both transports lets a
+// boot config name a kernel once and fetch it with whichever protocol the
+// loader has (GRUB: (tftp)/artifacts/... or (http,EDGE)/artifacts/...), and
+// the name is what the renderer and the operator know. Names by digest were
+// the other choice: immutable, but a config would have to carry digests, and
+// the site check (is this image assigned here?) would need a reverse index
+// from digest to image; behind the name the digest is checked anyway.
+//
+// The prefix is reserved: with Images set, a boot-dir file under
+// artifacts/ is never served.
+const ArtifactPrefix = "artifacts/"
+
+// Images names the artifact an artifacts/<image>/<file> request asks for,
+// or refuses it (bad name, unknown image, image not assigned at this site,
+// no such file): the same decision as over HTTP. httpboot.Handler
+// satisfies it.
+type Images interface {
+	ArtifactFor(image, file string) (proto.Artifact, error)
+}
+
+// VerifiedFiles opens an artifact's verified file, fetching it (once,
+// shared with HTTP clients) and waiting for the digest check when it is not
+// cached. edge/cache.Cache satisfies it.
+type VerifiedFiles interface {
+	Open(ctx context.Context, a proto.Artifact) (*os.File, error)
+}
+
+const reasonNotServed = "artifact not served"
+
+// artifactWait is how long a request waits for an artifact being fetched:
+// under the transfer's own patience (Timeout × Retries; a client gives up on
+// a similar scale), since an answer after the client left reaches nobody and
+// holds a transfer slot meanwhile.
+func (s *Server) artifactWait() time.Duration {
+	if s.cfg.ArtifactWait > 0 {
+		return s.cfg.ArtifactWait
+	}
+	timeout, retries := s.cfg.Timeout, s.cfg.Retries
+	if timeout == 0 {
+		timeout = 5 * time.Second // pin/tftp's default
+	}
+	if retries == 0 {
+		retries = 5
+	}
+	return timeout * time.Duration(max(retries-1, 1))
+}
+
+// isArtifact reports whether name is in the artifact namespace and splits
+// it; a name with a third level still counts (and is refused by Images).
+func isArtifact(name string) (image, file string, ok bool) {
+	rest, ok := strings.CutPrefix(name, ArtifactPrefix)
+	if !ok {
+		return "", "", false
+	}
+	image, file, _ = strings.Cut(rest, "/")
+	return image, file, true
+}
+
+// serveArtifact sends one image artifact. The OACK (tsize = the registered
+// size, which the digest check holds the file to) goes out at once, so the
+// client stops repeating its request; the first data block waits until the
+// file is verified. A file that fails verification, or does not arrive in
+// time, ends the transfer with an error packet before any of its bytes.
+//
+// A request with no options (RFC 1350 only) gets no OACK: it waits in
+// silence, and the client's retransmitted RRQs each start a transfer of
+// their own that waits too (the client keeps the first to answer). Boot
+// firmware (PXE ROMs, iPXE, GRUB, OVMF) always asks with tsize or blksize.
+func (s *Server) serveArtifact(rf io.ReaderFrom, remote net.UDPAddr, image, file string, fail func(string, error, string) error) error {
+	start := time.Now()
+	a, err := s.cfg.Images.ArtifactFor(image, file)
+	if err != nil {
+		// The reason keys the rate-limited log: the sentinel the error
+		// wraps (unknown image, not assigned here, ...), a message from
+		// code, so each kind of refusal gets its own line.
+		reason := reasonNotServed
+		if u := errors.Unwrap(err); u != nil {
+			reason = u.Error()
+		}
+		return fail(reason, err, "file not found")
+	}
+	if ot, ok := rf.(ptftp.OutgoingTransfer); ok {
+		ot.SetSize(a.Size)
+	}
+	ctx, cancel := context.WithTimeout(s.baseContext(), s.artifactWait())
+	defer cancel()
+	r := &verifiedReader{ctx: ctx, files: s.cfg.Cache, a: a}
+	defer r.close()
+	log := s.log.With("ip", remote.IP.String(), "file", a.Name, "image", image, "sha256", a.SHA256)
+	n, err := rf.ReadFrom(r)
+	ms := strconv.FormatInt(time.Since(start).Milliseconds(), 10)
+	name := ArtifactPrefix + image + "/" + file
+	switch {
+	case isSizeProbe(err):
+		log.Debug("size probe", "duration_ms", ms)
+		s.emit(proto.EventTFTPDone, remote.IP, map[string]string{"file": name, "bytes": "0", "duration_ms": ms, "probe": "true"})
+		return nil
+	case r.openErr != nil:
+		// One line per failure: a digest mismatch here is worth an
+		// operator's attention, unlike a client that hangs up.
+		log.Error("artifact not sent: not verified", "duration_ms", ms, "err", r.openErr)
+		s.emit(proto.EventTFTPError, remote.IP, map[string]string{"file": name, "bytes": "0", "duration_ms": ms,
+			"sha256": a.SHA256, "error": r.openErr.Error()})
+		return nil // ReadFrom sent the client an error packet
+	case err != nil:
+		log.Warn("transfer failed", "bytes", n, "duration_ms", ms, "err", err)
+		s.emit(proto.EventTFTPError, remote.IP, map[string]string{"file": name, "bytes": strconv.FormatInt(n, 10), "duration_ms": ms, "error": err.Error()})
+		return nil
+	}
+	log.Info("sent", "bytes", n, "duration_ms", ms, "cache_wait_ms", r.waited.Milliseconds())
+	s.emit(proto.EventTFTPDone, remote.IP, map[string]string{"file": name, "bytes": strconv.FormatInt(n, 10),
+		"duration_ms": ms, "sha256": a.SHA256})
+	return nil
+}
+
+// errNotAvailable is what the client is told when its artifact could not be
+// verified in time: the reason (store, digest) is for the edge's log.
+var errNotAvailable = errors.New("file not available: try again later")
+
+// verifiedReader opens the verified file on the first Read, after pin/tftp
+// has sent the OACK. It seeks without opening (pin/tftp measures the size
+// by seeking when tsize is 0, i.e. for an empty artifact).
+type verifiedReader struct {
+	ctx   context.Context
+	files VerifiedFiles
+	a     proto.Artifact
+
+	once    sync.Once
+	f       *os.File
+	openErr error
+	waited  time.Duration
+	off     int64 // before the open: where Read starts
+}
+
+func (r *verifiedReader) open() error {
+	r.once.Do(func() {
+		start := time.Now()
+		r.f, r.openErr = r.files.Open(r.ctx, r.a)
+		r.waited = time.Since(start)
+		if r.openErr == nil && r.off != 0 {
+			_, r.openErr = r.f.Seek(r.off, io.SeekStart)
+		}
+	})
+	return r.openErr
+}
+
+func (r *verifiedReader) Read(p []byte) (int, error) {
+	if err := r.open(); err != nil {
+		return 0, errNotAvailable
+	}
+	return r.f.Read(p)
+}
+
+func (r *verifiedReader) Seek(offset int64, whence int) (int64, error) {
+	if r.f != nil {
+		return r.f.Seek(offset, whence)
+	}
+	switch whence {
+	case io.SeekCurrent:
+		offset += r.off
+	case io.SeekEnd:
+		offset += r.a.Size
+	}
+	if offset < 0 {
+		return 0, errors.New("tftp: negative position")
+	}
+	r.off = offset
+	return offset, nil
+}
+
+func (r *verifiedReader) close() {
+	if r.f != nil {
+		r.f.Close()
+	}
+}
