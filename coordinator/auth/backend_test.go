@@ -1,8 +1,6 @@
 package auth_test
 
 import (
-	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,61 +92,8 @@ func startNATSCluster(t *testing.T, pkiDir string) *natsCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	confs := clusterNodeConfigs(t, base, string(frag), sharedJWT, pkiDir, 3)
+	confs := natstest.OperatorClusterConfigs(t, base, string(frag), sharedJWT, pkiDir, 3)
 	return &natsCluster{dir: dir, nodes: natstest.StartClusterFromConfig(t, confs...)}
-}
-
-// clusterNodeConfigs writes n node configs under base that include a copy
-// of the fragment, each with its own resolver dir, JetStream store and
-// route port, and client TLS from pkiDir; it returns their paths.
-func clusterNodeConfigs(t *testing.T, base, frag, sharedJWT, pkiDir string, n int) []string {
-	t.Helper()
-	var routes []string
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-		routes = append(routes, fmt.Sprintf("%q", "nats://"+l.Addr().String()))
-		l.Close()
-	}
-	var confs []string
-	for i := range n {
-		nd := filepath.Join(base, fmt.Sprintf("n%d", i+1))
-		if err := os.MkdirAll(nd, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		old := fmt.Sprintf("dir: %q", sharedJWT)
-		if strings.Count(frag, old) != 1 {
-			t.Fatalf("resolver.conf has no single %s", old)
-		}
-		own := strings.Replace(frag, old, fmt.Sprintf("dir: %q", filepath.Join(nd, "jwt")), 1)
-		if err := os.WriteFile(filepath.Join(nd, auth.ResolverConfFile), []byte(own), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		conf := fmt.Sprintf(`server_name: n%d
-host: 127.0.0.1
-port: -1
-jetstream: { store_dir: %q }
-tls: { cert_file: %q, key_file: %q, ca_file: %q, timeout: 5 }
-cluster: {
-    name: fleetboot-test
-    host: 127.0.0.1
-    port: %d
-    routes: [%s]
-}
-include resolver.conf
-`, i+1, filepath.Join(nd, "js"), filepath.Join(pkiDir, pki.CertFile), filepath.Join(pkiDir, pki.KeyFile), filepath.Join(pkiDir, pki.CAFile),
-			ports[i], strings.Join(routes, ", "))
-		p := filepath.Join(nd, "nats-server.conf")
-		if err := os.WriteFile(p, []byte(conf), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		confs = append(confs, p)
-	}
-	return confs
 }
 
 // configure makes cfg the coordinator's configuration on the cluster, as

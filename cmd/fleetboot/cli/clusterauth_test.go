@@ -42,7 +42,7 @@ func startAuthCluster(t *testing.T) *authCluster {
 	if r := runEnv(t, nil, "nats", "init", dir, "--resolver-dir", sharedJWT, "--sync-interval", "1s"); r.code != 0 {
 		t.Fatalf("nats init: code %d stderr %q", r.code, r.stderr)
 	}
-	confs := clusterConfigs(t, base, readFile(t, filepath.Join(dir, auth.ResolverConfFile)), sharedJWT, 3)
+	confs := natstest.OperatorClusterConfigs(t, base, readFile(t, filepath.Join(dir, auth.ResolverConfFile)), sharedJWT, "", 3)
 	return &authCluster{dir: dir, confs: confs, nodes: natstest.StartClusterFromConfig(t, confs...)}
 }
 

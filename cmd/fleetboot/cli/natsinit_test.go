@@ -3,7 +3,6 @@ package cli_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -173,7 +172,7 @@ func TestNatsInitCluster(t *testing.T) {
 		t.Fatalf("nats init: code %d stderr %q", r.code, r.stderr)
 	}
 	frag := readFile(t, filepath.Join(dir, auth.ResolverConfFile))
-	confs := clusterConfigs(t, base, frag, sharedJWT, 3)
+	confs := natstest.OperatorClusterConfigs(t, base, frag, sharedJWT, "", 3)
 	nodes := natstest.StartClusterFromConfig(t, confs...)
 
 	// The coordinator's part: the signing keys, never the identity keys.
@@ -294,57 +293,6 @@ func TestNatsInitCluster(t *testing.T) {
 	}
 }
 
-// clusterConfigs writes n node configs under base that include a copy of
-// the fragment, each with its own resolver dir, JetStream store and route
-// port, and returns their paths.
-func clusterConfigs(t *testing.T, base, frag, sharedJWT string, n int) []string {
-	t.Helper()
-	var routes []string
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-		routes = append(routes, fmt.Sprintf("%q", "nats://"+l.Addr().String()))
-		l.Close()
-	}
-	var confs []string
-	for i := range n {
-		nd := filepath.Join(base, fmt.Sprintf("n%d", i+1))
-		if err := os.MkdirAll(nd, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		old := fmt.Sprintf("dir: %q", sharedJWT)
-		if strings.Count(frag, old) != 1 {
-			t.Fatalf("resolver.conf has no single %s", old)
-		}
-		own := strings.Replace(frag, old, fmt.Sprintf("dir: %q", filepath.Join(nd, "jwt")), 1)
-		if err := os.WriteFile(filepath.Join(nd, auth.ResolverConfFile), []byte(own), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		conf := fmt.Sprintf(`server_name: n%d
-host: 127.0.0.1
-port: -1
-jetstream: { store_dir: %q }
-cluster: {
-    name: fleetboot-test
-    host: 127.0.0.1
-    port: %d
-    routes: [%s]
-}
-include resolver.conf
-`, i+1, filepath.Join(nd, "js"), ports[i], strings.Join(routes, ", "))
-		p := filepath.Join(nd, "nats-server.conf")
-		if err := os.WriteFile(p, []byte(conf), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		confs = append(confs, p)
-	}
-	return confs
-}
-
 // user is a credential of the fleetboot account, as the coordinator will
 // issue it: a user JWT signed with the account's signing key.
 type user struct {
@@ -429,7 +377,7 @@ func TestNatsInitClusterAuthority(t *testing.T) {
 	if r := runEnv(t, nil, "nats", "init", dir, "--resolver-dir", sharedJWT); r.code != 0 {
 		t.Fatalf("nats init: code %d stderr %q", r.code, r.stderr)
 	}
-	confs := clusterConfigs(t, base, readFile(t, filepath.Join(dir, auth.ResolverConfFile)), sharedJWT, 3)
+	confs := natstest.OperatorClusterConfigs(t, base, readFile(t, filepath.Join(dir, auth.ResolverConfFile)), sharedJWT, "", 3)
 	nodes := natstest.StartClusterFromConfig(t, confs...)
 
 	acct, err := auth.OpenClusterAccount(dir)
