@@ -213,12 +213,20 @@ func (a *Authority) ConnectOption(acc Account) (nats.Option, error) {
 	if kp == nil {
 		return nil, fmt.Errorf("auth: unknown account %d", acc)
 	}
+	return coordinatorUser(kp, "")
+}
+
+// coordinatorUser signs, with an account's key kp (issuerAccount set when
+// kp is one of its signing keys), a fresh user with no restrictions for
+// one of the coordinator's own connections; its seed never leaves memory.
+func coordinatorUser(kp nkeys.KeyPair, issuerAccount string) (nats.Option, error) {
 	user, err := nkeys.CreateUser()
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
 	uc := jwt.NewUserClaims(mustPub(user))
 	uc.Name = "fleetboot-coordinator"
+	uc.IssuerAccount = issuerAccount
 	uc.Tags.Add("role:coordinator")
 	tok, err := uc.Encode(kp)
 	if err != nil {

@@ -135,23 +135,7 @@ func (c *ClusterAccount) ConnectOption(acc Account) (nats.Option, error) {
 	default:
 		return nil, fmt.Errorf("auth: the coordinator signs no user of account %d on a cluster", acc)
 	}
-	user, err := nkeys.CreateUser()
-	if err != nil {
-		return nil, fmt.Errorf("auth: %w", err)
-	}
-	uc := jwt.NewUserClaims(mustPub(user))
-	uc.Name = "fleetboot-coordinator"
-	uc.IssuerAccount = issuer
-	uc.Tags.Add("role:coordinator")
-	tok, err := uc.Encode(kp)
-	if err != nil {
-		return nil, fmt.Errorf("auth: %w", err)
-	}
-	seed, err := user.Seed()
-	if err != nil {
-		return nil, fmt.Errorf("auth: %w", err)
-	}
-	return nats.UserJWTAndSeed(tok, string(seed)), nil
+	return coordinatorUser(kp, issuer)
 }
 
 // AccountJWT re-signs the account from its definition with the given

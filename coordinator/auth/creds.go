@@ -61,17 +61,9 @@ func writeNew(path string, data []byte, perm os.FileMode) error {
 // must use ("" when it may use the shared _INBOX). An edge must connect
 // with nats.CustomInboxPrefix(prefix), or every reply to it is refused.
 func InboxPrefix(credsFile string) (string, error) {
-	data, err := os.ReadFile(credsFile)
+	uc, err := credsClaims(credsFile)
 	if err != nil {
-		return "", fmt.Errorf("auth: %w", err)
-	}
-	tok, err := jwt.ParseDecoratedJWT(data)
-	if err != nil {
-		return "", fmt.Errorf("auth: %s is not a NATS credentials file", credsFile)
-	}
-	uc, err := jwt.DecodeUserClaims(tok)
-	if err != nil {
-		return "", fmt.Errorf("auth: %s is not a NATS credentials file", credsFile)
+		return "", err
 	}
 	for _, s := range uc.Sub.Allow {
 		if s == "_INBOX.>" || s == ">" {
@@ -91,17 +83,9 @@ func InboxPrefix(credsFile string) (string, error) {
 // every site. Its NATS permissions let it read only that site's events, so
 // event readers must filter on it.
 func CredsSite(credsFile string) (string, error) {
-	data, err := os.ReadFile(credsFile)
+	uc, err := credsClaims(credsFile)
 	if err != nil {
-		return "", fmt.Errorf("auth: %w", err)
-	}
-	tok, err := jwt.ParseDecoratedJWT(data)
-	if err != nil {
-		return "", fmt.Errorf("auth: %s is not a NATS credentials file", credsFile)
-	}
-	uc, err := jwt.DecodeUserClaims(tok)
-	if err != nil {
-		return "", fmt.Errorf("auth: %s is not a NATS credentials file", credsFile)
+		return "", err
 	}
 	for _, t := range uc.Tags {
 		if site, ok := strings.CutPrefix(t, "site:"); ok {
@@ -109,4 +93,21 @@ func CredsSite(credsFile string) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// credsClaims reads the user JWT of a credentials file.
+func credsClaims(credsFile string) (*jwt.UserClaims, error) {
+	data, err := os.ReadFile(credsFile)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	tok, err := jwt.ParseDecoratedJWT(data)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %s is not a NATS credentials file", credsFile)
+	}
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %s is not a NATS credentials file", credsFile)
+	}
+	return uc, nil
 }
