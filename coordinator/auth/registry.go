@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
+	"github.com/fleetboot/fleetboot/coordinator/kvleader"
 	"github.com/fleetboot/fleetboot/proto"
 )
 
@@ -77,50 +78,14 @@ func (e entry) Revision() uint64 { return e.rev }
 // what another coordinator wrote a moment ago (enrolled, revoked): the
 // registry's answers must not rest on such a read.
 func (r *registry) get(ctx context.Context, key string) (entry, error) {
-	req, err := json.Marshal(map[string]string{"last_by_subj": "$KV." + proto.BucketIdentities + "." + key})
+	e, err := kvleader.Get(ctx, r.nc, proto.BucketIdentities, key)
 	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return entry{}, err
+		}
 		return entry{}, fmt.Errorf("auth: %w", err)
 	}
-	m, err := r.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+proto.BucketIdentities, req)
-	if err != nil {
-		return entry{}, fmt.Errorf("auth: read %s: %w", key, err)
-	}
-	var resp struct {
-		Error *struct {
-			ErrCode     int    `json:"err_code"`
-			Description string `json:"description"`
-		} `json:"error"`
-		Message *struct {
-			Seq    uint64 `json:"seq"`
-			Header []byte `json:"hdrs"`
-			Data   []byte `json:"data"`
-		} `json:"message"`
-	}
-	if err := json.Unmarshal(m.Data, &resp); err != nil {
-		return entry{}, fmt.Errorf("auth: read %s: %w", key, err)
-	}
-	switch {
-	case resp.Error != nil && jetstream.ErrorCode(resp.Error.ErrCode) == jetstream.JSErrCodeMessageNotFound:
-		return entry{}, jetstream.ErrKeyNotFound
-	case resp.Error != nil:
-		return entry{}, fmt.Errorf("auth: read %s: %s", key, resp.Error.Description)
-	case resp.Message == nil:
-		return entry{}, fmt.Errorf("auth: read %s: empty reply", key)
-	}
-	if op := kvOperation(resp.Message.Header); op == "DEL" || op == "PURGE" {
-		return entry{}, jetstream.ErrKeyNotFound
-	}
-	return entry{key: key, value: resp.Message.Data, rev: resp.Message.Seq}, nil
-}
-
-// kvOperation is the KV-Operation header of a stored message ("" for a put).
-func kvOperation(hdr []byte) string {
-	for _, line := range strings.Split(string(hdr), "\r\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(strings.TrimSpace(k), "KV-Operation") {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
+	return entry{key: key, value: e.Value, rev: e.Revision}, nil
 }
 
 type indexed struct {

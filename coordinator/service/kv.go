@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetboot/fleetboot/coordinator/kvleader"
 )
 
 func (s *Service) put(ctx context.Context, bucket, key string, v any) error {
@@ -77,59 +79,20 @@ type entry struct {
 	created time.Time
 }
 
-// read returns the latest value of key from the stream leader. On a
-// replicated bucket a KV Get is a direct get that any replica may answer, and
-// a replica may not have applied a write another coordinator has just had
-// acknowledged; the rules must not decide on such a read. STREAM.MSG.GET is
-// answered by the leader only.
+// read returns the latest value of key from the stream leader (see
+// kvleader: the rules must not decide on a replica's possibly stale read).
 func (s *Service) read(ctx context.Context, bucket, key string) (entry, error) {
-	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + bucket + "." + key})
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 	}
-	m, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+bucket, req)
-	if err != nil {
-		return entry{}, fmt.Errorf("coordinator: read %s/%s: %w", bucket, key, err)
-	}
-	var resp struct {
-		Error *struct {
-			Code        int    `json:"code"`
-			ErrCode     int    `json:"err_code"`
-			Description string `json:"description"`
-		} `json:"error"`
-		Message *struct {
-			Seq    uint64    `json:"seq"`
-			Header []byte    `json:"hdrs"`
-			Data   []byte    `json:"data"`
-			Time   time.Time `json:"time"`
-		} `json:"message"`
-	}
-	if err := json.Unmarshal(m.Data, &resp); err != nil {
-		return entry{}, fmt.Errorf("coordinator: read %s/%s: %w", bucket, key, err)
-	}
-	if resp.Error != nil {
-		if jetstream.ErrorCode(resp.Error.ErrCode) == jetstream.JSErrCodeMessageNotFound {
-			return entry{}, ErrNotFound
-		}
-		return entry{}, fmt.Errorf("coordinator: read %s/%s: %s", bucket, key, resp.Error.Description)
-	}
-	if resp.Message == nil {
-		return entry{}, fmt.Errorf("coordinator: read %s/%s: empty reply", bucket, key)
-	}
-	if op := kvOperation(resp.Message.Header); op == "DEL" || op == "PURGE" {
+	e, err := kvleader.Get(ctx, s.nc, bucket, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return entry{}, ErrNotFound
 	}
-	return entry{value: resp.Message.Data, rev: resp.Message.Seq, created: resp.Message.Time}, nil
-}
-
-// kvOperation is the KV-Operation header of a stored message ("" for a put).
-func kvOperation(hdr []byte) string {
-	for _, line := range strings.Split(string(hdr), "\r\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(strings.TrimSpace(k), "KV-Operation") {
-			return strings.TrimSpace(v)
-		}
+	if err != nil {
+		return entry{}, fmt.Errorf("coordinator: %w", err)
 	}
-	return ""
+	return entry{value: e.Value, rev: e.Revision, created: e.Created}, nil
 }
