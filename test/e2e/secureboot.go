@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"time"
 )
 
 // SecureBootAssets are the files of Debian's Secure Boot network chain
@@ -184,3 +186,74 @@ func SecureBootTFTPRoot(root string, sb SecureBootAssets, kernel, cmdline string
 func GRUBConfig(kernel, cmdline string, initrds ...string) string {
 	return fmt.Sprintf("set timeout=0\nlinux %s %s\ninitrd %s\nboot\n", kernel, cmdline, strings.Join(initrds, " "))
 }
+
+// ShimGRUBRequests are the files shim and Debian's network GRUB ask a TFTP
+// server for, in order, with the boot file bootx64.efi and the layout of
+// SecureBootTFTPRoot (observed against dnsmasq by TestReferenceSecureBoot).
+// The optional ones may be missing: both go on without them.
+var ShimGRUBRequests = []struct {
+	Path     string
+	Optional bool
+}{
+	{"bootx64.efi", false}, // OVMF: a tsize probe it aborts (error 8), then the file
+	{"revocations_sku.efi", true},
+	{"revocations_sbat.efi", true},
+	{"shim_certificate_0.efi", true},
+	{"grubx64.efi", false}, // shim, from its own directory
+	{"grub/x86_64-efi/command.lst", true},
+	{"grub/x86_64-efi/fs.lst", true},
+	{"grub/x86_64-efi/crypto.lst", true},
+	{"grub/x86_64-efi/terminal.lst", true},
+	{"grub/grub.cfg", false}, // GRUB's embedded prefix is /grub
+	{"vmlinuz", false},       // then whatever grub.cfg names
+	{"initrd.gz", false},
+}
+
+// Console lines of a Secure Boot boot.
+var (
+	// The EFI stub's and the kernel's own reports that the firmware
+	// enforces Secure Boot (not just that it has keys).
+	efiStubSecureBootRE   = regexp.MustCompile(`EFI stub: UEFI Secure Boot is enabled`)
+	kernelSecureBootRE    = regexp.MustCompile(`secureboot: Secure boot enabled`)
+	kernelSecureBootOffRE = regexp.MustCompile(`secureboot: Secure boot disabled`)
+	// BadShimSignatureRE is what Debian's GRUB prints when shim's
+	// verifier rejects the kernel; "you need to load the kernel first"
+	// follows for initrd and boot, then the grub> prompt.
+	BadShimSignatureRE = regexp.MustCompile(`error: bad shim signature`)
+	// EFIStubRE is any line of the kernel's EFI stub: the kernel ran.
+	EFIStubRE = regexp.MustCompile(`EFI stub: `)
+	ansiRE    = regexp.MustCompile(`\x1b\[[0-9;?]*[A-Za-z]`)
+)
+
+// CheckSecureBoot returns an error unless the VM's console shows the
+// kernel booted with Secure Boot enforced: the EFI stub says so and the
+// kernel reports "secureboot: Secure boot enabled".
+func (vm *VM) CheckSecureBoot() error {
+	console := vm.Console()
+	var missing []string
+	for _, re := range []*regexp.Regexp{efiStubSecureBootRE, kernelSecureBootRE} {
+		if !re.MatchString(console) {
+			missing = append(missing, re.String())
+		}
+	}
+	if kernelSecureBootOffRE.MatchString(console) {
+		missing = append(missing, "not "+kernelSecureBootOffRE.String())
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("e2e: %s: console lacks %q:\n%s", vm.Config.Name, missing, lastLines(StripANSI(console), 60))
+	}
+	return nil
+}
+
+// WaitKernelRefused waits up to limit for GRUB's refusal of the kernel
+// under Secure Boot and returns the line, escape sequences removed.
+func (vm *VM) WaitKernelRefused(limit time.Duration) (string, error) {
+	line, err := vm.WaitConsole(limit, BadShimSignatureRE)
+	if err != nil {
+		return "", fmt.Errorf("e2e: %s: no Secure Boot refusal: %w", vm.Config.Name, err)
+	}
+	return strings.TrimSpace(StripANSI(line)), nil
+}
+
+// StripANSI removes the terminal escapes OVMF and GRUB mirror to serial.
+func StripANSI(s string) string { return ansiRE.ReplaceAllString(s, "") }
