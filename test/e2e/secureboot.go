@@ -229,7 +229,13 @@ var (
 // kernel booted with Secure Boot enforced: the EFI stub says so and the
 // kernel reports "secureboot: Secure boot enabled".
 func (vm *VM) CheckSecureBoot() error {
-	console := vm.Console()
+	if err := checkSecureBootConsole(vm.Console()); err != nil {
+		return fmt.Errorf("e2e: %s: %w", vm.Config.Name, err)
+	}
+	return nil
+}
+
+func checkSecureBootConsole(console string) error {
 	var missing []string
 	for _, re := range []*regexp.Regexp{efiStubSecureBootRE, kernelSecureBootRE} {
 		if !re.MatchString(console) {
@@ -240,7 +246,7 @@ func (vm *VM) CheckSecureBoot() error {
 		missing = append(missing, "not "+kernelSecureBootOffRE.String())
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("e2e: %s: console lacks %q:\n%s", vm.Config.Name, missing, lastLines(StripANSI(console), 60))
+		return fmt.Errorf("console lacks %q:\n%s", missing, lastLines(StripANSI(console), 60))
 	}
 	return nil
 }

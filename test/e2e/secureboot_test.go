@@ -245,3 +245,28 @@ func TestTFTPRequests(t *testing.T) {
 		t.Errorf("StripANSI = %q", s)
 	}
 }
+
+// TestCheckSecureBootConsole: the check passes only on a console where
+// both the EFI stub and the kernel report Secure Boot on (lines as seen
+// here with OVMF_VARS_4M.ms.fd, and with plain OVMF_VARS_4M.fd for "off").
+func TestCheckSecureBootConsole(t *testing.T) {
+	const stub = "EFI stub: UEFI Secure Boot is enabled.\r\n"
+	const on = "[    0.000000] secureboot: Secure boot enabled\r\n"
+	const off = "[    0.000000] secureboot: Secure boot disabled\r\n"
+	tests := []struct {
+		name    string
+		console string
+		ok      bool
+	}{
+		{"enforced", "Fetching Netboot Image grubx64.efi\r\n" + stub + on, true},
+		{"disabled", off, false},
+		{"stub only", stub, false},
+		{"kernel only", on, false},
+		{"nothing booted", "error: bad shim signature.\r\n", false},
+	}
+	for _, tc := range tests {
+		if err := checkSecureBootConsole(tc.console); (err == nil) != tc.ok {
+			t.Errorf("%s: checkSecureBootConsole = %v, want ok=%v", tc.name, err, tc.ok)
+		}
+	}
+}
