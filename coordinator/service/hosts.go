@@ -53,8 +53,16 @@ func (s *Service) SetHost(ctx context.Context, req proto.HostSetRequest) (proto.
 	if err != nil {
 		return proto.Host{}, err
 	}
+	var needs []string // firmwares the host's loader must boot
 	if h.Image != "" {
-		if _, err := s.getImage(ctx, h.Image); err != nil {
+		im, err := s.getImage(ctx, h.Image)
+		if err != nil {
+			return proto.Host{}, err
+		}
+		needs = proto.FirmwareOfArch(im.Arch)
+	}
+	if h.Loader != "" && (prev == nil || prev.Loader != h.Loader || prev.Image != h.Image) {
+		if err := s.checkLoader(ctx, h.Loader, needs); err != nil {
 			return proto.Host{}, err
 		}
 	}

@@ -64,7 +64,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		cfg.Replicas = 1
 	}
 	s := &Service{kv: map[string]jetstream.KeyValue{}, js: cfg.JS, nc: cfg.JS.Conn(), check: cfg.Checker, log: cfg.Logger, now: cfg.Now}
-	for _, b := range []string{proto.BucketSites, proto.BucketImages, proto.BucketHosts, proto.BucketMACs, bucketIPs, proto.BucketEdges, bucketFacts, bucketImageLocks} {
+	for _, b := range []string{proto.BucketSites, proto.BucketImages, proto.BucketHosts, proto.BucketMACs, bucketIPs, proto.BucketEdges, bucketFacts, bucketImageLocks, proto.BucketLoaders} {
 		kv, err := cfg.JS.CreateOrUpdateKeyValue(ctx, proto.BucketConfig(b, cfg.Replicas))
 		if err != nil {
 			return nil, fmt.Errorf("coordinator: create KV bucket %s: %w", b, err)

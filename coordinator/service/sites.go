@@ -20,9 +20,17 @@ func (s *Service) AddSite(ctx context.Context, in proto.Site) (proto.Site, error
 	if err := validateSite(&in); err != nil {
 		return proto.Site{}, err
 	}
+	var needs []string // firmwares the site's loader must boot
 	if in.DiscoveryImage != "" {
-		if _, err := s.getImage(ctx, in.DiscoveryImage); err != nil {
+		im, err := s.getImage(ctx, in.DiscoveryImage)
+		if err != nil {
 			return proto.Site{}, fmt.Errorf("discovery image: %w", err)
+		}
+		needs = proto.FirmwareOfArch(im.Arch)
+	}
+	if in.Loader != "" {
+		if err := s.checkLoader(ctx, in.Loader, needs); err != nil {
+			return proto.Site{}, err
 		}
 	}
 	// Existing reservations must stay inside the new networks.
