@@ -1,9 +1,13 @@
 package dhcp
 
 import (
+	"bytes"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/fleetboot/fleetboot/proto"
 )
@@ -70,5 +74,40 @@ func TestBootWithLoader(t *testing.T) {
 				t.Fatalf("file, tftp, fallback (-want +got):\n%s\nreason: %s", diff, b.Reason)
 			}
 		})
+	}
+}
+
+// TestHandlerFollowsLoader: the handler takes the loader from its source,
+// names the loader's file in the reply, and logs a fallback once per
+// loader and architecture however often the machine asks.
+func TestHandlerFollowsLoader(t *testing.T) {
+	shim := proto.Loader{Name: "shim", Kind: proto.LoaderShimGrub, Files: []proto.LoaderFile{
+		testLoaderFile(proto.FirmwareX64, proto.RoleShim, "bootx64.efi"),
+		testLoaderFile(proto.FirmwareX64, proto.RoleGrub, "grubx64.efi"),
+	}}
+	host := proto.Host{MAC: knownMAC, Site: "lab", State: proto.StateBoot, Loader: "shim"}
+	f := newFixture(t, testSite(proto.DHCPFull, proto.UnknownIgnore), "", nil, host)
+	f.st.PutLoader(shim)
+	var logs bytes.Buffer
+	f.h.cfg.Loaders = f.st
+	f.h.log = slog.New(slog.NewTextHandler(&logs, nil))
+
+	tests := []struct {
+		name string
+		mods []dhcpv4.Modifier
+		want string
+	}{
+		{"uefi x64: shim", pxe(7), "loaders/shim/bootx64.efi"},
+		{"bios: no bios file, default", pxe(0), "undionly.kpxe"},
+		{"bios again", pxe(0), "undionly.kpxe"},
+	}
+	for _, tt := range tests {
+		got := viewOf(f.handle(t, pkt(t, dhcpv4.MessageTypeDiscover, knownMAC, tt.mods...), 67))
+		if got.File != tt.want || got.Opt67 != tt.want {
+			t.Errorf("%s: file %q, option 67 %q; want %q", tt.name, got.File, got.Opt67, tt.want)
+		}
+	}
+	if n := strings.Count(logs.String(), "loader has no file for this architecture"); n != 1 {
+		t.Errorf("fallback logged %d times, want once:\n%s", n, logs.String())
 	}
 }
