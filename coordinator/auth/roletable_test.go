@@ -157,6 +157,7 @@ func buckets(t *testing.T) []bucket {
 		{name: "ips", own: ownSite + ".10.0.0.5"},
 		{name: "facts", own: macKey},
 		{name: "imagelocks", own: seedImage},
+		{name: "loaderlocks", own: seedLoader},
 		{name: proto.BucketEdges, own: "rte-probe"},
 		// The coordinators' registry of credentials on a cluster: not even
 		// an admin reads it past the API.

@@ -2,9 +2,12 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetboot/fleetboot/proto"
 )
@@ -28,6 +31,11 @@ func (s *Service) AddLoader(ctx context.Context, in proto.Loader) (proto.Loader,
 	in.Updated = s.now().UTC()
 	if err := s.put(ctx, proto.BucketLoaders, in.Name, in); err != nil {
 		return proto.Loader{}, err
+	}
+	// A removal of an earlier loader of this name may have left its lock
+	// "removed"; the new loader is usable.
+	if _, err := s.kv[bucketLoaderLocks].Put(ctx, in.Name, []byte(lockInUse)); err != nil {
+		return proto.Loader{}, fmt.Errorf("coordinator: loader lock %s: %w", in.Name, err)
 	}
 	s.log.Info("loader saved", "loader", in.Name, "kind", in.Kind)
 	return in, nil
@@ -123,20 +131,29 @@ func (s *Service) checkLoader(ctx context.Context, name string, firmwares []stri
 	return invalid("loader %s boots %s firmware, not %s", name, strings.Join(has, ", "), strings.Join(firmwares, " or "))
 }
 
-// RemoveLoader deletes a loader no site or host uses.
+// RemoveLoader deletes a loader no site or host uses. Like RemoveImage, it
+// marks the loader's lock with compare-and-set, so a user added meanwhile
+// on another coordinator (pin) makes one of the two fail.
 func (s *Service) RemoveLoader(ctx context.Context, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	l, err := s.GetLoader(ctx, name)
+	if err := proto.ValidName("loader", name); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	cur, err := s.read(ctx, proto.BucketLoaders, name)
 	if err != nil {
-		return err
+		return fmt.Errorf("loader %s: %w", name, err)
+	}
+	lock, lockErr := s.read(ctx, bucketLoaderLocks, name)
+	if lockErr != nil && !errors.Is(lockErr, ErrNotFound) {
+		return lockErr
 	}
 	sites, err := s.ListSites(ctx)
 	if err != nil {
 		return err
 	}
 	for _, site := range sites {
-		if site.Loader == l.Name {
+		if site.Loader == name {
 			return fmt.Errorf("%w: loader %s is the loader of site %s", ErrConflict, name, site.Name)
 		}
 	}
@@ -154,5 +171,19 @@ func (s *Service) RemoveLoader(ctx context.Context, name string) error {
 	if len(users) > 0 {
 		return fmt.Errorf("%w: loader %s is used by %d host(s) (%s); set them another loader first", ErrConflict, name, len(users), strings.Join(first(users, 3), ", "))
 	}
-	return s.kv[proto.BucketLoaders].Delete(ctx, name)
+	locks := s.kv[bucketLoaderLocks]
+	var rev uint64
+	if lockErr == nil {
+		rev, err = locks.Update(ctx, name, []byte(lockRemoved), lock.rev)
+	} else {
+		rev, err = locks.Create(ctx, name, []byte(lockRemoved))
+	}
+	if err != nil {
+		return fmt.Errorf("%w: loader %s got a new user concurrently; retry", ErrConflict, name)
+	}
+	if err := s.kv[proto.BucketLoaders].Delete(ctx, name, jetstream.LastRevision(cur.rev)); err != nil {
+		_, _ = locks.Update(context.WithoutCancel(ctx), name, []byte(lockInUse), rev)
+		return fmt.Errorf("%w: loader %s changed concurrently; retry", ErrConflict, name)
+	}
+	return nil
 }
