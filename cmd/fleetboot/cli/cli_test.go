@@ -189,6 +189,9 @@ func TestCLIAgainstCoordinator(t *testing.T) {
 		{"list hosts unchanged", []string{"host", "ls"}, 0, "host-ls.txt", ""},
 		// Loaders: a Secure Boot chain for one host, explained file by file.
 		{"add shim loader", []string{"loader", "add", "shim-debian", "--kind", "shim-grub", "--shim", shim, "--grub", grub}, 0, "loader-add.txt", ""},
+		{"list loaders json", []string{"loader", "ls", "-o", "json"}, 0, "loader-ls.json", ""},
+		{"loader with an ipxe flag", []string{"loader", "add", "x", "--kind", "shim-grub", "--shim", shim, "--grub", grub, "--efi", shim}, 1, "",
+			"fleetboot: loader add: --efi does not go with --kind shim-grub (it takes --shim and --grub)\n"},
 		{"missing loader", []string{"host", "set", "52:54:00:12:34:56", "--loader", "nope"}, 1, "", "fleetboot: loader nope: not found\n"},
 		{"host on shim", []string{"host", "set", "52:54:00:12:34:56", "--loader", "shim-debian"}, 0, "", ""},
 		{"explain shim chain", []string{"explain", "52:54:00:12:34:56", "--arch", "7"}, 0, "explain-shim.txt", ""},
