@@ -13,10 +13,11 @@ const (
 	BucketHosts  = "hosts"  // key: HostKey(site, mac)
 	BucketMACs   = "macs"   // key: MAC as 12 hex digits -> HostKey; keeps a MAC unique across sites
 	BucketEdges  = "edges"  // key: edge name -> EdgeStatus (last heartbeat)
-	// BucketLoaders: key loader name -> Loader. Global like images: every
-	// edge reads it.
-	BucketLoaders = "loaders"
 )
+
+// BucketLoaders holds the boot loaders (key: loader name -> Loader). Global
+// like images: every edge reads it.
+const BucketLoaders = "loaders"
 
 // BucketIdentities is the registry of enrolled credentials of a coordinator
 // on a NATS cluster (--auth --nats-url), shared by every coordinator and
@@ -53,22 +54,26 @@ const (
 
 // API endpoint names, relative to APIPrefix.
 const (
-	APISiteAdd    = "site.add"
-	APISiteList   = "site.list"
-	APISiteGet    = "site.get"
-	APISiteRm     = "site.rm"
-	APIImageAdd   = "image.add"
-	APIImageList  = "image.list"
-	APIImageGet   = "image.get"
-	APIImageRm    = "image.rm"
-	APIHostSet    = "host.set"
-	APIHostList   = "host.list"
-	APIHostGet    = "host.get"
-	APIHostRm     = "host.rm"
-	APIEdgeList   = "edge.list"
-	APIHostDone   = "host.done"  // an installer reported done (from an edge)
-	APIHostFacts  = "host.facts" // an installer reported facts (from an edge)
-	APIStoreInfo  = "store.info"
+	APISiteAdd   = "site.add"
+	APISiteList  = "site.list"
+	APISiteGet   = "site.get"
+	APISiteRm    = "site.rm"
+	APIImageAdd  = "image.add"
+	APIImageList = "image.list"
+	APIImageGet  = "image.get"
+	APIImageRm   = "image.rm"
+	APIHostSet   = "host.set"
+	APIHostList  = "host.list"
+	APIHostGet   = "host.get"
+	APIHostRm    = "host.rm"
+	APIEdgeList  = "edge.list"
+	APIHostDone  = "host.done"  // an installer reported done (from an edge)
+	APIHostFacts = "host.facts" // an installer reported facts (from an edge)
+	APIStoreInfo = "store.info"
+)
+
+// Boot loader endpoints (proto.Loader), relative to APIPrefix.
+const (
 	APILoaderAdd  = "loader.add"
 	APILoaderList = "loader.list"
 	APILoaderGet  = "loader.get"
