@@ -571,7 +571,11 @@ const TFTPScript = "boot.ipxe"
 //     only <prefix>/grub.cfg, never a per-MAC name. With no lease (proxy
 //     DHCP, another server's lease) the generic fallback is served, as
 //     before: it holds no host's data and asks over HTTP by
-//     ${net_default_mac}.
+//     ${net_default_mac}. A GRUB without http (Debian's signed one) cannot
+//     follow it: it prints why and exits to the next boot device, where
+//     "file not found" would leave it at a GRUB prompt.
+//     The kernel and initrds a config names are read over TFTP too, as
+//     (tftp,EDGE)/artifacts/<image>/<file> (Input.Via).
 //   - grub.cfg-01-aa-bb-cc-dd-ee-ff: GRUB's net config search
 //     (grub_net_search_config_file) tries, in the directory of its prefix,
 //     the MAC (lower-case, dashes), then the client IP in upper-case hex
@@ -649,6 +653,9 @@ func (h *Handler) renderTFTP(mac, ip string, grub bool) ([]byte, bool) {
 	}
 	in := InputFor(h.cfg.State, h.cfg.BaseURL, mac, "", platform, ip, 0)
 	in.Token = token(h.cfg.CallbackKey, mac, in.Host)
+	// A GRUB that asks over TFTP fetches its kernel and initrds over TFTP:
+	// Debian's signed GRUB has no http module.
+	in.Via = ViaTFTP
 	s, err := render(in)
 	if err != nil {
 		h.log.Error("render "+format, "mac", mac, "err", err)
