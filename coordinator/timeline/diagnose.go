@@ -32,7 +32,8 @@ const (
 	RuleIgnored         = "ignored" // the edge ignores this machine (unknown host, policy, DHCP off)
 	RuleLocal           = "local-boot"
 	RuleExit            = "script-exit"
-	RuleIPv6Wait        = "ipv6-wait" // iPXE waited for IPv6 router advertisements before asking for its script
+	RuleIPv6Wait        = "ipv6-wait"       // iPXE waited for IPv6 router advertisements before asking for its script
+	RuleGRUBNotServed   = "grub-not-served" // GRUB asked over TFTP for a file this site does not serve
 )
 
 // Diagnosis is one recognised pattern in a boot.
@@ -198,12 +199,24 @@ func tftpFile(name string) string {
 func tftp(b Boot) []Diagnosis {
 	var ds []Diagnosis
 	matched := make([]bool, len(b.Steps))
+	grub := false // a GRUB runs: it was sent, or it read its config
 	for i, s := range b.Steps {
 		ev := s.Event
+		grub = grub || isGRUB(ev)
 		switch ev.Kind {
 		case proto.EventTFTPError:
 			if strings.HasPrefix(ev.Detail["error"], "write refused") {
 				continue
+			}
+			if refused(ev) {
+				if harmlessProbe(ev.Detail["file"]) {
+					continue
+				}
+				if grub {
+					ds = append(ds, Diagnosis{Rule: RuleGRUBNotServed, Level: LevelProblem, At: ev.Time, Text: fmt.Sprintf(
+						"GRUB fetched %s, a file this site does not serve (%s)%s", ev.Detail["file"], ev.Detail["error"], grubFileHint(ev.Detail["file"]))})
+					continue
+				}
 			}
 			ds = append(ds, Diagnosis{Rule: RuleTFTPFailed, Level: LevelProblem, At: ev.Time, Text: fmt.Sprintf(
 				"TFTP transfer of %s failed after %s bytes: %s%s", ev.Detail["file"], orZero(ev.Detail["bytes"]), ev.Detail["error"], tftpHint(ev.Detail["error"]))})
@@ -229,6 +242,59 @@ func tftp(b Boot) []Diagnosis {
 		}
 	}
 	return ds
+}
+
+// refused reports whether a TFTP error is the edge refusing the request
+// (no such file, an artifact not served here) rather than a transfer that
+// broke: the edge's TFTP server records a refusal with the file and the
+// reason only, a transfer with the bytes it sent.
+func refused(ev proto.Event) bool {
+	_, sent := ev.Detail["bytes"]
+	return !sent
+}
+
+// harmlessProbe: files the Secure Boot chain asks for and goes on without
+// (SECUREBOOT-FACTS.md): shim's revocation lists and certificate, GRUB's
+// module lists under <prefix>/<platform>/ and its per-MAC and per-IP config
+// names, tried before <prefix>/grub.cfg. Refusing them is normal.
+func harmlessProbe(name string) bool {
+	file := tftpFile(name)
+	switch {
+	case file == "revocations_sku.efi", file == "revocations_sbat.efi",
+		strings.HasPrefix(file, "shim_certificate_") && strings.HasSuffix(file, ".efi"):
+		return true
+	case strings.HasPrefix(file, "grub.cfg-"):
+		return true
+	case strings.HasSuffix(file, ".lst") && strings.HasSuffix(path.Dir(path.Clean("/"+name)), "-efi"):
+		return true // x86_64-efi/command.lst, arm64-efi/fs.lst, ...
+	}
+	return false
+}
+
+// isGRUB: the event shows a GRUB running on the machine: its config was
+// served, or a GRUB binary was sent (grubx64.efi, grubnetx64.efi,
+// grubaa64.efi ...).
+func isGRUB(ev proto.Event) bool {
+	switch ev.Kind {
+	case proto.EventScript:
+		return ev.Detail["format"] == "grub"
+	case proto.EventTFTPDone:
+		f := tftpFile(ev.Detail["file"])
+		return ev.Detail["probe"] != "true" && strings.HasPrefix(f, "grub") && strings.HasSuffix(f, ".efi")
+	}
+	return false
+}
+
+// grubFileHint says where a file GRUB asked for came from.
+func grubFileHint(name string) string {
+	p := strings.TrimPrefix(path.Clean("/"+name), "/")
+	switch {
+	case strings.HasSuffix(p, ".mod"):
+		return ": GRUB tried to load a module (insmod); Debian's signed GRUB cannot load modules under Secure Boot, so a config must not need one (http.mod above all: kernel and initrd must come over TFTP)"
+	case strings.HasPrefix(p, "artifacts/"):
+		return ": the config names an image this site does not boot or a file that is not in the image (a config from before the host's image changed, or not rendered by this edge)"
+	}
+	return ": the config GRUB read was not rendered by this edge (an embedded or hand-written grub.cfg names files by path); this edge serves kernels and initrds as artifacts/<image>/<file>"
 }
 
 func tftpHint(err string) string {
@@ -262,12 +328,17 @@ func script(b Boot) []Diagnosis {
 	switch ev.Detail["decision"] {
 	case "boot", "discover":
 		for _, s := range b.Steps[last+1:] {
-			if s.Event.Kind == proto.EventArtifactStart {
+			if isArtifactRequest(s.Event) {
 				return nil
 			}
 		}
 		if b.InProgress {
 			return nil
+		}
+		if ev.Detail["format"] == "grub" {
+			return []Diagnosis{{Rule: RuleNoArtifact, Level: LevelProblem, At: ev.Time, Text: fmt.Sprintf(
+				"GRUB config served (image %s) but GRUB requested no kernel: it could not reach the edge (over TFTP: the edge's address in the config; over HTTP: a GRUB without the http module, such as Debian's signed one)",
+				ev.Detail["image"])}}
 		}
 		return []Diagnosis{{Rule: RuleNoArtifact, Level: LevelProblem, At: ev.Time, Text: fmt.Sprintf(
 			"boot script served (image %s) but no artifact was requested: iPXE could not fetch the kernel over HTTP (wrong edge URL, HTTP blocked on the path, or an iPXE without HTTP)",
@@ -282,6 +353,18 @@ func script(b Boot) []Diagnosis {
 		return []Diagnosis{{Rule: RuleIgnored, Level: LevelInfo, At: ev.Time, Text: "the script was refused: " + reason}}
 	}
 	return nil
+}
+
+// isArtifactRequest: a request for an image's file, over HTTP or (GRUB
+// without http) over TFTP as artifacts/<image>/<file>.
+func isArtifactRequest(ev proto.Event) bool {
+	switch ev.Kind {
+	case proto.EventArtifactStart:
+		return true
+	case proto.EventTFTPStart:
+		return strings.HasPrefix(strings.TrimPrefix(path.Clean("/"+ev.Detail["file"]), "/"), "artifacts/")
+	}
+	return false
 }
 
 func artifacts(b Boot) []Diagnosis {
