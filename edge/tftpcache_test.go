@@ -604,6 +604,12 @@ func TestTFTPGRUBConfigPerClient(t *testing.T) {
 	if !bytes.HasSuffix(res.body, []byte("exit\n")) {
 		t.Errorf("grub.cfg with no lease does not end by leaving GRUB:\n%s", res.body)
 	}
+	// Nor by MAC: the site's DHCP is full, so every machine of the site
+	// holds a lease; an address without one asks for someone else's.
+	name := "grub/grub.cfg-01-" + strings.ReplaceAll(macA, ":", "-")
+	if res := tftpFetch(f.tftp, ipNobody, name); res.err == nil || !strings.Contains(res.err.Error(), "file not found") {
+		t.Errorf("%s with no lease: err %v, body:\n%s", name, res.err, res.body)
+	}
 }
 
 // watchedFiles is the cache as the TFTP server sees it, counting the
