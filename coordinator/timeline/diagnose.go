@@ -34,6 +34,7 @@ const (
 	RuleExit            = "script-exit"
 	RuleIPv6Wait        = "ipv6-wait"       // iPXE waited for IPv6 router advertisements before asking for its script
 	RuleGRUBNotServed   = "grub-not-served" // GRUB asked over TFTP for a file this site does not serve
+	RuleKernelRefused   = "kernel-refused"  // GRUB downloaded the kernel and asked for nothing more: Secure Boot refused it
 )
 
 // Diagnosis is one recognised pattern in a boot.
@@ -72,6 +73,7 @@ func Diagnose(b Boot) []Diagnosis {
 	ds = append(ds, stp(b)...)
 	ds = append(ds, tftp(b)...)
 	ds = append(ds, script(b)...)
+	ds = append(ds, kernelRefused(b)...)
 	ds = append(ds, artifacts(b)...)
 	ds = append(ds, dhcpInfo(b)...)
 	// Last: a gap another rule already explains is not called an IPv6 wait.
@@ -353,6 +355,70 @@ func script(b Boot) []Diagnosis {
 		return []Diagnosis{{Rule: RuleIgnored, Level: LevelInfo, At: ev.Time, Text: "the script was refused: " + reason}}
 	}
 	return nil
+}
+
+// kernelRefused finds GRUB's answer to a kernel it may not boot: a config
+// rendered here names the kernel first and then the initrds, and GRUB's
+// initrd command runs only once a kernel is loaded. Under Secure Boot GRUB
+// downloads the whole kernel, checks its signature through shim and, for a
+// kernel no trusted key signed, prints "bad shim signature" and asks for
+// nothing more. So: after the last GRUB config, one file of the image was
+// downloaded in full, and no other was asked for.
+func kernelRefused(b Boot) []Diagnosis {
+	if b.InProgress {
+		return nil
+	}
+	last := -1
+	for i, s := range b.Steps {
+		if s.Event.Kind == proto.EventScript && s.Event.Detail["format"] == "grub" {
+			last = i
+		}
+	}
+	if last < 0 {
+		return nil
+	}
+	cfg := b.Steps[last].Event
+	if d := cfg.Detail["decision"]; d != "boot" && d != "discover" {
+		return nil
+	}
+	requested := map[string]bool{}
+	var kernel string
+	var at time.Time
+	for _, s := range b.Steps[last+1:] {
+		ev := s.Event
+		if isArtifactRequest(ev) {
+			requested[artifactFile(ev)] = true
+		}
+		if complete(ev) && kernel == "" {
+			kernel, at = artifactFile(ev), ev.Time
+		}
+	}
+	if kernel == "" || len(requested) != 1 {
+		return nil
+	}
+	return []Diagnosis{{Rule: RuleKernelRefused, Level: LevelProblem, At: at, Text: fmt.Sprintf(
+		"GRUB downloaded the kernel %s of image %s and asked for nothing more: Secure Boot refused it (GRUB says \"bad shim signature\": the kernel is not signed by a key shim trusts; boot the distribution's signed kernel)",
+		kernel, cfg.Detail["image"])}}
+}
+
+// artifactFile is the image's file an artifact event names: the TFTP
+// path artifacts/<image>/<file> or the HTTP event's file.
+func artifactFile(ev proto.Event) string {
+	if strings.HasPrefix(ev.Kind, "tftp.") {
+		return tftpFile(ev.Detail["file"])
+	}
+	return ev.Detail["file"]
+}
+
+// complete: an artifact arrived whole, over TFTP or HTTP.
+func complete(ev proto.Event) bool {
+	switch ev.Kind {
+	case proto.EventTFTPDone:
+		return ev.Detail["probe"] != "true" && isArtifactRequest(proto.Event{Kind: proto.EventTFTPStart, Detail: ev.Detail})
+	case proto.EventArtifactEnd:
+		return ev.Detail["status"] == "complete"
+	}
+	return false
 }
 
 // isArtifactRequest: a request for an image's file, over HTTP or (GRUB

@@ -420,6 +420,34 @@ func TestBuildDiagnoses(t *testing.T) {
 			want:  [][]string{{RuleNoArtifact + "@5.25"}},
 		},
 		{
+			name:  "Secure Boot refused the kernel: downloaded over TFTP, nothing followed",
+			steps: cat(shimToGRUB(0), grubConfig(5), tftpSent(6, "/artifacts/debian12/vmlinuz")),
+			want:  [][]string{{RuleKernelRefused + "@6.5"}},
+		},
+		{
+			name: "Secure Boot refused the kernel: GRUB with http, downloaded over HTTP",
+			steps: cat(dora(0, "0x01"), []step{
+				{5, proto.EventScript, "decision=boot image=debian12 format=grub"},
+				{6, proto.EventArtifactStart, "file=vmlinuz size=8000000 cache=hit"},
+				{7, proto.EventArtifactEnd, "file=vmlinuz status=complete bytes=8000000 http_status=200"},
+			}),
+			want: [][]string{{RuleKernelRefused + "@7"}},
+		},
+		{
+			name:  "kernel refused, but the boot may still be running",
+			steps: cat(shimToGRUB(0), grubConfig(5), tftpSent(6, "/artifacts/debian12/vmlinuz")),
+			now:   t0.Add(10 * time.Second),
+			want:  [][]string{{}},
+		},
+		{
+			name: "kernel transfer broke: a TFTP failure, not a refusal",
+			steps: cat(shimToGRUB(0), grubConfig(5), []step{
+				{6, proto.EventTFTPStart, "file=/artifacts/debian12/vmlinuz"},
+				{9, proto.EventTFTPError, "file=artifacts/debian12/vmlinuz bytes=65536 error=timeout_waiting_for_ACK"},
+			}),
+			want: [][]string{{RuleTFTPFailed + "@9"}},
+		},
+		{
 			name:  "a file refused before any GRUB runs is a failed TFTP request",
 			steps: cat(dora(0, "0x01"), refusedTFTP(2, "undionly.kpxe")),
 			want:  [][]string{{RuleTFTPFailed + "@2.25"}},
