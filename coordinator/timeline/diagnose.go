@@ -35,6 +35,7 @@ const (
 	RuleIPv6Wait        = "ipv6-wait"       // iPXE waited for IPv6 router advertisements before asking for its script
 	RuleGRUBNotServed   = "grub-not-served" // GRUB asked over TFTP for a file this site does not serve
 	RuleKernelRefused   = "kernel-refused"  // GRUB downloaded the kernel and asked for nothing more: Secure Boot refused it
+	RuleGRUBNoConfig    = "grub-no-config"  // shim fetched GRUB, GRUB never asked for grub.cfg
 )
 
 // Diagnosis is one recognised pattern in a boot.
@@ -74,6 +75,7 @@ func Diagnose(b Boot) []Diagnosis {
 	ds = append(ds, tftp(b)...)
 	ds = append(ds, script(b)...)
 	ds = append(ds, kernelRefused(b)...)
+	ds = append(ds, grubNoConfig(b)...)
 	ds = append(ds, artifacts(b)...)
 	ds = append(ds, dhcpInfo(b)...)
 	// Last: a gap another rule already explains is not called an IPv6 wait.
@@ -399,6 +401,46 @@ func kernelRefused(b Boot) []Diagnosis {
 	return []Diagnosis{{Rule: RuleKernelRefused, Level: LevelProblem, At: at, Text: fmt.Sprintf(
 		"GRUB downloaded the kernel %s of image %s and asked for nothing more: Secure Boot refused it (GRUB says \"bad shim signature\": the kernel is not signed by a key shim trusts; boot the distribution's signed kernel)",
 		kernel, cfg.Detail["image"])}}
+}
+
+// grubNoConfig finds a GRUB binary sent (shim fetches it from its own
+// directory) with no request for grub.cfg after it: GRUB never ran its
+// network config. Under Secure Boot that is shim refusing a GRUB no trusted
+// key signed; otherwise a GRUB built for another platform or one whose
+// embedded prefix is not on the network.
+func grubNoConfig(b Boot) []Diagnosis {
+	if b.InProgress {
+		return nil
+	}
+	sent := -1
+	for i, s := range b.Steps {
+		ev := s.Event
+		switch {
+		case ev.Kind == proto.EventTFTPDone && isGRUB(ev):
+			sent = i
+		case sent >= 0 && asksGRUBConfig(ev):
+			sent = -1 // this GRUB ran
+		}
+	}
+	if sent < 0 {
+		return nil
+	}
+	ev := b.Steps[sent].Event
+	return []Diagnosis{{Rule: RuleGRUBNoConfig, Level: LevelProblem, At: ev.Time, Text: fmt.Sprintf(
+		"shim fetched GRUB (%s) but GRUB never asked for grub.cfg: under Secure Boot shim refuses a GRUB not signed by a key it trusts (serve Debian's grubnetx64.efi.signed); otherwise the GRUB is for another architecture or a disk GRUB whose prefix is not on the network",
+		ev.Detail["file"])}}
+}
+
+// asksGRUBConfig: GRUB asked for its configuration (grub.cfg or one of the
+// per-MAC and per-IP names it tries first), or one was served to it.
+func asksGRUBConfig(ev proto.Event) bool {
+	switch ev.Kind {
+	case proto.EventScript, proto.EventScriptUnknown:
+		return ev.Detail["format"] == "grub"
+	case proto.EventTFTPStart:
+		return strings.HasPrefix(tftpFile(ev.Detail["file"]), "grub.cfg")
+	}
+	return false
 }
 
 // artifactFile is the image's file an artifact event names: the TFTP

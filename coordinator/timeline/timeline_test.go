@@ -448,6 +448,19 @@ func TestBuildDiagnoses(t *testing.T) {
 			want: [][]string{{RuleTFTPFailed + "@9"}},
 		},
 		{
+			name: "shim fetched GRUB, GRUB never asked for grub.cfg",
+			steps: cat(dora(0, "0x01"), tftpSent(2, "loaders/shim-debian/shimx64.efi"),
+				refusedTFTP(2.75, "loaders/shim-debian/revocations_sku.efi"), tftpSent(3, "loaders/shim-debian/grubx64.efi")),
+			want: [][]string{{RuleGRUBNoConfig + "@3.5"}},
+		},
+		{
+			name: "shim fetched GRUB a moment ago: the boot may still be running",
+			steps: cat(dora(0, "0x01"), tftpSent(2, "loaders/shim-debian/shimx64.efi"),
+				tftpSent(3, "loaders/shim-debian/grubx64.efi")),
+			now:  t0.Add(5 * time.Second),
+			want: [][]string{{}},
+		},
+		{
 			name:  "a file refused before any GRUB runs is a failed TFTP request",
 			steps: cat(dora(0, "0x01"), refusedTFTP(2, "undionly.kpxe")),
 			want:  [][]string{{RuleTFTPFailed + "@2.25"}},
