@@ -545,22 +545,28 @@ func RenderGRUB(in Input) (Script, error) {
 	fmt.Fprintf(&b, "# fleetboot %s: %s\n", in.MAC, printable(p.decision.String()))
 	switch p.decision.Action {
 	case ActionBoot, ActionDiscover:
-		b.WriteString("set timeout=0\n")
-		fmt.Fprintf(&b, "menuentry 'fleetboot %s' {\n", p.image)
-		fmt.Fprintf(&b, "\techo 'fleetboot: %s boots %s'\n", in.MAC, p.image)
-		fmt.Fprintf(&b, "\tlinux '%s/artifacts/%s/%s%s'", dev, p.image, p.kernel, q)
+		// Plain commands, no menu (the form booted under Secure Boot in
+		// SECUREBOOT-FACTS.md): when one fails (a kernel Secure Boot
+		// refuses: "bad shim signature") the config goes on to the lines
+		// after boot and leaves GRUB, where a menu entry would stop at
+		// "Press any key to continue".
+		fmt.Fprintf(&b, "echo 'fleetboot: %s boots %s'\n", in.MAC, p.image)
+		fmt.Fprintf(&b, "linux '%s/artifacts/%s/%s%s'", dev, p.image, p.kernel, q)
 		for _, t := range p.cmdline {
 			fmt.Fprintf(&b, " '%s'", t)
 		}
 		b.WriteString("\n")
 		// One initrd command with every file: GRUB concatenates them in
 		// order, so the early microcode stays first.
-		b.WriteString("\tinitrd")
+		b.WriteString("initrd")
 		for _, n := range p.initrds {
 			fmt.Fprintf(&b, " '%s/artifacts/%s/%s%s'", dev, p.image, n, q)
 		}
 		b.WriteString("\n")
-		b.WriteString("}\n")
+		b.WriteString("boot\n")
+		fmt.Fprintf(&b, "echo 'fleetboot: booting %s failed: leaving network boot'\n", p.image)
+		b.WriteString("sleep 10\n")
+		b.WriteString("exit\n")
 	default:
 		fmt.Fprintf(&b, "echo 'fleetboot: %s: %s'\n", in.MAC, printable(p.decision.Reason))
 		if p.decision.Action == ActionMissing || p.decision.Action == ActionInvalid {
