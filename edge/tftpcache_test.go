@@ -15,13 +15,16 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/pin/tftp/v3"
 
 	"github.com/fleetboot/fleetboot/edge/cache"
@@ -165,7 +168,12 @@ func startTFTPCache(t testing.TB, kernelSize int, mutate func(image, file string
 	f.st.SetSite(proto.Site{Name: "lab", DHCP: proto.DHCPFull, Unknown: proto.UnknownIgnore})
 	for i, name := range []string{"deb", "other", "stray"} {
 		im := proto.Image{Name: name, Arch: "x86_64", Cmdline: "console=ttyS0 img={{image}} mac={{mac}}"}
-		for j, file := range []string{"vmlinuz", "initrd.img"} {
+		files := []string{"vmlinuz", "initrd.img"}
+		if name == "deb" {
+			// Early microcode first, as a distribution ships it.
+			files = []string{"vmlinuz", "amd-ucode.img", "initrd.img"}
+		}
+		for j, file := range files {
 			size := 64 << 10
 			if file == "vmlinuz" {
 				size = kernelSize
@@ -174,7 +182,7 @@ func startTFTPCache(t testing.TB, kernelSize int, mutate func(image, file string
 			rand.NewChaCha8([32]byte{byte(i), byte(j)}).Read(b)
 			sum := sha256.Sum256(b)
 			a := proto.Artifact{Role: proto.RoleKernel, Name: file, Key: name + "/" + file, Size: int64(size), SHA256: hex.EncodeToString(sum[:])}
-			if file == "initrd.img" {
+			if file != "vmlinuz" {
 				a.Role = proto.RoleInitrd
 			}
 			if mutate != nil {
@@ -484,6 +492,123 @@ func TestTFTPPerClientFiles(t *testing.T) {
 	}
 	if res := tftpFetch(f.tftp, ipB, name); res.err != nil {
 		t.Errorf("%s from %s: %v", name, ipB, res.err)
+	}
+}
+
+// grubFileRE matches a file a GRUB config names on the TFTP server:
+// '(tftp,SERVER)/PATH'.
+var grubFileRE = regexp.MustCompile(`'\(tftp,([^)]+)\)/([^']+)'`)
+
+// grubFiles returns the linux line's kernel and the initrd line's files,
+// in order, as (server, path) pairs, from a GRUB config.
+func grubFiles(t *testing.T, cfg string) (kernel [2]string, initrds [][2]string) {
+	t.Helper()
+	for _, l := range strings.Split(cfg, "\n") {
+		l = strings.TrimSpace(l)
+		cmd, _, _ := strings.Cut(l, " ")
+		switch cmd {
+		case "linux":
+			m := grubFileRE.FindStringSubmatch(l)
+			if m == nil {
+				t.Fatalf("linux line names no file over TFTP: %q", l)
+			}
+			kernel = [2]string{m[1], m[2]}
+		case "initrd":
+			for _, m := range grubFileRE.FindAllStringSubmatch(l, -1) {
+				initrds = append(initrds, [2]string{m[1], m[2]})
+			}
+		}
+	}
+	if kernel[1] == "" || len(initrds) == 0 {
+		t.Fatalf("no kernel or no initrd over TFTP in:\n%s", cfg)
+	}
+	return kernel, initrds
+}
+
+// TestTFTPGRUBConfigPerClient: Debian's signed GRUB asks for
+// <prefix>/grub.cfg over TFTP and has no http module. Each of two leased
+// machines gets its own config, whose kernel and initrds (microcode first)
+// are named on this edge's TFTP server, and fetching them over TFTP gives
+// the image's verified bytes. An address with no lease gets the fallback,
+// which names no host, no file and no token. Before, the config named the
+// files over HTTP, which that GRUB cannot read.
+func TestTFTPGRUBConfigPerClient(t *testing.T) {
+	f := startTFTPCache(t, 1<<20+17, nil)
+	edgeHost, _, _ := net.SplitHostPort(strings.TrimPrefix(f.http.URL, "http://"))
+	tokens := map[string]string{}
+	for _, c := range []struct {
+		ip, mac, image string
+		initrds        []string
+		other          []string // what the other machine's config holds
+	}{
+		{ipA, macA, "deb", []string{"amd-ucode.img", "initrd.img"}, []string{macB, "/other/", "b.lab"}},
+		{ipB, macB, "other", []string{"initrd.img"}, []string{macA, "/deb/", "a.lab"}},
+	} {
+		res := tftpFetch(f.tftp, c.ip, "/grub/grub.cfg")
+		if res.err != nil {
+			t.Fatalf("grub.cfg from %s: %v", c.ip, res.err)
+		}
+		cfg := string(res.body)
+		for _, s := range c.other {
+			if strings.Contains(cfg, s) {
+				t.Errorf("grub.cfg from %s holds the other machine's %q:\n%s", c.ip, s, cfg)
+			}
+		}
+		if !strings.Contains(cfg, "'mac="+c.mac+"'") {
+			t.Errorf("grub.cfg from %s: no mac=%s on the command line:\n%s", c.ip, c.mac, cfg)
+		}
+		_, tok, ok := strings.Cut(cfg, "'fleetboot.token=")
+		if !ok {
+			t.Fatalf("grub.cfg from %s: no callback token:\n%s", c.ip, cfg)
+		}
+		tokens[c.mac], _, _ = strings.Cut(tok, "'")
+		kernel, initrds := grubFiles(t, cfg)
+		want := append([]string{"vmlinuz"}, c.initrds...)
+		got := []string{kernel[1]}
+		for _, ird := range initrds {
+			got = append(got, ird[1])
+		}
+		for i, file := range want {
+			want[i] = "artifacts/" + c.image + "/" + file
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("grub.cfg from %s: files (-want +got):\n%s", c.ip, diff)
+		}
+		for _, file := range append([][2]string{kernel}, initrds...) {
+			if file[0] != edgeHost {
+				t.Errorf("%s is named on server %s, want the edge %s", file[1], file[0], edgeHost)
+			}
+			a := f.artifact(c.image, path.Base(file[1]))
+			// As GRUB reads it: the name as written after the device.
+			got := tftpFetch(f.tftp, c.ip, "/"+file[1])
+			if got.err != nil || sha(got.body) != a.SHA256 || int64(len(got.body)) != a.Size {
+				t.Errorf("%s over TFTP from %s: err %v, %d bytes sha256 %s; want %d bytes %s",
+					file[1], c.ip, got.err, len(got.body), sha(got.body), a.Size, a.SHA256)
+			}
+		}
+	}
+	if tokens[macA] == "" || tokens[macA] == tokens[macB] {
+		t.Errorf("callback tokens %q and %q: want each machine's own", tokens[macA], tokens[macB])
+	}
+	// No lease on the address: the generic fallback (which exits to the
+	// next boot device when GRUB cannot follow it), never a host's config.
+	res := tftpFetch(f.tftp, ipNobody, "/grub/grub.cfg")
+	if res.err != nil {
+		t.Fatalf("grub.cfg with no lease: %v", res.err)
+	}
+	for _, s := range []string{macA, macB, "a.lab", "b.lab", "artifacts/", "token", "linux", "initrd"} {
+		if bytes.Contains(res.body, []byte(s)) {
+			t.Errorf("grub.cfg with no lease holds %q:\n%s", s, res.body)
+		}
+	}
+	if !bytes.HasSuffix(res.body, []byte("exit\n")) {
+		t.Errorf("grub.cfg with no lease does not end by leaving GRUB:\n%s", res.body)
+	}
+	// Nor by MAC: the site's DHCP is full, so every machine of the site
+	// holds a lease; an address without one asks for someone else's.
+	name := "grub/grub.cfg-01-" + strings.ReplaceAll(macA, ":", "-")
+	if res := tftpFetch(f.tftp, ipNobody, name); res.err == nil || !strings.Contains(res.err.Error(), "file not found") {
+		t.Errorf("%s with no lease: err %v, body:\n%s", name, res.err, res.body)
 	}
 }
 

@@ -39,7 +39,9 @@ func (s *Service) AddImage(ctx context.Context, in proto.Image) (proto.Image, er
 		default:
 			return proto.Image{}, invalid("invalid artifact role %q", a.Role)
 		}
-		if roles[a.Role] {
+		// Several initrds are loaded in order (early microcode, then the
+		// initrd); a kernel or an ISO is one file.
+		if roles[a.Role] && a.Role != proto.RoleInitrd {
 			return proto.Image{}, invalid("two %s artifacts", a.Role)
 		}
 		roles[a.Role] = true

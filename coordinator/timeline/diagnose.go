@@ -32,7 +32,10 @@ const (
 	RuleIgnored         = "ignored" // the edge ignores this machine (unknown host, policy, DHCP off)
 	RuleLocal           = "local-boot"
 	RuleExit            = "script-exit"
-	RuleIPv6Wait        = "ipv6-wait" // iPXE waited for IPv6 router advertisements before asking for its script
+	RuleIPv6Wait        = "ipv6-wait"       // iPXE waited for IPv6 router advertisements before asking for its script
+	RuleGRUBNotServed   = "grub-not-served" // GRUB asked over TFTP for a file this site does not serve
+	RuleKernelRefused   = "kernel-refused"  // GRUB downloaded the kernel and asked for nothing more: Secure Boot refused it
+	RuleGRUBNoConfig    = "grub-no-config"  // shim fetched GRUB, GRUB never asked for grub.cfg
 )
 
 // Diagnosis is one recognised pattern in a boot.
@@ -71,6 +74,8 @@ func Diagnose(b Boot) []Diagnosis {
 	ds = append(ds, stp(b)...)
 	ds = append(ds, tftp(b)...)
 	ds = append(ds, script(b)...)
+	ds = append(ds, kernelRefused(b)...)
+	ds = append(ds, grubNoConfig(b)...)
 	ds = append(ds, artifacts(b)...)
 	ds = append(ds, dhcpInfo(b)...)
 	// Last: a gap another rule already explains is not called an IPv6 wait.
@@ -198,12 +203,24 @@ func tftpFile(name string) string {
 func tftp(b Boot) []Diagnosis {
 	var ds []Diagnosis
 	matched := make([]bool, len(b.Steps))
+	grub := false // a GRUB runs: it was sent, or it read its config
 	for i, s := range b.Steps {
 		ev := s.Event
+		grub = grub || isGRUB(ev)
 		switch ev.Kind {
 		case proto.EventTFTPError:
 			if strings.HasPrefix(ev.Detail["error"], "write refused") {
 				continue
+			}
+			if refused(ev) {
+				if harmlessProbe(ev.Detail["file"]) {
+					continue
+				}
+				if grub {
+					ds = append(ds, Diagnosis{Rule: RuleGRUBNotServed, Level: LevelProblem, At: ev.Time, Text: fmt.Sprintf(
+						"GRUB fetched %s, a file this site does not serve (%s)%s", ev.Detail["file"], ev.Detail["error"], grubFileHint(ev.Detail["file"]))})
+					continue
+				}
 			}
 			ds = append(ds, Diagnosis{Rule: RuleTFTPFailed, Level: LevelProblem, At: ev.Time, Text: fmt.Sprintf(
 				"TFTP transfer of %s failed after %s bytes: %s%s", ev.Detail["file"], orZero(ev.Detail["bytes"]), ev.Detail["error"], tftpHint(ev.Detail["error"]))})
@@ -229,6 +246,59 @@ func tftp(b Boot) []Diagnosis {
 		}
 	}
 	return ds
+}
+
+// refused reports whether a TFTP error is the edge refusing the request
+// (no such file, an artifact not served here) rather than a transfer that
+// broke: the edge's TFTP server records a refusal with the file and the
+// reason only, a transfer with the bytes it sent.
+func refused(ev proto.Event) bool {
+	_, sent := ev.Detail["bytes"]
+	return !sent
+}
+
+// harmlessProbe: files the Secure Boot chain asks for and goes on without
+// (SECUREBOOT-FACTS.md): shim's revocation lists and certificate, GRUB's
+// module lists under <prefix>/<platform>/ and its per-MAC and per-IP config
+// names, tried before <prefix>/grub.cfg. Refusing them is normal.
+func harmlessProbe(name string) bool {
+	file := tftpFile(name)
+	switch {
+	case file == "revocations_sku.efi", file == "revocations_sbat.efi",
+		strings.HasPrefix(file, "shim_certificate_") && strings.HasSuffix(file, ".efi"):
+		return true
+	case strings.HasPrefix(file, "grub.cfg-"):
+		return true
+	case strings.HasSuffix(file, ".lst") && strings.HasSuffix(path.Dir(path.Clean("/"+name)), "-efi"):
+		return true // x86_64-efi/command.lst, arm64-efi/fs.lst, ...
+	}
+	return false
+}
+
+// isGRUB: the event shows a GRUB running on the machine: its config was
+// served, or a GRUB binary was sent (grubx64.efi, grubnetx64.efi,
+// grubaa64.efi ...).
+func isGRUB(ev proto.Event) bool {
+	switch ev.Kind {
+	case proto.EventScript:
+		return ev.Detail["format"] == "grub"
+	case proto.EventTFTPDone:
+		f := tftpFile(ev.Detail["file"])
+		return ev.Detail["probe"] != "true" && strings.HasPrefix(f, "grub") && strings.HasSuffix(f, ".efi")
+	}
+	return false
+}
+
+// grubFileHint says where a file GRUB asked for came from.
+func grubFileHint(name string) string {
+	p := strings.TrimPrefix(path.Clean("/"+name), "/")
+	switch {
+	case strings.HasSuffix(p, ".mod"):
+		return ": GRUB tried to load a module (insmod); Debian's signed GRUB cannot load modules under Secure Boot, so a config must not need one (http.mod above all: kernel and initrd must come over TFTP)"
+	case strings.HasPrefix(p, "artifacts/"):
+		return ": the config names an image this site does not boot or a file that is not in the image (a config from before the host's image changed, or not rendered by this edge)"
+	}
+	return ": the config GRUB read was not rendered by this edge (an embedded or hand-written grub.cfg names files by path); this edge serves kernels and initrds as artifacts/<image>/<file>"
 }
 
 func tftpHint(err string) string {
@@ -262,12 +332,17 @@ func script(b Boot) []Diagnosis {
 	switch ev.Detail["decision"] {
 	case "boot", "discover":
 		for _, s := range b.Steps[last+1:] {
-			if s.Event.Kind == proto.EventArtifactStart {
+			if isArtifactRequest(s.Event) {
 				return nil
 			}
 		}
 		if b.InProgress {
 			return nil
+		}
+		if ev.Detail["format"] == "grub" {
+			return []Diagnosis{{Rule: RuleNoArtifact, Level: LevelProblem, At: ev.Time, Text: fmt.Sprintf(
+				"GRUB config served (image %s) but GRUB requested no kernel: it could not reach the edge (over TFTP: the edge's address in the config; over HTTP: a GRUB without the http module, such as Debian's signed one)",
+				ev.Detail["image"])}}
 		}
 		return []Diagnosis{{Rule: RuleNoArtifact, Level: LevelProblem, At: ev.Time, Text: fmt.Sprintf(
 			"boot script served (image %s) but no artifact was requested: iPXE could not fetch the kernel over HTTP (wrong edge URL, HTTP blocked on the path, or an iPXE without HTTP)",
@@ -282,6 +357,122 @@ func script(b Boot) []Diagnosis {
 		return []Diagnosis{{Rule: RuleIgnored, Level: LevelInfo, At: ev.Time, Text: "the script was refused: " + reason}}
 	}
 	return nil
+}
+
+// kernelRefused finds GRUB's answer to a kernel it may not boot: a config
+// rendered here names the kernel first and then the initrds, and GRUB's
+// initrd command runs only once a kernel is loaded. Under Secure Boot GRUB
+// downloads the whole kernel, checks its signature through shim and, for a
+// kernel no trusted key signed, prints "bad shim signature" and asks for
+// nothing more. So: after the last GRUB config, one file of the image was
+// downloaded in full, and no other was asked for.
+func kernelRefused(b Boot) []Diagnosis {
+	if b.InProgress {
+		return nil
+	}
+	last := -1
+	for i, s := range b.Steps {
+		if s.Event.Kind == proto.EventScript && s.Event.Detail["format"] == "grub" {
+			last = i
+		}
+	}
+	if last < 0 {
+		return nil
+	}
+	cfg := b.Steps[last].Event
+	if d := cfg.Detail["decision"]; d != "boot" && d != "discover" {
+		return nil
+	}
+	requested := map[string]bool{}
+	var kernel string
+	var at time.Time
+	for _, s := range b.Steps[last+1:] {
+		ev := s.Event
+		if isArtifactRequest(ev) {
+			requested[artifactFile(ev)] = true
+		}
+		if complete(ev) && kernel == "" {
+			kernel, at = artifactFile(ev), ev.Time
+		}
+	}
+	if kernel == "" || len(requested) != 1 {
+		return nil
+	}
+	return []Diagnosis{{Rule: RuleKernelRefused, Level: LevelProblem, At: at, Text: fmt.Sprintf(
+		"GRUB downloaded the kernel %s of image %s and asked for nothing more: Secure Boot refused it (GRUB says \"bad shim signature\": the kernel is not signed by a key shim trusts; boot the distribution's signed kernel)",
+		kernel, cfg.Detail["image"])}}
+}
+
+// grubNoConfig finds a GRUB binary sent (shim fetches it from its own
+// directory) with no request for grub.cfg after it: GRUB never ran its
+// network config. Under Secure Boot that is shim refusing a GRUB no trusted
+// key signed; otherwise a GRUB built for another platform or one whose
+// embedded prefix is not on the network.
+func grubNoConfig(b Boot) []Diagnosis {
+	if b.InProgress {
+		return nil
+	}
+	sent := -1
+	for i, s := range b.Steps {
+		ev := s.Event
+		switch {
+		case ev.Kind == proto.EventTFTPDone && isGRUB(ev):
+			sent = i
+		case sent >= 0 && asksGRUBConfig(ev):
+			sent = -1 // this GRUB ran
+		}
+	}
+	if sent < 0 {
+		return nil
+	}
+	ev := b.Steps[sent].Event
+	return []Diagnosis{{Rule: RuleGRUBNoConfig, Level: LevelProblem, At: ev.Time, Text: fmt.Sprintf(
+		"shim fetched GRUB (%s) but GRUB never asked for grub.cfg: under Secure Boot shim refuses a GRUB not signed by a key it trusts (serve Debian's grubnetx64.efi.signed); otherwise the GRUB is for another architecture or a disk GRUB whose prefix is not on the network",
+		ev.Detail["file"])}}
+}
+
+// asksGRUBConfig: GRUB asked for its configuration (grub.cfg or one of the
+// per-MAC and per-IP names it tries first), or one was served to it.
+func asksGRUBConfig(ev proto.Event) bool {
+	switch ev.Kind {
+	case proto.EventScript, proto.EventScriptUnknown:
+		return ev.Detail["format"] == "grub"
+	case proto.EventTFTPStart:
+		return strings.HasPrefix(tftpFile(ev.Detail["file"]), "grub.cfg")
+	}
+	return false
+}
+
+// artifactFile is the image's file an artifact event names: the TFTP
+// path artifacts/<image>/<file> or the HTTP event's file.
+func artifactFile(ev proto.Event) string {
+	if strings.HasPrefix(ev.Kind, "tftp.") {
+		return tftpFile(ev.Detail["file"])
+	}
+	return ev.Detail["file"]
+}
+
+// complete: an artifact arrived whole, over TFTP or HTTP.
+func complete(ev proto.Event) bool {
+	switch ev.Kind {
+	case proto.EventTFTPDone:
+		return ev.Detail["probe"] != "true" && isArtifactRequest(proto.Event{Kind: proto.EventTFTPStart, Detail: ev.Detail})
+	case proto.EventArtifactEnd:
+		return ev.Detail["status"] == "complete"
+	}
+	return false
+}
+
+// isArtifactRequest: a request for an image's file, over HTTP or (GRUB
+// without http) over TFTP as artifacts/<image>/<file>.
+func isArtifactRequest(ev proto.Event) bool {
+	switch ev.Kind {
+	case proto.EventArtifactStart:
+		return true
+	case proto.EventTFTPStart:
+		return strings.HasPrefix(strings.TrimPrefix(path.Clean("/"+ev.Detail["file"]), "/"), "artifacts/")
+	}
+	return false
 }
 
 func artifacts(b Boot) []Diagnosis {

@@ -16,7 +16,8 @@ var t0 = time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC)
 const mac = "52:54:00:12:34:56"
 
 // step is one hand-written event: seconds after t0, kind, detail as k=v pairs
-// ("_" for a space; mac=… sets the event's MAC instead, for another NIC).
+// ("_" for a space, "~" for "_"; mac=… sets the event's MAC instead, for
+// another NIC).
 type step struct {
 	at     float64
 	kind   string
@@ -34,7 +35,7 @@ func events(steps ...step) []proto.Event {
 				m = v
 				continue
 			}
-			d[k] = strings.ReplaceAll(v, "_", " ")
+			d[k] = strings.ReplaceAll(strings.ReplaceAll(v, "_", " "), "~", "_")
 		}
 		out = append(out, proto.Event{V: 1, ID: fmt.Sprint("ev", i), Time: t0.Add(time.Duration(s.at * float64(time.Second))),
 			Site: "lab", Edge: "edge1", MAC: m, Kind: s.kind, Detail: d})
@@ -93,6 +94,54 @@ func artifactsOK(at float64) []step {
 		{at + 1.1, proto.EventArtifactStart, "file=initrd.img size=40000000 cache=miss"},
 		{at + 5, proto.EventArtifactEnd, "file=initrd.img status=complete bytes=40000000 http_status=200"},
 	}
+}
+
+// refusedTFTP is a TFTP request the edge refused: no bytes, a reason.
+func refusedTFTP(at float64, file string) []step {
+	file = strings.ReplaceAll(file, "_", "~")
+	return []step{
+		{at, proto.EventTFTPStart, "file=" + file},
+		{at + 0.25, proto.EventTFTPError, "file=" + file + " error=tftp:_open_" + file + ":_file_does_not_exist"},
+	}
+}
+
+func tftpSent(at float64, file string) []step {
+	return []step{
+		{at, proto.EventTFTPStart, "file=" + file},
+		{at + 0.5, proto.EventTFTPDone, "file=" + file + " bytes=1048576 duration_ms=500"},
+	}
+}
+
+// shimToGRUB is the Secure Boot chain up to GRUB running, in the order
+// SECUREBOOT-FACTS.md observed: shim (after the firmware's tsize probe), its
+// revocation and certificate probes, GRUB, GRUB's module lists.
+func shimToGRUB(at float64) []step {
+	return cat(dora(at, "0x01"),
+		[]step{{at + 2, proto.EventTFTPStart, "file=bootx64.efi"}, {at + 2.1, proto.EventTFTPDone, "file=bootx64.efi bytes=0 probe=true"}},
+		tftpSent(at+2.2, "bootx64.efi"),
+		refusedTFTP(at+2.75, "revocations_sku.efi"), refusedTFTP(at+2.75, "revocations_sbat.efi"), refusedTFTP(at+2.75, "shim_certificate_0.efi"),
+		tftpSent(at+3, "grubx64.efi"),
+		refusedTFTP(at+4, "/grub/x86_64-efi/command.lst"), refusedTFTP(at+4, "/grub/x86_64-efi/fs.lst"),
+		refusedTFTP(at+4, "/grub/x86_64-efi/crypto.lst"), refusedTFTP(at+4, "/grub/x86_64-efi/terminal.lst"),
+		refusedTFTP(at+4.5, "/grub/grub.cfg-01-52-54-00-12-34-56"),
+	)
+}
+
+// grubConfig is the edge serving GRUB its config over TFTP.
+func grubConfig(at float64) []step {
+	return []step{
+		{at, proto.EventTFTPStart, "file=/grub/grub.cfg"},
+		{at + 0.25, proto.EventScript, "decision=boot image=debian12 format=grub via=tftp"},
+		{at + 0.5, proto.EventTFTPDone, "file=grub/grub.cfg bytes=900"},
+	}
+}
+
+// secureBoot is a complete boot through shim and GRUB, kernel and initrd
+// over TFTP from the edge's cache.
+func secureBoot() []step {
+	return cat(shimToGRUB(0), grubConfig(5),
+		tftpSent(6, "/artifacts/debian12/vmlinuz"), tftpSent(11, "/artifacts/debian12/initrd.img"),
+		[]step{{200, proto.EventCallbackDone, "forwarded=true"}})
 }
 
 // healthy is a complete UEFI boot: PXE ROM DHCP, iPXE over TFTP, iPXE DHCP,
@@ -349,6 +398,73 @@ func TestBuildDiagnoses(t *testing.T) {
 			steps: cat(dora(0, "0x01"), []step{{12, proto.EventTFTPStart, "file=ipxe.efi"}, {12.5, proto.EventTFTPDone, "file=ipxe.efi bytes=1048576"}}),
 			want:  [][]string{{}},
 		},
+		{name: "Secure Boot chain, kernel and initrd over TFTP: no diagnosis", steps: secureBoot(), want: [][]string{{}}},
+		{
+			name:  "GRUB fetched a file this site does not serve: its embedded config names /vmlinuz",
+			steps: cat(shimToGRUB(0), refusedTFTP(6, "/vmlinuz")),
+			want:  [][]string{{RuleGRUBNotServed + "@6.25"}},
+		},
+		{
+			name:  "GRUB fetched a file this site does not serve: an image not assigned here",
+			steps: cat(shimToGRUB(0), grubConfig(5), refusedTFTP(6, "/artifacts/stray/vmlinuz")),
+			want:  [][]string{{RuleGRUBNotServed + "@6.25"}},
+		},
+		{
+			name:  "GRUB fetched a file this site does not serve: insmod http",
+			steps: cat(shimToGRUB(0), refusedTFTP(5, "/grub/x86_64-efi/http.mod"), grubConfig(6)),
+			want:  [][]string{{RuleGRUBNotServed + "@5.25", RuleNoArtifact + "@6.25"}},
+		},
+		{
+			name:  "GRUB config over TFTP, GRUB asked for no kernel",
+			steps: cat(shimToGRUB(0), grubConfig(5)),
+			want:  [][]string{{RuleNoArtifact + "@5.25"}},
+		},
+		{
+			name:  "Secure Boot refused the kernel: downloaded over TFTP, nothing followed",
+			steps: cat(shimToGRUB(0), grubConfig(5), tftpSent(6, "/artifacts/debian12/vmlinuz")),
+			want:  [][]string{{RuleKernelRefused + "@6.5"}},
+		},
+		{
+			name: "Secure Boot refused the kernel: GRUB with http, downloaded over HTTP",
+			steps: cat(dora(0, "0x01"), []step{
+				{5, proto.EventScript, "decision=boot image=debian12 format=grub"},
+				{6, proto.EventArtifactStart, "file=vmlinuz size=8000000 cache=hit"},
+				{7, proto.EventArtifactEnd, "file=vmlinuz status=complete bytes=8000000 http_status=200"},
+			}),
+			want: [][]string{{RuleKernelRefused + "@7"}},
+		},
+		{
+			name:  "kernel refused, but the boot may still be running",
+			steps: cat(shimToGRUB(0), grubConfig(5), tftpSent(6, "/artifacts/debian12/vmlinuz")),
+			now:   t0.Add(10 * time.Second),
+			want:  [][]string{{}},
+		},
+		{
+			name: "kernel transfer broke: a TFTP failure, not a refusal",
+			steps: cat(shimToGRUB(0), grubConfig(5), []step{
+				{6, proto.EventTFTPStart, "file=/artifacts/debian12/vmlinuz"},
+				{9, proto.EventTFTPError, "file=artifacts/debian12/vmlinuz bytes=65536 error=timeout_waiting_for_ACK"},
+			}),
+			want: [][]string{{RuleTFTPFailed + "@9"}},
+		},
+		{
+			name: "shim fetched GRUB, GRUB never asked for grub.cfg",
+			steps: cat(dora(0, "0x01"), tftpSent(2, "loaders/shim-debian/shimx64.efi"),
+				refusedTFTP(2.75, "loaders/shim-debian/revocations_sku.efi"), tftpSent(3, "loaders/shim-debian/grubx64.efi")),
+			want: [][]string{{RuleGRUBNoConfig + "@3.5"}},
+		},
+		{
+			name: "shim fetched GRUB a moment ago: the boot may still be running",
+			steps: cat(dora(0, "0x01"), tftpSent(2, "loaders/shim-debian/shimx64.efi"),
+				tftpSent(3, "loaders/shim-debian/grubx64.efi")),
+			now:  t0.Add(5 * time.Second),
+			want: [][]string{{}},
+		},
+		{
+			name:  "a file refused before any GRUB runs is a failed TFTP request",
+			steps: cat(dora(0, "0x01"), refusedTFTP(2, "undionly.kpxe")),
+			want:  [][]string{{RuleTFTPFailed + "@2.25"}},
+		},
 		{
 			name:  "image not yet at the edge",
 			steps: cat(dora(0, "0x01"), []step{{2, proto.EventScript, "decision=missing image=debian12 reason=image_debian12_is_not_known_at_this_edge"}}),
@@ -367,6 +483,26 @@ func TestBuildDiagnoses(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestGRUBNotServedText: the diagnosis names the file, the edge's reason
+// and where such a request comes from.
+func TestGRUBNotServedText(t *testing.T) {
+	for _, tc := range []struct{ file, want string }{
+		{"/vmlinuz", "GRUB fetched /vmlinuz, a file this site does not serve (tftp: open /vmlinuz: file does not exist): the config GRUB read was not rendered by this edge"},
+		{"/grub/x86_64-efi/http.mod", "GRUB tried to load a module (insmod); Debian's signed GRUB cannot load modules under Secure Boot"},
+		{"/artifacts/stray/vmlinuz", "the config names an image this site does not boot"},
+	} {
+		boots := Build(events(cat(shimToGRUB(0), refusedTFTP(6, tc.file))...), Options{})
+		if len(boots) != 1 || len(boots[0].Diagnoses) != 1 || !strings.Contains(boots[0].Diagnoses[0].Text, tc.want) {
+			for _, b := range boots {
+				for _, d := range b.Diagnoses {
+					t.Logf("%s: %s", d.Rule, d.Text)
+				}
+			}
+			t.Errorf("%s: want one diagnosis saying %q", tc.file, tc.want)
+		}
 	}
 }
 

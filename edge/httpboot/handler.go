@@ -571,13 +571,18 @@ const TFTPScript = "boot.ipxe"
 //     only <prefix>/grub.cfg, never a per-MAC name. With no lease (proxy
 //     DHCP, another server's lease) the generic fallback is served, as
 //     before: it holds no host's data and asks over HTTP by
-//     ${net_default_mac}.
+//     ${net_default_mac}. A GRUB without http (Debian's signed one) cannot
+//     follow it: it prints why and exits to the next boot device, where
+//     "file not found" would leave it at a GRUB prompt.
+//     The kernel and initrds a config names are read over TFTP too, as
+//     (tftp,EDGE)/artifacts/<image>/<file> (Input.Via).
 //   - grub.cfg-01-aa-bb-cc-dd-ee-ff: GRUB's net config search
 //     (grub_net_search_config_file) tries, in the directory of its prefix,
 //     the MAC (lower-case, dashes), then the client IP in upper-case hex
 //     shortened one digit at a time (grub.cfg-C0A80064 ... grub.cfg-C),
 //     then grub.cfg. The MAC file is refused when the source address is
-//     leased to another machine; the IP files are never answered.
+//     leased to another machine, or to none while the edge's DHCP leases
+//     every client (full mode); the IP files are never answered.
 //
 // Unknown machines under the ignore policy get nothing.
 func (h *Handler) LookupTFTP(p string, remote net.Addr) ([]byte, bool) {
@@ -613,8 +618,13 @@ func (h *Handler) LookupTFTP(p string, remote net.Addr) ([]byte, bool) {
 	if err != nil {
 		return nil, false
 	}
-	if leased := h.leasedMAC(ip); leased != "" && !h.sameMachine(leased, mac) {
+	leased := h.leasedMAC(ip)
+	switch {
+	case leased != "" && !h.sameMachine(leased, mac):
 		h.drops.Warn("tftp script refused: source address leased to another machine", "ip", ip, "mac", mac, "leased_to", leased)
+		return nil, false
+	case leased == "" && h.leasesEveryClient():
+		h.drops.Warn("tftp script refused: no lease on the source address", "ip", ip, "mac", mac)
 		return nil, false
 	}
 	return h.renderTFTP(mac, ip, true)
@@ -628,6 +638,18 @@ func (h *Handler) leasedMAC(ip string) string {
 		return ""
 	}
 	return h.cfg.Leases.MACForIP(addr)
+}
+
+// leasesEveryClient reports whether every machine booting here holds a
+// lease from this edge: its DHCP runs in full mode. Then an address with no
+// lease is no machine of the site's, and gets no host's config by MAC. (In
+// reservations, proxy or off mode other servers hand out addresses.)
+func (h *Handler) leasesEveryClient() bool {
+	if h.cfg.Leases == nil {
+		return false
+	}
+	site, _ := h.cfg.State.Site()
+	return site.DHCP == proto.DHCPFull
 }
 
 // sameMachine reports whether MACs a and b are one host's (or equal).
@@ -649,6 +671,9 @@ func (h *Handler) renderTFTP(mac, ip string, grub bool) ([]byte, bool) {
 	}
 	in := InputFor(h.cfg.State, h.cfg.BaseURL, mac, "", platform, ip, 0)
 	in.Token = token(h.cfg.CallbackKey, mac, in.Host)
+	// A GRUB that asks over TFTP fetches its kernel and initrds over TFTP:
+	// Debian's signed GRUB has no http module.
+	in.Via = ViaTFTP
 	s, err := render(in)
 	if err != nil {
 		h.log.Error("render "+format, "mac", mac, "err", err)

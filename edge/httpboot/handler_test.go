@@ -403,6 +403,7 @@ func TestLookupTFTP(t *testing.T) {
 	remote := &net.UDPAddr{IP: net.IPv4(10, 0, 0, 50), Port: 1234}
 	in := InputFor(f.st, base, "52:54:00:12:34:56", "", "efi", "10.0.0.50", 0)
 	in.Token = f.tokenFor(in.MAC)
+	in.Via = ViaTFTP // asked over TFTP: kernel and initrd over TFTP too
 	want, err := RenderGRUB(in)
 	if err != nil {
 		t.Fatal(err)

@@ -47,7 +47,20 @@ type Input struct {
 	// fleetboot.token= and in {{token}} and {{callback}}; empty when the
 	// renderer is not an edge (explain), which leaves them out.
 	Token string
+	// Via is the transport the loader asked for its config on: "" or
+	// ViaHTTP, or ViaTFTP. A GRUB config asked for over TFTP names the
+	// kernel and initrds as (tftp,EDGE)/artifacts/...: Debian's signed
+	// GRUB has no http module (and Secure Boot forbids loading one), and
+	// it asks over TFTP, so the transport of the request is what says
+	// whether this GRUB can fetch over HTTP. iPXE scripts ignore it.
+	Via string
 }
+
+// Transports a config can be asked for on (Input.Via).
+const (
+	ViaHTTP = "http"
+	ViaTFTP = "tftp"
+)
 
 // Decision says what a script does and why, for events, logs and explain.
 type Decision struct {
@@ -96,6 +109,9 @@ func validateInput(in Input) (base *url.URL, err error) {
 	if in.Token != "" && proto.ValidCmdlineToken(in.Token) != nil {
 		return nil, fmt.Errorf("httpboot: invalid callback token %q", in.Token)
 	}
+	if in.Via != "" && in.Via != ViaHTTP && in.Via != ViaTFTP {
+		return nil, fmt.Errorf("httpboot: unknown transport %q", in.Via)
+	}
 	return base, nil
 }
 
@@ -106,7 +122,7 @@ type plan struct {
 	status     int
 	image      string   // image name for URLs
 	kernel     string   // artifact file names
-	initrd     string   //
+	initrds    []string // in the image's order: early microcode first
 	cmdline    []string // tokens after initrd=..., already expanded and validated
 	hostname   string
 	liveRootOn bool
@@ -189,11 +205,11 @@ func bootPlan(in Input, base, imageName string, h proto.Host) plan {
 	if !ok {
 		return invalid(im.Name, fmt.Errorf("image %s has no kernel", im.Name))
 	}
-	ird, ok := im.Artifact(proto.RoleInitrd)
-	if !ok {
+	initrds := initrdNames(im)
+	if len(initrds) == 0 {
 		return invalid(im.Name, fmt.Errorf("image %s has no initrd", im.Name))
 	}
-	for _, n := range []string{k.Name, ird.Name} {
+	for _, n := range append([]string{k.Name}, initrds...) {
 		if err := proto.ValidFileName(n); err != nil {
 			return invalid(im.Name, fmt.Errorf("image %s: %w", im.Name, err))
 		}
@@ -285,7 +301,7 @@ func bootPlan(in Input, base, imageName string, h proto.Host) plan {
 		// For installers that build their callback themselves.
 		tokens = append(tokens, "fleetboot.token="+in.Token)
 	}
-	if n := len("initrd="+ird.Name) + len(strings.Join(tokens, " ")) + 1; n > maxCmdline {
+	if n := len(initrdArgs(initrds)) + len(strings.Join(tokens, " ")) + 1; n > maxCmdline {
 		return invalid(im.Name, fmt.Errorf("kernel command line is %d bytes, the kernel keeps %d", n, maxCmdline))
 	}
 	return plan{
@@ -293,11 +309,34 @@ func bootPlan(in Input, base, imageName string, h proto.Host) plan {
 		status:     http.StatusOK,
 		image:      im.Name,
 		kernel:     k.Name,
-		initrd:     ird.Name,
+		initrds:    initrds,
 		cmdline:    tokens,
 		hostname:   h.Hostname,
 		liveRootOn: isLive,
 	}
+}
+
+// initrdNames lists the image's initrd artifacts in the image's order. An
+// image may have several: the CPU's early microcode must come first (the
+// kernel looks for it only at the start of the initramfs), then the initrd.
+func initrdNames(im proto.Image) []string {
+	var names []string
+	for _, a := range im.Artifacts {
+		if a.Role == proto.RoleInitrd {
+			names = append(names, a.Name)
+		}
+	}
+	return names
+}
+
+// initrdArgs is "initrd=a initrd=b": the Linux EFI stub under iPXE loads
+// each named initrd, in order.
+func initrdArgs(initrds []string) string {
+	args := make([]string, len(initrds))
+	for i, n := range initrds {
+		args[i] = "initrd=" + n
+	}
+	return strings.Join(args, " ")
 }
 
 // printable makes a reason safe for an echo line or comment in a script:
@@ -334,9 +373,11 @@ func Render(in Input) (Script, error) {
 		}
 		// The initrd is named and initrd=<name> is on the command line:
 		// the UEFI Linux EFI stub under this iPXE finds its initrd only so.
-		fmt.Fprintf(&b, "kernel --name %s %s/artifacts/%s/%s%s initrd=%s %s || goto retry\n",
-			p.kernel, base, p.image, p.kernel, q, p.initrd, strings.Join(p.cmdline, " "))
-		fmt.Fprintf(&b, "initrd --name %s %s/artifacts/%s/%s%s || goto retry\n", p.initrd, base, p.image, p.initrd, q)
+		fmt.Fprintf(&b, "kernel --name %s %s/artifacts/%s/%s%s %s %s || goto retry\n",
+			p.kernel, base, p.image, p.kernel, q, initrdArgs(p.initrds), strings.Join(p.cmdline, " "))
+		for _, n := range p.initrds {
+			fmt.Fprintf(&b, "initrd --name %s %s/artifacts/%s/%s%s || goto retry\n", n, base, p.image, n, q)
+		}
 		b.WriteString("boot || goto retry\n")
 		writeRetry(&b, in, base, "loading "+p.image+" failed")
 	case ActionMissing, ActionInvalid:
@@ -458,14 +499,44 @@ func grubDevice(baseURL string) (string, error) {
 	return "(http," + u.Host + ")", nil
 }
 
+// grubTFTPDevice turns http://10.0.0.1:8080 into (tftp,10.0.0.1): the edge
+// serves TFTP on the address it serves HTTP on, at port 69 (GRUB 2.06 has
+// no way to name another port).
+func grubTFTPDevice(baseURL string) (string, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil || u.Hostname() == "" {
+		return "", fmt.Errorf("httpboot: base URL %q: no host", baseURL)
+	}
+	return "(tftp," + u.Hostname() + ")", nil
+}
+
+// grubFiles returns the GRUB device the kernel and initrds are read from
+// and the suffix of each path. Over HTTP the path carries ?mac=, which
+// names the machine in the edge's artifact events; over TFTP a query would
+// be part of the file name, and the TFTP server names the machine from its
+// lease on the source address instead.
+func grubFiles(in Input) (dev, suffix string, err error) {
+	switch in.Via {
+	case "", ViaHTTP:
+		dev, err = grubDevice(in.BaseURL)
+		return dev, "?mac=" + in.MAC, err
+	case ViaTFTP:
+		dev, err = grubTFTPDevice(in.BaseURL)
+		return dev, "", err
+	}
+	return "", "", fmt.Errorf("httpboot: unknown transport %q", in.Via)
+}
+
 // RenderGRUB renders the grub.cfg for one machine (the shim + GRUB Secure
 // Boot path). Every argument is single-quoted: inside single quotes GRUB
-// expands nothing, and validated values cannot hold a quote.
+// expands nothing, and validated values cannot hold a quote. The kernel and
+// initrds are fetched over in.Via (see Input.Via): a GRUB that asked over
+// TFTP gets (tftp,EDGE)/artifacts/<image>/<file>.
 func RenderGRUB(in Input) (Script, error) {
 	if _, err := validateInput(in); err != nil {
 		return Script{}, err
 	}
-	dev, err := grubDevice(in.BaseURL)
+	dev, q, err := grubFiles(in)
 	if err != nil {
 		return Script{}, err
 	}
@@ -474,17 +545,28 @@ func RenderGRUB(in Input) (Script, error) {
 	fmt.Fprintf(&b, "# fleetboot %s: %s\n", in.MAC, printable(p.decision.String()))
 	switch p.decision.Action {
 	case ActionBoot, ActionDiscover:
-		q := "?mac=" + in.MAC
-		b.WriteString("set timeout=0\n")
-		fmt.Fprintf(&b, "menuentry 'fleetboot %s' {\n", p.image)
-		fmt.Fprintf(&b, "\techo 'fleetboot: %s boots %s'\n", in.MAC, p.image)
-		fmt.Fprintf(&b, "\tlinux '%s/artifacts/%s/%s%s'", dev, p.image, p.kernel, q)
+		// Plain commands, no menu (the form booted under Secure Boot in
+		// SECUREBOOT-FACTS.md): when one fails (a kernel Secure Boot
+		// refuses: "bad shim signature") the config goes on to the lines
+		// after boot and leaves GRUB, where a menu entry would stop at
+		// "Press any key to continue".
+		fmt.Fprintf(&b, "echo 'fleetboot: %s boots %s'\n", in.MAC, p.image)
+		fmt.Fprintf(&b, "linux '%s/artifacts/%s/%s%s'", dev, p.image, p.kernel, q)
 		for _, t := range p.cmdline {
 			fmt.Fprintf(&b, " '%s'", t)
 		}
 		b.WriteString("\n")
-		fmt.Fprintf(&b, "\tinitrd '%s/artifacts/%s/%s%s'\n", dev, p.image, p.initrd, q)
-		b.WriteString("}\n")
+		// One initrd command with every file: GRUB concatenates them in
+		// order, so the early microcode stays first.
+		b.WriteString("initrd")
+		for _, n := range p.initrds {
+			fmt.Fprintf(&b, " '%s/artifacts/%s/%s%s'", dev, p.image, n, q)
+		}
+		b.WriteString("\n")
+		b.WriteString("boot\n")
+		fmt.Fprintf(&b, "echo 'fleetboot: booting %s failed: leaving network boot'\n", p.image)
+		b.WriteString("sleep 10\n")
+		b.WriteString("exit\n")
 	default:
 		fmt.Fprintf(&b, "echo 'fleetboot: %s: %s'\n", in.MAC, printable(p.decision.Reason))
 		if p.decision.Action == ActionMissing || p.decision.Action == ActionInvalid {

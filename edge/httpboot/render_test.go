@@ -36,6 +36,15 @@ func liveos() *proto.Image {
 		}}
 }
 
+// microcode is debian() with the CPU's early microcode as a first initrd.
+func microcode() *proto.Image {
+	im := debian()
+	im.Artifacts = []proto.Artifact{im.Artifacts[0],
+		{Role: proto.RoleInitrd, Name: "amd-ucode.img", Key: "sha256/cc", Size: 5},
+		im.Artifacts[1]}
+	return im
+}
+
 func discovery() *proto.Image {
 	return &proto.Image{Name: "discovery", Arch: "x86_64", Cmdline: "fleetboot.facts={{edge}}/api/v1/facts?mac={{mac}}",
 		Artifacts: []proto.Artifact{
@@ -139,6 +148,22 @@ func TestRenderGolden(t *testing.T) {
 			decision: Decision{Action: ActionBoot, Image: "debian-12", Reason: "host boots image debian-12"}, status: 200},
 		{name: "grub-liveos", grub: true, in: Input{MAC: "52:54:00:12:34:56", Platform: "efi", Site: site(""), Host: &proto.Host{MAC: "52:54:00:12:34:56", Image: "azl-live"}, Image: liveos()},
 			decision: Decision{Action: ActionBoot, Image: "azl-live", Reason: "host boots image azl-live"}, status: 200},
+		{name: "known-microcode", in: Input{MAC: "52:54:00:12:34:56", Arch: "x86_64", Platform: "efi", Site: site(""), Host: web01(), Image: microcode()},
+			decision: Decision{Action: ActionBoot, Image: "debian-12", Reason: "host boots image debian-12"}, status: 200},
+		{name: "grub-microcode", grub: true, in: Input{MAC: "52:54:00:12:34:56", Platform: "efi", Site: site(""), Host: web01(), Image: microcode()},
+			decision: Decision{Action: ActionBoot, Image: "debian-12", Reason: "host boots image debian-12"}, status: 200},
+		// Asked over TFTP (Debian's signed GRUB: no http module): the
+		// kernel and initrds come over TFTP from the edge.
+		{name: "grub-tftp-known", grub: true, in: Input{MAC: "52:54:00:12:34:56", Platform: "efi", Via: ViaTFTP, Site: site(""), Host: web01(), Image: debian()},
+			decision: Decision{Action: ActionBoot, Image: "debian-12", Reason: "host boots image debian-12"}, status: 200},
+		{name: "grub-tftp-callback-token", grub: true, in: Input{MAC: "52:54:00:12:34:56", Platform: "efi", Via: ViaTFTP, Site: site(""), Host: web01(), Image: callbackImage, Token: "dG9rZW4tZm9yLXRlc3Rz"},
+			decision: Decision{Action: ActionBoot, Image: "debian-12", Reason: "host boots image debian-12"}, status: 200},
+		{name: "grub-tftp-microcode", grub: true, in: Input{MAC: "52:54:00:12:34:56", Platform: "efi", Via: ViaTFTP, Site: site(""), Host: web01(), Image: microcode(), Token: "dG9rZW4tZm9yLXRlc3Rz"},
+			decision: Decision{Action: ActionBoot, Image: "debian-12", Reason: "host boots image debian-12"}, status: 200},
+		{name: "grub-tftp-liveos", grub: true, in: Input{MAC: "52:54:00:12:34:56", Platform: "efi", Via: ViaTFTP, Site: site(""), Host: &proto.Host{MAC: "52:54:00:12:34:56", Image: "azl-live"}, Image: liveos()},
+			decision: Decision{Action: ActionBoot, Image: "azl-live", Reason: "host boots image azl-live"}, status: 200},
+		{name: "grub-tftp-image-missing", grub: true, in: Input{MAC: "52:54:00:12:34:56", Platform: "efi", Via: ViaTFTP, Site: site(""), Host: web01()},
+			decision: Decision{Action: ActionMissing, Image: "debian-12", Reason: "image debian-12 is not known at this edge"}, status: 200},
 		{name: "grub-local", grub: true, in: Input{MAC: "52:54:00:12:34:56", Platform: "efi", Site: site(""), Host: local},
 			decision: Decision{Action: ActionLocal, Reason: "host state is local"}, status: 200},
 	}
@@ -209,6 +234,15 @@ func TestRenderBadInput(t *testing.T) {
 	if _, err := RenderGRUB(Input{BaseURL: "https://10.0.0.1", MAC: "52:54:00:12:34:56"}); !errors.Is(err, errHTTPS) {
 		t.Errorf("RenderGRUB over https: err = %v, want errHTTPS", err)
 	}
+	// Over TFTP the HTTP scheme does not matter: only the edge's address.
+	if _, err := RenderGRUB(Input{BaseURL: "https://10.0.0.1", MAC: "52:54:00:12:34:56", Via: ViaTFTP}); err != nil {
+		t.Errorf("RenderGRUB over tftp with an https base: %v", err)
+	}
+	for _, render := range []func(Input) (Script, error){Render, RenderGRUB} {
+		if _, err := render(Input{BaseURL: base, MAC: "52:54:00:12:34:56", Via: "ftp"}); err == nil {
+			t.Error("unknown transport accepted")
+		}
+	}
 }
 
 // TestInjection feeds hostile host and image data to both renderers: each
@@ -259,7 +293,8 @@ func TestInjection(t *testing.T) {
 				h.Vars = map[string]string{"role": "ok"}
 				tg.f(h, im, hv.value)
 				in := Input{BaseURL: base, MAC: h.MAC, Arch: "x86_64", Platform: "efi", Site: site(""), Host: h, Image: im}
-				for _, render := range []func(Input) (Script, error){Render, RenderGRUB} {
+				grubTFTP := func(in Input) (Script, error) { in.Via = ViaTFTP; return RenderGRUB(in) }
+				for _, render := range []func(Input) (Script, error){Render, RenderGRUB, grubTFTP} {
 					s, err := render(in)
 					if err != nil {
 						t.Fatal(err)

@@ -24,14 +24,18 @@ func (a *app) imageCmd() *cobra.Command {
 }
 
 func (a *app) imageAddCmd() *cobra.Command {
-	var kernel, initrd, iso, cmdline, arch, store, out string
+	var kernel, iso, cmdline, arch, store, out string
+	var initrds []string
 	cmd := &cobra.Command{
-		Use:   "add NAME --kernel FILE --initrd FILE [--iso FILE] [--cmdline '…']",
+		Use:   "add NAME --kernel FILE --initrd FILE [--initrd FILE…] [--iso FILE] [--cmdline '…']",
 		Short: "Upload an image's files to the artifact store and register it",
 		Long: `Upload the kernel, initrd and (for LiveOS images) ISO to the artifact store,
 recording each file's size and sha256, then register the image with the
 coordinator. Files are stored by content: adding identical content again
 uploads nothing. Adding an existing NAME replaces that image.
+
+--initrd may be given several times: the boot loader loads the files in
+that order, so the CPU's early microcode comes first, then the initrd.
 
 The command line may use template variables, filled per machine by the edge:
 {{mac}} {{hostname}} {{ip}} {{site}} {{edge}} {{image}} and {{var.NAME}}.
@@ -40,6 +44,7 @@ The store is the coordinator's (asked over NATS) unless --store is given;
 S3 credentials come from FLEETBOOT_S3_ACCESS_KEY / FLEETBOOT_S3_SECRET_KEY or
 the standard AWS variables.`,
 		Example: `  fleetboot image add debian12 --kernel vmlinuz --initrd initrd.img --cmdline 'console=ttyS0 hostname={{hostname}}'
+  fleetboot image add debian12 --kernel vmlinuz --initrd amd-ucode.img --initrd initrd.img
   fleetboot image add azl-live --kernel vmlinuz --initrd initrd.img --iso azl.iso --cmdline 'rd.live.image'`,
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -50,10 +55,13 @@ the standard AWS variables.`,
 			if err := proto.ValidName("image", name); err != nil {
 				return err
 			}
-			if kernel == "" || initrd == "" {
+			if kernel == "" || len(initrds) == 0 {
 				return fmt.Errorf("image add: --kernel and --initrd are required")
 			}
-			files := []struct{ role, path string }{{proto.RoleKernel, kernel}, {proto.RoleInitrd, initrd}}
+			files := []struct{ role, path string }{{proto.RoleKernel, kernel}}
+			for _, ird := range initrds {
+				files = append(files, struct{ role, path string }{proto.RoleInitrd, ird})
+			}
 			if iso != "" {
 				files = append(files, struct{ role, path string }{proto.RoleISO, iso})
 			}
@@ -111,7 +119,7 @@ the standard AWS variables.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&kernel, "kernel", "", "kernel file (required)")
-	f.StringVar(&initrd, "initrd", "", "initrd file (required)")
+	f.StringArrayVar(&initrds, "initrd", nil, "initrd file (required); repeat for several, loaded in order (microcode first)")
 	f.StringVar(&iso, "iso", "", "LiveOS ISO: booted with root=live:http://EDGE/artifacts/NAME/FILE")
 	f.StringVar(&cmdline, "cmdline", "", "kernel command line (template variables allowed, see above)")
 	f.StringVar(&arch, "arch", "x86_64", "architecture: x86_64 or arm64")
