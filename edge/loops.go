@@ -138,6 +138,16 @@ func (a *Agent) prefetchLoop(ctx context.Context) {
 				}
 			}
 		}
+		// The loaders this site boots with are fetched ahead too: a
+		// firmware's first request is for its loader, and it waits on it.
+		for _, name := range a.st.AssignedLoaders() {
+			if l, ok := a.st.Loader(name); ok {
+				for _, f := range l.Files {
+					pins = append(pins, f.SHA256)
+					arts = append(arts, f.Artifact)
+				}
+			}
+		}
 		a.cache.SetPinned(pins)
 		// Stop the previous round's queue: fetches already running go on
 		// (they are pinned) and this round's joins them.

@@ -144,6 +144,7 @@ type tftpCacheFixture struct {
 	logs    *lockedBuffer
 	files   *watchedFiles
 	images  map[string]proto.Image
+	loaders []proto.Loader
 }
 
 // startTFTPCache starts what the edge wires for TFTP and HTTP (newTFTP, the
@@ -196,6 +197,26 @@ func startTFTPCache(t testing.TB, kernelSize int, mutate func(image, file string
 		f.st.PutImage(im)
 		f.images[name] = im
 	}
+	// Loaders: "sb" is the site's (Secure Boot: shim, then GRUB from the
+	// same directory); "unused" is known but used nowhere at this site.
+	for i, name := range []string{"sb", "unused"} {
+		l := proto.Loader{Name: name, Kind: proto.LoaderShimGrub}
+		for j, fl := range []struct{ file, role string }{{"bootx64.efi", proto.RoleShim}, {"grubx64.efi", proto.RoleGrub}} {
+			b := make([]byte, 96<<10+j)
+			rand.NewChaCha8([32]byte{0xfe, byte(i), byte(j)}).Read(b)
+			a := proto.Artifact{Role: fl.role, Name: fl.file, Key: "loaders/" + name + "/" + fl.file, Size: int64(len(b)), SHA256: sha(b)}
+			if mutate != nil {
+				mutate("loader:"+name, fl.file, b)
+			}
+			if err := store.Put(ctx, a.Key, bytes.NewReader(b), a.Size); err != nil {
+				t.Fatal(err)
+			}
+			l.Files = append(l.Files, proto.LoaderFile{Firmware: proto.FirmwareX64, Artifact: a})
+		}
+		f.st.PutLoader(l)
+		f.loaders = append(f.loaders, l)
+	}
+	f.st.SetSite(proto.Site{Name: "lab", DHCP: proto.DHCPFull, Unknown: proto.UnknownIgnore, Loader: "sb"})
 	f.st.PutHost(proto.Host{MAC: macA, Site: "lab", Hostname: "a.lab", Image: "deb", State: proto.StateBoot})
 	f.st.PutHost(proto.Host{MAC: macB, Site: "lab", Hostname: "b.lab", Image: "other", State: proto.StateBoot})
 
@@ -237,6 +258,19 @@ func startTFTPCache(t testing.TB, kernelSize int, mutate func(image, file string
 		}
 	})
 	return f
+}
+
+// loaderFile is a loader's file as the fixture stored it.
+func (f *tftpCacheFixture) loaderFile(loader, file string) proto.Artifact {
+	for _, l := range f.loaders {
+		for _, lf := range l.Files {
+			if l.Name == loader && lf.Name == file {
+				return lf.Artifact
+			}
+		}
+	}
+	f.t.Fatalf("no loader file %s/%s", loader, file)
+	return proto.Artifact{}
 }
 
 func (f *tftpCacheFixture) artifact(image, file string) proto.Artifact {
@@ -655,5 +689,50 @@ func BenchmarkTFTPArtifact(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestTFTPLoaderFiles: the files of the loader the site boots with are
+// served over TFTP (as the DHCP answer names them, proto.LoaderPath) and
+// HTTP from the verified cache; a loader used nowhere at the site, an
+// unknown one and a file the loader lacks are refused without a store
+// request; a loader file corrupted in the store is never served.
+func TestTFTPLoaderFiles(t *testing.T) {
+	f := startTFTPCache(t, 4096, nil)
+	for _, file := range []string{"bootx64.efi", "grubx64.efi"} {
+		a := f.loaderFile("sb", file)
+		res := tftpFetch(f.tftp, ipA, proto.LoaderPath("sb", file))
+		if res.err != nil || res.tsize != a.Size || sha(res.body) != a.SHA256 {
+			t.Errorf("TFTP %s: err %v, tsize %d, sha %s; want tsize %d sha %s", file, res.err, res.tsize, sha(res.body), a.Size, a.SHA256)
+		}
+	}
+	resp, err := http.Get(f.http.URL + "/" + proto.LoaderPath("sb", "grubx64.efi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || sha(body) != f.loaderFile("sb", "grubx64.efi").SHA256 {
+		t.Errorf("HTTP grubx64.efi: status %d, sha %s", resp.StatusCode, sha(body))
+	}
+	for _, file := range []string{"loaders/unused/bootx64.efi", "loaders/nope/bootx64.efi", "loaders/sb/secret.efi", "loaders/sb/../unused/bootx64.efi"} {
+		if res := tftpFetch(f.tftp, ipA, file); res.err == nil || !strings.Contains(res.err.Error(), "file not found") {
+			t.Errorf("%s: err %v, %d bytes; want file not found", file, res.err, len(res.body))
+		}
+	}
+	if n := f.proxy.count(f.loaderFile("unused", "bootx64.efi").Key); n != 0 {
+		t.Errorf("store GETs of the unused loader = %d, want 0", n)
+	}
+
+	bad := startTFTPCache(t, 4096, func(set, file string, b []byte) {
+		if set == "loader:sb" && file == "grubx64.efi" {
+			b[len(b)/2] ^= 0xff
+		}
+	})
+	if res := tftpFetch(bad.tftp, ipA, proto.LoaderPath("sb", "grubx64.efi")); res.err == nil || len(res.body) != 0 {
+		t.Errorf("corrupt loader file served: err %v, %d bytes", res.err, len(res.body))
+	}
+	if res := tftpFetch(bad.tftp, ipA, proto.LoaderPath("sb", "bootx64.efi")); res.err != nil {
+		t.Errorf("the loader's intact file: %v", res.err)
 	}
 }

@@ -6,7 +6,8 @@ import (
 )
 
 // assigned answers whether an image is served at this site: one that a host
-// of the site boots, or the site's discovery image. Any other image of the
+// of the site boots, or the site's discovery image; and likewise a loader
+// (the site's or a host's). Any other image of the
 // fleet is refused before the cache sees the request, so a client cannot
 // make the edge download images the site never boots.
 //
@@ -22,8 +23,9 @@ type assigned struct {
 }
 
 type imageSet struct {
-	gen   uint64 // changes when it was built
-	names map[string]bool
+	gen     uint64 // changes when it was built
+	names   map[string]bool
+	loaders map[string]bool
 }
 
 // changeNotifier is the part of *state.State that reports changes.
@@ -40,9 +42,14 @@ func newAssigned(st State) *assigned {
 	return a
 }
 
-func (a *assigned) has(image string) bool {
+func (a *assigned) has(image string) bool { return a.current().names[image] }
+
+// hasLoader: a loader the site or one of its hosts boots with.
+func (a *assigned) hasLoader(loader string) bool { return a.current().loaders[loader] }
+
+func (a *assigned) current() *imageSet {
 	if !a.tracked {
-		return a.build(0).names[image]
+		return a.build(0)
 	}
 	gen := a.changes.Load()
 	set := a.cur.Load()
@@ -56,14 +63,16 @@ func (a *assigned) has(image string) bool {
 		}
 		a.mu.Unlock()
 	}
-	return set.names[image]
+	return set
 }
 
 func (a *assigned) build(gen uint64) *imageSet {
-	names := a.st.AssignedImages()
-	s := &imageSet{gen: gen, names: make(map[string]bool, len(names))}
-	for _, n := range names {
+	s := &imageSet{gen: gen, names: map[string]bool{}, loaders: map[string]bool{}}
+	for _, n := range a.st.AssignedImages() {
 		s.names[n] = true
+	}
+	for _, n := range a.st.AssignedLoaders() {
+		s.loaders[n] = true
 	}
 	return s
 }

@@ -37,6 +37,10 @@ type State interface {
 	// AssignedImages names the images a host of the site boots, and the
 	// site's discovery image: the only ones whose artifacts are served.
 	AssignedImages() []string
+	// Loader and AssignedLoaders: the boot chains of the site's and its
+	// hosts' --loader, the only loaders whose files are served.
+	Loader(name string) (proto.Loader, bool)
+	AssignedLoaders() []string
 }
 
 // ArtifactServer writes one artifact (Range, HEAD and ETag included); the
@@ -170,7 +174,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/grub.cfg":
 		h.serveScript(w, r, r.URL.Query().Get("mac"), true)
 	case strings.HasPrefix(p, "/artifacts/"):
-		h.serveArtifact(w, r, strings.TrimPrefix(p, "/artifacts/"))
+		h.serveArtifact(w, r, strings.TrimPrefix(p, "/artifacts/"), h.ArtifactFor)
+	case strings.HasPrefix(p, "/loaders/"):
+		h.serveArtifact(w, r, strings.TrimPrefix(p, "/loaders/"), h.LoaderFileFor)
 	case strings.HasPrefix(p, "/boot/"):
 		name := strings.TrimPrefix(p, "/boot/")
 		// /boot/<mac>.ipxe is the per-MAC script pattern of the gPXE seed.
@@ -312,6 +318,9 @@ var (
 	ErrUnknownImage    = errors.New("httpboot: unknown image")
 	ErrNotAssigned     = errors.New("httpboot: image not assigned at this site")
 	ErrNoSuchArtifact  = errors.New("httpboot: no such file in the image")
+	// ErrUnknownLoader and ErrLoaderNotAssigned: LoaderFileFor's refusals.
+	ErrUnknownLoader     = errors.New("httpboot: unknown loader")
+	ErrLoaderNotAssigned = errors.New("httpboot: loader not used at this site")
 )
 
 // ArtifactFor maps an artifact path's image and file name to the image's
@@ -340,15 +349,40 @@ func (h *Handler) ArtifactFor(image, file string) (proto.Artifact, error) {
 	return proto.Artifact{}, fmt.Errorf("%w: %q in %q", ErrNoSuchArtifact, file, image)
 }
 
-// serveArtifact maps /artifacts/<image>/<file> to the image's artifact
-// (ArtifactFor): a malformed path is a 400, anything not served here a 404.
-func (h *Handler) serveArtifact(w http.ResponseWriter, r *http.Request, rest string) {
-	image, file, ok := strings.Cut(rest, "/")
+// LoaderFileFor maps a loader path's loader and file name
+// (proto.LoaderPath: loaders/<loader>/<file>, over HTTP and TFTP alike) to
+// the loader's file of that name. Only loaders this site boots with (the
+// site's and its hosts' --loader) are served; any other is refused as an
+// unknown one, without asking the cache.
+func (h *Handler) LoaderFileFor(loader, file string) (proto.Artifact, error) {
+	if strings.Contains(file, "/") || proto.ValidName("loader", loader) != nil || proto.ValidFileName(file) != nil {
+		return proto.Artifact{}, fmt.Errorf("%w: %q/%q", ErrBadArtifactPath, loader, file)
+	}
+	l, ok := h.cfg.State.Loader(loader)
+	if !ok {
+		return proto.Artifact{}, fmt.Errorf("%w: %q", ErrUnknownLoader, loader)
+	}
+	if !h.assigned.hasLoader(loader) {
+		return proto.Artifact{}, fmt.Errorf("%w: %q", ErrLoaderNotAssigned, loader)
+	}
+	for _, f := range l.Files {
+		if f.Name == file {
+			return f.Artifact, nil
+		}
+	}
+	return proto.Artifact{}, fmt.Errorf("%w: %q in loader %q", ErrNoSuchArtifact, file, loader)
+}
+
+// serveArtifact maps /artifacts/<image>/<file> or /loaders/<loader>/<file>
+// to its artifact (lookup: ArtifactFor or LoaderFileFor): a malformed path
+// is a 400, anything not served here a 404.
+func (h *Handler) serveArtifact(w http.ResponseWriter, r *http.Request, rest string, lookup func(set, file string) (proto.Artifact, error)) {
+	set, file, ok := strings.Cut(rest, "/")
 	if !ok {
 		http.Error(w, "httpboot: bad artifact path", http.StatusBadRequest)
 		return
 	}
-	a, err := h.ArtifactFor(image, file)
+	a, err := lookup(set, file)
 	switch {
 	case errors.Is(err, ErrBadArtifactPath):
 		http.Error(w, "httpboot: bad artifact path", http.StatusBadRequest)

@@ -253,6 +253,23 @@ func (s *State) AssignedImages() []string {
 	return slices.Sorted(maps.Keys(set))
 }
 
+// AssignedLoaders names the loaders this site boots with: the site's and
+// those of its hosts. Only their files are served and prefetched.
+func (s *State) AssignedLoaders() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	set := map[string]bool{}
+	for _, h := range s.hosts {
+		if h.Loader != "" {
+			set[h.Loader] = true
+		}
+	}
+	if s.site.Loader != "" {
+		set[s.site.Loader] = true
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
 // sortedValues returns copies of m's values in the order of their keys (the
 // primary MAC or the image name).
 func sortedValues[V any](m map[string]V, clone func(V) V) []V {

@@ -30,12 +30,19 @@ import (
 // artifacts/ is never served.
 const ArtifactPrefix = "artifacts/"
 
+// LoaderPrefix is the TFTP namespace of boot loaders' files:
+// loaders/<loader>/<file> (proto.LoaderPath), the name the DHCP answer
+// gives as boot file and the same path as over HTTP. Reserved like
+// ArtifactPrefix.
+const LoaderPrefix = "loaders/"
+
 // Images names the artifact an artifacts/<image>/<file> request asks for,
 // or refuses it (bad name, unknown image, image not assigned at this site,
-// no such file): the same decision as over HTTP. httpboot.Handler
-// satisfies it.
+// no such file), and likewise a loaders/<loader>/<file> request: the same
+// decisions as over HTTP. httpboot.Handler satisfies it.
 type Images interface {
 	ArtifactFor(image, file string) (proto.Artifact, error)
+	LoaderFileFor(loader, file string) (proto.Artifact, error)
 }
 
 // VerifiedFiles opens an artifact's verified file, fetching it (once,
@@ -65,15 +72,20 @@ func (s *Server) artifactWait() time.Duration {
 	return timeout * time.Duration(max(retries-1, 1))
 }
 
-// isArtifact reports whether name is in the artifact namespace and splits
-// it; a name with a third level still counts (and is refused by Images).
-func isArtifact(name string) (image, file string, ok bool) {
-	rest, ok := strings.CutPrefix(name, ArtifactPrefix)
-	if !ok {
-		return "", "", false
+// isArtifact reports whether name is in the artifact or the loader
+// namespace, splits it and says how to look it up; a name with a third
+// level still counts (and is refused by the lookup).
+func (s *Server) isArtifact(name string) (set, file string, lookup func(set, file string) (proto.Artifact, error), ok bool) {
+	for _, ns := range []struct {
+		prefix string
+		lookup func(set, file string) (proto.Artifact, error)
+	}{{ArtifactPrefix, s.cfg.Images.ArtifactFor}, {LoaderPrefix, s.cfg.Images.LoaderFileFor}} {
+		if rest, ok := strings.CutPrefix(name, ns.prefix); ok {
+			set, file, _ = strings.Cut(rest, "/")
+			return set, file, ns.lookup, true
+		}
 	}
-	image, file, _ = strings.Cut(rest, "/")
-	return image, file, true
+	return "", "", nil, false
 }
 
 // serveArtifact sends one image artifact. The OACK (tsize = the registered
@@ -86,9 +98,9 @@ func isArtifact(name string) (image, file string, ok bool) {
 // silence, and the client's retransmitted RRQs each start a transfer of
 // their own that waits too (the client keeps the first to answer). Boot
 // firmware (PXE ROMs, iPXE, GRUB, OVMF) always asks with tsize or blksize.
-func (s *Server) serveArtifact(rf io.ReaderFrom, remote net.UDPAddr, image, file string, fail func(string, error, string) error) error {
+func (s *Server) serveArtifact(rf io.ReaderFrom, remote net.UDPAddr, name, set, file string, lookup func(set, file string) (proto.Artifact, error), fail func(string, error, string) error) error {
 	start := time.Now()
-	a, err := s.cfg.Images.ArtifactFor(image, file)
+	a, err := lookup(set, file)
 	if err != nil {
 		// The reason keys the rate-limited log: the sentinel the error
 		// wraps (unknown image, not assigned here, ...), a message from
@@ -106,10 +118,9 @@ func (s *Server) serveArtifact(rf io.ReaderFrom, remote net.UDPAddr, image, file
 	defer cancel()
 	r := &verifiedReader{ctx: ctx, files: s.cfg.Cache, a: a}
 	defer r.close()
-	log := s.log.With("ip", remote.IP.String(), "file", a.Name, "image", image, "sha256", a.SHA256)
+	log := s.log.With("ip", remote.IP.String(), "file", name, "sha256", a.SHA256)
 	n, err := rf.ReadFrom(r)
 	ms := strconv.FormatInt(time.Since(start).Milliseconds(), 10)
-	name := ArtifactPrefix + image + "/" + file
 	switch {
 	case isSizeProbe(err):
 		log.Debug("size probe", "duration_ms", ms)

@@ -20,7 +20,8 @@ import (
 
 var errNoImage = errors.New("unknown image")
 
-// fakeImages serves the artifacts it holds, by "<image>/<file>".
+// fakeImages serves the artifacts it holds, by "<image>/<file>", and the
+// loaders' files by "loader:<loader>/<file>".
 type fakeImages map[string]proto.Artifact
 
 func (f fakeImages) ArtifactFor(image, file string) (proto.Artifact, error) {
@@ -28,6 +29,13 @@ func (f fakeImages) ArtifactFor(image, file string) (proto.Artifact, error) {
 		return a, nil
 	}
 	return proto.Artifact{}, fmt.Errorf("%w: %q", errNoImage, image)
+}
+
+func (f fakeImages) LoaderFileFor(loader, file string) (proto.Artifact, error) {
+	if a, ok := f["loader:"+loader+"/"+file]; ok {
+		return a, nil
+	}
+	return proto.Artifact{}, fmt.Errorf("%w: loader %q", errNoImage, loader)
 }
 
 // filesFunc adapts a function to VerifiedFiles.

@@ -364,8 +364,10 @@ func (s *Server) read(filename string, rf io.ReaderFrom) error {
 	if err != nil {
 		return fail(reasonBadPath, err, "file not found")
 	}
-	if image, file, ok := isArtifact(name); ok && s.cfg.Images != nil {
-		return s.serveArtifact(rf, remote, image, file, fail)
+	if s.cfg.Images != nil {
+		if set, file, lookup, ok := s.isArtifact(name); ok {
+			return s.serveArtifact(rf, remote, name, set, file, lookup, fail)
+		}
 	}
 	r, size, closeFn, err := s.open(name, &remote)
 	if err != nil {
