@@ -28,6 +28,17 @@ if ((${#missing[@]})); then
   done
 fi
 
+# The Secure Boot e2e fixtures (shim-signed, grub-efi-amd64-signed, the
+# -unsigned kernel) are fetched by the tests with `apt-get download` and
+# unpacked with dpkg-deb, never installed: that needs package lists only.
+if ! apt-cache show shim-signed grub-efi-amd64-signed >/dev/null 2>&1; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "deps: need root to run apt-get update (package lists for apt-get download)" >&2; exit 1
+  fi
+  echo "deps: apt-get update (package lists for the Secure Boot fixtures)"
+  apt-get update -qq
+fi
+
 if [ ! -x "$BIN/minio" ] || [ "$(cat "$BIN/minio.version" 2>/dev/null)" != "$MINIO_VERSION" ]; then
   echo "deps: building MinIO server $MINIO_VERSION (takes a few minutes once)"
   mkdir -p "$BIN"

@@ -21,12 +21,21 @@ const (
 	// UEFI is OVMF. With NoROM it uses OVMF's own PXE client (client arch
 	// 7); without, QEMU's virtio ROM (an iPXE EFI driver) boots instead.
 	UEFI Firmware = "uefi"
+	// UEFISecureBoot is OVMF with Secure Boot enforced: the secboot code
+	// (which needs q35 with SMM and secure pflash) and a per-VM copy of
+	// the variable store with Microsoft's keys enrolled, so Microsoft-signed
+	// shim runs and anything unsigned is refused. Use NoROM: QEMU's iPXE
+	// option ROM is unsigned.
+	UEFISecureBoot Firmware = "uefi-secureboot"
 )
 
 // OVMF firmware files from Debian's ovmf package.
 const (
 	OVMFCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 	OVMFVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	// OVMFCodeSecBoot and OVMFVarsMS are the Secure Boot pair.
+	OVMFCodeSecBoot = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
+	OVMFVarsMS      = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
 )
 
 // VMConfig describes one test VM.
@@ -112,13 +121,15 @@ func (n *Network) StartVM(t testing.TB, dir string, cfg VMConfig) *VM {
 	case BIOS, "":
 		args = append(args, "-machine", "pc", "-boot", "order=n")
 	case UEFI:
-		vars := filepath.Join(dir, cfg.Name+"-OVMF_VARS.fd")
-		if err := copyFile(OVMFVars, vars); err != nil {
-			t.Fatal(err)
-		}
-		args = append(args, "-machine", "q35",
-			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+OVMFCode,
-			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
+		args = append(args, "-machine", "q35")
+		args = append(args, ovmfDrives(t, dir, cfg.Name, OVMFCode, OVMFVars)...)
+	case UEFISecureBoot:
+		// S3 off as libvirt does for Secure Boot OVMF; SMM and secure
+		// pflash keep the variable store out of the guest OS's reach.
+		args = append(args, "-machine", "q35,smm=on",
+			"-global", "driver=cfi.pflash01,property=secure,value=on",
+			"-global", "ICH9-LPC.disable_s3=1")
+		args = append(args, ovmfDrives(t, dir, cfg.Name, OVMFCodeSecBoot, OVMFVarsMS)...)
 	default:
 		t.Fatalf("e2e: unknown firmware %q", cfg.Firmware)
 	}
@@ -127,6 +138,20 @@ func (n *Network) StartVM(t testing.TB, dir string, cfg VMConfig) *VM {
 	vm.proc = StartProc(t, dir, cfg.Name, cmd)
 	t.Logf("e2e: started %s (pid %d, %s, mac %s): qemu-system-x86_64 %s", cfg.Name, vm.proc.PID(), cfg.Firmware, cfg.MAC, strings.Join(args, " "))
 	return vm
+}
+
+// ovmfDrives are the pflash drives for OVMF's code (read-only) and a
+// writable per-VM copy of its variable store in dir.
+func ovmfDrives(t testing.TB, dir, name, code, varsTemplate string) []string {
+	t.Helper()
+	vars := filepath.Join(dir, name+"-"+filepath.Base(varsTemplate))
+	if err := copyFile(varsTemplate, vars); err != nil {
+		t.Fatal(err)
+	}
+	return []string{
+		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + code,
+		"-drive", "if=pflash,format=raw,unit=1,file=" + vars,
+	}
 }
 
 // UndionlyChain is a BIOS VM that boots the classic chain PXE ROM →
