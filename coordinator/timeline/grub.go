@@ -218,29 +218,22 @@ func grubTimeWaitAfter(prev, b Boot) []Diagnosis {
 		}
 	}
 	at := fs[cfg].at
+	// The previous boot's GRUB connections: HTTP transfers after its
+	// grub.cfg (an iPXE before it has ports of its own).
 	var last time.Time
+	grub := false
 	for _, f := range fetches(prev) {
-		if f.via == "http" && f.kind != fetchAsked && f.file != "script" && f.file != "grub.cfg" {
+		grub = grub || isGRUBConfig(f.base)
+		if grub && f.via == "http" && f.kind != fetchAsked && f.file != "script" && !isGRUBConfig(f.base) {
 			last = f.at
 		}
 	}
-	if last.IsZero() || at.Sub(last) >= grubTimeWait || !grubBoot(prev) {
+	if last.IsZero() || at.Sub(last) >= grubTimeWait {
 		return nil
 	}
 	return []Diagnosis{{Rule: RuleGRUBTimeWait, Level: LevelProblem, At: at, Text: fmt.Sprintf(
 		"GRUB read grub.cfg and never reached the edge over HTTP, %d s after the previous boot's HTTP transfer from the same address ended: GRUB 2.06 reuses TCP source port 21550 with a tiny initial sequence number, which the edge's TIME_WAIT (60 s) for that connection rejects (\"error: connection timeout\" on the console); wait 60 s between boots, give the machine another address, or serve kernel and initrd over TFTP",
 		int(at.Sub(last).Round(time.Second)/time.Second))}}
-}
-
-// grubBoot reports whether a boot went through GRUB (it asked for
-// grub.cfg): only GRUB has the fixed source port.
-func grubBoot(b Boot) bool {
-	for _, f := range fetches(b) {
-		if isGRUBConfig(f.base) {
-			return true
-		}
-	}
-	return false
 }
 
 // ackIP is the address the boot's last DHCP ACK gave, "" when none shows.
