@@ -242,7 +242,7 @@ func New(cfg Config) (_ *Agent, err error) {
 	if cfg.Interface != "" {
 		a.dhcp, err = dhcp.NewServer(dhcp.Config{
 			Interface: cfg.Interface, ServerIP: cfg.ServerIP, HTTPBase: a.base,
-			BootFiles: dhcp.BootFiles{EFI64: cfg.EFIBootFile},
+			BootFiles: dhcp.BootFiles{EFI64: cfg.EFIBootFile}, Loaders: a.st,
 			LeaseFile: filepath.Join(cfg.StateDir, "leases.json"),
 			State:     siteMode{State: a.st, mode: cfg.DHCPMode}, Events: a.rec, Logger: log,
 			Force: cfg.Force, NoConflictCheck: !cfg.ConflictCheck, SourceRate: cfg.DHCPSourceRate,

@@ -11,6 +11,7 @@ type HostSetRequest struct {
 	IP        *string           `json:"ip,omitempty"` // "" removes the reservation
 	Hostname  *string           `json:"hostname,omitempty"`
 	Image     *string           `json:"image,omitempty"`
+	Loader    *string           `json:"loader,omitempty"` // "" = the site's
 	State     *string           `json:"state,omitempty"`
 	Once      *bool             `json:"once,omitempty"`
 	ExtraMACs *[]string         `json:"extra_macs,omitempty"`

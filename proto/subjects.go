@@ -15,6 +15,10 @@ const (
 	BucketEdges  = "edges"  // key: edge name -> EdgeStatus (last heartbeat)
 )
 
+// BucketLoaders holds the boot loaders (key: loader name -> Loader). Global
+// like images: every edge reads it.
+const BucketLoaders = "loaders"
+
 // BucketIdentities is the registry of enrolled credentials of a coordinator
 // on a NATS cluster (--auth --nats-url), shared by every coordinator and
 // written with compare-and-set. Only coordinators read or write it; people's
@@ -66,6 +70,14 @@ const (
 	APIHostDone  = "host.done"  // an installer reported done (from an edge)
 	APIHostFacts = "host.facts" // an installer reported facts (from an edge)
 	APIStoreInfo = "store.info"
+)
+
+// Boot loader endpoints (proto.Loader), relative to APIPrefix.
+const (
+	APILoaderAdd  = "loader.add"
+	APILoaderList = "loader.list"
+	APILoaderGet  = "loader.get"
+	APILoaderRm   = "loader.rm"
 )
 
 // APISubject returns the full subject for an endpoint name.

@@ -47,6 +47,7 @@ type Site struct {
 	DHCP           string    `json:"dhcp"`                      // DHCPFull, DHCPReservations, DHCPProxy or DHCPOff
 	Unknown        string    `json:"unknown,omitempty"`         // UnknownIgnore (default), UnknownDiscover, UnknownExit
 	DiscoveryImage string    `json:"discovery_image,omitempty"` // image for UnknownDiscover
+	Loader         string    `json:"loader,omitempty"`          // boot chain of its hosts; "" = iPXE from the edge's --boot-dir
 	Updated        time.Time `json:"updated"`
 }
 
@@ -99,6 +100,7 @@ type Host struct {
 	IP        string            `json:"ip,omitempty"` // DHCP reservation
 	Hostname  string            `json:"hostname,omitempty"`
 	Image     string            `json:"image,omitempty"`
+	Loader    string            `json:"loader,omitempty"` // boot chain; "" = the site's
 	Vars      map[string]string `json:"vars,omitempty"`
 	State     string            `json:"state"`          // StateBoot or StateLocal
 	Once      bool              `json:"once,omitempty"` // switch to StateLocal after the install reports done

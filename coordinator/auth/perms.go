@@ -68,21 +68,26 @@ func Permissions(id Identity) (jwt.Permissions, error) {
 			"$JS.API.STREAM.INFO.KV_"+proto.BucketSites,
 			"$JS.API.STREAM.INFO.KV_"+proto.BucketHosts,
 			"$JS.API.STREAM.INFO.KV_"+proto.BucketImages,
+			"$JS.API.STREAM.INFO.KV_"+proto.BucketLoaders,
 			"$JS.API.DIRECT.GET.KV_"+proto.BucketSites+".$KV."+proto.BucketSites+"."+s,
 			"$JS.API.DIRECT.GET.KV_"+proto.BucketHosts+".$KV."+proto.BucketHosts+"."+s+".>",
 			"$JS.API.DIRECT.GET.KV_"+proto.BucketImages+".$KV."+proto.BucketImages+".>",
+			"$JS.API.DIRECT.GET.KV_"+proto.BucketLoaders+".$KV."+proto.BucketLoaders+".>",
 			"$JS.API.CONSUMER.CREATE.KV_"+proto.BucketSites+".*.$KV."+proto.BucketSites+"."+s,
 			"$JS.API.CONSUMER.CREATE.KV_"+proto.BucketHosts+".*.$KV."+proto.BucketHosts+"."+s+".>",
 			"$JS.API.CONSUMER.CREATE.KV_"+proto.BucketImages+".*.$KV."+proto.BucketImages+".>",
+			"$JS.API.CONSUMER.CREATE.KV_"+proto.BucketLoaders+".*.$KV."+proto.BucketLoaders+".>",
 			// Unsubscribing a watch deletes its ephemeral consumer; names are
 			// random and not listable, so this reaches only the edge's own.
 			"$JS.API.CONSUMER.DELETE.KV_"+proto.BucketSites+".*",
 			"$JS.API.CONSUMER.DELETE.KV_"+proto.BucketHosts+".*",
 			"$JS.API.CONSUMER.DELETE.KV_"+proto.BucketImages+".*",
+			"$JS.API.CONSUMER.DELETE.KV_"+proto.BucketLoaders+".*",
 			// Flow control replies: without them a large watch stalls.
 			"$JS.FC.KV_"+proto.BucketSites+".>",
 			"$JS.FC.KV_"+proto.BucketHosts+".>",
 			"$JS.FC.KV_"+proto.BucketImages+".>",
+			"$JS.FC.KV_"+proto.BucketLoaders+".>",
 			proto.StatusSubject(s, n),
 			proto.SubjectEventsPrefix+"."+s+"."+n+".>",
 			proto.APISubject(proto.APIHostDone),
@@ -140,7 +145,7 @@ func registryDeny() []string {
 
 // siteAdminPermissions confine a site admin of site s to what carries s in
 // its subject (DESIGN §6 has the facts these rules rest on): her site's
-// config and hosts in KV, the images, her site's events and heartbeats. The
+// config and hosts in KV, the images and loaders, her site's events and heartbeats. The
 // API subjects are all open: they do not carry the site, so the
 // coordinator's guard decides there, and audits every refusal. No AUDIT, no
 // macs or edges bucket, no stream listing, no message get by sequence.
@@ -150,35 +155,41 @@ func siteAdminPermissions(s, publicKey string) jwt.Permissions {
 	sites := "$KV." + proto.BucketSites + "." + s
 	hosts := "$KV." + proto.BucketHosts + "." + s + ".>"
 	images := "$KV." + proto.BucketImages + ".>"
+	loaders := "$KV." + proto.BucketLoaders + ".>"
 	events := proto.SubjectEventsPrefix + "." + s + ".>"
 	p.Pub.Allow.Add(
 		proto.APIPrefix+".>",
 		"$JS.API.STREAM.INFO."+kv(proto.BucketSites),
 		"$JS.API.STREAM.INFO."+kv(proto.BucketHosts),
 		"$JS.API.STREAM.INFO."+kv(proto.BucketImages),
+		"$JS.API.STREAM.INFO."+kv(proto.BucketLoaders),
 		"$JS.API.STREAM.INFO."+proto.StreamEvents,
 		// Reads by key: the key is in the subject.
 		"$JS.API.DIRECT.GET."+kv(proto.BucketSites)+"."+sites,
 		"$JS.API.DIRECT.GET."+kv(proto.BucketHosts)+"."+hosts,
 		"$JS.API.DIRECT.GET."+kv(proto.BucketImages)+"."+images,
+		"$JS.API.DIRECT.GET."+kv(proto.BucketLoaders)+"."+loaders,
 		// Watches and event reads: a consumer whose single filter subject
 		// is in the create subject (the server checks it against the body).
 		// A consumer with several filters has none in its subject: refused.
 		"$JS.API.CONSUMER.CREATE."+kv(proto.BucketSites)+".*."+sites,
 		"$JS.API.CONSUMER.CREATE."+kv(proto.BucketHosts)+".*."+hosts,
 		"$JS.API.CONSUMER.CREATE."+kv(proto.BucketImages)+".*."+images,
+		"$JS.API.CONSUMER.CREATE."+kv(proto.BucketLoaders)+".*."+loaders,
 		"$JS.API.CONSUMER.CREATE."+proto.StreamEvents+".*."+events,
 		// The consumers above, by their random, unlistable names: the
 		// events reader pulls (MSG.NEXT) and asks how much is pending.
 		"$JS.API.CONSUMER.DELETE."+kv(proto.BucketSites)+".*",
 		"$JS.API.CONSUMER.DELETE."+kv(proto.BucketHosts)+".*",
 		"$JS.API.CONSUMER.DELETE."+kv(proto.BucketImages)+".*",
+		"$JS.API.CONSUMER.DELETE."+kv(proto.BucketLoaders)+".*",
 		"$JS.API.CONSUMER.DELETE."+proto.StreamEvents+".*",
 		"$JS.API.CONSUMER.INFO."+proto.StreamEvents+".*",
 		"$JS.API.CONSUMER.MSG.NEXT."+proto.StreamEvents+".*",
 		"$JS.FC."+kv(proto.BucketSites)+".>",
 		"$JS.FC."+kv(proto.BucketHosts)+".>",
 		"$JS.FC."+kv(proto.BucketImages)+".>",
+		"$JS.FC."+kv(proto.BucketLoaders)+".>",
 	)
 	p.Sub.Allow.Add(
 		UserInboxPrefix(publicKey)+".>",

@@ -71,9 +71,10 @@ type attempt func(t *testing.T, f *roleFixture, c *caller) outcome
 // The sites the seed makes: the edge and the site admin belong to site
 // lab, and "other" is someone else's.
 const (
-	ownSite   = "lab"
-	otherSite = "other"
-	seedImage = "img"
+	ownSite    = "lab"
+	otherSite  = "other"
+	seedImage  = "img"
+	seedLoader = "ldr"
 )
 
 // apiRows: every endpoint of the coordinator's API, with the site a request
@@ -98,6 +99,10 @@ func apiRows() []roleRow {
 		{"image.get", apiCall(proto.APIImageGet, nameReq(seedImage)), want{allow, allow, allow, perm}},
 		{"image.add new", apiCall(proto.APIImageAdd, newImage), want{allow, guard, guard, perm}},
 		{"image.rm (unused image)", apiCall(proto.APIImageRm, imageToRemove), want{allow, guard, guard, perm}},
+		{"loader.list", apiCall(proto.APILoaderList, listReq("")), want{allow, allow, allow, perm}},
+		{"loader.get", apiCall(proto.APILoaderGet, nameReq(seedLoader)), want{allow, allow, allow, perm}},
+		{"loader.add new", apiCall(proto.APILoaderAdd, newLoader), want{allow, guard, guard, perm}},
+		{"loader.rm (unused loader)", apiCall(proto.APILoaderRm, loaderToRemove), want{allow, guard, guard, perm}},
 		{"host.list all", apiCall(proto.APIHostList, listReq("")), want{allow, allow, allow, perm}},
 		{"host.list lab", apiCall(proto.APIHostList, listReq(lab)), want{allow, allow, allow, perm}},
 		{"host.list other", apiCall(proto.APIHostList, listReq(other)), want{allow, guard, allow, perm}},
@@ -147,10 +152,12 @@ func buckets(t *testing.T) []bucket {
 		{name: proto.BucketSites, own: ownSite, other: otherSite, watchOwn: ownSite, watchOther: otherSite},
 		{name: proto.BucketHosts, own: labKey, other: otherKey, watchOwn: ownSite + ".>", watchOther: otherSite + ".>"},
 		{name: proto.BucketImages, own: seedImage},
+		{name: proto.BucketLoaders, own: seedLoader},
 		{name: proto.BucketMACs, own: macKey},
 		{name: "ips", own: ownSite + ".10.0.0.5"},
 		{name: "facts", own: macKey},
 		{name: "imagelocks", own: seedImage},
+		{name: "loaderlocks", own: seedLoader},
 		{name: proto.BucketEdges, own: "rte-probe"},
 		// The coordinators' registry of credentials on a cluster: not even
 		// an admin reads it past the API.
@@ -160,7 +167,7 @@ func buckets(t *testing.T) []bucket {
 
 // kvRows: what every identity tries on bucket b directly, past the API.
 // Only the coordinator writes the buckets. Edges and site admins read their
-// own site's keys (by key or watch, never by sequence) and the images;
+// own site's keys (by key or watch, never by sequence), the images and loaders;
 // admins and viewers read everything.
 func kvRows(b bucket) []roleRow {
 	none := want{perm, perm, perm, perm}
@@ -169,7 +176,7 @@ func kvRows(b bucket) []roleRow {
 	switch b.name {
 	case proto.BucketSites, proto.BucketHosts:
 		readOwn = want{allow, allow, allow, allow}
-	case proto.BucketImages:
+	case proto.BucketImages, proto.BucketLoaders:
 		readOwn, readAll = want{allow, allow, allow, allow}, want{allow, allow, allow, allow}
 	case proto.BucketIdentities:
 		people, readOwn, readOther, readAll = none, none, none, none
@@ -338,6 +345,7 @@ func newRoleFixture(t *testing.T, e *env) *roleFixture {
 	}
 	f.adminJS = js
 	mustOK(t, call(t, f.admin, proto.APIImageAdd, tableImage(seedImage), nil))
+	mustOK(t, call(t, f.admin, proto.APILoaderAdd, tableLoader(seedLoader), nil))
 	f.creds[colAdmin] = enrol(t, f.admin, auth.APIUserAdd, auth.EnrolRequest{Name: "rt-admin", Role: auth.RoleAdmin})
 	f.creds[colSiteAdmin] = enrol(t, f.admin, auth.APIUserAdd, auth.EnrolRequest{Name: "rt-siteadmin", Role: auth.RoleSiteAdmin, Site: ownSite})
 	f.creds[colViewer] = enrol(t, f.admin, auth.APIUserAdd, auth.EnrolRequest{Name: "rt-viewer", Role: auth.RoleViewer})
@@ -803,6 +811,21 @@ func imageToRemove(t *testing.T, f *roleFixture) any {
 	im := tableImage(f.freshName("rtimg"))
 	mustOK(t, call(t, f.admin, proto.APIImageAdd, im, nil))
 	return proto.NameRequest{V: proto.Version, Name: im.Name}
+}
+
+func tableLoader(name string) proto.Loader {
+	sha := func(c byte) string { return strings.Repeat(string(c), 64) }
+	return proto.Loader{V: proto.Version, Name: name, Kind: proto.LoaderIPXE, Files: []proto.LoaderFile{
+		{Firmware: proto.FirmwareBIOS, Artifact: proto.Artifact{Role: proto.RoleIPXE, Name: "undionly.kpxe", Key: "sha256/" + sha('c'), Size: 10, SHA256: sha('c')}},
+	}}
+}
+
+func newLoader(_ *testing.T, f *roleFixture) any { return tableLoader(f.freshName("rtldr")) }
+
+func loaderToRemove(t *testing.T, f *roleFixture) any {
+	l := tableLoader(f.freshName("rtldr"))
+	mustOK(t, call(t, f.admin, proto.APILoaderAdd, l, nil))
+	return proto.NameRequest{V: proto.Version, Name: l.Name}
 }
 
 func newHost(site string) func(*testing.T, *roleFixture) any {

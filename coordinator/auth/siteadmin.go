@@ -57,6 +57,11 @@ func siteAdminTable() []siteAdminRow {
 		{proto.APIImageList, siteGlobalRead},
 		{proto.APIImageGet, siteGlobalRead},
 		{proto.APIImageRm, siteRefused},
+		// Loaders too: global, changed by admins only.
+		{proto.APILoaderAdd, siteRefused},
+		{proto.APILoaderList, siteGlobalRead},
+		{proto.APILoaderGet, siteGlobalRead},
+		{proto.APILoaderRm, siteRefused},
 		// Her site's hosts, and only those.
 		{proto.APIHostSet, siteHostSet},
 		{proto.APIHostList, siteHostList},

@@ -179,6 +179,36 @@ func TestTwoCoordinatorsUniqueness(t *testing.T) {
 		}
 	})
 
+	t.Run("loader rm races host set", func(t *testing.T) {
+		const rounds = 30
+		for r := range rounds {
+			name := fmt.Sprintf("ldr-%d", r)
+			if _, err := svc(r).AddLoader(ctx, shimLoader(name)); err != nil {
+				t.Fatal(err)
+			}
+			mac := fmt.Sprintf("52:54:06:00:00:%02x", r)
+			errs := race(
+				func() error { return svc(r).RemoveLoader(ctx, name) },
+				func() error {
+					_, err := svc(r+1).SetHost(ctx, proto.HostSetRequest{MAC: mac, Site: ptr("lab"), Loader: ptr(name)})
+					return err
+				},
+			)
+			total += 2
+			if won := outcome(t, "loader "+name, errs, ErrConflict, ErrNotFound); won != 1 {
+				t.Fatalf("loader %s: rm err %v, host set err %v; want exactly one to win", name, errs[0], errs[1])
+			}
+			_, lErr := a.GetLoader(ctx, name)
+			h, hErr := a.GetHost(ctx, mac)
+			switch {
+			case errs[0] == nil && (lErr == nil || hErr == nil):
+				t.Errorf("rm won but loader err %v, host %+v err %v", lErr, h, hErr)
+			case errs[1] == nil && (lErr != nil || hErr != nil || h.Loader != name):
+				t.Errorf("host set won but loader err %v, host %+v err %v", lErr, h, hErr)
+			}
+		}
+	})
+
 	t.Run("same IP from many requests", func(t *testing.T) {
 		const rounds, perRound = 5, 100
 		for r := range rounds {

@@ -29,6 +29,7 @@ func mergeHost(mac string, cur *proto.Host, req proto.HostSetRequest) (proto.Hos
 	}
 	set(&h.Site, req.Site)
 	set(&h.Image, req.Image)
+	set(&h.Loader, req.Loader)
 	set(&h.Hostname, req.Hostname)
 	set(&h.State, req.State)
 	set(&h.Once, req.Once)

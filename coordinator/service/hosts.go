@@ -53,8 +53,16 @@ func (s *Service) SetHost(ctx context.Context, req proto.HostSetRequest) (proto.
 	if err != nil {
 		return proto.Host{}, err
 	}
+	var needs []string // firmwares the host's loader must boot
 	if h.Image != "" {
-		if _, err := s.getImage(ctx, h.Image); err != nil {
+		im, err := s.getImage(ctx, h.Image)
+		if err != nil {
+			return proto.Host{}, err
+		}
+		needs = proto.FirmwareOfArch(im.Arch)
+	}
+	if h.Loader != "" && (prev == nil || prev.Loader != h.Loader || prev.Image != h.Image) {
+		if err := s.checkLoader(ctx, h.Loader, needs); err != nil {
 			return proto.Host{}, err
 		}
 	}
@@ -73,7 +81,7 @@ func (s *Service) SetHost(ctx context.Context, req proto.HostSetRequest) (proto.
 
 // storeHost writes h, replacing cur (nil for a new host, stored at revision
 // curRev): it claims the indexes, writes the host, pins a newly assigned
-// image, then releases what cur held and h no longer needs. A failing step
+// image and loader, then releases what cur held and h no longer needs. A failing step
 // undoes the earlier ones, so a rejected change writes nothing.
 func (s *Service) storeHost(ctx context.Context, h proto.Host, cur *proto.Host, curRev uint64) error {
 	key, _ := proto.HostKey(h.Site, h.MAC)
@@ -98,18 +106,16 @@ func (s *Service) storeHost(ctx context.Context, h proto.Host, cur *proto.Host, 
 		}
 		return fmt.Errorf("coordinator: write host %s: %w", h.MAC, err)
 	}
-	if h.Image != "" && (cur == nil || cur.Image != h.Image) {
-		if err := s.pinImage(ctx, h.Image); err != nil {
-			bg := context.WithoutCancel(ctx)
-			if cur != nil && oldKey == key {
-				old, _ := json.Marshal(*cur)
-				_, _ = s.kv[proto.BucketHosts].Put(bg, key, old)
-			} else {
-				_ = s.kv[proto.BucketHosts].Delete(bg, key)
-			}
-			rollback()
-			return err
+	if err := s.pinUses(ctx, h, cur); err != nil {
+		bg := context.WithoutCancel(ctx)
+		if cur != nil && oldKey == key {
+			old, _ := json.Marshal(*cur)
+			_, _ = s.kv[proto.BucketHosts].Put(bg, key, old)
+		} else {
+			_ = s.kv[proto.BucketHosts].Delete(bg, key)
 		}
+		rollback()
+		return err
 	}
 	// The change is in; release what the old version held and no longer needs.
 	if cur != nil {
@@ -117,6 +123,21 @@ func (s *Service) storeHost(ctx context.Context, h proto.Host, cur *proto.Host, 
 			_ = s.kv[proto.BucketHosts].Delete(ctx, oldKey)
 		}
 		s.releaseIndexes(ctx, *cur, h, key, oldKey)
+	}
+	return nil
+}
+
+// pinUses pins what h newly uses (see pinImage): its image and its loader.
+func (s *Service) pinUses(ctx context.Context, h proto.Host, cur *proto.Host) error {
+	if h.Image != "" && (cur == nil || cur.Image != h.Image) {
+		if err := s.pinImage(ctx, h.Image); err != nil {
+			return err
+		}
+	}
+	if h.Loader != "" && (cur == nil || cur.Loader != h.Loader) {
+		if err := s.pin(ctx, bucketLoaderLocks, "loader", h.Loader); err != nil {
+			return err
+		}
 	}
 	return nil
 }

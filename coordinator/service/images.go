@@ -167,16 +167,21 @@ func (s *Service) RemoveImage(ctx context.Context, name string) error {
 // removal marked it first. Either the removal saw the user, or its own
 // compare-and-set fails, or this one does: never both succeed.
 func (s *Service) pinImage(ctx context.Context, name string) error {
-	kv := s.kv[bucketImageLocks]
+	return s.pin(ctx, bucketImageLocks, "image", name)
+}
+
+// pin is pinImage for any lock bucket: imagelocks, loaderlocks.
+func (s *Service) pin(ctx context.Context, bucket, kind, name string) error {
+	kv := s.kv[bucket]
 	for range 10 {
-		e, err := s.read(ctx, bucketImageLocks, name)
+		e, err := s.read(ctx, bucket, name)
 		switch {
 		case errors.Is(err, ErrNotFound):
 			_, err = kv.Create(ctx, name, []byte(lockInUse))
 		case err != nil:
 			return err
 		case string(e.value) == lockRemoved:
-			return fmt.Errorf("image %s: %w (removed meanwhile)", name, ErrNotFound)
+			return fmt.Errorf("%s %s: %w (removed meanwhile)", kind, name, ErrNotFound)
 		default:
 			_, err = kv.Update(ctx, name, []byte(lockInUse), e.rev)
 		}
@@ -184,10 +189,10 @@ func (s *Service) pinImage(ctx context.Context, name string) error {
 			return nil
 		}
 		if !casConflict(err) {
-			return fmt.Errorf("coordinator: image lock %s: %w", name, err)
+			return fmt.Errorf("coordinator: %s lock %s: %w", kind, name, err)
 		}
 	}
-	return fmt.Errorf("%w: image %s is changing concurrently; retry", ErrConflict, name)
+	return fmt.Errorf("%w: %s %s is changing concurrently; retry", ErrConflict, kind, name)
 }
 
 // casConflict reports a failed KV create or compare-and-set: the key exists,

@@ -64,7 +64,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		cfg.Replicas = 1
 	}
 	s := &Service{kv: map[string]jetstream.KeyValue{}, js: cfg.JS, nc: cfg.JS.Conn(), check: cfg.Checker, log: cfg.Logger, now: cfg.Now}
-	for _, b := range []string{proto.BucketSites, proto.BucketImages, proto.BucketHosts, proto.BucketMACs, bucketIPs, proto.BucketEdges, bucketFacts, bucketImageLocks} {
+	for _, b := range []string{proto.BucketSites, proto.BucketImages, proto.BucketHosts, proto.BucketMACs, bucketIPs, proto.BucketEdges, bucketFacts, bucketImageLocks, proto.BucketLoaders, bucketLoaderLocks} {
 		kv, err := cfg.JS.CreateOrUpdateKeyValue(ctx, proto.BucketConfig(b, cfg.Replicas))
 		if err != nil {
 			return nil, fmt.Errorf("coordinator: create KV bucket %s: %w", b, err)
@@ -103,6 +103,9 @@ const bucketIPs = "ips"
 // of the image both change with compare-and-set (see pinImage), so two
 // coordinators cannot remove an image and assign it at the same time.
 const bucketImageLocks = "imagelocks"
+
+// bucketLoaderLocks does for loaders what bucketImageLocks does for images.
+const bucketLoaderLocks = "loaderlocks"
 
 const (
 	lockInUse   = "in-use"

@@ -20,9 +20,17 @@ func (s *Service) AddSite(ctx context.Context, in proto.Site) (proto.Site, error
 	if err := validateSite(&in); err != nil {
 		return proto.Site{}, err
 	}
+	var needs []string // firmwares the site's loader must boot
 	if in.DiscoveryImage != "" {
-		if _, err := s.getImage(ctx, in.DiscoveryImage); err != nil {
+		im, err := s.getImage(ctx, in.DiscoveryImage)
+		if err != nil {
 			return proto.Site{}, fmt.Errorf("discovery image: %w", err)
+		}
+		needs = proto.FirmwareOfArch(im.Arch)
+	}
+	if in.Loader != "" {
+		if err := s.checkLoader(ctx, in.Loader, needs); err != nil {
+			return proto.Site{}, err
 		}
 	}
 	// Existing reservations must stay inside the new networks.
@@ -48,20 +56,33 @@ func (s *Service) AddSite(ctx context.Context, in proto.Site) (proto.Site, error
 	if err := s.put(ctx, proto.BucketSites, in.Name, in); err != nil {
 		return proto.Site{}, err
 	}
-	if in.DiscoveryImage != "" {
-		if err := s.pinImage(ctx, in.DiscoveryImage); err != nil {
-			// Put the site back as it was: the image went away meanwhile.
-			kv, bg := s.kv[proto.BucketSites], context.WithoutCancel(ctx)
-			if prevErr == nil {
-				_, _ = kv.Put(bg, in.Name, prev.value)
-			} else {
-				_ = kv.Delete(bg, in.Name)
-			}
-			return proto.Site{}, fmt.Errorf("discovery image: %w", err)
+	if err := s.pinSiteUses(ctx, in); err != nil {
+		// Put the site back as it was: the image or loader went away meanwhile.
+		kv, bg := s.kv[proto.BucketSites], context.WithoutCancel(ctx)
+		if prevErr == nil {
+			_, _ = kv.Put(bg, in.Name, prev.value)
+		} else {
+			_ = kv.Delete(bg, in.Name)
 		}
+		return proto.Site{}, err
 	}
 	s.log.Info("site saved", "site", in.Name)
 	return in, nil
+}
+
+// pinSiteUses pins the site's discovery image and loader (see pinImage).
+func (s *Service) pinSiteUses(ctx context.Context, in proto.Site) error {
+	if in.DiscoveryImage != "" {
+		if err := s.pinImage(ctx, in.DiscoveryImage); err != nil {
+			return fmt.Errorf("discovery image: %w", err)
+		}
+	}
+	if in.Loader != "" {
+		if err := s.pin(ctx, bucketLoaderLocks, "loader", in.Loader); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func validateSite(in *proto.Site) error {

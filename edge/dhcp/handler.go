@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -51,6 +52,7 @@ type HandlerConfig struct {
 	HTTPBase    string // e.g. http://10.0.0.1:8080, for iPXE scripts and UEFI HTTP boot
 	TFTPServer  net.IP // next-server for TFTP boots; default ServerIP
 	BootFiles   BootFiles
+	Loaders     LoaderSource // boot chains hosts and sites name; nil: BootFiles for all
 	Policy      Policy
 	Leases      *Leases
 	Prober      AddressProber // nil: no conflict check
@@ -76,6 +78,9 @@ type Handler struct {
 	log      *slog.Logger
 	nosite   *slog.Logger  // once a minute: requests before the site's config are the boot network's to repeat
 	counted  *eventCounter // events strangers cause: budgeted, then counted
+	// fallbacks holds "loader/arch" pairs already logged as falling back
+	// to BootFiles: every boot of such a machine would log it again.
+	fallbacks sync.Map
 }
 
 // NewHandler checks cfg and fills in defaults.
@@ -151,7 +156,7 @@ func (h *Handler) Handle(ctx context.Context, req *dhcpv4.DHCPv4, in Input) (*dh
 	}
 	r.site = site
 	r.host, r.known = h.cfg.Policy.Host(m.MAC)
-	r.boot = BootFor(m, h.cfg.BootFiles, h.cfg.HTTPBase)
+	r.boot = h.bootFor(r)
 
 	if reason, ok := h.admit(r); !ok {
 		r.log.Info("dhcp: dropped", "reason", reason)
@@ -165,6 +170,35 @@ func (h *Handler) Handle(ctx context.Context, req *dhcpv4.DHCPv4, in Input) (*dh
 		return nil, nil // full mode does not run a boot server on 4011
 	}
 	return h.full(ctx, r)
+}
+
+// bootFor chooses the boot file, with the loader the host or site names.
+// A loader missing from the edge's copy, or without a file for the client's
+// architecture, leaves today's answer, logged once per loader and arch.
+func (h *Handler) bootFor(r *request) Boot {
+	name := LoaderFor(r.host, r.known, r.site)
+	if name == "" {
+		return BootFor(r.m, h.cfg.BootFiles, h.cfg.HTTPBase)
+	}
+	var l *proto.Loader
+	if h.cfg.Loaders != nil {
+		if found, ok := h.cfg.Loaders.Loader(name); ok {
+			l = &found
+		}
+	}
+	if l == nil {
+		if _, seen := h.fallbacks.LoadOrStore(name, true); !seen {
+			r.log.Warn("dhcp: loader unknown to this edge, booting the default ipxe", "loader", name)
+		}
+		return BootFor(r.m, h.cfg.BootFiles, h.cfg.HTTPBase)
+	}
+	b, fallback := BootWith(r.m, l, h.cfg.BootFiles, h.cfg.HTTPBase)
+	if fallback {
+		if _, seen := h.fallbacks.LoadOrStore(name+"/"+r.m.ArchString(), true); !seen {
+			r.log.Warn("dhcp: loader has no file for this architecture, booting the default", "loader", name, "file", b.File)
+		}
+	}
+	return b
 }
 
 // admit applies the site's mode and unknown-MAC policy.

@@ -29,7 +29,8 @@ type Config struct {
 	HTTPBase   string // e.g. http://10.0.0.1:8080
 	TFTPServer net.IP // default ServerIP
 	BootFiles  BootFiles
-	LeaseFile  string // JSON lease database; empty keeps leases in memory
+	Loaders    LoaderSource // nil: BootFiles for every machine
+	LeaseFile  string       // JSON lease database; empty keeps leases in memory
 	State      Policy
 	Events     EventSink
 	Logger     *slog.Logger
@@ -155,7 +156,7 @@ func NewServer(cfg Config) (*Server, error) {
 		prober, s.closer = ip, ip.Close
 	}
 	h, err := NewHandler(HandlerConfig{
-		ServerIP: cfg.ServerIP, HTTPBase: cfg.HTTPBase, TFTPServer: cfg.TFTPServer, BootFiles: cfg.BootFiles,
+		ServerIP: cfg.ServerIP, HTTPBase: cfg.HTTPBase, TFTPServer: cfg.TFTPServer, BootFiles: cfg.BootFiles, Loaders: cfg.Loaders,
 		Policy: cfg.State, Leases: leases, Prober: prober, Events: cfg.Events, Logger: log,
 		EventWindow: cfg.EventWindow, EventBudget: cfg.EventBudget,
 	})

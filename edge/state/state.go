@@ -1,5 +1,5 @@
 // Package state is the edge's in-memory view of its site's desired state: the
-// site, its hosts (found by any of their MACs) and the images. The sync
+// site, its hosts (found by any of their MACs), the images and the loaders. The sync
 // package fills it from NATS or from the on-disk snapshot; the DHCP, TFTP and
 // HTTP handlers read it. Readers get copies, never shared mutable values.
 package state
@@ -26,6 +26,7 @@ type State struct {
 	// address it considers, so it must not cost a pass over the hosts.
 	reserved map[netip.Addr][]string
 	images   map[string]proto.Image
+	loaders  map[string]proto.Loader
 	revision uint64
 	onChange []func()
 }
@@ -33,7 +34,7 @@ type State struct {
 // New returns an empty state.
 func New() *State {
 	return &State{hosts: map[string]proto.Host{}, byMAC: map[string]string{}, reserved: map[netip.Addr][]string{},
-		images: map[string]proto.Image{}}
+		images: map[string]proto.Image{}, loaders: map[string]proto.Loader{}}
 }
 
 // OnChange registers f to run (without locks held) after every change.
@@ -189,6 +190,37 @@ func (s *State) DeleteImage(name string) {
 	s.changed()
 }
 
+// Loader returns a loader by name (the DHCP handler's dhcp.LoaderSource).
+func (s *State) Loader(name string) (proto.Loader, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	l, ok := s.loaders[name]
+	return cloneLoader(l), ok
+}
+
+// Loaders returns all loaders.
+func (s *State) Loaders() []proto.Loader {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return sortedValues(s.loaders, cloneLoader)
+}
+
+// PutLoader adds or replaces a loader.
+func (s *State) PutLoader(l proto.Loader) {
+	s.mu.Lock()
+	s.loaders[l.Name] = cloneLoader(l)
+	s.mu.Unlock()
+	s.changed()
+}
+
+// DeleteLoader removes a loader.
+func (s *State) DeleteLoader(name string) {
+	s.mu.Lock()
+	delete(s.loaders, name)
+	s.mu.Unlock()
+	s.changed()
+}
+
 // Revision is the highest KV revision applied.
 func (s *State) Revision() uint64 {
 	s.mu.RLock()
@@ -248,4 +280,9 @@ func cloneHost(h proto.Host) proto.Host {
 func cloneImage(im proto.Image) proto.Image {
 	im.Artifacts = slices.Clone(im.Artifacts)
 	return im
+}
+
+func cloneLoader(l proto.Loader) proto.Loader {
+	l.Files = slices.Clone(l.Files)
+	return l
 }

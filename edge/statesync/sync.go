@@ -1,6 +1,6 @@
 // Package statesync keeps an edge's state in step with the coordinator: it watches
 // the KV buckets (the site's config, the site's hosts under "<site>.>", and
-// the images), applies every change to the in-memory state, and writes a
+// the images and loaders), applies every change to the in-memory state, and writes a
 // snapshot to disk so that an edge restarted while NATS is unreachable still
 // boots every machine it knew. When NATS comes back it resumes from the
 // revisions it holds instead of reloading everything.
@@ -57,6 +57,7 @@ type Snapshot struct {
 	Site      *proto.Site       `json:"site,omitempty"`
 	Hosts     []proto.Host      `json:"hosts"`
 	Images    []proto.Image     `json:"images"`
+	Loaders   []proto.Loader    `json:"loaders,omitempty"`
 	Revisions map[string]uint64 `json:"revisions"`
 	Written   time.Time         `json:"written"`
 }
@@ -102,6 +103,9 @@ func (s *Syncer) load() error {
 	for _, im := range snap.Images {
 		st.PutImage(im)
 	}
+	for _, l := range snap.Loaders {
+		st.PutLoader(l)
+	}
 	for b, r := range snap.Revisions {
 		s.revs[b] = r
 	}
@@ -118,7 +122,7 @@ func (s *Syncer) total() uint64 {
 	return t
 }
 
-// Revision returns the sum of the applied revisions of the three buckets and
+// Revision returns the sum of the applied revisions of the watched buckets and
 // how far behind the server's heads the edge is (0 when all watches are live).
 func (s *Syncer) Revision() (rev, lag uint64) {
 	s.mu.Lock()
@@ -154,6 +158,7 @@ func (s *Syncer) Run(ctx context.Context, js jetstream.JetStream) error {
 		{proto.BucketSites, s.cfg.Site, s.applySite},
 		{proto.BucketHosts, s.cfg.Site + ".>", s.applyHost},
 		{proto.BucketImages, ">", s.applyImage},
+		{proto.BucketLoaders, ">", s.applyLoader},
 	}
 	var wg gosync.WaitGroup
 	for _, w := range watches {
@@ -273,7 +278,7 @@ func (s *Syncer) head(ctx context.Context, kv jetstream.KeyValue) (uint64, error
 	s.mu.Lock()
 	s.heads[kv.Bucket()] = head
 	s.mu.Unlock()
-	if kv.Bucket() != proto.BucketImages {
+	if kv.Bucket() != proto.BucketImages && kv.Bucket() != proto.BucketLoaders {
 		// Sites and hosts are watched through a filter: other sites' changes
 		// move the head but never our revision, so the head says nothing.
 		return 0, nil
@@ -305,6 +310,12 @@ func (s *Syncer) dropVanished(ctx context.Context, kv jetstream.KeyValue, w watc
 		for _, im := range st.Images() {
 			if !have[im.Name] {
 				st.DeleteImage(im.Name)
+			}
+		}
+	case proto.BucketLoaders:
+		for _, l := range st.Loaders() {
+			if !have[l.Name] {
+				st.DeleteLoader(l.Name)
 			}
 		}
 	}
@@ -396,6 +407,19 @@ func (s *Syncer) applyImage(e jetstream.KeyValueEntry) error {
 	return nil
 }
 
+func (s *Syncer) applyLoader(e jetstream.KeyValueEntry) error {
+	if deleted(e) {
+		s.cfg.State.DeleteLoader(e.Key())
+		return nil
+	}
+	var l proto.Loader
+	if err := json.Unmarshal(e.Value(), &l); err != nil {
+		return err
+	}
+	s.cfg.State.PutLoader(l)
+	return nil
+}
+
 // snapshotLoop writes the snapshot after changes, at most once a second.
 func (s *Syncer) snapshotLoop(ctx context.Context) {
 	for {
@@ -436,7 +460,7 @@ func (s *Syncer) WriteSnapshot() error {
 		hook()
 	}
 	st := s.cfg.State
-	snap.Hosts, snap.Images, snap.Written = st.Hosts(), st.Images(), time.Now().UTC()
+	snap.Hosts, snap.Images, snap.Loaders, snap.Written = st.Hosts(), st.Images(), st.Loaders(), time.Now().UTC()
 	if site, ok := st.Site(); ok {
 		snap.Site = &site
 	}

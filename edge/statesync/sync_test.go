@@ -46,7 +46,7 @@ func newWriter(t *testing.T, url string) *writer {
 	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
 	w := &writer{t: t, kv: map[string]jetstream.KeyValue{}}
-	for _, b := range []string{proto.BucketSites, proto.BucketHosts, proto.BucketImages} {
+	for _, b := range []string{proto.BucketSites, proto.BucketHosts, proto.BucketImages, proto.BucketLoaders} {
 		kv, err := js.CreateOrUpdateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: b, History: 5, Storage: jetstream.FileStorage})
 		if err != nil {
 			t.Fatal(err)
@@ -267,5 +267,49 @@ func TestSnapshotInterleavedWithChange(t *testing.T) {
 	})
 	if got := hostImage(st2, mac); got != "deb2" {
 		t.Fatalf("after a restart from the snapshot the host boots %q, want deb2: the change was skipped", got)
+	}
+}
+
+// TestLoadersSynced: the edge follows the loaders bucket (put, delete) and
+// keeps its loaders in the snapshot, for the DHCP answer of a restarted
+// edge with NATS down.
+func TestLoadersSynced(t *testing.T) {
+	ns := startServer(t, -1, t.TempDir())
+	w := newWriter(t, ns.ClientURL())
+	w.put(proto.BucketSites, "lab", proto.Site{V: 1, Name: "lab", Loader: "shim"})
+	shim := proto.Loader{V: 1, Name: "shim", Kind: proto.LoaderShimGrub, Files: []proto.LoaderFile{
+		{Firmware: proto.FirmwareX64, Artifact: proto.Artifact{Role: proto.RoleShim, Name: "bootx64.efi"}},
+	}}
+	w.put(proto.BucketLoaders, "shim", shim)
+	w.put(proto.BucketLoaders, "old", proto.Loader{V: 1, Name: "old", Kind: proto.LoaderGrub})
+
+	snapPath := t.TempDir() + "/state.json"
+	st := state.New()
+	sy, err := New(Config{Site: "lab", State: st, SnapshotPath: snapPath, Reconcile: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, js := natstest.Connect(t, ns.ClientURL())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { sy.Run(ctx, js); close(done) }()
+	waitfor.True(t, "loaders synced", func() bool { return len(st.Loaders()) == 2 })
+	if err := w.kv[proto.BucketLoaders].Delete(context.Background(), "old"); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, "deleted loader gone", func() bool { _, ok := st.Loader("old"); return !ok })
+	cancel()
+	<-done
+
+	st2 := state.New()
+	if _, err := New(Config{Site: "lab", State: st2, SnapshotPath: snapPath}); err != nil {
+		t.Fatal(err)
+	}
+	got, ok := st2.Loader("shim")
+	if !ok || len(got.Files) != 1 || got.Files[0].Name != "bootx64.efi" {
+		t.Fatalf("snapshot loader shim = %+v, %v", got, ok)
+	}
+	if _, ok := st2.Loader("old"); ok {
+		t.Fatal("snapshot kept a deleted loader")
 	}
 }

@@ -148,6 +148,7 @@ Every flag can also be set with a FLEETBOOT_<FLAG> environment variable
 		a.devCmd(),
 		a.siteCmd(),
 		a.imageCmd(),
+		a.loaderCmd(),
 		a.hostCmd(),
 		a.edgeCmd(),
 		a.pkiCmd(),

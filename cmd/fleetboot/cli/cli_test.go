@@ -148,6 +148,8 @@ func TestCLIAgainstCoordinator(t *testing.T) {
 	files := t.TempDir()
 	kernel := writeFile(t, files, "vmlinuz", "kernel bytes")
 	initrd := writeFile(t, files, "initrd.img", "initrd bytes")
+	shim := writeFile(t, files, "shimx64.efi.signed", "shim bytes")
+	grub := writeFile(t, files, "grubnetx64.efi.signed", "grub bytes")
 
 	steps := []struct {
 		name   string
@@ -185,6 +187,18 @@ func TestCLIAgainstCoordinator(t *testing.T) {
 		{"bad range", []string{"site", "add", "x", "--subnet", "10.5.0.0/24", "--range", "10.5.0.9"}, 1, "",
 			"fleetboot: invalid --range \"10.5.0.9\": want START-END, e.g. 10.0.0.100-10.0.0.200\n"},
 		{"list hosts unchanged", []string{"host", "ls"}, 0, "host-ls.txt", ""},
+		// Loaders: a Secure Boot chain for one host, explained file by file.
+		{"add shim loader", []string{"loader", "add", "shim-debian", "--kind", "shim-grub", "--shim", shim, "--grub", grub}, 0, "loader-add.txt", ""},
+		{"list loaders json", []string{"loader", "ls", "-o", "json"}, 0, "loader-ls.json", ""},
+		{"loader with an ipxe flag", []string{"loader", "add", "x", "--kind", "shim-grub", "--shim", shim, "--grub", grub, "--efi", shim}, 1, "",
+			"fleetboot: loader add: --efi does not go with --kind shim-grub (it takes --shim and --grub)\n"},
+		{"missing loader", []string{"host", "set", "52:54:00:12:34:56", "--loader", "nope"}, 1, "", "fleetboot: loader nope: not found\n"},
+		{"host on shim", []string{"host", "set", "52:54:00:12:34:56", "--loader", "shim-debian"}, 0, "", ""},
+		{"explain shim chain", []string{"explain", "52:54:00:12:34:56", "--arch", "7"}, 0, "explain-shim.txt", ""},
+		{"explain shim chain to bios", []string{"explain", "52:54:00:12:34:56", "--arch", "0"}, 0, "explain-shim-bios.txt", ""},
+		{"loader in use", []string{"loader", "rm", "shim-debian"}, 1, "", "fleetboot: loader shim-debian is used by 1 host(s) (52:54:00:12:34:56); set them another loader first\n"},
+		{"host back to default", []string{"host", "set", "52:54:00:12:34:56", "--loader", ""}, 0, "", ""},
+		{"loader rm", []string{"loader", "rm", "shim-debian"}, 0, "", ""},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {

@@ -37,7 +37,7 @@ func (a *app) completionCmd() *cobra.Command {
 		Use:   "completion bash|zsh|fish",
 		Short: "Print a shell completion script",
 		Long: `Print a script that completes fleetboot's commands and flags in your shell.
-MACs, sites and images are completed from the coordinator (--nats, or
+MACs, sites, images and loaders are completed from the coordinator (--nats, or
 FLEETBOOT_NATS and the other usual settings) when it answers within a second
 or two; without it, only commands and flags are completed.`,
 		Example: `  source <(fleetboot completion bash)
@@ -109,6 +109,18 @@ func listImages(ctx context.Context, c *client) ([]string, error) {
 	return out, nil
 }
 
+func listLoaders(ctx context.Context, c *client) ([]string, error) {
+	var ls []proto.Loader
+	if err := c.call(ctx, proto.APILoaderList, proto.ListRequest{V: proto.Version}, &ls); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, l := range ls {
+		out = append(out, l.Name)
+	}
+	return out, nil
+}
+
 // completeFrom completes from what list returns, asking the coordinator with
 // the same settings and API as the ls commands. Any failure (no coordinator,
 // no credentials, a refusal) completes nothing, silently: a completion
@@ -158,6 +170,7 @@ func firstArg(f func(*cobra.Command, string) ([]string, cobra.ShellCompDirective
 // by command, flags by name wherever they occur.
 func (a *app) addCompletions(root *cobra.Command) {
 	macs, sites, images := a.completeFrom(listMACs), a.completeFrom(listSites), a.completeFrom(listImages)
+	loaders := a.completeFrom(listLoaders)
 	args := map[string]func(*cobra.Command, string) ([]string, cobra.ShellCompDirective){
 		"fleetboot host set":      macs,
 		"fleetboot host show":     macs,
@@ -168,10 +181,12 @@ func (a *app) addCompletions(root *cobra.Command) {
 		"fleetboot site rm":       sites,
 		"fleetboot image show":    images,
 		"fleetboot image rm":      images,
+		"fleetboot loader show":   loaders,
+		"fleetboot loader rm":     loaders,
 		"fleetboot edge add":      sites,
 	}
 	flags := map[string]func(*cobra.Command, string) ([]string, cobra.ShellCompDirective){
-		"site": sites, "image": images,
+		"site": sites, "image": images, "loader": loaders,
 	}
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -25,7 +26,9 @@ type explanation struct {
 	Site       string            `json:"site"`
 	DHCPMode   string            `json:"dhcp_mode"`
 	Admission  string            `json:"admission"`
+	Loader     string            `json:"loader,omitempty"`
 	Firmware   dhcpStep          `json:"firmware"`
+	Chain      []chainStep       `json:"chain,omitempty"`
 	IPXE       dhcpStep          `json:"ipxe"`
 	Decision   httpboot.Decision `json:"decision"`
 	ScriptText string            `json:"script"`
@@ -88,17 +91,29 @@ and the script the edge renders for it.`,
 			if ex.Known {
 				imageName = h.Image
 			}
+			var image *proto.Image
 			if imageName != "" {
 				var im proto.Image
 				if err := c.call(ctx, proto.APIImageGet, proto.NameRequest{V: proto.Version, Name: imageName}, &im); err == nil {
 					st.PutImage(im)
+					image = &im
 				}
 			}
-			fw, err := dhcpAnswer(ctx, st, s, mac, arch, userClass == "iPXE", edgeURL)
+			loaders := loaderMap{}
+			var loader *proto.Loader
+			if ex.Loader = dhcp.LoaderFor(h, ex.Known, s); ex.Loader != "" {
+				var l proto.Loader
+				if err := c.call(ctx, proto.APILoaderGet, proto.NameRequest{V: proto.Version, Name: ex.Loader}, &l); err != nil {
+					return err
+				}
+				loaders[l.Name], loader = l, &l
+			}
+			fw, err := dhcpAnswer(ctx, st, loaders, s, mac, arch, userClass == "iPXE", edgeURL)
 			if err != nil {
 				return err
 			}
-			ipxe, err := dhcpAnswer(ctx, st, s, mac, arch, true, edgeURL)
+			ex.Chain = bootChain(fw, loader, arch, image, edgeURL)
+			ipxe, err := dhcpAnswer(ctx, st, loaders, s, mac, arch, true, edgeURL)
 			if err != nil {
 				return err
 			}
@@ -127,6 +142,11 @@ and the script the edge renders for it.`,
 			fmt.Fprintf(a.stdout, "dhcp      site %s, mode %s\n", s.Name, s.DHCP)
 			fmt.Fprintf(a.stdout, "firmware  arch %d: %s; boot file %s\n", arch, ex.Firmware.Reason, orNone(ex.Firmware.BootFile))
 			fmt.Fprintf(a.stdout, "ipxe      %s; boot file %s\n", ex.IPXE.Reason, orNone(ex.IPXE.BootFile))
+			printChain(a.stdout, ex.Loader, ex.Chain)
+			if len(ex.Chain) > 0 && !usesIPXE(ex.Chain) {
+				fmt.Fprintf(a.stdout, "script    none: this chain ends in GRUB, which reads grub.cfg, not the edge's iPXE script\n")
+				return nil
+			}
 			fmt.Fprintf(a.stdout, "script    %s: %s\n\n%s", ex.Decision.Action, ex.Decision.Reason, ex.ScriptText)
 			return nil
 		},
@@ -143,7 +163,7 @@ and the script the edge renders for it.`,
 // machine's firmware (or iPXE) sends, against the desired state in st, and
 // says what came back. The edge's address is assumed to be the first host
 // address of the site's first subnet.
-func dhcpAnswer(ctx context.Context, st *state.State, site proto.Site, mac string, arch uint16, ipxe bool, edgeURL string) (dhcpStep, error) {
+func dhcpAnswer(ctx context.Context, st *state.State, loaders dhcp.LoaderSource, site proto.Site, mac string, arch uint16, ipxe bool, edgeURL string) (dhcpStep, error) {
 	if len(site.Networks) == 0 {
 		return dhcpStep{Reason: "the site has no subnet"}, nil
 	}
@@ -156,7 +176,7 @@ func dhcpAnswer(ctx context.Context, st *state.State, site proto.Site, mac strin
 		return dhcpStep{}, err
 	}
 	h, err := dhcp.NewHandler(dhcp.HandlerConfig{
-		ServerIP: prefix.Addr().Next().AsSlice(), HTTPBase: edgeURL, Policy: st, Leases: leases,
+		ServerIP: prefix.Addr().Next().AsSlice(), HTTPBase: edgeURL, Policy: st, Leases: leases, Loaders: loaders,
 	})
 	if err != nil {
 		return dhcpStep{}, fmt.Errorf("explain: %w", err)
@@ -210,6 +230,17 @@ func noAnswer(s proto.Site, st *state.State, mac string) string {
 		return "reservations-only mode answers known MACs only"
 	default:
 		return "unknown hosts are ignored at this site (--unknown " + s.Unknown + ")"
+	}
+}
+
+// printChain prints the boot chain file by file with its transport.
+func printChain(w io.Writer, loader string, steps []chainStep) {
+	if loader == "" {
+		loader = "default ipxe"
+	}
+	fmt.Fprintf(w, "chain     loader %s\n", loader)
+	for i, st := range steps {
+		fmt.Fprintf(w, "  %d. %-4s  %s  (%s)\n", i+1, st.Transport, st.File, st.Note)
 	}
 }
 

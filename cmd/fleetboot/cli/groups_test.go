@@ -67,6 +67,7 @@ func TestCompletion(t *testing.T) {
 		{"site", "add", "lab", "--subnet", "10.0.0.0/24"},
 		{"site", "add", "dc1", "--subnet", "10.1.0.0/24"},
 		{"image", "add", "debian12", "--kernel", kernel, "--initrd", initrd},
+		{"loader", "add", "grub-arm", "--kind", "grub", "--grub", kernel, "--arch", "arm64"},
 		{"host", "set", "52:54:00:12:34:56", "--site", "lab", "--image", "debian12", "--hostname", "web1", "--extra-mac", "52:54:00:12:34:57"},
 		{"host", "set", "52:54:00:ab:cd:ef", "--site", "dc1"},
 	} {
@@ -87,6 +88,8 @@ func TestCompletion(t *testing.T) {
 		{[]string{"host", "ls", "--site", ""}, []string{"dc1", "lab"}},
 		{[]string{"host", "set", "52:54:00:00:00:01", "--image", ""}, []string{"debian12"}},
 		{[]string{"image", "rm", ""}, []string{"debian12"}},
+		{[]string{"loader", "rm", ""}, []string{"grub-arm"}},
+		{[]string{"host", "set", "52:54:00:00:00:01", "--loader", "g"}, []string{"grub-arm"}},
 		{[]string{"events", "--host", "52:54:00:ab"}, []string{"52:54:00:ab:cd:ef\tdc1"}},
 	}
 	for _, c := range cases {

@@ -19,9 +19,9 @@ func (a *app) hostCmd() *cobra.Command {
 
 func (a *app) hostSetCmd() *cobra.Command {
 	var (
-		site, ip, hostname, image, state, out string
-		vars, unset, extra                    []string
-		once                                  bool
+		site, ip, hostname, image, loader, state, out string
+		vars, unset, extra                            []string
+		once                                          bool
 	)
 	cmd := &cobra.Command{
 		Use:   "set MAC [--image NAME] [--site S] [--ip A] [--hostname H] [--var k=v] [--once]",
@@ -50,6 +50,7 @@ reports done.`,
 				return nil
 			}
 			req.Site, req.IP, req.Hostname, req.Image, req.State = set("site", site), set("ip", ip), set("hostname", hostname), set("image", image), set("state", state)
+			req.Loader = set("loader", loader)
 			if f.Changed("once") {
 				req.Once = &once
 			}
@@ -77,6 +78,7 @@ reports done.`,
 	f := cmd.Flags()
 	f.StringVar(&site, "site", "", "site the machine is at (optional when there is one site)")
 	f.StringVar(&image, "image", "", "image to boot")
+	f.StringVar(&loader, "loader", "", "boot chain (fleetboot loader ls); '' uses the site's")
 	f.StringVar(&ip, "ip", "", "reserved IPv4 address ('' removes the reservation)")
 	f.StringVar(&hostname, "hostname", "", "host name (DHCP option 12, {{hostname}} in command lines)")
 	f.StringVar(&state, "state", "", "boot: boot the image; local: boot from local disk")

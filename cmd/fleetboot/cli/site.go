@@ -19,10 +19,10 @@ func (a *app) siteCmd() *cobra.Command {
 
 func (a *app) siteAddCmd() *cobra.Command {
 	var (
-		subnet, rng, router, domain, dhcp, unknown, discovery string
-		dns, extra                                            []string
-		lease                                                 time.Duration
-		out                                                   string
+		subnet, rng, router, domain, dhcp, unknown, discovery, loader string
+		dns, extra                                                    []string
+		lease                                                         time.Duration
+		out                                                           string
 	)
 	cmd := &cobra.Command{
 		Use:   "add NAME --subnet CIDR [--range A-B] [--router R] [--dns D]",
@@ -47,7 +47,7 @@ or through relays). Further subnets (VLANs behind relays) are given with
 			if err := parseRange(rng, &n); err != nil {
 				return err
 			}
-			site := proto.Site{V: proto.Version, Name: args[0], Networks: []proto.Network{n}, DHCP: dhcp, Unknown: unknown, DiscoveryImage: discovery}
+			site := proto.Site{V: proto.Version, Name: args[0], Networks: []proto.Network{n}, DHCP: dhcp, Unknown: unknown, DiscoveryImage: discovery, Loader: loader}
 			for _, e := range extra {
 				n, err := parseNetwork(e)
 				if err != nil {
@@ -72,6 +72,7 @@ or through relays). Further subnets (VLANs behind relays) are given with
 	f.StringVar(&dhcp, "dhcp", proto.DHCPFull, "DHCP mode: full, reservations (known MACs only), proxy (another server hands out addresses) or off")
 	f.StringVar(&unknown, "unknown", proto.UnknownIgnore, "what unknown machines get: ignore, discover (boot --discovery-image) or exit")
 	f.StringVar(&discovery, "discovery-image", "", "image booted by unknown machines with --unknown discover")
+	f.StringVar(&loader, "loader", "", "boot chain of the site's machines (fleetboot loader ls); empty: iPXE from the edge's --boot-dir")
 	f.StringArrayVar(&extra, "network", nil, "another subnet: subnet=CIDR,range=A-B,router=R,dns=D (repeatable)")
 	outputFlag(cmd, &out)
 	return cmd

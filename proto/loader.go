@@ -1,0 +1,122 @@
+package proto
+
+import (
+	"fmt"
+	"time"
+)
+
+// Loader kinds: the boot chain a machine's firmware starts.
+const (
+	LoaderIPXE     = "ipxe"      // iPXE, then its script over HTTP (today's default)
+	LoaderShimGrub = "shim-grub" // Secure Boot: signed shim, then signed GRUB from the same directory
+	LoaderGrub     = "grub"      // GRUB alone (no Secure Boot)
+)
+
+// Firmware architectures a loader file is for, from DHCP option 93.
+const (
+	FirmwareBIOS  = "bios"  // arch 0
+	FirmwareX64   = "x64"   // arch 7, 9: UEFI x86-64
+	FirmwareARM64 = "arm64" // arch 11: UEFI arm64
+)
+
+// Loader file roles (LoaderFile.Role).
+const (
+	RoleIPXE = "ipxe"
+	RoleShim = "shim"
+	RoleGrub = "grub"
+)
+
+// LoaderFile is one file of a loader, stored in the artifact store like an
+// image's artifacts, for one firmware architecture.
+type LoaderFile struct {
+	Firmware string `json:"firmware"` // FirmwareBIOS, FirmwareX64 or FirmwareARM64
+	Artifact        // Role is RoleIPXE, RoleShim or RoleGrub; Name as the firmware fetches it
+}
+
+// Loader is a named boot chain and its files.
+type Loader struct {
+	V       int          `json:"v"`
+	Name    string       `json:"name"`
+	Kind    string       `json:"kind"` // LoaderIPXE, LoaderShimGrub or LoaderGrub
+	Files   []LoaderFile `json:"files"`
+	Updated time.Time    `json:"updated"`
+}
+
+// GrubName is the file name shim fetches GRUB under, from shim's own
+// directory: shim has it compiled in per architecture.
+func GrubName(firmware string) string {
+	if firmware == FirmwareARM64 {
+		return "grubaa64.efi"
+	}
+	return "grubx64.efi"
+}
+
+// LoaderPath is the TFTP (and HTTP) path of a loader's file on an edge. The
+// DHCP answer names it and the edge's TFTP server serves it: both use this
+// one function. shim fetches GRUB relative to its own path, so a loader's
+// files share one directory.
+func LoaderPath(loader, file string) string {
+	return "loaders/" + loader + "/" + file
+}
+
+// File returns the loader's file of a role for a firmware architecture.
+func (l Loader) File(firmware, role string) (LoaderFile, bool) {
+	for _, f := range l.Files {
+		if f.Firmware == firmware && f.Role == role {
+			return f, true
+		}
+	}
+	return LoaderFile{}, false
+}
+
+// Chain is the files a firmware of this architecture fetches, in order: the
+// DHCP boot file first. Empty when the loader has nothing for it.
+func (l Loader) Chain(firmware string) []LoaderFile {
+	var roles []string
+	switch l.Kind {
+	case LoaderShimGrub:
+		roles = []string{RoleShim, RoleGrub}
+	case LoaderGrub:
+		roles = []string{RoleGrub}
+	case LoaderIPXE:
+		roles = []string{RoleIPXE}
+	}
+	var out []LoaderFile
+	for _, r := range roles {
+		f, ok := l.File(firmware, r)
+		if !ok {
+			return nil // a chain with a missing link boots nothing
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// Firmwares lists the architectures the loader has a whole chain for.
+func (l Loader) Firmwares() []string {
+	var out []string
+	for _, fw := range []string{FirmwareBIOS, FirmwareX64, FirmwareARM64} {
+		if len(l.Chain(fw)) > 0 {
+			out = append(out, fw)
+		}
+	}
+	return out
+}
+
+// FirmwareOfArch is the firmware architectures that can boot an image of
+// arch (Image.Arch).
+func FirmwareOfArch(arch string) []string {
+	if arch == "arm64" {
+		return []string{FirmwareARM64}
+	}
+	return []string{FirmwareBIOS, FirmwareX64}
+}
+
+// ValidLoaderKind checks a loader kind.
+func ValidLoaderKind(kind string) error {
+	switch kind {
+	case LoaderIPXE, LoaderShimGrub, LoaderGrub:
+		return nil
+	}
+	return fmt.Errorf("invalid loader kind %q: want ipxe, shim-grub or grub", kind)
+}
