@@ -78,6 +78,7 @@ func Diagnose(b Boot) []Diagnosis {
 	ds = append(ds, grubNoConfig(b)...)
 	ds = append(ds, artifacts(b)...)
 	ds = append(ds, dhcpInfo(b)...)
+	ds = append(ds, shimNoGRUB(b)...)
 	// Last: a gap another rule already explains is not called an IPv6 wait.
 	ds = append(ds, ipv6Wait(b, ds)...)
 	sortDiagnoses(ds)
@@ -399,7 +400,7 @@ func kernelRefused(b Boot) []Diagnosis {
 		return nil
 	}
 	return []Diagnosis{{Rule: RuleKernelRefused, Level: LevelProblem, At: at, Text: fmt.Sprintf(
-		"GRUB downloaded the kernel %s of image %s and asked for nothing more: Secure Boot refused it (GRUB says \"bad shim signature\": the kernel is not signed by a key shim trusts; boot the distribution's signed kernel)",
+		"Secure Boot refused the kernel (it was downloaded, nothing followed): GRUB downloaded %s of image %s and asked for nothing more (GRUB says \"bad shim signature\": the kernel is not signed by a key shim trusts; boot the distribution's signed kernel)",
 		kernel, cfg.Detail["image"])}}
 }
 

@@ -81,6 +81,9 @@ func Build(events []proto.Event, opts Options) []Boot {
 		b := &boots[i]
 		b.InProgress = !opts.Now.IsZero() && opts.Now.Sub(b.End) < opts.settle()
 		b.Diagnoses = Diagnose(*b)
+		if i > 0 {
+			b.Diagnoses = withTimeWait(b.Diagnoses, boots[i-1], *b)
+		}
 	}
 	return boots
 }
@@ -96,7 +99,7 @@ func Last(boots []Boot, n int) []Boot {
 // Group sorts events by time (keeping the given order for equal times) and
 // splits them into boots: a new boot starts after a silence longer than gap,
 // or with a DISCOVER once the current boot already got an address and loaded
-// artifacts (the machine rebooted, or its kernel asks for its own address) —
+// artifacts over HTTP or TFTP (the machine rebooted, or its kernel asks for its own address) —
 // unless that DISCOVER carries a transaction ID the boot already saw: a
 // retransmission whose handling (a conflict probe) outlasted the exchange
 // is recorded late, but it is the same boot.
@@ -137,6 +140,9 @@ func Group(events []proto.Event, gap time.Duration) []Boot {
 			acked = true
 		case proto.EventArtifactStart, proto.EventArtifactEnd:
 			artifacts = true
+		case proto.EventTFTPStart:
+			// GRUB under Secure Boot fetches kernel and initrd over TFTP.
+			artifacts = artifacts || isArtifactRequest(ev)
 		}
 	}
 	return boots
