@@ -438,7 +438,8 @@ func asksGRUBConfig(ev proto.Event) bool {
 	switch ev.Kind {
 	case proto.EventScript, proto.EventScriptUnknown:
 		return ev.Detail["format"] == "grub"
-	case proto.EventTFTPStart:
+	case proto.EventTFTPStart, proto.EventTFTPError:
+		// The edge records a refused name as its tftp.error alone.
 		return strings.HasPrefix(tftpFile(ev.Detail["file"]), "grub.cfg")
 	}
 	return false
@@ -465,12 +466,13 @@ func complete(ev proto.Event) bool {
 }
 
 // isArtifactRequest: a request for an image's file, over HTTP or (GRUB
-// without http) over TFTP as artifacts/<image>/<file>.
+// without http) over TFTP as artifacts/<image>/<file>; a refused TFTP
+// request is recorded as its tftp.error alone.
 func isArtifactRequest(ev proto.Event) bool {
 	switch ev.Kind {
 	case proto.EventArtifactStart:
 		return true
-	case proto.EventTFTPStart:
+	case proto.EventTFTPStart, proto.EventTFTPError:
 		return strings.HasPrefix(strings.TrimPrefix(path.Clean("/"+ev.Detail["file"]), "/"), "artifacts/")
 	}
 	return false

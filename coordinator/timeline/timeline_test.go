@@ -105,6 +105,14 @@ func refusedTFTP(at float64, file string) []step {
 	}
 }
 
+// refusedOnly is a refused TFTP request as the edge records it: the
+// tftp.error alone, no tftp.start (a refusal's error may be held back by
+// the edge's aggregator, and a start without it would read as stalled).
+func refusedOnly(at float64, file string) []step {
+	file = strings.ReplaceAll(file, "_", "~")
+	return []step{{at, proto.EventTFTPError, "file=" + file + " error=tftp:_open_" + file + ":_file_does_not_exist"}}
+}
+
 func tftpSent(at float64, file string) []step {
 	return []step{
 		{at, proto.EventTFTPStart, "file=" + file},
@@ -452,6 +460,19 @@ func TestBuildDiagnoses(t *testing.T) {
 			steps: cat(dora(0, "0x01"), tftpSent(2, "loaders/shim-debian/shimx64.efi"),
 				refusedTFTP(2.75, "loaders/shim-debian/revocations_sku.efi"), tftpSent(3, "loaders/shim-debian/grubx64.efi")),
 			want: [][]string{{RuleGRUBNoConfig + "@3.5"}},
+		},
+		{
+			// The edge records a refused name as its tftp.error alone (no
+			// tftp.start): the error is the request.
+			name:  "GRUB's kernel request refused (tftp.error alone): not served, and it did ask",
+			steps: cat(shimToGRUB(0), grubConfig(5), refusedOnly(6, "/artifacts/stray/vmlinuz")),
+			want:  [][]string{{RuleGRUBNotServed + "@6"}},
+		},
+		{
+			name: "GRUB's grub.cfg request refused (tftp.error alone): not served, and it did ask",
+			steps: cat(dora(0, "0x01"), tftpSent(2, "loaders/shim-debian/bootx64.efi"),
+				tftpSent(3, "loaders/shim-debian/grubx64.efi"), refusedOnly(4, "/grub/grub.cfg")),
+			want: [][]string{{RuleGRUBNotServed + "@4"}},
 		},
 		{
 			name: "shim fetched GRUB a moment ago: the boot may still be running",

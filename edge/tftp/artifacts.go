@@ -93,12 +93,13 @@ func (s *Server) isArtifact(name string) (set, file string, lookup func(set, fil
 // client stops repeating its request; the first data block waits until the
 // file is verified. A file that fails verification, or does not arrive in
 // time, ends the transfer with an error packet before any of its bytes.
+// begin records the transfer's start, once the artifact is known.
 //
 // A request with no options (RFC 1350 only) gets no OACK: it waits in
 // silence, and the client's retransmitted RRQs each start a transfer of
 // their own that waits too (the client keeps the first to answer). Boot
 // firmware (PXE ROMs, iPXE, GRUB, OVMF) always asks with tsize or blksize.
-func (s *Server) serveArtifact(rf io.ReaderFrom, remote net.UDPAddr, name, set, file string, lookup func(set, file string) (proto.Artifact, error), fail func(string, error, string) error) error {
+func (s *Server) serveArtifact(rf io.ReaderFrom, remote net.UDPAddr, name, set, file string, lookup func(set, file string) (proto.Artifact, error), fail func(string, error, string) error, begin func()) error {
 	start := time.Now()
 	a, err := lookup(set, file)
 	if err != nil {
@@ -111,6 +112,7 @@ func (s *Server) serveArtifact(rf io.ReaderFrom, remote net.UDPAddr, name, set, 
 		}
 		return fail(reason, err, "file not found")
 	}
+	begin()
 	if ot, ok := rf.(ptftp.OutgoingTransfer); ok {
 		ot.SetSize(a.Size)
 	}

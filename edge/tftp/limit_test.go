@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -134,5 +135,47 @@ func TestTransfersPerIPv6Prefix(t *testing.T) {
 	got = append(got, start("2001:db8:0:1::1"))
 	if d := cmp.Diff([]bool{true, true, false, false, true}, got); d != "" {
 		t.Errorf("slots held (4 addresses of one /64, then another /64) (-want +got):\n%s", d)
+	}
+}
+
+// TestRefusalsLeaveNoOpenTransfer: a refused request (a missing file) whose
+// tftp.error the aggregator holds back must not leave a tftp.start behind
+// either, or the timeline calls the transfer stalled. Shim and Debian's
+// network GRUB ask for seven missing files every Secure Boot boot
+// (revocations, the .lst files), past the aggregator's three a window:
+// before, the last four showed as "tftp-stalled" in every such boot
+// (TestFleetbootSecureBoot).
+func TestRefusalsLeaveNoOpenTransfer(t *testing.T) {
+	rep := &countRec{n: map[string]int{}}
+	f := startServerWith(t, false, func(c *Config) { c.RateLimit.Repeats = rep })
+	c := newRawClient(t, "127.0.0.1")
+	missing := []string{"grub/x86_64-efi/command.lst", "grub/x86_64-efi/fs.lst", "../escape", "nope.efi"}
+	for _, name := range missing {
+		c.send(f.addr, rrq(name, "octet"))
+		if p := c.recv(); p.op != opERROR {
+			t.Fatalf("%s: got %v, want an error packet", name, p)
+		}
+	}
+	if got := c.fetch(f.addr, "undionly.kpxe"); !bytes.Equal(got, f.files["undionly.kpxe"]) {
+		t.Fatalf("undionly.kpxe: %d bytes", len(got))
+	}
+	// The events come in order: read them up to the served file's end.
+	var starts []string
+	for done := false; !done; {
+		select {
+		case e := <-f.events:
+			if e.Kind == proto.EventTFTPStart {
+				starts = append(starts, e.Detail["file"])
+			}
+			done = e.Kind == proto.EventTFTPDone && e.Detail["file"] == "undionly.kpxe"
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no tftp.done for undionly.kpxe; starts so far %v", starts)
+		}
+	}
+	if diff := cmp.Diff([]string{"undionly.kpxe"}, starts); diff != "" {
+		t.Errorf("tftp.start events (-want +got); refused requests must record only their (counted) tftp.error:\n%s", diff)
+	}
+	if got := rep.get(proto.EventTFTPError + " 127.0.0.1"); got != len(missing) {
+		t.Errorf("counted %d tftp.error, want %d", got, len(missing))
 	}
 }

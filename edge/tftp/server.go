@@ -359,14 +359,18 @@ func (s *Server) read(filename string, rf io.ReaderFrom) error {
 	if err := checkMode(rf); err != nil {
 		return fail(reasonMode, err, err.Error())
 	}
-	s.emit(proto.EventTFTPStart, remote.IP, map[string]string{"file": filename})
+	// tftp.start only once there is a file to send: a refusal's tftp.error
+	// is counted (the aggregator passes a few a minute per address), and a
+	// start whose end was held back reads as a stalled transfer in the
+	// timeline. Shim and GRUB ask for seven missing files every boot.
+	begin := func() { s.emit(proto.EventTFTPStart, remote.IP, map[string]string{"file": filename}) }
 	name, err := Resolve(filename)
 	if err != nil {
 		return fail(reasonBadPath, err, "file not found")
 	}
 	if s.cfg.Images != nil {
 		if set, file, lookup, ok := s.isArtifact(name); ok {
-			return s.serveArtifact(rf, remote, name, set, file, lookup, fail)
+			return s.serveArtifact(rf, remote, name, set, file, lookup, fail, begin)
 		}
 	}
 	r, size, closeFn, err := s.open(name, &remote)
@@ -374,6 +378,7 @@ func (s *Server) read(filename string, rf io.ReaderFrom) error {
 		return fail(reasonNotFound, fmt.Errorf("tftp: open %s: %w", name, err), "file not found")
 	}
 	defer closeFn()
+	begin()
 	if ot, ok := rf.(ptftp.OutgoingTransfer); ok {
 		// The OACK's tsize is the file's true size whatever the client put
 		// in its request: pin/tftp echoes any non-zero value it is sent
