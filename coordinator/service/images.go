@@ -70,13 +70,8 @@ func (s *Service) AddImage(ctx context.Context, in proto.Image) (proto.Image, er
 	defer s.mu.Unlock()
 	in.V = proto.Version
 	in.Updated = s.now().UTC()
-	if err := s.put(ctx, proto.BucketImages, in.Name, in); err != nil {
+	if err := s.storeLocked(ctx, imageObjects, in.Name, in); err != nil {
 		return proto.Image{}, err
-	}
-	// A removal of an earlier image of this name may have left its lock
-	// "removed"; the new image is usable.
-	if _, err := s.kv[bucketImageLocks].Put(ctx, in.Name, []byte(lockInUse)); err != nil {
-		return proto.Image{}, fmt.Errorf("coordinator: image lock %s: %w", in.Name, err)
 	}
 	s.log.Info("image saved", "image", in.Name)
 	return in, nil
@@ -107,44 +102,78 @@ func (s *Service) getImage(ctx context.Context, name string) (proto.Image, error
 func (s *Service) RemoveImage(ctx context.Context, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := proto.ValidName("image", name); err != nil {
+	return s.removeUnused(ctx, imageObjects, name, func(ctx context.Context) error {
+		hosts, err := s.listHosts(ctx, "")
+		if err != nil {
+			return err
+		}
+		var users []string
+		for _, h := range hosts {
+			if h.Image == name {
+				users = append(users, h.MAC)
+			}
+		}
+		slices.Sort(users)
+		if len(users) > 0 {
+			return fmt.Errorf("%w: image %s is used by %d host(s) (%s); assign them another image first", ErrConflict, name, len(users), strings.Join(first(users, 3), ", "))
+		}
+		sites, err := s.ListSites(ctx)
+		if err != nil {
+			return err
+		}
+		for _, site := range sites {
+			if site.DiscoveryImage == name {
+				return fmt.Errorf("%w: image %s is the discovery image of site %s", ErrConflict, name, site.Name)
+			}
+		}
+		return nil
+	})
+}
+
+// lockedObjects are named values (images, loaders) that hosts and sites
+// use: each has a lock key that a new user changes (pin) and a removal
+// compare-and-sets, so a removal and a new user on two coordinators cannot
+// both win.
+type lockedObjects struct{ kind, bucket, locks string }
+
+var (
+	imageObjects  = lockedObjects{"image", proto.BucketImages, bucketImageLocks}
+	loaderObjects = lockedObjects{"loader", proto.BucketLoaders, bucketLoaderLocks}
+)
+
+// storeLocked writes a new or replaced object and marks its lock in use: a
+// removal of an earlier one of this name may have left it "removed", and
+// the new one is usable. Callers hold s.mu.
+func (s *Service) storeLocked(ctx context.Context, o lockedObjects, name string, v any) error {
+	if err := s.put(ctx, o.bucket, name, v); err != nil {
+		return err
+	}
+	if _, err := s.kv[o.locks].Put(ctx, name, []byte(lockInUse)); err != nil {
+		return fmt.Errorf("coordinator: %s lock %s: %w", o.kind, name, err)
+	}
+	return nil
+}
+
+// removeUnused removes an object unless unused says it has a user. The lock
+// is read before unused looks: a user added on another coordinator after
+// that changes the lock (pin), and the compare-and-set then fails instead of
+// removing an object in use. Callers hold s.mu.
+func (s *Service) removeUnused(ctx context.Context, o lockedObjects, name string, unused func(context.Context) error) error {
+	if err := proto.ValidName(o.kind, name); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	img, err := s.read(ctx, proto.BucketImages, name)
+	cur, err := s.read(ctx, o.bucket, name)
 	if err != nil {
-		return fmt.Errorf("image %s: %w", name, err)
+		return fmt.Errorf("%s %s: %w", o.kind, name, err)
 	}
-	// Read the lock before looking for users: a user added on another
-	// coordinator after this point changes it (pinImage), and the
-	// compare-and-set below then fails instead of removing a used image.
-	lock, lockErr := s.read(ctx, bucketImageLocks, name)
+	lock, lockErr := s.read(ctx, o.locks, name)
 	if lockErr != nil && !errors.Is(lockErr, ErrNotFound) {
 		return lockErr
 	}
-	hosts, err := s.listHosts(ctx, "")
-	if err != nil {
+	if err := unused(ctx); err != nil {
 		return err
 	}
-	var users []string
-	for _, h := range hosts {
-		if h.Image == name {
-			users = append(users, h.MAC)
-		}
-	}
-	slices.Sort(users)
-	if len(users) > 0 {
-		return fmt.Errorf("%w: image %s is used by %d host(s) (%s); assign them another image first", ErrConflict, name, len(users), strings.Join(first(users, 3), ", "))
-	}
-	sites, err := s.ListSites(ctx)
-	if err != nil {
-		return err
-	}
-	for _, site := range sites {
-		if site.DiscoveryImage == name {
-			return fmt.Errorf("%w: image %s is the discovery image of site %s", ErrConflict, name, site.Name)
-		}
-	}
-	locks := s.kv[bucketImageLocks]
+	locks := s.kv[o.locks]
 	var rev uint64
 	if lockErr == nil {
 		rev, err = locks.Update(ctx, name, []byte(lockRemoved), lock.rev)
@@ -152,11 +181,11 @@ func (s *Service) RemoveImage(ctx context.Context, name string) error {
 		rev, err = locks.Create(ctx, name, []byte(lockRemoved))
 	}
 	if err != nil {
-		return fmt.Errorf("%w: image %s got a new user concurrently; retry", ErrConflict, name)
+		return fmt.Errorf("%w: %s %s got a new user concurrently; retry", ErrConflict, o.kind, name)
 	}
-	if err := s.kv[proto.BucketImages].Delete(ctx, name, jetstream.LastRevision(img.rev)); err != nil {
+	if err := s.kv[o.bucket].Delete(ctx, name, jetstream.LastRevision(cur.rev)); err != nil {
 		_, _ = locks.Update(context.WithoutCancel(ctx), name, []byte(lockInUse), rev)
-		return fmt.Errorf("%w: image %s changed concurrently; retry", ErrConflict, name)
+		return fmt.Errorf("%w: %s %s changed concurrently; retry", ErrConflict, o.kind, name)
 	}
 	return nil
 }

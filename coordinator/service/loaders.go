@@ -2,12 +2,9 @@ package service
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetboot/fleetboot/proto"
 )
@@ -29,13 +26,8 @@ func (s *Service) AddLoader(ctx context.Context, in proto.Loader) (proto.Loader,
 	defer s.mu.Unlock()
 	in.V = proto.Version
 	in.Updated = s.now().UTC()
-	if err := s.put(ctx, proto.BucketLoaders, in.Name, in); err != nil {
+	if err := s.storeLocked(ctx, loaderObjects, in.Name, in); err != nil {
 		return proto.Loader{}, err
-	}
-	// A removal of an earlier loader of this name may have left its lock
-	// "removed"; the new loader is usable.
-	if _, err := s.kv[bucketLoaderLocks].Put(ctx, in.Name, []byte(lockInUse)); err != nil {
-		return proto.Loader{}, fmt.Errorf("coordinator: loader lock %s: %w", in.Name, err)
 	}
 	s.log.Info("loader saved", "loader", in.Name, "kind", in.Kind)
 	return in, nil
@@ -137,53 +129,30 @@ func (s *Service) checkLoader(ctx context.Context, name string, firmwares []stri
 func (s *Service) RemoveLoader(ctx context.Context, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := proto.ValidName("loader", name); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	cur, err := s.read(ctx, proto.BucketLoaders, name)
-	if err != nil {
-		return fmt.Errorf("loader %s: %w", name, err)
-	}
-	lock, lockErr := s.read(ctx, bucketLoaderLocks, name)
-	if lockErr != nil && !errors.Is(lockErr, ErrNotFound) {
-		return lockErr
-	}
-	sites, err := s.ListSites(ctx)
-	if err != nil {
-		return err
-	}
-	for _, site := range sites {
-		if site.Loader == name {
-			return fmt.Errorf("%w: loader %s is the loader of site %s", ErrConflict, name, site.Name)
+	return s.removeUnused(ctx, loaderObjects, name, func(ctx context.Context) error {
+		sites, err := s.ListSites(ctx)
+		if err != nil {
+			return err
 		}
-	}
-	hosts, err := s.listHosts(ctx, "")
-	if err != nil {
-		return err
-	}
-	var users []string
-	for _, h := range hosts {
-		if h.Loader == name {
-			users = append(users, h.MAC)
+		for _, site := range sites {
+			if site.Loader == name {
+				return fmt.Errorf("%w: loader %s is the loader of site %s", ErrConflict, name, site.Name)
+			}
 		}
-	}
-	slices.Sort(users)
-	if len(users) > 0 {
-		return fmt.Errorf("%w: loader %s is used by %d host(s) (%s); set them another loader first", ErrConflict, name, len(users), strings.Join(first(users, 3), ", "))
-	}
-	locks := s.kv[bucketLoaderLocks]
-	var rev uint64
-	if lockErr == nil {
-		rev, err = locks.Update(ctx, name, []byte(lockRemoved), lock.rev)
-	} else {
-		rev, err = locks.Create(ctx, name, []byte(lockRemoved))
-	}
-	if err != nil {
-		return fmt.Errorf("%w: loader %s got a new user concurrently; retry", ErrConflict, name)
-	}
-	if err := s.kv[proto.BucketLoaders].Delete(ctx, name, jetstream.LastRevision(cur.rev)); err != nil {
-		_, _ = locks.Update(context.WithoutCancel(ctx), name, []byte(lockInUse), rev)
-		return fmt.Errorf("%w: loader %s changed concurrently; retry", ErrConflict, name)
-	}
-	return nil
+		hosts, err := s.listHosts(ctx, "")
+		if err != nil {
+			return err
+		}
+		var users []string
+		for _, h := range hosts {
+			if h.Loader == name {
+				users = append(users, h.MAC)
+			}
+		}
+		slices.Sort(users)
+		if len(users) > 0 {
+			return fmt.Errorf("%w: loader %s is used by %d host(s) (%s); set them another loader first", ErrConflict, name, len(users), strings.Join(first(users, 3), ", "))
+		}
+		return nil
+	})
 }

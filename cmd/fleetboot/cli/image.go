@@ -78,34 +78,16 @@ the standard AWS variables.`,
 			}
 			defer c.Close()
 			ctx := cmd.Context()
-			// Fail before uploading anything when the image would be refused anyway.
-			if store == "" {
-				var info proto.StoreInfo
-				if err := c.call(ctx, proto.APIStoreInfo, proto.ListRequest{V: proto.Version}, &info); err != nil {
-					return err
-				}
-				store = info.URL
-			}
-			if store == "" {
-				return fmt.Errorf("image add: the coordinator has no artifact store; pass --store")
-			}
-			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			st, err := artifactstore.Open(sctx, a.storeConfig(store))
-			cancel()
+			st, err := a.uploadStore(ctx, c, store, "image add")
 			if err != nil {
 				return err
 			}
 			im := proto.Image{V: proto.Version, Name: name, Arch: arch, Cmdline: cmdline}
 			for _, f := range files {
-				up, err := artifactstore.UploadFile(ctx, st, f.path, a.progress(filepath.Base(f.path)))
+				up, err := a.upload(ctx, st, f.role, f.path, "image add")
 				if err != nil {
-					return fmt.Errorf("image add: upload %s: %w", f.path, err)
+					return err
 				}
-				verb := "uploaded"
-				if up.Skipped {
-					verb = "already stored"
-				}
-				fmt.Fprintf(a.stderr, "%-8s %s: %s, %s, sha256 %s\n", f.role, filepath.Base(f.path), verb, bytesize.Format(up.Size), up.SHA256[:12])
 				im.Artifacts = append(im.Artifacts, proto.Artifact{
 					Role: f.role, Name: artifactName(f.role, f.path), Key: up.Key, Size: up.Size, SHA256: up.SHA256,
 				})
@@ -126,6 +108,40 @@ the standard AWS variables.`,
 	f.StringVar(&store, "store", "", "artifact store URL (default: the coordinator's): s3://BUCKET?endpoint=HOST:PORT or dir:///PATH")
 	outputFlag(cmd, &out)
 	return cmd
+}
+
+// uploadStore opens the artifact store files are uploaded to: --store, or
+// the coordinator's. It is asked before any upload, so a command that would
+// be refused anyway (no store) uploads nothing.
+func (a *app) uploadStore(ctx context.Context, c *client, store, cmdName string) (artifactstore.Store, error) {
+	if store == "" {
+		var info proto.StoreInfo
+		if err := c.call(ctx, proto.APIStoreInfo, proto.ListRequest{V: proto.Version}, &info); err != nil {
+			return nil, err
+		}
+		store = info.URL
+	}
+	if store == "" {
+		return nil, fmt.Errorf("%s: the coordinator has no artifact store; pass --store", cmdName)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return artifactstore.Open(sctx, a.storeConfig(store))
+}
+
+// upload stores one file (content-addressed: nothing is sent when the
+// store has it) and says so on stderr, one line a file.
+func (a *app) upload(ctx context.Context, st artifactstore.Store, role, path, cmdName string) (artifactstore.Uploaded, error) {
+	up, err := artifactstore.UploadFile(ctx, st, path, a.progress(filepath.Base(path)))
+	if err != nil {
+		return up, fmt.Errorf("%s: upload %s: %w", cmdName, path, err)
+	}
+	verb := "uploaded"
+	if up.Skipped {
+		verb = "already stored"
+	}
+	fmt.Fprintf(a.stderr, "%-8s %s: %s, %s, sha256 %s\n", role, filepath.Base(path), verb, bytesize.Format(up.Size), up.SHA256[:12])
+	return up, nil
 }
 
 // artifactName is the file name a booting machine sees. It is the uploaded

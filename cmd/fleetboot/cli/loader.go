@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fleetboot/fleetboot/proto"
-	"github.com/fleetboot/fleetboot/shared/artifactstore"
 	"github.com/fleetboot/fleetboot/shared/bytesize"
 )
 
@@ -143,33 +141,16 @@ Adding an existing NAME replaces that loader.`,
 			}
 			defer c.Close()
 			ctx := cmd.Context()
-			if store == "" {
-				var info proto.StoreInfo
-				if err := c.call(ctx, proto.APIStoreInfo, proto.ListRequest{V: proto.Version}, &info); err != nil {
-					return err
-				}
-				store = info.URL
-			}
-			if store == "" {
-				return fmt.Errorf("loader add: the coordinator has no artifact store; pass --store")
-			}
-			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			st, err := artifactstore.Open(sctx, a.storeConfig(store))
-			cancel()
+			st, err := a.uploadStore(ctx, c, store, "loader add")
 			if err != nil {
 				return err
 			}
 			l := proto.Loader{V: proto.Version, Name: name, Kind: lf.kind}
 			for _, u := range ups {
-				up, err := artifactstore.UploadFile(ctx, st, u.path, a.progress(filepath.Base(u.path)))
+				up, err := a.upload(ctx, st, u.file.Role, u.path, "loader add")
 				if err != nil {
-					return fmt.Errorf("loader add: upload %s: %w", u.path, err)
+					return err
 				}
-				verb := "uploaded"
-				if up.Skipped {
-					verb = "already stored"
-				}
-				fmt.Fprintf(a.stderr, "%-6s %s: %s, %s, sha256 %s\n", u.file.Role, filepath.Base(u.path), verb, bytesize.Format(up.Size), up.SHA256[:12])
 				f := u.file
 				f.Key, f.Size, f.SHA256 = up.Key, up.Size, up.SHA256
 				l.Files = append(l.Files, f)
