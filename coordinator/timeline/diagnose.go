@@ -214,7 +214,7 @@ func tftp(b Boot) []Diagnosis {
 				continue
 			}
 			if refused(ev) {
-				if harmlessProbe(ev.Detail["file"]) {
+				if proto.HarmlessTFTPMiss(ev.Detail["file"]) {
 					continue
 				}
 				if grub {
@@ -258,23 +258,6 @@ func refused(ev proto.Event) bool {
 	return !sent
 }
 
-// harmlessProbe: files the Secure Boot chain asks for and goes on without
-// (SECUREBOOT-FACTS.md): shim's revocation lists and certificate, GRUB's
-// module lists under <prefix>/<platform>/ and its per-MAC and per-IP config
-// names, tried before <prefix>/grub.cfg. Refusing them is normal.
-func harmlessProbe(name string) bool {
-	file := tftpFile(name)
-	switch {
-	case file == "revocations_sku.efi", file == "revocations_sbat.efi",
-		strings.HasPrefix(file, "shim_certificate_") && strings.HasSuffix(file, ".efi"):
-		return true
-	case strings.HasPrefix(file, "grub.cfg-"):
-		return true
-	case strings.HasSuffix(file, ".lst") && strings.HasSuffix(path.Dir(path.Clean("/"+name)), "-efi"):
-		return true // x86_64-efi/command.lst, arm64-efi/fs.lst, ...
-	}
-	return false
-}
 
 // isGRUB: the event shows a GRUB running on the machine: its config was
 // served, or a GRUB binary was sent (grubx64.efi, grubnetx64.efi,

@@ -56,5 +56,12 @@ func (s *Server) emitRefusal(ip net.IP, detail map[string]string) {
 		return
 	}
 	detail["ip"] = ip.String()
-	r.Count(ratelimit.AddrKey(ip), proto.EventTFTPError, s.macFor(ip), detail)
+	key := ratelimit.AddrKey(ip)
+	if proto.HarmlessTFTPMiss(detail["file"]) {
+		// Every Secure Boot start asks for seven of these: counted apart,
+		// they do not use up the events that carry a machine's real
+		// refusals (a grub.cfg or kernel it cannot get) with its MAC.
+		key += "|probe"
+	}
+	r.Count(key, proto.EventTFTPError, s.macFor(ip), detail)
 }

@@ -175,7 +175,33 @@ func TestRefusalsLeaveNoOpenTransfer(t *testing.T) {
 	if diff := cmp.Diff([]string{"undionly.kpxe"}, starts); diff != "" {
 		t.Errorf("tftp.start events (-want +got); refused requests must record only their (counted) tftp.error:\n%s", diff)
 	}
-	if got := rep.get(proto.EventTFTPError + " 127.0.0.1"); got != len(missing) {
+	if got := rep.get(proto.EventTFTPError+" 127.0.0.1") + rep.get(proto.EventTFTPError+" 127.0.0.1|probe"); got != len(missing) {
 		t.Errorf("counted %d tftp.error, want %d", got, len(missing))
+	}
+}
+
+// TestHarmlessMissesCountedApart: the files every Secure Boot start asks
+// for and goes on without (shim's revocation lists, GRUB's .lst files, its
+// per-MAC config names) are counted apart from other refusals, so a
+// machine's real refusal after them still passes the per-address allowance
+// of refusal events whole. Before, the seven misses used it up.
+func TestHarmlessMissesCountedApart(t *testing.T) {
+	rep := &countRec{n: map[string]int{}}
+	f := startServerWith(t, false, func(c *Config) { c.RateLimit.Repeats = rep })
+	c := newRawClient(t, "127.0.0.1")
+	harmless := []string{"revocations_sku.efi", "revocations_sbat.efi", "shim_certificate_0.efi",
+		"grub/x86_64-efi/command.lst", "grub/x86_64-efi/fs.lst", "grub/x86_64-efi/crypto.lst", "grub/x86_64-efi/terminal.lst"}
+	real := []string{"artifacts/nope/vmlinuz", "nope.efi"}
+	for _, name := range append(append([]string{}, harmless...), real...) {
+		c.send(f.addr, rrq(name, "octet"))
+		if p := c.recv(); p.op != opERROR {
+			t.Fatalf("%s: got %v, want an error packet", name, p)
+		}
+	}
+	if got := rep.get(proto.EventTFTPError + " 127.0.0.1|probe"); got != len(harmless) {
+		t.Errorf("harmless misses counted apart: %d, want %d", got, len(harmless))
+	}
+	if got := rep.get(proto.EventTFTPError + " 127.0.0.1"); got != len(real) {
+		t.Errorf("real refusals counted for the address: %d, want %d", got, len(real))
 	}
 }
