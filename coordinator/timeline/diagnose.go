@@ -258,7 +258,6 @@ func refused(ev proto.Event) bool {
 	return !sent
 }
 
-
 // isGRUB: the event shows a GRUB running on the machine: its config was
 // served, or a GRUB binary was sent (grubx64.efi, grubnetx64.efi,
 // grubaa64.efi ...).
