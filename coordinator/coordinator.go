@@ -193,7 +193,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := auditLog.Register(reg); err != nil {
 		return err
 	}
-	apiCfg := api.Config{Service: svc, StoreURL: cfg.StoreURL, Version: cfg.Version, Logger: log, Audit: auditLog}
+	apiMetrics, err := api.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	apiCfg := api.Config{Service: svc, StoreURL: cfg.StoreURL, Version: cfg.Version, Logger: log, Audit: auditLog, Metrics: apiMetrics}
 	apiNC := nc
 	if authority != nil {
 		// The API answers in its own account: requests reach it through the
