@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -21,6 +22,7 @@ import (
 	"github.com/fleetboot/fleetboot/coordinator/api"
 	"github.com/fleetboot/fleetboot/coordinator/audit"
 	"github.com/fleetboot/fleetboot/coordinator/auth"
+	"github.com/fleetboot/fleetboot/coordinator/bootstats"
 	"github.com/fleetboot/fleetboot/coordinator/service"
 	"github.com/fleetboot/fleetboot/coordinator/web"
 	"github.com/fleetboot/fleetboot/proto"
@@ -246,6 +248,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := nc.Flush(); err != nil {
 		return fmt.Errorf("coordinator: flush: %w", err)
 	}
+	// Boots started, completed and failed by diagnosis, for /metrics.
+	boots, err := bootstats.New(reg, bootstats.Options{})
+	if err != nil {
+		return err
+	}
+	var bootsDone sync.WaitGroup
+	bootsCtx, stopBoots := context.WithCancel(ctx)
+	bootsDone.Go(func() { boots.Run(bootsCtx, js, log) })
+	defer bootsDone.Wait()
+	defer stopBoots() // before the Wait: whatever ends Run ends the tracker
+
 	panelDone := make(<-chan error)
 	if cfg.HTTPListen != "" {
 		if cfg.Auth && !web.Loopback(cfg.HTTPListen) {
