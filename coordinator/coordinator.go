@@ -42,11 +42,15 @@ type Config struct {
 	NATSURL       string // an existing NATS cluster instead of the embedded server
 	NATSOptions   []nats.Option
 	MaxStoreBytes int64 // JetStream file storage limit of the embedded server
-	Replicas      int
-	StoreURL      string // shown to clients, without credentials
-	Store         Stater // nil skips artifact checks
-	Version       string
-	Logger        *slog.Logger
+	// NATSSync is the embedded server's JetStream sync interval: 0 fsyncs
+	// every write (the default: an acknowledged change survives a power
+	// loss), a positive value syncs in the background that often.
+	NATSSync time.Duration
+	Replicas int
+	StoreURL string // shown to clients, without credentials
+	Store    Stater // nil skips artifact checks
+	Version  string
+	Logger   *slog.Logger
 	// HTTPListen is the read-only web panel's address; "" turns it off.
 	HTTPListen string
 	// HTTPNames are the other names the panel is reached by; it refuses
@@ -121,7 +125,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	connURL := ""
 	if url == "" {
-		ns, err := StartEmbedded(EmbeddedConfig{Listen: cfg.NATSListen, StoreDir: filepath.Join(cfg.DataDir, "jetstream"), MaxStore: cfg.MaxStoreBytes, TLS: cfg.TLS, Authority: authority})
+		ns, err := StartEmbedded(EmbeddedConfig{Listen: cfg.NATSListen, StoreDir: filepath.Join(cfg.DataDir, "jetstream"), MaxStore: cfg.MaxStoreBytes, TLS: cfg.TLS, Authority: authority, SyncInterval: cfg.NATSSync})
 		if err != nil {
 			return err
 		}
