@@ -3,8 +3,10 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -99,13 +101,14 @@ func BenchmarkMillion(b *testing.B) {
 	// because it wrote them.
 	coord.Stop()
 	start = time.Now()
-	coord = run("coordinator-restarted", coordArgs...)
+	coord = run("coordinator-restarted", append(slices.Clone(coordArgs), "--pprof-listen", "127.0.0.1:6060")...)
 	waitAPI(b, coord)
 	res.add(b, "coordinator restart to API answering, 1M hosts", fleetbootName, ms(time.Since(start)), "ms", false)
 	nc = natsConn(b, h)
 	apiLatencies(b, res, nc, macs)
 	rss, _ = procMemory(b, coord.PID())
 	res.add(b, "coordinator RSS after restart, 1M hosts", fleetbootName, rss, "MiB", false)
+	heapTop(b, h, dir, "http://127.0.0.1:6060/debug/pprof/heap")
 
 	// One site's edge: it syncs its own 1 000 hosts, not the million.
 	start = time.Now()
@@ -181,4 +184,31 @@ func apiLatencies(b *testing.B, res *results, nc *nats.Conn, macs []string) {
 		name := fmt.Sprintf("h%d", i)
 		return apiCall(nc, proto.APIHostSet, proto.HostSetRequest{V: proto.Version, MAC: macs[rng.IntN(len(macs))], Hostname: &name}, nil)
 	})
+}
+
+// heapTop logs where a process's heap goes: the top of its in-use heap
+// profile, fetched inside the namespace and read with `go tool pprof`.
+func heapTop(b *testing.B, h *e2e.Host, dir, url string) {
+	b.Helper()
+	resp, err := h.HTTPClient(30 * time.Second).Get(url)
+	if err != nil {
+		b.Logf("heap profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	path := filepath.Join(dir, "heap.pprof")
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=15", "-sample_index=inuse_space", fleetbootBinary(b), path).CombinedOutput()
+	if err != nil {
+		b.Logf("go tool pprof: %v\n%s", err, out)
+		return
+	}
+	b.Logf("coordinator heap in use, top 15:\n%s", out)
 }

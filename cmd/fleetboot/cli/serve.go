@@ -20,6 +20,7 @@ import (
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/artifactstore"
 	"github.com/fleetboot/fleetboot/shared/bytesize"
+	"github.com/fleetboot/fleetboot/shared/pprofserve"
 )
 
 func (a *app) logger() *slog.Logger {
@@ -230,7 +231,7 @@ func (f *coordinatorFlags) checkOpenDoor(a *app) error {
 
 func (a *app) coordinatorCmd() *cobra.Command {
 	var f coordinatorFlags
-	var tlsCert, tlsKey string
+	var tlsCert, tlsKey, pprofListen string
 	var cf clusterAuthFlags
 	cmd := &cobra.Command{
 		Use:   "coordinator [flags]",
@@ -283,10 +284,14 @@ Give tls:// URLs and the cluster's CA with the global --tls-ca.`,
 			if f.checkConfig {
 				return a.configOK(f.settings(cfg))
 			}
+			if err := pprofserve.Start(cmd.Context(), pprofListen, a.logger()); err != nil {
+				return err
+			}
 			return coordinator.Run(cmd.Context(), cfg)
 		},
 	}
 	f.register(cmd, "", "", "http-listen")
+	cmd.Flags().StringVar(&pprofListen, "pprof-listen", "", pprofHelp)
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "server certificate (PEM): the embedded NATS server then requires TLS")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "server certificate's private key (PEM)")
 	cmd.Flags().BoolVar(&f.auth, "auth", false, "require credentials (NATS JWTs); the first admin's go to DATA/admin.creds; with --nats-url give --account-key")
@@ -412,6 +417,8 @@ func (a *app) configOK(settings []setting) error {
 	}
 	return nil
 }
+
+const pprofHelp = "serve Go's runtime profiles (/debug/pprof/: heap, CPU, goroutines) on this loopback address, for diagnosing memory or CPU use"
 
 // parseSync reads --nats-sync: "always" or a positive interval.
 func parseSync(s string) (time.Duration, error) {
