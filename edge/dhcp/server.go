@@ -267,6 +267,12 @@ func (s *Server) close() {
 		if s.closer != nil {
 			s.closer()
 		}
+		if s.h != nil {
+			// Waits for a commit in progress; one still to come (a
+			// request Serve is finishing) opens the journal again, and
+			// Serve closes it once they are done.
+			s.h.cfg.Leases.Close()
+		}
 	})
 }
 
@@ -291,6 +297,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.close()
 	wg.Wait()
 	s.h.counted.flush() // what was counted since the last report
+	if cerr := s.h.cfg.Leases.Close(); cerr != nil {
+		s.log.Warn("dhcp: close lease journal", "err", cerr)
+	}
 	if ctx.Err() != nil {
 		return nil
 	}
