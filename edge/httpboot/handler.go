@@ -394,7 +394,7 @@ func (h *Handler) serveArtifact(w http.ResponseWriter, r *http.Request, rest str
 		http.Error(w, "httpboot: no artifact source", http.StatusServiceUnavailable)
 		return
 	}
-	h.cfg.Artifacts.ServeArtifact(w, h.knownMACOnly(r), a)
+	h.cfg.Artifacts.ServeArtifact(w, h.withMachine(r), a)
 }
 
 // serveBootFile serves one regular file directly in BootDir. os.Root refuses
@@ -430,21 +430,33 @@ func (h *Handler) serveBootFile(w http.ResponseWriter, r *http.Request, name str
 	http.ServeContent(w, r, name, fi.ModTime(), f)
 }
 
-// knownMACOnly returns r without its ?mac= unless the site knows that MAC:
-// the cache records artifact events under it, one pair per request, and
-// counts requests that name nobody per source instead (cache.Config.Repeats),
-// so a made-up MAC must not buy a client events of its own.
-func (h *Handler) knownMACOnly(r *http.Request) *http.Request {
+// withMachine returns r with ?mac= naming the machine the request is for,
+// or none: the MAC the URL names if the site knows it, else the known host
+// holding the edge's DHCP lease on the source address (as TFTP events name
+// their client). The cache records artifact events under that MAC, one
+// pair per request, and counts requests that name nobody per source
+// instead (cache.Config.Repeats), so a made-up MAC must not buy a client
+// events of its own. The lease names the machines that fetch without a
+// MAC in the URL: a UEFI HTTP boot firmware getting its loader.
+func (h *Handler) withMachine(r *http.Request) *http.Request {
 	q := r.URL.Query()
-	if !q.Has("mac") {
-		return r
-	}
 	if mac, err := proto.ParseMAC(q.Get("mac")); err == nil {
 		if _, ok := h.cfg.State.Host(mac); ok {
 			return r
 		}
 	}
-	q.Del("mac")
+	mac := h.leasedMAC(remoteIP(r))
+	if _, known := h.cfg.State.Host(mac); !known {
+		mac = ""
+	}
+	if mac == "" && !q.Has("mac") {
+		return r
+	}
+	if mac == "" {
+		q.Del("mac")
+	} else {
+		q.Set("mac", mac)
+	}
 	r2 := r.Clone(r.Context())
 	r2.URL.RawQuery = q.Encode()
 	return r2

@@ -150,6 +150,7 @@ func TestCLIAgainstCoordinator(t *testing.T) {
 	initrd := writeFile(t, files, "initrd.img", "initrd bytes")
 	shim := writeFile(t, files, "shimx64.efi.signed", "shim bytes")
 	grub := writeFile(t, files, "grubnetx64.efi.signed", "grub bytes")
+	ipxeEFI := writeFile(t, files, "ipxe.efi", "ipxe bytes")
 
 	steps := []struct {
 		name   string
@@ -196,6 +197,12 @@ func TestCLIAgainstCoordinator(t *testing.T) {
 		{"host on shim", []string{"host", "set", "52:54:00:12:34:56", "--loader", "shim-debian"}, 0, "", ""},
 		{"explain shim chain", []string{"explain", "52:54:00:12:34:56", "--arch", "7"}, 0, "explain-shim.txt", ""},
 		{"explain shim chain to bios", []string{"explain", "52:54:00:12:34:56", "--arch", "0"}, 0, "explain-shim-bios.txt", ""},
+		{"explain shim chain to uefi http boot", []string{"explain", "52:54:00:12:34:56", "--arch", "16"}, 0, "explain-shim-http.txt", ""},
+		{"add ipxe loader", []string{"loader", "add", "ipxe-http", "--kind", "ipxe", "--efi", ipxeEFI}, 0, "", ""},
+		{"host on ipxe loader", []string{"host", "set", "52:54:00:12:34:56", "--loader", "ipxe-http"}, 0, "", ""},
+		{"explain ipxe loader to uefi http boot", []string{"explain", "52:54:00:12:34:56", "--arch", "16"}, 0, "explain-ipxe-http.txt", ""},
+		{"host back on shim", []string{"host", "set", "52:54:00:12:34:56", "--loader", "shim-debian"}, 0, "", ""},
+		{"loader rm ipxe", []string{"loader", "rm", "ipxe-http"}, 0, "", ""},
 		{"loader in use", []string{"loader", "rm", "shim-debian"}, 1, "", "fleetboot: loader shim-debian is used by 1 host(s) (52:54:00:12:34:56); set them another loader first\n"},
 		{"host back to default", []string{"host", "set", "52:54:00:12:34:56", "--loader", ""}, 0, "", ""},
 		{"loader rm", []string{"loader", "rm", "shim-debian"}, 0, "", ""},
