@@ -426,8 +426,38 @@ func (h *Handler) serveBootFile(w http.ResponseWriter, r *http.Request, name str
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	// ServeContent over an *os.File: Range, HEAD, If-Modified-Since, sendfile.
-	http.ServeContent(w, r, name, fi.ModTime(), f)
+	mac := h.leasedHost(remoteIP(r))
+	if mac == "" {
+		// ServeContent over an *os.File: Range, HEAD, If-Modified-Since, sendfile.
+		http.ServeContent(w, r, name, fi.ModTime(), f)
+		return
+	}
+	// A machine of the site (a UEFI HTTP boot firmware fetching iPXE):
+	// the same pair of events as an artifact from the cache, so its
+	// timeline shows the download. Requests from nobody's address record
+	// nothing, as before: anyone can repeat them.
+	start := time.Now()
+	h.emit(proto.EventArtifactStart, mac, map[string]string{"file": name, "size": strconv.FormatInt(fi.Size(), 10), "source": "boot-dir"})
+	cw := &countingWriter{ResponseWriter: w}
+	http.ServeContent(cw, r, name, fi.ModTime(), f)
+	status := "aborted"
+	if cl, _ := strconv.ParseInt(w.Header().Get("Content-Length"), 10, 64); cw.status < 400 &&
+		(r.Method == http.MethodHead || cw.status == http.StatusNotModified || cw.n == cl) {
+		status = "complete"
+	}
+	h.emit(proto.EventArtifactEnd, mac, map[string]string{"file": name, "source": "boot-dir", "status": status,
+		"bytes": strconv.FormatInt(cw.n, 10), "http_status": strconv.Itoa(cw.status),
+		"duration_ms": strconv.FormatInt(time.Since(start).Milliseconds(), 10)})
+}
+
+// leasedHost is the MAC of the known host holding the edge's DHCP lease on
+// ip, "" if none.
+func (h *Handler) leasedHost(ip string) string {
+	mac := h.leasedMAC(ip)
+	if _, known := h.cfg.State.Host(mac); !known {
+		return ""
+	}
+	return mac
 }
 
 // withMachine returns r with ?mac= naming the machine the request is for,
@@ -445,10 +475,7 @@ func (h *Handler) withMachine(r *http.Request) *http.Request {
 			return r
 		}
 	}
-	mac := h.leasedMAC(remoteIP(r))
-	if _, known := h.cfg.State.Host(mac); !known {
-		mac = ""
-	}
+	mac := h.leasedHost(remoteIP(r))
 	if mac == "" && !q.Has("mac") {
 		return r
 	}

@@ -3,6 +3,7 @@ package httpboot
 import (
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -67,5 +68,49 @@ func TestArtifactMachine(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, rec.macs); diff != "" {
 		t.Errorf("MACs the cache heard of (-want +got):\n%s", diff)
+	}
+}
+
+// TestBootFileEvents: a bootstrap binary from the boot directory (what a
+// UEFI HTTP boot firmware without a loader fetches) is recorded as an
+// artifact pair under the MAC of the known host leased the source
+// address; a request from any other address records nothing.
+func TestBootFileEvents(t *testing.T) {
+	f := newFixture(t)
+	h := *web01()
+	f.h.cfg.Leases = staticLeases{"10.0.0.50": h.MAC, "10.0.0.51": "52:54:00:99:99:99"}
+	size := strconv.Itoa(len(bootBytes()))
+	tests := []struct {
+		name, method, from string
+		want               []event
+	}{
+		{"GET from a host's lease", http.MethodGet, "10.0.0.50", []event{
+			{proto.EventArtifactStart, h.MAC, map[string]string{"file": "undionly.kpxe", "size": size, "source": "boot-dir"}},
+			{proto.EventArtifactEnd, h.MAC, map[string]string{"file": "undionly.kpxe", "source": "boot-dir", "status": "complete", "bytes": size, "http_status": "200"}},
+		}},
+		{"HEAD from a host's lease", http.MethodHead, "10.0.0.50", []event{
+			{proto.EventArtifactStart, h.MAC, map[string]string{"file": "undionly.kpxe", "size": size, "source": "boot-dir"}},
+			{proto.EventArtifactEnd, h.MAC, map[string]string{"file": "undionly.kpxe", "source": "boot-dir", "status": "complete", "bytes": "0", "http_status": "200"}},
+		}},
+		{"a stranger's lease", http.MethodGet, "10.0.0.51", nil},
+		{"no lease", http.MethodGet, "10.0.0.52", nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(tc.method, "/undionly.kpxe", nil)
+			r.RemoteAddr = tc.from + ":40000"
+			w := httptest.NewRecorder()
+			f.h.ServeHTTP(w, r)
+			if w.Code != http.StatusOK {
+				t.Fatalf("status %d", w.Code)
+			}
+			got := f.events.take()
+			for _, ev := range got {
+				delete(ev.Detail, "duration_ms")
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("events (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
