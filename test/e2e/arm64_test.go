@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -54,7 +53,7 @@ func TestFleetbootARM64(t *testing.T) {
 		"--cmdline", "console=ttyAMA0 rdinit=/init panic=-1 fleetboot.mac={{mac}} fleetboot.image="+arm64Image)
 	mac := RandomMAC()
 	e.cli(t, "host", "set", mac, "--image", arm64Image, "--site", site, "--loader", arm64Loader)
-	e.waitLoaderApplied(t, mac, "arm64", arm64Image, proto.LoaderPath(arm64Loader, "grubaa64.efi"))
+	e.waitLoaderApplied(t, mac, arm64Image, proto.LoaderPath(arm64Loader, "grubaa64.efi"))
 
 	vm := e.net.StartVM(t, e.dir, VMConfig{MAC: mac, Firmware: UEFIARM64, NoROM: true, BootIndex: 1, MemoryMB: 1024})
 	m, err := vm.WaitMarker(arm64BootLimit)
@@ -106,53 +105,67 @@ func TestFleetbootARM64(t *testing.T) {
 		if !rendered {
 			return fmt.Errorf("no grub.cfg rendered for %s over TFTP", mac)
 		}
-		return inOrder(sent, want)
+		return subsequence("TFTP transfers", sent, want)
 	})
 	t.Logf("TFTP transfers to %s:\n\t%s", mac, strings.Join(sent, "\n\t"))
 
 	// The operator's view: the boot with nothing wrong in it.
+	e.checkNoProblems(t, mac)
+}
+
+// waitLoaderApplied waits until the edge serves what the host set to mac
+// boots: its image's kernel and its loader's file at loaderPath, which the
+// edge serves only for images and loaders its site's hosts use. The
+// coordinator publishes over KV watches, one per bucket, so a VM started
+// at once could race them. HEAD requests from the harness's address,
+// leased to no machine, name no MAC: unlike a script request for the MAC
+// they leave nothing in its timeline before its boot.
+func (e *fbEnv) waitLoaderApplied(t *testing.T, mac, image, loaderPath string) {
+	t.Helper()
+	kernel, _ := e.image(t, image).Artifact(proto.RoleKernel)
+	client := e.srv.HTTPClient(5 * time.Second)
+	base := "http://" + edgeHTTP + "/"
+	waitfor.Within(t, 30*time.Second, "the edge to apply host "+mac, func() error {
+		for _, p := range []string{"artifacts/" + image + "/" + kernel.Name, loaderPath} {
+			resp, err := client.Head(base + p)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("HEAD %s: %s", p, resp.Status)
+			}
+		}
+		return nil
+	})
+}
+
+// timingRules are the timeline's rules that read the gaps between steps
+// (a DISCOVER resuming ~30 s after a handover, iPXE's script request late
+// after its DHCP): how fast an emulated machine runs on a shared host
+// moves those gaps, so the tests log them and do not fail on them.
+var timingRules = []string{timeline.RuleSTP, timeline.RuleIPv6Wait}
+
+// checkNoProblems asserts the MAC's timeline diagnoses no problem, timing
+// rules aside (logged).
+func (e *fbEnv) checkNoProblems(t *testing.T, mac string) {
+	t.Helper()
 	boots, err := e.timelineOf(mac)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, b := range boots {
+		var ds []string
 		for _, d := range b.Diagnoses {
-			if d.Level == timeline.LevelProblem {
+			ds = append(ds, fmt.Sprintf("[%s %s] %s", d.Level, d.Rule, d.Text))
+		}
+		t.Logf("timeline of %s: %v; diagnoses %v", mac, bootSteps(b), ds)
+		for _, d := range b.Diagnoses {
+			if d.Level == timeline.LevelProblem && !slices.Contains(timingRules, d.Rule) {
 				t.Errorf("timeline of %s diagnoses a problem in a boot that worked: %+v", mac, d)
 			}
 		}
 	}
-}
-
-// waitLoaderApplied waits until the edge serves what the host set to mac
-// boots: its script (asked as arch) names image, and the loader's file at
-// loaderPath is served (only loaders the site's hosts use are). The
-// coordinator publishes over KV watches, one per bucket, so a VM started
-// at once could race them.
-func (e *fbEnv) waitLoaderApplied(t *testing.T, mac, arch, image, loaderPath string) {
-	t.Helper()
-	client := e.srv.HTTPClient(5 * time.Second)
-	base := "http://" + edgeHTTP
-	waitfor.Within(t, 30*time.Second, "the edge to apply host "+mac, func() error {
-		resp, err := client.Get(base + "/boot.ipxe?mac=" + mac + "&arch=" + arch + "&platform=" + probePlatform)
-		if err != nil {
-			return err
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "/artifacts/"+image+"/") {
-			return fmt.Errorf("script %d: %s", resp.StatusCode, body)
-		}
-		resp, err = client.Head(base + "/" + loaderPath)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("HEAD %s: %s", loaderPath, resp.Status)
-		}
-		return nil
-	})
 }
 
 // arm64Milestones are the seconds from the VM's power-on to each step of
@@ -190,4 +203,19 @@ func (e *fbEnv) arm64Milestones(vm *VM) string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// subsequence checks that want appears in got in order, other items
+// between allowed.
+func subsequence(what string, got, want []string) error {
+	i := 0
+	for _, g := range got {
+		if i < len(want) && g == want[i] {
+			i++
+		}
+	}
+	if i < len(want) {
+		return fmt.Errorf("%s lack %q (want in order %v):\n\t%s", what, want[i], want, strings.Join(got, "\n\t"))
+	}
+	return nil
 }
