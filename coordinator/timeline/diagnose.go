@@ -155,8 +155,12 @@ func stp(b Boot) []Diagnosis {
 		gaps = append(gaps, d.Round(time.Second).String())
 		handover = handover || afterHandover
 	}
+	acked := map[string]bool{} // addresses the edge gave this machine so far
 	for i, s := range b.Steps {
 		ev := s.Event
+		if ev.Kind == proto.EventDHCPAck && ev.Detail["ip"] != "" {
+			acked[ev.Detail["ip"]] = true
+		}
 		if ev.Kind != proto.EventDHCPDiscover {
 			continue
 		}
@@ -172,7 +176,7 @@ func stp(b Boot) []Diagnosis {
 			continue // a retransmission on the client's own back-off schedule
 		}
 		if s.Delta >= stpMin && s.Delta <= stpMax {
-			note(ev.Time, s.Delta, isHandover(prev))
+			note(ev.Time, s.Delta, isHandover(prev) && fromMachine(prev, acked))
 		}
 	}
 	// One late DISCOVER after a handover is the signature; without a
@@ -195,6 +199,18 @@ func isHandover(ev proto.Event) bool {
 		return true
 	}
 	return false
+}
+
+// fromMachine: a script can be asked for by anyone for any MAC (an
+// operator's curl, a monitoring probe); only one asked from an address the
+// edge gave this machine is the machine's own handover. Where the edge
+// gave it none (proxy DHCP: another server's lease) it cannot tell, and
+// takes the script as the machine's.
+func fromMachine(ev proto.Event, acked map[string]bool) bool {
+	if ev.Kind != proto.EventScript || len(acked) == 0 || ev.Detail["ip"] == "" {
+		return true
+	}
+	return acked[ev.Detail["ip"]]
 }
 
 func tftpFile(name string) string {

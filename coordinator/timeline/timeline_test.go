@@ -237,6 +237,16 @@ func TestBuildDiagnoses(t *testing.T) {
 			want:  [][]string{{}, {RuleSTP + "@41"}},
 		},
 		{
+			name:  "spanning tree: its DISCOVER 30 s after its own script request",
+			steps: cat(dora(0, "0x01"), []step{{1.5, proto.EventScript, "decision=boot image=debian12 ip=10.0.0.20"}}, dora(31.5, "0x02"), scriptBoot(33), artifactsOK(34)),
+			want:  [][]string{{RuleSTP + "@31.5"}},
+		},
+		{
+			name:  "a script asked for from another address (an operator's curl) is no handover",
+			steps: cat(dora(0, "0x01"), []step{{1.5, proto.EventScript, "decision=boot image=debian12 ip=10.0.0.99"}}, dora(31.5, "0x02"), scriptBoot(33), artifactsOK(34)),
+			want:  [][]string{{}},
+		},
+		{
 			name: "a client's own retransmission 30 s later is not spanning tree",
 			steps: []step{
 				{0, proto.EventDHCPDiscover, "xid=0x01 decision=known_host"},
