@@ -434,17 +434,28 @@ func (h *Handler) serveBootFile(w http.ResponseWriter, r *http.Request, name str
 // the cache records artifact events under it, one pair per request, and
 // counts requests that name nobody per source instead (cache.Config.Repeats),
 // so a made-up MAC must not buy a client events of its own.
+//
+// A request with no ?mac= is named from the edge's DHCP lease on its source
+// address, as TFTP requests are, when that lease is a known host's: dracut's
+// livenet fetching root=live:URL (the LiveOS ISO, a boot's largest
+// download) cannot add the MAC to the URL, and the download belongs in that
+// machine's timeline.
 func (h *Handler) knownMACOnly(r *http.Request) *http.Request {
 	q := r.URL.Query()
 	if !q.Has("mac") {
-		return r
-	}
-	if mac, err := proto.ParseMAC(q.Get("mac")); err == nil {
+		mac := h.leasedMAC(remoteIP(r))
+		if _, ok := h.cfg.State.Host(mac); mac == "" || !ok {
+			return r
+		}
+		q.Set("mac", mac)
+	} else if mac, err := proto.ParseMAC(q.Get("mac")); err == nil {
 		if _, ok := h.cfg.State.Host(mac); ok {
 			return r
 		}
+		q.Del("mac")
+	} else {
+		q.Del("mac")
 	}
-	q.Del("mac")
 	r2 := r.Clone(r.Context())
 	r2.URL.RawQuery = q.Encode()
 	return r2
