@@ -314,7 +314,8 @@ func (vm *VM) LiveMilestones() string {
 		re   *regexp.Regexp
 	}{
 		{"kernel", regexp.MustCompile(`Linux version `)},
-		{"dracut DHCP", regexp.MustCompile(`dhcp|DHCP`)},
+		{"dracut DHCP", regexp.MustCompile(`dracut: Starting dhcp`)},
+		{"ISO fetch", regexp.MustCompile(`dracut: fetching `)},
 		{"root mounted", liveMountedRE},
 		{"switch root", liveSwitchRE},
 		{"live init", liveRootRE},
