@@ -207,6 +207,9 @@ func (e *fbEnv) checkLiveTimeline(t *testing.T, mac, image string, firmware []st
 			return fmt.Errorf("%d boots with DHCP, want the firmware's and dracut's:\n%s", len(net), strings.Join(all, "\n"))
 		}
 		fw, dr := net[len(net)-2], net[len(net)-1]
+		// Logged: the stp rule takes a DISCOVER with a small secs for a
+		// client that has just begun (dhclient's first says 0).
+		all = append(all, "dracut's first DISCOVER secs="+dr.Steps[0].Event.Detail["secs"])
 		if settled && (fw.InProgress || dr.InProgress) {
 			return fmt.Errorf("boots still in progress:\n%s", strings.Join(all, "\n"))
 		}
