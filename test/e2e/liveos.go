@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -94,9 +95,10 @@ var (
 // EnsureLiveOS returns the LiveOS for the test assets a, building what the
 // cache lacks: the kernel's full module tree (its package unpacked and
 // depmod run), then the ISO and dracut's initramfs in one directory keyed
-// by kernel version and a hash of every input, renamed into place whole,
-// so concurrent tests build at most a duplicate and never read half a
-// fixture. A cold build takes dracut's time (tens of seconds).
+// by kernel version and a hash of every input, built under a lock (one
+// build at a time; the others wait and use it) and renamed into place
+// whole, so no test reads half a fixture. A cold build takes dracut's time
+// (tens of seconds).
 func EnsureLiveOS(ctx context.Context, cache string, a Assets) (LiveOS, error) {
 	lo := LiveOS{KernelVersion: a.KernelVersion, Kernel: a.Kernel}
 	bb, err := os.ReadFile("/bin/busybox")
@@ -125,12 +127,26 @@ func EnsureLiveOS(ctx context.Context, cache string, a Assets) (LiveOS, error) {
 	if _, err := os.Stat(filepath.Join(dir, "done")); err == nil {
 		return lo, nil
 	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return lo, fmt.Errorf("e2e: liveos: %w", err)
+	}
+	// One build at a time, across tests and processes: parallel tests all
+	// start cold on a fresh machine, and three dracut runs on two cores
+	// would each take as long as all three. The lock goes with the process.
+	lock, err := os.OpenFile(filepath.Join(filepath.Dir(dir), ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return lo, fmt.Errorf("e2e: liveos: %w", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return lo, fmt.Errorf("e2e: liveos: lock: %w", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "done")); err == nil {
+		return lo, nil // built while this one waited
+	}
 	kmods, err := ensureKernelModules(ctx, cache, a.KernelVersion)
 	if err != nil {
 		return lo, err
-	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return lo, fmt.Errorf("e2e: liveos: %w", err)
 	}
 	work, err := os.MkdirTemp(filepath.Dir(dir), "build-")
 	if err != nil {
@@ -251,11 +267,7 @@ func ensureKernelModules(ctx context.Context, cache, ver string) (string, error)
 	if err := os.MkdirAll(filepath.Join(keep, "lib"), 0o755); err != nil {
 		return "", fmt.Errorf("e2e: kernel modules: %w", err)
 	}
-	src := filepath.Join(x, "lib", "modules")
-	if _, err := os.Stat(src); err != nil {
-		src = filepath.Join(x, "usr", "lib", "modules") // merged-/usr packages
-	}
-	if err := os.Rename(src, filepath.Join(keep, "lib", "modules")); err != nil {
+	if err := os.Rename(filepath.Join(x, "lib", "modules"), filepath.Join(keep, "lib", "modules")); err != nil {
 		return "", fmt.Errorf("e2e: kernel modules: %w", err)
 	}
 	if err := os.Rename(keep, base); err != nil {
