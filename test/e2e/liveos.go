@@ -283,7 +283,13 @@ func ensureKernelModules(ctx context.Context, cache, ver string) (string, error)
 // dracut switched to it, the live root's own init (pid 1, with the
 // squashfs's build ID) ran, and then the marker came.
 func (vm *VM) CheckLiveRoot(lo LiveOS) error {
-	lines := vm.ConsoleLines()
+	if err := checkLiveConsole(vm.ConsoleLines(), lo.ID); err != nil {
+		return fmt.Errorf("e2e: %s: %w:\n%s", vm.Config.Name, err, lastLines(vm.Console(), 40))
+	}
+	return nil
+}
+
+func checkLiveConsole(lines []Line, id string) error {
 	at := func(re *regexp.Regexp, from int) int {
 		for i := from; i < len(lines); i++ {
 			if re.MatchString(lines[i].Text) {
@@ -305,12 +311,12 @@ func (vm *VM) CheckLiveRoot(lo LiveOS) error {
 	for _, s := range steps {
 		j := at(s.re, i)
 		if j < 0 {
-			return fmt.Errorf("e2e: %s: console lacks %s (%s) after line %d:\n%s", vm.Config.Name, s.name, s.re, i, lastLines(vm.Console(), 40))
+			return fmt.Errorf("console lacks %s (%s) after line %d", s.name, s.re, i)
 		}
 		if s.re == liveRootRE {
 			m := liveRootRE.FindStringSubmatch(lines[j].Text)
-			if m[1] != lo.ID || m[2] != "1" {
-				return fmt.Errorf("e2e: %s: live root line %q: want id=%s pid=1", vm.Config.Name, strings.TrimSpace(lines[j].Text), lo.ID)
+			if m[1] != id || m[2] != "1" {
+				return fmt.Errorf("live root line %q: want id=%s pid=1", strings.TrimSpace(lines[j].Text), id)
 			}
 		}
 		i = j + 1

@@ -272,3 +272,37 @@ func TestReferenceLiveOS(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckLiveConsole: the check passes only for dracut's mount, its
+// switch_root, the live init's line (this build's ID, pid 1) and the
+// marker, in that order.
+func TestCheckLiveConsole(t *testing.T) {
+	const (
+		mounted  = "[   39.187486] dracut: Mounted root filesystem LiveOS_rootfs"
+		switched = "[   44.872021] dracut: Switching root"
+		live     = "FLEETBOOT-LIVEROOT id=abc pid=1 root=LiveOS_rootfs / overlay rw 0 0"
+		marker   = "FLEETBOOT-MARKER mac=52:54:00:12:34:56 cmdline=root=live:http://10.77.0.1:8080/artifacts/img-live/live.iso"
+	)
+	tests := []struct {
+		name  string
+		lines []string
+		ok    bool
+	}{
+		{"live boot", []string{"Linux version 6.1", mounted, switched, live, marker}, true},
+		{"marker from the initramfs", []string{"Linux version 6.1", marker}, false},
+		{"no switch root", []string{mounted, live, marker}, false},
+		{"another build's root", []string{mounted, switched, strings.Replace(live, "id=abc", "id=def", 1), marker}, false},
+		{"not pid 1", []string{mounted, switched, strings.Replace(live, "pid=1", "pid=42", 1), marker}, false},
+		{"marker before the live root", []string{mounted, switched, marker, live}, false},
+		{"switch before mount", []string{switched, mounted, live, marker}, false},
+	}
+	for _, tc := range tests {
+		var lines []Line
+		for _, l := range tc.lines {
+			lines = append(lines, Line{Text: l})
+		}
+		if err := checkLiveConsole(lines, "abc"); (err == nil) != tc.ok {
+			t.Errorf("%s: checkLiveConsole = %v, want ok=%v", tc.name, err, tc.ok)
+		}
+	}
+}
