@@ -619,6 +619,7 @@ func TestFleetboot(t *testing.T) {
 		e.boot(t, VMConfig{MAC: mac, Firmware: BIOS}, "img-a")
 		e.checkEdgeSaw(t, mac, full...)
 		e.checkTimeline(t, mac, "img-a")
+		e.checkMetrics(t, e.image(t, "img-a").Artifacts[0].Size)
 	})
 
 	t.Run("c-uefi-ovmf-pxe", func(t *testing.T) {
