@@ -52,6 +52,11 @@ type Diagnosis struct {
 const (
 	stpMin = 20 * time.Second
 	stpMax = 45 * time.Second
+	// stpFreshSecs: a DISCOVER whose secs field is below this comes from
+	// a client that has just begun asking (RFC 2131 clients count seconds
+	// there, iPXE its transmissions times 4: either way at most a few
+	// seconds of asking), so no blocked port held back its earlier ones.
+	stpFreshSecs = 10
 )
 
 // ipv6WaitMin: iPXE configures a NIC with DHCP and IPv6 autoconfiguration
@@ -164,6 +169,12 @@ func stp(b Boot) []Diagnosis {
 		if ev.Kind != proto.EventDHCPDiscover {
 			continue
 		}
+		if freshDiscover(ev) {
+			// Late because the client started late (a kernel and its
+			// initramfs booting for half a minute before their DHCP, as
+			// a LiveOS's dracut under emulation), not held back.
+			continue
+		}
 		if i == 0 {
 			// A boot split off after the previous one loaded its kernel.
 			if b.Since >= stpMin && b.Since <= stpMax {
@@ -187,6 +198,13 @@ func stp(b Boot) []Diagnosis {
 			strings.Join(gaps, ", "))}}
 	}
 	return nil
+}
+
+// freshDiscover reports whether the DISCOVER says (the edge records its
+// secs field; older edges did not) that its client had only just begun.
+func freshDiscover(ev proto.Event) bool {
+	secs, err := strconv.Atoi(ev.Detail["secs"])
+	return err == nil && secs < stpFreshSecs
 }
 
 // isHandover: after these steps the machine starts a new program (iPXE,
