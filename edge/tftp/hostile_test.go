@@ -25,15 +25,6 @@ type syncBuf struct {
 func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
 func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
-// Opcodes (RFC 1350, 2347).
-const (
-	opRRQ   = 1
-	opDATA  = 3
-	opACK   = 4
-	opERROR = 5
-	opOACK  = 6
-)
-
 // rrq builds a read request; opts are name, value pairs.
 func rrq(name, mode string, opts ...string) []byte {
 	b := []byte{0, opRRQ}
