@@ -13,8 +13,9 @@
 // option but blksize and tsize, it has no hook for options, and its only
 // windowed mode (SetAnticipate) sends windows to every client without
 // negotiating them, which an RFC 1350 client cannot follow. Firmware that
-// asks for windowsize (edk2's TFTP client has the option) was held to one
-// block per round trip. Owning the protocol also gives the right error
+// asks for windowsize was held to one block per round trip: OVMF here
+// (Debian's edk2 2022.11, its own PXE client) sends "tsize 0 blksize 1468
+// windowsize 4" in every RRQ (captured on the wire). Owning the protocol also gives the right error
 // codes (2 for writes, 4 for a bad mode, 5 for a stray transfer ID), the
 // transfer mode without reflection, and link-local IPv6 listeners.
 //
