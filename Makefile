@@ -41,7 +41,8 @@ fuzz: ## run every fuzz target for FUZZTIME (default 30s each)
 
 # Not part of make test (about 10 minutes a target, over an hour in all).
 # Finds the targets in the sources itself; FUZZTIME=1m for a shorter pass.
-fuzz-long: FUZZTIME = 10m
+# 10m unless FUZZTIME was given (environment or command line).
+fuzz-long: FUZZTIME := $(if $(filter environment command line,$(origin FUZZTIME)),$(FUZZTIME),10m)
 fuzz-long: ## every fuzz target in the tree for 10 minutes each: executions, new coverage, crashes (bin/fuzz-long/)
 	FUZZTIME=$(FUZZTIME) GO=$(GO) ./test/fuzz-long.sh
 

@@ -10,6 +10,15 @@ FUZZTIME="${FUZZTIME:-10m}"
 GO="${GO:-go}"
 LOG_DIR="${LOG_DIR:-bin/fuzz-long}"
 mkdir -p "$LOG_DIR"
+# go test's own -timeout (10m by default) would stop a 10-minute run inside
+# its last input: give each run its fuzz time plus ten minutes (a target
+# that hangs still ends).
+case "$FUZZTIME" in
+  *h) timeout="$(( ${FUZZTIME%h} * 60 + 10 ))m" ;;
+  *m) timeout="$(( ${FUZZTIME%m} + 10 ))m" ;;
+  *s) timeout="$(( ${FUZZTIME%s} + 600 ))s" ;;
+  *)  timeout=60m ;; # a count of executions (1000x)
+esac
 
 # package:Target for every `func FuzzX(f *testing.F)` in a _test.go file.
 mapfile -t targets < <(grep -rEo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*\(f \*testing\.F\)' . \
@@ -23,7 +32,7 @@ for t in "${targets[@]}"; do
   log="${LOG_DIR}/$(echo "${pkg#./}" | tr / _)_${name}.log"
   echo "fuzz-long: ${name} in ${pkg} for ${FUZZTIME}"
   start=$(date +%s)
-  "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg" >"$log" 2>&1
+  "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -timeout "$timeout" "$pkg" >"$log" 2>&1
   rc=$?
   secs=$(( $(date +%s) - start ))
   # The last progress line carries the totals:
