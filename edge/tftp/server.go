@@ -353,6 +353,7 @@ func (s *Server) handle(req request, p arrival) {
 	defer conn.Close()
 	t := &transfer{conn: conn, remote: p.remote, req: req, maxBlk: p.maxBlk, size: -1,
 		timeout: s.cfg.Timeout, retries: s.cfg.Retries}
+	t.setBatch()
 	var r *refusal
 	if err := s.answer(t); errors.As(err, &r) {
 		t.sendError(r.code, r.msg)

@@ -1,6 +1,7 @@
 package tftp
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -8,6 +9,9 @@ import (
 	"net"
 	"strconv"
 	"time"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 // Option limits.
@@ -70,11 +74,52 @@ type transfer struct {
 	retries int           // retransmits of one window without progress
 	size    int64         // what tsize reports; -1: unknown (tsize is not acknowledged)
 
+	// batch sends a window in one sendmmsg; nil: one write per block (a
+	// dual-stack socket answering an IPv4 client, which sendmmsg's address
+	// encoding cannot reach).
+	batch func([]ipv4.Message, int) (int, error)
+
 	// negotiated
 	blksize int
 	window  int
 
 	recv []byte
+	msgs []ipv4.Message
+}
+
+// setBatch picks the batch writer for the socket's family.
+func (t *transfer) setBatch() {
+	switch local := t.conn.LocalAddr().(*net.UDPAddr); {
+	case local.IP.To4() != nil:
+		t.batch = ipv4.NewPacketConn(t.conn).WriteBatch
+	case t.remote.IP.To4() == nil:
+		t.batch = ipv6.NewPacketConn(t.conn).WriteBatch // ipv6.Message is ipv4.Message
+	}
+}
+
+// writeWindow sends the packets of one window to the client.
+func (t *transfer) writeWindow(pkts [][]byte) error {
+	if t.batch == nil || len(pkts) == 1 {
+		for _, p := range pkts {
+			if _, err := t.conn.WriteToUDP(p, t.remote); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	msgs := t.msgs[:0]
+	for _, p := range pkts {
+		msgs = append(msgs, ipv4.Message{Buffers: [][]byte{p}, Addr: t.remote})
+	}
+	t.msgs = msgs
+	for len(msgs) > 0 {
+		n, err := t.batch(msgs, 0)
+		if err != nil {
+			return err
+		}
+		msgs = msgs[n:]
+	}
+	return nil
 }
 
 // negotiate picks the options to acknowledge (RFC 2347: a server leaves out
@@ -176,6 +221,11 @@ func (t *transfer) send(r io.Reader) (int64, error) {
 	// b % window, valid for acked < b <= read.
 	ring := make([][]byte, t.window)
 	lens := make([]int, t.window)
+	pkts := make([][]byte, 0, t.window)
+	if t.window > 1 {
+		// One read a window instead of one a block.
+		r = bufio.NewReaderSize(r, t.window*t.blksize)
+	}
 	var (
 		read  int64 // highest block read from r
 		last  int64 // the final (short) block; 0 until read
@@ -216,11 +266,13 @@ func (t *transfer) send(r io.Reader) (int64, error) {
 			t.sendError(codeUndefined, errTimeout.Error())
 			return n, errTimeout
 		}
+		pkts = pkts[:0]
 		for b := acked + 1; b <= end; b++ {
 			slot := b % int64(t.window)
-			if _, err := t.conn.WriteToUDP(ring[slot][:lens[slot]], t.remote); err != nil {
-				return n, fmt.Errorf("send block %d: %w", b, err)
-			}
+			pkts = append(pkts, ring[slot][:lens[slot]])
+		}
+		if err := t.writeWindow(pkts); err != nil {
+			return n, fmt.Errorf("send blocks %d-%d: %w", acked+1, end, err)
 		}
 		a, err := t.await(acked, end)
 		switch {
