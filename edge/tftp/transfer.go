@@ -24,8 +24,8 @@ const (
 	defaultBlksize = 512
 	// maxWindow and maxWindowBytes bound windowsize (RFC 7440 lets the
 	// server answer less than asked): the window is kept in memory for
-	// retransmission, so a transfer holds at most maxWindowBytes, and all
-	// of them MaxTransfers × maxWindowBytes. 64 blocks of 1468 bytes (what
+	// retransmission, and read ahead in one read, so a transfer holds at
+	// most 2 × maxWindowBytes, and all of them MaxTransfers times that. 64 blocks of 1468 bytes (what
 	// firmware uses on a 1500-byte MTU) is 92 KiB; past ~32 blocks the
 	// loopback rate no longer grows.
 	maxWindow      = 64
@@ -282,10 +282,7 @@ func (t *transfer) send(r io.Reader) (int64, error) {
 		case err != nil:
 			return n, err
 		}
-		if a > acked {
-			tries = 0
-		}
-		acked = a
+		acked, tries = a, 0 // progress: await returns only blocks past acked
 		if last != 0 && acked == last {
 			return n, nil
 		}
