@@ -2,6 +2,7 @@ package tftp
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -323,21 +324,12 @@ func (t *transfer) await(acked, end int64) (int64, error) {
 			}
 		case opERROR:
 			msg := t.recv[4:n]
-			if i := indexNUL(msg); i >= 0 {
+			if i := bytes.IndexByte(msg, 0); i >= 0 {
 				msg = msg[:i]
 			}
 			return acked, &peerError{code: binary.BigEndian.Uint16(t.recv[2:]), msg: string(msg)}
 		}
 	}
-}
-
-func indexNUL(b []byte) int {
-	for i, c := range b {
-		if c == 0 {
-			return i
-		}
-	}
-	return -1
 }
 
 // netasciiReader converts a file to netascii (RFC 764, as RFC 1350 asks):
