@@ -287,7 +287,7 @@ func New(cfg Config) (_ *Agent, err error) {
 	// Header, query and body limits and slow-client deadlines; no whole-
 	// request WriteTimeout, which would cut ISO downloads (httpboot.Limits).
 	a.srv = httpboot.NewServer(mux, httpboot.Limits{Logger: log, Repeats: a.agg, Rate: cfg.HTTPSourceRate, Metrics: reg})
-	if a.tftp, err = newTFTP(cfg, boot, a.cache, a.rec, a.agg, macForIP, log); err != nil {
+	if a.tftp, err = newTFTP(cfg, boot, a.cache, a.rec, a.agg, macForIP, reg, log); err != nil {
 		return nil, err
 	}
 	if a.tftp != nil {

@@ -43,6 +43,8 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/fleetboot/fleetboot/edge/ratelimit"
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/ratelog"
@@ -97,6 +99,8 @@ type Config struct {
 	LogEvery time.Duration
 	// RateLimit bounds requests per client address (limit.go).
 	RateLimit RateLimit
+	// Metrics receives fleetboot_tftp_*; nil keeps them unexported.
+	Metrics prometheus.Registerer
 }
 
 // Server is a read-only TFTP server.
@@ -114,6 +118,7 @@ type Server struct {
 
 	slots slots
 	rate  *ratelimit.PerSource // nil: no limit
+	m     *metrics
 }
 
 // NewServer checks the configuration and opens the root directory.
@@ -146,7 +151,11 @@ func NewServer(cfg Config) (*Server, error) {
 	if l == nil {
 		l = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: l.With("component", "tftp"), ctx: context.Background()}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: l.With("component", "tftp"), ctx: context.Background(), m: m}
 	s.drops = ratelog.Logger(s.log, cfg.LogEvery)
 	s.slots = slots{perClient: cfg.MaxPerClient, total: cfg.MaxTransfers, active: map[string]int{}}
 	s.rate = newRateLimit(cfg.RateLimit)
@@ -354,10 +363,13 @@ func (s *Server) handle(req request, p arrival) {
 	t := &transfer{conn: conn, remote: p.remote, req: req, maxBlk: p.maxBlk, size: -1,
 		timeout: s.cfg.Timeout, retries: s.cfg.Retries}
 	t.setBatch()
+	start := time.Now()
+	err = s.answer(t)
 	var r *refusal
-	if err := s.answer(t); errors.As(err, &r) {
+	if errors.As(err, &r) {
 		t.sendError(r.code, r.msg)
 	}
+	s.m.finished(t, err, start)
 }
 
 // answer serves a read request or refuses a write request; a *refusal is

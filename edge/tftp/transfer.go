@@ -86,6 +86,12 @@ type transfer struct {
 
 	recv []byte
 	msgs []ipv4.Message
+
+	// What send did, for the metrics: whether it ran, the file bytes it
+	// read and sent, and how it ended.
+	sending bool
+	sent    int64
+	sendErr error
 }
 
 // setBatch picks the batch writer for the socket's family.
@@ -194,6 +200,12 @@ func (t *transfer) sendError(code uint16, msg string) {
 // answering each with a window would multiply the traffic (the Sorcerer's
 // Apprentice syndrome); the server's time-out resends the window instead.
 func (t *transfer) send(r io.Reader) (int64, error) {
+	n, err := t.sendBlocks(r)
+	t.sending, t.sent, t.sendErr = true, n, err
+	return n, err
+}
+
+func (t *transfer) sendBlocks(r io.Reader) (int64, error) {
 	oack := t.negotiate()
 	t.recv = make([]byte, 1500)
 	// Block numbers are counted in 64 bits and sent modulo 2^16 (rolling
