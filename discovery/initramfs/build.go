@@ -190,6 +190,9 @@ func FindModules(dir string, names []string) (files, missing []string, err error
 			return nil, nil, fmt.Errorf("initramfs: modules.dep: %w", err)
 		}
 	} else {
+		// No modules.dep (a kernel package unpacked, where depmod has not
+		// run, or a flat directory): each module's own .modinfo names
+		// its dependencies.
 		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
@@ -197,6 +200,7 @@ func FindModules(dir string, names []string) (files, missing []string, err error
 			if n, ok := moduleName(p); ok && !d.IsDir() {
 				if _, dup := byName[n]; !dup {
 					byName[n] = p
+					deps[n] = modinfoDepends(p)
 				}
 			}
 			return nil
@@ -258,4 +262,36 @@ func KernelVersion(path string) (string, error) {
 		return "", errors.New("initramfs: kernel: no version string in the bzImage header")
 	}
 	return ver, nil
+}
+
+// modinfoDepends reads "depends=a,b" from an uncompressed module's
+// .modinfo section (NUL-separated key=value strings); nil when the file is
+// compressed or has none.
+func modinfoDepends(path string) []string {
+	if !strings.HasSuffix(path, ".ko") {
+		return nil
+	}
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	sec := f.Section(".modinfo")
+	if sec == nil {
+		return nil
+	}
+	data, err := sec.Data()
+	if err != nil {
+		return nil
+	}
+	for _, kv := range bytes.Split(data, []byte{0}) {
+		if v, ok := bytes.CutPrefix(kv, []byte("depends=")); ok && len(v) > 0 {
+			var out []string
+			for _, d := range strings.Split(string(v), ",") {
+				out = append(out, strings.ReplaceAll(d, "-", "_"))
+			}
+			return out
+		}
+	}
+	return nil
 }

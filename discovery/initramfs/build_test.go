@@ -224,3 +224,42 @@ func TestKernelVersion(t *testing.T) {
 		t.Errorf("not a bzImage: %q, %v", v, err)
 	}
 }
+
+// TestFindModulesModinfo: without modules.dep (a kernel package unpacked,
+// depmod never run) dependencies come from each module's .modinfo section.
+func TestFindModulesModinfo(t *testing.T) {
+	objcopy, err := exec.LookPath("objcopy")
+	if err != nil {
+		t.Skip("objcopy (binutils) not installed")
+	}
+	dir := t.TempDir()
+	tiny := staticBinary(t)
+	mod := func(name, modinfo string) {
+		info := filepath.Join(dir, name+".modinfo")
+		if err := os.WriteFile(info, []byte(modinfo), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(objcopy, "--add-section", ".modinfo="+info, tiny, filepath.Join(dir, "kernel", name+".ko")).CombinedOutput()
+		if err != nil {
+			t.Fatalf("objcopy: %v\n%s", err, out)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "kernel"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mod("virtio_net", "license=GPL\x00depends=net_failover,virtio_ring\x00intree=Y\x00")
+	mod("net_failover", "depends=failover\x00")
+	mod("failover", "depends=\x00")
+	mod("virtio_ring", "license=GPL\x00")
+	files, missing, err := FindModules(filepath.Join(dir, "kernel"), []string{"virtio_net"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range files {
+		got = append(got, filepath.Base(f))
+	}
+	if d := cmp.Diff([]string{"failover.ko", "net_failover.ko", "virtio_ring.ko", "virtio_net.ko"}, got); d != "" || len(missing) != 0 {
+		t.Errorf("files, dependencies first (-want +got):\n%s\nmissing %v", d, missing)
+	}
+}
