@@ -105,7 +105,19 @@ func Run(ctx context.Context, cfg Config) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("mac", cfg.Boot.MAC, "edge", cfg.Boot.Edge)
-	reported := false
+	reported, described := false, false
+	facts := cfg.Facts
+	cfg.Facts = func() (proto.Facts, error) {
+		f, err := facts()
+		if err == nil && !described {
+			// One line on the console says what the machine is, for the
+			// operator standing at it.
+			described = true
+			log.Info("facts collected", "firmware", f.Firmware, "secure_boot", f.SecureBoot, "cpus", f.CPUs,
+				"memory_gib", f.MemoryGiB, "nics", len(f.NICs), "disks", len(f.Disks), "vendor", f.DMI.Vendor, "product", f.DMI.Product)
+		}
+		return f, err
+	}
 	for {
 		// Reporting is retried until it works; asking goes on meanwhile,
 		// because an admin may assign the machine by its MAC alone while
