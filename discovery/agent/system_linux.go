@@ -51,7 +51,6 @@ func initRun(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	log = log.With("mac", boot.MAC)
 	loaded, failed := loadModules("/"+initramfs.ModuleDir, log)
 	log.Info("modules loaded", "loaded", loaded, "failed", failed)
 	iface, err := waitInterface(ctx, boot.MAC, 60*time.Second)

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fleetboot/fleetboot/discovery/agent"
+	"github.com/fleetboot/fleetboot/discovery/facts"
 	"github.com/fleetboot/fleetboot/discovery/initramfs"
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/bytesize"
@@ -17,7 +18,8 @@ import (
 // discoverCmd is the discovery system itself: /init of the discovery
 // initramfs (main runs it when the binary is PID 1).
 func (a *app) discoverCmd() *cobra.Command {
-	return &cobra.Command{
+	var printFacts bool
+	cmd := &cobra.Command{
 		Use:   "discover",
 		Short: "Run as init of the discovery initramfs: report this machine's facts, reboot when assigned",
 		Long: `The discovery system. Run as PID 1 of the initramfs that
@@ -28,11 +30,26 @@ disks, DMI, firmware, Secure Boot) to the edge (fleetboot.edge=) with the
 boot's token (fleetboot.token=), and asks the edge every few seconds what
 next. When the machine has been assigned an image (policy or host set) or
 local boot, it reboots into it. The edge puts all three on the command line.`,
-		Args: cobra.NoArgs,
+		Example: `  fleetboot discover --facts      # print what this machine would report, as JSON`,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if printFacts {
+				f, err := facts.Collect("/", "")
+				if err != nil {
+					return err
+				}
+				return writeJSON(a.stdout, f)
+			}
+			// It mounts over /proc, /sys and /dev and reboots the
+			// machine: only as the initramfs's init.
+			if os.Getpid() != 1 {
+				return fmt.Errorf("discover runs as init (PID 1) of the discovery initramfs; --facts prints this machine's facts")
+			}
 			return agent.Init(cmd.Context(), a.logger())
 		},
 	}
+	cmd.Flags().BoolVar(&printFacts, "facts", false, "print this machine's facts as JSON and exit")
+	return cmd
 }
 
 func (a *app) discoveryCmd() *cobra.Command {
@@ -72,7 +89,12 @@ discover, --discovery-image). --no-register only builds.`,
 			if noRegister && site != "" {
 				return fmt.Errorf("discovery build: --site needs the image registered; drop --no-register")
 			}
-			for _, w := range strings.Fields(cmdline) {
+			// Split on the space alone, as the edge does: any other
+			// whitespace is refused by the token check.
+			for _, w := range strings.Split(cmdline, " ") {
+				if w == "" {
+					continue
+				}
 				if err := proto.ValidCmdlineToken(w); err != nil {
 					return fmt.Errorf("discovery build: --cmdline: %w", err)
 				}
