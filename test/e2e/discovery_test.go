@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -73,22 +74,82 @@ func TestFleetbootDiscovery(t *testing.T) {
 	t.Logf("TIMING discovery %s: power-on to facts collected %.1fs, to facts at the coordinator %.1fs",
 		mac, collected.Seconds(), factsAt.Sub(vm.Started).Seconds())
 
-	// The admin assigns it; the discovery system reboots into the image.
+	// The admin assigns it an installer image, once: the discovery system
+	// reboots into it.
+	e.cli(t, "image", "add", "img-install", "--kernel", e.assets.Kernel, "--initrd", e.assets.Initrd,
+		"--cmdline", "console=ttyS0 panic=-1 fleetboot.mac={{mac}} fleetboot.image=img-install fleetboot.done={{callback}}")
 	assigned := time.Now()
-	e.setHost(t, mac, "--site", site, "--image", "img-a")
+	e.setHost(t, mac, "--site", site, "--image", "img-install", "--once")
 	m, err := vm.WaitMarker(bootLimit)
 	if err != nil {
 		t.Fatalf("%v\nconsole:\n%s", err, vm.Console())
 	}
-	if err := vm.CheckMarker(m, "fleetboot.image=img-a", "fleetboot.mac="+mac); err != nil {
+	if err := vm.CheckMarker(m, "fleetboot.image=img-install", "fleetboot.mac="+mac); err != nil {
 		t.Error(err)
 	}
 	if !strings.Contains(vm.Console(), `msg="assigned: rebooting"`) {
 		t.Error("console has no reboot by the discovery system")
 	}
-	e.checkEdgeSaw(t, mac, proto.EventCallbackFacts, proto.EventDiscoveryNext)
-	t.Logf("TIMING discovery %s: host set to rebooted into img-a (marker) %.1fs; power-on to marker %.1fs",
+	t.Logf("TIMING discovery %s: host set to rebooted into img-install (marker) %.1fs; power-on to marker %.1fs",
 		mac, time.Since(assigned).Seconds(), m.Elapsed.Seconds())
+
+	// The "installer" reports done with its token; --once turns the host
+	// to local boot.
+	if line, err := vm.WaitConsole(bootLimit, regexp.MustCompile(`FLEETBOOT-DONE \S+`)); err != nil || !strings.Contains(line, "FLEETBOOT-DONE ok") {
+		t.Fatalf("done callback: %q, %v", line, err)
+	}
+	e.checkEdgeSaw(t, mac, proto.EventCallbackFacts, proto.EventDiscoveryNext, proto.EventCallbackDone)
+	vm.Stop()
+	e.waitScript(t, mac, "sanboot")
+
+	// What the installer left on the disk: a boot sector that prints a
+	// line on the serial port. The next power-on boots it from the disk.
+	if err := writeBootSector(disk, diskMarker); err != nil {
+		t.Fatal(err)
+	}
+	vm2 := e.net.StartVM(t, e.dir, VMConfig{Name: vm.Config.Name + "-disk", MAC: mac, Firmware: BIOS, MemoryMB: 1024, Disk: disk})
+	if _, err := vm2.WaitConsole(bootLimit, regexp.MustCompile(diskMarker)); err != nil {
+		t.Fatalf("next power-on did not boot from the disk: %v\nconsole:\n%s", err, vm2.Console())
+	}
+	t.Logf("TIMING discovery %s: power-on to booted from disk %.1fs", mac, time.Since(vm2.Started).Seconds())
+	// Through the edge, which sent it to its disk; not by the firmware
+	// passing the network by.
+	if !slices.ContainsFunc(e.edgeLines(mac), regexp.MustCompile(`msg=script .*decision=local`).MatchString) {
+		t.Errorf("the edge never told %s to boot locally; its lines:\n%s", mac, strings.Join(e.edgeLines(mac), "\n"))
+	}
+	if !strings.Contains(vm2.Console(), "fleetboot: booting from local disk") {
+		t.Errorf("console shows no local boot script:\n%s", vm2.Console())
+	}
+}
+
+// diskMarker is what the test's boot sector prints.
+const diskMarker = "FLEETBOOT-DISK-BOOT"
+
+// writeBootSector writes an MBR boot sector that prints msg on COM1 and
+// halts, as an installed system would leave the disk bootable. Real mode,
+// loaded at 0x7c00:
+//
+//	xor ax,ax; mov ds,ax; cld; mov si,0x7c16; mov dx,0x3f8
+//	next: lodsb; test al,al; jz done; out dx,al; jmp next
+//	done: hlt; jmp done
+//	msg at 0x16
+func writeBootSector(path, msg string) error {
+	code := []byte{
+		0x31, 0xc0, 0x8e, 0xd8, 0xfc, 0xbe, 0x16, 0x7c, 0xba, 0xf8, 0x03,
+		0xac, 0x84, 0xc0, 0x74, 0x03, 0xee, 0xeb, 0xf8,
+		0xf4, 0xeb, 0xfd,
+	}
+	sector := make([]byte, 512)
+	copy(sector, code)
+	copy(sector[len(code):], msg+"\r\n\x00")
+	sector[510], sector[511] = 0x55, 0xaa
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = f.WriteAt(sector, 0)
+	return err
 }
 
 // waitScript waits until the edge renders mac's script with want in it.
