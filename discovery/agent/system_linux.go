@@ -53,6 +53,7 @@ func initRun(ctx context.Context, log *slog.Logger) error {
 	}
 	loaded, failed := loadModules("/"+initramfs.ModuleDir, log)
 	log.Info("modules loaded", "loaded", loaded, "failed", failed)
+	mountEFIVars(log)
 	iface, err := waitInterface(ctx, boot.MAC, 60*time.Second)
 	if err != nil {
 		return err
@@ -92,12 +93,20 @@ func mountAll() error {
 			return fmt.Errorf("agent: mount %s: %w", m.dir, err)
 		}
 	}
-	// Secure Boot's state is an EFI variable; efivarfs shows it.
-	const efivars = "/sys/firmware/efi/efivars"
-	if _, err := os.Stat(efivars); err == nil {
-		_ = unix.Mount("efivarfs", efivars, "efivarfs", unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_RDONLY, "")
-	}
 	return nil
+}
+
+// mountEFIVars mounts efivarfs, where Secure Boot's state is (an EFI
+// variable), on a machine booted by UEFI. It runs after the modules are
+// loaded: Debian's kernels have efivarfs as a module.
+func mountEFIVars(log *slog.Logger) {
+	const efivars = "/sys/firmware/efi/efivars"
+	if _, err := os.Stat(efivars); err != nil {
+		return
+	}
+	if err := unix.Mount("efivarfs", efivars, "efivarfs", unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_RDONLY, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+		log.Warn("efivarfs not mounted: Secure Boot reported off", "err", err)
+	}
 }
 
 // loadModules loads every module file in dir. They are tried again while
@@ -127,9 +136,16 @@ func loadModules(dir string, log *slog.Logger) (loaded, failed int) {
 		todo = again
 	}
 	for _, p := range todo {
+		if errors.Is(errs[p], unix.ENODEV) {
+			// Its init found nothing to drive (efivarfs on a BIOS
+			// machine, a NIC driver without its NIC): not a failure.
+			log.Debug("module not for this machine", "module", filepath.Base(p))
+			continue
+		}
+		failed++
 		log.Warn("module not loaded", "module", filepath.Base(p), "err", errs[p])
 	}
-	return loaded, len(todo)
+	return loaded, failed
 }
 
 func loadModule(path string) error {

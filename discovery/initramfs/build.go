@@ -37,6 +37,8 @@ func DefaultModules() []string {
 		"e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "tg3", "bnxt_en", "r8169",
 		// disks
 		"nvme", "ahci", "sd_mod", "ata_piix",
+		// Secure Boot's state is read from efivarfs
+		"efivarfs",
 	}
 }
 
@@ -54,7 +56,8 @@ type Config struct {
 type Result struct {
 	Image        []byte   // the gzip'd cpio
 	Modules      []string // module files put in, base names
-	Missing      []string // asked-for modules the tree lacks (built in, or not built)
+	Builtin      []string // asked-for modules built into the kernel (modules.builtin)
+	Missing      []string // asked-for modules neither in the tree nor built in
 	Uncompressed int
 }
 
@@ -91,7 +94,14 @@ func Build(cfg Config) (Result, error) {
 		if err != nil {
 			return res, err
 		}
-		res.Missing = missing
+		builtin := builtinModules(cfg.ModulesDir)
+		for _, m := range missing {
+			if builtin[m] {
+				res.Builtin = append(res.Builtin, m)
+			} else {
+				res.Missing = append(res.Missing, m)
+			}
+		}
 		for _, f := range files {
 			data, err := os.ReadFile(f)
 			if err != nil {
@@ -294,4 +304,20 @@ func modinfoDepends(path string) []string {
 		}
 	}
 	return nil
+}
+
+// builtinModules reads the tree's modules.builtin (paths of the modules
+// compiled into the kernel), by module name; empty without one.
+func builtinModules(dir string) map[string]bool {
+	out := map[string]bool{}
+	data, err := os.ReadFile(filepath.Join(dir, "modules.builtin"))
+	if err != nil {
+		return out
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if n, ok := moduleName(strings.TrimSpace(l)); ok {
+			out[n] = true
+		}
+	}
+	return out
 }

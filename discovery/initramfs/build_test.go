@@ -119,8 +119,9 @@ func TestBuild(t *testing.T) {
 		"kernel/drivers/net/net_failover.ko":    "failover",
 		"kernel/drivers/block/virtio_blk.ko.xz": "blk",
 		"kernel/sound/snd.ko":                   "sound",
+		"modules.builtin":                       "kernel/drivers/net/ethernet/intel/e1000/e1000.ko\nkernel/fs/ext4/ext4.ko\n",
 	})
-	res, err := Build(Config{Binary: bin, ModulesDir: mods, Modules: []string{"virtio_pci", "virtio-net", "virtio_blk", "e1000"}})
+	res, err := Build(Config{Binary: bin, ModulesDir: mods, Modules: []string{"virtio_pci", "virtio-net", "virtio_blk", "e1000", "nvme"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +129,10 @@ func TestBuild(t *testing.T) {
 	if d := cmp.Diff(wantMods, res.Modules); d != "" {
 		t.Errorf("modules, dependencies first (-want +got):\n%s", d)
 	}
-	if d := cmp.Diff([]string{"e1000"}, res.Missing); d != "" {
+	if d := cmp.Diff([]string{"e1000"}, res.Builtin); d != "" {
+		t.Errorf("built in (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{"nvme"}, res.Missing); d != "" {
 		t.Errorf("missing (-want +got):\n%s", d)
 	}
 	zr, err := gzip.NewReader(bytes.NewReader(res.Image))
@@ -160,7 +164,7 @@ func TestBuild(t *testing.T) {
 		t.Error("a module nobody asked for is in")
 	}
 	// Reproducible: the same input, the same bytes.
-	again, err := Build(Config{Binary: bin, ModulesDir: mods, Modules: []string{"virtio_pci", "virtio-net", "virtio_blk", "e1000"}})
+	again, err := Build(Config{Binary: bin, ModulesDir: mods, Modules: []string{"virtio_pci", "virtio-net", "virtio_blk", "e1000", "nvme"}})
 	if err != nil || !bytes.Equal(again.Image, res.Image) {
 		t.Errorf("second build differs (err %v)", err)
 	}

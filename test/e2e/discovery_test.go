@@ -15,14 +15,18 @@ import (
 	"github.com/fleetboot/fleetboot/proto"
 )
 
-// TestFleetbootDiscovery is the Razor flow (issue 15) as far as this branch
-// goes: `fleetboot discovery build` makes the discovery initramfs from the
-// test kernel and points the site's unknown machines at it; an unknown VM
-// (2 NICs, a disk, 1 GiB) network-boots it, `fleetboot discover` as its
-// init loads the virtio modules, takes an address by DHCP, collects its
-// facts and posts them to the edge with its boot's token, which forwards
-// them to the coordinator; an admin assigns the MAC an image, the edge's
-// "what next?" says reboot, and the VM reboots into the image (the marker).
+// TestFleetbootDiscovery is the Razor flow of issue 15 as far as this
+// branch goes: `fleetboot discovery build` makes the discovery initramfs
+// from the test kernel's module tree and points the site's unknown machines
+// at it. Two unknown VMs boot it at once: a BIOS one with 2 NICs, a disk and
+// 1 GiB, and a UEFI one. `fleetboot discover`, their init, loads the virtio
+// modules, takes an address by DHCP, collects the facts (checked on the
+// console) and posts them to the edge with its boot's token; the edge takes
+// them (callback.facts at the coordinator). An admin assigns the first an
+// installer image with --once: the edge's "what next?" says reboot, the VM
+// reboots into the image (marker), which reports done; its next power-on
+// boots from its disk through the edge's local script. The second, never
+// assigned, is still in discovery at the end.
 func TestFleetbootDiscovery(t *testing.T) {
 	e := startFleetboot(t, fbOptions{dhcpMode: "full", images: []string{"img-a"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -55,6 +59,9 @@ func TestFleetbootDiscovery(t *testing.T) {
 	}
 	vm := e.net.StartVM(t, e.dir, VMConfig{Firmware: BIOS, MemoryMB: 1024, ExtraNICs: 1, Disk: disk, Reboot: true})
 	mac := vm.Config.MAC
+	// A second unknown machine, UEFI, that nobody assigns: it reports
+	// and stays in discovery.
+	idle := e.net.StartVM(t, e.dir, VMConfig{Firmware: UEFI, MemoryMB: 512, Reboot: true})
 
 	// The discovery system on the console: what it collected.
 	line, err := vm.WaitConsole(bootLimit, regexp.MustCompile(`msg="facts collected"`))
@@ -63,8 +70,8 @@ func TestFleetbootDiscovery(t *testing.T) {
 	}
 	collected := time.Since(vm.Started)
 	t.Logf("console: %s", line)
-	for _, want := range []string{"firmware=bios", "nics=2", "disks=1", "vendor=QEMU", "memory_gib=1 "} {
-		if !strings.Contains(line+" ", want) {
+	for _, want := range []string{"firmware=bios", "nics=2", "disks=1", "vendor=QEMU", "memory_gib=1"} {
+		if !strings.Contains(line+" ", want+" ") {
 			t.Errorf("facts line lacks %q: %s", want, line)
 		}
 	}
@@ -73,6 +80,18 @@ func TestFleetbootDiscovery(t *testing.T) {
 	factsAt := e.waitFactsEvent(t, mac)
 	t.Logf("TIMING discovery %s: power-on to facts collected %.1fs, to facts at the coordinator %.1fs",
 		mac, collected.Seconds(), factsAt.Sub(vm.Started).Seconds())
+
+	line, err = idle.WaitConsole(bootLimit, regexp.MustCompile(`msg="facts collected"`))
+	if err != nil {
+		t.Fatalf("UEFI discovery system never collected facts: %v\nconsole:\n%s", err, idle.Console())
+	}
+	t.Logf("console (UEFI): %s", line)
+	for _, want := range []string{"firmware=uefi", "secure_boot=false", "nics=1", "disks=0", "vendor=QEMU"} {
+		if !strings.Contains(line+" ", want+" ") {
+			t.Errorf("UEFI facts line lacks %q: %s", want, line)
+		}
+	}
+	e.waitFactsEvent(t, idle.Config.MAC)
 
 	// The admin assigns it an installer image, once: the discovery system
 	// reboots into it.
@@ -112,6 +131,15 @@ func TestFleetbootDiscovery(t *testing.T) {
 		t.Fatalf("next power-on did not boot from the disk: %v\nconsole:\n%s", err, vm2.Console())
 	}
 	t.Logf("TIMING discovery %s: power-on to booted from disk %.1fs", mac, time.Since(vm2.Started).Seconds())
+	// The unassigned machine is still in discovery, asking.
+	if strings.Contains(idle.Console(), `msg="assigned: rebooting"`) {
+		t.Errorf("the unassigned machine rebooted:\n%s", idle.Console())
+	}
+	select {
+	case <-idle.proc.Exited():
+		t.Errorf("the unassigned machine's QEMU exited:\n%s", idle.Console())
+	default:
+	}
 	// Through the edge, which sent it to its disk; not by the firmware
 	// passing the network by.
 	if !slices.ContainsFunc(e.edgeLines(mac), regexp.MustCompile(`msg=script .*decision=local`).MatchString) {

@@ -149,8 +149,11 @@ discover, --discovery-image). --no-register only builds.`,
 				fmt.Fprintln(a.stdout, "modules: none (no --modules and no /lib/modules for this kernel): its NIC and disk drivers must be built in")
 			default:
 				fmt.Fprintf(a.stdout, "modules from %s: %d (%s)\n", modules, len(res.Modules), strings.Join(res.Modules, " "))
+				if len(res.Builtin) > 0 {
+					fmt.Fprintf(a.stdout, "built into the kernel: %s\n", strings.Join(res.Builtin, " "))
+				}
 				if len(res.Missing) > 0 {
-					fmt.Fprintf(a.stdout, "not found (built in, or not built for this kernel): %s\n", strings.Join(res.Missing, " "))
+					fmt.Fprintf(a.stdout, "not found (not built for this kernel, or built in with no modules.builtin to say so): %s\n", strings.Join(res.Missing, " "))
 				}
 			}
 			if noRegister {
