@@ -80,6 +80,10 @@ func ParseCmdline(cmdline string) (Boot, error) {
 	return b, nil
 }
 
+// maxSkip bounds the questions between two tries of a refused report: a
+// minute at the default 5 s.
+const maxSkip = 11
+
 // Config wires the loop.
 type Config struct {
 	Boot   Boot
@@ -92,7 +96,8 @@ type Config struct {
 
 // Run reports the facts until the edge takes them, asking "what next?"
 // every Config.Every meanwhile, and calls Reboot when the answer is
-// NextReboot. It returns Reboot's error, or the context's.
+// NextReboot. It returns Reboot's error, or the context's. A refused report
+// is tried again after more and more questions (see maxSkip).
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Timeout: 10 * time.Second}
@@ -106,6 +111,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log = log.With("mac", cfg.Boot.MAC, "edge", cfg.Boot.Edge)
 	reported, described := false, false
+	skip, backoff := 0, 1
 	facts := cfg.Facts
 	cfg.Facts = func() (proto.Facts, error) {
 		f, err := facts()
@@ -122,9 +128,16 @@ func Run(ctx context.Context, cfg Config) error {
 		// Reporting is retried until it works; asking goes on meanwhile,
 		// because an admin may assign the machine by its MAC alone while
 		// the coordinator is unreachable for the facts.
-		if !reported {
+		switch {
+		case reported:
+		case skip > 0:
+			skip--
+		default:
 			if err := report(ctx, cfg); err != nil {
-				log.Warn("facts not taken yet", "err", err)
+				// Every refusal is an event at the edge: further tries
+				// come after 1, 2, 4 … up to maxSkip questions.
+				skip, backoff = backoff, min(2*backoff, maxSkip)
+				log.Warn("facts not taken yet", "err", err, "next_try_in", time.Duration(skip+1)*cfg.Every)
 			} else {
 				reported = true
 				log.Info("facts reported")

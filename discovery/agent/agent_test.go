@@ -96,7 +96,7 @@ func (f *fakeEdge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func TestRun(t *testing.T) {
-	edge := &fakeEdge{refuseFacts: 2, waits: 3}
+	edge := &fakeEdge{refuseFacts: 2, waits: 10}
 	srv := httptest.NewServer(edge)
 	defer srv.Close()
 	rebooted := 0
@@ -125,8 +125,22 @@ func TestRun(t *testing.T) {
 	if err := json.Unmarshal(edge.facts[0], &f); err != nil || f.CPUs != 2 {
 		t.Errorf("facts body %s: %v", edge.facts[0], err)
 	}
-	if edge.asked != 4 {
-		t.Errorf("asked %d times, want 4 (3 waits, then reboot)", edge.asked)
+	if edge.asked != 11 {
+		t.Errorf("asked %d times, want 11 (10 waits, then reboot)", edge.asked)
+	}
+	// Refused reports back off: tried at questions 1, 3 (after skipping
+	// one) and 6 (after skipping two), where it is taken.
+	var reports []int
+	asked := 0
+	for _, q := range edge.queries {
+		if strings.HasPrefix(q, "GET ") {
+			asked++
+		} else {
+			reports = append(reports, asked+1)
+		}
+	}
+	if d := cmp.Diff([]int{1, 3, 6}, reports); d != "" {
+		t.Errorf("reports before question n (-want +got):\n%s", d)
 	}
 	// The token is escaped in the query: base64 padding and + survive.
 	if want := "POST /api/v1/facts?mac=52%3A54%3A00%3Aaa%3A00%3A01&token=tok%2B%2F%3D"; edge.queries[0] != want {
