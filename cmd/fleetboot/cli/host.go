@@ -13,7 +13,7 @@ import (
 
 func (a *app) hostCmd() *cobra.Command {
 	cmd := group(&cobra.Command{Use: "host", Short: "Manage machines: which image each MAC boots"})
-	cmd.AddCommand(a.hostSetCmd(), a.hostLsCmd(), a.hostShowCmd(), a.hostRmCmd(), a.hostTimelineCmd())
+	cmd.AddCommand(a.hostSetCmd(), a.hostLsCmd(), a.hostShowCmd(), a.hostRmCmd(), a.hostTimelineCmd(), a.hostLabelCmd(), a.hostUnlabelCmd())
 	return cmd
 }
 
@@ -176,7 +176,99 @@ func (a *app) printHosts(out string, hosts []proto.Host) error {
 		if h.Once {
 			state += " (once)"
 		}
-		rows = append(rows, []string{h.MAC, h.Site, h.Image, state, h.IP, h.Hostname, strings.Join(vars, " "), strings.Join(h.ExtraMACs, ",")})
+		rows = append(rows, []string{h.MAC, h.Site, h.Image, state, h.IP, h.Hostname, joinMap(h.Labels), strings.Join(vars, " "), strings.Join(h.ExtraMACs, ",")})
 	}
-	return table(a.stdout, []string{"MAC", "SITE", "IMAGE", "STATE", "IP", "HOSTNAME", "VARS", "EXTRA MACS"}, rows)
+	return table(a.stdout, []string{"MAC", "SITE", "IMAGE", "STATE", "IP", "HOSTNAME", "LABELS", "VARS", "EXTRA MACS"}, rows)
+}
+
+// joinMap prints k=v pairs in key order, comma-separated (as --labels takes them).
+func joinMap(m map[string]string) string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, k+"="+m[k])
+	}
+	return strings.Join(out, ",")
+}
+
+func (a *app) hostLabelCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "label MAC KEY=VALUE...",
+		Short: "Set labels on a host",
+		Long: `Set or replace labels of a host. Selectors read them as labels.KEY (policy add
+--match, host set --selector). A key is letters, digits, '.', '_', '-' or '/';
+a value is one word of letters, digits, '.', '_' or '-'.`,
+		Example: `  fleetboot host label 52:54:00:12:34:56 rack=r12 role=web`,
+		Args:    minArgs(2, "MAC KEY=VALUE..."),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			mac, err := macArg(out, args)
+			if err != nil {
+				return err
+			}
+			labels, err := parseLabels(args[1:])
+			if err != nil {
+				return err
+			}
+			h, err := request[proto.Host](cmd.Context(), a, proto.APIHostSet, proto.HostSetRequest{V: proto.Version, MAC: mac, Labels: labels})
+			if err != nil {
+				return err
+			}
+			return a.printHosts(out, []proto.Host{h})
+		},
+	}
+	outputFlag(cmd, &out)
+	return cmd
+}
+
+func (a *app) hostUnlabelCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:     "unlabel MAC KEY...",
+		Short:   "Remove labels from a host",
+		Example: `  fleetboot host unlabel 52:54:00:12:34:56 role`,
+		Args:    minArgs(2, "MAC KEY..."),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			mac, err := macArg(out, args)
+			if err != nil {
+				return err
+			}
+			for _, k := range args[1:] {
+				if strings.Contains(k, "=") {
+					return fmt.Errorf("unlabel takes label keys, not %q (host label sets values)", k)
+				}
+			}
+			h, err := request[proto.Host](cmd.Context(), a, proto.APIHostSet, proto.HostSetRequest{V: proto.Version, MAC: mac, UnsetLabels: args[1:]})
+			if err != nil {
+				return err
+			}
+			return a.printHosts(out, []proto.Host{h})
+		},
+	}
+	outputFlag(cmd, &out)
+	return cmd
+}
+
+// parseLabels reads KEY=VALUE words (each may hold several, comma-separated)
+// and checks them as the coordinator will.
+func parseLabels(words []string) (map[string]string, error) {
+	labels := map[string]string{}
+	for _, w := range words {
+		for _, kv := range strings.Split(w, ",") {
+			if kv == "" {
+				continue
+			}
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				return nil, fmt.Errorf("invalid label %q: want KEY=VALUE", kv)
+			}
+			if err := proto.ValidLabel(k, v); err != nil {
+				return nil, err
+			}
+			labels[k] = v
+		}
+	}
+	if len(labels) == 0 {
+		return nil, nil
+	}
+	return labels, nil
 }
