@@ -71,6 +71,22 @@ func siteAdminTable() []siteAdminRow {
 		{proto.APIHostDone, siteOwnHost},
 		{proto.APIHostFacts, siteOwnHost},
 		{proto.APIEdgeList, siteFiltered},
+		// Discovered machines: the API narrows the listing to her site
+		// (with their facts). Facts and policy verdicts of hosts: hers only.
+		{proto.APIDiscoveredList, siteHostList},
+		{proto.APIFactsGet, siteOwnHost},
+		{proto.APIPolicyExplain, siteOwnHost},
+		// Policies and templates are fleet-wide (a policy may span sites):
+		// readable, changed by admins only.
+		{proto.APIPolicyAdd, siteRefused},
+		{proto.APIPolicyList, siteGlobalRead},
+		{proto.APIPolicyGet, siteGlobalRead},
+		{proto.APIPolicyRm, siteRefused},
+		{proto.APIPolicyEnable, siteRefused},
+		{proto.APITemplateAdd, siteRefused},
+		{proto.APITemplateList, siteGlobalRead},
+		{proto.APITemplateGet, siteGlobalRead},
+		{proto.APITemplateRm, siteRefused},
 		// The artifact store's URL (without credentials), as every edge sees it.
 		{proto.APIStoreInfo, siteGlobalRead},
 		// Identities are an admin's: a site admin enrolling an edge of her

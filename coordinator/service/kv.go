@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -95,4 +96,66 @@ func (s *Service) read(ctx context.Context, bucket, key string) (entry, error) {
 		return entry{}, fmt.Errorf("coordinator: %w", err)
 	}
 	return entry{value: e.Value, rev: e.Revision, created: e.Created}, nil
+}
+
+// scan calls fn with every current value of a bucket under filter, read
+// through one ordered consumer (a KV watch): one stream of messages instead
+// of a request per key, for listings of thousands. On a replicated bucket it
+// may lag a write just acknowledged elsewhere, so whatever a caller writes
+// from it goes with compare-and-set at the revision fn was given.
+func scan[T any](ctx context.Context, s *Service, bucket, filter string, fn func(key string, rev uint64, v T) error) error {
+	w, err := s.kv[bucket].Watch(ctx, filter, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("coordinator: scan %s: %w", bucket, err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return fmt.Errorf("coordinator: scan %s: watch closed", bucket)
+			}
+			if e == nil {
+				return nil // the initial values are all delivered
+			}
+			var v T
+			if err := json.Unmarshal(e.Value(), &v); err != nil {
+				return fmt.Errorf("coordinator: decode %s/%s: %w", bucket, e.Key(), err)
+			}
+			if err := fn(e.Key(), e.Revision(), v); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("coordinator: scan %s: %w", bucket, ctx.Err())
+		}
+	}
+}
+
+// readParallel is how many leader reads readMany keeps in flight.
+const readParallel = 64
+
+// readMany reads many keys from the stream leader at once (see read),
+// keeping readParallel requests in flight: a bulk change checks thousands of
+// index entries, and one at a time each waits a round trip. A missing key
+// has err ErrNotFound.
+func (s *Service) readMany(ctx context.Context, bucket string, keys []string) ([]entry, []error) {
+	vals := make([]entry, len(keys))
+	errs := make([]error, len(keys))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(readParallel, len(keys)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				vals[i], errs[i] = s.read(ctx, bucket, keys[i])
+			}
+		}()
+	}
+	for i := range keys {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return vals, errs
 }

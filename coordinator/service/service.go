@@ -64,8 +64,13 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		cfg.Replicas = 1
 	}
 	s := &Service{kv: map[string]jetstream.KeyValue{}, js: cfg.JS, nc: cfg.JS.Conn(), check: cfg.Checker, log: cfg.Logger, now: cfg.Now}
-	for _, b := range []string{proto.BucketSites, proto.BucketImages, proto.BucketHosts, proto.BucketMACs, bucketIPs, proto.BucketEdges, bucketFacts, bucketImageLocks, proto.BucketLoaders, bucketLoaderLocks} {
-		kv, err := cfg.JS.CreateOrUpdateKeyValue(ctx, proto.BucketConfig(b, cfg.Replicas))
+	for _, b := range []string{proto.BucketSites, proto.BucketImages, proto.BucketHosts, proto.BucketMACs, bucketIPs, proto.BucketEdges, bucketFacts, bucketImageLocks, proto.BucketLoaders, bucketLoaderLocks,
+		bucketDiscovered, bucketPolicies, bucketPolicyClaims, proto.BucketTemplates, bucketTemplateLocks} {
+		kc := proto.BucketConfig(b, cfg.Replicas)
+		if b == bucketDiscovered {
+			kc = discoveredConfig(cfg.Replicas)
+		}
+		kv, err := cfg.JS.CreateOrUpdateKeyValue(ctx, kc)
 		if err != nil {
 			return nil, fmt.Errorf("coordinator: create KV bucket %s: %w", b, err)
 		}

@@ -150,6 +150,8 @@ Every flag can also be set with a FLEETBOOT_<FLAG> environment variable
 		a.imageCmd(),
 		a.loaderCmd(),
 		a.hostCmd(),
+		a.policyCmd(),
+		a.templateCmd(),
 		a.edgeCmd(),
 		a.pkiCmd(),
 		a.natsCmd(),
