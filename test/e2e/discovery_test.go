@@ -2,12 +2,12 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,18 +15,19 @@ import (
 	"github.com/fleetboot/fleetboot/proto"
 )
 
-// TestFleetbootDiscovery is the Razor flow of issue 15 as far as this
-// branch goes: `fleetboot discovery build` makes the discovery initramfs
-// from the test kernel's module tree and points the site's unknown machines
-// at it. Two unknown VMs boot it at once: a BIOS one with 2 NICs, a disk and
-// 1 GiB, and a UEFI one. `fleetboot discover`, their init, loads the virtio
-// modules, takes an address by DHCP, collects the facts (checked on the
-// console) and posts them to the edge with its boot's token; the edge takes
-// them (callback.facts at the coordinator). An admin assigns the first an
-// installer image with --once: the edge's "what next?" says reboot, the VM
-// reboots into the image (marker), which reports done; its next power-on
-// boots from its disk through the edge's local script. The second, never
-// assigned, is still in discovery at the end.
+// TestFleetbootDiscovery is the Razor flow of issue 15: `fleetboot
+// discovery build` makes the discovery initramfs from the test kernel's
+// module tree and points the site's unknown machines at it. Two unknown VMs
+// boot it at once: a BIOS one with 2 NICs, a 2 GiB disk and 1 GiB of
+// memory, and a UEFI one with 1 NIC and no disk. `fleetboot discover`,
+// their init, loads the virtio modules, takes an address by DHCP, collects
+// the facts and posts them to the edge with its boot's token; the edge
+// forwards them and both machines wait, discovered, with their facts in
+// `host show --facts`. A policy matching the first (2 NICs, a disk, vendor
+// QEMU) claims it: the edge's "what next?" says reboot, the VM reboots into
+// the policy's image (marker), which reports done with its token; its next
+// power-on boots from its disk through the edge's local script. The second,
+// which no policy matches, is still discovered and in discovery at the end.
 func TestFleetbootDiscovery(t *testing.T) {
 	e := startFleetboot(t, fbOptions{dhcpMode: "full", images: []string{"img-a"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -39,7 +40,7 @@ func TestFleetbootDiscovery(t *testing.T) {
 	built := e.cli(t, "discovery", "build", "--kernel", e.assets.Kernel, "--modules", mods, "--out", out,
 		"--site", site, "--cmdline", "console=ttyS0 panic=-1")
 	t.Logf("discovery build:\n%s", built)
-	for _, want := range []string{"virtio_net.ko", "virtio_blk.ko", "virtio_pci.ko", "registered image discovery", "site lab: unknown machines now boot discovery"} {
+	for _, want := range []string{"virtio_net.ko", "virtio_blk.ko", "virtio_pci.ko", "efivarfs.ko", "registered image discovery", "site lab: unknown machines now boot discovery"} {
 		if !strings.Contains(built, want) {
 			t.Errorf("discovery build output lacks %q", want)
 		}
@@ -49,8 +50,11 @@ func TestFleetbootDiscovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("SIZE discovery initramfs %d bytes (%.1f MiB); test marker initramfs %d bytes", img.Size(), float64(img.Size())/(1<<20), fileSize(t, e.assets.Initrd))
+	// The installer image a policy will assign: it reports done.
+	e.cli(t, "image", "add", "img-install", "--kernel", e.assets.Kernel, "--initrd", e.assets.Initrd,
+		"--cmdline", "console=ttyS0 panic=-1 fleetboot.mac={{mac}} fleetboot.image=img-install fleetboot.done={{callback}}")
 
-	// The edge must have the site's new discovery image before the VM asks.
+	// The edge must have the site's new discovery image before the VMs ask.
 	e.waitScript(t, "52:54:00:00:00:01", "/artifacts/discovery/")
 
 	disk := filepath.Join(e.dir, "disk.img")
@@ -59,46 +63,41 @@ func TestFleetbootDiscovery(t *testing.T) {
 	}
 	vm := e.net.StartVM(t, e.dir, VMConfig{Firmware: BIOS, MemoryMB: 1024, ExtraNICs: 1, Disk: disk, Reboot: true})
 	mac := vm.Config.MAC
-	// A second unknown machine, UEFI, that nobody assigns: it reports
-	// and stays in discovery.
 	idle := e.net.StartVM(t, e.dir, VMConfig{Firmware: UEFI, MemoryMB: 512, Reboot: true})
 
-	// The discovery system on the console: what it collected.
+	// The discovery system says on the console what it collected.
 	line, err := vm.WaitConsole(bootLimit, regexp.MustCompile(`msg="facts collected"`))
 	if err != nil {
 		t.Fatalf("discovery system never collected facts: %v\nconsole:\n%s", err, vm.Console())
 	}
-	collected := time.Since(vm.Started)
+	collected := time.Now()
 	t.Logf("console: %s", line)
-	for _, want := range []string{"firmware=bios", "nics=2", "disks=1", "vendor=QEMU", "memory_gib=1"} {
-		if !strings.Contains(line+" ", want+" ") {
-			t.Errorf("facts line lacks %q: %s", want, line)
-		}
-	}
-	// The edge took them from the discovery boot (token, lease) and
-	// forwarded them: the callback.facts event reaches the coordinator.
-	factsAt := e.waitFactsEvent(t, mac)
+
+	// The facts at the coordinator: the machine waits, discovered.
+	f := e.waitDiscovered(t, mac)
 	t.Logf("TIMING discovery %s: power-on to facts collected %.1fs, to facts at the coordinator %.1fs",
-		mac, collected.Seconds(), factsAt.Sub(vm.Started).Seconds())
-
-	line, err = idle.WaitConsole(bootLimit, regexp.MustCompile(`msg="facts collected"`))
-	if err != nil {
-		t.Fatalf("UEFI discovery system never collected facts: %v\nconsole:\n%s", err, idle.Console())
+		mac, collected.Sub(vm.Started).Seconds(), f.at.Sub(vm.Started).Seconds())
+	if len(f.facts.NICs) != 2 || !slices.ContainsFunc(f.facts.NICs, func(n proto.NICFacts) bool { return n.MAC == mac && n.Link && n.Driver == "virtio_net" }) ||
+		f.facts.BootMAC != mac || f.facts.Firmware != "bios" || f.facts.MemoryGiB != 1 || f.facts.CPUs != 1 || f.facts.DMI.Vendor != "QEMU" ||
+		len(f.facts.Disks) != 1 || f.facts.Disks[0].Name != "vda" || f.facts.Disks[0].SizeGiB != 2 || f.facts.Kernel != e.assets.KernelVersion {
+		t.Errorf("facts at the coordinator: %+v", f.facts)
 	}
-	t.Logf("console (UEFI): %s", line)
-	for _, want := range []string{"firmware=uefi", "secure_boot=false", "nics=1", "disks=0", "vendor=QEMU"} {
-		if !strings.Contains(line+" ", want+" ") {
-			t.Errorf("UEFI facts line lacks %q: %s", want, line)
-		}
+	g := e.waitDiscovered(t, idle.Config.MAC)
+	if len(g.facts.NICs) != 1 || len(g.facts.Disks) != 0 || g.facts.Firmware != "uefi" || g.facts.SecureBoot || g.facts.DMI.Vendor != "QEMU" {
+		t.Errorf("facts of the UEFI machine at the coordinator: %+v", g.facts)
 	}
-	e.waitFactsEvent(t, idle.Config.MAC)
+	if got := e.discoveredMACs(t); !slices.Contains(got, mac) || !slices.Contains(got, idle.Config.MAC) {
+		t.Errorf("host ls --state discovered: %v, want both machines", got)
+	}
 
-	// The admin assigns it an installer image, once: the discovery system
-	// reboots into it.
-	e.cli(t, "image", "add", "img-install", "--kernel", e.assets.Kernel, "--initrd", e.assets.Initrd,
-		"--cmdline", "console=ttyS0 panic=-1 fleetboot.mac={{mac}} fleetboot.image=img-install fleetboot.done={{callback}}")
-	assigned := time.Now()
-	e.setHost(t, mac, "--site", site, "--image", "img-install", "--once")
+	// A policy matching the first machine's facts claims it; the
+	// discovery system reboots into the policy's image.
+	claimed := time.Now()
+	added := e.cli(t, "policy", "add", "qemu-install", "--match", "facts.dmi.vendor=QEMU,facts.nics>=2,facts.disks[0].size_gib>=2",
+		"--image", "img-install", "--site", site)
+	if !strings.Contains(added, mac) || strings.Contains(added, idle.Config.MAC) {
+		t.Errorf("policy add claimed the wrong machines:\n%s", added)
+	}
 	m, err := vm.WaitMarker(bootLimit)
 	if err != nil {
 		t.Fatalf("%v\nconsole:\n%s", err, vm.Console())
@@ -109,10 +108,10 @@ func TestFleetbootDiscovery(t *testing.T) {
 	if !strings.Contains(vm.Console(), `msg="assigned: rebooting"`) {
 		t.Error("console has no reboot by the discovery system")
 	}
-	t.Logf("TIMING discovery %s: host set to rebooted into img-install (marker) %.1fs; power-on to marker %.1fs",
-		mac, time.Since(assigned).Seconds(), m.Elapsed.Seconds())
+	t.Logf("TIMING discovery %s: policy add to rebooted into img-install (marker) %.1fs; power-on to marker %.1fs",
+		mac, time.Since(claimed).Seconds(), m.Elapsed.Seconds())
 
-	// The "installer" reports done with its token; --once turns the host
+	// The "installer" reports done with its token; the claimed host turns
 	// to local boot.
 	if line, err := vm.WaitConsole(bootLimit, regexp.MustCompile(`FLEETBOOT-DONE \S+`)); err != nil || !strings.Contains(line, "FLEETBOOT-DONE ok") {
 		t.Fatalf("done callback: %q, %v", line, err)
@@ -131,15 +130,6 @@ func TestFleetbootDiscovery(t *testing.T) {
 		t.Fatalf("next power-on did not boot from the disk: %v\nconsole:\n%s", err, vm2.Console())
 	}
 	t.Logf("TIMING discovery %s: power-on to booted from disk %.1fs", mac, time.Since(vm2.Started).Seconds())
-	// The unassigned machine is still in discovery, asking.
-	if strings.Contains(idle.Console(), `msg="assigned: rebooting"`) {
-		t.Errorf("the unassigned machine rebooted:\n%s", idle.Console())
-	}
-	select {
-	case <-idle.proc.Exited():
-		t.Errorf("the unassigned machine's QEMU exited:\n%s", idle.Console())
-	default:
-	}
 	// Through the edge, which sent it to its disk; not by the firmware
 	// passing the network by.
 	if !slices.ContainsFunc(e.edgeLines(mac), regexp.MustCompile(`msg=script .*decision=local`).MatchString) {
@@ -147,6 +137,83 @@ func TestFleetbootDiscovery(t *testing.T) {
 	}
 	if !strings.Contains(vm2.Console(), "fleetboot: booting from local disk") {
 		t.Errorf("console shows no local boot script:\n%s", vm2.Console())
+	}
+
+	// The machine no policy matches still waits, discovered, asking.
+	if got := e.discoveredMACs(t); slices.Contains(got, mac) || !slices.Contains(got, idle.Config.MAC) {
+		t.Errorf("host ls --state discovered: %v, want only %s", got, idle.Config.MAC)
+	}
+	if strings.Contains(idle.Console(), `msg="assigned: rebooting"`) {
+		t.Errorf("the unmatched machine rebooted:\n%s", idle.Console())
+	}
+	select {
+	case <-idle.proc.Exited():
+		t.Errorf("the unmatched machine's QEMU exited:\n%s", idle.Console())
+	default:
+	}
+}
+
+// discoveredFacts is a machine's facts as the coordinator has them.
+type discoveredFacts struct {
+	facts proto.Facts
+	at    time.Time // the coordinator's first report
+}
+
+// waitDiscovered waits until `host show MAC --facts` has the machine
+// discovered with its facts.
+func (e *fbEnv) waitDiscovered(t *testing.T, mac string) discoveredFacts {
+	t.Helper()
+	deadline := time.Now().Add(bootLimit)
+	for {
+		out, err := e.command("host", "show", mac, "--facts", "-o", "json").Output()
+		var fr proto.FactsReply
+		if err == nil && json.Unmarshal(out, &fr) == nil && fr.State == proto.StateDiscovered && fr.Discovered != nil && len(fr.Facts) > 0 {
+			var d discoveredFacts
+			if err := json.Unmarshal(fr.Facts, &d.facts); err != nil {
+				t.Fatalf("facts of %s: %v: %s", mac, err, fr.Facts)
+			}
+			d.at = fr.Discovered.First
+			return d
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never discovered at the coordinator: %v %s", mac, err, out)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// discoveredMACs lists `host ls --state discovered`.
+func (e *fbEnv) discoveredMACs(t *testing.T) []string {
+	t.Helper()
+	var ds []proto.Discovered
+	if err := json.Unmarshal([]byte(e.cli(t, "host", "ls", "--state", "discovered", "-o", "json")), &ds); err != nil {
+		t.Fatal(err)
+	}
+	var macs []string
+	for _, d := range ds {
+		macs = append(macs, d.MAC)
+	}
+	return macs
+}
+
+// waitScript waits until the edge renders mac's script with want in it.
+func (e *fbEnv) waitScript(t *testing.T, mac, want string) {
+	t.Helper()
+	client := e.srv.HTTPClient(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := client.Get("http://" + edgeHTTP + "/boot.ipxe?mac=" + mac + "&arch=x86_64&platform=" + probePlatform)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(b), want) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("edge script for %s never had %q", mac, want)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
@@ -178,50 +245,6 @@ func writeBootSector(path, msg string) error {
 	defer f.Close()
 	_, err = f.WriteAt(sector, 0)
 	return err
-}
-
-// waitScript waits until the edge renders mac's script with want in it.
-func (e *fbEnv) waitScript(t *testing.T, mac, want string) {
-	t.Helper()
-	client := e.srv.HTTPClient(5 * time.Second)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := client.Get("http://" + edgeHTTP + "/boot.ipxe?mac=" + mac + "&arch=x86_64&platform=" + probePlatform)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if strings.Contains(string(b), want) {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("edge script for %s never had %q", mac, want)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// waitFactsEvent waits for the coordinator's record of the edge taking
-// mac's facts and returns when the edge took them.
-func (e *fbEnv) waitFactsEvent(t *testing.T, mac string) time.Time {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		events, err := e.events(mac)
-		for _, ev := range events {
-			if ev.Kind == proto.EventCallbackFacts {
-				if n, _ := strconv.Atoi(ev.Detail["bytes"]); n == 0 {
-					t.Errorf("facts event without a body: %+v", ev)
-				}
-				t.Logf("facts event: %+v", ev)
-				return ev.Time
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s event for %s (err %v); events: %v", proto.EventCallbackFacts, mac, err, kindsOf(events))
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
 }
 
 func createFile(t *testing.T, path string) string {
