@@ -67,9 +67,11 @@ func initRun(ctx context.Context, log *slog.Logger) error {
 	if err := setUp("lo"); err != nil {
 		log.Warn("link up", "iface", "lo", "err", err)
 	}
-	if err := dhcp(ctx, iface, log); err != nil {
+	lease, err := dhcp(ctx, iface, log)
+	if err != nil {
 		return err
 	}
+	go keepLease(ctx, iface, lease, log)
 	return Run(ctx, Config{
 		Boot:   boot,
 		Facts:  func() (proto.Facts, error) { return facts.Collect("/", boot.MAC) },
@@ -212,42 +214,89 @@ func setUp(name string) error {
 
 // dhcp gets an address for iface and configures it with its default
 // route. Tries are bounded; the caller reboots after the last.
-func dhcp(ctx context.Context, iface string, log *slog.Logger) error {
+func dhcp(ctx context.Context, iface string, log *slog.Logger) (*nclient4.Lease, error) {
 	var lastErr error
 	for try := 1; try <= 10; try++ {
 		lease, err := dhcpOnce(ctx, iface)
 		if err == nil {
-			ack := lease.ACK
-			mask := ack.SubnetMask()
-			if mask == nil {
-				mask = ack.YourIPAddr.DefaultMask()
-			}
-			ones, _ := mask.Size()
-			idx, err := net.InterfaceByName(iface)
-			if err != nil {
-				return fmt.Errorf("agent: %w", err)
-			}
-			if err := addAddr(idx.Index, ack.YourIPAddr, ones); err != nil {
-				return err
-			}
-			routers := ack.Router()
-			if len(routers) > 0 {
-				if err := addDefaultRoute(idx.Index, routers[0]); err != nil {
-					log.Warn("default route", "router", routers[0], "err", err)
-				}
-			}
-			log.Info("address", "iface", iface, "ip", ack.YourIPAddr, "prefix", ones, "router", routers)
-			return nil
+			return lease, configure(iface, lease, log)
 		}
 		lastErr = err
 		log.Warn("dhcp", "iface", iface, "try", try, "err", err)
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		case <-time.After(2 * time.Second):
 		}
 	}
-	return fmt.Errorf("agent: dhcp on %s: %w", iface, lastErr)
+	return nil, fmt.Errorf("agent: dhcp on %s: %w", iface, lastErr)
+}
+
+// configure puts the lease's address and default route on iface.
+func configure(iface string, lease *nclient4.Lease, log *slog.Logger) error {
+	ack := lease.ACK
+	mask := ack.SubnetMask()
+	if mask == nil {
+		mask = ack.YourIPAddr.DefaultMask()
+	}
+	ones, _ := mask.Size()
+	idx, err := net.InterfaceByName(iface)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if err := addAddr(idx.Index, ack.YourIPAddr, ones); err != nil {
+		return err
+	}
+	routers := ack.Router()
+	if len(routers) > 0 {
+		if err := addDefaultRoute(idx.Index, routers[0]); err != nil {
+			log.Warn("default route", "router", routers[0], "err", err)
+		}
+	}
+	log.Info("address", "iface", iface, "ip", ack.YourIPAddr, "prefix", ones, "router", routers, "lease", ack.IPAddressLeaseTime(time.Hour))
+	return nil
+}
+
+// keepLease renews the lease at half its time, for as long as the machine
+// waits discovered (hours or days, until a policy matches): the edge takes
+// callbacks only from an address it leased to the machine, and would hand
+// an expired one to another. A failed renewal is tried again after a full
+// DHCP exchange; the address is reconfigured if it changed.
+func keepLease(ctx context.Context, iface string, lease *nclient4.Lease, log *slog.Logger) {
+	for {
+		wait := max(lease.ACK.IPAddressLeaseTime(time.Hour)/2, 5*time.Second)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		next, err := renew(ctx, iface, lease)
+		if err != nil {
+			log.Warn("lease not renewed; asking again", "err", err)
+			if next, err = dhcpOnce(ctx, iface); err != nil {
+				log.Warn("dhcp", "iface", iface, "err", err)
+				continue
+			}
+		}
+		if !next.ACK.YourIPAddr.Equal(lease.ACK.YourIPAddr) {
+			if err := configure(iface, next, log); err != nil {
+				log.Warn("new address", "err", err)
+			}
+		}
+		lease = next
+		log.Info("lease renewed", "ip", lease.ACK.YourIPAddr, "lease", lease.ACK.IPAddressLeaseTime(time.Hour))
+	}
+}
+
+func renew(ctx context.Context, iface string, lease *nclient4.Lease) (*nclient4.Lease, error) {
+	c, err := nclient4.New(iface, nclient4.WithTimeout(4*time.Second), nclient4.WithRetry(3))
+	if err != nil {
+		return nil, fmt.Errorf("agent: dhcp client: %w", err)
+	}
+	defer c.Close()
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return c.Renew(rctx, lease)
 }
 
 func dhcpOnce(ctx context.Context, iface string) (*nclient4.Lease, error) {

@@ -37,6 +37,10 @@ func TestFleetbootDiscovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Leases of 30 s: a machine waiting discovered outlives several, and
+	// its discovery system must renew them (the edge takes its callbacks
+	// only from an address leased to it).
+	e.cli(t, "site", "add", site, "--subnet", "10.77.0.0/24", "--range", "10.77.0.100-10.77.0.200", "--router", srvAddr, "--lease", "30s")
 	out := filepath.Join(e.dir, "discovery")
 	built := e.cli(t, "discovery", "build", "--kernel", e.assets.Kernel, "--modules", mods, "--out", out,
 		"--site", site, "--cmdline", "console=ttyS0 panic=-1")
@@ -157,6 +161,12 @@ func TestFleetbootDiscovery(t *testing.T) {
 	}
 	if strings.Contains(idle.Console(), `msg="assigned: rebooting"`) {
 		t.Errorf("the unmatched machine rebooted:\n%s", idle.Console())
+	}
+	if !strings.Contains(idle.Console(), `msg="lease renewed"`) {
+		t.Errorf("the waiting machine never renewed its lease:\n%s", idle.Console())
+	}
+	if slices.ContainsFunc(e.edgeLines(idle.Config.MAC), func(l string) bool { return strings.Contains(l, "callback refused") }) {
+		t.Errorf("the edge refused the waiting machine:\n%s", strings.Join(e.edgeLines(idle.Config.MAC), "\n"))
 	}
 	select {
 	case <-idle.proc.Exited():
