@@ -143,3 +143,65 @@ type Template struct {
 	Text    string    `json:"text"`
 	Updated time.Time `json:"updated"`
 }
+
+// ImportRow is one host of an import file (CSV or YAML), with its line.
+// Empty fields keep an existing host's value; labels and vars are set
+// (added or replaced), never removed, by an import.
+type ImportRow struct {
+	Line     int               `json:"line"`
+	MAC      string            `json:"mac"`
+	Site     string            `json:"site,omitempty"`
+	Image    string            `json:"image,omitempty"`
+	IP       string            `json:"ip,omitempty"`
+	Hostname string            `json:"hostname,omitempty"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	Vars     map[string]string `json:"vars,omitempty"`
+}
+
+// MaxImportRows bounds one host.import request; the CLI sends a file in
+// chunks of at most this many rows (and well under NATS's message size).
+const MaxImportRows = 5000
+
+// HostImportRequest is one chunk of an import. Check only validates: the
+// CLI checks every chunk first and, unless told to skip bad lines, applies
+// nothing when any line is bad.
+type HostImportRequest struct {
+	V     int         `json:"v"`
+	Check bool        `json:"check,omitempty"`
+	Rows  []ImportRow `json:"rows"`
+}
+
+// ImportProblem is a refused line and why.
+type ImportProblem struct {
+	Line   int    `json:"line"`
+	MAC    string `json:"mac,omitempty"`
+	Reason string `json:"reason"`
+}
+
+// HostImportReply counts what a chunk did (or, checked, would do).
+type HostImportReply struct {
+	V         int             `json:"v"`
+	Created   int             `json:"created"`
+	Changed   int             `json:"changed"`
+	Unchanged int             `json:"unchanged"`
+	Refused   []ImportProblem `json:"refused,omitempty"`
+}
+
+// HostBulkSetRequest changes every host a selector matches in one request
+// (host set --selector): for now their image.
+type HostBulkSetRequest struct {
+	V        int    `json:"v"`
+	Selector string `json:"selector"`
+	Site     string `json:"site,omitempty"` // only this site's hosts
+	Image    string `json:"image"`
+	DryRun   bool   `json:"dry_run,omitempty"`
+}
+
+// HostBulkSetReply says which hosts matched and what became of them.
+type HostBulkSetReply struct {
+	V         int             `json:"v"`
+	Matched   []string        `json:"matched"` // MACs, in order
+	Changed   int             `json:"changed"`
+	Unchanged int             `json:"unchanged"`
+	Refused   []ImportProblem `json:"refused,omitempty"`
+}

@@ -94,6 +94,8 @@ const (
 	APITemplateList   = "template.list"   // ListRequest -> []Template
 	APITemplateGet    = "template.get"    // NameRequest -> Template
 	APITemplateRm     = "template.rm"     // NameRequest
+	APIHostImport     = "host.import"     // HostImportRequest -> HostImportReply
+	APIHostBulkSet    = "host.bulkset"    // HostBulkSetRequest -> HostBulkSetReply
 )
 
 // BucketTemplates holds the install templates (key: name -> Template).

@@ -139,6 +139,8 @@ func Start(nc *nats.Conn, cfg Config) (micro.Service, error) {
 		{proto.APIHostFacts, handle(cfg, func(ctx context.Context, r proto.FactsRequest) (proto.MACRequest, error) {
 			return proto.MACRequest{V: proto.Version, MAC: r.MAC}, s.RecordFacts(ctx, r)
 		})},
+		{proto.APIHostImport, handle(cfg, s.ImportHosts)},
+		{proto.APIHostBulkSet, handle(cfg, s.BulkSetHosts)},
 		{proto.APIDiscoveredList, handle(cfg, func(ctx context.Context, r proto.ListRequest) ([]proto.Discovered, error) {
 			if site, ok := visibleSite(ctx); ok {
 				r.Site = site // the guard refused any other site

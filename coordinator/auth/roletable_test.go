@@ -120,6 +120,10 @@ func apiRows() []roleRow {
 		{"host.done other host", apiCall(proto.APIHostDone, macReq(otherMAC)), want{allow, guard, guard, count}},
 		{"host.facts lab host", apiCall(proto.APIHostFacts, factsReq(labMAC)), want{allow, allow, guard, allow}},
 		{"host.facts other host", apiCall(proto.APIHostFacts, factsReq(otherMAC)), want{allow, guard, guard, count}},
+		{"host.import at lab", apiCall(proto.APIHostImport, importAt(lab)), want{allow, allow, guard, perm}},
+		{"host.import at other", apiCall(proto.APIHostImport, importAt(other)), want{allow, guard, guard, perm}},
+		{"host.bulkset lab", apiCall(proto.APIHostBulkSet, bulkSetAt(lab)), want{allow, allow, guard, perm}},
+		{"host.bulkset other", apiCall(proto.APIHostBulkSet, bulkSetAt(other)), want{allow, guard, guard, perm}},
 		{"host.facts unknown MAC at lab (discovery)", apiCall(proto.APIHostFacts, discoveryReport), want{allow, guard, guard, allow}},
 		{"discovered.list all", apiCall(proto.APIDiscoveredList, listReq("")), want{allow, allow, allow, perm}},
 		{"discovered.list other", apiCall(proto.APIDiscoveredList, listReq(other)), want{allow, guard, allow, perm}},
@@ -899,6 +903,20 @@ func discoveryReport(t *testing.T, f *roleFixture) any {
 		Unknown: proto.UnknownDiscover, DiscoveryImage: seedImage}
 	mustOK(t, call(t, f.admin, proto.APISiteAdd, lab, nil))
 	return proto.FactsRequest{V: proto.Version, MAC: f.freshMAC(), Site: ownSite, Facts: json.RawMessage(`{"v":1,"cpus":2}`)}
+}
+
+// importAt is an import of one new host at site.
+func importAt(site string) func(*testing.T, *roleFixture) any {
+	return func(_ *testing.T, f *roleFixture) any {
+		return proto.HostImportRequest{V: proto.Version, Rows: []proto.ImportRow{{Line: 2, MAC: f.freshMAC(), Site: site}}}
+	}
+}
+
+// bulkSetAt gives every host of site with a label nobody has the seed image.
+func bulkSetAt(site string) func(*testing.T, *roleFixture) any {
+	return func(*testing.T, *roleFixture) any {
+		return proto.HostBulkSetRequest{V: proto.Version, Selector: "labels.rack=rt-none", Site: site, Image: seedImage}
+	}
 }
 
 func tablePolicy(name string) proto.Policy {

@@ -59,8 +59,9 @@ func compile(ps []proto.Policy) []compiled {
 
 // evaluate is what every policy makes of machine m at site, in the order
 // they are tried; the matching ones are the candidates, in that order.
-// Pure: the claim (and --max) is the caller's.
-func evaluate(ps []compiled, site string, m selector.Subject) []proto.PolicyVerdict {
+// Pure: the claim (and --max) is the caller's. Without why, a mismatch has
+// no reason (saying why costs more than matching, and only explain asks).
+func evaluate(ps []compiled, site string, m selector.Subject, why bool) []proto.PolicyVerdict {
 	out := make([]proto.PolicyVerdict, len(ps))
 	for i := range ps {
 		p := &ps[i]
@@ -70,13 +71,15 @@ func evaluate(ps []compiled, site string, m selector.Subject) []proto.PolicyVerd
 			v.Reason = "disabled"
 		case p.Site != "" && p.Site != site:
 			v.Reason = fmt.Sprintf("for site %s, not %s", p.Site, site)
+		case !why:
+			v.Matched = p.sel.Match(m)
 		default:
 			v.Matched, v.Reason = p.sel.Explain(m)
-			if v.Matched {
-				v.Reason = "matches " + p.Match
-				if p.Match == "" {
-					v.Reason = "matches every machine (empty selector)"
-				}
+		}
+		if v.Matched {
+			v.Reason = "matches " + p.Match
+			if p.Match == "" {
+				v.Reason = "matches every machine (empty selector)"
 			}
 		}
 		out[i] = v
@@ -206,7 +209,7 @@ func (s *Service) decide(ctx context.Context, d proto.Discovered) (string, error
 // a discovered machine. A machine no policy claims keeps the verdicts as its
 // discovered entry's decision.
 func (s *Service) decideWith(ctx context.Context, ps []compiled, mac, site string, h *proto.Host, facts json.RawMessage) (string, error) {
-	verdicts := evaluate(ps, site, subjectOf(mac, site, h, facts))
+	verdicts := evaluate(ps, site, subjectOf(mac, site, h, facts), false)
 	decision := "no policy matches"
 	for i, v := range verdicts {
 		if !v.Matched {
@@ -423,7 +426,7 @@ func (s *Service) ExplainPolicies(ctx context.Context, mac string) (proto.Policy
 	switch {
 	case fr.Host != nil:
 		d.Site = fr.Host.Site
-		d.Verdicts = evaluate(ps, d.Site, subjectOf(fr.MAC, d.Site, fr.Host, fr.Facts))
+		d.Verdicts = evaluate(ps, d.Site, subjectOf(fr.MAC, d.Site, fr.Host, fr.Facts), true)
 		switch {
 		case fr.Host.Policy != "":
 			d.Policy = fr.Host.Policy
@@ -435,7 +438,7 @@ func (s *Service) ExplainPolicies(ctx context.Context, mac string) (proto.Policy
 		}
 	default:
 		d.Site = fr.Discovered.Site
-		d.Verdicts = evaluate(ps, d.Site, subjectOf(fr.MAC, d.Site, nil, fr.Facts))
+		d.Verdicts = evaluate(ps, d.Site, subjectOf(fr.MAC, d.Site, nil, fr.Facts), true)
 		d.Reason = fr.Discovered.Decision
 		if d.Reason == "" {
 			d.Reason = "no policy matches"

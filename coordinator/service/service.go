@@ -83,17 +83,18 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 }
 
 // limitConsumers gives a bucket's stream the contract's consumer limits,
-// which a KV config cannot carry (and a KV update resets).
+// which a KV config cannot carry (and a KV update resets), and lets it take
+// atomic batches (bulk imports write them; see writeAll).
 func limitConsumers(ctx context.Context, js jetstream.JetStream, stream string) error {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		return fmt.Errorf("coordinator: stream %s: %w", stream, err)
 	}
 	sc := st.CachedInfo().Config
-	if sc.ConsumerLimits == proto.ConsumerLimits() {
+	if sc.ConsumerLimits == proto.ConsumerLimits() && sc.AllowAtomicPublish {
 		return nil
 	}
-	sc.ConsumerLimits = proto.ConsumerLimits()
+	sc.ConsumerLimits, sc.AllowAtomicPublish = proto.ConsumerLimits(), true
 	if _, err := js.UpdateStream(ctx, sc); err != nil {
 		return fmt.Errorf("coordinator: limit the consumers of %s: %w", stream, err)
 	}

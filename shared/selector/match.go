@@ -31,7 +31,7 @@ func DecodeFacts(raw []byte) (any, error) {
 // Match tells whether every requirement holds for m.
 func (s Selector) Match(m Subject) bool {
 	for i := range s.Reqs {
-		if ok, _ := s.Reqs[i].eval(m); !ok {
+		if !s.Reqs[i].holds(m) {
 			return false
 		}
 	}
@@ -42,24 +42,39 @@ func (s Selector) Match(m Subject) bool {
 // that fails and what the machine has instead.
 func (s Selector) Explain(m Subject) (bool, string) {
 	for i := range s.Reqs {
-		if ok, why := s.Reqs[i].eval(m); !ok {
-			return false, why
+		if r := &s.Reqs[i]; !r.holds(m) {
+			return false, r.why(m)
 		}
 	}
 	return true, "every requirement holds"
 }
 
-// eval tells whether r holds for m, and when it does not, why.
-func (r *Requirement) eval(m Subject) (bool, string) {
+// why says what m has instead of what r wants.
+func (r *Requirement) why(m Subject) string {
+	v, found := lookup(r.steps, m)
+	switch {
+	case r.Op == OpExists:
+		return r.Path + " is absent"
+	case r.Op == OpAbsent:
+		return fmt.Sprintf("!%s: is %s", r.Path, show(v))
+	case !found:
+		return r.String() + ": " + r.Path + " is absent"
+	}
+	return fmt.Sprintf("%s: is %s", r.String(), show(v))
+}
+
+// holds tells whether r holds for m (without saying why: policies are
+// evaluated for thousands of machines, and only explain asks why).
+func (r *Requirement) holds(m Subject) bool {
 	v, found := lookup(r.steps, m)
 	switch r.Op {
 	case OpExists:
-		return found, r.Path + " is absent"
+		return found
 	case OpAbsent:
-		return !found, fmt.Sprintf("!%s: is %s", r.Path, show(v))
+		return !found
 	}
 	if !found {
-		return r.Op == OpNe, r.String() + ": " + r.Path + " is absent"
+		return r.Op == OpNe
 	}
 	var ok bool
 	switch r.Op {
@@ -82,7 +97,7 @@ func (r *Requirement) eval(m Subject) (bool, string) {
 			}
 		}
 	}
-	return ok, fmt.Sprintf("%s: is %s", r.String(), show(v))
+	return ok
 }
 
 // equal compares v with the requirement's value: numbers as numbers,

@@ -69,6 +69,17 @@ type Selector struct {
 	Reqs []Requirement
 }
 
+// UsesFacts tells whether any requirement reads the facts (a caller may
+// then skip reading them).
+func (s Selector) UsesFacts() bool {
+	for _, r := range s.Reqs {
+		if r.steps[0].field == "facts" {
+			return true
+		}
+	}
+	return false
+}
+
 // String is the selector in its canonical text form, which Parse reads back.
 func (s Selector) String() string {
 	parts := make([]string, len(s.Reqs))

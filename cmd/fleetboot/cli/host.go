@@ -13,34 +13,52 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/shared/selector"
 )
 
 func (a *app) hostCmd() *cobra.Command {
 	cmd := group(&cobra.Command{Use: "host", Short: "Manage machines: which image each MAC boots"})
-	cmd.AddCommand(a.hostSetCmd(), a.hostLsCmd(), a.hostShowCmd(), a.hostRmCmd(), a.hostTimelineCmd(), a.hostLabelCmd(), a.hostUnlabelCmd())
+	cmd.AddCommand(a.hostSetCmd(), a.hostLsCmd(), a.hostShowCmd(), a.hostRmCmd(), a.hostTimelineCmd(), a.hostLabelCmd(), a.hostUnlabelCmd(), a.hostImportCmd())
 	return cmd
 }
 
 func (a *app) hostSetCmd() *cobra.Command {
 	var (
-		site, ip, hostname, image, loader, state, out string
-		vars, unset, extra                            []string
-		once                                          bool
+		site, ip, hostname, image, loader, state, out, sel string
+		vars, unset, extra                                 []string
+		once, dryRun                                       bool
 	)
 	cmd := &cobra.Command{
-		Use:   "set MAC [--image NAME] [--site S] [--ip A] [--hostname H] [--var k=v] [--once]",
+		Use:   "set MAC|--selector SEL [--image NAME] [--site S] [--ip A] [--hostname H] [--var k=v] [--once]",
 		Short: "Create a host or change some of its settings",
 		Long: `Create a host, or change only the given settings of an existing one. MACs are
 accepted as aa:bb:cc:dd:ee:ff, AA-BB-CC-DD-EE-FF, aabb.ccdd.eeff or aabbccddeeff.
 --site may be left out when there is exactly one site. --ip reserves an address
 inside the site's subnets (--ip '' removes it). --state local makes the machine
 boot from its disk; --once switches it to local by itself after its installer
-reports done.`,
+reports done.
+
+--selector SEL --image NAME instead gives every host the selector matches the
+image, in one request (--site narrows it to one site); --dry-run prints how
+many match, and which, without changing them. Selectors are those of
+fleetboot policy add (labels.rack=r12,facts.memory_gib>=64).`,
 		Example: `  fleetboot host set 52:54:00:12:34:56 --image debian12 --site lab --ip 10.0.0.20 --hostname web1
   fleetboot host set 52:54:00:12:34:56 --var role=db --var disk=/dev/vda
-  fleetboot host set 52:54:00:12:34:56 --state local`,
-		Args: exactArgs(1, "MAC"),
+  fleetboot host set 52:54:00:12:34:56 --state local
+  fleetboot host set --selector 'labels.rack=r12' --image debian13 --dry-run`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("selector") {
+				return exactArgs(0, "no MAC with --selector")(cmd, args)
+			}
+			return exactArgs(1, "MAC")(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("selector") {
+				return a.hostSetSelector(cmd, sel, site, image, out, dryRun)
+			}
+			if dryRun {
+				return fmt.Errorf("--dry-run goes with --selector")
+			}
 			mac, err := macArg(out, args)
 			if err != nil {
 				return err
@@ -90,8 +108,48 @@ reports done.`,
 	f.StringArrayVar(&vars, "var", nil, "template variable NAME=VALUE for the command line (repeatable)")
 	f.StringArrayVar(&unset, "unset-var", nil, "remove a template variable (repeatable)")
 	f.StringSliceVar(&extra, "extra-mac", nil, "MACs of the machine's other NICs (replaces the list)")
+	f.StringVar(&sel, "selector", "", "change every host this selector matches (with --image) instead of one MAC")
+	f.BoolVar(&dryRun, "dry-run", false, "with --selector: print how many hosts match, and which, and change nothing")
 	outputFlag(cmd, &out)
 	return cmd
+}
+
+// hostSetSelector is host set --selector: one request for every match.
+func (a *app) hostSetSelector(cmd *cobra.Command, sel, site, image, out string, dryRun bool) error {
+	if err := checkOutput(out); err != nil {
+		return err
+	}
+	for _, name := range []string{"ip", "hostname", "loader", "state", "once", "var", "unset-var", "extra-mac"} {
+		if cmd.Flags().Changed(name) {
+			return fmt.Errorf("--%s does not go with --selector (it changes the image of many hosts)", name)
+		}
+	}
+	if !cmd.Flags().Changed("image") || image == "" {
+		return fmt.Errorf("--selector needs --image NAME")
+	}
+	if _, err := selector.Parse(sel); err != nil {
+		return fmt.Errorf("invalid --selector: %v", err)
+	}
+	rep, err := request[proto.HostBulkSetReply](cmd.Context(), a, proto.APIHostBulkSet, proto.HostBulkSetRequest{V: proto.Version, Selector: sel, Site: site, Image: image, DryRun: dryRun})
+	if err != nil {
+		return err
+	}
+	if out == "json" {
+		return writeJSON(a.stdout, rep)
+	}
+	if dryRun {
+		fmt.Fprintf(a.stdout, "%d host(s) match; nothing changed (--dry-run)\n", len(rep.Matched))
+		for _, m := range rep.Matched {
+			fmt.Fprintln(a.stdout, m)
+		}
+		return nil
+	}
+	a.printProblems(rep.Refused)
+	fmt.Fprintf(a.stdout, "%d host(s) match: changed %d, unchanged %d, refused %d\n", len(rep.Matched), rep.Changed, rep.Unchanged, len(rep.Refused))
+	if len(rep.Refused) > 0 {
+		return fmt.Errorf("%d host(s) changed concurrently and were refused; run it again", len(rep.Refused))
+	}
+	return nil
 }
 
 func (a *app) hostLsCmd() *cobra.Command {
