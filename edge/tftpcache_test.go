@@ -151,8 +151,9 @@ type tftpCacheFixture struct {
 // cache, the boot handler) over a real MinIO behind a counting proxy. Images
 // "deb" (host A) and "other" (host B) are assigned at the site; "stray" is
 // known but assigned nowhere. put uploads each image's files: mutate may
-// change the bytes stored after the digest was taken.
-func startTFTPCache(t testing.TB, kernelSize int, mutate func(image, file string, b []byte)) *tftpCacheFixture {
+// replace the bytes stored after the digest was taken (other bytes, fewer,
+// more); a loader's files come as image "loader:<name>".
+func startTFTPCache(t testing.TB, kernelSize int, mutate func(image, file string, b []byte) []byte) *tftpCacheFixture {
 	t.Helper()
 	minio := miniotest.Start(t)
 	proxy, proxyAddr := startCountingProxy(t, minio.Endpoint)
@@ -187,9 +188,9 @@ func startTFTPCache(t testing.TB, kernelSize int, mutate func(image, file string
 				a.Role = proto.RoleInitrd
 			}
 			if mutate != nil {
-				mutate(name, file, b)
+				b = mutate(name, file, b)
 			}
-			if err := store.Put(ctx, a.Key, bytes.NewReader(b), a.Size); err != nil {
+			if err := store.Put(ctx, a.Key, bytes.NewReader(b), int64(len(b))); err != nil {
 				t.Fatal(err)
 			}
 			im.Artifacts = append(im.Artifacts, a)
@@ -206,9 +207,9 @@ func startTFTPCache(t testing.TB, kernelSize int, mutate func(image, file string
 			rand.NewChaCha8([32]byte{0xfe, byte(i), byte(j)}).Read(b)
 			a := proto.Artifact{Role: fl.role, Name: fl.file, Key: "loaders/" + name + "/" + fl.file, Size: int64(len(b)), SHA256: sha(b)}
 			if mutate != nil {
-				mutate("loader:"+name, fl.file, b)
+				b = mutate("loader:"+name, fl.file, b)
 			}
-			if err := store.Put(ctx, a.Key, bytes.NewReader(b), a.Size); err != nil {
+			if err := store.Put(ctx, a.Key, bytes.NewReader(b), int64(len(b))); err != nil {
 				t.Fatal(err)
 			}
 			l.Files = append(l.Files, proto.LoaderFile{Firmware: proto.FirmwareX64, Artifact: a})
@@ -350,91 +351,142 @@ func TestTFTPArtifactColdFetch(t *testing.T) {
 }
 
 // TestTFTPAndHTTPShareColdFetch: TFTP and HTTP clients asking for the same
-// artifact while it downloads cause one store GET; each TFTP client waits
-// (it has its OACK) and then gets the whole verified file.
+// file while it downloads cause one store GET; each TFTP client waits (it
+// has its OACK) and then gets the whole verified file. Both kinds of file
+// at once: an image's kernel and a loader's GRUB, each from its own client
+// address (a firmware fetches one file at a time; more from one address
+// than MaxPerClient would be refused).
 func TestTFTPAndHTTPShareColdFetch(t *testing.T) {
 	f := startTFTPCache(t, 2<<20, nil)
-	a := f.artifact("deb", "vmlinuz")
-	f.proxy.holdAfter.Store(256 << 10) // the fetch stays in flight until released
+	targets := []struct {
+		file, ip string
+		a        proto.Artifact
+	}{
+		{"artifacts/deb/vmlinuz", ipA, f.artifact("deb", "vmlinuz")},
+		{proto.LoaderPath("sb", "grubx64.efi"), ipB, f.loaderFile("sb", "grubx64.efi")},
+	}
+	f.proxy.holdAfter.Store(32 << 10) // each fetch stays in flight until released
 	const tftpClients, httpClients = 3, 3
 	var wg sync.WaitGroup
-	tftpRes := make([]tftpResult, tftpClients)
-	httpErr := make([]error, httpClients)
+	tftpRes := make([][]tftpResult, len(targets))
+	httpErr := make([][]error, len(targets))
 	var started atomic.Int32 // HTTP clients that have their headers: joined the fetch
-	for i := range tftpClients {
-		wg.Go(func() { tftpRes[i] = tftpFetch(f.tftp, ipA, "artifacts/deb/vmlinuz") })
+	for ti, tg := range targets {
+		tftpRes[ti] = make([]tftpResult, tftpClients)
+		httpErr[ti] = make([]error, httpClients)
+		for i := range tftpClients {
+			wg.Go(func() { tftpRes[ti][i] = tftpFetch(f.tftp, tg.ip, tg.file) })
+		}
+		for i := range httpClients {
+			wg.Go(func() {
+				resp, err := http.Get(f.http.URL + "/" + tg.file)
+				if err != nil {
+					httpErr[ti][i] = err
+					return
+				}
+				defer resp.Body.Close()
+				started.Add(1)
+				b, err := io.ReadAll(resp.Body)
+				switch {
+				case err != nil:
+					httpErr[ti][i] = err
+				case resp.StatusCode != http.StatusOK || sha(b) != tg.a.SHA256:
+					httpErr[ti][i] = fmt.Errorf("status %d, %d bytes, sha256 %s", resp.StatusCode, len(b), sha(b))
+				}
+			})
+		}
 	}
-	for i := range httpClients {
-		wg.Go(func() {
-			resp, err := http.Get(f.http.URL + "/artifacts/deb/vmlinuz")
-			if err != nil {
-				httpErr[i] = err
-				return
-			}
-			defer resp.Body.Close()
-			started.Add(1)
-			b, err := io.ReadAll(resp.Body)
-			switch {
-			case err != nil:
-				httpErr[i] = err
-			case resp.StatusCode != http.StatusOK || sha(b) != a.SHA256:
-				httpErr[i] = fmt.Errorf("status %d, %d bytes, sha256 %s", resp.StatusCode, len(b), sha(b))
-			}
-		})
-	}
-	waitfor.True(t, "the store GET and every HTTP client's headers", func() bool {
-		return f.proxy.count(a.Key) >= 1 && started.Load() == httpClients
+	waitfor.True(t, "the store GETs and every HTTP client's headers", func() bool {
+		return f.proxy.count(targets[0].a.Key) >= 1 && f.proxy.count(targets[1].a.Key) >= 1 &&
+			started.Load() == int32(len(targets)*httpClients)
 	})
 	// TFTP clients are held at the first data block: the OACK went out, the
 	// file is not verified yet.
 	waitfor.True(t, "every TFTP request to wait for the fetch", func() bool {
-		return f.files.waiting.Load() == tftpClients
+		return f.files.waiting.Load() == int32(len(targets)*tftpClients)
 	})
 	f.proxy.release()
 	wg.Wait()
-	for i, res := range tftpRes {
-		if res.err != nil || res.tsize != a.Size || sha(res.body) != a.SHA256 {
-			t.Errorf("tftp client %d: err %v, tsize %d, %d bytes", i, res.err, res.tsize, len(res.body))
+	for ti, tg := range targets {
+		for i, res := range tftpRes[ti] {
+			if res.err != nil || res.tsize != tg.a.Size || sha(res.body) != tg.a.SHA256 {
+				t.Errorf("%s: tftp client %d: err %v, tsize %d, %d bytes", tg.file, i, res.err, res.tsize, len(res.body))
+			}
 		}
-	}
-	for i, err := range httpErr {
-		if err != nil {
-			t.Errorf("http client %d: %v", i, err)
+		for i, err := range httpErr[ti] {
+			if err != nil {
+				t.Errorf("%s: http client %d: %v", tg.file, i, err)
+			}
 		}
-	}
-	if n := f.proxy.count(a.Key); n != 1 {
-		t.Errorf("store GETs of %s = %d, want 1 for %d TFTP and %d HTTP clients", a.Key, n, tftpClients, httpClients)
+		if n := f.proxy.count(tg.a.Key); n != 1 {
+			t.Errorf("store GETs of %s = %d, want 1 for %d TFTP and %d HTTP clients", tg.a.Key, n, tftpClients, httpClients)
+		}
 	}
 }
 
-// TestTFTPCorruptArtifactNeverServed: an object whose bytes do not match the
-// registered digest (same size) is never sent over TFTP, cold or asked
-// again: the client gets an error packet and no data; the edge logs why.
-func TestTFTPCorruptArtifactNeverServed(t *testing.T) {
-	f := startTFTPCache(t, 1<<20, func(image, file string, b []byte) {
-		if image == "deb" && file == "vmlinuz" {
-			b[len(b)/2] ^= 0xff
+// TestTFTPCorruptInStoreNeverServed: a loader file or a kernel whose
+// object in the store does not match its registered digest (other bytes,
+// fewer, more) is never served over TFTP, cold or asked again: a real TFTP
+// client gets an error packet and not one byte of it; the store was asked
+// each time (the counting proxy sees the GET: the edge did fetch, and kept
+// nothing), and the edge logs why. The intact files beside them are served.
+func TestTFTPCorruptInStoreNeverServed(t *testing.T) {
+	corrupt := map[string]func(b []byte) []byte{
+		"loader:sb/grubx64.efi": func(b []byte) []byte { b[len(b)/2] ^= 0xff; return b },
+		"deb/vmlinuz":           func(b []byte) []byte { b[len(b)-1] ^= 0x01; return b },
+		"other/vmlinuz":         func(b []byte) []byte { return b[:len(b)-4096] },
+		"deb/initrd.img":        func(b []byte) []byte { return append(b, "appended"...) },
+	}
+	f := startTFTPCache(t, 1<<20, func(image, file string, b []byte) []byte {
+		if c := corrupt[image+"/"+file]; c != nil {
+			return c(b)
 		}
+		return b
 	})
-	a := f.artifact("deb", "vmlinuz")
-	for round := range 2 {
-		res := tftpFetch(f.tftp, ipA, "artifacts/deb/vmlinuz")
-		if res.err == nil || len(res.body) != 0 {
-			t.Fatalf("round %d: corrupt artifact served: err %v, %d bytes", round, res.err, len(res.body))
+	tests := []struct {
+		name, file, ip string
+		a              proto.Artifact
+		why            string // the edge's log says so
+	}{
+		{"loader file, bytes changed", proto.LoaderPath("sb", "grubx64.efi"), ipA, f.loaderFile("sb", "grubx64.efi"), "digest"},
+		{"kernel, last byte changed", "/artifacts/deb/vmlinuz", ipA, f.artifact("deb", "vmlinuz"), "digest"},
+		{"kernel, truncated", "artifacts/other/vmlinuz", ipB, f.artifact("other", "vmlinuz"), "has 1044480 bytes, registered 1048576"},
+		{"initrd, longer", "artifacts/deb/initrd.img", ipA, f.artifact("deb", "initrd.img"), "longer than its registered"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for round := 1; round <= 2; round++ {
+				res := tftpFetch(f.tftp, tc.ip, tc.file)
+				if len(res.body) != 0 {
+					t.Fatalf("round %d: %d bytes of a corrupt file delivered", round, len(res.body))
+				}
+				// The TFTP error packet's text, as pin/tftp's client reports it.
+				if res.err == nil || !strings.Contains(res.err.Error(), "not available") {
+					t.Errorf("round %d: client error = %v, want the not-available error packet", round, res.err)
+				}
+				if n := f.proxy.count(tc.a.Key); n != round {
+					t.Errorf("round %d: store GETs of %s = %d, want %d (fetched each time, never kept)", round, tc.a.Key, n, round)
+				}
+			}
+			logs := f.logs.String()
+			if !strings.Contains(logs, "artifact not sent: not verified") || !strings.Contains(logs, tc.why) {
+				t.Errorf("no log line saying %q for the refused file; logs:\n%s", tc.why, logs)
+			}
+		})
+	}
+	// Beside them, the intact files of the same loader and images.
+	for _, good := range []struct {
+		file, ip string
+		a        proto.Artifact
+	}{
+		{proto.LoaderPath("sb", "bootx64.efi"), ipA, f.loaderFile("sb", "bootx64.efi")},
+		{"artifacts/deb/amd-ucode.img", ipA, f.artifact("deb", "amd-ucode.img")},
+		{"artifacts/other/initrd.img", ipB, f.artifact("other", "initrd.img")},
+	} {
+		res := tftpFetch(f.tftp, good.ip, good.file)
+		if res.err != nil || sha(res.body) != good.a.SHA256 {
+			t.Errorf("intact %s: err %v, %d bytes sha256 %s; want %s", good.file, res.err, len(res.body), sha(res.body), good.a.SHA256)
 		}
-		if !strings.Contains(res.err.Error(), "not available") {
-			t.Errorf("round %d: client error = %v, want the not-available error packet", round, res.err)
-		}
-	}
-	if !strings.Contains(f.logs.String(), "artifact not sent: not verified") {
-		t.Errorf("no log line for the refused artifact; logs:\n%s", f.logs)
-	}
-	if n := f.proxy.count(a.Key); n != 2 {
-		t.Errorf("store GETs = %d, want 2 (a corrupt object is not kept)", n)
-	}
-	// The other files of the image are unaffected.
-	if res := tftpFetch(f.tftp, ipA, "artifacts/deb/initrd.img"); res.err != nil {
-		t.Errorf("initrd: %v", res.err)
 	}
 }
 
@@ -696,7 +748,7 @@ func BenchmarkTFTPArtifact(b *testing.B) {
 // served over TFTP (as the DHCP answer names them, proto.LoaderPath) and
 // HTTP from the verified cache; a loader used nowhere at the site, an
 // unknown one and a file the loader lacks are refused without a store
-// request; a loader file corrupted in the store is never served.
+// request (a loader file corrupted in the store: TestTFTPCorruptInStoreNeverServed).
 func TestTFTPLoaderFiles(t *testing.T) {
 	f := startTFTPCache(t, 4096, nil)
 	for _, file := range []string{"bootx64.efi", "grubx64.efi"} {
@@ -724,15 +776,4 @@ func TestTFTPLoaderFiles(t *testing.T) {
 		t.Errorf("store GETs of the unused loader = %d, want 0", n)
 	}
 
-	bad := startTFTPCache(t, 4096, func(set, file string, b []byte) {
-		if set == "loader:sb" && file == "grubx64.efi" {
-			b[len(b)/2] ^= 0xff
-		}
-	})
-	if res := tftpFetch(bad.tftp, ipA, proto.LoaderPath("sb", "grubx64.efi")); res.err == nil || len(res.body) != 0 {
-		t.Errorf("corrupt loader file served: err %v, %d bytes", res.err, len(res.body))
-	}
-	if res := tftpFetch(bad.tftp, ipA, proto.LoaderPath("sb", "bootx64.efi")); res.err != nil {
-		t.Errorf("the loader's intact file: %v", res.err)
-	}
 }
