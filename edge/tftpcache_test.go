@@ -232,7 +232,8 @@ func startTFTPCache(t testing.TB, kernelSize int, mutate func(image, file string
 	if err != nil {
 		t.Fatal(err)
 	}
-	boot := httpboot.New(httpboot.Config{State: f.st, BaseURL: "http://" + ln.Addr().String(), Artifacts: c, Leases: leases, Logger: log})
+	f.bootDir = t.TempDir() // --boot-dir as staged: served over TFTP and HTTP
+	boot := httpboot.New(httpboot.Config{State: f.st, BaseURL: "http://" + ln.Addr().String(), Artifacts: c, Leases: leases, Logger: log, BootDir: f.bootDir})
 	f.http = &httptest.Server{Listener: ln, Config: &http.Server{Handler: boot}}
 	f.http.Start()
 	t.Cleanup(f.http.Close)
@@ -241,7 +242,6 @@ func startTFTPCache(t testing.TB, kernelSize int, mutate func(image, file string
 		t.Fatal(err)
 	}
 	f.files = &watchedFiles{Cache: c}
-	f.bootDir = t.TempDir()
 	// No per-source rate limit: the benchmark asks from one address at will.
 	srv, err := newTFTP(Config{TFTPListen: "127.0.0.1:0", BootDir: f.bootDir, TFTPSourceRate: -1}, boot, f.files, rec, nil, leases.MACForIP, log)
 	if err != nil {
@@ -776,4 +776,81 @@ func TestTFTPLoaderFiles(t *testing.T) {
 		t.Errorf("store GETs of the unused loader = %d, want 0", n)
 	}
 
+}
+
+// TestBootDirSubfolders: a --boot-dir with sub-folders (GRUB's modules,
+// iPXE's option ROMs), staged as the edge does at start, is served whole
+// over TFTP and HTTP by the edge's own wiring; a directory link out of
+// --boot-dir is not followed, and in the served tree traversal and links
+// out of it are refused by both.
+func TestBootDirSubfolders(t *testing.T) {
+	f := startTFTPCache(t, 4096, nil)
+	src, outside := t.TempDir(), t.TempDir()
+	files := map[string][]byte{
+		"undionly.kpxe":               bytes.Repeat([]byte("U"), 70<<10),
+		"grub/x86_64-efi/http.mod":    bytes.Repeat([]byte("M"), 9000),
+		"grub/x86_64-efi/command.lst": []byte("*linux: linux\n"),
+		"qemu/pxe-virtio.rom":         bytes.Repeat([]byte("R"), 3000),
+	}
+	for name, b := range files {
+		p := filepath.Join(src, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(outside, "secret"), []byte("SECRET"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(src, "grub", "foreign")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := stageBootFiles(src, f.bootDir); err != nil || n != len(files) {
+		t.Fatalf("staged %d, %v; want %d", n, err, len(files))
+	}
+	// A link out planted in the served tree itself (a tampered state
+	// directory): the servers' own confinement refuses it.
+	if err := os.Symlink(filepath.Join(outside, "secret"), filepath.Join(f.bootDir, "grub", "x86_64-efi", "escape.mod")); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range files {
+		for _, spelled := range []string{name, "/" + name} { // GRUB asks with a leading slash
+			res := tftpFetch(f.tftp, ipA, spelled)
+			if res.err != nil || !bytes.Equal(res.body, want) || res.tsize != int64(len(want)) {
+				t.Errorf("TFTP %s: err %v, tsize %d, %d bytes; want %d", spelled, res.err, res.tsize, len(res.body), len(want))
+			}
+		}
+		resp, err := http.Get(f.http.URL + "/boot/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !bytes.Equal(body, want) {
+			t.Errorf("HTTP /boot/%s: status %d, %d bytes; want %d", name, resp.StatusCode, len(body), len(want))
+		}
+	}
+	for _, name := range []string{
+		"grub/foreign/secret",              // the directory link was not staged
+		"grub/x86_64-efi/escape.mod",       // a link out of the served tree
+		"grub/x86_64-efi/../../../secret",  // traversal
+		"qemu/../grub/x86_64-efi/http.mod", // ".." refused even when it stays inside
+		"grub",                             // a directory
+	} {
+		res := tftpFetch(f.tftp, ipA, name)
+		if res.err == nil || !strings.Contains(res.err.Error(), "file not found") || len(res.body) != 0 {
+			t.Errorf("TFTP %s: err %v, %d bytes; want file not found", name, res.err, len(res.body))
+		}
+		resp, err := http.Get(f.http.URL + "/boot/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound || bytes.Contains(body, []byte("SECRET")) {
+			t.Errorf("HTTP /boot/%s: status %d, body %q; want 404", name, resp.StatusCode, body)
+		}
+	}
 }

@@ -397,10 +397,13 @@ func (h *Handler) serveArtifact(w http.ResponseWriter, r *http.Request, rest str
 	h.cfg.Artifacts.ServeArtifact(w, h.knownMACOnly(r), a)
 }
 
-// serveBootFile serves one regular file directly in BootDir. os.Root refuses
-// any name that would leave the directory, symlinks included.
+// serveBootFile serves one regular file of BootDir, in a sub-folder or not
+// (/boot/x86_64-efi/http.mod): the same tree TFTP serves. Each segment of
+// the name must be a plain file name, so "..", "." and empty segments are
+// refused before any lookup; os.Root then refuses any name that would leave
+// the directory through a symlink.
 func (h *Handler) serveBootFile(w http.ResponseWriter, r *http.Request, name string) {
-	if h.cfg.BootDir == "" || proto.ValidFileName(name) != nil {
+	if h.cfg.BootDir == "" || !validBootPath(name) {
 		http.NotFound(w, r)
 		return
 	}
@@ -427,7 +430,23 @@ func (h *Handler) serveBootFile(w http.ResponseWriter, r *http.Request, name str
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	// ServeContent over an *os.File: Range, HEAD, If-Modified-Since, sendfile.
-	http.ServeContent(w, r, name, fi.ModTime(), f)
+	http.ServeContent(w, r, path.Base(name), fi.ModTime(), f)
+}
+
+// validBootPath: a path of at most 8 segments, each a file name
+// (proto.ValidFileName: no "..", no ".", nothing empty, no control bytes),
+// as stageBootFiles bounds the tree.
+func validBootPath(name string) bool {
+	segs := strings.Split(name, "/")
+	if len(segs) > 8 {
+		return false
+	}
+	for _, s := range segs {
+		if proto.ValidFileName(s) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // knownMACOnly returns r without its ?mac= unless the site knows that MAC:
