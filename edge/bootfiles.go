@@ -28,9 +28,11 @@ const (
 // confine themselves to one directory and refuse links that leave it; a
 // staged copy keeps that confinement and still serves what the operator
 // pointed at. Links to directories are not followed: they can loop, and can
-// pull a whole foreign tree (/, /etc) into what the edge serves. Files
-// already staged with the same size and time are kept.
-func stageBootFiles(src, dst string) (int, error) {
+// pull a whole foreign tree (/, /etc) into what the edge serves. dst itself
+// and the skip directories (the edge's state and cache directories) are left
+// out when they lie inside src: a copy of the copy would grow without end.
+// Files already staged with the same size and time are kept.
+func stageBootFiles(src, dst string, skip ...string) (int, error) {
 	// The directory itself may be a link (--boot-dir /srv/current):
 	// WalkDir would not enter it.
 	src, err := filepath.EvalSymlinks(src)
@@ -39,6 +41,14 @@ func stageBootFiles(src, dst string) (int, error) {
 	}
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return 0, fmt.Errorf("edge: boot files: %w", err)
+	}
+	// WalkDir's paths are real ones (it follows no links below src), so
+	// the directories to leave out are compared by their real paths.
+	leaveOut := map[string]bool{}
+	for _, d := range append([]string{dst}, skip...) {
+		if real, err := filepath.EvalSymlinks(d); err == nil {
+			leaveOut[real] = true
+		}
 	}
 	n := 0
 	err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
@@ -54,6 +64,9 @@ func stageBootFiles(src, dst string) (int, error) {
 		}
 		to := filepath.Join(dst, rel)
 		if d.IsDir() {
+			if leaveOut[p] {
+				return filepath.SkipDir
+			}
 			if rel != "." && strings.Count(rel, string(filepath.Separator)) >= maxBootDepth {
 				return fmt.Errorf("%s is more than %d folders deep: is --boot-dir right?", p, maxBootDepth)
 			}

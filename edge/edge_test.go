@@ -387,3 +387,31 @@ func TestStageBootFilesTooDeep(t *testing.T) {
 		t.Errorf("missing dir: err = %v, want fs.ErrNotExist (the edge warns and goes on)", err)
 	}
 }
+
+// A --boot-dir that holds the edge's state directory (where the copy goes)
+// and cache directory: both are left out, or the copy would copy itself.
+func TestStageBootFilesInsideStateDir(t *testing.T) {
+	dir := t.TempDir()
+	state, cache := filepath.Join(dir, "state"), filepath.Join(dir, "cache")
+	if err := os.MkdirAll(filepath.Join(cache, "sha256"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cache, "sha256", "blob"), []byte("cached artifact"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ipxe.efi"), []byte("efi loader"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(state, "boot")
+	for round := range 3 {
+		n, err := stageBootFiles(dir, dst, state, cache)
+		if err != nil || n != 1 {
+			t.Fatalf("round %d: staged %d, %v; want 1 file", round, n, err)
+		}
+	}
+	for _, p := range []string{filepath.Join(dst, "state"), filepath.Join(dst, "cache")} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("%s was staged", p)
+		}
+	}
+}

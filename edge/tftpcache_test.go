@@ -202,7 +202,10 @@ func startTFTPCache(t testing.TB, kernelSize int, mutate func(image, file string
 	// same directory); "unused" is known but used nowhere at this site.
 	for i, name := range []string{"sb", "unused"} {
 		l := proto.Loader{Name: name, Kind: proto.LoaderShimGrub}
-		for j, fl := range []struct{ file, role string }{{"bootx64.efi", proto.RoleShim}, {"grubx64.efi", proto.RoleGrub}} {
+		for j, fl := range []struct{ file, role string }{
+			{"bootx64.efi", proto.RoleShim}, {"grubx64.efi", proto.RoleGrub},
+			{"x86_64-efi/http.mod", proto.RoleGrubModule}, {"x86_64-efi/command.lst", proto.RoleGrubModule},
+		} {
 			b := make([]byte, 96<<10+j)
 			rand.NewChaCha8([32]byte{0xfe, byte(i), byte(j)}).Read(b)
 			a := proto.Artifact{Role: fl.role, Name: fl.file, Key: "loaders/" + name + "/" + fl.file, Size: int64(len(b)), SHA256: sha(b)}
@@ -432,10 +435,11 @@ func TestTFTPAndHTTPShareColdFetch(t *testing.T) {
 // nothing), and the edge logs why. The intact files beside them are served.
 func TestTFTPCorruptInStoreNeverServed(t *testing.T) {
 	corrupt := map[string]func(b []byte) []byte{
-		"loader:sb/grubx64.efi": func(b []byte) []byte { b[len(b)/2] ^= 0xff; return b },
-		"deb/vmlinuz":           func(b []byte) []byte { b[len(b)-1] ^= 0x01; return b },
-		"other/vmlinuz":         func(b []byte) []byte { return b[:len(b)-4096] },
-		"deb/initrd.img":        func(b []byte) []byte { return append(b, "appended"...) },
+		"loader:sb/grubx64.efi":         func(b []byte) []byte { b[len(b)/2] ^= 0xff; return b },
+		"deb/vmlinuz":                   func(b []byte) []byte { b[len(b)-1] ^= 0x01; return b },
+		"other/vmlinuz":                 func(b []byte) []byte { return b[:len(b)-4096] },
+		"deb/initrd.img":                func(b []byte) []byte { return append(b, "appended"...) },
+		"loader:sb/x86_64-efi/http.mod": func(b []byte) []byte { b[0] ^= 0x80; return b },
 	}
 	f := startTFTPCache(t, 1<<20, func(image, file string, b []byte) []byte {
 		if c := corrupt[image+"/"+file]; c != nil {
@@ -452,6 +456,7 @@ func TestTFTPCorruptInStoreNeverServed(t *testing.T) {
 		{"kernel, last byte changed", "/artifacts/deb/vmlinuz", ipA, f.artifact("deb", "vmlinuz"), "digest"},
 		{"kernel, truncated", "artifacts/other/vmlinuz", ipB, f.artifact("other", "vmlinuz"), "has 1044480 bytes, registered 1048576"},
 		{"initrd, longer", "artifacts/deb/initrd.img", ipA, f.artifact("deb", "initrd.img"), "longer than its registered"},
+		{"GRUB module where GRUB asks", "/grub/x86_64-efi/http.mod", ipA, f.loaderFile("sb", "x86_64-efi/http.mod"), "digest"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -482,6 +487,7 @@ func TestTFTPCorruptInStoreNeverServed(t *testing.T) {
 		{proto.LoaderPath("sb", "bootx64.efi"), ipA, f.loaderFile("sb", "bootx64.efi")},
 		{"artifacts/deb/amd-ucode.img", ipA, f.artifact("deb", "amd-ucode.img")},
 		{"artifacts/other/initrd.img", ipB, f.artifact("other", "initrd.img")},
+		{"grub/x86_64-efi/command.lst", ipA, f.loaderFile("sb", "x86_64-efi/command.lst")},
 	} {
 		res := tftpFetch(f.tftp, good.ip, good.file)
 		if res.err != nil || sha(res.body) != good.a.SHA256 {
@@ -787,10 +793,10 @@ func TestBootDirSubfolders(t *testing.T) {
 	f := startTFTPCache(t, 4096, nil)
 	src, outside := t.TempDir(), t.TempDir()
 	files := map[string][]byte{
-		"undionly.kpxe":               bytes.Repeat([]byte("U"), 70<<10),
-		"grub/x86_64-efi/http.mod":    bytes.Repeat([]byte("M"), 9000),
-		"grub/x86_64-efi/command.lst": []byte("*linux: linux\n"),
-		"qemu/pxe-virtio.rom":         bytes.Repeat([]byte("R"), 3000),
+		"undionly.kpxe":            bytes.Repeat([]byte("U"), 70<<10),
+		"grub/x86_64-efi/gzio.mod": bytes.Repeat([]byte("M"), 9000),
+		"grub/x86_64-efi/fs.lst":   []byte("ext2\n"),
+		"qemu/pxe-virtio.rom":      bytes.Repeat([]byte("R"), 3000),
 	}
 	for name, b := range files {
 		p := filepath.Join(src, filepath.FromSlash(name))
@@ -836,7 +842,7 @@ func TestBootDirSubfolders(t *testing.T) {
 		"grub/foreign/secret",              // the directory link was not staged
 		"grub/x86_64-efi/escape.mod",       // a link out of the served tree
 		"grub/x86_64-efi/../../../secret",  // traversal
-		"qemu/../grub/x86_64-efi/http.mod", // ".." refused even when it stays inside
+		"qemu/../grub/x86_64-efi/gzio.mod", // ".." refused even when it stays inside
 		"grub",                             // a directory
 	} {
 		res := tftpFetch(f.tftp, ipA, name)
@@ -852,5 +858,78 @@ func TestBootDirSubfolders(t *testing.T) {
 		if resp.StatusCode != http.StatusNotFound || bytes.Contains(body, []byte("SECRET")) {
 			t.Errorf("HTTP /boot/%s: status %d, body %q; want 404", name, resp.StatusCode, body)
 		}
+	}
+}
+
+// TestGrubModules: GRUB asks for its modules and lists at its compiled-in
+// prefix (grub/x86_64-efi/...), not in its loader's directory. Each client
+// gets its own loader's file (its host's --loader, else the site's; an
+// address with no lease the site's), verified from the cache, over TFTP
+// and HTTP; a module its loader lacks comes from the boot directory if
+// there is one there, else "file not found"; a module is also at its
+// loader path.
+func TestGrubModules(t *testing.T) {
+	f := startTFTPCache(t, 4096, nil)
+	// Host B boots the other loader.
+	f.st.PutHost(proto.Host{MAC: macB, Site: "lab", Hostname: "b.lab", Image: "other", State: proto.StateBoot, Loader: "unused"})
+	if err := os.MkdirAll(filepath.Join(f.bootDir, "grub", "x86_64-efi"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{"http.mod": "BOOT-DIR http.mod", "fs.lst": "BOOT-DIR fs.lst"} {
+		if err := os.WriteFile(filepath.Join(f.bootDir, "grub", "x86_64-efi", name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sb, other := f.loaderFile("sb", "x86_64-efi/http.mod"), f.loaderFile("unused", "x86_64-efi/http.mod")
+	tests := []struct {
+		name, ip, file string
+		want           string // sha256 of the expected body; "" = file not found
+	}{
+		{"site's loader", ipA, "/grub/x86_64-efi/http.mod", sb.SHA256},
+		{"site's loader, no leading slash", ipA, "grub/x86_64-efi/http.mod", sb.SHA256},
+		{"site's list", ipA, "/grub/x86_64-efi/command.lst", f.loaderFile("sb", "x86_64-efi/command.lst").SHA256},
+		{"host's own loader", ipB, "/grub/x86_64-efi/http.mod", other.SHA256},
+		{"no lease: the site's loader", ipNobody, "/grub/x86_64-efi/http.mod", sb.SHA256},
+		{"not in the loader: boot directory", ipA, "/grub/x86_64-efi/fs.lst", sha([]byte("BOOT-DIR fs.lst"))},
+		{"in neither", ipA, "/grub/x86_64-efi/crypto.lst", ""},
+		{"other platform", ipA, "/grub/arm64-efi/http.mod", ""},
+		{"at the loader path", ipA, proto.LoaderPath("sb", "x86_64-efi/http.mod"), sb.SHA256},
+		{"traversal", ipA, "/grub/x86_64-efi/../x86_64-efi/http.mod", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res := tftpFetch(f.tftp, tc.ip, tc.file)
+			if tc.want == "" {
+				if res.err == nil || !strings.Contains(res.err.Error(), "file not found") {
+					t.Errorf("err %v, %d bytes; want file not found", res.err, len(res.body))
+				}
+				return
+			}
+			if res.err != nil || sha(res.body) != tc.want {
+				t.Errorf("err %v, %d bytes sha256 %s; want %s", res.err, len(res.body), sha(res.body), tc.want)
+			}
+		})
+	}
+	// Over HTTP, from each machine's own address.
+	for _, c := range []struct{ ip, want string }{{ipA, sb.SHA256}, {ipB, other.SHA256}} {
+		client := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(c.ip)}}).DialContext}}
+		resp, err := client.Get(f.http.URL + "/grub/x86_64-efi/http.mod")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || sha(body) != c.want {
+			t.Errorf("HTTP from %s: status %d, sha256 %s; want %s", c.ip, resp.StatusCode, sha(body), c.want)
+		}
+	}
+	resp, err := http.Get(f.http.URL + "/grub/x86_64-efi/fs.lst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "BOOT-DIR fs.lst" {
+		t.Errorf("HTTP fs.lst from the boot directory: status %d, %q", resp.StatusCode, body)
 	}
 }
