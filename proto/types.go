@@ -79,6 +79,7 @@ type Image struct {
 	Cmdline   string     `json:"cmdline,omitempty"`
 	Artifacts []Artifact `json:"artifacts"`
 	Updated   time.Time  `json:"updated"`
+	Revision  int        `json:"revision,omitempty"` // see revision.go; 0: written before revisions (counts as 1)
 }
 
 // Artifact returns the image's artifact with the given role.

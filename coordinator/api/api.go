@@ -118,6 +118,12 @@ func Start(nc *nats.Conn, cfg Config) (micro.Service, error) {
 		{proto.APIImageRm, handle(cfg, func(ctx context.Context, r proto.NameRequest) (proto.NameRequest, error) {
 			return r, s.RemoveImage(ctx, r.Name)
 		})},
+		{proto.APIImageHistory, handle(cfg, func(ctx context.Context, r proto.NameRequest) (proto.ImageHistory, error) {
+			return s.ImageHistory(ctx, r.Name)
+		})},
+		{proto.APIImageRollback, handle(cfg, func(ctx context.Context, r proto.NameRequest) (proto.Image, error) {
+			return s.RollbackImage(ctx, r.Name)
+		})},
 		{proto.APILoaderAdd, handle(cfg, s.AddLoader)},
 		{proto.APILoaderList, handle(cfg, func(ctx context.Context, _ proto.ListRequest) ([]proto.Loader, error) { return s.ListLoaders(ctx) })},
 		{proto.APILoaderGet, handle(cfg, func(ctx context.Context, r proto.NameRequest) (proto.Loader, error) { return s.GetLoader(ctx, r.Name) })},

@@ -99,6 +99,8 @@ func apiRows() []roleRow {
 		{"image.get", apiCall(proto.APIImageGet, nameReq(seedImage)), want{allow, allow, allow, perm}},
 		{"image.add new", apiCall(proto.APIImageAdd, newImage), want{allow, guard, guard, perm}},
 		{"image.rm (unused image)", apiCall(proto.APIImageRm, imageToRemove), want{allow, guard, guard, perm}},
+		{"image.history.list", apiCall(proto.APIImageHistory, nameReq(seedImage)), want{allow, allow, allow, perm}},
+		{"image.rollback", apiCall(proto.APIImageRollback, imageToRollBack), want{allow, guard, guard, perm}},
 		{"loader.list", apiCall(proto.APILoaderList, listReq("")), want{allow, allow, allow, perm}},
 		{"loader.get", apiCall(proto.APILoaderGet, nameReq(seedLoader)), want{allow, allow, allow, perm}},
 		{"loader.add new", apiCall(proto.APILoaderAdd, newLoader), want{allow, guard, guard, perm}},
@@ -821,6 +823,15 @@ func tableLoader(name string) proto.Loader {
 }
 
 func newLoader(_ *testing.T, f *roleFixture) any { return tableLoader(f.freshName("rtldr")) }
+
+// imageToRollBack is a fresh image with two revisions.
+func imageToRollBack(t *testing.T, f *roleFixture) any {
+	im := tableImage(f.freshName("rtimg"))
+	mustOK(t, call(t, f.admin, proto.APIImageAdd, im, nil))
+	im.Cmdline = "console=ttyS0"
+	mustOK(t, call(t, f.admin, proto.APIImageAdd, im, nil))
+	return proto.NameRequest{V: proto.Version, Name: im.Name}
+}
 
 func loaderToRemove(t *testing.T, f *roleFixture) any {
 	l := tableLoader(f.freshName("rtldr"))

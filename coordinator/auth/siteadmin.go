@@ -57,6 +57,8 @@ func siteAdminTable() []siteAdminRow {
 		{proto.APIImageList, siteGlobalRead},
 		{proto.APIImageGet, siteGlobalRead},
 		{proto.APIImageRm, siteRefused},
+		{proto.APIImageHistory, siteGlobalRead},
+		{proto.APIImageRollback, siteRefused},
 		// Loaders too: global, changed by admins only.
 		{proto.APILoaderAdd, siteRefused},
 		{proto.APILoaderList, siteGlobalRead},

@@ -40,36 +40,44 @@ func (s *Service) get(ctx context.Context, bucket, key string, v any) (uint64, e
 // The keys come from STREAM.INFO, which the stream leader answers, and the
 // values from read: both see every acknowledged write.
 func list[T any](ctx context.Context, s *Service, bucket, filter string) ([]T, error) {
+	_, out, err := listKeyed[T](ctx, s, bucket, filter)
+	return out, err
+}
+
+// listKeyed is list with each value's key (keys[i] holds out[i]).
+func listKeyed[T any](ctx context.Context, s *Service, bucket, filter string) ([]string, []T, error) {
 	st, err := s.js.Stream(ctx, "KV_"+bucket)
 	if err != nil {
-		return nil, fmt.Errorf("coordinator: list %s: %w", bucket, err)
+		return nil, nil, fmt.Errorf("coordinator: list %s: %w", bucket, err)
 	}
 	pre := "$KV." + bucket + "."
 	info, err := st.Info(ctx, jetstream.WithSubjectFilter(pre+filter))
 	if err != nil {
-		return nil, fmt.Errorf("coordinator: list %s: %w", bucket, err)
+		return nil, nil, fmt.Errorf("coordinator: list %s: %w", bucket, err)
 	}
-	keys := make([]string, 0, len(info.State.Subjects))
+	all := make([]string, 0, len(info.State.Subjects))
 	for subj := range info.State.Subjects {
-		keys = append(keys, strings.TrimPrefix(subj, pre))
+		all = append(all, strings.TrimPrefix(subj, pre))
 	}
-	slices.Sort(keys)
-	out := make([]T, 0, len(keys))
-	for _, k := range keys {
+	slices.Sort(all)
+	keys := make([]string, 0, len(all))
+	out := make([]T, 0, len(all))
+	for _, k := range all {
 		e, err := s.read(ctx, bucket, k)
 		if errors.Is(err, ErrNotFound) {
 			continue // deleted (a delete marker keeps its subject)
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		var v T
 		if err := json.Unmarshal(e.value, &v); err != nil {
-			return nil, fmt.Errorf("coordinator: decode %s/%s: %w", bucket, k, err)
+			return nil, nil, fmt.Errorf("coordinator: decode %s/%s: %w", bucket, k, err)
 		}
+		keys = append(keys, k)
 		out = append(out, v)
 	}
-	return out, nil
+	return keys, out, nil
 }
 
 // entry is one KV value as the stream leader has it.
