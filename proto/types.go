@@ -106,6 +106,7 @@ type Host struct {
 	State     string            `json:"state"`          // StateBoot or StateLocal
 	Once      bool              `json:"once,omitempty"` // switch to StateLocal after the install reports done
 	Updated   time.Time         `json:"updated"`
+	BMC       *BMC              `json:"bmc,omitempty"` // power control (bmc.go)
 }
 
 // MACs returns the primary and extra MACs.
@@ -125,6 +126,7 @@ type EdgeStatus struct {
 	Time         time.Time `json:"time"`
 	HTTPAddr     string    `json:"http_addr,omitempty"`
 	IntervalSecs int       `json:"interval_secs,omitempty"`
+	XKey         string    `json:"xkey,omitempty"` // public curve key BMC passwords are sealed to (bmc.go)
 }
 
 // Event kinds recorded along the boot chain.
