@@ -186,6 +186,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			CacheBytes: cs.Bytes, HitRatio: cs.HitRatio, Revision: rev, Lag: lag,
 			Time: time.Now().UTC(), HTTPAddr: a.base, IntervalSecs: int(a.cfg.Heartbeat / time.Second),
 		}
+		hb.XKey, _ = a.xkey.PublicKey()
 		if a.cfg.Interface != "" {
 			hb.Interfaces = []string{a.cfg.Interface}
 		}

@@ -145,6 +145,9 @@ func Start(nc *nats.Conn, cfg Config) (micro.Service, error) {
 		{proto.APIHostFacts, handle(cfg, func(ctx context.Context, r proto.FactsRequest) (proto.MACRequest, error) {
 			return proto.MACRequest{V: proto.Version, MAC: r.MAC}, s.RecordFacts(ctx, r.MAC, r.Facts)
 		})},
+		{proto.APIHostBMC, handle(cfg, s.SetHostBMC)},
+		{proto.APIHostBMCKeys, handle(cfg, func(ctx context.Context, r proto.MACRequest) (proto.BMCKeys, error) { return s.BMCKeys(ctx, r.MAC) })},
+		{proto.APIHostPower, handle(cfg, s.Power)},
 		{proto.APIEdgeList, handle(cfg, func(ctx context.Context, _ proto.ListRequest) ([]proto.EdgeView, error) {
 			edges, err := s.ListEdges(ctx)
 			return onlyVisible(ctx, edges, func(x proto.EdgeView) string { return x.Site }), err

@@ -15,11 +15,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nkeys"
 
 	"github.com/fleetboot/fleetboot/coordinator/api"
 	"github.com/fleetboot/fleetboot/coordinator/audit"
 	"github.com/fleetboot/fleetboot/coordinator/auth"
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/shared/sealbox"
 	"github.com/fleetboot/fleetboot/test/natstest"
 )
 
@@ -122,6 +124,9 @@ func apiRows() []roleRow {
 		{"host.done other host", apiCall(proto.APIHostDone, macReq(otherMAC)), want{allow, guard, guard, count}},
 		{"host.facts lab host", apiCall(proto.APIHostFacts, factsReq(labMAC)), want{allow, allow, guard, allow}},
 		{"host.facts other host", apiCall(proto.APIHostFacts, factsReq(otherMAC)), want{allow, guard, guard, count}},
+		{"host.bmckeys.get lab host", apiCall(proto.APIHostBMCKeys, macReq(labMAC)), want{allow, allow, allow, perm}},
+		{"host.bmc lab host", apiCall(proto.APIHostBMC, bmcReq(lab)), want{allow, allow, guard, perm}},
+		{"host.power lab host", apiCall(proto.APIHostPower, powerReq(lab)), want{allow, allow, guard, perm}},
 		{"edge.list", apiCall(proto.APIEdgeList, listReq("")), want{allow, allow, allow, perm}},
 		{"store.info", apiCall(proto.APIStoreInfo, listReq("")), want{allow, allow, allow, allow}},
 		{"edge.add at lab", apiCall(auth.APIEdgeAdd, newEdge(lab)), want{allow, guard, guard, perm}},
@@ -334,6 +339,8 @@ type roleFixture struct {
 	creds   [nCols]string
 	ids     [nCols]auth.Identity
 
+	xkey string // the fixture edge's public curve key
+
 	mu sync.Mutex
 	n  int // fresh names, MACs and subnets
 }
@@ -356,7 +363,67 @@ func newRoleFixture(t *testing.T, e *env) *roleFixture {
 	f.ids[colSiteAdmin] = auth.Identity{Name: "rt-siteadmin", Role: auth.RoleSiteAdmin, Site: ownSite}
 	f.ids[colViewer] = auth.Identity{Name: "rt-viewer", Role: auth.RoleViewer}
 	f.ids[colEdge] = auth.Identity{Name: "rte1", Role: auth.RoleEdge, Site: ownSite}
+	f.startPowerEdge(t)
 	return f
+}
+
+// startPowerEdge plays the site's edge for power control with the edge's
+// own credential: it publishes a curve key in its heartbeat and answers
+// power requests on its own subject (which its permissions let it take and
+// answer), so BMC requests can succeed.
+func (f *roleFixture) startPowerEdge(t *testing.T) {
+	t.Helper()
+	kp, err := nkeys.CreateCurveKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.xkey, _ = kp.PublicKey()
+	nc := f.caller(t, colEdge).nc
+	edge := f.ids[colEdge].Name
+	_, err = nc.Subscribe(proto.PowerSubject(ownSite, edge), func(m *nats.Msg) {
+		var req proto.PowerRequest
+		_ = json.Unmarshal(m.Data, &req)
+		data, _ := json.Marshal(proto.PowerReply{V: proto.Version, MAC: req.MAC, Edge: edge, Action: req.Action, Power: "on"})
+		_ = m.Respond(data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb, _ := json.Marshal(proto.EdgeStatus{V: proto.Version, Name: edge, Site: ownSite, XKey: f.xkey, Time: time.Now().UTC()})
+	for i := 0; ; i++ {
+		if err := nc.Publish(proto.StatusSubject(ownSite, edge), hb); err != nil {
+			t.Fatal(err)
+		}
+		if rep := call(t, f.admin, proto.APIHostBMCKeys, proto.MACRequest{V: proto.Version, MAC: f.existingHost(t, ownSite)}, nil); rep.Error == "" {
+			return
+		} else if i == 100 {
+			t.Fatalf("the edge's curve key never reached the coordinator: %s", rep.Error)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// bmcReq sets the BMC of a fresh host of site, its password sealed to the
+// fixture edge's key.
+func bmcReq(site string) func(*testing.T, *roleFixture) any {
+	return func(t *testing.T, f *roleFixture) any {
+		mac := f.existingHost(t, site)
+		box, err := sealbox.Seal([]byte("pw"), mac, f.xkey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return proto.HostBMCRequest{V: proto.Version, MAC: mac, Address: "192.0.2.1", User: "admin",
+			Sealed: map[string]proto.SealedSecret{f.ids[colEdge].Name: box}}
+	}
+}
+
+// powerReq asks for the power state of a host of site whose BMC is set.
+func powerReq(site string) func(*testing.T, *roleFixture) any {
+	return func(t *testing.T, f *roleFixture) any {
+		req := bmcReq(site)(t, f).(proto.HostBMCRequest)
+		mustOK(t, call(t, f.admin, proto.APIHostBMC, req, nil))
+		return proto.PowerRequest{V: proto.Version, MAC: req.MAC, Action: proto.PowerStatus}
+	}
 }
 
 func (f *roleFixture) fresh() int {

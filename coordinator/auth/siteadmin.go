@@ -72,6 +72,11 @@ func siteAdminTable() []siteAdminRow {
 		// Installer callbacks change a host (install done, facts): hers only.
 		{proto.APIHostDone, siteOwnHost},
 		{proto.APIHostFacts, siteOwnHost},
+		// Her site's hosts' BMCs: set one, learn the keys to seal its
+		// password to, drive its power.
+		{proto.APIHostBMC, siteOwnHost},
+		{proto.APIHostBMCKeys, siteOwnHost},
+		{proto.APIHostPower, siteOwnHost},
 		{proto.APIEdgeList, siteFiltered},
 		// The artifact store's URL (without credentials), as every edge sees it.
 		{proto.APIStoreInfo, siteGlobalRead},

@@ -52,7 +52,7 @@ func (r IPMITool) Run(ctx context.Context, t Target, args ...string) (string, er
 	if path == "" {
 		path = "ipmitool"
 	}
-	argv := append([]string{"-I", "lanplus", "-H", host, "-p", port, "-U", t.User, "-C", "3", "-E", "-N", "2", "-R", "3"}, args...)
+	argv := append([]string{"-I", "lanplus", "-H", host, "-p", port, "-U", t.User, "-C", "3", "-E", "-N", "1", "-R", "2"}, args...)
 	cmd := exec.CommandContext(ctx, path, argv...)
 	// A minimal environment: the password and a PATH, nothing of the
 	// edge's own (S3 keys among it).

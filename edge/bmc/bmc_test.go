@@ -200,7 +200,7 @@ func TestPasswordNotInArgv(t *testing.T) {
 		t.Fatal(err)
 	}
 	argv := strings.SplitN(out, "\n", 2)[0]
-	want := "ARGV -I lanplus -H 192.0.2.7 -p 6230 -U admin -C 3 -E -N 2 -R 3 power status"
+	want := "ARGV -I lanplus -H 192.0.2.7 -p 6230 -U admin -C 3 -E -N 1 -R 2 power status"
 	if argv != want {
 		t.Errorf("argv %q, want %q", argv, want)
 	}

@@ -330,6 +330,11 @@ func cloneSite(s proto.Site) proto.Site {
 func cloneHost(h proto.Host) proto.Host {
 	h.ExtraMACs = slices.Clone(h.ExtraMACs)
 	h.Vars = maps.Clone(h.Vars)
+	if h.BMC != nil {
+		b := *h.BMC
+		b.Sealed = maps.Clone(b.Sealed)
+		h.BMC = &b
+	}
 	return h
 }
 

@@ -13,7 +13,7 @@ import (
 
 func (a *app) hostCmd() *cobra.Command {
 	cmd := group(&cobra.Command{Use: "host", Short: "Manage machines: which image each MAC boots"})
-	cmd.AddCommand(a.hostSetCmd(), a.hostLsCmd(), a.hostShowCmd(), a.hostRmCmd(), a.hostTimelineCmd())
+	cmd.AddCommand(a.hostSetCmd(), a.hostLsCmd(), a.hostShowCmd(), a.hostRmCmd(), a.hostTimelineCmd(), a.hostBMCCmd(), a.hostPowerCmd())
 	return cmd
 }
 
