@@ -3,10 +3,7 @@ package bmc
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,93 +13,20 @@ import (
 	"github.com/fleetboot/fleetboot/test/ipmisim"
 )
 
-// controlScript is ipmi_sim's chassis_control program: it keeps the power
-// state in a file and logs every call, one line each.
-const controlScript = `#!/bin/sh
-dir=$(dirname "$0")
-echo "$*" >> "$dir/calls"
-case "$1 $2" in
-"get power") cat "$dir/power" 2>/dev/null || echo power:0 ;;
-"get boot") echo boot:default ;;
-"set power") echo "power:$3" > "$dir/power" ;;
-esac
-exit 0
-`
-
 const (
 	user     = "admin"
 	password = "Tr0ub4dor&3-bmc"
 )
 
-// startSim runs ipmi_sim on a free loopback port and waits until it answers.
-// control false: no chassis control (setting the boot device fails, with
-// exit status 0).
+// startSim runs ipmi_sim on a free loopback port; control false: no
+// chassis control (setting the boot device fails, with exit status 0).
 func startSim(t *testing.T, control bool) (Target, string) {
 	t.Helper()
-	if _, err := exec.LookPath("ipmi_sim"); err != nil {
-		t.Skip("ipmi_sim (Debian openipmi) not installed")
-	}
-	if _, err := exec.LookPath("ipmitool"); err != nil {
-		t.Skip("ipmitool not installed")
-	}
-	dir := t.TempDir()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := pc.LocalAddr().(*net.UDPAddr).Port
-	pc.Close()
-	cfg := ipmisim.Config{Dir: dir, Addr: "127.0.0.1", Port: port, User: user, Password: password}
-	if control {
-		cfg.Control = filepath.Join(dir, "control.sh")
-		if err := os.WriteFile(cfg.Control, []byte(controlScript), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	args, err := ipmisim.Write(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("ipmi_sim", args...)
-	logf, err := os.Create(filepath.Join(dir, "ipmi_sim.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill() // by PID: the process this test started
-		_ = cmd.Wait()
-		logf.Close()
-	})
-	tg := Target{Address: net.JoinHostPort("127.0.0.1", fmt.Sprint(port)), User: user, Password: []byte(password)}
-	var last error
-	for range 100 {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		_, last = status(ctx, IPMITool{}, tg)
-		cancel()
-		if last == nil {
-			return tg, dir
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("ipmi_sim on port %d not answering: %v", port, last)
-	return Target{}, ""
+	s := ipmisim.Start(t, control)
+	return Target{Address: s.Addr, User: s.User, Password: []byte(s.Password)}, s.Dir
 }
 
-func calls(t *testing.T, dir string) []string {
-	t.Helper()
-	b, _ := os.ReadFile(filepath.Join(dir, "calls"))
-	var out []string
-	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		if l != "" && !strings.HasPrefix(l, "get ") {
-			out = append(out, l)
-		}
-	}
-	return out
-}
+func calls(_ *testing.T, dir string) []string { return ipmisim.Calls(dir) }
 
 // Power actions against OpenIPMI's simulated BMC reach its chassis
 // control as the calls a real power controller would get.

@@ -64,3 +64,37 @@ set_working_mc 0x20
 	// -n: do not read the console from stdin.
 	return []string{"-c", lanPath, "-f", emuPath, "-s", state, "-n"}, nil
 }
+
+// recordingControl is a chassis_control program that keeps the power state
+// in a file beside it and logs every call to "calls", one line each.
+const recordingControl = `#!/bin/sh
+dir=$(dirname "$0")
+echo "$*" >> "$dir/calls"
+case "$1 $2" in
+"get power") cat "$dir/power" 2>/dev/null || echo power:0 ;;
+"get boot") echo boot:default ;;
+"set power") echo "power:$3" > "$dir/power" ;;
+esac
+exit 0
+`
+
+// WriteRecordingControl writes a chassis_control program into dir that
+// drives no machine: it keeps the power state and logs each call to
+// dir/calls (see Calls). It returns the program's path.
+func WriteRecordingControl(dir string) (string, error) {
+	p := filepath.Join(dir, "control.sh")
+	return p, os.WriteFile(p, []byte(recordingControl), 0o755)
+}
+
+// Calls returns the "set" calls a recording control program got, in order
+// ("set boot pxe", "set power 1", …).
+func Calls(dir string) []string {
+	b, _ := os.ReadFile(filepath.Join(dir, "calls"))
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if strings.HasPrefix(l, "set ") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
