@@ -123,6 +123,9 @@ func TestPowerThroughBMC(t *testing.T) {
 	// The edge publishes its curve key with its first heartbeats.
 	e.waitCLI(t, 60*time.Second, "host", "bmc", mac, "--ipmi", fmt.Sprintf("127.0.0.1:%d", port), "--user", "admin", "--password-file", pwFile)
 
+	if show := e.cli(t, "host", "show", mac); !strings.Contains(show, fmt.Sprintf("bmc: 127.0.0.1:%d user admin, password sealed to edge(s) %s", port, edgeName)) {
+		t.Errorf("host show lacks the BMC:\n%s", show)
+	}
 	power := func(args ...string) proto.PowerReply {
 		t.Helper()
 		var rep proto.PowerReply

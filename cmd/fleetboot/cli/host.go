@@ -132,7 +132,11 @@ func (a *app) hostShowCmd() *cobra.Command {
 			if out == "json" {
 				return writeJSON(a.stdout, h)
 			}
-			return a.printHosts(out, []proto.Host{h})
+			if err := a.printHosts(out, []proto.Host{h}); err != nil {
+				return err
+			}
+			a.printBMC(h)
+			return nil
 		},
 	}
 	outputFlag(cmd, &out)

@@ -3,7 +3,9 @@ package cli
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -147,4 +149,14 @@ that is off powers it on. Every action is an event in the host's timeline.`,
 	cmd.Flags().BoolVar(&pxe, "pxe", false, "set the next boot device to PXE first")
 	outputFlag(cmd, &out)
 	return cmd
+}
+
+// printBMC adds a host's BMC to host show: address, user and the edges its
+// password is sealed to (never the boxes).
+func (a *app) printBMC(h proto.Host) {
+	if h.BMC == nil {
+		return
+	}
+	edges := slices.Sorted(maps.Keys(h.BMC.Sealed))
+	fmt.Fprintf(a.stdout, "\nbmc: %s user %s, password sealed to edge(s) %s\n", h.BMC.Address, h.BMC.User, strings.Join(edges, ", "))
 }
