@@ -18,6 +18,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fleetboot/fleetboot/edge/cache"
@@ -187,6 +189,11 @@ func New(cfg Config) (_ *Agent, err error) {
 		return nil, err
 	}
 	a.onClose(func() { a.rec.Close() })
+	// One registry for everything the edge serves, on its /metrics.
+	reg := prometheus.NewRegistry()
+	if err := a.rec.RegisterMetrics(reg); err != nil {
+		return nil, err
+	}
 	// Refusals and requests for unknown MACs, which anyone on the boot
 	// network can send at will, are counted per address and window.
 	// Closed before the recorder (closers run in reverse), so the last
@@ -195,7 +202,7 @@ func New(cfg Config) (_ *Agent, err error) {
 	a.onClose(func() { a.agg.Close() })
 
 	store := &lazyStore{cfg: cfg.Store, log: log}
-	a.cache, err = cache.New(cache.Config{Dir: cfg.CacheDir, MaxBytes: cfg.CacheSize, Fetcher: store, Logger: log, Events: a.rec, Repeats: a.agg})
+	a.cache, err = cache.New(cache.Config{Dir: cfg.CacheDir, MaxBytes: cfg.CacheSize, Fetcher: store, Logger: log, Events: a.rec, Repeats: a.agg, Registerer: reg})
 	if err != nil {
 		return nil, err
 	}
@@ -248,7 +255,7 @@ func New(cfg Config) (_ *Agent, err error) {
 			BootFiles: dhcp.BootFiles{EFI64: cfg.EFIBootFile}, Loaders: a.st,
 			LeaseFile: filepath.Join(cfg.StateDir, "leases.json"),
 			State:     siteMode{State: a.st, mode: cfg.DHCPMode}, Events: a.rec, Logger: log,
-			Force: cfg.Force, NoConflictCheck: !cfg.ConflictCheck, SourceRate: cfg.DHCPSourceRate,
+			Force: cfg.Force, NoConflictCheck: !cfg.ConflictCheck, SourceRate: cfg.DHCPSourceRate, Metrics: reg,
 		})
 		if err != nil {
 			return nil, err
@@ -281,12 +288,12 @@ func New(cfg Config) (_ *Agent, err error) {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", a.cache.Metrics())
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle("/", boot)
 	// Header, query and body limits and slow-client deadlines; no whole-
 	// request WriteTimeout, which would cut ISO downloads (httpboot.Limits).
-	a.srv = httpboot.NewServer(mux, httpboot.Limits{Logger: log, Repeats: a.agg, Rate: cfg.HTTPSourceRate})
-	if a.tftp, err = newTFTP(cfg, boot, a.cache, a.rec, a.agg, macForIP, log); err != nil {
+	a.srv = httpboot.NewServer(mux, httpboot.Limits{Logger: log, Repeats: a.agg, Rate: cfg.HTTPSourceRate, Metrics: reg})
+	if a.tftp, err = newTFTP(cfg, boot, a.cache, a.rec, a.agg, macForIP, reg, log); err != nil {
 		return nil, err
 	}
 	if a.tftp != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/fleetboot/fleetboot/coordinator/kvleader"
 )
@@ -38,7 +39,9 @@ func (s *Service) get(ctx context.Context, bucket, key string, v any) (uint64, e
 
 // list reads every value of a bucket whose key matches filter, in key order.
 // The keys come from STREAM.INFO, which the stream leader answers, and the
-// values from read: both see every acknowledged write.
+// values from read: both see every acknowledged write. The reads run
+// listReaders at a time: one at a time, a site of 1 000 hosts took 1 000
+// round trips in a row (80 ms on an idle coordinator with a million hosts).
 func list[T any](ctx context.Context, s *Service, bucket, filter string) ([]T, error) {
 	_, out, err := listKeyed[T](ctx, s, bucket, filter)
 	return out, err
@@ -60,25 +63,42 @@ func listKeyed[T any](ctx context.Context, s *Service, bucket, filter string) ([
 		all = append(all, strings.TrimPrefix(subj, pre))
 	}
 	slices.Sort(all)
+	vals := make([]*T, len(all))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(listReaders)
+	for i, k := range all {
+		g.Go(func() error {
+			e, err := s.read(gctx, bucket, k)
+			if errors.Is(err, ErrNotFound) {
+				return nil // deleted (a delete marker keeps its subject)
+			}
+			if err != nil {
+				return err
+			}
+			v := new(T)
+			if err := json.Unmarshal(e.value, v); err != nil {
+				return fmt.Errorf("coordinator: decode %s/%s: %w", bucket, k, err)
+			}
+			vals[i] = v
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, nil, err
+	}
 	keys := make([]string, 0, len(all))
 	out := make([]T, 0, len(all))
-	for _, k := range all {
-		e, err := s.read(ctx, bucket, k)
-		if errors.Is(err, ErrNotFound) {
-			continue // deleted (a delete marker keeps its subject)
+	for i, v := range vals {
+		if v != nil {
+			keys = append(keys, all[i])
+			out = append(out, *v)
 		}
-		if err != nil {
-			return nil, nil, err
-		}
-		var v T
-		if err := json.Unmarshal(e.value, &v); err != nil {
-			return nil, nil, fmt.Errorf("coordinator: decode %s/%s: %w", bucket, k, err)
-		}
-		keys = append(keys, k)
-		out = append(out, v)
 	}
 	return keys, out, nil
 }
+
+// listReaders bounds a list's reads in flight.
+const listReaders = 16
 
 // entry is one KV value as the stream leader has it.
 type entry struct {
