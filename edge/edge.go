@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
@@ -31,6 +32,7 @@ import (
 	"github.com/fleetboot/fleetboot/edge/tftp"
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/artifactstore"
+	"github.com/fleetboot/fleetboot/shared/sealbox"
 )
 
 // Config of an edge agent.
@@ -98,6 +100,7 @@ type Agent struct {
 	tftp   *tftp.Server // nil when TFTP is off
 	ra     *ra.Sender   // nil when router advertisements are off
 	addrs  Addrs
+	xkey   nkeys.KeyPair // curve key BMC passwords are sealed to (power.go)
 
 	// closers release what New opened, in reverse order.
 	closers   []func()
@@ -272,6 +275,9 @@ func New(cfg Config) (_ *Agent, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if a.xkey, err = sealbox.LoadOrCreateKey(filepath.Join(cfg.StateDir, "xkey.seed")); err != nil {
+		return nil, fmt.Errorf("edge: %w", err)
+	}
 	boot := httpboot.New(httpboot.Config{
 		State: siteMode{State: a.st, mode: cfg.DHCPMode}, BaseURL: a.base, Artifacts: a.cache, BootDir: cfg.BootDir,
 		Callbacks: natsCallbacks{nc: nc, site: cfg.Site}, CallbackKey: key, Leases: leases, Events: a.rec, Repeats: a.agg, Logger: log,
@@ -352,6 +358,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { a.prefetchLoop(ctx); return nil })
 	g.Go(func() error { a.heartbeatLoop(ctx); return nil })
+	g.Go(func() error { a.powerLoop(ctx); return nil })
 	a.log.Info("edge serving", "http", a.httpLn.Addr().String(), "base_url", a.base, "tftp", a.addrs.TFTP, "dhcp_interface", a.cfg.Interface, "nats", proto.RedactURL(a.cfg.NATSURL))
 	if a.cfg.Ready != nil {
 		a.cfg.Ready(a.addrs)

@@ -137,6 +137,14 @@ func (a *Agent) prefetchLoop(ctx context.Context) {
 					arts = append(arts, art)
 				}
 			}
+			// The revision a rollback would return to: kept as long as
+			// the current one (a rollback then serves from the cache),
+			// but not fetched if it is not there.
+			if prev, ok := a.st.PreviousRevision(name); ok {
+				for _, art := range prev.Artifacts {
+					pins = append(pins, art.SHA256)
+				}
+			}
 		}
 		// The loaders this site boots with are fetched ahead too: a
 		// firmware's first request is for its loader, and it waits on it.
@@ -178,6 +186,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			CacheBytes: cs.Bytes, HitRatio: cs.HitRatio, Revision: rev, Lag: lag,
 			Time: time.Now().UTC(), HTTPAddr: a.base, IntervalSecs: int(a.cfg.Heartbeat / time.Second),
 		}
+		hb.XKey, _ = a.xkey.PublicKey()
 		if a.cfg.Interface != "" {
 			hb.Interfaces = []string{a.cfg.Interface}
 		}

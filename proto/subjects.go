@@ -70,6 +70,12 @@ const (
 	APIHostDone  = "host.done"  // an installer reported done (from an edge)
 	APIHostFacts = "host.facts" // an installer reported facts (from an edge)
 	APIStoreInfo = "store.info"
+	// Image revisions (revision.go) and BMC power control (bmc.go).
+	APIImageHistory  = "image.history.list"
+	APIImageRollback = "image.rollback"
+	APIHostBMC       = "host.bmc"
+	APIHostBMCKeys   = "host.bmckeys.get" // the curve keys of the edges a host's BMC password is sealed to
+	APIHostPower     = "host.power"
 )
 
 // Boot loader endpoints (proto.Loader), relative to APIPrefix.

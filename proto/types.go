@@ -79,6 +79,7 @@ type Image struct {
 	Cmdline   string     `json:"cmdline,omitempty"`
 	Artifacts []Artifact `json:"artifacts"`
 	Updated   time.Time  `json:"updated"`
+	Revision  int        `json:"revision,omitempty"` // see revision.go; 0: written before revisions (counts as 1)
 }
 
 // Artifact returns the image's artifact with the given role.
@@ -108,6 +109,7 @@ type Host struct {
 	State     string            `json:"state"`              // StateBoot or StateLocal
 	Once      bool              `json:"once,omitempty"`     // switch to StateLocal after the install reports done
 	Updated   time.Time         `json:"updated"`
+	BMC       *BMC              `json:"bmc,omitempty"` // power control (bmc.go)
 }
 
 // MACs returns the primary and extra MACs.
@@ -127,6 +129,7 @@ type EdgeStatus struct {
 	Time         time.Time `json:"time"`
 	HTTPAddr     string    `json:"http_addr,omitempty"`
 	IntervalSecs int       `json:"interval_secs,omitempty"`
+	XKey         string    `json:"xkey,omitempty"` // public curve key BMC passwords are sealed to (bmc.go)
 }
 
 // Event kinds recorded along the boot chain.

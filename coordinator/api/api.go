@@ -120,6 +120,12 @@ func Start(nc *nats.Conn, cfg Config) (micro.Service, error) {
 		{proto.APIImageRm, handle(cfg, func(ctx context.Context, r proto.NameRequest) (proto.NameRequest, error) {
 			return r, s.RemoveImage(ctx, r.Name)
 		})},
+		{proto.APIImageHistory, handle(cfg, func(ctx context.Context, r proto.NameRequest) (proto.ImageHistory, error) {
+			return s.ImageHistory(ctx, r.Name)
+		})},
+		{proto.APIImageRollback, handle(cfg, func(ctx context.Context, r proto.NameRequest) (proto.Image, error) {
+			return s.RollbackImage(ctx, r.Name)
+		})},
 		{proto.APILoaderAdd, handle(cfg, s.AddLoader)},
 		{proto.APILoaderList, handle(cfg, func(ctx context.Context, _ proto.ListRequest) ([]proto.Loader, error) { return s.ListLoaders(ctx) })},
 		{proto.APILoaderGet, handle(cfg, func(ctx context.Context, r proto.NameRequest) (proto.Loader, error) { return s.GetLoader(ctx, r.Name) })},
@@ -170,6 +176,9 @@ func Start(nc *nats.Conn, cfg Config) (micro.Service, error) {
 		{proto.APITemplateRm, handle(cfg, func(ctx context.Context, r proto.NameRequest) (proto.NameRequest, error) {
 			return r, s.RemoveTemplate(ctx, r.Name)
 		})},
+		{proto.APIHostBMC, handle(cfg, s.SetHostBMC)},
+		{proto.APIHostBMCKeys, handle(cfg, func(ctx context.Context, r proto.MACRequest) (proto.BMCKeys, error) { return s.BMCKeys(ctx, r.MAC) })},
+		{proto.APIHostPower, handle(cfg, s.Power)},
 		{proto.APIEdgeList, handle(cfg, func(ctx context.Context, _ proto.ListRequest) ([]proto.EdgeView, error) {
 			edges, err := s.ListEdges(ctx)
 			return onlyVisible(ctx, edges, func(x proto.EdgeView) string { return x.Site }), err

@@ -3,6 +3,7 @@ package auth
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/jwt/v2"
 
@@ -99,7 +100,12 @@ func Permissions(id Identity) (jwt.Permissions, error) {
 			proto.APISubject(proto.APIHostFacts),
 			proto.APISubject(proto.APIStoreInfo),
 		)
-		p.Sub.Allow.Add(EdgeInboxPrefix(n) + ".>")
+		p.Sub.Allow.Add(EdgeInboxPrefix(n)+".>",
+			// Power requests for its own site's BMCs, by its own name:
+			// the subject, not the body, says which edge acts. It may
+			// answer each request once (the requester's inbox).
+			proto.PowerSubject(s, n))
+		p.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
 	case RoleSiteAdmin:
 		if err := ValidSiteAdmin(id.Site, id.Name); err != nil {
 			return p, fmt.Errorf("%w: %v", errInvalid, err)

@@ -15,11 +15,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nkeys"
 
 	"github.com/fleetboot/fleetboot/coordinator/api"
 	"github.com/fleetboot/fleetboot/coordinator/audit"
 	"github.com/fleetboot/fleetboot/coordinator/auth"
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/shared/sealbox"
 	"github.com/fleetboot/fleetboot/test/natstest"
 )
 
@@ -99,6 +101,8 @@ func apiRows() []roleRow {
 		{"image.get", apiCall(proto.APIImageGet, nameReq(seedImage)), want{allow, allow, allow, perm}},
 		{"image.add new", apiCall(proto.APIImageAdd, newImage), want{allow, guard, guard, perm}},
 		{"image.rm (unused image)", apiCall(proto.APIImageRm, imageToRemove), want{allow, guard, guard, perm}},
+		{"image.history.list", apiCall(proto.APIImageHistory, nameReq(seedImage)), want{allow, allow, allow, perm}},
+		{"image.rollback", apiCall(proto.APIImageRollback, imageToRollBack), want{allow, guard, guard, perm}},
 		{"loader.list", apiCall(proto.APILoaderList, listReq("")), want{allow, allow, allow, perm}},
 		{"loader.get", apiCall(proto.APILoaderGet, nameReq(seedLoader)), want{allow, allow, allow, perm}},
 		{"loader.add new", apiCall(proto.APILoaderAdd, newLoader), want{allow, guard, guard, perm}},
@@ -140,6 +144,9 @@ func apiRows() []roleRow {
 		{"template.list", apiCall(proto.APITemplateList, listReq("")), want{allow, allow, allow, perm}},
 		{"template.get", apiCall(proto.APITemplateGet, existingTemplate), want{allow, allow, allow, perm}},
 		{"template.rm (unused template)", apiCall(proto.APITemplateRm, existingTemplate), want{allow, guard, guard, perm}},
+		{"host.bmckeys.get lab host", apiCall(proto.APIHostBMCKeys, macReq(labMAC)), want{allow, allow, allow, perm}},
+		{"host.bmc lab host", apiCall(proto.APIHostBMC, bmcReq(lab)), want{allow, allow, guard, perm}},
+		{"host.power lab host", apiCall(proto.APIHostPower, powerReq(lab)), want{allow, allow, guard, perm}},
 		{"edge.list", apiCall(proto.APIEdgeList, listReq("")), want{allow, allow, allow, perm}},
 		{"store.info", apiCall(proto.APIStoreInfo, listReq("")), want{allow, allow, allow, allow}},
 		{"edge.add at lab", apiCall(auth.APIEdgeAdd, newEdge(lab)), want{allow, guard, guard, perm}},
@@ -358,6 +365,8 @@ type roleFixture struct {
 	ids     [nCols][2]auth.Identity
 	turn    [nCols]int // which of the column's two identities is next
 
+	xkey string // the fixture edge's public curve key
+
 	mu sync.Mutex
 	n  int // fresh names, MACs and subnets
 }
@@ -385,7 +394,67 @@ func newRoleFixture(t *testing.T, e *env) *roleFixture {
 		f.ids[colViewer][i] = auth.Identity{Name: "rt-viewer" + suffix, Role: auth.RoleViewer}
 		f.ids[colEdge][i] = auth.Identity{Name: "rte1" + strings.TrimPrefix(suffix, "-"), Role: auth.RoleEdge, Site: ownSite}
 	}
+	f.startPowerEdge(t)
 	return f
+}
+
+// startPowerEdge plays the site's edge for power control with the edge's
+// own credential: it publishes a curve key in its heartbeat and answers
+// power requests on its own subject (which its permissions let it take and
+// answer), so BMC requests can succeed.
+func (f *roleFixture) startPowerEdge(t *testing.T) {
+	t.Helper()
+	kp, err := nkeys.CreateCurveKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.xkey, _ = kp.PublicKey()
+	c := f.caller(t, colEdge) // the first call: identity 0, whose name the table's power rows use
+	nc, edge := c.nc, c.id.Name
+	_, err = nc.Subscribe(proto.PowerSubject(ownSite, edge), func(m *nats.Msg) {
+		var req proto.PowerRequest
+		_ = json.Unmarshal(m.Data, &req)
+		data, _ := json.Marshal(proto.PowerReply{V: proto.Version, MAC: req.MAC, Edge: edge, Action: req.Action, Power: "on"})
+		_ = m.Respond(data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb, _ := json.Marshal(proto.EdgeStatus{V: proto.Version, Name: edge, Site: ownSite, XKey: f.xkey, Time: time.Now().UTC()})
+	for i := 0; ; i++ {
+		if err := nc.Publish(proto.StatusSubject(ownSite, edge), hb); err != nil {
+			t.Fatal(err)
+		}
+		if rep := call(t, f.admin, proto.APIHostBMCKeys, proto.MACRequest{V: proto.Version, MAC: f.existingHost(t, ownSite)}, nil); rep.Error == "" {
+			return
+		} else if i == 100 {
+			t.Fatalf("the edge's curve key never reached the coordinator: %s", rep.Error)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// bmcReq sets the BMC of a fresh host of site, its password sealed to the
+// fixture edge's key.
+func bmcReq(site string) func(*testing.T, *roleFixture) any {
+	return func(t *testing.T, f *roleFixture) any {
+		mac := f.existingHost(t, site)
+		box, err := sealbox.Seal([]byte("pw"), mac, f.xkey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return proto.HostBMCRequest{V: proto.Version, MAC: mac, Address: "192.0.2.1", User: "admin",
+			Sealed: map[string]proto.SealedSecret{f.ids[colEdge][0].Name: box}}
+	}
+}
+
+// powerReq asks for the power state of a host of site whose BMC is set.
+func powerReq(site string) func(*testing.T, *roleFixture) any {
+	return func(t *testing.T, f *roleFixture) any {
+		req := bmcReq(site)(t, f).(proto.HostBMCRequest)
+		mustOK(t, call(t, f.admin, proto.APIHostBMC, req, nil))
+		return proto.PowerRequest{V: proto.Version, MAC: req.MAC, Action: proto.PowerStatus}
+	}
 }
 
 func (f *roleFixture) fresh() int {
@@ -856,6 +925,15 @@ func tableLoader(name string) proto.Loader {
 }
 
 func newLoader(_ *testing.T, f *roleFixture) any { return tableLoader(f.freshName("rtldr")) }
+
+// imageToRollBack is a fresh image with two revisions.
+func imageToRollBack(t *testing.T, f *roleFixture) any {
+	im := tableImage(f.freshName("rtimg"))
+	mustOK(t, call(t, f.admin, proto.APIImageAdd, im, nil))
+	im.Cmdline = "console=ttyS0"
+	mustOK(t, call(t, f.admin, proto.APIImageAdd, im, nil))
+	return proto.NameRequest{V: proto.Version, Name: im.Name}
+}
 
 func loaderToRemove(t *testing.T, f *roleFixture) any {
 	l := tableLoader(f.freshName("rtldr"))

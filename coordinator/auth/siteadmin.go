@@ -63,6 +63,8 @@ func siteAdminTable() []siteAdminRow {
 		{proto.APIImageList, siteGlobalRead},
 		{proto.APIImageGet, siteGlobalRead},
 		{proto.APIImageRm, siteRefused},
+		{proto.APIImageHistory, siteGlobalRead},
+		{proto.APIImageRollback, siteRefused},
 		// Loaders too: global, changed by admins only.
 		{proto.APILoaderAdd, siteRefused},
 		{proto.APILoaderList, siteGlobalRead},
@@ -79,6 +81,11 @@ func siteAdminTable() []siteAdminRow {
 		// Bulk changes of her site's hosts.
 		{proto.APIHostImport, siteImport},
 		{proto.APIHostBulkSet, siteBulkSet},
+		// Her site's hosts' BMCs: set one, learn the keys to seal its
+		// password to, drive its power.
+		{proto.APIHostBMC, siteOwnHost},
+		{proto.APIHostBMCKeys, siteOwnHost},
+		{proto.APIHostPower, siteOwnHost},
 		{proto.APIEdgeList, siteFiltered},
 		// Discovered machines: the API narrows the listing to her site
 		// (with their facts). Facts and policy verdicts of hosts: hers only.

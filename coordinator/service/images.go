@@ -17,7 +17,9 @@ var archs = []string{"x86_64", "arm64"}
 
 var hexRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
-// AddImage registers or replaces an image whose artifacts are already stored.
+// AddImage registers an image whose artifacts are already stored: a new
+// image, or a new revision of an existing one, which becomes its current
+// revision (see revisions.go).
 func (s *Service) AddImage(ctx context.Context, in proto.Image) (proto.Image, error) {
 	if err := proto.ValidName("image", in.Name); err != nil {
 		return proto.Image{}, fmt.Errorf("%w: %v", ErrInvalid, err)
@@ -68,75 +70,110 @@ func (s *Service) AddImage(ctx context.Context, in proto.Image) (proto.Image, er
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	in.V = proto.Version
-	in.Updated = s.now().UTC()
-	if err := s.storeLocked(ctx, imageObjects, in.Name, in); err != nil {
-		return proto.Image{}, err
-	}
-	s.log.Info("image saved", "image", in.Name)
-	return in, nil
+	return s.addRevisionLocked(ctx, in)
 }
 
-// ListImages returns all images.
+// ListImages returns all images, each at its current revision.
 func (s *Service) ListImages(ctx context.Context) ([]proto.Image, error) {
-	return list[proto.Image](ctx, s, proto.BucketImages, ">")
+	keys, ims, err := listKeyed[proto.Image](ctx, s, proto.BucketImages, ">")
+	if err != nil {
+		return nil, err
+	}
+	out := ims[:0]
+	for i, im := range ims {
+		if !proto.IsImageRevisionKey(keys[i]) {
+			out = append(out, im)
+		}
+	}
+	return out, nil
 }
 
-// GetImage returns one image.
-func (s *Service) GetImage(ctx context.Context, name string) (proto.Image, error) {
-	if err := proto.ValidName("image", name); err != nil {
+// GetImage returns one image at its current revision (NAME) or one
+// revision of it (NAME@N).
+func (s *Service) GetImage(ctx context.Context, ref string) (proto.Image, error) {
+	if err := proto.ValidImageRef(ref); err != nil {
 		return proto.Image{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	return s.getImage(ctx, name)
+	return s.getImage(ctx, ref)
 }
 
-func (s *Service) getImage(ctx context.Context, name string) (proto.Image, error) {
+// getImage reads NAME (its current revision) or NAME@N.
+func (s *Service) getImage(ctx context.Context, ref string) (proto.Image, error) {
+	name, rev, err := proto.ParseImageRef(ref)
+	if err != nil {
+		return proto.Image{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
 	var im proto.Image
 	if _, err := s.get(ctx, proto.BucketImages, name, &im); err != nil {
 		return proto.Image{}, fmt.Errorf("image %s: %w", name, err)
 	}
+	if rev == 0 || rev == im.CurrentRevision() {
+		return im, nil
+	}
+	if _, err := s.get(ctx, proto.BucketImages, proto.ImageRevisionKey(name, rev), &im); err != nil {
+		return proto.Image{}, fmt.Errorf("image %s: %w", ref, err)
+	}
 	return im, nil
 }
 
-// RemoveImage deletes an image no host or site uses.
-func (s *Service) RemoveImage(ctx context.Context, name string) error {
+// RemoveImage deletes an image (NAME: with all its revisions) or one
+// revision (NAME@N) that no host or site uses.
+func (s *Service) RemoveImage(ctx context.Context, ref string) error {
+	name, rev, err := proto.ParseImageRef(ref)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.removeUnused(ctx, imageObjects, name, func(ctx context.Context) error {
-		hosts, err := s.listHosts(ctx, "")
-		if err != nil {
-			return err
+	if rev > 0 {
+		return s.removeRevisionLocked(ctx, name, rev)
+	}
+	if err := s.removeUnused(ctx, imageObjects, name, func(ctx context.Context) error {
+		// NAME and every NAME@N keep the image.
+		return s.imageUnused(ctx, name, func(ref string) bool { return ref == name || strings.HasPrefix(ref, name+"@") })
+	}); err != nil {
+		return err
+	}
+	s.dropRevisions(ctx, name)
+	return nil
+}
+
+// imageUnused fails when a host or a site's discovery image is one that
+// uses says belongs to what is being removed (called image ref).
+func (s *Service) imageUnused(ctx context.Context, ref string, uses func(string) bool) error {
+	hosts, err := s.listHosts(ctx, "")
+	if err != nil {
+		return err
+	}
+	var users []string
+	for _, h := range hosts {
+		if uses(h.Image) {
+			users = append(users, h.MAC)
 		}
-		var users []string
-		for _, h := range hosts {
-			if h.Image == name {
-				users = append(users, h.MAC)
-			}
+	}
+	slices.Sort(users)
+	if len(users) > 0 {
+		return fmt.Errorf("%w: image %s is used by %d host(s) (%s); assign them another image first", ErrConflict, ref, len(users), strings.Join(first(users, 3), ", "))
+	}
+	sites, err := s.ListSites(ctx)
+	if err != nil {
+		return err
+	}
+	for _, site := range sites {
+		if uses(site.DiscoveryImage) {
+			return fmt.Errorf("%w: image %s is the discovery image of site %s", ErrConflict, ref, site.Name)
 		}
-		slices.Sort(users)
-		if len(users) > 0 {
-			return fmt.Errorf("%w: image %s is used by %d host(s) (%s); assign them another image first", ErrConflict, name, len(users), strings.Join(first(users, 3), ", "))
+	}
+	ps, err := s.compiledPolicies(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		if uses(p.Image) {
+			return fmt.Errorf("%w: image %s is used by policy %s", ErrConflict, ref, p.Name)
 		}
-		sites, err := s.ListSites(ctx)
-		if err != nil {
-			return err
-		}
-		for _, site := range sites {
-			if site.DiscoveryImage == name {
-				return fmt.Errorf("%w: image %s is the discovery image of site %s", ErrConflict, name, site.Name)
-			}
-		}
-		ps, err := s.compiledPolicies(ctx)
-		if err != nil {
-			return err
-		}
-		for _, p := range ps {
-			if p.Image == name {
-				return fmt.Errorf("%w: image %s is used by policy %s", ErrConflict, name, p.Name)
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // lockedObjects are named values (images, loaders) that hosts and sites
@@ -171,9 +208,15 @@ func (s *Service) removeUnused(ctx context.Context, o lockedObjects, name string
 	if err := proto.ValidName(o.kind, name); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
+	return s.removeKeyUnused(ctx, o, name, name, unused)
+}
+
+// removeKeyUnused is removeUnused for any key (a revision key included),
+// named what in its errors.
+func (s *Service) removeKeyUnused(ctx context.Context, o lockedObjects, name, what string, unused func(context.Context) error) error {
 	cur, err := s.read(ctx, o.bucket, name)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", o.kind, name, err)
+		return fmt.Errorf("%s %s: %w", o.kind, what, err)
 	}
 	lock, lockErr := s.read(ctx, o.locks, name)
 	if lockErr != nil && !errors.Is(lockErr, ErrNotFound) {
@@ -190,11 +233,11 @@ func (s *Service) removeUnused(ctx context.Context, o lockedObjects, name string
 		rev, err = locks.Create(ctx, name, []byte(lockRemoved))
 	}
 	if err != nil {
-		return fmt.Errorf("%w: %s %s got a new user concurrently; retry", ErrConflict, o.kind, name)
+		return fmt.Errorf("%w: %s %s got a new user concurrently; retry", ErrConflict, o.kind, what)
 	}
 	if err := s.kv[o.bucket].Delete(ctx, name, jetstream.LastRevision(cur.rev)); err != nil {
 		_, _ = locks.Update(context.WithoutCancel(ctx), name, []byte(lockInUse), rev)
-		return fmt.Errorf("%w: %s %s changed concurrently; retry", ErrConflict, o.kind, name)
+		return fmt.Errorf("%w: %s %s changed concurrently; retry", ErrConflict, o.kind, what)
 	}
 	return nil
 }
@@ -204,8 +247,21 @@ func (s *Service) removeUnused(ctx context.Context, o lockedObjects, name string
 // changes the image's lock entry with compare-and-set, and fails if the
 // removal marked it first. Either the removal saw the user, or its own
 // compare-and-set fails, or this one does: never both succeed.
-func (s *Service) pinImage(ctx context.Context, name string) error {
-	return s.pin(ctx, bucketImageLocks, "image", name)
+//
+// A pinned revision (NAME@N) pins both the image, whose removal takes every
+// revision, and the revision's own lock, which its removal changes.
+func (s *Service) pinImage(ctx context.Context, ref string) error {
+	name, rev, err := proto.ParseImageRef(ref)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if err := s.pin(ctx, bucketImageLocks, "image", name); err != nil {
+		return err
+	}
+	if rev == 0 {
+		return nil
+	}
+	return s.pin(ctx, bucketImageLocks, "image revision", proto.ImageRevisionKey(name, rev))
 }
 
 // pin is pinImage for any lock bucket: imagelocks, loaderlocks.

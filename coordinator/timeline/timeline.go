@@ -118,7 +118,8 @@ func Group(events []proto.Event, gap time.Duration) []Boot {
 	for _, ev := range evs {
 		xid := ev.Detail["xid"]
 		newBoot := cur == nil || ev.Time.Sub(cur.End) > gap ||
-			(ev.Kind == proto.EventDHCPDiscover && acked && artifacts && (xid == "" || !xids[xid]))
+			(ev.Kind == proto.EventDHCPDiscover && acked && artifacts && (xid == "" || !xids[xid])) ||
+			powersUp(ev) // a power on or cycle through the BMC starts the next boot
 		if newBoot {
 			var since time.Duration
 			if cur != nil {
@@ -146,6 +147,12 @@ func Group(events []proto.Event, gap time.Duration) []Boot {
 		}
 	}
 	return boots
+}
+
+// powersUp tells a power action that (re)starts the machine.
+func powersUp(ev proto.Event) bool {
+	a := ev.Detail["action"]
+	return ev.Kind == proto.EventPower && ev.Detail["result"] == "ok" && (a == proto.PowerOn || a == proto.PowerCycle)
 }
 
 // Summary is a short, human description of an event's detail for one line

@@ -616,6 +616,18 @@ func TestGroup(t *testing.T) {
 			},
 		},
 		{
+			// A cycle mid-boot (before any artifact) still starts the next
+			// boot; a failed action or a status query does not.
+			name: "a power on or cycle through the BMC starts a boot",
+			steps: cat([]step{{-1, proto.EventPower, "action=on result=ok"}}, dora(0, "0x01"),
+				[]step{{2, proto.EventPower, "action=status result=ok"}, {3, proto.EventPower, "action=cycle result=failed"},
+					{4, proto.EventPower, "action=cycle result=ok"}, {5, proto.EventDHCPDiscover, "xid=0x02"}, {5.5, proto.EventDHCPOffer, "xid=0x02"}}),
+			want: []bootShape{
+				{Steps: 7, Deltas: []time.Duration{0, time.Second, 10 * time.Millisecond, 990 * time.Millisecond, 10 * time.Millisecond, 990 * time.Millisecond, time.Second}},
+				{Steps: 3, Since: time.Second, Deltas: []time.Duration{0, time.Second, 500 * time.Millisecond}},
+			},
+		},
+		{
 			name: "events out of order are sorted by time",
 			steps: []step{
 				{2, proto.EventDHCPOffer, "xid=1"}, {0, proto.EventDHCPDiscover, "xid=1"},

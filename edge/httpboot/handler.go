@@ -347,7 +347,7 @@ var (
 // assigned at this site are served; any other is refused, as an unknown one
 // is, without asking the cache (or the store behind it).
 func (h *Handler) ArtifactFor(image, file string) (proto.Artifact, error) {
-	if strings.Contains(file, "/") || proto.ValidName("image", image) != nil || proto.ValidFileName(file) != nil {
+	if strings.Contains(file, "/") || proto.ValidImageRef(image) != nil || proto.ValidFileName(file) != nil {
 		return proto.Artifact{}, fmt.Errorf("%w: %q/%q", ErrBadArtifactPath, image, file)
 	}
 	im, ok := h.cfg.State.Image(image)

@@ -205,7 +205,7 @@ func bootPlan(in Input, base, imageName string, h proto.Host) plan {
 		return plan{decision: Decision{Action: ActionMissing, Image: imageName, Reason: "image " + imageName + " is not known at this edge"}, status: http.StatusOK, image: imageName}
 	}
 	im := *in.Image
-	if err := proto.ValidName("image", im.Name); err != nil {
+	if err := proto.ValidImageRef(im.Name); err != nil { // NAME, or a pinned NAME@N
 		return invalid(imageName, err)
 	}
 	if !archCompatible(in.Arch, im.Arch) {

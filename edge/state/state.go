@@ -159,12 +159,50 @@ func (s *State) Reservation(ip netip.Addr) (string, bool) {
 	return owners[0], true
 }
 
-// Image returns an image by name.
-func (s *State) Image(name string) (proto.Image, bool) {
+// Image returns an image by name (its current revision) or one revision of
+// it by NAME@N; the image's Name is what was asked for.
+func (s *State) Image(ref string) (proto.Image, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	im, ok := s.images[name]
+	im, ok := s.images[ref]
+	if !ok {
+		// The current revision of an image written before revisions
+		// existed has no revision entry: it is revision 1.
+		name, rev, err := proto.ParseImageRef(ref)
+		if err != nil || rev == 0 {
+			return proto.Image{}, false
+		}
+		if im, ok = s.images[name]; !ok || im.CurrentRevision() != rev {
+			return proto.Image{}, false
+		}
+		im.Name = ref
+	}
 	return cloneImage(im), ok
+}
+
+// PreviousRevision returns the revision of image name before its current
+// one, if the state has it: what a rollback would make current, whose
+// files the cache keeps longest.
+func (s *State) PreviousRevision(name string) (proto.Image, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	cur, ok := s.images[name]
+	if !ok {
+		return proto.Image{}, false
+	}
+	var prev proto.Image
+	found := false
+	for ref, im := range s.images {
+		n, rev, err := proto.ParseImageRef(ref)
+		if err != nil || n != name || rev == 0 || rev >= cur.CurrentRevision() {
+			continue
+		}
+		if !found || rev > prev.Revision {
+			prev, found = im, true
+			prev.Revision = rev
+		}
+	}
+	return cloneImage(prev), found
 }
 
 // Images returns all images.
@@ -237,7 +275,8 @@ func (s *State) SetRevision(r uint64) {
 	s.mu.Unlock()
 }
 
-// AssignedImages returns the names of images some host of the site boots.
+// AssignedImages returns the images some host of the site boots, as the
+// hosts name them: NAME or a pinned revision NAME@N.
 func (s *State) AssignedImages() []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -291,6 +330,11 @@ func cloneSite(s proto.Site) proto.Site {
 func cloneHost(h proto.Host) proto.Host {
 	h.ExtraMACs = slices.Clone(h.ExtraMACs)
 	h.Vars = maps.Clone(h.Vars)
+	if h.BMC != nil {
+		b := *h.BMC
+		b.Sealed = maps.Clone(b.Sealed)
+		h.BMC = &b
+	}
 	return h
 }
 

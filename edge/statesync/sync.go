@@ -308,7 +308,7 @@ func (s *Syncer) dropVanished(ctx context.Context, kv jetstream.KeyValue, w watc
 		}
 	case proto.BucketImages:
 		for _, im := range st.Images() {
-			if !have[im.Name] {
+			if !have[imageKey(im.Name)] {
 				st.DeleteImage(im.Name)
 			}
 		}
@@ -394,17 +394,36 @@ func (s *Syncer) applyHost(e jetstream.KeyValueEntry) error {
 	return nil
 }
 
+// applyImage applies an image (key NAME, its current revision) or one of
+// its revisions (proto.ImageRevisionKey), which the state holds under the
+// name hosts pin it by, NAME@N.
 func (s *Syncer) applyImage(e jetstream.KeyValueEntry) error {
+	ref := e.Key()
+	if name, rev, ok := proto.ParseImageRevisionKey(e.Key()); ok {
+		ref = proto.ImageRef(name, rev)
+	} else if proto.IsImageRevisionKey(e.Key()) {
+		return fmt.Errorf("bad image revision key %q", e.Key())
+	}
 	if deleted(e) {
-		s.cfg.State.DeleteImage(e.Key())
+		s.cfg.State.DeleteImage(ref)
 		return nil
 	}
 	var im proto.Image
 	if err := json.Unmarshal(e.Value(), &im); err != nil {
 		return err
 	}
+	im.Name = ref
 	s.cfg.State.PutImage(im)
 	return nil
+}
+
+// imageKey is the images bucket key of a name the state holds (NAME or NAME@N).
+func imageKey(ref string) string {
+	name, rev, err := proto.ParseImageRef(ref)
+	if err != nil || rev == 0 {
+		return ref
+	}
+	return proto.ImageRevisionKey(name, rev)
 }
 
 func (s *Syncer) applyLoader(e jetstream.KeyValueEntry) error {

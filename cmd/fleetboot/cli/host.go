@@ -18,7 +18,8 @@ import (
 
 func (a *app) hostCmd() *cobra.Command {
 	cmd := group(&cobra.Command{Use: "host", Short: "Manage machines: which image each MAC boots"})
-	cmd.AddCommand(a.hostSetCmd(), a.hostLsCmd(), a.hostShowCmd(), a.hostRmCmd(), a.hostTimelineCmd(), a.hostLabelCmd(), a.hostUnlabelCmd(), a.hostImportCmd())
+	cmd.AddCommand(a.hostSetCmd(), a.hostLsCmd(), a.hostShowCmd(), a.hostRmCmd(), a.hostTimelineCmd(), a.hostLabelCmd(), a.hostUnlabelCmd(), a.hostImportCmd(),
+		a.hostBMCCmd(), a.hostPowerCmd())
 	return cmd
 }
 
@@ -247,7 +248,11 @@ discovered as well.`,
 			if out == "json" {
 				return writeJSON(a.stdout, h)
 			}
-			return a.printHosts(out, []proto.Host{h})
+			if err := a.printHosts(out, []proto.Host{h}); err != nil {
+				return err
+			}
+			a.printBMC(h)
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&facts, "facts", false, "also show the facts it reported (and find discovered machines)")

@@ -19,7 +19,7 @@ import (
 
 func (a *app) imageCmd() *cobra.Command {
 	cmd := group(&cobra.Command{Use: "image", Short: "Manage boot images (kernel, initrd, optional LiveOS ISO)"})
-	cmd.AddCommand(a.imageAddCmd(), a.imageLsCmd(), a.imageShowCmd(), a.imageRmCmd())
+	cmd.AddCommand(a.imageAddCmd(), a.imageLsCmd(), a.imageShowCmd(), a.imageRmCmd(), a.imageHistoryCmd(), a.imageRollbackCmd())
 	return cmd
 }
 
@@ -32,7 +32,10 @@ func (a *app) imageAddCmd() *cobra.Command {
 		Long: `Upload the kernel, initrd and (for LiveOS images) ISO to the artifact store,
 recording each file's size and sha256, then register the image with the
 coordinator. Files are stored by content: adding identical content again
-uploads nothing. Adding an existing NAME replaces that image.
+uploads nothing. Adding an existing NAME records a new immutable revision
+and makes it current: hosts that follow NAME boot it from their next boot,
+hosts pinned to NAME@N stay where they are. Content equal to the current
+revision adds no revision. See image history and image rollback.
 
 --initrd may be given several times: the boot loader loads the files in
 that order, so the CPU's early microcode comes first, then the initrd.
@@ -209,9 +212,9 @@ func (a *app) imageLsCmd() *cobra.Command {
 func (a *app) imageShowCmd() *cobra.Command {
 	var out string
 	cmd := &cobra.Command{
-		Use:     "show NAME",
-		Short:   "Show an image and its artifacts",
-		Example: "  fleetboot image show debian12",
+		Use:     "show NAME[@N]",
+		Short:   "Show an image (its current revision, or revision N) and its artifacts",
+		Example: "  fleetboot image show debian12\n  fleetboot image show debian12@3",
 		Args:    exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(out); err != nil {
@@ -224,7 +227,7 @@ func (a *app) imageShowCmd() *cobra.Command {
 			if out == "json" {
 				return writeJSON(a.stdout, im)
 			}
-			fmt.Fprintf(a.stdout, "image:    %s\narch:     %s\ncmdline:  %s\nupdated:  %s\n\n", im.Name, im.Arch, im.Cmdline, im.Updated.Format(time.RFC3339))
+			fmt.Fprintf(a.stdout, "image:    %s\nrevision: %d\narch:     %s\ncmdline:  %s\nupdated:  %s\n\n", im.Name, im.CurrentRevision(), im.Arch, im.Cmdline, im.Updated.Format(time.RFC3339))
 			var rows [][]string
 			for _, ar := range im.Artifacts {
 				rows = append(rows, []string{ar.Role, ar.Name, bytesize.Format(ar.Size), ar.SHA256, ar.Key})
@@ -238,9 +241,13 @@ func (a *app) imageShowCmd() *cobra.Command {
 
 func (a *app) imageRmCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:     "rm NAME",
-		Short:   "Remove an image no host uses (its stored files stay)",
-		Example: "  fleetboot image rm debian12",
+		Use:   "rm NAME[@N]",
+		Short: "Remove an image no host uses, or one revision no host pins (stored files stay)",
+		Long: `Remove an image with all its revisions (NAME), or one revision (NAME@N).
+Refused while a host or a site's discovery image uses it: NAME is used by
+hosts that follow it or pin any of its revisions; NAME@N by hosts pinned to
+it, and the current revision cannot be removed at all.`,
+		Example: "  fleetboot image rm debian12\n  fleetboot image rm debian12@2",
 		Args:    exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := request[struct{}](cmd.Context(), a, proto.APIImageRm, proto.NameRequest{V: proto.Version, Name: args[0]}); err != nil {
@@ -271,7 +278,7 @@ func (a *app) printImages(out string, ims []proto.Image) error {
 		if _, ok := im.Artifact(proto.RoleISO); ok {
 			live = "yes"
 		}
-		rows = append(rows, []string{im.Name, im.Arch, strings.Join(files, ","), bytesize.Format(total), live, im.Cmdline})
+		rows = append(rows, []string{im.Name, fmt.Sprint(im.CurrentRevision()), im.Arch, strings.Join(files, ","), bytesize.Format(total), live, im.Cmdline})
 	}
-	return table(a.stdout, []string{"IMAGE", "ARCH", "FILES", "SIZE", "LIVEOS", "CMDLINE"}, rows)
+	return table(a.stdout, []string{"IMAGE", "REV", "ARCH", "FILES", "SIZE", "LIVEOS", "CMDLINE"}, rows)
 }
