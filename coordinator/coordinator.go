@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -21,6 +22,7 @@ import (
 	"github.com/fleetboot/fleetboot/coordinator/api"
 	"github.com/fleetboot/fleetboot/coordinator/audit"
 	"github.com/fleetboot/fleetboot/coordinator/auth"
+	"github.com/fleetboot/fleetboot/coordinator/bootstats"
 	"github.com/fleetboot/fleetboot/coordinator/service"
 	"github.com/fleetboot/fleetboot/coordinator/web"
 	"github.com/fleetboot/fleetboot/proto"
@@ -40,11 +42,15 @@ type Config struct {
 	NATSURL       string // an existing NATS cluster instead of the embedded server
 	NATSOptions   []nats.Option
 	MaxStoreBytes int64 // JetStream file storage limit of the embedded server
-	Replicas      int
-	StoreURL      string // shown to clients, without credentials
-	Store         Stater // nil skips artifact checks
-	Version       string
-	Logger        *slog.Logger
+	// NATSSync is the embedded server's JetStream sync interval: 0 fsyncs
+	// every write (the default: an acknowledged change survives a power
+	// loss), a positive value syncs in the background that often.
+	NATSSync time.Duration
+	Replicas int
+	StoreURL string // shown to clients, without credentials
+	Store    Stater // nil skips artifact checks
+	Version  string
+	Logger   *slog.Logger
 	// HTTPListen is the read-only web panel's address; "" turns it off.
 	HTTPListen string
 	// HTTPNames are the other names the panel is reached by; it refuses
@@ -119,7 +125,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	connURL := ""
 	if url == "" {
-		ns, err := StartEmbedded(EmbeddedConfig{Listen: cfg.NATSListen, StoreDir: filepath.Join(cfg.DataDir, "jetstream"), MaxStore: cfg.MaxStoreBytes, TLS: cfg.TLS, Authority: authority})
+		ns, err := StartEmbedded(EmbeddedConfig{Listen: cfg.NATSListen, StoreDir: filepath.Join(cfg.DataDir, "jetstream"), MaxStore: cfg.MaxStoreBytes, TLS: cfg.TLS, Authority: authority, SyncInterval: cfg.NATSSync})
 		if err != nil {
 			return err
 		}
@@ -193,7 +199,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := auditLog.Register(reg); err != nil {
 		return err
 	}
-	apiCfg := api.Config{Service: svc, StoreURL: cfg.StoreURL, Version: cfg.Version, Logger: log, Audit: auditLog}
+	apiMetrics, err := api.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	apiCfg := api.Config{Service: svc, StoreURL: cfg.StoreURL, Version: cfg.Version, Logger: log, Audit: auditLog, Metrics: apiMetrics}
 	apiNC := nc
 	if authority != nil {
 		// The API answers in its own account: requests reach it through the
@@ -242,6 +252,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := nc.Flush(); err != nil {
 		return fmt.Errorf("coordinator: flush: %w", err)
 	}
+	// Boots started, completed and failed by diagnosis, for /metrics.
+	boots, err := bootstats.New(reg, bootstats.Options{})
+	if err != nil {
+		return err
+	}
+	var bootsDone sync.WaitGroup
+	bootsCtx, stopBoots := context.WithCancel(ctx)
+	bootsDone.Go(func() { boots.Run(bootsCtx, js, log) })
+	defer bootsDone.Wait()
+	defer stopBoots() // before the Wait: whatever ends Run ends the tracker
+
 	panelDone := make(<-chan error)
 	if cfg.HTTPListen != "" {
 		if cfg.Auth && !web.Loopback(cfg.HTTPListen) {

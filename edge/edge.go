@@ -17,6 +17,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fleetboot/fleetboot/edge/cache"
@@ -184,6 +186,11 @@ func New(cfg Config) (_ *Agent, err error) {
 		return nil, err
 	}
 	a.onClose(func() { a.rec.Close() })
+	// One registry for everything the edge serves, on its /metrics.
+	reg := prometheus.NewRegistry()
+	if err := a.rec.RegisterMetrics(reg); err != nil {
+		return nil, err
+	}
 	// Refusals and requests for unknown MACs, which anyone on the boot
 	// network can send at will, are counted per address and window.
 	// Closed before the recorder (closers run in reverse), so the last
@@ -192,7 +199,7 @@ func New(cfg Config) (_ *Agent, err error) {
 	a.onClose(func() { a.agg.Close() })
 
 	store := &lazyStore{cfg: cfg.Store, log: log}
-	a.cache, err = cache.New(cache.Config{Dir: cfg.CacheDir, MaxBytes: cfg.CacheSize, Fetcher: store, Logger: log, Events: a.rec, Repeats: a.agg})
+	a.cache, err = cache.New(cache.Config{Dir: cfg.CacheDir, MaxBytes: cfg.CacheSize, Fetcher: store, Logger: log, Events: a.rec, Repeats: a.agg, Registerer: reg})
 	if err != nil {
 		return nil, err
 	}
@@ -245,7 +252,7 @@ func New(cfg Config) (_ *Agent, err error) {
 			BootFiles: dhcp.BootFiles{EFI64: cfg.EFIBootFile}, Loaders: a.st,
 			LeaseFile: filepath.Join(cfg.StateDir, "leases.json"),
 			State:     siteMode{State: a.st, mode: cfg.DHCPMode}, Events: a.rec, Logger: log,
-			Force: cfg.Force, NoConflictCheck: !cfg.ConflictCheck, SourceRate: cfg.DHCPSourceRate,
+			Force: cfg.Force, NoConflictCheck: !cfg.ConflictCheck, SourceRate: cfg.DHCPSourceRate, Metrics: reg,
 		})
 		if err != nil {
 			return nil, err
@@ -267,7 +274,7 @@ func New(cfg Config) (_ *Agent, err error) {
 	}
 	boot := httpboot.New(httpboot.Config{
 		State: siteMode{State: a.st, mode: cfg.DHCPMode}, BaseURL: a.base, Artifacts: a.cache, BootDir: cfg.BootDir,
-		Callbacks: natsCallbacks{nc: nc}, CallbackKey: key, Leases: leases, Events: a.rec, Repeats: a.agg, Logger: log,
+		Callbacks: natsCallbacks{nc: nc, site: cfg.Site}, CallbackKey: key, Leases: leases, Events: a.rec, Repeats: a.agg, Logger: log,
 	})
 	// A configuration the renderer refuses would make every script request
 	// a 500: refuse it here, once, instead.
@@ -275,12 +282,12 @@ func New(cfg Config) (_ *Agent, err error) {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", a.cache.Metrics())
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle("/", boot)
 	// Header, query and body limits and slow-client deadlines; no whole-
 	// request WriteTimeout, which would cut ISO downloads (httpboot.Limits).
-	a.srv = httpboot.NewServer(mux, httpboot.Limits{Logger: log, Repeats: a.agg, Rate: cfg.HTTPSourceRate})
-	if a.tftp, err = newTFTP(cfg, boot, a.cache, a.rec, a.agg, macForIP, log); err != nil {
+	a.srv = httpboot.NewServer(mux, httpboot.Limits{Logger: log, Repeats: a.agg, Rate: cfg.HTTPSourceRate, Metrics: reg})
+	if a.tftp, err = newTFTP(cfg, boot, a.cache, a.rec, a.agg, macForIP, reg, log); err != nil {
 		return nil, err
 	}
 	if a.tftp != nil {
@@ -420,14 +427,20 @@ func (l *lazyStore) Get(ctx context.Context, key string) (io.ReadCloser, error) 
 }
 
 // natsCallbacks forwards installer callbacks to the coordinator.
-type natsCallbacks struct{ nc *nats.Conn }
+type natsCallbacks struct {
+	nc   *nats.Conn
+	site string // this edge's: a report of an unknown machine is kept at it
+}
 
 func (n natsCallbacks) Done(ctx context.Context, mac string) error {
 	return n.call(ctx, proto.APIHostDone, proto.MACRequest{V: proto.Version, MAC: mac})
 }
 
 func (n natsCallbacks) Facts(ctx context.Context, mac string, body []byte) error {
-	return n.call(ctx, proto.APIHostFacts, proto.FactsRequest{V: proto.Version, MAC: mac, Facts: body})
+	// The site says where an unknown machine (a discovery report) waits;
+	// with --auth the coordinator takes it from the edge's credentials
+	// instead of trusting this field.
+	return n.call(ctx, proto.APIHostFacts, proto.FactsRequest{V: proto.Version, MAC: mac, Site: n.site, Facts: body})
 }
 
 func (n natsCallbacks) call(ctx context.Context, endpoint string, req any) error {

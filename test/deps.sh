@@ -9,7 +9,10 @@ BIN="${HOME}/.cache/fleetboot/bin"
 PKGS=(qemu-system-x86 ipxe-qemu ipxe ovmf busybox-static dnsmasq nginx isc-dhcp-client
       tftp-hpa curl iproute2 cpio kea-admin kea-dhcp4-server tftpd-hpa
       dracut dracut-live dracut-network squashfs-tools xorriso iputils-arping
-      qemu-system-arm qemu-efi-aarch64 atftp atftpd)
+      qemu-system-arm qemu-efi-aarch64 atftp openipmi ipmitool chromium)
+# atftpd (the windowsize reference in test/bench) conflicts with tftpd-hpa:
+# both ship /usr/sbin/in.tftpd, and installing one removes the other. The
+# benchmark runs it from `apt-get download atftpd`, unpacked into its cache.
 # Validators only (cloud-init schema): without recommends, so nothing of it runs
 # at boot.
 PKGS_NORECOMMENDS=(cloud-init)
@@ -33,7 +36,7 @@ if ((${#missing[@]} + ${#missing_norec[@]})); then
   # dnsmasq, nginx, Kea and tftpd-hpa are used as reference servers by tests
   # and benchmarks, started by them on their own addresses; the system
   # services stay off.
-  for s in dnsmasq nginx kea-dhcp4-server kea-dhcp6-server kea-dhcp-ddns-server kea-ctrl-agent tftpd-hpa atftpd \
+  for s in dnsmasq nginx kea-dhcp4-server kea-dhcp6-server kea-dhcp-ddns-server kea-ctrl-agent tftpd-hpa \
            cloud-init cloud-init-local cloud-config cloud-final; do
     systemctl disable --now "$s" >/dev/null 2>&1 || true
   done

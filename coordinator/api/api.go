@@ -39,6 +39,8 @@ type Config struct {
 	Audit Auditor
 	// Enrol signs and revokes credentials; nil answers that --auth is off.
 	Enrol Enroller
+	// Metrics counts requests by endpoint and code; nil counts nothing.
+	Metrics *Metrics
 }
 
 // Guard checks a request's caller (see auth.Guard).
@@ -212,6 +214,7 @@ func onlyVisible[T any](ctx context.Context, items []T, siteOf func(T) string) [
 // handle adapts a typed service call to a micro handler: decode, call, wrap.
 func handle[Req, Resp any](cfg Config, fn func(context.Context, Req) (Resp, error)) micro.HandlerFunc {
 	return func(r micro.Request) {
+		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 		defer cancel()
 		endpoint := strings.TrimPrefix(r.Subject(), proto.APIPrefix+".")
@@ -222,6 +225,7 @@ func handle[Req, Resp any](cfg Config, fn func(context.Context, Req) (Resp, erro
 				// Refusals are audited, reads included: probing is worth seeing.
 				cfg.audit(ctx, who, endpoint, r.Data(), err)
 				respond(cfg, r, nil, err)
+				cfg.Metrics.observe(endpoint, err, start)
 				return
 			}
 			ctx = context.WithValue(ctx, callerKey{}, who)
@@ -236,7 +240,9 @@ func handle[Req, Resp any](cfg Config, fn func(context.Context, Req) (Resp, erro
 		// room first.
 		if !auth.IsRead(endpoint) && !auditExempt(endpoint) && cfg.Audit != nil && cfg.Audit.Full(ctx) {
 			cfg.Audit.RefuseFull(endpoint, who.Name)
-			respond(cfg, r, nil, fmt.Errorf("%w: %s refused until there is room (an admin raises the AUDIT stream's max_bytes or moves old records out)", audit.ErrFull, endpoint))
+			err := fmt.Errorf("%w: %s refused until there is room (an admin raises the AUDIT stream's max_bytes or moves old records out)", audit.ErrFull, endpoint)
+			respond(cfg, r, nil, err)
+			cfg.Metrics.observe(endpoint, err, start)
 			return
 		}
 		var req Req
@@ -254,6 +260,7 @@ func handle[Req, Resp any](cfg Config, fn func(context.Context, Req) (Resp, erro
 			cfg.audit(ctx, who, endpoint, r.Data(), err)
 		}
 		respond(cfg, r, resp, err)
+		cfg.Metrics.observe(endpoint, err, start)
 	}
 }
 
@@ -327,19 +334,7 @@ func respond(cfg Config, r micro.Request, data any, err error) {
 	rep := proto.Reply{V: proto.Version}
 	if err != nil {
 		rep.Error = errorLine(err)
-		code := "500"
-		switch {
-		case errors.Is(err, service.ErrInvalid):
-			code = "400"
-		case errors.Is(err, service.ErrNotFound):
-			code = "404"
-		case errors.Is(err, service.ErrConflict):
-			code = "409"
-		case errors.Is(err, auth.ErrDenied):
-			code = "403"
-		case errors.Is(err, audit.ErrFull):
-			code = "503"
-		}
+		code := codeOf(err)
 		cfg.Logger.Info("api request refused", "subject", r.Subject(), "code", code, "err", rep.Error)
 		body, _ := json.Marshal(rep)
 		_ = r.Error(code, rep.Error, body)
@@ -353,6 +348,25 @@ func respond(cfg Config, r micro.Request, data any, err error) {
 	}
 	body, _ := json.Marshal(rep)
 	_ = r.Respond(body)
+}
+
+// codeOf is the code a request's outcome answers with: "200" for nil.
+func codeOf(err error) string {
+	switch {
+	case err == nil:
+		return "200"
+	case errors.Is(err, service.ErrInvalid):
+		return "400"
+	case errors.Is(err, service.ErrNotFound):
+		return "404"
+	case errors.Is(err, service.ErrConflict):
+		return "409"
+	case errors.Is(err, auth.ErrDenied):
+		return "403"
+	case errors.Is(err, audit.ErrFull):
+		return "503"
+	}
+	return "500"
 }
 
 // errorLine turns a wrapped error into the one line the CLI prints: the

@@ -1280,6 +1280,7 @@ func TestViewerCannotFillTheAuditLog(t *testing.T) {
 	}
 	// The admin can still change the fleet.
 	good := "web1"
+	accepted := counterWith(t, e.metrics, "fleetboot_api_requests_total", "endpoint", proto.APIHostSet, "code", "200")
 	mustOK(t, call(t, admin, proto.APIHostSet, proto.HostSetRequest{V: proto.Version, MAC: labMAC, Hostname: &good}, nil))
 
 	js, err := jetstream.New(admin)
@@ -1306,4 +1307,42 @@ func TestViewerCannotFillTheAuditLog(t *testing.T) {
 	if last := recs[len(recs)-1]; last.Who != "admin" || last.Outcome != audit.Accepted {
 		t.Errorf("last record %+v, want the admin's accepted change", last)
 	}
+	// On /metrics: every refusal by endpoint and code, and the admin's change.
+	for _, c := range []struct {
+		code string
+		want float64
+	}{{"403", flood}, {"200", accepted + 1}} {
+		if got := counterWith(t, e.metrics, "fleetboot_api_requests_total", "endpoint", proto.APIHostSet, "code", c.code); got != c.want {
+			t.Errorf("fleetboot_api_requests_total{endpoint=%s,code=%s} = %v, want %v", proto.APIHostSet, c.code, got, c.want)
+		}
+	}
+}
+
+// counterWith reads the counter of name whose labels include the given
+// name/value pairs.
+func counterWith(t *testing.T, reg *prometheus.Registry, name string, kv ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for i := 0; i+1 < len(kv); i += 2 {
+				if have[kv[i]] != kv[i+1] {
+					continue metric
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/fleetboot/fleetboot/coordinator/kvleader"
 )
@@ -40,7 +41,9 @@ func (s *Service) get(ctx context.Context, bucket, key string, v any) (uint64, e
 
 // list reads every value of a bucket whose key matches filter, in key order.
 // The keys come from STREAM.INFO, which the stream leader answers, and the
-// values from read: both see every acknowledged write.
+// values from read: both see every acknowledged write. The reads run
+// listReaders at a time: one at a time, a site of 1 000 hosts took 1 000
+// round trips in a row (80 ms on an idle coordinator with a million hosts).
 func list[T any](ctx context.Context, s *Service, bucket, filter string) ([]T, error) {
 	st, err := s.js.Stream(ctx, "KV_"+bucket)
 	if err != nil {
@@ -56,23 +59,40 @@ func list[T any](ctx context.Context, s *Service, bucket, filter string) ([]T, e
 		keys = append(keys, strings.TrimPrefix(subj, pre))
 	}
 	slices.Sort(keys)
+	vals := make([]*T, len(keys))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(listReaders)
+	for i, k := range keys {
+		g.Go(func() error {
+			e, err := s.read(gctx, bucket, k)
+			if errors.Is(err, ErrNotFound) {
+				return nil // deleted (a delete marker keeps its subject)
+			}
+			if err != nil {
+				return err
+			}
+			v := new(T)
+			if err := json.Unmarshal(e.value, v); err != nil {
+				return fmt.Errorf("coordinator: decode %s/%s: %w", bucket, k, err)
+			}
+			vals[i] = v
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
 	out := make([]T, 0, len(keys))
-	for _, k := range keys {
-		e, err := s.read(ctx, bucket, k)
-		if errors.Is(err, ErrNotFound) {
-			continue // deleted (a delete marker keeps its subject)
+	for _, v := range vals {
+		if v != nil {
+			out = append(out, *v)
 		}
-		if err != nil {
-			return nil, err
-		}
-		var v T
-		if err := json.Unmarshal(e.value, &v); err != nil {
-			return nil, fmt.Errorf("coordinator: decode %s/%s: %w", bucket, k, err)
-		}
-		out = append(out, v)
 	}
 	return out, nil
 }
+
+// listReaders bounds a list's reads in flight.
+const listReaders = 16
 
 // entry is one KV value as the stream leader has it.
 type entry struct {

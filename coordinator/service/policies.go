@@ -260,7 +260,10 @@ func (s *Service) claimFor(ctx context.Context, p proto.Policy, mac, site string
 	if err := s.reserve(ctx, p, mac); err != nil {
 		return err
 	}
-	req := proto.HostSetRequest{V: proto.Version, MAC: mac, Site: &site, Image: &p.Image, Labels: p.Labels}
+	// Once: the image a policy assigns installs the machine, whose done
+	// callback then turns it to local-disk boot (Razor's flow), so its
+	// next power-on does not install it again.
+	req := proto.HostSetRequest{V: proto.Version, MAC: mac, Site: &site, Image: &p.Image, Labels: p.Labels, Once: ptrTo(true)}
 	if p.Template != "" {
 		req.Template = &p.Template
 	}

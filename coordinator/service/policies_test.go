@@ -196,6 +196,13 @@ func TestPolicies(t *testing.T) {
 		}
 	}
 	h, _ := s.GetHost(ctx, "52:54:00:aa:00:03")
+	// A claimed machine installs once: its done turns it to local boot.
+	if !h.Once || h.State != proto.StateBoot {
+		t.Errorf("claimed host: once %v, state %q; want once, boot", h.Once, h.State)
+	}
+	if done, err := s.InstallDone(ctx, "52:54:00:aa:00:05"); err != nil || done.State != proto.StateLocal {
+		t.Errorf("done of a claimed host: state %q, %v; want local", done.State, err)
+	}
 	if diff := cmp.Diff(map[string]string{"role": "db"}, h.Labels); diff != "" {
 		t.Errorf("labels of the claimed host: %s", diff)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -173,8 +174,9 @@ func (h *Handler) Handle(ctx context.Context, req *dhcpv4.DHCPv4, in Input) (*dh
 }
 
 // bootFor chooses the boot file, with the loader the host or site names.
-// A loader missing from the edge's copy, or without a file for the client's
-// architecture, leaves today's answer, logged once per loader and arch.
+// A loader missing from the edge's copy, without a file for the client's
+// architecture, or not for its way of booting (a GRUB chain for UEFI HTTP
+// boot), leaves today's answer, logged once per loader and arch.
 func (h *Handler) bootFor(r *request) Boot {
 	name := LoaderFor(r.host, r.known, r.site)
 	if name == "" {
@@ -195,7 +197,7 @@ func (h *Handler) bootFor(r *request) Boot {
 	b, fallback := BootWith(r.m, l, h.cfg.BootFiles, h.cfg.HTTPBase)
 	if fallback {
 		if _, seen := h.fallbacks.LoadOrStore(name+"/"+r.m.ArchString(), true); !seen {
-			r.log.Warn("dhcp: loader has no file for this architecture, booting the default", "loader", name, "file", b.File)
+			r.log.Warn("dhcp: loader not used for this client, booting the default", "loader", name, "file", b.File, "reason", b.Reason)
 		}
 	}
 	return b
@@ -242,6 +244,13 @@ func (h *Handler) emit(kind string, r *request, ip netip.Addr, decision string) 
 	d := map[string]string{"xid": r.m.XID, "decision": decision}
 	if ip.IsValid() {
 		d["ip"] = ip.String()
+	}
+	if kind == proto.EventDHCPDiscover {
+		// The client's secs field: how long it has been asking (RFC 2131;
+		// iPXE counts its transmissions there instead). The timeline tells
+		// a DISCOVER a blocked switch port held back from a slow client's
+		// first one by it.
+		d["secs"] = strconv.Itoa(int(r.req.NumSeconds))
 	}
 	if r.m.HasArch {
 		d["arch"] = r.m.ArchString()

@@ -25,6 +25,7 @@ const (
 	reasonSourceFlood = "source flood"
 	reasonOverloaded  = "server overloaded"
 	reasonNotServed   = "not served"
+	reasonNotSent     = "reply not sent" // the socket refused the reply
 )
 
 // bootpHeader is the fixed part of a DHCP packet up to and including the
@@ -117,6 +118,7 @@ func sourceLimits(rate float64, burst int) (float64, int) {
 func (s *Server) admit(req *dhcpv4.DHCPv4, peer *net.UDPAddr) bool {
 	mac := req.ClientHWAddr.String()
 	if !s.limit.Allow(mac) {
+		s.m.dropped(reasonClientFlood)
 		s.drops.Warn("dhcp: packet dropped", "reason", reasonClientFlood, "mac", mac,
 			"rate", s.cfg.ClientRate, "burst", s.cfg.ClientBurst)
 		s.h.counted.Count(proto.EventDHCPRateLimited, reasonClientFlood)
@@ -133,6 +135,7 @@ func (s *Server) admit(req *dhcpv4.DHCPv4, peer *net.UDPAddr) bool {
 		src = peer.IP.String()
 	}
 	if !s.source.Allow(src) {
+		s.m.dropped(reasonSourceFlood)
 		s.drops.Warn("dhcp: packet dropped", "reason", reasonSourceFlood, "source", src, "mac", mac,
 			"rate", s.cfg.SourceRate, "burst", s.cfg.SourceBurst)
 		s.h.counted.Count(proto.EventDHCPRateLimited, reasonSourceFlood)

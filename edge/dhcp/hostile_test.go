@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/fleetboot/fleetboot/proto"
@@ -134,9 +136,11 @@ func TestNetnsHostile(t *testing.T) {
 	const clientMAC = "52:54:00:77:00:0a"
 	nss := netnstest.LAN(t, "fbd", netnstest.Member{Name: "edge", Addr: "10.77.0.1/24"}, netnstest.Member{Name: "client", MAC: clientMAC})
 	st := labState(proto.DHCPFull, proto.UnknownDiscover)
+	reg := prometheus.NewRegistry()
 	e, err := startEdge(t, nss["edge"], st, "", func(c *Config) {
 		c.NoConflictCheck = true
 		c.LogEvery = time.Nanosecond // every drop logged: each case checks its own line
+		c.Metrics = reg
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -184,9 +188,32 @@ func TestNetnsHostile(t *testing.T) {
 		})
 	}
 
+	// Every refusal above is on /metrics under its reason, beside the
+	// DISCOVERs and OFFERs of the well-formed exchanges.
+	got := gather(t, reg)
+	offers := float64(good - 100)
+	for _, tc := range hostileCases() {
+		if k := fmt.Sprintf("fleetboot_dhcp_dropped_total{reason=%s}", reasonLabel(tc.reason)); got[k] < 1 {
+			t.Errorf("%s = %v, want ≥ 1", k, got[k])
+		}
+	}
+	for k, min := range map[string]float64{
+		"fleetboot_dhcp_requests_total{type=discover}": offers,
+		"fleetboot_dhcp_replies_total{type=offer}":     offers,
+		"fleetboot_dhcp_handle_seconds_count":          offers,
+	} {
+		if got[k] < min {
+			t.Errorf("%s = %v, want ≥ %v", k, got[k], min)
+		}
+	}
+	if got["fleetboot_dhcp_replies_total{type=nak}"] != 0 {
+		t.Errorf("NAKs counted where none were sent: %v", got)
+	}
+
 	t.Run("flood from one MAC", func(t *testing.T) {
 		e.stop(t)
-		e, err = startEdge(t, nss["edge"], st, "", func(c *Config) { c.NoConflictCheck = true })
+		reg = prometheus.NewRegistry()
+		e, err = startEdge(t, nss["edge"], st, "", func(c *Config) { c.NoConflictCheck = true; c.Metrics = reg })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -200,8 +227,44 @@ func TestNetnsHostile(t *testing.T) {
 		}
 		waitLog(t, fmt.Sprintf("reason=%q", reasonClientFlood))
 		offer(t) // another MAC is still served
+		if got := gather(t, reg)["fleetboot_dhcp_dropped_total{reason=client_flood}"]; got < 1 {
+			t.Errorf("client flood drops on /metrics: %v, want ≥ 1", got)
+		}
 		if got := strings.Count(e.logs.String(), fmt.Sprintf("reason=%q", reasonClientFlood)); got != 1 {
 			t.Fatalf("%d log lines for a flood of %d packets, want 1 (rate-limited)\n%s", got, n, e.logs.String())
 		}
 	})
+}
+
+// gather reads reg as /metrics would: name{label=value,...} → value;
+// histograms as name_count and name_sum.
+func gather(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			name := f.GetName()
+			if len(labels) > 0 {
+				name += "{" + strings.Join(labels, ",") + "}"
+			}
+			switch {
+			case m.GetCounter() != nil:
+				out[name] = m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				out[name] = m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				out[f.GetName()+"_count"] = float64(m.GetHistogram().GetSampleCount())
+				out[f.GetName()+"_sum"] = m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	return out
 }

@@ -8,8 +8,6 @@ import (
 	"slices"
 	"sync"
 	"time"
-
-	"github.com/fleetboot/fleetboot/shared/atomicfile"
 )
 
 // Lease states.
@@ -33,11 +31,12 @@ func (l *Lease) active(now time.Time) bool {
 	return (l.State == leaseOffered || l.State == leaseBound || l.State == leaseDeclined) && now.Before(l.Expires)
 }
 
-// Leases is the lease database: in memory, and in a JSON file when a path is
-// given, rewritten atomically after every change a client relies on (ACK,
-// RELEASE, DECLINE), so an edge restart honours every lease it granted.
-// Offers are not written: a client that lost its offer in a restart simply
-// DISCOVERs again.
+// Leases is the lease database: in memory, and on disk when a path is
+// given (a snapshot and a journal, see leasefile.go), synced after every
+// change a client relies on (ACK, RELEASE, DECLINE) before the client hears
+// of it, so an edge restart honours every lease it granted. Offers reach
+// the disk only with such a change: a client that lost its offer in a
+// restart simply DISCOVERs again.
 type Leases struct {
 	mu     sync.Mutex
 	path   string
@@ -46,44 +45,58 @@ type Leases struct {
 	cursor map[netip.Addr]netip.Addr // range start -> where the next pool scan begins
 	gen    uint64                    // bumped by every change that must reach the disk
 
+	dirty map[netip.Addr]struct{} // records changed since the last commit
+
 	// flushMu serialises writers. ACKs that arrive while a write is in
 	// progress are all covered by the next one (group commit), so a rack
 	// powering on together costs a few fsyncs, not one per machine.
-	flushMu sync.Mutex
-	saved   uint64 // gen of the last write
+	flushMu       sync.Mutex
+	saved         uint64   // gen of the last write
+	journal       *os.File // open for appending; nil until the first commit
+	journalBytes  int64
+	snapshotBytes int64
+	compactMin    int64  // the journal is never compacted below this (compactMin; tests lower it)
+	seq           uint64 // the last journaled commit the snapshot includes
+	jseq          uint64 // the last commit written to the journal
 }
 
 type leaseFile struct {
 	V      int     `json:"v"`
+	Seq    uint64  `json:"seq,omitempty"` // the last journal commit included
 	Leases []Lease `json:"leases"`
 }
 
 // OpenLeases loads the lease file at path (a missing file is an empty
 // database). An empty path keeps leases in memory only.
 func OpenLeases(path string) (*Leases, error) {
-	l := &Leases{path: path, byIP: map[netip.Addr]*Lease{}, byMAC: map[string]netip.Addr{}, cursor: map[netip.Addr]netip.Addr{}}
+	l := &Leases{path: path, byIP: map[netip.Addr]*Lease{}, byMAC: map[string]netip.Addr{}, cursor: map[netip.Addr]netip.Addr{},
+		dirty: map[netip.Addr]struct{}{}, compactMin: compactMin}
 	if path == "" {
 		return l, nil
 	}
 	b, err := os.ReadFile(path)
-	if os.IsNotExist(err) {
-		return l, nil
-	}
-	if err != nil {
+	if err != nil && !os.IsNotExist(err) {
 		return nil, fmt.Errorf("dhcp: read lease file: %w", err)
 	}
-	var f leaseFile
-	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("dhcp: lease file %s is corrupt: %w", path, err)
-	}
-	for _, le := range f.Leases {
-		if !le.IP.Is4() {
-			continue
+	if err == nil {
+		var f leaseFile
+		if err := json.Unmarshal(b, &f); err != nil {
+			return nil, fmt.Errorf("dhcp: lease file %s is corrupt: %w", path, err)
 		}
-		le := le
-		l.byIP[le.IP] = &le
-		if le.MAC != "" {
-			l.byMAC[le.MAC] = le.IP
+		for _, le := range f.Leases {
+			l.applyLocked(le)
+		}
+		l.seq, l.jseq, l.snapshotBytes = f.Seq, f.Seq, int64(len(b))
+	}
+	found, err := l.replayJournal()
+	if err != nil {
+		return nil, err
+	}
+	if found {
+		// Start from one snapshot: the replayed journal folded in, a
+		// commit cut short by a crash gone with it.
+		if err := l.compact(); err != nil {
+			return nil, err
 		}
 	}
 	return l, nil
@@ -107,6 +120,7 @@ func (l *Leases) allLocked() []Lease {
 
 // setLocked records le, replacing the address's record and moving the MAC.
 func (l *Leases) setLocked(le Lease) {
+	l.dirty[le.IP] = struct{}{}
 	if old, ok := l.byIP[le.IP]; ok && old.MAC != "" && old.MAC != le.MAC && l.byMAC[old.MAC] == le.IP {
 		delete(l.byMAC, old.MAC)
 	}
@@ -116,8 +130,10 @@ func (l *Leases) setLocked(le Lease) {
 			// dropped, a bound one becomes history (still preferred later).
 			if p := l.byIP[prev]; p != nil && p.State == leaseOffered {
 				delete(l.byIP, prev)
+				l.dirty[prev] = struct{}{}
 			} else if p != nil && p.State == leaseBound {
 				p.State = leaseReleased
+				l.dirty[prev] = struct{}{}
 			}
 		}
 		l.byMAC[le.MAC] = le.IP
@@ -145,25 +161,31 @@ func (l *Leases) commit(g uint64) error {
 		return nil // a write that started after our change already covered it
 	}
 	l.mu.Lock()
-	snap, gen := l.allLocked(), l.gen
+	recs := make([]Lease, 0, len(l.dirty))
+	for ip := range l.dirty {
+		if r := l.byIP[ip]; r != nil {
+			recs = append(recs, *r)
+		} else {
+			recs = append(recs, Lease{IP: ip, State: leaseGone})
+		}
+	}
+	clear(l.dirty)
+	gen := l.gen
 	l.mu.Unlock()
-	if err := l.write(snap); err != nil {
+	if err := l.appendJournal(recs); err != nil {
+		l.mu.Lock()
+		for _, r := range recs {
+			l.dirty[r.IP] = struct{}{} // for the next commit to try again
+		}
+		l.mu.Unlock()
 		return err
 	}
 	l.saved = gen
-	return nil
-}
-
-// write stores the database atomically: a temporary file in the same
-// directory, fsync, rename over the old file, fsync of the directory. A crash
-// leaves either the old or the new file, never a torn one.
-func (l *Leases) write(all []Lease) error {
-	b, err := json.Marshal(leaseFile{V: 1, Leases: all})
-	if err != nil {
-		return fmt.Errorf("dhcp: encode leases: %w", err)
-	}
-	if err := atomicfile.WriteFile(l.path, b, 0o600); err != nil {
-		return fmt.Errorf("dhcp: save leases: %w", err)
+	if l.journalBytes > max(l.compactMin, l.snapshotBytes) {
+		// The commit is on disk whatever happens here; a failed
+		// compaction leaves the journal to grow and is tried again next
+		// time.
+		_ = l.compact()
 	}
 	return nil
 }
@@ -357,6 +379,7 @@ func (l *Leases) ForgetOffer(mac string) {
 	if a, ok := l.byMAC[mac]; ok && l.byIP[a] != nil && l.byIP[a].State == leaseOffered {
 		delete(l.byIP, a)
 		delete(l.byMAC, mac)
+		l.dirty[a] = struct{}{}
 	}
 }
 
@@ -387,6 +410,7 @@ func (l *Leases) Release(a netip.Addr, mac string, now time.Time) (ok bool, err 
 		return false, nil
 	}
 	rec.State, rec.Expires = leaseReleased, now
+	l.dirty[a] = struct{}{}
 	g := l.changedLocked()
 	l.mu.Unlock()
 	return true, l.commit(g)

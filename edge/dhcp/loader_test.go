@@ -31,8 +31,12 @@ func TestBootWithLoader(t *testing.T) {
 		"grub-arm": {Name: "grub-arm", Kind: proto.LoaderGrub, Files: []proto.LoaderFile{
 			testLoaderFile(proto.FirmwareARM64, proto.RoleGrub, "grubnetaa64.efi"),
 		}},
+		"ipxe-bios": {Name: "ipxe-bios", Kind: proto.LoaderIPXE, Files: []proto.LoaderFile{
+			testLoaderFile(proto.FirmwareBIOS, proto.RoleIPXE, "ipxe.pxe"),
+		}},
 	}
 	pxe := func(arch uint16) Machine { return Machine{Arch: arch, HasArch: true, IsPXE: true} }
+	httpBoot := Machine{Arch: ArchEFIx64HTTP, HasArch: true, IsHTTPClient: true}
 	files := BootFiles{}
 	const base = "http://10.0.0.1:8080"
 	tests := []struct {
@@ -58,7 +62,13 @@ func TestBootWithLoader(t *testing.T) {
 		{"arm64, host grub-arm", pxe(ArchEFIarm64), "grub-arm", "", true, "loaders/grub-arm/grubnetaa64.efi", true, false},
 		{"x64, host grub-arm: no x64 file", pxe(ArchEFIx64), "grub-arm", "", true, "ipxe.efi", true, true},
 		{"ipxe client, host shim: still the script", Machine{Arch: ArchEFIx64, HasArch: true, IsIPXE: true}, "shim", "", true, base + "/boot.ipxe", false, false},
-		{"uefi http boot, host shim: ipxe over http", Machine{Arch: ArchEFIx64HTTP, HasArch: true, IsHTTPClient: true}, "shim", "", true, base + "/ipxe.efi", false, false},
+		{"uefi http boot, no loader: ipxe over http", httpBoot, "", "", true, base + "/ipxe.efi", false, false},
+		{"uefi http boot, host shim: ipxe over http", httpBoot, "shim", "", true, base + "/ipxe.efi", false, true},
+		{"uefi http boot, site grub-arm: ipxe over http", httpBoot, "", "grub-arm", true, base + "/ipxe.efi", false, true},
+		{"uefi http boot, host ipxe-snp: its x64 file over http", httpBoot, "ipxe-snp", "", true, base + "/loaders/ipxe-snp/snponly.efi", false, false},
+		{"uefi http boot, site ipxe-snp, unknown MAC", httpBoot, "", "ipxe-snp", false, base + "/loaders/ipxe-snp/snponly.efi", false, false},
+		{"uefi http boot, host ipxe-bios: no x64 file", httpBoot, "ipxe-bios", "", true, base + "/ipxe.efi", false, true},
+		{"arch 16 without HTTPClient, host ipxe-snp: nothing", Machine{Arch: ArchEFIx64HTTP, HasArch: true}, "ipxe-snp", "", true, "", false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,7 +117,56 @@ func TestHandlerFollowsLoader(t *testing.T) {
 			t.Errorf("%s: file %q, option 67 %q; want %q", tt.name, got.File, got.Opt67, tt.want)
 		}
 	}
-	if n := strings.Count(logs.String(), "loader has no file for this architecture"); n != 1 {
+	if n := strings.Count(logs.String(), "loader not used for this client"); n != 1 {
 		t.Errorf("fallback logged %d times, want once:\n%s", n, logs.String())
+	}
+}
+
+// TestHandlerHTTPBootLoader: a UEFI HTTP boot client whose host names an
+// ipxe loader is offered the loader's x64 file as an http URL, with the
+// HTTPClient echo OVMF needs and the edge as the server; one whose host
+// names a shim-grub loader gets iPXE over HTTP, and the log says why.
+func TestHandlerHTTPBootLoader(t *testing.T) {
+	const shimMAC = "02:00:00:00:00:42"
+	ipxe := proto.Loader{Name: "ipxe-snp", Kind: proto.LoaderIPXE, Files: []proto.LoaderFile{
+		testLoaderFile(proto.FirmwareX64, proto.RoleIPXE, "snponly.efi"),
+	}}
+	shim := proto.Loader{Name: "shim", Kind: proto.LoaderShimGrub, Files: []proto.LoaderFile{
+		testLoaderFile(proto.FirmwareX64, proto.RoleShim, "bootx64.efi"),
+		testLoaderFile(proto.FirmwareX64, proto.RoleGrub, "grubx64.efi"),
+	}}
+	f := newFixture(t, testSite(proto.DHCPFull, proto.UnknownIgnore), "", nil,
+		proto.Host{MAC: knownMAC, Site: "lab", State: proto.StateBoot, Loader: ipxe.Name},
+		proto.Host{MAC: shimMAC, Site: "lab", State: proto.StateBoot, Loader: shim.Name})
+	f.st.PutLoader(ipxe)
+	f.st.PutLoader(shim)
+	var logs bytes.Buffer
+	f.h.cfg.Loaders = f.st
+	f.h.log = slog.New(slog.NewTextHandler(&logs, nil))
+
+	tests := []struct {
+		name, mac string
+		mods      []dhcpv4.Modifier
+		want      *view
+	}{
+		{"ipxe loader", knownMAC, httpClient(), &view{File: httpBase + "/loaders/ipxe-snp/snponly.efi", Opt60: "HTTPClient", SIAddr: edgeIP}},
+		{"shim-grub loader: ipxe over http", shimMAC, httpClient(), &view{File: httpBase + "/ipxe.efi", Opt60: "HTTPClient", SIAddr: edgeIP}},
+		{"ipxe loader, iPXE itself: the script", knownMAC, append(httpClient(), ipxeUserClass), &view{File: httpBase + "/boot.ipxe", Opt60: "HTTPClient", SIAddr: edgeIP}},
+	}
+	for _, tt := range tests {
+		r := viewOf(f.handle(t, pkt(t, dhcpv4.MessageTypeDiscover, tt.mac, tt.mods...), 67))
+		if r == nil {
+			t.Fatalf("%s: no reply", tt.name)
+		}
+		if r.Opt67 != r.File {
+			t.Errorf("%s: option 67 %q differs from file %q", tt.name, r.Opt67, r.File)
+		}
+		got := &view{File: r.File, Opt60: r.Opt60, SIAddr: r.SIAddr}
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", tt.name, diff)
+		}
+	}
+	if !strings.Contains(logs.String(), "loader shim (shim-grub) is not for UEFI HTTP boot, Debian's signed GRUB has no http module") {
+		t.Errorf("the shim-grub fallback is not logged with its reason:\n%s", logs.String())
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetboot/fleetboot/edge/ratelimit"
 	"github.com/fleetboot/fleetboot/proto"
@@ -66,6 +67,9 @@ type Config struct {
 	// LogEvery is the least time between two log lines about dropped
 	// packets of one reason (default 10 s); the next line counts the rest.
 	LogEvery time.Duration
+	// Metrics receives the server's Prometheus series (fleetboot_dhcp_*);
+	// nil keeps them unexported.
+	Metrics prometheus.Registerer
 }
 
 // Server is the socket adapter around a Handler. Its limits: limit per
@@ -75,6 +79,7 @@ type Server struct {
 	h     *Handler
 	log   *slog.Logger
 	drops *slog.Logger // rate-limited: one line per reason per LogEvery
+	m     *metrics
 	// limit is a token bucket per client MAC: a PXE ROM sends four
 	// DISCOVERs in half a minute and iPXE two packets per attempt, so the
 	// defaults leave room for many reboots in a row, while a client sending
@@ -135,12 +140,16 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	cfg.SourceRate, cfg.SourceBurst = sourceLimits(cfg.SourceRate, cfg.SourceBurst)
 	log := cfg.Logger.With("component", "dhcp", "iface", cfg.Interface)
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
 	leases, err := OpenLeases(cfg.LeaseFile)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
-		cfg: cfg, log: log, conns: map[int]*net.UDPConn{},
+		cfg: cfg, log: log, conns: map[int]*net.UDPConn{}, m: m,
 		drops: ratelog.Logger(log, cfg.LogEvery),
 		limit: ratelimit.New(ratelimit.Config{Rate: cfg.ClientRate, Burst: cfg.ClientBurst, MaxSources: cfg.MaxClients}, ratelimit.Config{}),
 	}
@@ -258,6 +267,12 @@ func (s *Server) close() {
 		if s.closer != nil {
 			s.closer()
 		}
+		if s.h != nil {
+			// Waits for a commit in progress; one still to come (a
+			// request Serve is finishing) opens the journal again, and
+			// Serve closes it once they are done.
+			s.h.cfg.Leases.Close()
+		}
 	})
 }
 
@@ -282,6 +297,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.close()
 	wg.Wait()
 	s.h.counted.flush() // what was counted since the last report
+	if cerr := s.h.cfg.Leases.Close(); cerr != nil {
+		s.log.Warn("dhcp: close lease journal", "err", cerr)
+	}
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -301,14 +319,17 @@ func (s *Server) readLoop(ctx context.Context, c *net.UDPConn, port int, sem cha
 		req, reason, err := parsePacket(buf[:n])
 		if err != nil {
 			s.drops.Warn("dhcp: packet dropped", "reason", reason, "peer", peer.String(), "bytes", n, "err", err)
+			s.m.dropped(reason)
 			continue
 		}
 		if !s.admit(req, peer) {
 			continue
 		}
+		s.m.request(req.MessageType())
 		select {
 		case sem <- struct{}{}:
 		default:
+			s.m.dropped(reasonOverloaded)
 			s.drops.Warn("dhcp: packet dropped", "reason", reasonOverloaded, "mac", req.ClientHWAddr.String(), "max_in_flight", s.cfg.MaxInFlight)
 			s.h.counted.Count(proto.EventDHCPRateLimited, reasonOverloaded)
 			continue
@@ -322,6 +343,7 @@ func (s *Server) readLoop(ctx context.Context, c *net.UDPConn, port int, sem cha
 }
 
 func (s *Server) serveOne(ctx context.Context, c *net.UDPConn, port int, peer *net.UDPAddr, req *dhcpv4.DHCPv4) {
+	start := time.Now()
 	in := Input{Port: pxePort}
 	if port == s.cfg.ServerPort {
 		in.Port = dhcpv4.ServerPort
@@ -329,15 +351,20 @@ func (s *Server) serveOne(ctx context.Context, c *net.UDPConn, port int, peer *n
 	resp, err := s.h.Handle(ctx, req, in)
 	if err != nil {
 		s.drops.Warn("dhcp: request not served", "reason", reasonNotServed, "mac", req.ClientHWAddr.String(), "err", err)
+		s.m.dropped(reasonNotServed)
 		return
 	}
 	if resp == nil {
+		s.m.answered(nil, start)
 		return
 	}
 	dst := replyAddr(req, resp, in.Port, peer)
 	if _, err := c.WriteToUDP(resp.ToBytes(), dst); err != nil {
 		s.log.Warn("dhcp: send reply", "dst", dst.String(), "err", err)
+		s.m.dropped(reasonNotSent)
+		return
 	}
+	s.m.answered(resp, start)
 }
 
 // replyAddr applies RFC 2131 §4.1: relayed replies go to the relay's server

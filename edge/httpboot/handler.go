@@ -157,6 +157,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.serveCallback(w, r, path.Base(p))
 		return
+	case p == proto.DiscoveryNextPath:
+		if r.Method != http.MethodGet {
+			methodNotAllowed(w, http.MethodGet)
+			return
+		}
+		h.serveNext(w, r)
+		return
 	case r.Method != http.MethodGet && r.Method != http.MethodHead:
 		methodNotAllowed(w, "GET, HEAD")
 		return
@@ -401,7 +408,7 @@ func (h *Handler) serveArtifact(w http.ResponseWriter, r *http.Request, rest str
 		http.Error(w, "httpboot: no artifact source", http.StatusServiceUnavailable)
 		return
 	}
-	h.cfg.Artifacts.ServeArtifact(w, h.knownMACOnly(r), a)
+	h.cfg.Artifacts.ServeArtifact(w, h.withMachine(r), a)
 }
 
 // serveBootFile serves one regular file directly in BootDir. os.Root refuses
@@ -433,25 +440,66 @@ func (h *Handler) serveBootFile(w http.ResponseWriter, r *http.Request, name str
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	// ServeContent over an *os.File: Range, HEAD, If-Modified-Since, sendfile.
-	http.ServeContent(w, r, name, fi.ModTime(), f)
+	mac := h.leasedHost(remoteIP(r))
+	if mac == "" {
+		// ServeContent over an *os.File: Range, HEAD, If-Modified-Since, sendfile.
+		http.ServeContent(w, r, name, fi.ModTime(), f)
+		return
+	}
+	// A machine of the site (a UEFI HTTP boot firmware fetching iPXE):
+	// the same pair of events as an artifact from the cache, so its
+	// timeline shows the download. Requests from nobody's address record
+	// nothing, as before: anyone can repeat them.
+	start := time.Now()
+	h.emit(proto.EventArtifactStart, mac, map[string]string{"file": name, "size": strconv.FormatInt(fi.Size(), 10), "source": "boot-dir"})
+	cw := &countingWriter{ResponseWriter: w}
+	http.ServeContent(cw, r, name, fi.ModTime(), f)
+	status := "aborted"
+	if cl, _ := strconv.ParseInt(w.Header().Get("Content-Length"), 10, 64); cw.status < 400 &&
+		(r.Method == http.MethodHead || cw.status == http.StatusNotModified || cw.n == cl) {
+		status = "complete"
+	}
+	h.emit(proto.EventArtifactEnd, mac, map[string]string{"file": name, "source": "boot-dir", "status": status,
+		"bytes": strconv.FormatInt(cw.n, 10), "http_status": strconv.Itoa(cw.status),
+		"duration_ms": strconv.FormatInt(time.Since(start).Milliseconds(), 10)})
 }
 
-// knownMACOnly returns r without its ?mac= unless the site knows that MAC:
-// the cache records artifact events under it, one pair per request, and
-// counts requests that name nobody per source instead (cache.Config.Repeats),
-// so a made-up MAC must not buy a client events of its own.
-func (h *Handler) knownMACOnly(r *http.Request) *http.Request {
-	q := r.URL.Query()
-	if !q.Has("mac") {
-		return r
+// leasedHost is the MAC of the known host holding the edge's DHCP lease on
+// ip, "" if none.
+func (h *Handler) leasedHost(ip string) string {
+	mac := h.leasedMAC(ip)
+	if _, known := h.cfg.State.Host(mac); !known {
+		return ""
 	}
-	if mac, err := proto.ParseMAC(q.Get("mac")); err == nil {
-		if _, ok := h.cfg.State.Host(mac); ok {
+	return mac
+}
+
+// withMachine returns r with ?mac= naming the machine the request is for,
+// or none. A ?mac= in the URL stays only if the site knows that MAC: the
+// cache records artifact events under it, one pair per request, and counts
+// requests that name nobody per source instead (cache.Config.Repeats), so a
+// made-up MAC must not buy a client events of its own. A request with no
+// ?mac= is named from the edge's DHCP lease on its source address, as TFTP
+// requests are, when that lease is a known host's: a UEFI HTTP boot
+// firmware getting its loader, or dracut's livenet fetching root=live:URL
+// (a boot's largest download), cannot put the MAC in the URL. A ?mac= is
+// never replaced by the lease.
+func (h *Handler) withMachine(r *http.Request) *http.Request {
+	q := r.URL.Query()
+	if q.Has("mac") {
+		if mac, err := proto.ParseMAC(q.Get("mac")); err == nil {
+			if _, ok := h.cfg.State.Host(mac); ok {
+				return r
+			}
+		}
+		q.Del("mac")
+	} else {
+		mac := h.leasedHost(remoteIP(r))
+		if mac == "" {
 			return r
 		}
+		q.Set("mac", mac)
 	}
-	q.Del("mac")
 	r2 := r.Clone(r.Context())
 	r2.URL.RawQuery = q.Encode()
 	return r2
@@ -484,6 +532,10 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, kind str
 		reason = "no token"
 	case !validToken(h.cfg.CallbackKey, mac, host, got):
 		reason = "wrong token" // forged, another machine's, or from an earlier assignment
+	case host == nil && kind == "facts" && !h.discovers():
+		// Facts of a machine the coordinator does not know are taken
+		// only where unknown machines boot the discovery image.
+		reason = "unknown machine and the site does not discover"
 	default:
 		reason = h.fromKnownAddress(mac, host, ip)
 	}

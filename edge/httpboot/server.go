@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/fleetboot/fleetboot/edge/ratelimit"
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/ratelog"
@@ -47,6 +49,9 @@ type Limits struct {
 	// Repeats counts refused requests as http.limited events per address
 	// and window; nil: they are only logged.
 	Repeats Repeats
+	// Metrics receives fleetboot_http_* (requests by route and code,
+	// bytes, latency); nil keeps them unexported.
+	Metrics prometheus.Registerer
 }
 
 // defaultRate is Limits' per-address rate limit.
@@ -99,7 +104,8 @@ func NewServer(h http.Handler, lim Limits) *http.Server {
 // exported for handlers served by other servers and for tests.
 func Guard(h http.Handler, lim Limits) *Guarded {
 	lim = lim.withDefaults()
-	return &Guarded{next: h, lim: lim, drops: ratelog.Logger(lim.Logger.With("component", "http"), lim.LogEvery),
+	log := lim.Logger.With("component", "http")
+	return &Guarded{next: h, lim: lim, drops: ratelog.Logger(log, lim.LogEvery), m: newHTTPMetrics(lim.Metrics, log),
 		rate: ratelimit.New(ratelimit.Config{Rate: lim.Rate, Burst: lim.Burst, MaxSources: lim.MaxClients}, defaultRate())}
 }
 
@@ -109,9 +115,11 @@ type Guarded struct {
 	lim   Limits
 	drops *slog.Logger
 	rate  *ratelimit.PerSource
+	m     *httpMetrics
 }
 
 func (g *Guarded) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start, route := time.Now(), routeOf(r.URL.Path)
 	// First, before anything costs: a flood from one address gets 429s,
 	// one log line an interval and one counted event a window.
 	// Keyed by ratelimit.AddrKey: an IPv6 client has a /64 to pick from.
@@ -122,12 +130,14 @@ func (g *Guarded) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "httpboot: too many requests from this address", http.StatusTooManyRequests)
+		g.m.observe(route, http.StatusTooManyRequests, 0, start)
 		return
 	}
 	if n := len(r.URL.RawQuery); n > g.lim.MaxQueryBytes {
 		g.drops.Warn("http: request refused", "reason", "query too long", "ip", remoteIP(r), "bytes", n)
 		w.Header().Set("Connection", "close")
 		http.Error(w, fmt.Sprintf("httpboot: query of %d bytes, at most %d", n, g.lim.MaxQueryBytes), http.StatusRequestURITooLong)
+		g.m.observe(route, http.StatusRequestURITooLong, 0, start)
 		return
 	}
 	rc := http.NewResponseController(w)
@@ -142,15 +152,26 @@ func (g *Guarded) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// after the handler; the next request on the connection sets its own.
 	dw.extend()
 	g.next.ServeHTTP(dw, r)
+	g.m.observe(route, dw.status, dw.written, start)
 }
 
 // deadlineWriter moves the connection's write deadline forward before each
 // WriteChunk: a client that stops reading is dropped after WriteIdleTimeout
 // and its goroutine and socket freed; one that reads keeps going.
+// It also notes the status and the body bytes written, for the metrics.
 type deadlineWriter struct {
 	http.ResponseWriter
-	rc   *http.ResponseController
-	idle time.Duration
+	rc      *http.ResponseController
+	idle    time.Duration
+	status  int
+	written int64
+}
+
+func (d *deadlineWriter) WriteHeader(code int) {
+	if d.status == 0 {
+		d.status = code
+	}
+	d.ResponseWriter.WriteHeader(code)
 }
 
 func (d *deadlineWriter) extend() { _ = d.rc.SetWriteDeadline(time.Now().Add(d.idle)) }
@@ -162,6 +183,7 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 		d.extend()
 		m, err := d.ResponseWriter.Write(p[:c])
 		n += m
+		d.written += int64(m)
 		if err != nil {
 			return n, err
 		}
@@ -193,6 +215,7 @@ func (d *deadlineWriter) ReadFrom(src io.Reader) (int64, error) {
 		d.extend()
 		n, err := rf.ReadFrom(&io.LimitedReader{R: under, N: c})
 		total += n
+		d.written += n
 		if limit > 0 {
 			limit -= n
 		}

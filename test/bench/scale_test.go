@@ -346,6 +346,12 @@ func applyLatencies(b *testing.B, h *e2e.Host, conns []*nats.Conn, edges []*scal
 // fixed address.
 func writeHostsKV(b *testing.B, nc *nats.Conn, site, image string, n int, ip func(i int) string) []string {
 	b.Helper()
+	return writeHostsKVAt(b, nc, image, n, func(i int) (string, string) { return scaleMAC(0xb1, i), site }, ip)
+}
+
+// writeHostsKVAt is writeHostsKV with host i's MAC and site from at.
+func writeHostsKVAt(b *testing.B, nc *nats.Conn, image string, n int, at func(i int) (mac, site string), ip func(i int) string) []string {
+	b.Helper()
 	var failed atomic.Int64
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096),
 		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { failed.Add(1) }))
@@ -356,7 +362,8 @@ func writeHostsKV(b *testing.B, nc *nats.Conn, site, image string, n int, ip fun
 	stall := jetstream.WithStallWait(time.Minute)
 	macs := make([]string, n)
 	for i := range macs {
-		macs[i] = scaleMAC(0xb1, i)
+		var site string
+		macs[i], site = at(i)
 		k, err := proto.MACKey(macs[i])
 		if err != nil {
 			b.Fatal(err)

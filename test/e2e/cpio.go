@@ -12,9 +12,12 @@ import (
 type cpioEntry struct {
 	Mode uint32 // full st_mode, including the file type bits
 	Data []byte // file contents, or the link target of a symlink
+	// RdevMajor and RdevMinor number a device node (cpioChar).
+	RdevMajor, RdevMinor uint32
 }
 
 const (
+	cpioChar    = 0o020000
 	cpioDir     = 0o040000
 	cpioFile    = 0o100000
 	cpioSymlink = 0o120000
@@ -34,12 +37,12 @@ func writeCPIO(w io.Writer, entries map[string]cpioEntry) error {
 	ino := 1
 	for _, n := range names {
 		e := entries[n]
-		if err := writeCPIORecord(zw, n, e.Mode, e.Data, ino); err != nil {
+		if err := writeCPIORecord(zw, n, e, ino); err != nil {
 			return err
 		}
 		ino++
 	}
-	if err := writeCPIORecord(zw, "TRAILER!!!", 0, nil, 0); err != nil {
+	if err := writeCPIORecord(zw, "TRAILER!!!", cpioEntry{}, 0); err != nil {
 		return err
 	}
 	if err := zw.Close(); err != nil {
@@ -48,7 +51,8 @@ func writeCPIO(w io.Writer, entries map[string]cpioEntry) error {
 	return nil
 }
 
-func writeCPIORecord(w io.Writer, name string, mode uint32, data []byte, ino int) error {
+func writeCPIORecord(w io.Writer, name string, e cpioEntry, ino int) error {
+	mode, data := e.Mode, e.Data
 	nlink := 1
 	if mode&cpioDir == cpioDir && mode&cpioFile != cpioFile {
 		nlink = 2
@@ -57,7 +61,7 @@ func writeCPIORecord(w io.Writer, name string, mode uint32, data []byte, ino int
 	// magic, ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor,
 	// rdevmajor, rdevminor, namesize, check: all 8-digit hex.
 	fmt.Fprintf(&b, "070701%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x",
-		ino, mode, 0, 0, nlink, 0, len(data), 0, 0, 0, 0, len(name)+1, 0)
+		ino, mode, 0, 0, nlink, 0, len(data), 0, 0, e.RdevMajor, e.RdevMinor, len(name)+1, 0)
 	b.WriteString(name)
 	b.WriteByte(0)
 	pad4(&b)

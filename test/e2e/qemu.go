@@ -27,6 +27,10 @@ const (
 	// shim runs and anything unsigned is refused. Use NoROM: QEMU's iPXE
 	// option ROM is unsigned.
 	UEFISecureBoot Firmware = "uefi-secureboot"
+	// UEFIARM64 is an arm64 VM (qemu-system-aarch64, machine virt, CPU
+	// max) with Debian's AAVMF build of EDK2 (qemu-efi-aarch64), whose own
+	// PXE client asks as client arch 11. Use NoROM.
+	UEFIARM64 Firmware = "uefi-arm64"
 )
 
 // OVMF firmware files from Debian's ovmf package.
@@ -36,6 +40,9 @@ const (
 	// OVMFCodeSecBoot and OVMFVarsMS are the Secure Boot pair.
 	OVMFCodeSecBoot = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
 	OVMFVarsMS      = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
+	// AAVMFFirmware is the arm64 firmware image from qemu-efi-aarch64,
+	// booted with -bios (no variable store to copy).
+	AAVMFFirmware = "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd"
 )
 
 // VMConfig describes one test VM.
@@ -49,6 +56,18 @@ type VMConfig struct {
 	// -initrd) instead of the firmware's boot order: see UndionlyChain.
 	Kernel string
 	Initrd string
+	// BootIndex, when set, puts the NIC in the firmware's boot order
+	// (bootindex=N on the device).
+	BootIndex int
+	// Args are extra QEMU arguments, after the harness's own (e.g.
+	// -fw_cfg entries that switch firmware features off).
+	Args []string
+	// ExtraNICs are more virtio NICs (no option ROM) on the same network.
+	ExtraNICs int
+	// Disk is a raw disk image attached as a virtio disk.
+	Disk string
+	// Reboot lets the guest reboot (without it QEMU exits on reboot).
+	Reboot bool
 }
 
 // VM is a running QEMU (TCG: /dev/kvm is not trusted on these machines).
@@ -70,7 +89,6 @@ type Marker struct {
 
 var (
 	markerRE     = regexp.MustCompile(`FLEETBOOT-MARKER mac=(\S*) cmdline=(.*)$`)
-	mismatchRE   = regexp.MustCompile(`FLEETBOOT-LIVEOS-MISMATCH`)
 	noBootableRE = regexp.MustCompile(`No bootable device`)
 )
 
@@ -100,6 +118,9 @@ func (n *Network) StartVM(t testing.TB, dir string, cfg VMConfig) *VM {
 	if cfg.NoROM {
 		nic += ",romfile="
 	}
+	if cfg.BootIndex > 0 {
+		nic += fmt.Sprintf(",bootindex=%d", cfg.BootIndex)
+	}
 	args := []string{
 		"-name", cfg.Name,
 		"-accel", "tcg",
@@ -107,9 +128,18 @@ func (n *Network) StartVM(t testing.TB, dir string, cfg VMConfig) *VM {
 		"-smp", "1",
 		// -nographic makes SeaBIOS and iPXE print on the serial port too.
 		"-nographic", "-monitor", "none", "-serial", "stdio",
-		"-no-reboot",
 		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
 		"-device", nic,
+	}
+	if !cfg.Reboot {
+		args = append(args, "-no-reboot")
+	}
+	for i := 1; i <= cfg.ExtraNICs; i++ {
+		args = append(args, "-netdev", fmt.Sprintf("tap,id=n%d,ifname=%s,script=no,downscript=no", i, n.AddTap(t)),
+			"-device", fmt.Sprintf("virtio-net-pci,netdev=n%d,mac=%s,romfile=", i, RandomMAC()))
+	}
+	if cfg.Disk != "" {
+		args = append(args, "-drive", "file="+cfg.Disk+",if=virtio,format=raw")
 	}
 	if cfg.Kernel != "" {
 		args = append(args, "-kernel", cfg.Kernel)
@@ -117,7 +147,15 @@ func (n *Network) StartVM(t testing.TB, dir string, cfg VMConfig) *VM {
 			args = append(args, "-initrd", cfg.Initrd)
 		}
 	}
+	qemu := "qemu-system-x86_64"
 	switch cfg.Firmware {
+	case UEFIARM64:
+		qemu = "qemu-system-aarch64"
+		// pauth-impdef: TCG computes pointer authentication codes with a
+		// cheap implementation-defined hash instead of QARMA, which the
+		// arm64 kernel runs on every function entry; the kernel's boot to
+		// the marker took 4 s instead of 20-90 s here.
+		args = append(args, "-machine", "virt", "-cpu", "max,pauth-impdef=on", "-bios", AAVMFFirmware)
 	case BIOS, "":
 		args = append(args, "-machine", "pc", "-boot", "order=n")
 	case UEFI:
@@ -133,10 +171,11 @@ func (n *Network) StartVM(t testing.TB, dir string, cfg VMConfig) *VM {
 	default:
 		t.Fatalf("e2e: unknown firmware %q", cfg.Firmware)
 	}
+	args = append(args, cfg.Args...)
 	vm := &VM{Config: cfg, Tap: tap, Args: args, Started: time.Now()}
-	cmd := nsCommand(context.Background(), n.Switch, "qemu-system-x86_64", args...)
+	cmd := nsCommand(context.Background(), n.Switch, qemu, args...)
 	vm.proc = StartProc(t, dir, cfg.Name, cmd)
-	t.Logf("e2e: started %s (pid %d, %s, mac %s): qemu-system-x86_64 %s", cfg.Name, vm.proc.PID(), cfg.Firmware, cfg.MAC, strings.Join(args, " "))
+	t.Logf("e2e: started %s (pid %d, %s, mac %s): %s %s", cfg.Name, vm.proc.PID(), cfg.Firmware, cfg.MAC, qemu, strings.Join(args, " "))
 	return vm
 }
 
@@ -187,18 +226,14 @@ func (vm *VM) ConsolePath() string { return vm.proc.LogPath }
 // Stop kills QEMU.
 func (vm *VM) Stop() { vm.proc.Stop() }
 
-// WaitMarker waits up to limit for the initramfs marker. A LiveOS digest
-// mismatch fails at once rather than waiting for the limit.
+// WaitMarker waits up to limit for the marker of the test initramfs (or of
+// the LiveOS's init).
 func (vm *VM) WaitMarker(limit time.Duration) (Marker, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	either := regexp.MustCompile(markerRE.String() + `|` + mismatchRE.String())
-	line, err := vm.proc.WaitFor(ctx, either)
+	line, err := vm.proc.WaitFor(ctx, markerRE)
 	if err != nil {
 		return Marker{}, fmt.Errorf("e2e: %s: no marker: %w", vm.Config.Name, err)
-	}
-	if mismatchRE.MatchString(line) {
-		return Marker{Line: line}, fmt.Errorf("e2e: %s: %s", vm.Config.Name, line)
 	}
 	m := markerRE.FindStringSubmatch(line)
 	return Marker{MAC: m[1], Cmdline: strings.TrimSpace(m[2]), Line: line, Elapsed: time.Since(vm.Started)}, nil

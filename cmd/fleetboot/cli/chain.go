@@ -37,6 +37,9 @@ func bootChain(fw dhcpStep, l *proto.Loader, arch uint16, im *proto.Image, edgeU
 	if fw.BootFile == "" {
 		return nil
 	}
+	if arch == dhcp.ArchEFIx64HTTP && !fw.TFTP {
+		return httpBootChain(fw, l, edgeURL)
+	}
 	var steps []chainStep
 	first := chainStep{Transport: transport(fw.TFTP), File: fw.BootFile, Note: "DHCP boot file"}
 	firmware, _ := dhcp.Firmware(arch)
@@ -82,6 +85,33 @@ func bootChain(fw dhcpStep, l *proto.Loader, arch uint16, im *proto.Image, edgeU
 		}
 	}
 	return steps
+}
+
+// httpBootChain is bootChain for a UEFI HTTP boot firmware: no TFTP at
+// all. It fetches an ipxe loader's x64 file, or else iPXE from the edge's
+// --boot-dir, by http URL, and iPXE then its script. A GRUB chain is never
+// offered here (edge/dhcp BootWith): the note says why, for the operator
+// who set one.
+func httpBootChain(fw dhcpStep, l *proto.Loader, edgeURL string) []chainStep {
+	base := strings.TrimRight(edgeURL, "/")
+	first := chainStep{Transport: "http", File: fw.BootFile, Note: "DHCP boot file for UEFI HTTP boot"}
+	var files []proto.LoaderFile
+	if l != nil && l.Kind == proto.LoaderIPXE {
+		files = l.Chain(proto.FirmwareX64)
+	}
+	switch {
+	case len(files) > 0 && fw.BootFile == base+"/"+proto.LoaderPath(l.Name, files[0].Name):
+		first.Note += fmt.Sprintf(", %s, sha256 %s, from the edge's cache", files[0].Role, short(files[0].SHA256))
+	case l == nil:
+		first.Note += ", iPXE from the edge's --boot-dir"
+	case l.Kind == proto.LoaderIPXE:
+		first.Note += fmt.Sprintf(", iPXE from the edge's --boot-dir: loader %s has no x64 file", l.Name)
+	default:
+		first.Note += fmt.Sprintf(", iPXE from the edge's --boot-dir: loader %s (%s) is not used for UEFI HTTP boot, "+
+			"Debian's signed GRUB has no http module to read grub.cfg and the image; "+
+			"this iPXE is unsigned and does not start under Secure Boot: boot such machines by PXE", l.Name, l.Kind)
+	}
+	return []chainStep{first, {"http", base + "/boot.ipxe", "iPXE asks DHCP again and gets its script"}}
 }
 
 func transport(tftp bool) string {

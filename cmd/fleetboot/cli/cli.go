@@ -159,6 +159,8 @@ Every flag can also be set with a FLEETBOOT_<FLAG> environment variable
 		a.auditCmd(),
 		a.eventsCmd(),
 		a.explainCmd(),
+		a.discoverCmd(),
+		a.discoveryCmd(),
 		a.completionCmd(),
 	)
 	a.addCompletions(root)

@@ -150,6 +150,8 @@ func TestCLIAgainstCoordinator(t *testing.T) {
 	initrd := writeFile(t, files, "initrd.img", "initrd bytes")
 	shim := writeFile(t, files, "shimx64.efi.signed", "shim bytes")
 	grub := writeFile(t, files, "grubnetx64.efi.signed", "grub bytes")
+	ipxeEFI := writeFile(t, files, "ipxe.efi", "ipxe bytes")
+	grubARM := writeFile(t, files, "grubnetaa64.efi.signed", "arm64 grub bytes")
 
 	steps := []struct {
 		name   string
@@ -203,6 +205,20 @@ func TestCLIAgainstCoordinator(t *testing.T) {
 		{"host on shim", []string{"host", "set", "52:54:00:12:34:56", "--loader", "shim-debian"}, 0, "", ""},
 		{"explain shim chain", []string{"explain", "52:54:00:12:34:56", "--arch", "7"}, 0, "explain-shim.txt", ""},
 		{"explain shim chain to bios", []string{"explain", "52:54:00:12:34:56", "--arch", "0"}, 0, "explain-shim-bios.txt", ""},
+		{"explain shim chain to uefi http boot", []string{"explain", "52:54:00:12:34:56", "--arch", "16"}, 0, "explain-shim-http.txt", ""},
+		{"add ipxe loader", []string{"loader", "add", "ipxe-http", "--kind", "ipxe", "--efi", ipxeEFI}, 0, "", ""},
+		{"host on ipxe loader", []string{"host", "set", "52:54:00:12:34:56", "--loader", "ipxe-http"}, 0, "", ""},
+		{"explain ipxe loader to uefi http boot", []string{"explain", "52:54:00:12:34:56", "--arch", "16"}, 0, "explain-ipxe-http.txt", ""},
+		{"host back on shim", []string{"host", "set", "52:54:00:12:34:56", "--loader", "shim-debian"}, 0, "", ""},
+		{"loader rm ipxe", []string{"loader", "rm", "ipxe-http"}, 0, "", ""},
+		{"add arm64 grub loader", []string{"loader", "add", "grub-arm64", "--kind", "grub", "--grub", grubARM, "--arch", "arm64"}, 0, "", ""},
+		{"add arm64 image", []string{"image", "add", "debarm", "--arch", "arm64", "--kernel", kernel, "--initrd", initrd, "--cmdline", "console=ttyAMA0"}, 0, "", ""},
+		{"arm64 loader for an x86_64 image", []string{"host", "set", "52:54:00:12:34:56", "--loader", "grub-arm64"}, 1, "", "fleetboot: loader grub-arm64 boots arm64 firmware, not bios or x64\n"},
+		{"host on arm64", []string{"host", "set", "52:54:00:12:34:56", "--image", "debarm", "--loader", "grub-arm64"}, 0, "", ""},
+		{"explain arm64 grub chain", []string{"explain", "52:54:00:12:34:56", "--arch", "11"}, 0, "explain-grub-arm64.txt", ""},
+		{"host back on x86_64 and shim", []string{"host", "set", "52:54:00:12:34:56", "--image", "debian12", "--loader", "shim-debian"}, 0, "", ""},
+		{"loader rm arm64", []string{"loader", "rm", "grub-arm64"}, 0, "", ""},
+		{"image rm arm64", []string{"image", "rm", "debarm"}, 0, "", ""},
 		{"loader in use", []string{"loader", "rm", "shim-debian"}, 1, "", "fleetboot: loader shim-debian is used by 1 host(s) (52:54:00:12:34:56); set them another loader first\n"},
 		{"host back to default", []string{"host", "set", "52:54:00:12:34:56", "--loader", ""}, 0, "", ""},
 		{"loader rm", []string{"loader", "rm", "shim-debian"}, 0, "", ""},

@@ -105,6 +105,37 @@ func TestSizeFlags(t *testing.T) {
 	}
 }
 
+// TestNATSSyncFlag: --nats-sync is always (the default) or a positive
+// interval; anything else, and an interval with --nats-url, is refused.
+func TestNATSSyncFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string // the setting, or the refusal
+		ok   bool
+	}{
+		{nil, "always", true},
+		{[]string{"--nats-sync", "always"}, "always", true},
+		{[]string{"--nats-sync", "90s"}, "1m30s", true},
+		{[]string{"--nats-sync", "0s"}, `--nats-sync "0s": want always or a positive interval such as 1m`, false},
+		{[]string{"--nats-sync", "sometimes"}, `--nats-sync "sometimes": want always or a positive interval such as 1m`, false},
+		{[]string{"--nats-sync", "1m", "--nats-url", "nats://127.0.0.1:1", "--insecure"}, "--nats-sync applies to the embedded server; with --nats-url set sync_interval in that cluster's configuration", false},
+	} {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			r := runEnv(t, nil, coordinatorCheck(t, c.args...)...)
+			if !c.ok {
+				checkOneLine(t, r, c.want)
+				return
+			}
+			if r.code != 0 {
+				t.Fatalf("exit code %d: %s", r.code, r.stderr)
+			}
+			if got := setting(t, r, "nats-sync"); got != c.want {
+				t.Errorf("nats-sync = %q, want %q", got, c.want)
+			}
+		})
+	}
+}
+
 // TestConfigPrecedence: a flag wins over FLEETBOOT_<FLAG>, which wins over
 // the --config file; FLEETBOOT_CONFIG names the file.
 func TestConfigPrecedence(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/artifactstore"
 	"github.com/fleetboot/fleetboot/shared/bytesize"
+	"github.com/fleetboot/fleetboot/shared/pprofserve"
 )
 
 // edgeFlags are the settings of the edge agent, shared with `dev`.
@@ -118,7 +119,7 @@ func edgeSettings(cfg edge.Config) []setting {
 
 func (a *app) edgeCmd() *cobra.Command {
 	var f edgeFlags
-	var coord string
+	var coord, pprofListen string
 	var check bool
 	cmd := &cobra.Command{
 		Use:   "edge --site NAME [--interface IF] [flags] | edge ls|add|revoke",
@@ -147,10 +148,14 @@ In a secured deployment, run the edge with --creds FILE --tls-ca ca.pem.`,
 			if check {
 				return a.configOK(edgeSettings(cfg))
 			}
+			if err := pprofserve.Start(cmd.Context(), pprofListen, a.logger()); err != nil {
+				return err
+			}
 			return edge.Run(cmd.Context(), cfg)
 		},
 	}
 	f.register(cmd, "/var/lib/fleetboot-edge", "/var/cache/fleetboot", ":8080", ":69")
+	cmd.Flags().StringVar(&pprofListen, "pprof-listen", "", pprofHelp)
 	cmd.Flags().StringVar(&coord, "coordinator", "", "NATS URL of the coordinator (default: --nats)")
 	cmd.Flags().BoolVar(&check, "check-config", false, "validate the configuration, then exit")
 	cmd.AddCommand(a.edgeLsCmd(), a.edgeAddCmd(), a.revokeCmd(true))

@@ -20,6 +20,7 @@ import (
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/artifactstore"
 	"github.com/fleetboot/fleetboot/shared/bytesize"
+	"github.com/fleetboot/fleetboot/shared/pprofserve"
 )
 
 func (a *app) logger() *slog.Logger {
@@ -32,11 +33,11 @@ func (a *app) logger() *slog.Logger {
 
 // coordinatorFlags are the settings of `fleetboot coordinator`, shared with `dev`.
 type coordinatorFlags struct {
-	data, natsListen, natsURL, store, maxStore, httpListen string
-	panelFlag                                              string
-	httpNames                                              []string
-	replicas                                               int
-	checkConfig, insecure                                  bool
+	data, natsListen, natsURL, store, maxStore, natsSync, httpListen string
+	panelFlag                                                        string
+	httpNames                                                        []string
+	replicas                                                         int
+	checkConfig, insecure                                            bool
 	// auth is --auth (coordinator only): with it NATS checks credentials.
 	auth bool
 }
@@ -57,6 +58,7 @@ func (f *coordinatorFlags) register(cmd *cobra.Command, defaultData, defaultStor
 	fl.StringVar(&f.natsURL, "nats-url", "", "use this existing NATS cluster (with JetStream) instead of the embedded server")
 	fl.StringVar(&f.store, "store", defaultStore, "artifact store: s3://BUCKET?endpoint=HOST:PORT&region=R or dir:///PATH")
 	fl.StringVar(&f.maxStore, "max-store", "10GiB", "JetStream disk limit of the embedded server")
+	fl.StringVar(&f.natsSync, "nats-sync", "always", "how the embedded NATS server syncs JetStream to disk: always (fsync each write; an acknowledged change survives a power loss) or an interval such as 1m (several times the write rate; a power loss can lose the last interval's writes)")
 	fl.IntVar(&f.replicas, "replicas", 1, "replicas of KV buckets and streams (3 on a NATS cluster)")
 	fl.BoolVar(&f.checkConfig, "check-config", false, "validate the configuration and the store, then exit")
 }
@@ -67,6 +69,13 @@ func (f *coordinatorFlags) config(ctx context.Context, a *app) (coordinator.Conf
 	maxStore, err := bytesize.Parse(f.maxStore)
 	if err != nil {
 		return cfg, fmt.Errorf("--max-store: %w", err)
+	}
+	sync, err := parseSync(f.natsSync)
+	if err != nil {
+		return cfg, err
+	}
+	if f.natsURL != "" && sync != 0 {
+		return cfg, fmt.Errorf("--nats-sync applies to the embedded server; with --nats-url set sync_interval in that cluster's configuration")
 	}
 	if err := f.checkPanel(a); err != nil {
 		return cfg, err
@@ -97,6 +106,7 @@ func (f *coordinatorFlags) config(ctx context.Context, a *app) (coordinator.Conf
 		NATSURL:       f.natsURL,
 		NATSOptions:   a.natsOptions("fleetboot-coordinator"),
 		MaxStoreBytes: maxStore,
+		NATSSync:      sync,
 		Replicas:      f.replicas,
 		StoreURL:      artifactstore.Redact(f.store),
 		Store:         stater{st},
@@ -221,7 +231,7 @@ func (f *coordinatorFlags) checkOpenDoor(a *app) error {
 
 func (a *app) coordinatorCmd() *cobra.Command {
 	var f coordinatorFlags
-	var tlsCert, tlsKey string
+	var tlsCert, tlsKey, pprofListen string
 	var cf clusterAuthFlags
 	cmd := &cobra.Command{
 		Use:   "coordinator [flags]",
@@ -274,10 +284,14 @@ Give tls:// URLs and the cluster's CA with the global --tls-ca.`,
 			if f.checkConfig {
 				return a.configOK(f.settings(cfg))
 			}
+			if err := pprofserve.Start(cmd.Context(), pprofListen, a.logger()); err != nil {
+				return err
+			}
 			return coordinator.Run(cmd.Context(), cfg)
 		},
 	}
 	f.register(cmd, "", "", "http-listen")
+	cmd.Flags().StringVar(&pprofListen, "pprof-listen", "", pprofHelp)
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "server certificate (PEM): the embedded NATS server then requires TLS")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "server certificate's private key (PEM)")
 	cmd.Flags().BoolVar(&f.auth, "auth", false, "require credentials (NATS JWTs); the first admin's go to DATA/admin.creds; with --nats-url give --account-key")
@@ -404,6 +418,27 @@ func (a *app) configOK(settings []setting) error {
 	return nil
 }
 
+const pprofHelp = "serve Go's runtime profiles (/debug/pprof/: heap, CPU, goroutines) on this loopback address, for diagnosing memory or CPU use"
+
+// parseSync reads --nats-sync: "always" or a positive interval.
+func parseSync(s string) (time.Duration, error) {
+	if s == "always" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("--nats-sync %q: want always or a positive interval such as 1m", s)
+	}
+	return d, nil
+}
+
+func syncSetting(d time.Duration) string {
+	if d == 0 {
+		return "always"
+	}
+	return d.String()
+}
+
 func sizeSetting(n int64) string { return fmt.Sprintf("%d (%s)", n, bytesize.Format(n)) }
 
 // settings names each setting after its flag (dev's panel flags differ).
@@ -411,7 +446,7 @@ func (f *coordinatorFlags) settings(cfg coordinator.Config) []setting {
 	name := strings.TrimSuffix(f.panelFlag, "-listen") + "-name"
 	return []setting{
 		{"data", cfg.DataDir}, {"nats-listen", cfg.NATSListen}, {f.panelFlag, cfg.HTTPListen}, {name, strings.Join(cfg.HTTPNames, ",")},
-		{"store", cfg.StoreURL}, {"max-store", sizeSetting(cfg.MaxStoreBytes)}, {"replicas", fmt.Sprint(cfg.Replicas)},
+		{"store", cfg.StoreURL}, {"max-store", sizeSetting(cfg.MaxStoreBytes)}, {"nats-sync", syncSetting(cfg.NATSSync)}, {"replicas", fmt.Sprint(cfg.Replicas)},
 	}
 }
 
