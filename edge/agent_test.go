@@ -211,14 +211,13 @@ func TestPrefetchRoundsBounded(t *testing.T) {
 	// the scheduler gets to it, which on a loaded machine can be after the
 	// next hundred rounds: wait (bounded) for the count to come down.
 	bound := 4*len(arts) + 10
-	grown := runtime.NumGoroutine() - settled
-	for deadline := time.Now().Add(10 * time.Second); grown > bound && time.Now().Before(deadline); grown = runtime.NumGoroutine() - settled {
-		time.Sleep(10 * time.Millisecond) // polling a count, not waiting for a server
-	}
-	t.Logf("goroutines: %d after 20 rounds, %+d after 200 more", settled, grown)
-	if grown > bound {
-		t.Fatalf("200 more prefetch rounds added %d goroutines; want them bounded by the artifacts (%d)", grown, len(arts))
-	}
+	waitfor.Within(t, 10*time.Second, "the cancelled rounds' goroutines to end", func() error {
+		if grown := runtime.NumGoroutine() - settled; grown > bound {
+			return fmt.Errorf("200 more prefetch rounds added %d goroutines; want them bounded by the artifacts (%d)", grown, len(arts))
+		}
+		return nil
+	})
+	t.Logf("goroutines: %d after 20 rounds, %+d after 200 more", settled, runtime.NumGoroutine()-settled)
 }
 
 // A start that fails at the TFTP bind closes the TFTP server's root (the

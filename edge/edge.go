@@ -155,7 +155,7 @@ func New(cfg Config) (_ *Agent, err error) {
 
 	if cfg.BootDir != "" {
 		staged := filepath.Join(cfg.StateDir, "boot")
-		n, err := stageBootFiles(cfg.BootDir, staged)
+		n, err := stageBootFiles(cfg.BootDir, staged, cfg.StateDir, cfg.CacheDir)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			// Scripts and artifacts still work; only firmware that needs an

@@ -6,7 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -295,31 +298,120 @@ func TestAdvertise(t *testing.T) {
 }
 
 // Debian links /usr/lib/ipxe/ipxe.efi to /boot/ipxe.efi: the staged copy
-// serves it while the servers stay confined to one directory.
+// serves it while the servers stay confined to one directory. Sub-folders
+// (GRUB's x86_64-efi/, iPXE's qemu/) are staged whole, file links in them
+// followed; links to directories are not (a loop, a foreign tree).
 func TestStageBootFiles(t *testing.T) {
 	outside, src, dst := t.TempDir(), t.TempDir(), t.TempDir()
-	os.WriteFile(filepath.Join(outside, "ipxe.efi"), []byte("efi loader"), 0o644)
-	os.WriteFile(filepath.Join(src, "undionly.kpxe"), []byte("bios loader"), 0o644)
-	os.Symlink(filepath.Join(outside, "ipxe.efi"), filepath.Join(src, "ipxe.efi"))
-	os.Symlink(filepath.Join(outside, "missing"), filepath.Join(src, "dangling.efi"))
-	os.Mkdir(filepath.Join(src, "subdir"), 0o755)
-	for round := range 2 { // the second run keeps what is already staged
-		n, err := stageBootFiles(src, dst)
-		if err != nil || n != 2 {
-			t.Fatalf("round %d: staged %d, %v; want 2 files", round, n, err)
+	write := func(p, body string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
 		}
 	}
-	for name, want := range map[string]string{"ipxe.efi": "efi loader", "undionly.kpxe": "bios loader"} {
-		fi, err := os.Lstat(filepath.Join(dst, name))
-		if err != nil || !fi.Mode().IsRegular() {
-			t.Errorf("%s staged as %v, %v; want a regular file", name, fi, err)
-			continue
-		}
-		if b, _ := os.ReadFile(filepath.Join(dst, name)); string(b) != want {
-			t.Errorf("%s = %q", name, b)
+	link := func(target, p string) {
+		t.Helper()
+		if err := os.Symlink(target, p); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if _, err := os.Lstat(filepath.Join(dst, "dangling.efi")); err == nil {
-		t.Error("a dangling link was staged")
+	write(filepath.Join(outside, "ipxe.efi"), "efi loader")
+	write(filepath.Join(outside, "etc", "shadow"), "SECRET")
+	write(filepath.Join(src, "undionly.kpxe"), "bios loader")
+	write(filepath.Join(src, "grub", "x86_64-efi", "http.mod"), "grub module")
+	write(filepath.Join(src, "qemu", "pxe-virtio.rom"), "option rom")
+	link(filepath.Join(outside, "ipxe.efi"), filepath.Join(src, "ipxe.efi"))
+	link(filepath.Join(outside, "missing"), filepath.Join(src, "dangling.efi"))
+	link("qemu/pxe-virtio.rom", filepath.Join(src, "virtio-net.rom"))
+	link("../../ipxe.efi", filepath.Join(src, "grub", "x86_64-efi", "linked.efi"))
+	link(filepath.Join(outside, "etc"), filepath.Join(src, "grub", "etc"))
+	link("..", filepath.Join(src, "qemu", "loop"))
+	if err := os.Mkdir(filepath.Join(src, "empty"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"ipxe.efi": "efi loader", "undionly.kpxe": "bios loader", "virtio-net.rom": "option rom",
+		"grub/x86_64-efi/http.mod": "grub module", "grub/x86_64-efi/linked.efi": "efi loader",
+		"qemu/pxe-virtio.rom": "option rom",
+	}
+	// The second run keeps what is already staged; the third goes
+	// through a link to the directory, as --boot-dir /srv/current would.
+	srcLink := filepath.Join(t.TempDir(), "current")
+	link(src, srcLink)
+	for round, from := range []string{src, src, srcLink} {
+		n, err := stageBootFiles(from, dst)
+		if err != nil || n != len(want) {
+			t.Fatalf("round %d: staged %d, %v; want %d files", round, n, err, len(want))
+		}
+	}
+	got := map[string]string{}
+	err := filepath.WalkDir(dst, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dst, p)
+		if !d.Type().IsRegular() {
+			t.Errorf("%s staged as %v; want a regular file", rel, d.Type())
+		}
+		b, err := os.ReadFile(p)
+		got[filepath.ToSlash(rel)] = string(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("staged files (-want +got):\n%s", diff)
+	}
+	if fi, err := os.Stat(filepath.Join(dst, "empty")); err != nil || !fi.IsDir() {
+		t.Errorf("empty sub-folder: %v, %v; want staged as a directory", fi, err)
+	}
+}
+
+// A --boot-dir that is not a boot directory (too deep a tree) is refused with
+// a clear error, not copied into the state directory.
+func TestStageBootFilesTooDeep(t *testing.T) {
+	src := t.TempDir()
+	deep := filepath.Join(src, "1", "2", "3", "4", "5", "6", "7", "8", "9")
+	if err := os.MkdirAll(deep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err := stageBootFiles(src, t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "folders deep: is --boot-dir right?") {
+		t.Errorf("err = %v, want the too-deep refusal", err)
+	}
+	if _, err := stageBootFiles(filepath.Join(src, "nope"), t.TempDir()); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing dir: err = %v, want fs.ErrNotExist (the edge warns and goes on)", err)
+	}
+}
+
+// A --boot-dir that holds the edge's state directory (where the copy goes)
+// and cache directory: both are left out, or the copy would copy itself.
+func TestStageBootFilesInsideStateDir(t *testing.T) {
+	dir := t.TempDir()
+	state, cache := filepath.Join(dir, "state"), filepath.Join(dir, "cache")
+	if err := os.MkdirAll(filepath.Join(cache, "sha256"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cache, "sha256", "blob"), []byte("cached artifact"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ipxe.efi"), []byte("efi loader"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(state, "boot")
+	for round := range 3 {
+		n, err := stageBootFiles(dir, dst, state, cache)
+		if err != nil || n != 1 {
+			t.Fatalf("round %d: staged %d, %v; want 1 file", round, n, err)
+		}
+	}
+	for _, p := range []string{filepath.Join(dst, "state"), filepath.Join(dst, "cache")} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("%s was staged", p)
+		}
 	}
 }

@@ -25,6 +25,7 @@ func newTFTP(cfg Config, boot *httpboot.Handler, files tftp.VerifiedFiles, rec *
 		Dynamic: tftp.DynamicFunc(boot.LookupTFTP),
 		Images:  boot,
 		Cache:   files,
+		Modules: boot,
 		Events:  rec,
 		Logger:  log,
 		// Name the machine in TFTP events from its DHCP lease.

@@ -151,8 +151,9 @@ type tftpCacheFixture struct {
 // cache, the boot handler) over a real MinIO behind a counting proxy. Images
 // "deb" (host A) and "other" (host B) are assigned at the site; "stray" is
 // known but assigned nowhere. put uploads each image's files: mutate may
-// change the bytes stored after the digest was taken.
-func startTFTPCache(t testing.TB, kernelSize int, mutate func(image, file string, b []byte)) *tftpCacheFixture {
+// replace the bytes stored after the digest was taken (other bytes, fewer,
+// more); a loader's files come as image "loader:<name>".
+func startTFTPCache(t testing.TB, kernelSize int, mutate func(image, file string, b []byte) []byte) *tftpCacheFixture {
 	t.Helper()
 	minio := miniotest.Start(t)
 	proxy, proxyAddr := startCountingProxy(t, minio.Endpoint)
@@ -187,9 +188,9 @@ func startTFTPCache(t testing.TB, kernelSize int, mutate func(image, file string
 				a.Role = proto.RoleInitrd
 			}
 			if mutate != nil {
-				mutate(name, file, b)
+				b = mutate(name, file, b)
 			}
-			if err := store.Put(ctx, a.Key, bytes.NewReader(b), a.Size); err != nil {
+			if err := store.Put(ctx, a.Key, bytes.NewReader(b), int64(len(b))); err != nil {
 				t.Fatal(err)
 			}
 			im.Artifacts = append(im.Artifacts, a)
@@ -201,14 +202,17 @@ func startTFTPCache(t testing.TB, kernelSize int, mutate func(image, file string
 	// same directory); "unused" is known but used nowhere at this site.
 	for i, name := range []string{"sb", "unused"} {
 		l := proto.Loader{Name: name, Kind: proto.LoaderShimGrub}
-		for j, fl := range []struct{ file, role string }{{"bootx64.efi", proto.RoleShim}, {"grubx64.efi", proto.RoleGrub}} {
+		for j, fl := range []struct{ file, role string }{
+			{"bootx64.efi", proto.RoleShim}, {"grubx64.efi", proto.RoleGrub},
+			{"x86_64-efi/http.mod", proto.RoleGrubModule}, {"x86_64-efi/command.lst", proto.RoleGrubModule},
+		} {
 			b := make([]byte, 96<<10+j)
 			rand.NewChaCha8([32]byte{0xfe, byte(i), byte(j)}).Read(b)
 			a := proto.Artifact{Role: fl.role, Name: fl.file, Key: "loaders/" + name + "/" + fl.file, Size: int64(len(b)), SHA256: sha(b)}
 			if mutate != nil {
-				mutate("loader:"+name, fl.file, b)
+				b = mutate("loader:"+name, fl.file, b)
 			}
-			if err := store.Put(ctx, a.Key, bytes.NewReader(b), a.Size); err != nil {
+			if err := store.Put(ctx, a.Key, bytes.NewReader(b), int64(len(b))); err != nil {
 				t.Fatal(err)
 			}
 			l.Files = append(l.Files, proto.LoaderFile{Firmware: proto.FirmwareX64, Artifact: a})
@@ -231,7 +235,8 @@ func startTFTPCache(t testing.TB, kernelSize int, mutate func(image, file string
 	if err != nil {
 		t.Fatal(err)
 	}
-	boot := httpboot.New(httpboot.Config{State: f.st, BaseURL: "http://" + ln.Addr().String(), Artifacts: c, Leases: leases, Logger: log})
+	f.bootDir = t.TempDir() // --boot-dir as staged: served over TFTP and HTTP
+	boot := httpboot.New(httpboot.Config{State: f.st, BaseURL: "http://" + ln.Addr().String(), Artifacts: c, Leases: leases, Logger: log, BootDir: f.bootDir})
 	f.http = &httptest.Server{Listener: ln, Config: &http.Server{Handler: boot}}
 	f.http.Start()
 	t.Cleanup(f.http.Close)
@@ -240,7 +245,6 @@ func startTFTPCache(t testing.TB, kernelSize int, mutate func(image, file string
 		t.Fatal(err)
 	}
 	f.files = &watchedFiles{Cache: c}
-	f.bootDir = t.TempDir()
 	// No per-source rate limit: the benchmark asks from one address at will.
 	srv, err := newTFTP(Config{TFTPListen: "127.0.0.1:0", BootDir: f.bootDir, TFTPSourceRate: -1}, boot, f.files, rec, nil, leases.MACForIP, nil, log)
 	if err != nil {
@@ -350,91 +354,145 @@ func TestTFTPArtifactColdFetch(t *testing.T) {
 }
 
 // TestTFTPAndHTTPShareColdFetch: TFTP and HTTP clients asking for the same
-// artifact while it downloads cause one store GET; each TFTP client waits
-// (it has its OACK) and then gets the whole verified file.
+// file while it downloads cause one store GET; each TFTP client waits (it
+// has its OACK) and then gets the whole verified file. Both kinds of file
+// at once: an image's kernel and a loader's GRUB, each from its own client
+// address (a firmware fetches one file at a time; more from one address
+// than MaxPerClient would be refused).
 func TestTFTPAndHTTPShareColdFetch(t *testing.T) {
 	f := startTFTPCache(t, 2<<20, nil)
-	a := f.artifact("deb", "vmlinuz")
-	f.proxy.holdAfter.Store(256 << 10) // the fetch stays in flight until released
+	targets := []struct {
+		file, ip string
+		a        proto.Artifact
+	}{
+		{"artifacts/deb/vmlinuz", ipA, f.artifact("deb", "vmlinuz")},
+		{proto.LoaderPath("sb", "grubx64.efi"), ipB, f.loaderFile("sb", "grubx64.efi")},
+	}
+	f.proxy.holdAfter.Store(32 << 10) // each fetch stays in flight until released
 	const tftpClients, httpClients = 3, 3
 	var wg sync.WaitGroup
-	tftpRes := make([]tftpResult, tftpClients)
-	httpErr := make([]error, httpClients)
+	tftpRes := make([][]tftpResult, len(targets))
+	httpErr := make([][]error, len(targets))
 	var started atomic.Int32 // HTTP clients that have their headers: joined the fetch
-	for i := range tftpClients {
-		wg.Go(func() { tftpRes[i] = tftpFetch(f.tftp, ipA, "artifacts/deb/vmlinuz") })
+	for ti, tg := range targets {
+		tftpRes[ti] = make([]tftpResult, tftpClients)
+		httpErr[ti] = make([]error, httpClients)
+		for i := range tftpClients {
+			wg.Go(func() { tftpRes[ti][i] = tftpFetch(f.tftp, tg.ip, tg.file) })
+		}
+		for i := range httpClients {
+			wg.Go(func() {
+				resp, err := http.Get(f.http.URL + "/" + tg.file)
+				if err != nil {
+					httpErr[ti][i] = err
+					return
+				}
+				defer resp.Body.Close()
+				started.Add(1)
+				b, err := io.ReadAll(resp.Body)
+				switch {
+				case err != nil:
+					httpErr[ti][i] = err
+				case resp.StatusCode != http.StatusOK || sha(b) != tg.a.SHA256:
+					httpErr[ti][i] = fmt.Errorf("status %d, %d bytes, sha256 %s", resp.StatusCode, len(b), sha(b))
+				}
+			})
+		}
 	}
-	for i := range httpClients {
-		wg.Go(func() {
-			resp, err := http.Get(f.http.URL + "/artifacts/deb/vmlinuz")
-			if err != nil {
-				httpErr[i] = err
-				return
-			}
-			defer resp.Body.Close()
-			started.Add(1)
-			b, err := io.ReadAll(resp.Body)
-			switch {
-			case err != nil:
-				httpErr[i] = err
-			case resp.StatusCode != http.StatusOK || sha(b) != a.SHA256:
-				httpErr[i] = fmt.Errorf("status %d, %d bytes, sha256 %s", resp.StatusCode, len(b), sha(b))
-			}
-		})
-	}
-	waitfor.True(t, "the store GET and every HTTP client's headers", func() bool {
-		return f.proxy.count(a.Key) >= 1 && started.Load() == httpClients
+	waitfor.True(t, "the store GETs and every HTTP client's headers", func() bool {
+		return f.proxy.count(targets[0].a.Key) >= 1 && f.proxy.count(targets[1].a.Key) >= 1 &&
+			started.Load() == int32(len(targets)*httpClients)
 	})
 	// TFTP clients are held at the first data block: the OACK went out, the
 	// file is not verified yet.
 	waitfor.True(t, "every TFTP request to wait for the fetch", func() bool {
-		return f.files.waiting.Load() == tftpClients
+		return f.files.waiting.Load() == int32(len(targets)*tftpClients)
 	})
 	f.proxy.release()
 	wg.Wait()
-	for i, res := range tftpRes {
-		if res.err != nil || res.tsize != a.Size || sha(res.body) != a.SHA256 {
-			t.Errorf("tftp client %d: err %v, tsize %d, %d bytes", i, res.err, res.tsize, len(res.body))
+	for ti, tg := range targets {
+		for i, res := range tftpRes[ti] {
+			if res.err != nil || res.tsize != tg.a.Size || sha(res.body) != tg.a.SHA256 {
+				t.Errorf("%s: tftp client %d: err %v, tsize %d, %d bytes", tg.file, i, res.err, res.tsize, len(res.body))
+			}
 		}
-	}
-	for i, err := range httpErr {
-		if err != nil {
-			t.Errorf("http client %d: %v", i, err)
+		for i, err := range httpErr[ti] {
+			if err != nil {
+				t.Errorf("%s: http client %d: %v", tg.file, i, err)
+			}
 		}
-	}
-	if n := f.proxy.count(a.Key); n != 1 {
-		t.Errorf("store GETs of %s = %d, want 1 for %d TFTP and %d HTTP clients", a.Key, n, tftpClients, httpClients)
+		if n := f.proxy.count(tg.a.Key); n != 1 {
+			t.Errorf("store GETs of %s = %d, want 1 for %d TFTP and %d HTTP clients", tg.a.Key, n, tftpClients, httpClients)
+		}
 	}
 }
 
-// TestTFTPCorruptArtifactNeverServed: an object whose bytes do not match the
-// registered digest (same size) is never sent over TFTP, cold or asked
-// again: the client gets an error packet and no data; the edge logs why.
-func TestTFTPCorruptArtifactNeverServed(t *testing.T) {
-	f := startTFTPCache(t, 1<<20, func(image, file string, b []byte) {
-		if image == "deb" && file == "vmlinuz" {
-			b[len(b)/2] ^= 0xff
+// TestTFTPCorruptInStoreNeverServed: a loader file or a kernel whose
+// object in the store does not match its registered digest (other bytes,
+// fewer, more) is never served over TFTP, cold or asked again: a real TFTP
+// client gets an error packet and not one byte of it; the store was asked
+// each time (the counting proxy sees the GET: the edge did fetch, and kept
+// nothing), and the edge logs why. The intact files beside them are served.
+func TestTFTPCorruptInStoreNeverServed(t *testing.T) {
+	corrupt := map[string]func(b []byte) []byte{
+		"loader:sb/grubx64.efi":         func(b []byte) []byte { b[len(b)/2] ^= 0xff; return b },
+		"deb/vmlinuz":                   func(b []byte) []byte { b[len(b)-1] ^= 0x01; return b },
+		"other/vmlinuz":                 func(b []byte) []byte { return b[:len(b)-4096] },
+		"deb/initrd.img":                func(b []byte) []byte { return append(b, "appended"...) },
+		"loader:sb/x86_64-efi/http.mod": func(b []byte) []byte { b[0] ^= 0x80; return b },
+	}
+	f := startTFTPCache(t, 1<<20, func(image, file string, b []byte) []byte {
+		if c := corrupt[image+"/"+file]; c != nil {
+			return c(b)
 		}
+		return b
 	})
-	a := f.artifact("deb", "vmlinuz")
-	for round := range 2 {
-		res := tftpFetch(f.tftp, ipA, "artifacts/deb/vmlinuz")
-		if res.err == nil || len(res.body) != 0 {
-			t.Fatalf("round %d: corrupt artifact served: err %v, %d bytes", round, res.err, len(res.body))
+	tests := []struct {
+		name, file, ip string
+		a              proto.Artifact
+		why            string // the edge's log says so
+	}{
+		{"loader file, bytes changed", proto.LoaderPath("sb", "grubx64.efi"), ipA, f.loaderFile("sb", "grubx64.efi"), "digest"},
+		{"kernel, last byte changed", "/artifacts/deb/vmlinuz", ipA, f.artifact("deb", "vmlinuz"), "digest"},
+		{"kernel, truncated", "artifacts/other/vmlinuz", ipB, f.artifact("other", "vmlinuz"), "has 1044480 bytes, registered 1048576"},
+		{"initrd, longer", "artifacts/deb/initrd.img", ipA, f.artifact("deb", "initrd.img"), "longer than its registered"},
+		{"GRUB module where GRUB asks", "/grub/x86_64-efi/http.mod", ipA, f.loaderFile("sb", "x86_64-efi/http.mod"), "digest"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for round := 1; round <= 2; round++ {
+				res := tftpFetch(f.tftp, tc.ip, tc.file)
+				if len(res.body) != 0 {
+					t.Fatalf("round %d: %d bytes of a corrupt file delivered", round, len(res.body))
+				}
+				// The TFTP error packet's text, as pin/tftp's client reports it.
+				if res.err == nil || !strings.Contains(res.err.Error(), "not available") {
+					t.Errorf("round %d: client error = %v, want the not-available error packet", round, res.err)
+				}
+				if n := f.proxy.count(tc.a.Key); n != round {
+					t.Errorf("round %d: store GETs of %s = %d, want %d (fetched each time, never kept)", round, tc.a.Key, n, round)
+				}
+			}
+			logs := f.logs.String()
+			if !strings.Contains(logs, "artifact not sent: not verified") || !strings.Contains(logs, tc.why) {
+				t.Errorf("no log line saying %q for the refused file; logs:\n%s", tc.why, logs)
+			}
+		})
+	}
+	// Beside them, the intact files of the same loader and images.
+	for _, good := range []struct {
+		file, ip string
+		a        proto.Artifact
+	}{
+		{proto.LoaderPath("sb", "bootx64.efi"), ipA, f.loaderFile("sb", "bootx64.efi")},
+		{"artifacts/deb/amd-ucode.img", ipA, f.artifact("deb", "amd-ucode.img")},
+		{"artifacts/other/initrd.img", ipB, f.artifact("other", "initrd.img")},
+		{"grub/x86_64-efi/command.lst", ipA, f.loaderFile("sb", "x86_64-efi/command.lst")},
+	} {
+		res := tftpFetch(f.tftp, good.ip, good.file)
+		if res.err != nil || sha(res.body) != good.a.SHA256 {
+			t.Errorf("intact %s: err %v, %d bytes sha256 %s; want %s", good.file, res.err, len(res.body), sha(res.body), good.a.SHA256)
 		}
-		if !strings.Contains(res.err.Error(), "not available") {
-			t.Errorf("round %d: client error = %v, want the not-available error packet", round, res.err)
-		}
-	}
-	if !strings.Contains(f.logs.String(), "artifact not sent: not verified") {
-		t.Errorf("no log line for the refused artifact; logs:\n%s", f.logs)
-	}
-	if n := f.proxy.count(a.Key); n != 2 {
-		t.Errorf("store GETs = %d, want 2 (a corrupt object is not kept)", n)
-	}
-	// The other files of the image are unaffected.
-	if res := tftpFetch(f.tftp, ipA, "artifacts/deb/initrd.img"); res.err != nil {
-		t.Errorf("initrd: %v", res.err)
 	}
 }
 
@@ -696,7 +754,7 @@ func BenchmarkTFTPArtifact(b *testing.B) {
 // served over TFTP (as the DHCP answer names them, proto.LoaderPath) and
 // HTTP from the verified cache; a loader used nowhere at the site, an
 // unknown one and a file the loader lacks are refused without a store
-// request; a loader file corrupted in the store is never served.
+// request (a loader file corrupted in the store: TestTFTPCorruptInStoreNeverServed).
 func TestTFTPLoaderFiles(t *testing.T) {
 	f := startTFTPCache(t, 4096, nil)
 	for _, file := range []string{"bootx64.efi", "grubx64.efi"} {
@@ -724,15 +782,154 @@ func TestTFTPLoaderFiles(t *testing.T) {
 		t.Errorf("store GETs of the unused loader = %d, want 0", n)
 	}
 
-	bad := startTFTPCache(t, 4096, func(set, file string, b []byte) {
-		if set == "loader:sb" && file == "grubx64.efi" {
-			b[len(b)/2] ^= 0xff
-		}
-	})
-	if res := tftpFetch(bad.tftp, ipA, proto.LoaderPath("sb", "grubx64.efi")); res.err == nil || len(res.body) != 0 {
-		t.Errorf("corrupt loader file served: err %v, %d bytes", res.err, len(res.body))
+}
+
+// TestBootDirSubfolders: a --boot-dir with sub-folders (GRUB's modules,
+// iPXE's option ROMs), staged as the edge does at start, is served whole
+// over TFTP and HTTP by the edge's own wiring; a directory link out of
+// --boot-dir is not followed, and in the served tree traversal and links
+// out of it are refused by both.
+func TestBootDirSubfolders(t *testing.T) {
+	f := startTFTPCache(t, 4096, nil)
+	src, outside := t.TempDir(), t.TempDir()
+	files := map[string][]byte{
+		"undionly.kpxe":            bytes.Repeat([]byte("U"), 70<<10),
+		"grub/x86_64-efi/gzio.mod": bytes.Repeat([]byte("M"), 9000),
+		"grub/x86_64-efi/fs.lst":   []byte("ext2\n"),
+		"qemu/pxe-virtio.rom":      bytes.Repeat([]byte("R"), 3000),
 	}
-	if res := tftpFetch(bad.tftp, ipA, proto.LoaderPath("sb", "bootx64.efi")); res.err != nil {
-		t.Errorf("the loader's intact file: %v", res.err)
+	for name, b := range files {
+		p := filepath.Join(src, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(outside, "secret"), []byte("SECRET"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(src, "grub", "foreign")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := stageBootFiles(src, f.bootDir); err != nil || n != len(files) {
+		t.Fatalf("staged %d, %v; want %d", n, err, len(files))
+	}
+	// A link out planted in the served tree itself (a tampered state
+	// directory): the servers' own confinement refuses it.
+	if err := os.Symlink(filepath.Join(outside, "secret"), filepath.Join(f.bootDir, "grub", "x86_64-efi", "escape.mod")); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range files {
+		for _, spelled := range []string{name, "/" + name} { // GRUB asks with a leading slash
+			res := tftpFetch(f.tftp, ipA, spelled)
+			if res.err != nil || !bytes.Equal(res.body, want) || res.tsize != int64(len(want)) {
+				t.Errorf("TFTP %s: err %v, tsize %d, %d bytes; want %d", spelled, res.err, res.tsize, len(res.body), len(want))
+			}
+		}
+		resp, err := http.Get(f.http.URL + "/boot/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !bytes.Equal(body, want) {
+			t.Errorf("HTTP /boot/%s: status %d, %d bytes; want %d", name, resp.StatusCode, len(body), len(want))
+		}
+	}
+	for _, name := range []string{
+		"grub/foreign/secret",              // the directory link was not staged
+		"grub/x86_64-efi/escape.mod",       // a link out of the served tree
+		"grub/x86_64-efi/../../../secret",  // traversal
+		"qemu/../grub/x86_64-efi/gzio.mod", // ".." refused even when it stays inside
+		"grub",                             // a directory
+	} {
+		res := tftpFetch(f.tftp, ipA, name)
+		if res.err == nil || !strings.Contains(res.err.Error(), "file not found") || len(res.body) != 0 {
+			t.Errorf("TFTP %s: err %v, %d bytes; want file not found", name, res.err, len(res.body))
+		}
+		resp, err := http.Get(f.http.URL + "/boot/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound || bytes.Contains(body, []byte("SECRET")) {
+			t.Errorf("HTTP /boot/%s: status %d, body %q; want 404", name, resp.StatusCode, body)
+		}
+	}
+}
+
+// TestGrubModules: GRUB asks for its modules and lists at its compiled-in
+// prefix (grub/x86_64-efi/...), not in its loader's directory. Each client
+// gets its own loader's file (its host's --loader, else the site's; an
+// address with no lease the site's), verified from the cache, over TFTP
+// and HTTP; a module its loader lacks comes from the boot directory if
+// there is one there, else "file not found"; a module is also at its
+// loader path.
+func TestGrubModules(t *testing.T) {
+	f := startTFTPCache(t, 4096, nil)
+	// Host B boots the other loader.
+	f.st.PutHost(proto.Host{MAC: macB, Site: "lab", Hostname: "b.lab", Image: "other", State: proto.StateBoot, Loader: "unused"})
+	if err := os.MkdirAll(filepath.Join(f.bootDir, "grub", "x86_64-efi"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{"http.mod": "BOOT-DIR http.mod", "fs.lst": "BOOT-DIR fs.lst"} {
+		if err := os.WriteFile(filepath.Join(f.bootDir, "grub", "x86_64-efi", name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sb, other := f.loaderFile("sb", "x86_64-efi/http.mod"), f.loaderFile("unused", "x86_64-efi/http.mod")
+	tests := []struct {
+		name, ip, file string
+		want           string // sha256 of the expected body; "" = file not found
+	}{
+		{"site's loader", ipA, "/grub/x86_64-efi/http.mod", sb.SHA256},
+		{"site's loader, no leading slash", ipA, "grub/x86_64-efi/http.mod", sb.SHA256},
+		{"site's list", ipA, "/grub/x86_64-efi/command.lst", f.loaderFile("sb", "x86_64-efi/command.lst").SHA256},
+		{"host's own loader", ipB, "/grub/x86_64-efi/http.mod", other.SHA256},
+		{"no lease: the site's loader", ipNobody, "/grub/x86_64-efi/http.mod", sb.SHA256},
+		{"not in the loader: boot directory", ipA, "/grub/x86_64-efi/fs.lst", sha([]byte("BOOT-DIR fs.lst"))},
+		{"in neither", ipA, "/grub/x86_64-efi/crypto.lst", ""},
+		{"other platform", ipA, "/grub/arm64-efi/http.mod", ""},
+		{"at the loader path", ipA, proto.LoaderPath("sb", "x86_64-efi/http.mod"), sb.SHA256},
+		{"traversal", ipA, "/grub/x86_64-efi/../x86_64-efi/http.mod", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res := tftpFetch(f.tftp, tc.ip, tc.file)
+			if tc.want == "" {
+				if res.err == nil || !strings.Contains(res.err.Error(), "file not found") {
+					t.Errorf("err %v, %d bytes; want file not found", res.err, len(res.body))
+				}
+				return
+			}
+			if res.err != nil || sha(res.body) != tc.want {
+				t.Errorf("err %v, %d bytes sha256 %s; want %s", res.err, len(res.body), sha(res.body), tc.want)
+			}
+		})
+	}
+	// Over HTTP, from each machine's own address.
+	for _, c := range []struct{ ip, want string }{{ipA, sb.SHA256}, {ipB, other.SHA256}} {
+		client := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(c.ip)}}).DialContext}}
+		resp, err := client.Get(f.http.URL + "/grub/x86_64-efi/http.mod")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || sha(body) != c.want {
+			t.Errorf("HTTP from %s: status %d, sha256 %s; want %s", c.ip, resp.StatusCode, sha(body), c.want)
+		}
+	}
+	resp, err := http.Get(f.http.URL + "/grub/x86_64-efi/fs.lst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "BOOT-DIR fs.lst" {
+		t.Errorf("HTTP fs.lst from the boot directory: status %d, %q", resp.StatusCode, body)
 	}
 }

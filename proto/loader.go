@@ -2,6 +2,7 @@ package proto
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -24,13 +25,71 @@ const (
 	RoleIPXE = "ipxe"
 	RoleShim = "shim"
 	RoleGrub = "grub"
+	// RoleGrubModule: a file GRUB reads from its prefix directory once it
+	// runs (a module, x86_64-efi/http.mod; a list, x86_64-efi/command.lst),
+	// named <platform>/<file> (GrubModuleName) and asked for at
+	// GrubModulePath. Not a link of the chain: a loader may have any number.
+	RoleGrubModule = "grub-module"
 )
+
+// GrubPrefix is the directory GRUB's network images have compiled in as
+// their prefix (Debian's grubnetx64 and grubnetaa64: /grub), on the server
+// they were loaded from: GRUB asks for modules and lists there, not beside
+// itself in the loader's directory.
+const GrubPrefix = "grub"
+
+// GrubPlatform is GRUB's name for a firmware architecture: the directory of
+// its modules under the prefix.
+func GrubPlatform(firmware string) string {
+	switch firmware {
+	case FirmwareX64:
+		return "x86_64-efi"
+	case FirmwareARM64:
+		return "arm64-efi"
+	}
+	return ""
+}
+
+// GrubModuleName is the name a GRUB module file of firmware has in a loader:
+// <platform>/<file>, the path under GRUB's prefix.
+func GrubModuleName(firmware, file string) string {
+	return GrubPlatform(firmware) + "/" + file
+}
+
+// GrubModulePath is the TFTP (and HTTP) path GRUB asks for a module named
+// name (GrubModuleName): grub/x86_64-efi/http.mod.
+func GrubModulePath(name string) string {
+	return GrubPrefix + "/" + name
+}
+
+// ValidGrubModuleName checks a module's name in a loader against its
+// firmware: GRUB's platform directory for it, then one file name.
+func ValidGrubModuleName(firmware, name string) error {
+	platform, file, ok := strings.Cut(name, "/")
+	if !ok || platform != GrubPlatform(firmware) || platform == "" {
+		return fmt.Errorf("invalid GRUB module name %q for %s firmware: want %s/FILE", name, firmware, GrubPlatform(firmware))
+	}
+	if err := ValidFileName(file); err != nil {
+		return fmt.Errorf("invalid GRUB module name %q: %v", name, err)
+	}
+	return nil
+}
+
+// GrubModule returns the loader's GRUB module of name (GrubModuleName).
+func (l Loader) GrubModule(name string) (LoaderFile, bool) {
+	for _, f := range l.Files {
+		if f.Role == RoleGrubModule && f.Name == name {
+			return f, true
+		}
+	}
+	return LoaderFile{}, false
+}
 
 // LoaderFile is one file of a loader, stored in the artifact store like an
 // image's artifacts, for one firmware architecture.
 type LoaderFile struct {
 	Firmware string `json:"firmware"` // FirmwareBIOS, FirmwareX64 or FirmwareARM64
-	Artifact        // Role is RoleIPXE, RoleShim or RoleGrub; Name as the firmware fetches it
+	Artifact        // Role is RoleIPXE, RoleShim, RoleGrub or RoleGrubModule; Name as the firmware fetches it
 }
 
 // Loader is a named boot chain and its files.

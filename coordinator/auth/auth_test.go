@@ -103,8 +103,8 @@ func (e *env) run(t *testing.T) (stop func()) {
 	case err := <-done:
 		done <- nil // for stop, which waits for Run to return
 		t.Fatalf("coordinator did not start: %v\nits log:\n%s", err, e.logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("coordinator not ready after 30s; its log:\n%s", e.logs.String())
+	case <-time.After(90 * time.Second): // a 3-node JetStream cluster on a loaded 2-core machine
+		t.Fatalf("coordinator not ready after 90s; its log:\n%s", e.logs.String())
 	}
 	if e.cluster != nil {
 		e.url = e.cluster.clientURL()

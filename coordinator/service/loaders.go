@@ -45,8 +45,8 @@ func validateLoader(in proto.Loader) error {
 	}
 	roles := map[string][]string{
 		proto.LoaderIPXE:     {proto.RoleIPXE},
-		proto.LoaderShimGrub: {proto.RoleShim, proto.RoleGrub},
-		proto.LoaderGrub:     {proto.RoleGrub},
+		proto.LoaderShimGrub: {proto.RoleShim, proto.RoleGrub, proto.RoleGrubModule},
+		proto.LoaderGrub:     {proto.RoleGrub, proto.RoleGrubModule},
 	}[in.Kind]
 	seen := map[string]bool{}
 	names := map[string]bool{}
@@ -62,12 +62,20 @@ func validateLoader(in proto.Loader) error {
 		if f.Firmware == proto.FirmwareBIOS && in.Kind != proto.LoaderIPXE {
 			return invalid("a %s loader cannot boot bios firmware; use an ipxe loader there", in.Kind)
 		}
-		if seen[f.Firmware+"/"+f.Role] {
-			return invalid("two %s %s files", f.Firmware, f.Role)
-		}
-		seen[f.Firmware+"/"+f.Role] = true
-		if err := proto.ValidFileName(f.Name); err != nil {
-			return fmt.Errorf("%w: %v", ErrInvalid, err)
+		if f.Role == proto.RoleGrubModule {
+			// Any number of modules, each under GRUB's directory for
+			// its firmware (x86_64-efi/http.mod), where GRUB asks.
+			if err := proto.ValidGrubModuleName(f.Firmware, f.Name); err != nil {
+				return fmt.Errorf("%w: %v", ErrInvalid, err)
+			}
+		} else {
+			if seen[f.Firmware+"/"+f.Role] {
+				return invalid("two %s %s files", f.Firmware, f.Role)
+			}
+			seen[f.Firmware+"/"+f.Role] = true
+			if err := proto.ValidFileName(f.Name); err != nil {
+				return fmt.Errorf("%w: %v", ErrInvalid, err)
+			}
 		}
 		if names[f.Name] {
 			return invalid("two files named %s", f.Name)

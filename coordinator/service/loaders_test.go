@@ -42,6 +42,35 @@ func TestAddLoader(t *testing.T) {
 		{"grub arm64", proto.Loader{Name: "grub-arm", Kind: proto.LoaderGrub, Files: []proto.LoaderFile{
 			loaderFile(proto.FirmwareARM64, proto.RoleGrub, "grubnetaa64.efi", 'c'),
 		}}, ""},
+		{"shim-grub with GRUB modules", with(good, func(l *proto.Loader) {
+			l.Files = append(l.Files,
+				loaderFile(proto.FirmwareX64, proto.RoleGrubModule, "x86_64-efi/http.mod", 'e'),
+				loaderFile(proto.FirmwareX64, proto.RoleGrubModule, "x86_64-efi/command.lst", 'b'))
+		}), ""},
+		{"grub arm64 with a module", proto.Loader{Name: "grub-arm-mod", Kind: proto.LoaderGrub, Files: []proto.LoaderFile{
+			loaderFile(proto.FirmwareARM64, proto.RoleGrub, "grubnetaa64.efi", 'c'),
+			loaderFile(proto.FirmwareARM64, proto.RoleGrubModule, "arm64-efi/http.mod", 'e'),
+		}}, ""},
+		{"module in ipxe loader", proto.Loader{Name: "ipxe3", Kind: proto.LoaderIPXE, Files: []proto.LoaderFile{
+			loaderFile(proto.FirmwareX64, proto.RoleIPXE, "ipxe.efi", 'c'),
+			loaderFile(proto.FirmwareX64, proto.RoleGrubModule, "x86_64-efi/http.mod", 'e'),
+		}}, `no "grub-module" file`},
+		{"module of the other platform", with(good, func(l *proto.Loader) {
+			l.Files = append(l.Files, loaderFile(proto.FirmwareX64, proto.RoleGrubModule, "arm64-efi/http.mod", 'e'))
+		}), "want x86_64-efi/FILE"},
+		{"module outside the platform dir", with(good, func(l *proto.Loader) {
+			l.Files = append(l.Files, loaderFile(proto.FirmwareX64, proto.RoleGrubModule, "http.mod", 'e'))
+		}), "invalid GRUB module name"},
+		{"module with traversal", with(good, func(l *proto.Loader) {
+			l.Files = append(l.Files, loaderFile(proto.FirmwareX64, proto.RoleGrubModule, "x86_64-efi/../grub.cfg", 'e'))
+		}), "invalid GRUB module name"},
+		{"module twice", with(good, func(l *proto.Loader) {
+			m := loaderFile(proto.FirmwareX64, proto.RoleGrubModule, "x86_64-efi/http.mod", 'e')
+			l.Files = append(l.Files, m, m)
+		}), "two files named x86_64-efi/http.mod"},
+		{"module alone is no chain", proto.Loader{Name: "mods", Kind: proto.LoaderGrub, Files: []proto.LoaderFile{
+			loaderFile(proto.FirmwareX64, proto.RoleGrubModule, "x86_64-efi/http.mod", 'e'),
+		}}, "boots no firmware"},
 		{"bad name", with(good, func(l *proto.Loader) { l.Name = "Shim/x" }), "invalid loader name"},
 		{"bad kind", with(good, func(l *proto.Loader) { l.Kind = "syslinux" }), "invalid loader kind"},
 		{"shim without grub", with(good, func(l *proto.Loader) { l.Files = l.Files[:1] }), "boots no firmware"},

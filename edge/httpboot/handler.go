@@ -188,6 +188,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveArtifact(w, r, strings.TrimPrefix(p, "/artifacts/"), h.ArtifactFor)
 	case strings.HasPrefix(p, "/loaders/"):
 		h.serveArtifact(w, r, strings.TrimPrefix(p, "/loaders/"), h.LoaderFileFor)
+	case strings.HasPrefix(p, "/"+proto.GrubPrefix+"/") && strings.Count(p, "/") == 3:
+		// A GRUB loaded over HTTP asks for its modules at its prefix;
+		// the client's loader's module, else the boot directory's file.
+		name := strings.TrimPrefix(p, "/"+proto.GrubPrefix+"/")
+		if a, ok := h.GrubModuleFor(net.ParseIP(remoteIP(r)), name); ok && h.cfg.Artifacts != nil {
+			h.cfg.Artifacts.ServeArtifact(w, h.withMachine(r), a)
+			return
+		}
+		h.serveBootFile(w, r, p[1:])
 	case strings.HasPrefix(p, "/boot/"):
 		name := strings.TrimPrefix(p, "/boot/")
 		// /boot/<mac>.ipxe is the per-MAC script pattern of the gPXE seed.
@@ -368,8 +377,11 @@ func (h *Handler) ArtifactFor(image, file string) (proto.Artifact, error) {
 // the loader's file of that name. Only loaders this site boots with (the
 // site's and its hosts' --loader) are served; any other is refused as an
 // unknown one, without asking the cache.
+//
+// A GRUB module is there too, under its name (loaders/<loader>/x86_64-efi/
+// http.mod), besides where GRUB asks for it (GrubModuleFor).
 func (h *Handler) LoaderFileFor(loader, file string) (proto.Artifact, error) {
-	if strings.Contains(file, "/") || proto.ValidName("loader", loader) != nil || proto.ValidFileName(file) != nil {
+	if proto.ValidName("loader", loader) != nil || !validLoaderFileName(file) {
 		return proto.Artifact{}, fmt.Errorf("%w: %q/%q", ErrBadArtifactPath, loader, file)
 	}
 	l, ok := h.cfg.State.Loader(loader)
@@ -385,6 +397,45 @@ func (h *Handler) LoaderFileFor(loader, file string) (proto.Artifact, error) {
 		}
 	}
 	return proto.Artifact{}, fmt.Errorf("%w: %q in loader %q", ErrNoSuchArtifact, file, loader)
+}
+
+// validLoaderFileName: a file name, or a GRUB module's <platform>/<file>.
+func validLoaderFileName(file string) bool {
+	dir, base, ok := strings.Cut(file, "/")
+	if !ok {
+		return proto.ValidFileName(file) == nil
+	}
+	return (dir == proto.GrubPlatform(proto.FirmwareX64) || dir == proto.GrubPlatform(proto.FirmwareARM64)) &&
+		proto.ValidFileName(base) == nil
+}
+
+// GrubModuleFor finds the GRUB module a client asks for at GRUB's prefix
+// (grub/<platform>/<file>, proto.GrubModulePath; name is <platform>/<file>)
+// in the loader the client boots: its host's --loader, else the site's, as
+// the DHCP answer chose; the host is the one leased the client's address,
+// and with no lease the site's loader answers (a module is the same for
+// every machine of a loader, unlike grub.cfg). false: that loader has no
+// such module, and the boot directory may answer instead.
+func (h *Handler) GrubModuleFor(ip net.IP, name string) (proto.Artifact, bool) {
+	if !validLoaderFileName(name) || !strings.Contains(name, "/") {
+		return proto.Artifact{}, false
+	}
+	site, _ := h.cfg.State.Site()
+	loader := site.Loader
+	if mac := h.leasedMAC(ip.String()); mac != "" {
+		if host, ok := h.cfg.State.Host(mac); ok && host.Loader != "" {
+			loader = host.Loader
+		}
+	}
+	if loader == "" || !h.assigned.hasLoader(loader) {
+		return proto.Artifact{}, false
+	}
+	l, ok := h.cfg.State.Loader(loader)
+	if !ok {
+		return proto.Artifact{}, false
+	}
+	f, ok := l.GrubModule(name)
+	return f.Artifact, ok
 }
 
 // serveArtifact maps /artifacts/<image>/<file> or /loaders/<loader>/<file>
@@ -411,10 +462,13 @@ func (h *Handler) serveArtifact(w http.ResponseWriter, r *http.Request, rest str
 	h.cfg.Artifacts.ServeArtifact(w, h.withMachine(r), a)
 }
 
-// serveBootFile serves one regular file directly in BootDir. os.Root refuses
-// any name that would leave the directory, symlinks included.
+// serveBootFile serves one regular file of BootDir, in a sub-folder or not
+// (/boot/x86_64-efi/http.mod): the same tree TFTP serves. Each segment of
+// the name must be a plain file name, so "..", "." and empty segments are
+// refused before any lookup; os.Root then refuses any name that would leave
+// the directory through a symlink.
 func (h *Handler) serveBootFile(w http.ResponseWriter, r *http.Request, name string) {
-	if h.cfg.BootDir == "" || proto.ValidFileName(name) != nil {
+	if h.cfg.BootDir == "" || !validBootPath(name) {
 		http.NotFound(w, r)
 		return
 	}
@@ -443,7 +497,7 @@ func (h *Handler) serveBootFile(w http.ResponseWriter, r *http.Request, name str
 	mac := h.leasedHost(remoteIP(r))
 	if mac == "" {
 		// ServeContent over an *os.File: Range, HEAD, If-Modified-Since, sendfile.
-		http.ServeContent(w, r, name, fi.ModTime(), f)
+		http.ServeContent(w, r, path.Base(name), fi.ModTime(), f)
 		return
 	}
 	// A machine of the site (a UEFI HTTP boot firmware fetching iPXE):
@@ -453,7 +507,7 @@ func (h *Handler) serveBootFile(w http.ResponseWriter, r *http.Request, name str
 	start := time.Now()
 	h.emit(proto.EventArtifactStart, mac, map[string]string{"file": name, "size": strconv.FormatInt(fi.Size(), 10), "source": "boot-dir"})
 	cw := &countingWriter{ResponseWriter: w}
-	http.ServeContent(cw, r, name, fi.ModTime(), f)
+	http.ServeContent(cw, r, path.Base(name), fi.ModTime(), f)
 	status := "aborted"
 	if cl, _ := strconv.ParseInt(w.Header().Get("Content-Length"), 10, 64); cw.status < 400 &&
 		(r.Method == http.MethodHead || cw.status == http.StatusNotModified || cw.n == cl) {
@@ -462,6 +516,22 @@ func (h *Handler) serveBootFile(w http.ResponseWriter, r *http.Request, name str
 	h.emit(proto.EventArtifactEnd, mac, map[string]string{"file": name, "source": "boot-dir", "status": status,
 		"bytes": strconv.FormatInt(cw.n, 10), "http_status": strconv.Itoa(cw.status),
 		"duration_ms": strconv.FormatInt(time.Since(start).Milliseconds(), 10)})
+}
+
+// validBootPath: a path of at most 8 segments, each a file name
+// (proto.ValidFileName: no "..", no ".", nothing empty, no control bytes),
+// as stageBootFiles bounds the tree.
+func validBootPath(name string) bool {
+	segs := strings.Split(name, "/")
+	if len(segs) > 8 {
+		return false
+	}
+	for _, s := range segs {
+		if proto.ValidFileName(s) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // leasedHost is the MAC of the known host holding the edge's DHCP lease on

@@ -3,6 +3,7 @@ package tftp
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -39,6 +40,28 @@ const LoaderPrefix = "loaders/"
 type Images interface {
 	ArtifactFor(image, file string) (proto.Artifact, error)
 	LoaderFileFor(loader, file string) (proto.Artifact, error)
+}
+
+// GrubModules finds the GRUB module a client asks for at GRUB's prefix
+// (grub/<platform>/<file>) in the loader that client boots; false: none, and
+// the request goes on to the dynamic files and the root directory.
+// httpboot.Handler satisfies it.
+type GrubModules interface {
+	GrubModuleFor(ip net.IP, name string) (proto.Artifact, bool)
+}
+
+// grubModule is the artifact of a GRUB module request: GRUB asks for
+// grub/<platform>/<file> from the server it was loaded from, whatever
+// directory the loader's files are in (its prefix is compiled in).
+func (s *Server) grubModule(name string, ip net.IP) (proto.Artifact, bool) {
+	if s.cfg.Modules == nil || s.cfg.Cache == nil {
+		return proto.Artifact{}, false
+	}
+	rest, ok := strings.CutPrefix(name, proto.GrubPrefix+"/")
+	if !ok || strings.Count(rest, "/") != 1 {
+		return proto.Artifact{}, false
+	}
+	return s.cfg.Modules.GrubModuleFor(ip, rest)
 }
 
 // VerifiedFiles opens an artifact's verified file, fetching it (once,

@@ -2,11 +2,13 @@ package tftp
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
 // TestMetrics: a windowed transfer, a plain one and a refusal show on the
@@ -43,16 +45,16 @@ func TestMetrics(t *testing.T) {
 }
 
 // waitGathered reads reg (name{label=value,...} → value, histograms as
-// _count) until it shows want or 10 s pass: the server counts a transfer
-// after its last packet, which the client may see first.
+// _count) until it shows want: the server counts a transfer after its last
+// packet, which the client may see first.
 func waitGathered(t *testing.T, reg prometheus.Gatherer, want map[string]float64) map[string]float64 {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got := map[string]float64{}
+	var got map[string]float64
+	waitfor.OK(t, "the transfers counted", func() error {
+		got = map[string]float64{}
 		fams, err := reg.Gather()
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		for _, f := range fams {
 			for _, m := range f.GetMetric() {
@@ -72,13 +74,12 @@ func waitGathered(t *testing.T, reg prometheus.Gatherer, want map[string]float64
 				}
 			}
 		}
-		done := true
 		for k, v := range want {
-			done = done && got[k] == v
+			if got[k] != v {
+				return fmt.Errorf("%s = %v, want %v", k, got[k], v)
+			}
 		}
-		if done || time.Now().After(deadline) {
-			return got
-		}
-		time.Sleep(10 * time.Millisecond) // polling counters, not waiting for a server
-	}
+		return nil
+	})
+	return got
 }

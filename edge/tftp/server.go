@@ -82,6 +82,10 @@ type Config struct {
 	// neither.
 	Images Images
 	Cache  VerifiedFiles
+	// Modules serves GRUB modules of the asking client's loader at GRUB's
+	// prefix (grub/<platform>/<file>) from Cache; nil: those come from the
+	// root directory only.
+	Modules GrubModules
 	// ArtifactWait bounds a request's wait for an artifact still being
 	// fetched; 0: Timeout × (Retries-1), under the transfer's own patience.
 	ArtifactWait time.Duration
@@ -483,6 +487,10 @@ func (s *Server) read(t *transfer) error {
 		if set, file, lookup, ok := s.isArtifact(name); ok {
 			return s.serveArtifact(t, name, set, file, lookup, fail, begin)
 		}
+	}
+	if a, ok := s.grubModule(name, remote.IP); ok {
+		found := func(string, string) (proto.Artifact, error) { return a, nil }
+		return s.serveArtifact(t, name, "", "", found, fail, begin)
 	}
 	r, size, closeFn, err := s.open(name, &remote)
 	if err != nil {

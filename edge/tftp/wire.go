@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 )
 
 // Opcodes (RFC 1350, RFC 2347).
@@ -86,13 +85,26 @@ func parseRequest(b []byte) (request, error) {
 	// A dangling option name without a value is ignored, as an option the
 	// server does not know would be.
 	for i := 2; i+1 < len(fields); i += 2 {
-		name := strings.ToLower(string(fields[i]))
+		name := lowerASCII(fields[i])
 		if _, dup := r.opt(name); dup {
 			continue
 		}
 		r.opts = append(r.opts, option{name, string(fields[i+1])})
 	}
 	return r, nil
+}
+
+// lowerASCII lower-cases A-Z only: option names are ASCII (RFC 2347), and
+// strings.ToLower would turn a hostile name's invalid UTF-8 into U+FFFD,
+// changing its bytes and its length.
+func lowerASCII(b []byte) string {
+	out := []byte(string(b))
+	for i, c := range out {
+		if 'A' <= c && c <= 'Z' {
+			out[i] = c + 'a' - 'A'
+		}
+	}
+	return string(out)
 }
 
 // packOACK appends an OACK with opts to b[:0].

@@ -20,6 +20,8 @@ func TestParseRequest(t *testing.T) {
 		{"plain", rrq("a.efi", "octet"), request{op: opRRQ, filename: "a.efi", mode: "octet"}, ""},
 		{"options, names lower-cased, first of a repeated name kept", rrq("a", "octet", "BlkSize", "1468", "blksize", "9", "windowsize", "4"),
 			request{op: opRRQ, filename: "a", mode: "octet", opts: []option{{"blksize", "1468"}, {"windowsize", "4"}}}, ""},
+		{"option name not UTF-8 kept byte for byte", rrq("a", "octet", "\xffWin", "1"),
+			request{op: opRRQ, filename: "a", mode: "octet", opts: []option{{"\xffwin", "1"}}}, ""},
 		{"dangling option name ignored", rrq("a", "octet", "tsize"), request{op: opRRQ, filename: "a", mode: "octet"}, ""},
 		{"write request", []byte("\x00\x02up\x00octet\x00"), request{op: opWRQ, filename: "up", mode: "octet"}, ""},
 		{"last field not terminated", []byte("\x00\x01a\x00octet"), request{}, "not NUL-terminated"},
@@ -72,7 +74,7 @@ func FuzzParseRequest(f *testing.F) {
 		}
 		var fields []string
 		for _, o := range req.opts {
-			if o.name != strings.ToLower(o.name) {
+			if o.name != lowerASCII([]byte(o.name)) {
 				t.Fatalf("option name %q not lower-cased", o.name)
 			}
 			fields = append(fields, o.name, o.value)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
 // coordPanel is where the coordinator serves its panel and /metrics, inside
@@ -47,20 +49,15 @@ func (e *fbEnv) checkMetrics(t *testing.T, kernelSize int64) {
 	}
 
 	// The coordinator counts the boot once the edge's events reach it.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	waitfor.OK(t, "the coordinator's /metrics to count the boot and the host set", func() error {
 		coord := e.scrape(t, "http://"+coordPanel+"/metrics")
 		started := coord[`fleetboot_boots_started_total`]
 		set := coord[`fleetboot_api_requests_total{code="200",endpoint="host.set"}`]
 		if started >= 1 && set >= 1 && coord[`fleetboot_api_request_seconds_count{endpoint="host.set"}`] >= 1 {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Errorf("coordinator /metrics: boots started %v, host.set answered %v; want ≥ 1 each", started, set)
-			return
-		}
-		time.Sleep(time.Second) // polling a counter, not waiting for a server
-	}
+		return fmt.Errorf("boots started %v, host.set answered %v; want ≥ 1 each", started, set)
+	})
 }
 
 // scrape reads a Prometheus text exposition into series → value (the

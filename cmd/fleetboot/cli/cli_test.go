@@ -110,6 +110,7 @@ var volatile = []struct {
 	with string
 }{
 	{regexp.MustCompile(`"updated": "[^"]+"`), `"updated": "TIME"`},
+	{regexp.MustCompile(`(?m)^updated: ( +)\S+$`), `updated: ${1}TIME`},
 }
 
 func golden(t *testing.T, name, got string) {
@@ -152,6 +153,8 @@ func TestCLIAgainstCoordinator(t *testing.T) {
 	grub := writeFile(t, files, "grubnetx64.efi.signed", "grub bytes")
 	ipxeEFI := writeFile(t, files, "ipxe.efi", "ipxe bytes")
 	grubARM := writeFile(t, files, "grubnetaa64.efi.signed", "arm64 grub bytes")
+	httpMod := writeFile(t, files, "http.mod", "http module bytes")
+	commandLst := writeFile(t, files, "command.lst", "*linux: linux\n")
 
 	steps := []struct {
 		name   string
@@ -201,6 +204,14 @@ func TestCLIAgainstCoordinator(t *testing.T) {
 		{"list loaders json", []string{"loader", "ls", "-o", "json"}, 0, "loader-ls.json", ""},
 		{"loader with an ipxe flag", []string{"loader", "add", "x", "--kind", "shim-grub", "--shim", shim, "--grub", grub, "--efi", shim}, 1, "",
 			"fleetboot: loader add: --efi does not go with --kind shim-grub (it takes --shim and --grub)\n"},
+		// GRUB's modules: stored with the loader, shown where GRUB asks for them.
+		{"add grub loader with modules", []string{"loader", "add", "grub-http", "--kind", "grub", "--grub", grub, "--module", httpMod, "--module", commandLst}, 0, "loader-add-modules.txt", ""},
+		{"show grub loader with modules", []string{"loader", "show", "grub-http"}, 0, "loader-show-modules.txt", ""},
+		{"module twice", []string{"loader", "add", "x", "--kind", "grub", "--grub", grub, "--module", httpMod, "--module", httpMod}, 1, "",
+			"fleetboot: loader add: --module " + httpMod + " and " + httpMod + " are both x86_64-efi/http.mod\n"},
+		{"module with ipxe", []string{"loader", "add", "x", "--kind", "ipxe", "--efi", shim, "--module", httpMod}, 1, "",
+			"fleetboot: loader add: --module does not go with --kind ipxe (GRUB modules: --kind shim-grub or grub)\n"},
+		{"grub loader rm", []string{"loader", "rm", "grub-http"}, 0, "", ""},
 		{"missing loader", []string{"host", "set", "52:54:00:12:34:56", "--loader", "nope"}, 1, "", "fleetboot: loader nope: not found\n"},
 		{"host on shim", []string{"host", "set", "52:54:00:12:34:56", "--loader", "shim-debian"}, 0, "", ""},
 		{"explain shim chain", []string{"explain", "52:54:00:12:34:56", "--arch", "7"}, 0, "explain-shim.txt", ""},

@@ -45,7 +45,7 @@ func (f *edgeFlags) register(cmd *cobra.Command, stateDir, cacheDir, httpListen,
 	fl.StringVar(&f.httpListen, "http-listen", httpListen, "HTTP address for scripts, artifacts, callbacks and /metrics")
 	fl.StringVar(&f.tftpListen, "tftp-listen", tftpListen, "TFTP address (empty: no TFTP)")
 	fl.StringVar(&f.advertise, "advertise", "", "base URL machines reach this edge's HTTP at (default: http://SERVER-IP:PORT)")
-	fl.StringVar(&f.bootDir, "boot-dir", "/usr/lib/ipxe", "directory of iPXE binaries served over TFTP and HTTP")
+	fl.StringVar(&f.bootDir, "boot-dir", "/usr/lib/ipxe", "directory of iPXE binaries (and other boot files, sub-folders included) served over TFTP and at /boot/ over HTTP")
 	fl.StringVar(&f.efiFile, "efi-boot-file", "ipxe.efi", "iPXE binary for UEFI x64 clients: ipxe.efi or snponly.efi")
 	fl.DurationVar(&f.drain, "drain", 30*time.Second, "on SIGTERM: how long transfers in flight and unsent events get before exit")
 	fl.BoolVar(&f.ping, "conflict-check", true, "ping an address before offering it (off: faster, for segments where nothing else takes addresses)")

@@ -23,6 +23,7 @@ func (a *app) loaderCmd() *cobra.Command {
 // loaderFlags are the files loader add takes, before anything is uploaded.
 type loaderFlags struct {
 	kind, arch, shim, grub, bios, efi string
+	modules                           []string // GRUB modules and lists (--module, repeated)
 }
 
 // loaderUpload is one file to upload: its path and how the loader lists it.
@@ -53,6 +54,9 @@ func (lf loaderFlags) plan() ([]loaderUpload, error) {
 			return nil, fmt.Errorf("loader add: --%s does not go with --kind %s (it takes --%s)", flag, lf.kind, strings.Join(allowed, " and --"))
 		}
 	}
+	if len(lf.modules) > 0 && lf.kind == proto.LoaderIPXE {
+		return nil, fmt.Errorf("loader add: --module does not go with --kind ipxe (GRUB modules: --kind shim-grub or grub)")
+	}
 	suffix := map[string]string{proto.FirmwareX64: "x64", proto.FirmwareARM64: "aa64"}[fw]
 	var out []loaderUpload
 	add := func(path, firmware, role, name string) {
@@ -81,9 +85,24 @@ func (lf loaderFlags) plan() ([]loaderUpload, error) {
 		}
 		add(lf.grub, fw, proto.RoleGrub, "grub"+suffix+".efi")
 	}
+	// GRUB asks for modules at <prefix>/<platform>/<file>: each keeps its
+	// base name under the platform directory of --arch.
+	seen := map[string]string{}
+	for _, m := range lf.modules {
+		base := filepath.Base(m)
+		if err := proto.ValidFileName(base); err != nil {
+			return nil, fmt.Errorf("loader add: --module %s: %v", m, err)
+		}
+		name := proto.GrubModuleName(fw, base)
+		if prev, ok := seen[name]; ok {
+			return nil, fmt.Errorf("loader add: --module %s and %s are both %s", prev, m, name)
+		}
+		seen[name] = m
+		add(m, fw, proto.RoleGrubModule, name)
+	}
 	for _, u := range out {
 		if st, err := os.Stat(u.path); err != nil {
-			return nil, fmt.Errorf("loader add: %s file: %v", u.file.Role, err)
+			return nil, fmt.Errorf("loader add: %s file: %w", u.file.Role, err)
 		} else if !st.Mode().IsRegular() {
 			return nil, fmt.Errorf("loader add: %s file %s is not a regular file", u.file.Role, u.path)
 		}
@@ -105,7 +124,7 @@ func (a *app) loaderAddCmd() *cobra.Command {
 	var lf loaderFlags
 	var store, out string
 	cmd := &cobra.Command{
-		Use:   "add NAME --kind ipxe|shim-grub|grub [--shim FILE] [--grub FILE] [--bios FILE] [--efi FILE] [--arch x64|arm64]",
+		Use:   "add NAME --kind ipxe|shim-grub|grub [--shim FILE] [--grub FILE] [--bios FILE] [--efi FILE] [--module FILE]... [--arch x64|arm64]",
 		Short: "Upload a boot loader's files to the artifact store and register it",
 		Long: `Upload a boot chain's files to the artifact store, recording each file's size
 and sha256, then register the loader with the coordinator. Edges serve its
@@ -118,10 +137,19 @@ Kinds:
              (bootaa64.efi and grubaa64.efi with --arch arm64)
   grub       --grub FILE
 
+shim-grub and grub also take --module FILE, repeated: files GRUB reads from
+its prefix once it runs (modules such as http.mod, lists such as
+command.lst). GRUB asks for them as grub/x86_64-efi/FILE (arm64-efi with
+--arch arm64) from the server it came from; the edge answers each machine
+with its own loader's file. Under Secure Boot, GRUB refuses unsigned
+modules that are not built into its image.
+
 Adding an existing NAME replaces that loader.`,
 		Example: `  fleetboot loader add shim-debian --kind shim-grub --shim shimx64.efi.signed --grub grubnetx64.efi.signed
   fleetboot loader add ipxe-snp --kind ipxe --bios ipxe.pxe --efi snponly.efi
-  fleetboot loader add grub-arm --kind grub --grub grubnetaa64.efi.signed --arch arm64`,
+  fleetboot loader add grub-arm --kind grub --grub grubnetaa64.efi.signed --arch arm64
+  fleetboot loader add grub-http --kind grub --grub grubnetx64.efi \
+      --module /usr/lib/grub/x86_64-efi/http.mod --module /usr/lib/grub/x86_64-efi/command.lst`,
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(out); err != nil {
@@ -168,7 +196,8 @@ Adding an existing NAME replaces that loader.`,
 	f.StringVar(&lf.grub, "grub", "", "GRUB network image (shim-grub, grub), e.g. grubnetx64.efi.signed")
 	f.StringVar(&lf.bios, "bios", "", "iPXE for BIOS PXE (ipxe): undionly.kpxe, or ipxe.pxe for NICs with a broken UNDI")
 	f.StringVar(&lf.efi, "efi", "", "iPXE for UEFI (ipxe): ipxe.efi, or snponly.efi to use the firmware's NIC driver")
-	f.StringVar(&lf.arch, "arch", "x64", "UEFI architecture of --shim, --grub and --efi: x64 or arm64")
+	f.StringArrayVar(&lf.modules, "module", nil, "a file GRUB reads from its prefix (shim-grub, grub), e.g. /usr/lib/grub/x86_64-efi/http.mod; repeat for more")
+	f.StringVar(&lf.arch, "arch", "x64", "UEFI architecture of --shim, --grub, --efi and --module: x64 or arm64")
 	f.StringVar(&store, "store", "", "artifact store URL (default: the coordinator's): s3://BUCKET?endpoint=HOST:PORT or dir:///PATH")
 	outputFlag(cmd, &out)
 	return cmd
@@ -217,7 +246,11 @@ func (a *app) loaderShowCmd() *cobra.Command {
 			fmt.Fprintf(a.stdout, "loader:   %s\nkind:     %s\nupdated:  %s\n\n", l.Name, l.Kind, l.Updated.Format(time.RFC3339))
 			var rows [][]string
 			for _, f := range l.Files {
-				rows = append(rows, []string{f.Firmware, f.Role, proto.LoaderPath(l.Name, f.Name), bytesize.Format(f.Size), f.SHA256, f.Key})
+				p := proto.LoaderPath(l.Name, f.Name)
+				if f.Role == proto.RoleGrubModule {
+					p = proto.GrubModulePath(f.Name) // where GRUB asks for it
+				}
+				rows = append(rows, []string{f.Firmware, f.Role, p, bytesize.Format(f.Size), f.SHA256, f.Key})
 			}
 			return table(a.stdout, []string{"FIRMWARE", "ROLE", "PATH", "SIZE", "SHA256", "KEY"}, rows)
 		},

@@ -26,6 +26,9 @@ func TestLoaderAddFlagErrors(t *testing.T) {
 		{"grub without file", []string{"loader", "add", "x", "--kind", "grub"}, "fleetboot: loader add: --kind grub needs --grub FILE\n"},
 		{"missing file", []string{"loader", "add", "x", "--kind", "grub", "--grub", dir + "/nope"}, "fleetboot: loader add: grub file: stat " + dir + "/nope: no such file or directory\n"},
 		{"directory", []string{"loader", "add", "x", "--kind", "grub", "--grub", dir}, "fleetboot: loader add: grub file " + dir + " is not a regular file\n"},
+		{"missing module", []string{"loader", "add", "x", "--kind", "grub", "--grub", grub, "--module", dir + "/nope.mod"}, "fleetboot: loader add: grub-module file: stat " + dir + "/nope.mod: no such file or directory\n"},
+		{"module not a file name", []string{"loader", "add", "x", "--kind", "grub", "--grub", grub, "--module", dir + "/.hidden.mod"}, "fleetboot: loader add: --module " + dir + "/.hidden.mod: invalid file name \".hidden.mod\": 1 to 128 characters, not starting with '.'\n"},
+		{"module directory", []string{"loader", "add", "x", "--kind", "shim-grub", "--shim", shim, "--grub", grub, "--module", dir}, "fleetboot: loader add: grub-module file " + dir + " is not a regular file\n"},
 		{"bad name", []string{"loader", "add", "Shim", "--kind", "grub", "--grub", grub}, `fleetboot: invalid loader name "Shim": use lower-case letters, digits, '.', '_' or '-', starting with a letter or digit (at most 64)` + "\n"},
 	}
 	for _, tt := range tests {
