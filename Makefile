@@ -27,7 +27,7 @@ test: deps lint ## everything: lint, unit, integration and end-to-end tests (wit
 	$(MAKE) compose-test
 
 # Fuzz targets: package:Target. `make fuzz FUZZTIME=5m` fuzzes each longer.
-FUZZ     := ./proto:FuzzParseMAC ./edge/dhcp:FuzzParse ./edge/tftp:FuzzResolve ./edge/tftp:FuzzParseRequest ./edge/httpboot:FuzzRender ./edge/httpboot:FuzzPath ./edge/tftp:FuzzRequest ./edge/httpboot:FuzzRequest ./shared/selector:FuzzParse
+FUZZ     := ./proto:FuzzParseMAC ./edge/dhcp:FuzzParse ./edge/tftp:FuzzResolve ./edge/tftp:FuzzParseRequest ./edge/httpboot:FuzzRender ./edge/httpboot:FuzzPath ./edge/tftp:FuzzRequest ./edge/httpboot:FuzzRequest ./shared/selector:FuzzParse ./cmd/fleetboot/cli:FuzzParseImportCSV
 # The quick set for make test: targets whose inputs run in microseconds. The
 # socket-driven ones (TFTP/HTTP FuzzRequest) run their seeds in go test; a 5 s
 # fuzz run can end inside one of their slow inputs and report a deadline.

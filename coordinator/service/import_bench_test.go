@@ -71,3 +71,27 @@ func BenchmarkPolicyEvaluation(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(machines))*float64(b.N)/b.Elapsed().Seconds(), "machines/s")
 }
+
+// BenchmarkKVPutReference is the reference the import benchmarks compare
+// with, in the same run on the same kind of server: one host value written
+// with one KV put at a time, as host set writes it (without its index
+// reads and writes). Reports hosts/s.
+func BenchmarkKVPutReference(b *testing.B) {
+	ctx := context.Background()
+	_, js := natstest.Connect(b, natstest.Start(b).ClientURL())
+	s, err := New(ctx, Config{JS: js})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rows := importRows(10_000, 0)
+	for b.Loop() {
+		for _, r := range rows {
+			h := proto.Host{MAC: r.MAC, Site: r.Site, Image: r.Image, IP: r.IP, Hostname: r.Hostname, Labels: r.Labels, State: proto.StateBoot}
+			key, _ := proto.HostKey(h.Site, h.MAC)
+			if err := s.put(ctx, proto.BucketHosts, key, h); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(len(rows))*float64(b.N)/b.Elapsed().Seconds(), "hosts/s")
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -159,44 +160,111 @@ func scan[T any](ctx context.Context, s *Service, bucket, filter string, fn func
 	}
 }
 
-// readParallel is how many reads readMany keeps in flight.
-const readParallel = 64
+// readParallel is how many requests readMany keeps in flight.
+const readParallel = 8
 
-// readMany reads many keys at once, keeping readParallel requests in
-// flight: a bulk change checks thousands of index entries, and one at a
-// time each waits a round trip. Unlike read it uses direct gets, which the
-// stream answers itself instead of queueing them behind the JetStream API
-// (ten times faster here), and which a replica may answer a moment behind
-// the leader: bulk callers write with compare-and-set at the revisions
-// read, so a stale read fails a write, never corrupts one. A missing key
-// has err ErrNotFound.
+// readBatchKeys is how many keys one batched read asks for: the server
+// answers at most 1024 messages per request.
+const readBatchKeys = 1000
+
+// readMany reads many keys at once: a bulk change checks thousands of
+// index entries, and one request each waits a round trip per key. It asks
+// the stream for the last message of up to readBatchKeys subjects at a
+// time (a "multi_last" direct get, streamed back in one reply), with
+// readParallel such requests in flight. Direct gets are answered by the
+// stream itself instead of queueing behind the JetStream API, and a replica
+// may answer a moment behind the leader: bulk callers write with
+// compare-and-set at the revisions read, so a stale read fails a write,
+// never corrupts one. A missing key has err ErrNotFound.
 func (s *Service) readMany(ctx context.Context, bucket string, keys []string) ([]entry, []error) {
 	vals := make([]entry, len(keys))
 	errs := make([]error, len(keys))
-	kv := s.kv[bucket]
 	next := make(chan int)
 	var wg sync.WaitGroup
-	for range min(readParallel, len(keys)) {
+	for range min(readParallel, (len(keys)+readBatchKeys-1)/readBatchKeys) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range next {
-				e, err := kv.Get(ctx, keys[i])
-				switch {
-				case errors.Is(err, jetstream.ErrKeyNotFound):
-					errs[i] = ErrNotFound
-				case err != nil:
-					errs[i] = fmt.Errorf("coordinator: read %s/%s: %w", bucket, keys[i], err)
-				default:
-					vals[i] = entry{value: e.Value(), rev: e.Revision(), created: e.Created()}
+			for start := range next {
+				end := min(start+readBatchKeys, len(keys))
+				got, err := s.readBatch(ctx, bucket, keys[start:end])
+				for i := start; i < end; i++ {
+					e, ok := got[keys[i]]
+					switch {
+					case err != nil:
+						errs[i] = err
+					case ok:
+						vals[i] = e
+					default:
+						errs[i] = ErrNotFound
+					}
 				}
 			}
 		}()
 	}
-	for i := range keys {
-		next <- i
+	for start := 0; start < len(keys); start += readBatchKeys {
+		next <- start
 	}
 	close(next)
 	wg.Wait()
 	return vals, errs
+}
+
+// readBatch reads the current values of keys (at most readBatchKeys) with
+// one multi-last direct get; a key with no value (never written, deleted
+// or purged) is absent from the map.
+func (s *Service) readBatch(ctx context.Context, bucket string, keys []string) (map[string]entry, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	pre := "$KV." + bucket + "."
+	subjects := make([]string, len(keys))
+	for i, k := range keys {
+		subjects[i] = pre + k
+	}
+	body, _ := json.Marshal(map[string]any{"multi_last": subjects, "batch": len(keys)})
+	inbox := s.nc.NewRespInbox()
+	sub, err := s.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: read %s: %w", bucket, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET.KV_"+bucket, inbox, body); err != nil {
+		return nil, fmt.Errorf("coordinator: read %s: %w", bucket, err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+	}
+	out := make(map[string]entry, len(keys))
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("coordinator: read %s: %w", bucket, err)
+		}
+		switch status := m.Header.Get("Status"); status {
+		case "204": // the end of the batch
+			if p := m.Header.Get("Nats-Num-Pending"); p != "" && p != "0" {
+				// Cut short (the server bounds a reply's bytes): what
+				// was not sent must not read as missing.
+				return nil, fmt.Errorf("coordinator: read %s: batch cut short, %s values not sent", bucket, p)
+			}
+			return out, nil
+		case "404": // no key has a value
+			return out, nil
+		case "":
+		default:
+			return nil, fmt.Errorf("coordinator: read %s: %s %s", bucket, status, m.Header.Get("Description"))
+		}
+		if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+			continue
+		}
+		seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("coordinator: read %s: reply without a sequence", bucket)
+		}
+		at, _ := time.Parse(time.RFC3339Nano, m.Header.Get("Nats-Time-Stamp"))
+		out[strings.TrimPrefix(m.Header.Get("Nats-Subject"), pre)] = entry{value: m.Data, rev: seq, created: at}
+	}
 }

@@ -28,6 +28,8 @@ type Desired interface {
 	Site() (proto.Site, bool)
 	Host(mac string) (proto.Host, bool)
 	Image(name string) (proto.Image, bool)
+	// Template: the install templates ({{template_url}}; rendered at /t/).
+	Template(name string) (proto.Template, bool)
 }
 
 // State is the part of the edge's desired state the handler reads;
@@ -178,6 +180,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveScript(w, r, r.URL.Query().Get("mac"), false)
 	case p == "/chain.ipxe":
 		h.serveChain(w)
+	case strings.HasPrefix(p, "/t/"):
+		h.serveTemplate(w, r, strings.TrimPrefix(p, "/t/"))
 	case p == "/grub.cfg":
 		h.serveScript(w, r, r.URL.Query().Get("mac"), true)
 	case strings.HasPrefix(p, "/artifacts/"):
@@ -262,6 +266,9 @@ func InputFor(st Desired, baseURL, mac, arch, platform, clientIP string, try int
 	if host, ok := st.Host(mac); ok {
 		in.Host = &host
 		image = host.Image
+		if t, ok := st.Template(host.Template); ok && host.Template != "" {
+			in.TemplateKind = t.Kind
+		}
 	}
 	if image != "" {
 		if im, ok := st.Image(image); ok {

@@ -55,6 +55,9 @@ type Input struct {
 	// it asks over TFTP, so the transport of the request is what says
 	// whether this GRUB can fetch over HTTP. iPXE scripts ignore it.
 	Via string
+	// TemplateKind is the kind of the host's install template (Host.Template),
+	// for {{template_url}}: "" when it has none or the edge lacks it.
+	TemplateKind string
 }
 
 // Transports a config can be asked for on (Input.Via).
@@ -255,6 +258,15 @@ func bootPlan(in Input, base, imageName string, h proto.Host) plan {
 			return im.Name, true
 		case "token":
 			return in.Token, true
+		case "template_url":
+			// The host's install template, as its installer fetches it:
+			// ks={{template_url}}, url={{template_url}} (preseed),
+			// ignition.config.url={{template_url}}, or for cloud-init the
+			// NoCloud seed directory.
+			if in.TemplateKind == "" {
+				return "", true
+			}
+			return TemplateURL(base, h.Template, in.TemplateKind, in.MAC), true
 		case "callback":
 			// The done callback, ready to POST to.
 			u := base + "/api/v1/done?mac=" + in.MAC

@@ -27,6 +27,7 @@ type State struct {
 	reserved map[netip.Addr][]string
 	images   map[string]proto.Image
 	loaders  map[string]proto.Loader
+	tmpls    map[string]proto.Template
 	revision uint64
 	onChange []func()
 }
@@ -34,7 +35,7 @@ type State struct {
 // New returns an empty state.
 func New() *State {
 	return &State{hosts: map[string]proto.Host{}, byMAC: map[string]string{}, reserved: map[netip.Addr][]string{},
-		images: map[string]proto.Image{}, loaders: map[string]proto.Loader{}}
+		images: map[string]proto.Image{}, loaders: map[string]proto.Loader{}, tmpls: map[string]proto.Template{}}
 }
 
 // OnChange registers f to run (without locks held) after every change.
@@ -259,6 +260,37 @@ func (s *State) DeleteLoader(name string) {
 	s.changed()
 }
 
+// Template returns an install template by name.
+func (s *State) Template(name string) (proto.Template, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	t, ok := s.tmpls[name]
+	return t, ok
+}
+
+// Templates returns all install templates.
+func (s *State) Templates() []proto.Template {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return sortedValues(s.tmpls, func(t proto.Template) proto.Template { return t })
+}
+
+// PutTemplate adds or replaces an install template.
+func (s *State) PutTemplate(t proto.Template) {
+	s.mu.Lock()
+	s.tmpls[t.Name] = t
+	s.mu.Unlock()
+	s.changed()
+}
+
+// DeleteTemplate removes an install template.
+func (s *State) DeleteTemplate(name string) {
+	s.mu.Lock()
+	delete(s.tmpls, name)
+	s.mu.Unlock()
+	s.changed()
+}
+
 // Revision is the highest KV revision applied.
 func (s *State) Revision() uint64 {
 	s.mu.RLock()
@@ -335,6 +367,7 @@ func cloneHost(h proto.Host) proto.Host {
 		b.Sealed = maps.Clone(b.Sealed)
 		h.BMC = &b
 	}
+	h.Labels = maps.Clone(h.Labels)
 	return h
 }
 

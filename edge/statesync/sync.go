@@ -58,6 +58,7 @@ type Snapshot struct {
 	Hosts     []proto.Host      `json:"hosts"`
 	Images    []proto.Image     `json:"images"`
 	Loaders   []proto.Loader    `json:"loaders,omitempty"`
+	Templates []proto.Template  `json:"templates,omitempty"`
 	Revisions map[string]uint64 `json:"revisions"`
 	Written   time.Time         `json:"written"`
 }
@@ -105,6 +106,9 @@ func (s *Syncer) load() error {
 	}
 	for _, l := range snap.Loaders {
 		st.PutLoader(l)
+	}
+	for _, t := range snap.Templates {
+		st.PutTemplate(t)
 	}
 	for b, r := range snap.Revisions {
 		s.revs[b] = r
@@ -159,6 +163,7 @@ func (s *Syncer) Run(ctx context.Context, js jetstream.JetStream) error {
 		{proto.BucketHosts, s.cfg.Site + ".>", s.applyHost},
 		{proto.BucketImages, ">", s.applyImage},
 		{proto.BucketLoaders, ">", s.applyLoader},
+		{proto.BucketTemplates, ">", s.applyTemplate},
 	}
 	var wg gosync.WaitGroup
 	for _, w := range watches {
@@ -278,7 +283,7 @@ func (s *Syncer) head(ctx context.Context, kv jetstream.KeyValue) (uint64, error
 	s.mu.Lock()
 	s.heads[kv.Bucket()] = head
 	s.mu.Unlock()
-	if kv.Bucket() != proto.BucketImages && kv.Bucket() != proto.BucketLoaders {
+	if kv.Bucket() != proto.BucketImages && kv.Bucket() != proto.BucketLoaders && kv.Bucket() != proto.BucketTemplates {
 		// Sites and hosts are watched through a filter: other sites' changes
 		// move the head but never our revision, so the head says nothing.
 		return 0, nil
@@ -316,6 +321,12 @@ func (s *Syncer) dropVanished(ctx context.Context, kv jetstream.KeyValue, w watc
 		for _, l := range st.Loaders() {
 			if !have[l.Name] {
 				st.DeleteLoader(l.Name)
+			}
+		}
+	case proto.BucketTemplates:
+		for _, t := range st.Templates() {
+			if !have[t.Name] {
+				st.DeleteTemplate(t.Name)
 			}
 		}
 	}
@@ -439,6 +450,19 @@ func (s *Syncer) applyLoader(e jetstream.KeyValueEntry) error {
 	return nil
 }
 
+func (s *Syncer) applyTemplate(e jetstream.KeyValueEntry) error {
+	if deleted(e) {
+		s.cfg.State.DeleteTemplate(e.Key())
+		return nil
+	}
+	var t proto.Template
+	if err := json.Unmarshal(e.Value(), &t); err != nil {
+		return err
+	}
+	s.cfg.State.PutTemplate(t)
+	return nil
+}
+
 // snapshotLoop writes the snapshot after changes, at most once a second.
 func (s *Syncer) snapshotLoop(ctx context.Context) {
 	for {
@@ -479,7 +503,7 @@ func (s *Syncer) WriteSnapshot() error {
 		hook()
 	}
 	st := s.cfg.State
-	snap.Hosts, snap.Images, snap.Loaders, snap.Written = st.Hosts(), st.Images(), st.Loaders(), time.Now().UTC()
+	snap.Hosts, snap.Images, snap.Loaders, snap.Templates, snap.Written = st.Hosts(), st.Images(), st.Loaders(), st.Templates(), time.Now().UTC()
 	if site, ok := st.Site(); ok {
 		snap.Site = &site
 	}
