@@ -167,6 +167,13 @@ func FuzzParse(f *testing.F) {
 		// Whatever parses has a canonical form that parses to itself, and
 		// evaluates without panicking.
 		canon := s.String()
+		if len(canon) > MaxLen {
+			// Quoting control bytes (\x0f) quadruples them: a selector
+			// near the limit can have a canonical form past it, which
+			// Parse refuses like any text that long.
+			s.Match(m)
+			return
+		}
 		back, err := Parse(canon)
 		if err != nil {
 			t.Fatalf("%q: canonical form %q does not parse: %v", text, canon, err)
