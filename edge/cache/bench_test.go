@@ -104,13 +104,13 @@ func BenchmarkMissStream(b *testing.B) {
 }
 
 // BenchmarkMissLarge measures one client's cold miss of a large artifact
-// (FLEETBOOT_BENCH_MISS_MIB, default 256) against a direct GET of the same
+// (FLEETBOOT_BENCH_MISS_MIB, default 128) against a direct GET of the same
 // object through the same store client, in the same iteration: time to
 // first byte and total, each with its ratio. The direct GET runs first, so
 // both read the object from MinIO's page cache. "whole" fetches with one
 // GET, "ranged" in 16 MiB parts, 4 at a time.
 func BenchmarkMissLarge(b *testing.B) {
-	size := int64(256)
+	size := int64(128)
 	if v, err := strconv.ParseInt(os.Getenv("FLEETBOOT_BENCH_MISS_MIB"), 10, 64); err == nil && v > 0 {
 		size = v
 	}

@@ -74,6 +74,16 @@ func BenchmarkHTTP(b *testing.B) {
 	}{
 		{"nginx", func(b *testing.B, env *benchEnv) (urls, func(int) string) {
 			base := startNginx(b, env, dir)
+			// Warmed as fleetboot's cache is: both serve from the page cache.
+			client := env.cli.HTTPClient(10 * time.Minute)
+			for _, w := range []struct {
+				url  string
+				size int64
+			}{{base + "/blob1g", httpSize}, {base + "/small4k", smallSize}} {
+				if _, _, err := get(client, w.url, w.size); err != nil {
+					b.Fatalf("warm: %v", err)
+				}
+			}
 			return urls{base + "/blob1g", base + "/small4k", base + "/script1k"},
 				func(int) string { return base + "/script1k" }
 		}},
