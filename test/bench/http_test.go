@@ -135,7 +135,7 @@ func BenchmarkHTTP(b *testing.B) {
 				res.add(b, what+": p99", s.name, ms(percentile(lat, 99)), "ms", false)
 			}
 			load(fmt.Sprintf("hit 4 KiB x %d clients", loadClients), func(int) string { return u.small })
-			load(fmt.Sprintf("script (%dk hosts) x %d", scriptHosts/1000, loadClients), scriptURL)
+			load(fmt.Sprintf("script, %dk hosts, x %d", scriptHosts/1000, loadClients), scriptURL)
 		})
 	}
 }
