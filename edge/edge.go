@@ -408,6 +408,28 @@ type lazyStore struct {
 }
 
 func (l *lazyStore) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	s, err := l.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Get(ctx, key)
+}
+
+// GetRange lets the cache fetch large artifacts in parts (cache.RangeFetcher);
+// both store kinds read ranges.
+func (l *lazyStore) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, int64, error) {
+	s, err := l.open(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	rr, ok := s.(artifactstore.RangeReader)
+	if !ok {
+		return nil, 0, fmt.Errorf("edge: artifact store %T cannot read ranges", s)
+	}
+	return rr.GetRange(ctx, key, off, n)
+}
+
+func (l *lazyStore) open(ctx context.Context) (artifactstore.Store, error) {
 	l.mu.Lock()
 	s := l.s
 	l.mu.Unlock()
@@ -430,7 +452,7 @@ func (l *lazyStore) Get(ctx context.Context, key string) (io.ReadCloser, error) 
 		l.s = s
 		l.mu.Unlock()
 	}
-	return s.Get(ctx, key)
+	return s, nil
 }
 
 // natsCallbacks forwards installer callbacks to the coordinator.

@@ -30,6 +30,14 @@ type Fetcher interface {
 	Get(ctx context.Context, key string) (io.ReadCloser, error)
 }
 
+// RangeFetcher is a Fetcher that can also read n bytes of an object from
+// offset off, and says the object's whole size (artifactstore's S3 and
+// directory stores can). The cache then fetches large artifacts as several
+// ranged GETs at once.
+type RangeFetcher interface {
+	GetRange(ctx context.Context, key string, off, n int64) (body io.ReadCloser, size int64, err error)
+}
+
 // EventSink receives boot-timeline events (artifact.start, artifact.end).
 // Emit must not block for long: it runs on the request path.
 type EventSink interface {
@@ -49,6 +57,12 @@ type Config struct {
 	FetchTimeout time.Duration
 	// PrefetchConcurrency bounds the fetches Prefetch runs at once. Default 2.
 	PrefetchConcurrency int
+	// FetchChunk is the part size of a ranged fetch (default 16 MiB);
+	// artifacts of at least two parts are fetched in parts when the
+	// Fetcher is a RangeFetcher. FetchParallel bounds the parts of one
+	// fetch in flight at once (default 4).
+	FetchChunk    int64
+	FetchParallel int
 	// Registerer receives the cache's metrics; nil means a private registry,
 	// served by Cache.Metrics.
 	Registerer prometheus.Registerer
@@ -82,6 +96,10 @@ type Cache struct {
 	objDir, tmpDir string
 	max            int64
 	fetcher        Fetcher
+	rangeFetcher   RangeFetcher // fetcher, if it serves ranges
+	chunkSize      int64
+	fetchParallel  int
+	bufs           sync.Pool // *[]byte of copyBuf bytes: fetch copies and hashing
 	log            *slog.Logger
 	fetchTimeout   time.Duration
 	events         EventSink
@@ -115,6 +133,9 @@ type entry struct {
 	verified bool       // guarded by verifyMu
 }
 
+// copyBuf is the buffer of one store read or one hashing read.
+const copyBuf = 256 << 10
+
 var hexSHA256 = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // New opens (or creates) the cache in cfg.Dir, deletes partial downloads left
@@ -137,6 +158,12 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.PrefetchConcurrency <= 0 {
 		cfg.PrefetchConcurrency = 2
 	}
+	if cfg.FetchChunk <= 0 {
+		cfg.FetchChunk = 16 << 20
+	}
+	if cfg.FetchParallel <= 0 {
+		cfg.FetchParallel = 4
+	}
 	var gatherer prometheus.Gatherer
 	if cfg.Registerer == nil {
 		reg := prometheus.NewRegistry()
@@ -149,25 +176,29 @@ func New(cfg Config) (*Cache, error) {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
 	c := &Cache{
-		objDir:       filepath.Join(cfg.Dir, "sha256"),
-		tmpDir:       filepath.Join(cfg.Dir, "tmp"),
-		max:          cfg.MaxBytes,
-		fetcher:      cfg.Fetcher,
-		log:          cfg.Logger,
-		fetchTimeout: cfg.FetchTimeout,
-		events:       cfg.Events,
-		repeats:      cfg.Repeats,
-		gatherer:     gatherer,
-		prefetchSem:  make(chan struct{}, cfg.PrefetchConcurrency),
-		index:        index,
-		pinned:       map[string]bool{},
-		inflight:     map[string]*fetch{},
+		objDir:        filepath.Join(cfg.Dir, "sha256"),
+		tmpDir:        filepath.Join(cfg.Dir, "tmp"),
+		max:           cfg.MaxBytes,
+		fetcher:       cfg.Fetcher,
+		chunkSize:     cfg.FetchChunk,
+		fetchParallel: cfg.FetchParallel,
+		bufs:          sync.Pool{New: func() any { b := make([]byte, copyBuf); return &b }},
+		log:           cfg.Logger,
+		fetchTimeout:  cfg.FetchTimeout,
+		events:        cfg.Events,
+		repeats:       cfg.Repeats,
+		gatherer:      gatherer,
+		prefetchSem:   make(chan struct{}, cfg.PrefetchConcurrency),
+		index:         index,
+		pinned:        map[string]bool{},
+		inflight:      map[string]*fetch{},
 	}
 	for _, d := range []string{c.objDir, c.tmpDir} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("cache: %w", err)
 		}
 	}
+	c.rangeFetcher, _ = cfg.Fetcher.(RangeFetcher)
 	if err := c.rebuild(); err != nil {
 		return nil, err
 	}

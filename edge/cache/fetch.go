@@ -74,18 +74,22 @@ type fetch struct {
 	a      proto.Artifact
 	tmp    string
 	file   *os.File
+	fd     uintptr         // file's, for sync_file_range
 	ctx    context.Context // the download's; cancelled with errStalled or errAbandoned
 	cancel context.CancelCauseFunc
 
 	readers    int  // clients and prefetches waiting for it; guarded by Cache.mu
 	prefetched bool // a prefetch wants it whoever waits; guarded by Cache.mu
 
-	mu      sync.Mutex
-	refs    int
-	written int64
-	done    bool
-	err     error
-	changed chan struct{} // closed and replaced whenever written/done/err change
+	mu        sync.Mutex
+	refs      int
+	chunk     int64   // bytes per part (the size when fetched whole)
+	chunkDone []int64 // bytes written per part
+	front     int     // first part not complete
+	written   int64   // bytes from 0 on that are in the file
+	done      bool    // verified and committed, or failed
+	err       error
+	changed   chan struct{} // closed and replaced whenever written/done/err change
 }
 
 // join adds a reader. Call with Cache.mu held while the fetch is in
@@ -140,6 +144,18 @@ func (f *fetch) state() (written int64, done bool, changed <-chan struct{}, err 
 	return f.written, f.done, f.changed, f.err
 }
 
+// released is how many bytes readers may have: all once verified, else
+// every written byte but the last of the artifact.
+func (f *fetch) released() (avail int64, done bool, changed <-chan struct{}, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	avail = f.written
+	if !f.done {
+		avail = min(f.written, f.a.Size-1)
+	}
+	return avail, f.done, f.changed, f.err
+}
+
 // wait blocks until cond holds for the fetch's state, the fetch fails, or
 // ctx is done.
 func (f *fetch) wait(ctx context.Context, cond func(written int64, done bool) bool) error {
@@ -175,15 +191,10 @@ type streamReader struct {
 }
 
 func (s *streamReader) Read(p []byte) (int, error) {
-	size := s.f.a.Size
 	for {
-		written, done, changed, err := s.f.state()
+		avail, done, changed, err := s.f.released()
 		if err != nil {
 			return 0, err
-		}
-		avail := written
-		if !done {
-			avail = min(written, size-1) // hold back the last byte until verified
 		}
 		if s.off < avail {
 			n := int(min(int64(len(p)), avail-s.off))
@@ -204,6 +215,60 @@ func (s *streamReader) Read(p []byte) (int, error) {
 		}
 	}
 }
+
+// sendTo writes up to limit bytes from s's position to w, each window of
+// released bytes with one w.ReadFrom of the partial file, which net/http
+// turns into sendfile: no copy through user space while the download
+// runs. The file is opened again (its own offset; /proc/self/fd names the
+// descriptor, which the reader's reference keeps open) and, if that fails,
+// the bytes are copied through Read as before.
+func (s *streamReader) sendTo(w io.Writer, limit int64) (int64, error) {
+	file, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", s.f.fd))
+	if err != nil {
+		return io.Copy(writerOnly{w}, io.LimitReader(s, limit))
+	}
+	defer file.Close()
+	if _, err := file.Seek(s.off, io.SeekStart); err != nil {
+		return 0, err
+	}
+	var sent int64
+	for sent < limit {
+		avail, done, changed, err := s.f.released()
+		if err != nil {
+			return sent, err
+		}
+		if s.off < avail {
+			part := &io.LimitedReader{R: file, N: min(avail-s.off, limit-sent)}
+			var k int64
+			if rf, ok := w.(io.ReaderFrom); ok {
+				k, err = rf.ReadFrom(part)
+			} else {
+				k, err = io.Copy(w, part)
+			}
+			s.off += k
+			sent += k
+			if err != nil {
+				return sent, err
+			}
+			if k == 0 {
+				return sent, io.ErrUnexpectedEOF // the file is shorter than written says
+			}
+			continue
+		}
+		if done {
+			return sent, nil
+		}
+		select {
+		case <-changed:
+		case <-s.ctx.Done():
+			return sent, s.ctx.Err()
+		}
+	}
+	return sent, nil
+}
+
+// writerOnly hides a writer's ReadFrom, so io.Copy does not call back.
+type writerOnly struct{ io.Writer }
 
 func (s *streamReader) Seek(offset int64, whence int) (int64, error) {
 	switch whence {
@@ -257,7 +322,7 @@ func (c *Cache) tryStartFetchLocked(a proto.Artifact) (*fetch, error) {
 	if err != nil {
 		return nil, diskError("create temporary file", err)
 	}
-	f := &fetch{a: a, tmp: tmp, file: file, refs: 2, readers: 1, changed: make(chan struct{})}
+	f := &fetch{a: a, tmp: tmp, file: file, fd: file.Fd(), refs: 2, readers: 1, changed: make(chan struct{})}
 	f.ctx, f.cancel = context.WithCancelCause(c.ctx)
 	c.reserved += a.Size
 	c.inflight[a.SHA256] = f
@@ -309,16 +374,25 @@ func (c *Cache) runFetch(f *fetch) {
 	})
 }
 
-// download copies the object into f.tmp, hashing and counting as it goes.
+// download fills f.tmp from the store and verifies it. Large objects come
+// as parallel ranged GETs when the store can serve ranges (RangeFetcher):
+// one TCP stream from S3 is bounded by its window and by one request's
+// server-side pipeline, while a few at once fill the link. Bytes are written
+// where they belong (pwrite); clients are shown the contiguous prefix from
+// byte 0 (f.written), and a hasher goroutine reads that prefix back from the
+// page cache in order, on another core than the receiving, so the digest is
+// ready as soon as the last byte lands. The hasher also starts the
+// writeback of what it has hashed, so the fsync before the commit finds
+// little left to write. The last byte goes out once the file is verified
+// and committed (runFetch).
 func (c *Cache) download(f *fetch) error {
 	a := f.a
 	ctx := f.ctx
-	// A watchdog, reset by every chunk: a store that accepts the connection
-	// and then sends nothing must not hold clients forever.
-	watchdog := time.AfterFunc(c.fetchTimeout, func() { f.cancel(errStalled) })
-	defer watchdog.Stop()
 	storeErr := func(err error) error {
+		var fe *fetchError
 		switch {
+		case errors.As(err, &fe):
+			return fe
 		case errors.Is(context.Cause(ctx), errStalled):
 			return &fetchError{reason: ReasonTimeout, msg: fmt.Sprintf(
 				"artifact store sent nothing for %s fetching %s", c.fetchTimeout, a.Key)}
@@ -331,51 +405,269 @@ func (c *Cache) download(f *fetch) error {
 		}
 		return &fetchError{reason: ReasonStore, msg: "artifact store unavailable fetching " + a.Key, err: err}
 	}
-	body, err := c.fetcher.Get(ctx, a.Key)
+
+	f.initChunks(c.chunkSize, c.rangeFetcher != nil)
+	// wctx stops the other GETs and the hasher when one part fails; the
+	// first failure is the fetch's error.
+	wctx, wcancel := context.WithCancelCause(ctx)
+	defer wcancel(nil)
+	var firstErr error
+	var errOnce sync.Once
+	fail := func(err error) {
+		errOnce.Do(func() { firstErr = err })
+		wcancel(err)
+	}
+
+	var wg sync.WaitGroup
+	hashed := make(chan error, 1)
+	go func() { hashed <- c.hash(wctx, f) }()
+
+	if len(f.chunkDone) == 1 {
+		if err := c.getWhole(wctx, f); err != nil {
+			fail(err)
+		}
+	} else {
+		// Part 0 first, alone: its answer says whether the object exists
+		// and has the registered size before more GETs go out, and it
+		// carries the first bytes clients wait for.
+		next := make(chan int, len(f.chunkDone))
+		for i := 1; i < len(f.chunkDone); i++ {
+			next <- i
+		}
+		close(next)
+		first, err := c.getRange(wctx, f, 0)
+		if err != nil {
+			fail(err)
+		} else {
+			workers := min(c.fetchParallel, len(f.chunkDone))
+			run := func(body io.ReadCloser, i int) {
+				defer wg.Done()
+				var err error
+				for {
+					if body != nil {
+						err = c.copyChunk(wctx, f, body, i)
+						body.Close()
+						if err != nil {
+							fail(err)
+							return
+						}
+					}
+					var ok bool
+					if i, ok = <-next; !ok || wctx.Err() != nil {
+						return
+					}
+					if body, err = c.getRange(wctx, f, i); err != nil {
+						fail(err)
+						return
+					}
+				}
+			}
+			wg.Add(workers)
+			go run(first, 0)
+			for range workers - 1 {
+				go run(nil, 0)
+			}
+			wg.Wait()
+		}
+	}
+	if firstErr == nil {
+		if err := <-hashed; err != nil {
+			fail(err)
+		}
+	} else {
+		wcancel(firstErr)
+		<-hashed
+	}
+	if firstErr != nil {
+		if ctx.Err() != nil || errors.Is(firstErr, context.Canceled) {
+			return storeErr(context.Cause(ctx))
+		}
+		return storeErr(firstErr)
+	}
+	if err := f.file.Sync(); err != nil {
+		return diskError("fsync "+f.tmp, err)
+	}
+	return nil
+}
+
+// initChunks splits the artifact into parts of chunk bytes, or keeps it
+// whole when ranges are not available or not worth it.
+func (f *fetch) initChunks(chunk int64, ranged bool) {
+	n := int64(1)
+	if ranged && chunk > 0 && f.a.Size >= 2*chunk {
+		n = (f.a.Size + chunk - 1) / chunk
+	} else {
+		chunk = max(f.a.Size, 1)
+	}
+	f.mu.Lock()
+	f.chunk = chunk
+	f.chunkDone = make([]int64, n)
+	f.mu.Unlock()
+}
+
+func (f *fetch) chunkLen(i int) int64 {
+	return min(f.chunk, f.a.Size-int64(i)*f.chunk)
+}
+
+// wrote records k bytes written in part i and moves f.written, the end of
+// the contiguous prefix, waking readers only when it moves.
+func (f *fetch) wrote(i int, k int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.chunkDone[i] += k
+	for f.front < len(f.chunkDone) && f.chunkDone[f.front] == f.chunkLen(f.front) {
+		f.front++
+	}
+	w := f.a.Size
+	if f.front < len(f.chunkDone) {
+		w = int64(f.front)*f.chunk + f.chunkDone[f.front]
+	}
+	if w != f.written {
+		f.written = w
+		close(f.changed)
+		f.changed = make(chan struct{})
+	}
+}
+
+// getWhole reads the object with one GET, as stores without ranges serve it.
+func (c *Cache) getWhole(ctx context.Context, f *fetch) error {
+	var body io.ReadCloser
+	err := c.watch(f, func() (err error) {
+		body, err = c.fetcher.Get(ctx, f.a.Key)
+		return err
+	})
 	if err != nil {
-		return storeErr(err)
+		return err
 	}
 	defer body.Close()
-	h := sha256.New()
-	buf := make([]byte, 256<<10)
-	// Small reads first: some clients (minio-go) fill the whole buffer before
-	// returning, and the first byte should reach waiting clients early.
+	return c.copyChunk(ctx, f, body, 0)
+}
+
+// getRange opens part i and checks the object's size the store reports.
+func (c *Cache) getRange(ctx context.Context, f *fetch, i int) (io.ReadCloser, error) {
+	off, n := int64(i)*f.chunk, f.chunkLen(i)
+	var body io.ReadCloser
+	var total int64
+	err := c.watch(f, func() (err error) {
+		body, total, err = c.rangeFetcher.GetRange(ctx, f.a.Key, off, n)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if total != f.a.Size {
+		body.Close()
+		return nil, &fetchError{reason: ReasonSizeMismatch, msg: fmt.Sprintf(
+			"object %s has %d bytes, registered %d", f.a.Key, total, f.a.Size)}
+	}
+	return body, nil
+}
+
+// watch runs a store call under the stall watchdog: a store that accepts
+// the connection and never answers fails the fetch after FetchTimeout.
+func (c *Cache) watch(f *fetch, call func() error) error {
+	t := time.AfterFunc(c.fetchTimeout, func() { f.cancel(errStalled) })
+	defer t.Stop()
+	return call()
+}
+
+// copyChunk writes body into part i of f.tmp. A watchdog, reset by every
+// read that brings bytes, fails the fetch when the store sends nothing for
+// FetchTimeout: a store that accepts the connection and then goes silent
+// must not hold clients forever.
+func (c *Cache) copyChunk(ctx context.Context, f *fetch, body io.Reader, i int) error {
+	a := f.a
+	watchdog := time.AfterFunc(c.fetchTimeout, func() { f.cancel(errStalled) })
+	defer watchdog.Stop()
+	bufp := c.bufs.Get().(*[]byte)
+	defer c.bufs.Put(bufp)
+	buf := *bufp
+	// Small reads first: some clients (minio-go) fill the whole buffer
+	// before returning, and the first byte should reach waiting clients
+	// early.
 	chunk := 16 << 10
-	var n int64
+	off, end := int64(i)*f.chunk, int64(i)*f.chunk+f.chunkLen(i)
 	for {
 		k, rerr := body.Read(buf[:chunk])
 		chunk = min(2*chunk, len(buf))
 		if k > 0 {
 			watchdog.Reset(c.fetchTimeout)
-			if n+int64(k) > a.Size {
+			if off+int64(k) > end {
 				return &fetchError{reason: ReasonSizeMismatch, msg: fmt.Sprintf(
 					"object %s is longer than its registered %d bytes", a.Key, a.Size)}
 			}
-			h.Write(buf[:k])
-			if _, err := f.file.Write(buf[:k]); err != nil {
+			if _, err := f.file.WriteAt(buf[:k], off); err != nil {
 				return diskError("write "+f.tmp, err)
 			}
-			n += int64(k)
+			off += int64(k)
 			c.m.fetchedBytes.Add(float64(k))
-			f.update(func() { f.written = n })
+			f.wrote(i, int64(k))
 		}
 		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {
-			return storeErr(rerr)
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			return rerr
 		}
 	}
-	if n != a.Size {
-		return &fetchError{reason: ReasonSizeMismatch, msg: fmt.Sprintf(
-			"object %s has %d bytes, registered %d", a.Key, n, a.Size)}
+	if off != end {
+		got := off
+		if len(f.chunkDone) > 1 {
+			got = -1
+		}
+		msg := fmt.Sprintf("object %s has %d bytes, registered %d", a.Key, got, a.Size)
+		if got < 0 {
+			msg = fmt.Sprintf("object %s: part at %d ended after %d of %d bytes", a.Key,
+				int64(i)*f.chunk, off-int64(i)*f.chunk, f.chunkLen(i))
+		}
+		return &fetchError{reason: ReasonSizeMismatch, msg: msg}
 	}
-	if sum := hex.EncodeToString(h.Sum(nil)); sum != a.SHA256 {
+	return nil
+}
+
+// writebackStep is how much the hasher hashes before it starts the
+// writeback of those bytes.
+const writebackStep = 8 << 20
+
+// hash reads the written prefix back in order (from the page cache) and
+// checks the digest once the whole size is there.
+func (c *Cache) hash(ctx context.Context, f *fetch) error {
+	h := sha256.New()
+	bufp := c.bufs.Get().(*[]byte)
+	defer c.bufs.Put(bufp)
+	buf := *bufp
+	var n, flushed int64
+	for n < f.a.Size {
+		if n-flushed >= writebackStep {
+			// Asynchronous: queues the pages for writing and returns.
+			// A failure here is not fatal; the fsync reports real ones.
+			_ = unix.SyncFileRange(int(f.fd), flushed, n-flushed, unix.SYNC_FILE_RANGE_WRITE)
+			flushed = n
+		}
+		written, _, changed, _ := f.state()
+		if n == written {
+			select {
+			case <-changed:
+				continue
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+		}
+		k, err := f.file.ReadAt(buf[:min(int64(len(buf)), written-n)], n)
+		if k > 0 {
+			h.Write(buf[:k])
+			n += int64(k)
+		}
+		if err != nil && !(err == io.EOF && k > 0) {
+			return diskError("read back "+f.tmp, err)
+		}
+	}
+	if sum := hex.EncodeToString(h.Sum(nil)); sum != f.a.SHA256 {
 		return &fetchError{reason: ReasonDigestMismatch, msg: fmt.Sprintf(
-			"object %s has sha256 %s, registered %s", a.Key, sum, a.SHA256)}
-	}
-	if err := f.file.Sync(); err != nil {
-		return diskError("fsync "+f.tmp, err)
+			"object %s has sha256 %s, registered %s", f.a.Key, sum, f.a.SHA256)}
 	}
 	return nil
 }

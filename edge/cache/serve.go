@@ -279,6 +279,18 @@ func (cw *countingWriter) ReadFrom(r io.Reader) (int64, error) {
 	}
 	var n int64
 	var err error
+	// A download in progress: ServeContent copies from
+	// io.LimitReader(streamReader); send its released bytes with
+	// sendfile from the partial file instead of copying them through a
+	// buffer.
+	if lr, ok := r.(*io.LimitedReader); ok {
+		if sr, ok := lr.R.(*streamReader); ok {
+			n, err = sr.sendTo(cw.ResponseWriter, lr.N)
+			lr.N -= n
+			cw.n += n
+			return n, err
+		}
+	}
 	if rf, ok := cw.ResponseWriter.(io.ReaderFrom); ok {
 		n, err = rf.ReadFrom(r)
 	} else {

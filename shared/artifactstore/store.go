@@ -6,6 +6,7 @@ package artifactstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 )
 
@@ -26,4 +27,19 @@ type Store interface {
 	Get(ctx context.Context, key string) (io.ReadCloser, error)
 	// Stat reports an object's size; ErrNotFound if it does not exist.
 	Stat(ctx context.Context, key string) (ObjectInfo, error)
+}
+
+// RangeReader is what the S3 and directory stores also offer: n bytes of
+// an object from offset off, with the object's whole size, so a reader can
+// fetch a large object as several parts at once and still notice an object
+// whose size is not the one it expects. The edge cache uses it.
+type RangeReader interface {
+	GetRange(ctx context.Context, key string, off, n int64) (body io.ReadCloser, size int64, err error)
+}
+
+func checkRange(key string, off, n int64) error {
+	if off < 0 || n <= 0 {
+		return fmt.Errorf("artifactstore: get %s: invalid range of %d bytes at %d", key, n, off)
+	}
+	return nil
 }

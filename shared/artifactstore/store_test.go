@@ -411,3 +411,64 @@ func TestOpenCreatesBucket(t *testing.T) {
 		t.Errorf("bucket directory in MinIO's data dir: %v", err)
 	}
 }
+
+// TestGetRange: both stores give a part of an object and its whole size,
+// which is how the edge cache notices an object shorter or longer than
+// registered when it fetches parts; a missing object is ErrNotFound, a
+// nonsense range an error that changes nothing.
+func TestGetRange(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short mode: needs a MinIO server")
+	}
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			data := make([]byte, 100_000)
+			rand.Read(data)
+			if err := b.store.Put(ctx, "obj", bytes.NewReader(data), int64(len(data))); err != nil {
+				t.Fatal(err)
+			}
+			s := b.store
+			if c, ok := s.(*countingStore); ok {
+				s = c.Store
+			}
+			rr, ok := s.(RangeReader)
+			if !ok {
+				t.Fatalf("%T does not read ranges", s)
+			}
+			tests := []struct {
+				name   string
+				off, n int64
+				want   []byte
+			}{
+				{"start", 0, 10, data[:10]},
+				{"middle", 4096, 50_000, data[4096:54096]},
+				{"end", 99_990, 10, data[99_990:]},
+				{"past the end", 99_990, 100, data[99_990:]},
+				{"one byte", 0, 1, data[:1]},
+			}
+			for _, tt := range tests {
+				body, size, err := rr.GetRange(ctx, "obj", tt.off, tt.n)
+				if err != nil {
+					t.Fatalf("%s: %v", tt.name, err)
+				}
+				got, err := io.ReadAll(body)
+				body.Close()
+				if err != nil {
+					t.Fatalf("%s: read: %v", tt.name, err)
+				}
+				if size != int64(len(data)) || !bytes.Equal(got, tt.want) {
+					t.Errorf("%s: size %d, %d bytes; want size %d, %d bytes", tt.name, size, len(got), len(data), len(tt.want))
+				}
+			}
+			if _, _, err := rr.GetRange(ctx, KeyFor(strings.Repeat("0", 64)), 0, 10); !errors.Is(err, ErrNotFound) {
+				t.Errorf("GetRange(missing) = %v, want ErrNotFound", err)
+			}
+			for _, bad := range [][2]int64{{-1, 10}, {0, 0}, {5, -3}} {
+				if _, _, err := rr.GetRange(ctx, "obj", bad[0], bad[1]); err == nil || errors.Is(err, ErrNotFound) {
+					t.Errorf("GetRange(off %d, n %d) = %v, want a range error", bad[0], bad[1], err)
+				}
+			}
+		})
+	}
+}

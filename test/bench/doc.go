@@ -6,9 +6,12 @@
 //     appear, against dnsmasq and Kea (BenchmarkDHCP);
 //   - TFTP: a 16 MiB file at blksize 512 and 1468 against tftpd-hpa and
 //     dnsmasq (BenchmarkTFTP);
-//   - HTTP: a cached 1 GiB artifact to 8 clients against nginx
-//     (BenchmarkHTTP); cold misses, one client and 50 at once, against a
-//     direct GET from MinIO (BenchmarkHTTPCold);
+//   - HTTP: cache hits against nginx: a 1 GiB artifact to 1, 8 and 64
+//     clients at once, a 4 KiB artifact's requests/s, and the per-MAC
+//     script at 100 000 hosts (scripts/s, p50, p99) against nginx serving a
+//     static 1 KiB file (BenchmarkHTTP); cold misses, one client on 1 GiB
+//     and 50 at once on 128 MiB, against a direct GET from MinIO
+//     (BenchmarkHTTPCold);
 //   - boot: power-on to userspace of QEMU VMs (BIOS iPXE ROM, UEFI PXE
 //     with snponly.efi, a BIOS chain through undionly.kpxe) on segments
 //     without a router, fleetboot's edge sending its own IPv6 router

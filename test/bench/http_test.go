@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,19 +23,32 @@ import (
 )
 
 const (
-	httpSize     = 1 << 30
-	httpClients  = 8
-	coldSize     = 128 << 20
-	coldClients  = 50
-	minioUser    = "fleetbootadmin"
-	minioSecret  = "fleetboot-secret-key"
-	minioBucket  = "bench"
-	minioAddress = serverAddr + ":9000"
+	httpSize       = 1 << 30
+	smallSize      = 4 << 10 // the small-file figure: requests/s
+	loadClients    = 16      // concurrent keep-alive clients of the small-file and script loads
+	loadRequests   = 20_000  // requests per load (each also bounded by loadLimit)
+	loadLimit      = 60 * time.Second
+	scriptHosts    = 100_000 // hosts of the site while scripts are measured
+	coldSize       = 1 << 30 // one client's cold miss
+	coldMultiSize  = 128 << 20
+	coldClients    = 50
+	minioUser      = "fleetbootadmin"
+	minioSecret    = "fleetboot-secret-key"
+	minioBucket    = "bench"
+	minioAddress   = serverAddr + ":9000"
+	scriptRefBytes = 1024 // the reference's static "script": a file of this size
 )
 
-// BenchmarkHTTP measures a cache hit: 8 clients each downloading the same
-// 1 GiB artifact at once, aggregate throughput, from nginx (sendfile on)
-// and from fleetboot's edge cache (warmed by one untimed download).
+// hitClients are the concurrent downloads of the 1 GiB hit figure.
+var hitClients = []int{1, 8, 64}
+
+// BenchmarkHTTP measures cache hits against nginx (sendfile on, two
+// workers) serving the same files: a 1 GiB artifact downloaded by 1, 8 and
+// 64 clients at once (aggregate MiB/s); a 4 KiB artifact requested by 16
+// keep-alive clients (requests/s); and fleetboot's per-MAC script
+// (/boot.ipxe?mac=, random MACs of a site with 100 000 hosts) against nginx
+// serving a static file of 1 KiB (scripts/s, p99). fleetboot's edge runs
+// with --http-source-rate=-1, as nginx has no per-address limit.
 func BenchmarkHTTP(b *testing.B) {
 	dir := filepath.Join(e2e.CacheDir(), "bench")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -44,36 +58,157 @@ func BenchmarkHTTP(b *testing.B) {
 	if st, err := os.Stat(blob); err != nil || st.Size() != httpSize {
 		writeFile(b, blob, httpSize, 1)
 	}
+	small := filepath.Join(dir, "small4k")
+	if st, err := os.Stat(small); err != nil || st.Size() != smallSize {
+		writeFile(b, small, smallSize, 2)
+	}
+	script := filepath.Join(dir, "script1k")
+	if st, err := os.Stat(script); err != nil || st.Size() != scriptRefBytes {
+		writeFile(b, script, scriptRefBytes, 3)
+	}
+	type urls struct{ big, small, script string }
 	res := newResults("HTTP")
 	servers := []struct {
 		name  string
-		start func(b *testing.B, env *benchEnv) string // returns the blob's URL
+		start func(b *testing.B, env *benchEnv) (urls, func(i int) string)
 	}{
-		{"nginx", func(b *testing.B, env *benchEnv) string { return startNginx(b, env, dir) + "/blob1g" }},
-		{fleetbootName, func(b *testing.B, env *benchEnv) string {
-			// The blob is an image's kernel: the edge serves it from its
-			// cache as /artifacts/bench/blob1g.
-			startFleetboot(b, env, edgeOpts{images: []image{{"bench", blob}}})
-			url := "http://" + serverAddr + ":8080/artifacts/bench/blob1g"
-			if _, _, err := get(env.cli.HTTPClient(10*time.Minute), url, httpSize); err != nil {
-				b.Fatalf("warm: %v", err)
+		{"nginx", func(b *testing.B, env *benchEnv) (urls, func(int) string) {
+			base := startNginx(b, env, dir)
+			// Warmed as fleetboot's cache is: both serve from the page cache.
+			client := env.cli.HTTPClient(10 * time.Minute)
+			for _, w := range []struct {
+				url  string
+				size int64
+			}{{base + "/blob1g", httpSize}, {base + "/small4k", smallSize}} {
+				if _, _, err := get(client, w.url, w.size); err != nil {
+					b.Fatalf("warm: %v", err)
+				}
 			}
-			return url
+			return urls{base + "/blob1g", base + "/small4k", base + "/script1k"},
+				func(int) string { return base + "/script1k" }
+		}},
+		{fleetbootName, func(b *testing.B, env *benchEnv) (urls, func(int) string) {
+			// The files are images' kernels: the edge serves them from
+			// its cache as /artifacts/<image>/<file>.
+			startFleetboot(b, env, edgeOpts{images: []image{{"bench", blob}, {"small", small}},
+				args: []string{"--http-source-rate=-1"}})
+			base := "http://" + serverAddr + ":8080"
+			u := urls{big: base + "/artifacts/bench/blob1g", small: base + "/artifacts/small/small4k"}
+			client := env.cli.HTTPClient(10 * time.Minute)
+			for _, w := range []struct {
+				url  string
+				size int64
+			}{{u.big, httpSize}, {u.small, smallSize}} {
+				if _, _, err := get(client, w.url, w.size); err != nil {
+					b.Fatalf("warm: %v", err)
+				}
+			}
+			// The site's hosts, written to KV as the coordinator would;
+			// the edge serves the last one's script once it has them all.
+			macs := writeHostsKV(b, natsConn(b, env.srv), "lab", "bench", scriptHosts, nil)
+			se := &scaleEdge{site: "lab", url: base}
+			waitScript(b, env.cli, se, macs[len(macs)-1], "bench", scaleSyncLimit)
+			body, err := scriptBody(client, se.url+"/boot.ipxe?mac="+macs[0])
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Logf("a script of the %d hosts' site: %d bytes", scriptHosts, len(body))
+			return u, func(i int) string { return se.url + "/boot.ipxe?mac=" + macs[(i*7919)%len(macs)] }
 		}},
 	}
 	for _, s := range servers {
 		b.Run(s.name, func(b *testing.B) {
 			env := newEnv(b)
-			url := s.start(b, env)
-			client := env.cli.HTTPClient(5 * time.Minute)
+			u, scriptURL := s.start(b, env)
+			client := env.cli.HTTPClient(10 * time.Minute)
 			b.ResetTimer()
-			b.SetBytes(httpSize * httpClients)
-			start := time.Now()
-			parallelGet(b, client, url, httpClients, httpSize)
-			mibs := float64(httpSize*httpClients) / time.Since(start).Seconds() / (1 << 20)
-			res.add(b, fmt.Sprintf("hit 1 GiB x %d clients", httpClients), s.name, mibs, "MiB/s", true)
+			for _, n := range hitClients {
+				start := time.Now()
+				parallelGet(b, client, u.big, n, httpSize)
+				mibs := float64(httpSize*int64(n)) / time.Since(start).Seconds() / (1 << 20)
+				res.add(b, fmt.Sprintf("hit 1 GiB x %d clients", n), s.name, mibs, "MiB/s", true)
+			}
+			load := func(what string, url func(i int) string) {
+				rps, lat := loadGet(b, env.cli, url)
+				res.add(b, what+": requests/s", s.name, rps, "req/s", true)
+				res.add(b, what+": p50", s.name, ms(percentile(lat, 50)), "ms", false)
+				res.add(b, what+": p99", s.name, ms(percentile(lat, 99)), "ms", false)
+			}
+			load(fmt.Sprintf("hit 4 KiB x %d clients", loadClients), func(int) string { return u.small })
+			load(fmt.Sprintf("script, %dk hosts, x %d", scriptHosts/1000, loadClients), scriptURL)
 		})
 	}
+}
+
+// loadGet makes loadRequests GETs (fewer if loadLimit passes first) with
+// loadClients keep-alive clients, each reading its body whole, and returns
+// the requests per second and the sorted latencies.
+func loadGet(b *testing.B, h *e2e.Host, url func(i int) string) (float64, []time.Duration) {
+	b.Helper()
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: h.DialContext, MaxIdleConnsPerHost: loadClients, DisableCompression: true}}
+	defer client.CloseIdleConnections()
+	var next atomic.Int64
+	lats := make([][]time.Duration, loadClients)
+	errs := make([]error, loadClients)
+	deadline := time.Now().Add(loadLimit)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for c := range loadClients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 32<<10)
+			for {
+				i := next.Add(1) - 1
+				if i >= loadRequests || time.Now().After(deadline) {
+					return
+				}
+				t0 := time.Now()
+				resp, err := client.Get(url(int(i)))
+				if err != nil {
+					errs[c] = err
+					return
+				}
+				_, err = io.CopyBuffer(io.Discard, resp.Body, buf)
+				resp.Body.Close()
+				if err == nil && resp.StatusCode != http.StatusOK {
+					err = fmt.Errorf("GET %s: %s", url(int(i)), resp.Status)
+				}
+				if err != nil {
+					errs[c] = err
+					return
+				}
+				lats[c] = append(lats[c], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	for _, err := range errs {
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	var all []time.Duration
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	return float64(len(all)) / wall.Seconds(), all
+}
+
+// scriptBody GETs a script and returns it.
+func scriptBody(client *http.Client, url string) ([]byte, error) {
+	resp, err := client.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return io.ReadAll(resp.Body)
 }
 
 // parallelGet runs n simultaneous GETs of url and returns each one's time
@@ -139,16 +274,18 @@ http {
 
 // BenchmarkHTTPCold measures cache misses: the edge's store is a MinIO
 // server on the server host. Time to first byte and total time of one
-// client on a cold 128 MiB artifact, and of 50 clients asking for another
-// cold one at the same moment (one S3 GET streamed to all), each against a
-// direct GET of the same object from MinIO by the same client host.
+// client on a cold 1 GiB artifact, and of 50 clients asking for a cold
+// 128 MiB one at the same moment (one fetch streamed to all), each against
+// a direct GET of the same object from MinIO by the same client host. The
+// edge fetches objects of 32 MiB and more as 16 MiB ranged GETs, 4 at once.
 func BenchmarkHTTPCold(b *testing.B) {
 	env := newEnv(b)
 	startMinIO(b, env)
 	blobs := []string{filepath.Join(env.dir, "cold-a"), filepath.Join(env.dir, "cold-b")}
+	sizes := []int64{coldSize, coldMultiSize}
 	keys := make([]string, len(blobs))
 	for i, p := range blobs {
-		writeFile(b, p, coldSize, uint64(100+i))
+		writeFile(b, p, sizes[i], uint64(100+i))
 		keys[i] = "sha256/" + fileSHA256(b, p)
 	}
 	fb := startFleetboot(b, env, edgeOpts{
@@ -174,18 +311,18 @@ func BenchmarkHTTPCold(b *testing.B) {
 	if err != nil {
 		b.Fatalf("cold edge GET: %v", err)
 	}
-	res.add(b, "miss 128 MiB: first byte", "minio", ms(dTTFB), "ms", false)
-	res.add(b, "miss 128 MiB: first byte", fleetbootName, ms(eTTFB), "ms", false)
-	res.add(b, "miss 128 MiB: total", "minio", ms(dTotal), "ms", false)
-	res.add(b, "miss 128 MiB: total", fleetbootName, ms(eTotal), "ms", false)
+	res.add(b, "miss 1 GiB: first byte", "minio", ms(dTTFB), "ms", false)
+	res.add(b, "miss 1 GiB: first byte", fleetbootName, ms(eTTFB), "ms", false)
+	res.add(b, "miss 1 GiB: total", "minio", ms(dTotal), "ms", false)
+	res.add(b, "miss 1 GiB: total", fleetbootName, ms(eTotal), "ms", false)
 
 	// 50 clients at once.
 	start := time.Now()
-	dt := parallelGet(b, client, direct[1], coldClients, coldSize)
+	dt := parallelGet(b, client, direct[1], coldClients, coldMultiSize)
 	dWall := time.Since(start)
 	fb.assign(b, client, 1, "cold50", "http://"+serverAddr+":8080/artifacts/cold50/cold-b")
 	start = time.Now()
-	et := parallelGet(b, client, "http://"+serverAddr+":8080/artifacts/cold50/cold-b", coldClients, coldSize)
+	et := parallelGet(b, client, "http://"+serverAddr+":8080/artifacts/cold50/cold-b", coldClients, coldMultiSize)
 	eWall := time.Since(start)
 	m := fmt.Sprintf("miss 128 MiB x %d:", coldClients)
 	res.add(b, m+" first byte p50", "minio", ms(percentile(dt, 50)), "ms", false)
