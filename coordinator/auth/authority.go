@@ -273,7 +273,10 @@ func (a *Authority) Enrol(ctx context.Context, r EnrolRequest) (EnrolReply, erro
 	if !nkeys.IsValidPublicUserKey(r.PublicKey) {
 		return EnrolReply{}, fmt.Errorf("%w: public_key is not an nkey user public key", errInvalid)
 	}
-	id := Identity{Name: r.Name, Role: r.Role, Site: r.Site, PublicKey: r.PublicKey, Issued: a.now().UTC().Truncate(time.Second)}
+	id := Identity{Name: r.Name, Role: r.Role, Site: r.Site, PublicKey: r.PublicKey, Issued: a.now().UTC().Truncate(time.Second), WebPassword: r.WebPassword}
+	if err := validWebPassword(r); err != nil {
+		return EnrolReply{}, err
+	}
 	switch r.Role {
 	case RoleEdge:
 		if err := ValidEdge(r.Site, r.Name); err != nil {
