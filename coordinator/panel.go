@@ -41,7 +41,11 @@ type panelConfig struct {
 // It returns once the listener is bound; the returned channel reports the
 // server's end.
 func startPanel(ctx context.Context, pc panelConfig, js jetstream.JetStream, metrics prometheus.Gatherer, log *slog.Logger) (<-chan error, error) {
-	h, err := web.New(web.Config{API: pc.api, Login: pc.login, Events: streamEvents{js: js}, Logger: log, Listen: pc.addr, Names: pc.names, Secure: pc.tls != nil})
+	index, err := web.WatchHosts(ctx, js, log)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: web panel: %w", err)
+	}
+	h, err := web.New(web.Config{API: pc.api, Login: pc.login, Hosts: index, Events: streamEvents{js: js}, Logger: log, Listen: pc.addr, Names: pc.names, Secure: pc.tls != nil})
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: web panel: %w", err)
 	}

@@ -65,7 +65,7 @@ func (h *Handler) bulk(w http.ResponseWriter, r *http.Request, u who) {
 	q := parseHostQuery(url.Values{"q": {r.PostFormValue("in_q")}, "site": {r.PostFormValue("in_site")}, "image": {r.PostFormValue("in_image")}, "state": {r.PostFormValue("in_state")}})
 	var hosts []proto.Host
 	if r.PostFormValue("all") == "1" {
-		found, err := h.find(r, u, q)
+		found, _, err := h.find(r, u, q, 0, -1)
 		if err != nil {
 			h.fail(w, err)
 			return

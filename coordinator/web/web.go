@@ -47,8 +47,11 @@ type Events interface {
 
 // Config of the panel.
 type Config struct {
-	API    API
-	Login  Login
+	API   API
+	Login Login
+	// Hosts, if set, is the hosts page's source (see HostIndex): nil lists
+	// them through the API on every request.
+	Hosts  *HostIndex
 	Events Events
 	Logger *slog.Logger
 	Now    func() time.Time

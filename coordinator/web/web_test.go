@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
@@ -65,16 +66,18 @@ type fleet struct {
 	svc   *service.Service
 	js    jetstream.JetStream
 	clock *clock
-	t     *testing.T
+	nc    *nats.Conn
+	index *web.HostIndex
+	t     testing.TB
 }
 
 func sha(c byte) string { return strings.Repeat(string(c), 64) }
 
-func newFleet(t *testing.T, events fakeEvents, mod func(*web.Config)) *fleet {
+func newFleet(t testing.TB, events fakeEvents, mod func(*web.Config)) *fleet {
 	t.Helper()
 	ctx := context.Background()
 	ns := natstest.Start(t)
-	_, js := natstest.Connect(t, ns.ClientURL())
+	nc, js := natstest.Connect(t, ns.ClientURL())
 	svc, err := service.New(ctx, service.Config{JS: js})
 	if err != nil {
 		t.Fatal(err)
@@ -130,10 +133,15 @@ func newFleet(t *testing.T, events fakeEvents, mod func(*web.Config)) *fleet {
 		h, err := svc.GetHost(ctx, mac)
 		return h.Site, err
 	}}
+	index, err := web.WatchHosts(t.Context(), js, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	clk := &clock{t: time.Now()}
 	cfg := web.Config{
 		API:    api.NewLocal(api.Config{Service: svc, Guard: guard, Audit: auditLog}),
 		Login:  authority,
+		Hosts:  index,
 		Events: events,
 		Now:    clk.now,
 	}
@@ -146,7 +154,7 @@ func newFleet(t *testing.T, events fakeEvents, mod func(*web.Config)) *fleet {
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &fleet{srv: srv, svc: svc, js: js, clock: clk, t: t}
+	return &fleet{srv: srv, svc: svc, js: js, nc: nc, index: index, clock: clk, t: t}
 }
 
 // browser is one person's cookie jar on the panel.
@@ -199,7 +207,7 @@ func (b *browser) get(path string) page { return b.do("GET", path, nil) }
 
 var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
-func csrfOf(t *testing.T, p page) string {
+func csrfOf(t testing.TB, p page) string {
 	t.Helper()
 	m := csrfRE.FindStringSubmatch(p.body)
 	if m == nil {
