@@ -82,6 +82,10 @@ type Authority struct {
 	mu   sync.Mutex
 	ids  []Identity
 	push func(ctx context.Context, account, claim string) error
+
+	webMu   sync.Mutex
+	webCost int    // least bcrypt cost of web passwords; 0 = MinWebPasswordCost
+	dummy   []byte // compared for names without a web password
 }
 
 // Open loads the keys and registry from dir, creating them the first time.
@@ -274,7 +278,7 @@ func (a *Authority) Enrol(ctx context.Context, r EnrolRequest) (EnrolReply, erro
 		return EnrolReply{}, fmt.Errorf("%w: public_key is not an nkey user public key", errInvalid)
 	}
 	id := Identity{Name: r.Name, Role: r.Role, Site: r.Site, PublicKey: r.PublicKey, Issued: a.now().UTC().Truncate(time.Second), WebPassword: r.WebPassword}
-	if err := validWebPassword(r); err != nil {
+	if err := a.validWebPassword(r); err != nil {
 		return EnrolReply{}, err
 	}
 	switch r.Role {

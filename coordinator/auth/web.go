@@ -3,7 +3,6 @@ package auth
 import (
 	"errors"
 	"fmt"
-	"sync"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -32,9 +31,43 @@ func HashWebPassword(password string) (string, error) {
 	return string(h), nil
 }
 
+// SetWebPasswordCost lowers (or raises) the least bcrypt cost enrolment
+// accepts, and the cost of the hash compared for unknown names, from
+// MinWebPasswordCost. Only tests lower it: at cost 10 one comparison takes
+// seconds under the race detector.
+func (a *Authority) SetWebPasswordCost(cost int) {
+	a.webMu.Lock()
+	defer a.webMu.Unlock()
+	a.webCost, a.dummy = cost, nil
+}
+
+func (a *Authority) webPasswordCost() int {
+	a.webMu.Lock()
+	defer a.webMu.Unlock()
+	if a.webCost == 0 {
+		return MinWebPasswordCost
+	}
+	return a.webCost
+}
+
+// dummyHash is compared against when a name has no web password, so that
+// a login for an unknown name takes as long as one for a known name.
+func (a *Authority) dummyHash() []byte {
+	a.webMu.Lock()
+	defer a.webMu.Unlock()
+	if a.dummy == nil {
+		cost := a.webCost
+		if cost == 0 {
+			cost = MinWebPasswordCost
+		}
+		a.dummy, _ = bcrypt.GenerateFromPassword([]byte("fleetboot-no-such-user"), cost)
+	}
+	return a.dummy
+}
+
 // validWebPassword refuses an enrolment whose web password is not a bcrypt
-// hash of at least MinWebPasswordCost, or is given to an edge.
-func validWebPassword(r EnrolRequest) error {
+// hash of at least the authority's cost, or is given to an edge.
+func (a *Authority) validWebPassword(r EnrolRequest) error {
 	if r.WebPassword == "" {
 		return nil
 	}
@@ -45,8 +78,8 @@ func validWebPassword(r EnrolRequest) error {
 	if err != nil {
 		return fmt.Errorf("%w: web_password is not a bcrypt hash", errInvalid)
 	}
-	if cost < MinWebPasswordCost {
-		return fmt.Errorf("%w: web_password's bcrypt cost %d is below %d", errInvalid, cost, MinWebPasswordCost)
+	if least := a.webPasswordCost(); cost < least {
+		return fmt.Errorf("%w: web_password's bcrypt cost %d is below %d", errInvalid, cost, least)
 	}
 	return nil
 }
@@ -58,7 +91,7 @@ func (a *Authority) WebLogin(name, password string) (Identity, error) {
 	id, ok := a.person(name)
 	hash := []byte(id.WebPassword)
 	if !ok || len(hash) == 0 {
-		hash = dummyHash()
+		hash = a.dummyHash()
 	}
 	if err := bcrypt.CompareHashAndPassword(hash, []byte(password)); err != nil || !ok || id.WebPassword == "" {
 		return Identity{}, ErrBadLogin
@@ -81,10 +114,3 @@ func (a *Authority) person(name string) (Identity, bool) {
 	}
 	return found, ok
 }
-
-// dummyHash is compared against when a name has no web password (made
-// once, at the first such login: it is constant).
-var dummyHash = sync.OnceValue(func() []byte {
-	h, _ := bcrypt.GenerateFromPassword([]byte("fleetboot-no-such-user"), MinWebPasswordCost)
-	return h
-})

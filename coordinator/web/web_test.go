@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/fleetboot/fleetboot/coordinator/api"
 	"github.com/fleetboot/fleetboot/coordinator/audit"
@@ -106,7 +107,10 @@ func newFleet(t testing.TB, events fakeEvents, mod func(*web.Config)) *fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hash, err := auth.HashWebPassword(password)
+	// The lowest bcrypt cost: at the default a comparison takes seconds
+	// under the race detector. Production refuses hashes below cost 10.
+	authority.SetWebPasswordCost(bcrypt.MinCost)
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +121,7 @@ func newFleet(t testing.TB, events fakeEvents, mod func(*web.Config)) *fleet {
 	}{{"alice", auth.RoleAdmin, ""}, {"vic", auth.RoleViewer, ""}, {"sam", auth.RoleSiteAdmin, "lab"}, {"nopw", auth.RoleAdmin, ""}} {
 		kp, _ := nkeys.CreateUser()
 		pub, _ := kp.PublicKey()
-		req := auth.EnrolRequest{V: proto.Version, Name: p.name, Role: p.role, Site: p.site, PublicKey: pub, WebPassword: hash}
+		req := auth.EnrolRequest{V: proto.Version, Name: p.name, Role: p.role, Site: p.site, PublicKey: pub, WebPassword: string(hash)}
 		if p.name == "nopw" {
 			req.WebPassword = ""
 		}
