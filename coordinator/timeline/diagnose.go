@@ -52,6 +52,11 @@ type Diagnosis struct {
 const (
 	stpMin = 20 * time.Second
 	stpMax = 45 * time.Second
+	// stpFreshSecs: a DISCOVER whose secs field is below this comes from
+	// a client that has just begun asking (RFC 2131 clients count seconds
+	// there, iPXE its transmissions times 4: either way at most a few
+	// seconds of asking), so no blocked port held back its earlier ones.
+	stpFreshSecs = 10
 )
 
 // ipv6WaitMin: iPXE configures a NIC with DHCP and IPv6 autoconfiguration
@@ -155,9 +160,19 @@ func stp(b Boot) []Diagnosis {
 		gaps = append(gaps, d.Round(time.Second).String())
 		handover = handover || afterHandover
 	}
+	acked := map[string]bool{} // addresses the edge gave this machine so far
 	for i, s := range b.Steps {
 		ev := s.Event
+		if ev.Kind == proto.EventDHCPAck && ev.Detail["ip"] != "" {
+			acked[ev.Detail["ip"]] = true
+		}
 		if ev.Kind != proto.EventDHCPDiscover {
+			continue
+		}
+		if freshDiscover(ev) {
+			// Late because the client started late (a kernel and its
+			// initramfs booting for half a minute before their DHCP, as
+			// a LiveOS's dracut under emulation), not held back.
 			continue
 		}
 		if i == 0 {
@@ -172,7 +187,7 @@ func stp(b Boot) []Diagnosis {
 			continue // a retransmission on the client's own back-off schedule
 		}
 		if s.Delta >= stpMin && s.Delta <= stpMax {
-			note(ev.Time, s.Delta, isHandover(prev))
+			note(ev.Time, s.Delta, isHandover(prev) && fromMachine(prev, acked))
 		}
 	}
 	// One late DISCOVER after a handover is the signature; without a
@@ -185,6 +200,13 @@ func stp(b Boot) []Diagnosis {
 	return nil
 }
 
+// freshDiscover reports whether the DISCOVER says (the edge records its
+// secs field; older edges did not) that its client had only just begun.
+func freshDiscover(ev proto.Event) bool {
+	secs, err := strconv.Atoi(ev.Detail["secs"])
+	return err == nil && secs < stpFreshSecs
+}
+
 // isHandover: after these steps the machine starts a new program (iPXE,
 // a kernel) that resets the NIC, so its link drops.
 func isHandover(ev proto.Event) bool {
@@ -195,6 +217,18 @@ func isHandover(ev proto.Event) bool {
 		return true
 	}
 	return false
+}
+
+// fromMachine: a script can be asked for by anyone for any MAC (an
+// operator's curl, a monitoring probe); only one asked from an address the
+// edge gave this machine is the machine's own handover. Where the edge
+// gave it none (proxy DHCP: another server's lease) it cannot tell, and
+// takes the script as the machine's.
+func fromMachine(ev proto.Event, acked map[string]bool) bool {
+	if ev.Kind != proto.EventScript || len(acked) == 0 || ev.Detail["ip"] == "" {
+		return true
+	}
+	return acked[ev.Detail["ip"]]
 }
 
 func tftpFile(name string) string {

@@ -237,6 +237,34 @@ func TestBuildDiagnoses(t *testing.T) {
 			want:  [][]string{{}, {RuleSTP + "@41"}},
 		},
 		{
+			name:  "spanning tree: its DISCOVER 30 s after its own script request",
+			steps: cat(dora(0, "0x01"), []step{{1.5, proto.EventScript, "decision=boot image=debian12 ip=10.0.0.20"}}, dora(31.5, "0x02"), scriptBoot(33), artifactsOK(34)),
+			want:  [][]string{{RuleSTP + "@31.5"}},
+		},
+		{
+			name:  "a script asked for from another address (an operator's curl) is no handover",
+			steps: cat(dora(0, "0x01"), []step{{1.5, proto.EventScript, "decision=boot image=debian12 ip=10.0.0.99"}}, dora(31.5, "0x02"), scriptBoot(33), artifactsOK(34)),
+			want:  [][]string{{}},
+		},
+		{
+			name:  "spanning tree: the kernel's DISCOVER 30 s after the artifacts, asking for 28 s",
+			steps: cat(healthy()[:len(healthy())-1], []step{{41, proto.EventDHCPDiscover, "xid=0x03 secs=28"}}, dora(41.5, "0x03")[1:]),
+			want:  [][]string{{}, {RuleSTP + "@41"}},
+		},
+		{
+			// dracut's dhclient in a LiveOS under TCG: the kernel and the
+			// initramfs take half a minute before their first DISCOVER.
+			name:  "a slow kernel's first DISCOVER 30 s after the artifacts is not spanning tree",
+			steps: cat(healthy()[:len(healthy())-1], []step{{41, proto.EventDHCPDiscover, "xid=0x03 secs=0"}}, dora(41.5, "0x03")[1:]),
+			want:  [][]string{{}, {}},
+		},
+		{
+			name: "iPXE's first DISCOVER 30 s after a handover (secs is its transmission count) is not spanning tree",
+			steps: cat(dora(0, "0x01"), tftpOK(2), []step{{32.5, proto.EventDHCPDiscover, "xid=0x02 secs=4"}}, dora(33, "0x02")[1:],
+				scriptBoot(34), artifactsOK(35)),
+			want: [][]string{{}},
+		},
+		{
 			name: "a client's own retransmission 30 s later is not spanning tree",
 			steps: []step{
 				{0, proto.EventDHCPDiscover, "xid=0x01 decision=known_host"},

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -243,6 +244,13 @@ func (h *Handler) emit(kind string, r *request, ip netip.Addr, decision string) 
 	d := map[string]string{"xid": r.m.XID, "decision": decision}
 	if ip.IsValid() {
 		d["ip"] = ip.String()
+	}
+	if kind == proto.EventDHCPDiscover {
+		// The client's secs field: how long it has been asking (RFC 2131;
+		// iPXE counts its transmissions there instead). The timeline tells
+		// a DISCOVER a blocked switch port held back from a slow client's
+		// first one by it.
+		d["secs"] = strconv.Itoa(int(r.req.NumSeconds))
 	}
 	if r.m.HasArch {
 		d["arch"] = r.m.ArchString()

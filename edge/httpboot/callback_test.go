@@ -316,3 +316,40 @@ func TestArtifactMACOnlyForKnownMachines(t *testing.T) {
 		t.Errorf("MACs the cache saw (-want +got):\n%s", d)
 	}
 }
+
+// TestArtifactMACFromLease: an artifact request with no ?mac= (dracut's
+// livenet fetching the LiveOS ISO from root=live:URL) reaches the cache
+// named by the edge's DHCP lease on its source address when the site knows
+// the lease's MAC; a lease of an unknown MAC, or no lease, leaves it
+// nobody's. A ?mac= in the URL is never replaced by the lease.
+func TestArtifactMACFromLease(t *testing.T) {
+	f := newFixture(t)
+	seen := &macSeen{}
+	f.h.cfg.Artifacts = seen
+	f.h.cfg.Leases = staticLeases{"127.0.0.3": "52:54:00:12:34:56", "127.0.0.4": "52:54:00:99:99:99"}
+	srv := httptest.NewServer(f.h)
+	t.Cleanup(srv.Close)
+	tests := []struct {
+		from, query, want string
+	}{
+		{"127.0.0.3", "", "52:54:00:12:34:56"},
+		{"127.0.0.4", "", ""},
+		{"127.0.0.5", "", ""},
+		{"127.0.0.3", "?mac=52:54:00:de:ad:01", ""},
+	}
+	for _, tc := range tests {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(tc.from)}}
+		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: d.DialContext}}
+		resp, err := c.Get(srv.URL + "/artifacts/debian-12/vmlinuz" + tc.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		seen.mu.Lock()
+		got := seen.macs[len(seen.macs)-1]
+		seen.mu.Unlock()
+		if got != tc.want {
+			t.Errorf("from %s %q: the cache saw mac %q, want %q", tc.from, tc.query, got, tc.want)
+		}
+	}
+}

@@ -155,6 +155,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.serveCallback(w, r, path.Base(p))
 		return
+	case p == proto.DiscoveryNextPath:
+		if r.Method != http.MethodGet {
+			methodNotAllowed(w, http.MethodGet)
+			return
+		}
+		h.serveNext(w, r)
+		return
 	case r.Method != http.MethodGet && r.Method != http.MethodHead:
 		methodNotAllowed(w, "GET, HEAD")
 		return
@@ -461,27 +468,29 @@ func (h *Handler) leasedHost(ip string) string {
 }
 
 // withMachine returns r with ?mac= naming the machine the request is for,
-// or none: the MAC the URL names if the site knows it, else the known host
-// holding the edge's DHCP lease on the source address (as TFTP events name
-// their client). The cache records artifact events under that MAC, one
-// pair per request, and counts requests that name nobody per source
-// instead (cache.Config.Repeats), so a made-up MAC must not buy a client
-// events of its own. The lease names the machines that fetch without a
-// MAC in the URL: a UEFI HTTP boot firmware getting its loader.
+// or none. A ?mac= in the URL stays only if the site knows that MAC: the
+// cache records artifact events under it, one pair per request, and counts
+// requests that name nobody per source instead (cache.Config.Repeats), so a
+// made-up MAC must not buy a client events of its own. A request with no
+// ?mac= is named from the edge's DHCP lease on its source address, as TFTP
+// requests are, when that lease is a known host's: a UEFI HTTP boot
+// firmware getting its loader, or dracut's livenet fetching root=live:URL
+// (a boot's largest download), cannot put the MAC in the URL. A ?mac= is
+// never replaced by the lease.
 func (h *Handler) withMachine(r *http.Request) *http.Request {
 	q := r.URL.Query()
-	if mac, err := proto.ParseMAC(q.Get("mac")); err == nil {
-		if _, ok := h.cfg.State.Host(mac); ok {
-			return r
+	if q.Has("mac") {
+		if mac, err := proto.ParseMAC(q.Get("mac")); err == nil {
+			if _, ok := h.cfg.State.Host(mac); ok {
+				return r
+			}
 		}
-	}
-	mac := h.leasedHost(remoteIP(r))
-	if mac == "" && !q.Has("mac") {
-		return r
-	}
-	if mac == "" {
 		q.Del("mac")
 	} else {
+		mac := h.leasedHost(remoteIP(r))
+		if mac == "" {
+			return r
+		}
 		q.Set("mac", mac)
 	}
 	r2 := r.Clone(r.Context())
@@ -516,6 +525,10 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, kind str
 		reason = "no token"
 	case !validToken(h.cfg.CallbackKey, mac, host, got):
 		reason = "wrong token" // forged, another machine's, or from an earlier assignment
+	case host == nil && kind == "facts" && !h.discovers():
+		// Facts of a machine the coordinator does not know are taken
+		// only where unknown machines boot the discovery image.
+		reason = "unknown machine and the site does not discover"
 	default:
 		reason = h.fromKnownAddress(mac, host, ip)
 	}

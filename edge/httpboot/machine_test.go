@@ -27,9 +27,9 @@ func (m *macRecorder) ServeArtifact(w http.ResponseWriter, r *http.Request, _ pr
 }
 
 // TestArtifactMachine: the cache hears of the machine a request is for
-// from the URL when the site knows that MAC, else from the DHCP lease on
-// the source address, which is how a UEFI HTTP boot firmware fetching its
-// loader (no MAC in the URL) gets events under its own MAC.
+// from the URL when the site knows that MAC; a request with no MAC in the
+// URL from the DHCP lease on the source address, which is how a UEFI HTTP
+// boot firmware fetching its loader gets events under its own MAC.
 func TestArtifactMachine(t *testing.T) {
 	f := newFixture(t)
 	ipxe := proto.Loader{Name: "ipxe-http", Kind: proto.LoaderIPXE, Files: []proto.LoaderFile{{
@@ -51,7 +51,7 @@ func TestArtifactMachine(t *testing.T) {
 		{"loader, no MAC, no lease", "/loaders/ipxe-http/ipxe.efi", "10.0.0.52", ""},
 		{"artifact, known MAC in the URL", "/artifacts/debian-12/vmlinuz?mac=" + h.MAC, "10.0.0.52", h.MAC},
 		{"artifact, made-up MAC, no lease", "/artifacts/debian-12/vmlinuz?mac=52:54:00:99:99:99", "10.0.0.52", ""},
-		{"artifact, made-up MAC from a host's lease", "/artifacts/debian-12/vmlinuz?mac=52:54:00:99:99:99", "10.0.0.50", h.MAC},
+		{"artifact, made-up MAC from a host's lease: the URL's MAC is never replaced", "/artifacts/debian-12/vmlinuz?mac=52:54:00:99:99:99", "10.0.0.50", ""},
 	}
 	for _, tc := range tests {
 		r := httptest.NewRequest(http.MethodGet, tc.target, nil)

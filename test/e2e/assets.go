@@ -6,8 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,21 +14,18 @@ import (
 	"github.com/fleetboot/fleetboot/shared/atomicfile"
 )
 
-// Assets are the files a test VM boots: a Debian cloud kernel, a busybox
-// initramfs whose /init prints a marker, and a make-believe LiveOS ISO.
+// Assets are the files a test VM boots: a Debian cloud kernel and a busybox
+// initramfs whose /init prints a marker. The LiveOS (liveos.go) is built on
+// them.
 type Assets struct {
 	KernelVersion string
 	Kernel        string // path of vmlinuz
 	Initrd        string // path of the gzip'd newc initramfs
-	ISO           string // path of a few MB of deterministic bytes
-	ISOSHA256     string // hex sha256 of ISO, for fleetboot.iso_sha256=
 }
 
-// Marker strings printed by the test initramfs on the serial console.
-const (
-	MarkerPrefix   = "FLEETBOOT-MARKER"
-	LiveOSMismatch = "FLEETBOOT-LIVEOS-MISMATCH"
-)
+// MarkerPrefix starts the line the test initramfs (and the LiveOS's init)
+// prints on the serial console.
+const MarkerPrefix = "FLEETBOOT-MARKER"
 
 // virtioModules are the modules the cloud kernel needs, in load order, to
 // bring up a virtio-net eth0 (it has virtio_net as a module and no e1000).
@@ -52,7 +47,7 @@ func CacheDir() string {
 }
 
 // EnsureAssets returns the boot assets, downloading the kernel package with
-// apt-get and building the initramfs and ISO on first use. It is idempotent:
+// apt-get and building the initramfs on first use. It is idempotent:
 // every file is written to a temporary name and renamed into the cache.
 func EnsureAssets(ctx context.Context, cache string) (Assets, error) {
 	var a Assets
@@ -66,9 +61,6 @@ func EnsureAssets(ctx context.Context, cache string) (Assets, error) {
 	a.KernelVersion = ver
 	a.Kernel = filepath.Join(kdir, "vmlinuz")
 	if a.Initrd, err = ensureInitrd(cache, kdir); err != nil {
-		return a, err
-	}
-	if a.ISO, a.ISOSHA256, err = ensureISO(cache); err != nil {
 		return a, err
 	}
 	return a, nil
@@ -184,8 +176,6 @@ func findModule(root, name string) (string, error) {
 
 // initScript is the initramfs's /init. It prints the marker as one line on
 // the console so the harness can match it whatever the kernel logs around it.
-// With root=live:URL it downloads the ISO whole and checks its sha256, as
-// dracut's livenet needs it, before printing the marker.
 // With fleetboot.done=URL (an image's cmdline says fleetboot.done={{callback}},
 // which carries the machine's callback token) it then reports the install
 // done, as an installer does, and prints FLEETBOOT-DONE with the outcome.
@@ -203,37 +193,17 @@ i=0
 while [ ! -e /sys/class/net/eth0/address ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
 mac=$(cat /sys/class/net/eth0/address 2>/dev/null)
 cmdline=$(cat /proc/cmdline)
-live=""
-want=""
 done=""
 for w in $cmdline; do
 	case "$w" in
-	root=live:*) live="${w#root=live:}" ;;
-	fleetboot.iso_sha256=*) want="${w#fleetboot.iso_sha256=}" ;;
 	fleetboot.done=*) done="${w#fleetboot.done=}" ;;
 	esac
 done
-up() {
+echo "FLEETBOOT-MARKER mac=$mac cmdline=$cmdline" > /dev/console
+if [ -n "$done" ]; then
 	ip link set lo up
 	ip link set eth0 up
 	udhcpc -i eth0 -n -q -t 10 -T 2 -s /etc/udhcpc/default.script
-}
-if [ -n "$live" ]; then
-	up
-	got=none
-	if wget -q -O /tmp/live.iso "$live"; then
-		got=$(sha256sum /tmp/live.iso | cut -d' ' -f1)
-	fi
-	if [ -n "$want" ] && [ "$got" = "$want" ]; then
-		echo "FLEETBOOT-MARKER mac=$mac cmdline=$cmdline" > /dev/console
-	else
-		echo "FLEETBOOT-LIVEOS-MISMATCH mac=$mac got=$got want=$want url=$live" > /dev/console
-	fi
-else
-	echo "FLEETBOOT-MARKER mac=$mac cmdline=$cmdline" > /dev/console
-fi
-if [ -n "$done" ]; then
-	[ -n "$live" ] || up
 	# The token is in the URL; the edge refuses the callback without it.
 	if wget -q -O /dev/null --post-data '{"ok":true}' "$done"; then
 		echo "FLEETBOOT-DONE ok mac=$mac" > /dev/console
@@ -301,25 +271,6 @@ func ensureInitrd(cache, kdir string) (string, error) {
 		return path, nil
 	}
 	return path, writeAtomic(path, buf.Bytes())
-}
-
-// ensureISO writes 4 MiB of deterministic pseudo-random bytes: the test
-// initrd only checks the digest, so no real ISO 9660 image is needed.
-func ensureISO(cache string) (string, string, error) {
-	path := filepath.Join(cache, "live.iso")
-	data, err := os.ReadFile(path)
-	if err != nil {
-		data = make([]byte, 4<<20)
-		r := rand.NewChaCha8([32]byte{'f', 'l', 'e', 'e', 't', 'b', 'o', 'o', 't'})
-		if _, err := io.ReadFull(r, data); err != nil {
-			return "", "", fmt.Errorf("e2e: iso: %w", err)
-		}
-		if err := writeAtomic(path, data); err != nil {
-			return "", "", err
-		}
-	}
-	sum := sha256.Sum256(data)
-	return path, hex.EncodeToString(sum[:]), nil
 }
 
 func writeAtomic(path string, data []byte) error {

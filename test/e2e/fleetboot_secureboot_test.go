@@ -28,7 +28,8 @@ const settleWait = timeline.DefaultSettle + 90*time.Second
 // fleetboot: OVMF with Secure Boot enforced gets shim from the edge's DHCP
 // answer (loaders/<loader>/bootx64.efi), shim fetches grubx64.efi from its
 // own directory, GRUB reads grub/grub.cfg rendered for it from its lease,
-// and kernel and initrd come over TFTP from the edge's verified cache.
+// and kernel and initrd come over TFTP from the edge's verified cache. The
+// LiveOS boots the same way, then its initramfs fetches the ISO over HTTP.
 func TestFleetbootSecureBoot(t *testing.T) {
 	t.Parallel()
 	for _, f := range []string{OVMFCodeSecBoot, OVMFVarsMS} {
@@ -36,7 +37,7 @@ func TestFleetbootSecureBoot(t *testing.T) {
 			t.Fatalf("Secure Boot OVMF (Debian ovmf) is needed, test/deps.sh installs it: %v", err)
 		}
 	}
-	e := startFleetboot(t, fbOptions{dhcpMode: "full", images: []string{"img-a", "img-b"}})
+	e := startFleetboot(t, fbOptions{dhcpMode: "full", images: []string{"img-a", "img-b", "img-live"}})
 	_, sb := ensureSecureBootAssets(t)
 	e.cli(t, "loader", "add", sbLoader, "--kind", "shim-grub", "--shim", sb.Shim, "--grub", sb.GRUB)
 	e.cli(t, "image", "add", "img-unsigned", "--kernel", sb.UnsignedKernel, "--initrd", e.assets.Initrd,
@@ -74,6 +75,22 @@ func TestFleetbootSecureBoot(t *testing.T) {
 		e.checkSecureBootTFTP(t, mac, "img-a")
 		e.checkSecureBootTimeline(t, mac, "", false)
 		booted = append(booted, mac)
+	})
+
+	// The real LiveOS (liveos.go) under Secure Boot: shim → GRUB → the
+	// signed kernel and dracut's initramfs over TFTP, then dracut fetches
+	// the ISO over HTTP from the edge's cache and switches into its root.
+	liveMAC := RandomMAC()
+	t.Run("liveos", func(t *testing.T) {
+		e.setHost(t, liveMAC, "--image", "img-live", "--site", site, "--loader", sbLoader)
+		vm := e.bootLive(t, VMConfig{MAC: liveMAC, Firmware: UEFISecureBoot, NoROM: true}, "img-live")
+		if err := vm.CheckSecureBoot(); err != nil {
+			t.Error(err)
+		}
+		t.Logf("TIMING fleetboot secureboot liveos shim-grub-tftp: %s", e.sbMilestones(vm))
+		e.checkSecureBootTFTP(t, liveMAC, "img-live")
+		e.checkLiveISO(t, liveMAC, "img-live")
+		e.checkLiveTimeline(t, liveMAC, "img-live", nil, false)
 	})
 
 	t.Run("two-vms-two-images", func(t *testing.T) {
@@ -116,6 +133,7 @@ func TestFleetbootSecureBoot(t *testing.T) {
 		for _, mac := range booted {
 			e.checkSecureBootTimeline(t, mac, "", true)
 		}
+		e.checkLiveTimeline(t, liveMAC, "img-live", nil, true)
 	})
 }
 

@@ -49,6 +49,7 @@ type fbEnv struct {
 	edgeArgs  []string
 	dhcpPort  int
 	assets    Assets
+	live      LiveOS // built when the deployment has img-live
 }
 
 // fbOptions shape one deployment.
@@ -82,6 +83,13 @@ func startFleetboot(t *testing.T, opts fbOptions) *fbEnv {
 		t.Fatal(err)
 	}
 	e := &fbEnv{t: t, bin: bin, dir: LogDir(t), assets: assets}
+	images := opts.images
+	if images == nil {
+		images = []string{"img-a", "img-b", "img-live"}
+	}
+	if slices.Contains(images, "img-live") {
+		e.live = ensureLiveOS(t, assets)
+	}
 	e.net = NewNetwork(t, "10.77.0.0/24")
 	e.srv = e.net.AddHost(t, "srv", srvAddr, "fd77::1/64")
 	e.minio = StartMinIO(t, e.srv, e.dir)
@@ -100,10 +108,6 @@ func startFleetboot(t *testing.T, opts fbOptions) *fbEnv {
 		siteArgs = append(siteArgs, "--range", "10.77.0.100-10.77.0.200", "--router", srvAddr)
 	}
 	e.cli(t, siteArgs...)
-	images := opts.images
-	if images == nil {
-		images = []string{"img-a", "img-b", "img-live"}
-	}
 	for _, name := range images {
 		e.addImage(t, name)
 	}
@@ -204,17 +208,20 @@ func (e *fbEnv) waitCLI(t *testing.T, limit time.Duration, args ...string) {
 }
 
 // addImage registers one of the test images: img-a and img-b boot the
-// marker initramfs, img-live is a LiveOS image whose initramfs checks the
-// ISO it downloads.
+// marker initramfs, img-live is the real LiveOS (liveos.go): dracut's
+// initramfs, which fetches the ISO from root=live:URL (the edge puts it
+// first on the command line) and switches into its squashfs, whose init
+// prints the marker.
 func (e *fbEnv) addImage(t *testing.T, name string) {
 	t.Helper()
-	extra := "fleetboot.image=" + name
-	args := []string{"image", "add", name, "--kernel", e.assets.Kernel, "--initrd", e.assets.Initrd}
+	tail := " fleetboot.mac={{mac}} fleetboot.image=" + name
+	args := []string{"image", "add", name, "--kernel", e.assets.Kernel, "--initrd", e.assets.Initrd,
+		"--cmdline", "console=ttyS0 panic=-1" + tail}
 	if name == "img-live" {
-		extra += " fleetboot.iso_sha256=" + e.assets.ISOSHA256
-		args = append(args, "--iso", e.assets.ISO)
+		args = []string{"image", "add", name, "--kernel", e.live.Kernel, "--initrd", e.live.Initrd, "--iso", e.live.ISO,
+			"--cmdline", LiveCmdline + tail}
 	}
-	e.cli(t, append(args, "--cmdline", "console=ttyS0 panic=-1 fleetboot.mac={{mac}} "+extra)...)
+	e.cli(t, args...)
 }
 
 // image is the coordinator's record of an image.
@@ -626,6 +633,11 @@ func TestFleetboot(t *testing.T) {
 		}
 		e.checkEdgeSaw(t, mac, append(full, proto.EventTFTPStart, proto.EventTFTPDone)...)
 		e.checkTFTP(t, mac, efiBootFile)
+		// OVMF asks for "blksize 1468 windowsize 4" (RFC 7440): the edge's
+		// transfer used the window, not one block per ACK.
+		if !slices.ContainsFunc(e.edgeLines(mac), regexp.MustCompile(`msg=sent .*file=`+regexp.QuoteMeta(efiBootFile)+` .*blksize=1468 windowsize=4`).MatchString) {
+			t.Errorf("edge never sent %s to %s with windowsize 4:\n%s", efiBootFile, mac, strings.Join(e.edgeLines(mac), "\n"))
+		}
 		e.checkNoIPv6Wait(t, mac)
 		if !slices.ContainsFunc(e.edgeLines(mac), regexp.MustCompile(`msg="dhcp: ack".*arch=7 .*file=`+regexp.QuoteMeta(efiBootFile)).MatchString) {
 			t.Errorf("edge never acked %s with %s:\n%s", mac, efiBootFile, strings.Join(e.edgeLines(mac), "\n"))
@@ -718,16 +730,23 @@ func TestFleetboot(t *testing.T) {
 	})
 
 	t.Run("f-liveos-iso", func(t *testing.T) {
+		// A real LiveOS (liveos.go): iPXE boots dracut's initramfs, which
+		// downloads the ISO from the edge's cache, mounts its squashfs and
+		// switches root; the live root's own init prints the marker.
 		mac := RandomMAC()
 		e.setHost(t, mac, "--image", "img-live", "--site", site)
-		_, m := e.boot(t, VMConfig{MAC: mac, Firmware: BIOS}, "img-live", "fleetboot.iso_sha256="+e.assets.ISOSHA256)
-		// The marker itself proves the ISO downloaded whole with the right
-		// digest; also check it came from this edge.
-		want := fmt.Sprintf("root=live:http://%s/artifacts/img-live/", edgeHTTP)
-		if !strings.Contains(m.Cmdline, want) {
-			t.Errorf("cmdline %q lacks %s…", m.Cmdline, want)
-		}
+		e.bootLive(t, VMConfig{MAC: mac, Firmware: BIOS}, "img-live")
 		e.checkEdgeSaw(t, mac, full...)
+		e.checkLiveISO(t, mac, "img-live")
+		im := e.image(t, "img-live")
+		kernel, _ := im.Artifact(proto.RoleKernel)
+		initrd, _ := im.Artifact(proto.RoleInitrd)
+		e.checkLiveTimeline(t, mac, "img-live", []string{
+			proto.EventDHCPDiscover, proto.EventDHCPOffer, proto.EventDHCPRequest, proto.EventDHCPAck,
+			proto.EventScript + " img-live",
+			proto.EventArtifactStart + " " + kernel.Name, proto.EventArtifactEnd + " " + kernel.Name,
+			proto.EventArtifactStart + " " + initrd.Name, proto.EventArtifactEnd + " " + initrd.Name,
+		}, false)
 	})
 
 	t.Run("g-local-disk-exit", func(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -126,6 +127,21 @@ type Reference struct {
 	HTTP *RequestLog
 	Base string // the HTTP server's base URL
 	DHCP *Proc  // dnsmasq
+
+	mu    sync.Mutex
+	files map[string]string // Serve's: name under /files/ → path
+}
+
+// Serve makes the file at path available as Base/files/name (the LiveOS's
+// initramfs and ISO, say) and returns its URL.
+func (e *Reference) Serve(name, path string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.files == nil {
+		e.files = map[string]string{}
+	}
+	e.files[name] = path
+	return e.Base + "/files/" + name
 }
 
 // Reference addresses: the server host, and the pool dnsmasq hands out.
@@ -160,7 +176,16 @@ func StartReference(t testing.TB, dir string, assets Assets, dc DnsmasqConfig, s
 	})
 	mux.HandleFunc("GET /vmlinuz", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, assets.Kernel) })
 	mux.HandleFunc("GET /initrd.gz", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, assets.Initrd) })
-	mux.HandleFunc("GET /live.iso", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, assets.ISO) })
+	mux.HandleFunc("GET /files/{name}", func(w http.ResponseWriter, r *http.Request) {
+		e.mu.Lock()
+		path, ok := e.files[r.PathValue("name")]
+		e.mu.Unlock()
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeFile(w, r, path)
+	})
 	e.HTTP = NewRequestLog(mux)
 	base = ServeHTTP(t, e.Srv, RefServer+":8080", e.HTTP)
 	e.Base = base

@@ -1,7 +1,7 @@
 // Command e2e-assets builds (or finds in the cache) the boot assets of the
 // end-to-end tests, a Debian cloud kernel and the busybox initramfs that
 // prints a marker, and prints their paths as shell assignments for scripts
-// such as the demo: KERNEL=… INITRD=… ISO=… ISO_SHA256=….
+// such as the demo: KERNEL=… INITRD=… KERNEL_VERSION=….
 package main
 
 import (
@@ -24,5 +24,5 @@ func main() {
 		fmt.Fprintln(os.Stderr, "e2e-assets:", err)
 		os.Exit(1)
 	}
-	fmt.Printf("KERNEL=%q\nINITRD=%q\nISO=%q\nISO_SHA256=%q\nKERNEL_VERSION=%q\n", a.Kernel, a.Initrd, a.ISO, a.ISOSHA256, a.KernelVersion)
+	fmt.Printf("KERNEL=%q\nINITRD=%q\nKERNEL_VERSION=%q\n", a.Kernel, a.Initrd, a.KernelVersion)
 }
