@@ -62,7 +62,11 @@ func (c bulkChange) undo(h proto.Host) proto.HostSetRequest {
 func (h *Handler) bulk(w http.ResponseWriter, r *http.Request, u who) {
 	ctx := r.Context()
 	ch := bulkChange{Image: r.PostFormValue("image"), Loader: r.PostFormValue("loader"), Site: r.PostFormValue("site")}
-	q := parseHostQuery(url.Values{"q": {r.PostFormValue("in_q")}, "site": {r.PostFormValue("in_site")}, "image": {r.PostFormValue("in_image")}, "state": {r.PostFormValue("in_state")}})
+	q, err := parseHostQuery(url.Values{"q": {r.PostFormValue("in_q")}, "site": {r.PostFormValue("in_site")}, "image": {r.PostFormValue("in_image")}, "state": {r.PostFormValue("in_state")}, "labels": {r.PostFormValue("in_labels")}})
+	if err != nil {
+		http.Error(w, "fleetboot: "+err.Error(), http.StatusBadRequest)
+		return
+	}
 	var hosts []proto.Host
 	if r.PostFormValue("all") == "1" {
 		found, _, err := h.find(r, u, q, 0, -1)

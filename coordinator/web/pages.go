@@ -14,6 +14,7 @@ import (
 	"github.com/fleetboot/fleetboot/coordinator/auth"
 	"github.com/fleetboot/fleetboot/coordinator/timeline"
 	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/shared/selector"
 )
 
 type siteRow struct {
@@ -54,13 +55,26 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request, u who) {
 // hostQuery is the hosts page's search, sort and page.
 type hostQuery struct {
 	Q, Site, Image, State, Sort string
-	Page                        int
+	// Labels is a selector over labels and host fields (labels.rack=r1,site=lab),
+	// as `host set --selector` takes; sel is it parsed.
+	Labels string
+	sel    *selector.Selector
+	Page   int
 }
 
 const perPage = 50
 
-func parseHostQuery(v url.Values) hostQuery {
-	q := hostQuery{Q: strings.TrimSpace(v.Get("q")), Site: v.Get("site"), Image: v.Get("image"), State: v.Get("state"), Sort: v.Get("sort")}
+// parseHostQuery reads a search; a selector that does not parse is an
+// error.
+func parseHostQuery(v url.Values) (hostQuery, error) {
+	q := hostQuery{Q: strings.TrimSpace(v.Get("q")), Site: v.Get("site"), Image: v.Get("image"), State: v.Get("state"), Sort: v.Get("sort"), Labels: strings.TrimSpace(v.Get("labels"))}
+	if q.Labels != "" {
+		sel, err := selector.Parse(q.Labels)
+		if err != nil {
+			return q, fmt.Errorf("labels: %w", err)
+		}
+		q.sel = &sel
+	}
 	q.Page, _ = strconv.Atoi(v.Get("page"))
 	if q.Page < 1 {
 		q.Page = 1
@@ -70,13 +84,13 @@ func parseHostQuery(v url.Values) hostQuery {
 	default:
 		q.Sort = "mac"
 	}
-	return q
+	return q, nil
 }
 
 // values is the query string of q on page p (for links).
 func (q hostQuery) values(p int) string {
 	v := url.Values{}
-	for k, s := range map[string]string{"q": q.Q, "site": q.Site, "image": q.Image, "state": q.State, "sort": q.Sort} {
+	for k, s := range map[string]string{"q": q.Q, "site": q.Site, "image": q.Image, "state": q.State, "sort": q.Sort, "labels": q.Labels} {
 		if s != "" {
 			v.Set(k, s)
 		}
@@ -91,6 +105,10 @@ func (q hostQuery) values(p int) string {
 // form: 52-54-00…, 525400…), a hostname or an IP by substring.
 func (q hostQuery) match(h proto.Host) bool {
 	if q.Image != "" && h.Image != q.Image || q.State != "" && h.State != q.State {
+		return false
+	}
+	if q.sel != nil && !q.sel.Match(selector.Subject{Labels: h.Labels, Fields: map[string]string{
+		"mac": h.MAC, "site": h.Site, "image": h.Image, "state": h.State, "hostname": h.Hostname, "ip": h.IP, "loader": h.Loader}}) {
 		return false
 	}
 	if q.Q == "" {
@@ -191,7 +209,11 @@ func (h *Handler) find(r *http.Request, u who, q hostQuery, from, n int) ([]prot
 }
 
 func (h *Handler) hosts(w http.ResponseWriter, r *http.Request, u who) {
-	q := parseHostQuery(r.URL.Query())
+	q, err := parseHostQuery(r.URL.Query())
+	if err != nil {
+		http.Error(w, "fleetboot: "+err.Error(), http.StatusBadRequest)
+		return
+	}
 	if q.Site != "" {
 		if err := proto.ValidSiteName(q.Site); err != nil {
 			http.Error(w, "fleetboot: "+err.Error(), http.StatusBadRequest)

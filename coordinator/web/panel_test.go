@@ -146,6 +146,8 @@ func TestPages(t *testing.T) {
 		{"search by MAC, dashes", "/hosts?q=52-54-00-00-00-02", 200, []string{mac2, "1 host(s)"}, []string{mac1}},
 		{"search by MAC, bare", "/hosts?q=000003", 200, []string{mac3}, []string{mac1}},
 		{"search by hostname", "/hosts?q=WEB1", 200, []string{mac1}, []string{mac2}},
+		{"search by label", "/hosts?labels=labels.rack%3Dr1", 200, []string{mac1, mac3, "2 host(s)", "rack=r1"}, []string{mac2}},
+		{"bad selector", "/hosts?labels=rack%3D%3D%3D", 400, []string{"labels:"}, nil},
 		{"sort by hostname, newest", "/hosts?sort=updated", 200, []string{`<option selected>updated</option>`}, nil},
 		{"host with waterfall", "/hosts/52-54-00-00-00-01", 200, []string{"<svg", "undionly.kpxe", "13.5 MiB in 2.1 s, 6.4 MiB/s", "68.4 KiB in 400 ms, 171 KiB/s", `<select id="image" name="image"`, `<label for="ip">`}, nil},
 		{"unknown host", "/hosts/52:54:00:00:00:99", 404, []string{"not found"}, nil},
@@ -313,6 +315,12 @@ func TestBulk(t *testing.T) {
 			}
 			mustContain(t, p, c.want)
 		})
+	}
+	// Every host a label search finds.
+	byLabel := url.Values{"csrf": {csrf}, "image": {"alma"}, "all": {"1"}, "in_labels": {"labels.rack=r1"}, "confirm": {"1"}}
+	mustContain(t, b.do("POST", "/bulk", byLabel), "Changed 2 host(s).")
+	if f.host(mac1).Image != "alma" || f.host(mac3).Image != "alma" || f.host(mac2).Image != "deb" {
+		t.Fatal("bulk by label changed the wrong hosts")
 	}
 	// All or nothing: moving web1 and web2 to branch fails on web2, whose
 	// reservation is outside branch's subnet; web1, moved first, is put back.

@@ -99,7 +99,8 @@ func newFleet(t testing.TB, events fakeEvents, mod func(*web.Config)) *fleet {
 	}
 	for i, site := range []string{"lab", "lab", "branch"} {
 		img, host := "deb", fmt.Sprintf("web%d", i+1)
-		if _, err := svc.SetHost(ctx, proto.HostSetRequest{MAC: fmt.Sprintf("52:54:00:00:00:%02x", i+1), Site: &site, Image: &img, Hostname: &host}); err != nil {
+		labels := map[string]string{"rack": []string{"r1", "r2", "r1"}[i]}
+		if _, err := svc.SetHost(ctx, proto.HostSetRequest{MAC: fmt.Sprintf("52:54:00:00:00:%02x", i+1), Site: &site, Image: &img, Hostname: &host, Labels: labels}); err != nil {
 			t.Fatal(err)
 		}
 	}
