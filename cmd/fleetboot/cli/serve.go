@@ -388,15 +388,15 @@ Try, from another shell:
   fleetboot site add lab --subnet 10.0.0.0/24 --range 10.0.0.100-10.0.0.200
   fleetboot image add demo --kernel /boot/vmlinuz-$(uname -r) --initrd /boot/initrd.img-$(uname -r) --cmdline 'console=ttyS0'
   fleetboot host set 52:54:00:12:34:56 --image demo --site lab && curl 'http://%s/boot.ipxe?mac=52:54:00:12:34:56'
-`, proto.RedactURL(url), panelURL(cfg.HTTPListen), cfg.StoreURL, cfg.DataDir, ecfg.Name, ecfg.Site, "http://"+ecfg.HTTPListen, ecfg.TFTPListen, dhcpNote(ecfg.Interface), ecfg.HTTPListen)
+`, proto.RedactURL(url), panelURL(cfg.HTTPListen, cfg.DataDir), cfg.StoreURL, cfg.DataDir, ecfg.Name, ecfg.Site, "http://"+ecfg.HTTPListen, ecfg.TFTPListen, dhcpNote(ecfg.Interface), ecfg.HTTPListen)
 	return g.Wait()
 }
 
-func panelURL(addr string) string {
+func panelURL(addr, data string) string {
 	if addr == "" {
 		return "off"
 	}
-	return "http://" + addr + "/"
+	return "http://" + addr + "/ (log in as admin, password in " + filepath.Join(data, "web-admin.password") + ")"
 }
 
 func dhcpNote(iface string) string {
