@@ -70,7 +70,7 @@ func drawBoot(b timeline.Boot) waterfall {
 			problems[d.At] = d.Text
 		}
 	}
-	w := waterfall{Width: wfLabel + wfPlot + 150}
+	w := waterfall{Width: wfLabel + wfPlot + 220}
 	for i, s := range b.Steps {
 		if i >= wfRows {
 			w.Hidden = len(b.Steps) - wfRows

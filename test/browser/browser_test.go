@@ -7,7 +7,9 @@ package browser
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -19,8 +21,11 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/nats-io/nats.go"
 
 	"github.com/fleetboot/fleetboot/cmd/fleetboot/cli"
+	"github.com/fleetboot/fleetboot/coordinator/auth"
+	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
@@ -225,7 +230,6 @@ func TestPanelInBrowser(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		screenshot(t, ctx, "panel-host.png")
 		show := c.cli(t, nil, "host", "show", mac, "-o", "json")
 		if !strings.Contains(show, `"image": "alma"`) {
 			t.Fatalf("host show after the change:\n%s", show)
@@ -234,6 +238,52 @@ func TestPanelInBrowser(t *testing.T) {
 		if !strings.Contains(audit, `"who": "alice"`) {
 			t.Fatalf("the audit log lacks alice's change:\n%s", audit)
 		}
+	})
+
+	t.Run("a boot's timeline", func(t *testing.T) {
+		// An enrolled edge reports a boot of the host, as it would serve it.
+		c.cli(t, nil, "edge", "add", "lab", "e1", "--out", filepath.Join(dir, "e1.creds"))
+		nc, err := nats.Connect(c.nats, nats.UserCredentials(filepath.Join(dir, "e1.creds")), nats.CustomInboxPrefix(auth.EdgeInboxPrefix("e1")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		start := time.Now().Add(-20 * time.Second)
+		for i, e := range []struct {
+			ms     int
+			kind   string
+			detail map[string]string
+		}{
+			{0, proto.EventDHCPDiscover, map[string]string{"xid": "1", "arch": "0"}},
+			{12, proto.EventDHCPOffer, map[string]string{"xid": "1", "ip": "10.0.0.100"}},
+			{1020, proto.EventDHCPRequest, map[string]string{"xid": "1"}},
+			{1031, proto.EventDHCPAck, map[string]string{"xid": "1", "ip": "10.0.0.100", "file": "undionly.kpxe"}},
+			{1480, proto.EventTFTPDone, map[string]string{"file": "undionly.kpxe", "bytes": "70006", "duration_ms": "410"}},
+			{4200, proto.EventDHCPDiscover, map[string]string{"xid": "2", "user_class": "iPXE"}},
+			{4215, proto.EventDHCPAck, map[string]string{"xid": "2", "ip": "10.0.0.100"}},
+			{4390, proto.EventScript, map[string]string{"image": "alma"}},
+			{6900, proto.EventArtifactEnd, map[string]string{"file": "alma/vmlinuz", "bytes": "14155776", "duration_ms": "2460", "status": "ok", "cache": "hit"}},
+			{9800, proto.EventArtifactEnd, map[string]string{"file": "alma/initrd.img", "bytes": "61341696", "duration_ms": "2850", "status": "ok", "cache": "miss"}},
+		} {
+			ev := proto.Event{V: proto.Version, ID: fmt.Sprintf("browser-test-%d", i), Time: start.Add(time.Duration(e.ms) * time.Millisecond), Site: "lab", Edge: "e1", MAC: mac, Kind: e.kind, Detail: e.detail}
+			data, _ := json.Marshal(ev)
+			if err := nc.Publish(proto.EventSubject("lab", "e1", mac), data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		ctx := tab()
+		login(t, ctx, c.panel, "alice")
+		waitfor.True(t, "the boot on the host's page", func() bool {
+			if err := chromedp.Do(ctx, chromedp.Navigate(c.panel+"/hosts/"+mac)); err != nil {
+				return false
+			}
+			ok, _ := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.querySelectorAll('svg.wf rect').length >= 10`))
+			return ok
+		})
+		screenshot(t, ctx, "panel-host.png")
 	})
 
 	t.Run("viewer", func(t *testing.T) {
