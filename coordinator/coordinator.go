@@ -24,7 +24,6 @@ import (
 	"github.com/fleetboot/fleetboot/coordinator/auth"
 	"github.com/fleetboot/fleetboot/coordinator/bootstats"
 	"github.com/fleetboot/fleetboot/coordinator/service"
-	"github.com/fleetboot/fleetboot/coordinator/web"
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/ratelog"
 )
@@ -51,7 +50,10 @@ type Config struct {
 	Store    Stater // nil skips artifact checks
 	Version  string
 	Logger   *slog.Logger
-	// HTTPListen is the read-only web panel's address; "" turns it off.
+	// HTTPListen is the web panel's address; "" turns it off. People log
+	// in with their identities' web passwords (with Auth) or, without, as
+	// admin with the password in DataDir/web-admin.password. Served over
+	// TLS when TLS is set.
 	HTTPListen string
 	// HTTPNames are the other names the panel is reached by; it refuses
 	// requests for any other Host (see web.Config).
@@ -265,12 +267,13 @@ func Run(ctx context.Context, cfg Config) error {
 
 	panelDone := make(<-chan error)
 	if cfg.HTTPListen != "" {
-		if cfg.Auth && !web.Loopback(cfg.HTTPListen) {
-			// The panel has no login of its own yet: with identities on, it
-			// must not show the fleet to whoever reaches the network.
-			return fmt.Errorf("coordinator: the web panel has no login yet; with --auth it may listen only on loopback, not %s", cfg.HTTPListen)
+		pc := panelConfig{addr: cfg.HTTPListen, names: cfg.HTTPNames, tls: cfg.TLS, api: api.NewLocal(apiCfg)}
+		if authority != nil {
+			pc.login = authority
+		} else if pc.login, err = openDevLogin(filepath.Join(cfg.DataDir, "web-admin.password"), log); err != nil {
+			return err
 		}
-		if panelDone, err = startPanel(ctx, cfg.HTTPListen, cfg.HTTPNames, svc, js, reg, log); err != nil {
+		if panelDone, err = startPanel(ctx, pc, js, reg, log); err != nil {
 			return err
 		}
 	}

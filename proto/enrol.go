@@ -32,6 +32,9 @@ type Identity struct {
 	PublicKey string     `json:"public_key"`     // the user nkey (U…)
 	Issued    time.Time  `json:"issued"`
 	Revoked   *time.Time `json:"revoked,omitempty"`
+	// WebPassword is the bcrypt hash of the person's web panel password
+	// (`user add --web`); empty: she cannot log in to the panel.
+	WebPassword string `json:"web_password,omitempty"`
 }
 
 // String names the identity the way audit lines and errors show it.
@@ -50,6 +53,9 @@ type EnrolRequest struct {
 	Role      Role   `json:"role"`
 	Site      string `json:"site,omitempty"`
 	PublicKey string `json:"public_key"`
+	// WebPassword is a bcrypt hash made by the CLI: the password itself
+	// never leaves the operator's machine.
+	WebPassword string `json:"web_password,omitempty"`
 }
 
 // EnrolReply carries the signed user JWT (not a secret without the seed)

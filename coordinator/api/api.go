@@ -46,6 +46,9 @@ type Config struct {
 // Guard checks a request's caller (see auth.Guard).
 type Guard interface {
 	Check(ctx context.Context, requestInfo, endpoint string, body []byte) (auth.Identity, error)
+	// Authorize refuses what an already identified caller may not do (the
+	// web panel's logged-in person).
+	Authorize(ctx context.Context, id auth.Identity, endpoint string, body []byte) error
 }
 
 // Auditor stores audit records and counts what it does not store (see
@@ -99,12 +102,25 @@ func Start(nc *nats.Conn, cfg Config) (micro.Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("api: add micro service: %w", err)
 	}
-	s := cfg.Service
 	g := svc.AddGroup(proto.APIPrefix)
-	eps := []struct {
-		name string
-		h    micro.HandlerFunc
-	}{
+	for _, ep := range endpoints(cfg) {
+		if err := g.AddEndpoint(strings.ReplaceAll(ep.name, ".", "_"), serveMicro(cfg, ep.h), micro.WithEndpointSubject(ep.name)); err != nil {
+			svc.Stop()
+			return nil, fmt.Errorf("api: add endpoint %s: %w", ep.name, err)
+		}
+	}
+	return svc, nil
+}
+
+type endpoint struct {
+	name string
+	h    call
+}
+
+// endpoints maps every API subject to its call.
+func endpoints(cfg Config) []endpoint {
+	s := cfg.Service
+	eps := []endpoint{
 		{proto.APISiteAdd, handle(cfg, s.AddSite)},
 		{proto.APISiteList, handle(cfg, func(ctx context.Context, _ proto.ListRequest) ([]proto.Site, error) {
 			sites, err := s.ListSites(ctx)
@@ -187,14 +203,7 @@ func Start(nc *nats.Conn, cfg Config) (micro.Service, error) {
 			return proto.StoreInfo{V: proto.Version, URL: cfg.StoreURL}, nil
 		})},
 	}
-	eps = append(eps, enrolEndpoints(cfg)...)
-	for _, ep := range eps {
-		if err := g.AddEndpoint(strings.ReplaceAll(ep.name, ".", "_"), ep.h, micro.WithEndpointSubject(ep.name)); err != nil {
-			svc.Stop()
-			return nil, fmt.Errorf("api: add endpoint %s: %w", ep.name, err)
-		}
-	}
-	return svc, nil
+	return append(eps, enrolEndpoints(cfg)...)
 }
 
 // callerKey holds, in a request's context, the identity the guard admitted.
@@ -220,22 +229,38 @@ func onlyVisible[T any](ctx context.Context, items []T, siteOf func(T) string) [
 	return slices.DeleteFunc(items, func(x T) bool { return siteOf(x) != site })
 }
 
-// handle adapts a typed service call to a micro handler: decode, call, wrap.
-func handle[Req, Resp any](cfg Config, fn func(context.Context, Req) (Resp, error)) micro.HandlerFunc {
-	return func(r micro.Request) {
-		start := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
-		defer cancel()
-		endpoint := strings.TrimPrefix(r.Subject(), proto.APIPrefix+".")
+// caller is who makes a request: a NATS request's server-stamped
+// Nats-Request-Info header, or (Local) an identity the web panel
+// authenticated itself.
+type caller struct {
+	info  string
+	local *auth.Identity
+}
+
+// call serves one request of one endpoint: identify, authorize, check the
+// audit log's room, decode, call the service, audit. The NATS responder and
+// Local share it, so a change from the web panel is checked and audited
+// exactly as one from the CLI.
+type call func(ctx context.Context, c caller, endpoint string, data []byte) (any, error)
+
+// handle adapts a typed service call to a call: decode, call, audit.
+func handle[Req, Resp any](cfg Config, fn func(context.Context, Req) (Resp, error)) call {
+	return func(ctx context.Context, c caller, endpoint string, data []byte) (any, error) {
 		who := auth.Identity{Name: "anonymous"}
+		if c.local != nil {
+			who = *c.local
+		}
 		if cfg.Guard != nil {
 			var err error
-			if who, err = cfg.Guard.Check(ctx, r.Headers().Get(auth.HeaderRequestInfo), endpoint, r.Data()); err != nil {
+			if c.local != nil {
+				err = cfg.Guard.Authorize(ctx, who, endpoint, data)
+			} else {
+				who, err = cfg.Guard.Check(ctx, c.info, endpoint, data)
+			}
+			if err != nil {
 				// Refusals are audited, reads included: probing is worth seeing.
-				cfg.audit(ctx, who, endpoint, r.Data(), err)
-				respond(cfg, r, nil, err)
-				cfg.Metrics.observe(endpoint, err, start)
-				return
+				cfg.audit(ctx, who, endpoint, data, err)
+				return nil, err
 			}
 			ctx = context.WithValue(ctx, callerKey{}, who)
 			if site, ok := auth.VisibleSite(who); ok {
@@ -249,16 +274,13 @@ func handle[Req, Resp any](cfg Config, fn func(context.Context, Req) (Resp, erro
 		// room first.
 		if !auth.IsRead(endpoint) && !auditExempt(endpoint) && cfg.Audit != nil && cfg.Audit.Full(ctx) {
 			cfg.Audit.RefuseFull(endpoint, who.Name)
-			err := fmt.Errorf("%w: %s refused until there is room (an admin raises the AUDIT stream's max_bytes or moves old records out)", audit.ErrFull, endpoint)
-			respond(cfg, r, nil, err)
-			cfg.Metrics.observe(endpoint, err, start)
-			return
+			return nil, fmt.Errorf("%w: %s refused until there is room (an admin raises the AUDIT stream's max_bytes or moves old records out)", audit.ErrFull, endpoint)
 		}
 		var req Req
 		var resp Resp
 		var err error
-		if len(r.Data()) > 0 {
-			if uErr := json.Unmarshal(r.Data(), &req); uErr != nil {
+		if len(data) > 0 {
+			if uErr := json.Unmarshal(data, &req); uErr != nil {
 				err = fmt.Errorf("%w: malformed request: %v", service.ErrInvalid, uErr)
 			}
 		}
@@ -266,8 +288,23 @@ func handle[Req, Resp any](cfg Config, fn func(context.Context, Req) (Resp, erro
 			resp, err = fn(ctx, req)
 		}
 		if !auth.IsRead(endpoint) {
-			cfg.audit(ctx, who, endpoint, r.Data(), err)
+			cfg.audit(ctx, who, endpoint, data, err)
 		}
+		if err != nil {
+			return nil, err
+		}
+		return resp, nil
+	}
+}
+
+// serveMicro adapts a call to a micro handler.
+func serveMicro(cfg Config, c call) micro.HandlerFunc {
+	return func(r micro.Request) {
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+		defer cancel()
+		endpoint := strings.TrimPrefix(r.Subject(), proto.APIPrefix+".")
+		resp, err := c(ctx, caller{info: r.Headers().Get(auth.HeaderRequestInfo)}, endpoint, r.Data())
 		respond(cfg, r, resp, err)
 		cfg.Metrics.observe(endpoint, err, start)
 	}
@@ -302,10 +339,7 @@ func (cfg Config) audit(ctx context.Context, who auth.Identity, endpoint string,
 
 // enrolEndpoints serve edge/user add and revoke. Who may call them is the
 // guard's business like any change: admins only.
-func enrolEndpoints(cfg Config) []struct {
-	name string
-	h    micro.HandlerFunc
-} {
+func enrolEndpoints(cfg Config) []endpoint {
 	off := fmt.Errorf("%w: authentication is off: start the coordinator with --auth", service.ErrInvalid)
 	enrol := func(role auth.Role) func(context.Context, auth.EnrolRequest) (auth.EnrolReply, error) {
 		return func(ctx context.Context, r auth.EnrolRequest) (auth.EnrolReply, error) {
@@ -328,10 +362,7 @@ func enrolEndpoints(cfg Config) []struct {
 			return cfg.Enrol.Revoke(ctx, r.Name, edge)
 		}
 	}
-	return []struct {
-		name string
-		h    micro.HandlerFunc
-	}{
+	return []endpoint{
 		{auth.APIEdgeAdd, handle(cfg, enrol(auth.RoleEdge))},
 		{auth.APIUserAdd, handle(cfg, enrol(auth.RoleViewer))},
 		{auth.APIEdgeRevoke, handle(cfg, revoke(true))},
@@ -401,4 +432,56 @@ func semver(v string) string {
 		return fmt.Sprintf("%d.%d.%d", a, b, c)
 	}
 	return "0.0.0"
+}
+
+// Local serves API requests in-process for the web panel, on behalf of a
+// person it authenticated: the same guard, confinement, audit and service
+// calls as a request over NATS.
+type Local struct {
+	cfg   Config
+	calls map[string]call
+}
+
+// NewLocal builds the in-process API over cfg (as Start would serve it).
+func NewLocal(cfg Config) *Local {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	l := &Local{cfg: cfg, calls: map[string]call{}}
+	for _, ep := range endpoints(cfg) {
+		l.calls[ep.name] = ep.h
+	}
+	return l
+}
+
+// Call makes request req to endpoint (relative to proto.APIPrefix, e.g.
+// proto.APIHostSet) as who, and decodes the answer into resp (if not nil).
+// Errors wrap the service's and auth's sentinels (ErrInvalid, ErrDenied, …).
+func (l *Local) Call(ctx context.Context, who auth.Identity, endpoint string, req, resp any) error {
+	c, ok := l.calls[endpoint]
+	if !ok {
+		return fmt.Errorf("api: no endpoint %s", endpoint)
+	}
+	data, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
+	defer cancel()
+	out, err := c(ctx, caller{local: &who}, endpoint, data)
+	l.cfg.Metrics.observe(endpoint, err, start)
+	if err != nil || resp == nil {
+		return err
+	}
+	// Round-trip through JSON, as a NATS client would decode it: the
+	// caller gets its own copy whatever the service returned.
+	raw, err := json.Marshal(out)
+	if err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	return json.Unmarshal(raw, resp)
 }

@@ -82,6 +82,10 @@ type Authority struct {
 	mu   sync.Mutex
 	ids  []Identity
 	push func(ctx context.Context, account, claim string) error
+
+	webMu   sync.Mutex
+	webCost int    // least bcrypt cost of web passwords; 0 = MinWebPasswordCost
+	dummy   []byte // compared for names without a web password
 }
 
 // Open loads the keys and registry from dir, creating them the first time.
@@ -273,7 +277,10 @@ func (a *Authority) Enrol(ctx context.Context, r EnrolRequest) (EnrolReply, erro
 	if !nkeys.IsValidPublicUserKey(r.PublicKey) {
 		return EnrolReply{}, fmt.Errorf("%w: public_key is not an nkey user public key", errInvalid)
 	}
-	id := Identity{Name: r.Name, Role: r.Role, Site: r.Site, PublicKey: r.PublicKey, Issued: a.now().UTC().Truncate(time.Second)}
+	id := Identity{Name: r.Name, Role: r.Role, Site: r.Site, PublicKey: r.PublicKey, Issued: a.now().UTC().Truncate(time.Second), WebPassword: r.WebPassword}
+	if err := a.validWebPassword(r); err != nil {
+		return EnrolReply{}, err
+	}
 	switch r.Role {
 	case RoleEdge:
 		if err := ValidEdge(r.Site, r.Name); err != nil {

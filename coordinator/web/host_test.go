@@ -1,13 +1,36 @@
 package web
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/fleetboot/fleetboot/proto"
 )
+
+// The Host check comes before any page: the login page needs none of these.
+type (
+	noAPI    struct{}
+	noLogin  struct{}
+	noEvents struct{}
+)
+
+func (noAPI) Call(context.Context, proto.Identity, string, any, any) error {
+	return errors.New("no API")
+}
+func (noLogin) WebLogin(string, string) (proto.Identity, error) {
+	return proto.Identity{}, errors.New("no")
+}
+func (noLogin) Person(string) (proto.Identity, bool) { return proto.Identity{}, false }
+func (noEvents) Events(context.Context, []string, time.Time) ([]proto.Event, error) {
+	return nil, nil
+}
 
 // TestHostHeader: the panel answers only its own names, so a page whose
 // DNS name an attacker rebinds to the panel's address (DNS rebinding) gets
@@ -25,39 +48,39 @@ func TestHostHeader(t *testing.T) {
 		reqs   []req
 	}{
 		{name: "loopback", reqs: []req{
-			{"evil.example", "/", 421},
+			{"evil.example", "/login", 421},
 			{"evil.example:PORT", "/hosts", 421},
-			{"127.0.0.1:PORT", "/", 200},
-			{"127.0.0.1", "/", 200},
-			{"localhost:PORT", "/", 200},
-			{"LOCALHOST.", "/", 200},
-			{"[::1]:PORT", "/", 200},
-			{"10.0.0.5:PORT", "/", 421},
+			{"127.0.0.1:PORT", "/login", 200},
+			{"127.0.0.1", "/login", 200},
+			{"localhost:PORT", "/login", 200},
+			{"LOCALHOST.", "/login", 200},
+			{"[::1]:PORT", "/login", 200},
+			{"10.0.0.5:PORT", "/login", 421},
 			{"evil.example", "/healthz", 200},
 		}},
 		{name: "loopback with a name", names: []string{"Panel.Example.net"}, reqs: []req{
-			{"panel.example.net:PORT", "/", 200},
-			{"panel.example.net.", "/", 200},
-			{"other.example.net", "/", 421},
-			{"localhost", "/", 200},
+			{"panel.example.net:PORT", "/login", 200},
+			{"panel.example.net.", "/login", 200},
+			{"other.example.net", "/login", 421},
+			{"localhost", "/login", 200},
 		}},
 		{name: "one address", listen: "10.0.0.5:8081", names: []string{"panel.example.net"}, reqs: []req{
-			{"10.0.0.5:8081", "/", 200},
-			{"panel.example.net", "/", 200},
-			{"10.0.0.6:8081", "/", 421},
-			{"localhost:8081", "/", 421},
-			{"evil.example", "/", 421},
+			{"10.0.0.5:8081", "/login", 200},
+			{"panel.example.net", "/login", 200},
+			{"10.0.0.6:8081", "/login", 421},
+			{"localhost:8081", "/login", 421},
+			{"evil.example", "/login", 421},
 		}},
 		{name: "every address", listen: "0.0.0.0:8081", reqs: []req{
-			{"10.0.0.5:8081", "/", 200},
-			{"[fd00::5]:8081", "/", 200},
-			{"localhost:8081", "/", 200},
-			{"evil.example:8081", "/", 421},
-			{"10.0.0.5.evil.example", "/", 421},
+			{"10.0.0.5:8081", "/login", 200},
+			{"[fd00::5]:8081", "/login", 200},
+			{"localhost:8081", "/login", 200},
+			{"evil.example:8081", "/login", 421},
+			{"10.0.0.5.evil.example", "/login", 421},
 		}},
 		{name: "every IPv6 address", listen: "[::]:8081", reqs: []req{
-			{"192.168.1.1", "/", 200},
-			{"evil.example", "/", 421},
+			{"192.168.1.1", "/login", 200},
+			{"evil.example", "/login", 421},
 		}},
 	}
 	for _, tc := range cases {
@@ -70,7 +93,7 @@ func TestHostHeader(t *testing.T) {
 			if listen == "" {
 				listen = ln.Addr().String()
 			}
-			h, err := New(Config{Desired: fakeDesired{}, Edges: fakeEdges{}, Events: fakeEvents{}, Listen: listen, Names: tc.names})
+			h, err := New(Config{API: noAPI{}, Login: noLogin{}, Events: noEvents{}, Listen: listen, Names: tc.names})
 			if err != nil {
 				t.Fatal(err)
 			}

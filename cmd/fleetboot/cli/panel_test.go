@@ -34,16 +34,16 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// TestPanelAddress: the web panel, which has no login, is refused on an
-// address other than loopback unless --insecure, which warns; in dev mode
-// too.
+// TestPanelAddress: the web panel, whose logins would cross the network in
+// clear without TLS, is refused on an address other than loopback unless
+// --insecure, which warns; in dev mode too.
 func TestPanelAddress(t *testing.T) {
 	dir := t.TempDir()
 	coord := func(extra ...string) []string {
 		return append([]string{"coordinator", "--data", filepath.Join(dir, "data"), "--store", "dir://" + filepath.Join(dir, "artifacts"),
 			"--nats-listen", "127.0.0.1:0"}, extra...)
 	}
-	refused := "the web panel has no login and this address is not loopback"
+	refused := "this address is not loopback and the web panel would serve logins without TLS"
 	cases := []struct {
 		name  string
 		args  []string
@@ -78,7 +78,7 @@ func TestPanelAddress(t *testing.T) {
 			if r.code != 0 || !strings.HasPrefix(r.stdout, "configuration OK\n") {
 				t.Fatalf("code %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
 			}
-			if warned := strings.Contains(r.stderr, "level=WARN msg=\"INSECURE: the web panel has no login"); warned != c.warns {
+			if warned := strings.Contains(r.stderr, "level=WARN msg=\"INSECURE: the web panel listens beyond loopback without TLS"); warned != c.warns {
 				t.Errorf("warned %v, want %v: stderr %q", warned, c.warns, r.stderr)
 			}
 		})

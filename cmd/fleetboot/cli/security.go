@@ -1,7 +1,10 @@
 package cli
 
 import (
+	"bufio"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,8 +55,9 @@ Existing files are never overwritten.`,
 func (a *app) userCmd() *cobra.Command {
 	cmd := group(&cobra.Command{Use: "user", Short: "Manage people's credentials: admins, site admins and viewers"})
 	var role, site, out string
+	var webLogin bool
 	add := &cobra.Command{
-		Use:   "add NAME --role admin|viewer|site-admin [--site SITE] [--out FILE]",
+		Use:   "add NAME --role admin|viewer|site-admin [--site SITE] [--out FILE] [--web]",
 		Short: "Enrol a person and write their NATS credentials file",
 		Long: `Enrol a person with one of three roles:
   admin       may change the whole desired state and enrol edges and people;
@@ -66,8 +70,12 @@ Every change a role may not make is refused (and audited). SITE need not
 exist yet: its site admin may create it. The key pair is made here; only its
 public key goes to the coordinator, which signs it. The credentials file
 (default ./NAME.creds, 0600) is a standard NATS .creds file: give it with
---creds or FLEETBOOT_CREDS.`,
+--creds or FLEETBOOT_CREDS.
+With --web the person may also log in to the web panel with the same role:
+the password is read from FLEETBOOT_WEB_PASSWORD, or else as the first line
+of standard input (at least 12 characters); only its bcrypt hash is sent.`,
 		Example: `  fleetboot user add alice --role admin --out alice.creds
+  FLEETBOOT_WEB_PASSWORD=… fleetboot user add dana --role admin --web
   fleetboot user add bob --role site-admin --site branch1
   fleetboot user add carol --role viewer`,
 		Args: exactArgs(1, "NAME"),
@@ -75,6 +83,11 @@ public key goes to the coordinator, which signs it. The credentials file
 			req, err := userEnrolRequest(args[0], role, site)
 			if err != nil {
 				return err
+			}
+			if webLogin {
+				if req.WebPassword, err = a.webPassword(); err != nil {
+					return err
+				}
 			}
 			id, path, err := a.enrol(cmd, auth.APIUserAdd, req, out)
 			if err != nil {
@@ -87,6 +100,7 @@ public key goes to the coordinator, which signs it. The credentials file
 	add.Flags().StringVar(&role, "role", "", "admin, viewer or site-admin (required)")
 	add.Flags().StringVar(&site, "site", "", "the site a site-admin manages (only with --role site-admin)")
 	add.Flags().StringVar(&out, "out", "", "credentials file to write (default ./NAME.creds; never overwritten)")
+	add.Flags().BoolVar(&webLogin, "web", false, "also let the person log in to the web panel (password from FLEETBOOT_WEB_PASSWORD or the first line of stdin)")
 	cmd.AddCommand(add, a.revokeCmd(false))
 	return cmd
 }
@@ -302,4 +316,25 @@ func secureConfig(cfg *coordinator.Config, cert, key, ca string, withAuth bool) 
 		cfg.Logger.Warn("--auth without TLS: credentials are checked, but traffic (desired state, events) crosses the network in clear")
 	}
 	return nil
+}
+
+// webPassword reads `user add --web`'s password (FLEETBOOT_WEB_PASSWORD,
+// else stdin's first line) and returns its bcrypt hash.
+func (a *app) webPassword() (string, error) {
+	pw, ok := a.getenv("FLEETBOOT_WEB_PASSWORD")
+	if !ok {
+		if a.stdin == nil {
+			return "", fmt.Errorf("--web: give the password in FLEETBOOT_WEB_PASSWORD or on standard input")
+		}
+		line, err := bufio.NewReader(io.LimitReader(a.stdin, 4096)).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", fmt.Errorf("--web: read the password: %w", err)
+		}
+		pw = strings.TrimRight(line, "\r\n")
+	}
+	h, err := auth.HashWebPassword(pw)
+	if err != nil {
+		return "", fmt.Errorf("--web: %w", err)
+	}
+	return h, nil
 }

@@ -38,6 +38,7 @@ type coordinatorFlags struct {
 	httpNames                                                        []string
 	replicas                                                         int
 	checkConfig, insecure                                            bool
+	panelTLS                                                         bool // --tls-cert given: the panel is served over HTTPS
 	// auth is --auth (coordinator only): with it NATS checks credentials.
 	auth bool
 }
@@ -49,7 +50,7 @@ func (f *coordinatorFlags) register(cmd *cobra.Command, defaultData, defaultStor
 	fl.StringVar(&f.data, "data", defaultData, "data directory (JetStream storage of the embedded NATS server)")
 	fl.StringVar(&f.natsListen, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server")
 	f.panelFlag = panelFlag
-	fl.StringVar(&f.httpListen, panelFlag, "127.0.0.1:8081", "address of the read-only web panel (\"\" turns it off); it has no login, so loopback unless --insecure")
+	fl.StringVar(&f.httpListen, panelFlag, "127.0.0.1:8081", "address of the web panel (\"\" turns it off); beyond loopback it needs --tls-cert (or --insecure)")
 	names := strings.TrimSuffix(panelFlag, "-listen") + "-name"
 	fl.StringArrayVar(&f.httpNames, names, nil, "a DNS name the web panel is reached by (repeatable; comma-separated in FLEETBOOT_"+
 		strings.ToUpper(strings.ReplaceAll(names, "-", "_"))+"); it refuses requests for other names")
@@ -115,8 +116,8 @@ func (f *coordinatorFlags) config(ctx context.Context, a *app) (coordinator.Conf
 	}, nil
 }
 
-// checkPanel refuses to show the fleet, without a login, to whoever reaches
-// a non-loopback address, unless the operator says --insecure; then it warns.
+// checkPanel refuses to serve the panel's logins in clear beyond loopback
+// (no TLS), unless the operator says --insecure; then it warns.
 func (f *coordinatorFlags) checkPanel(a *app) error {
 	// The panel compares names with the request's Host, port dropped: a
 	// name given with a port or a scheme would never match.
@@ -138,10 +139,13 @@ func (f *coordinatorFlags) checkPanel(a *app) error {
 	if web.Loopback(f.httpListen) {
 		return nil
 	}
-	if !f.insecure {
-		return fmt.Errorf("--%s %s: the web panel has no login and this address is not loopback; keep it on 127.0.0.1 (reach it over an SSH tunnel or a proxy with a login), or add --insecure to show the fleet to whoever reaches it", f.panelFlag, f.httpListen)
+	if f.panelTLS {
+		return nil
 	}
-	a.logger().Warn("INSECURE: the web panel has no login and listens beyond loopback: whoever reaches this address sees every site, host and boot", "addr", f.httpListen)
+	if !f.insecure {
+		return fmt.Errorf("--%s %s: this address is not loopback and the web panel would serve logins without TLS; give --tls-cert/--tls-key, keep it on 127.0.0.1 (reach it over an SSH tunnel), or add --insecure to send passwords and session cookies in clear", f.panelFlag, f.httpListen)
+	}
+	a.logger().Warn("INSECURE: the web panel listens beyond loopback without TLS: passwords and session cookies cross the network in clear", "addr", f.httpListen)
 	return nil
 }
 
@@ -271,6 +275,7 @@ Give tls:// URLs and the cluster's CA with the global --tls-ca.`,
     --replicas 3 --auth --account-key /etc/fleetboot/nats/fleetboot-signing.nk`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.panelTLS = tlsCert != ""
 			cfg, err := f.config(cmd.Context(), a)
 			if err != nil {
 				return err
@@ -292,7 +297,7 @@ Give tls:// URLs and the cluster's CA with the global --tls-ca.`,
 	}
 	f.register(cmd, "", "", "http-listen")
 	cmd.Flags().StringVar(&pprofListen, "pprof-listen", "", pprofHelp)
-	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "server certificate (PEM): the embedded NATS server then requires TLS")
+	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "server certificate (PEM): the embedded NATS server then requires TLS, and the web panel serves HTTPS with it")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "server certificate's private key (PEM)")
 	cmd.Flags().BoolVar(&f.auth, "auth", false, "require credentials (NATS JWTs); the first admin's go to DATA/admin.creds; with --nats-url give --account-key")
 	cf.register(cmd)
@@ -383,15 +388,15 @@ Try, from another shell:
   fleetboot site add lab --subnet 10.0.0.0/24 --range 10.0.0.100-10.0.0.200
   fleetboot image add demo --kernel /boot/vmlinuz-$(uname -r) --initrd /boot/initrd.img-$(uname -r) --cmdline 'console=ttyS0'
   fleetboot host set 52:54:00:12:34:56 --image demo --site lab && curl 'http://%s/boot.ipxe?mac=52:54:00:12:34:56'
-`, proto.RedactURL(url), panelURL(cfg.HTTPListen), cfg.StoreURL, cfg.DataDir, ecfg.Name, ecfg.Site, "http://"+ecfg.HTTPListen, ecfg.TFTPListen, dhcpNote(ecfg.Interface), ecfg.HTTPListen)
+`, proto.RedactURL(url), panelURL(cfg.HTTPListen, cfg.DataDir), cfg.StoreURL, cfg.DataDir, ecfg.Name, ecfg.Site, "http://"+ecfg.HTTPListen, ecfg.TFTPListen, dhcpNote(ecfg.Interface), ecfg.HTTPListen)
 	return g.Wait()
 }
 
-func panelURL(addr string) string {
+func panelURL(addr, data string) string {
 	if addr == "" {
 		return "off"
 	}
-	return "http://" + addr + "/"
+	return "http://" + addr + "/ (log in as admin, password in " + filepath.Join(data, "web-admin.password") + ")"
 }
 
 func dhcpNote(iface string) string {

@@ -36,6 +36,12 @@ func TestUserAddFlags(t *testing.T) {
 			}
 		})
 	}
+	t.Run("web password too short", func(t *testing.T) {
+		r := run(t, append(env, "FLEETBOOT_WEB_PASSWORD=short"), "user", "add", "bob", "--role", "admin", "--web", "--out", t.TempDir()+"/bob.creds")
+		if want := "fleetboot: --web: the web password must have at least 12 characters\n"; r.code != 1 || r.stderr != want {
+			t.Fatalf("exit %d, stderr %q\nwant exit 1, %q", r.code, r.stderr, want)
+		}
+	})
 	t.Run("help", func(t *testing.T) {
 		r := run(t, env, "user", "add", "--help")
 		for _, want := range []string{"--role admin|viewer|site-admin [--site SITE]", "site-admin  (with --site SITE) may create and change SITE's configuration",

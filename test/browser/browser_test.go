@@ -1,0 +1,339 @@
+// Package browser drives the web panel in headless Chromium (Debian's
+// chromium, through chromedp) against a real coordinator with --auth: a
+// person logs in, finds a host by MAC, changes its image and the CLI sees
+// it; a viewer sees no edit control and a form she forges is refused.
+package browser
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/nats-io/nats.go"
+
+	"github.com/fleetboot/fleetboot/cmd/fleetboot/cli"
+	"github.com/fleetboot/fleetboot/coordinator/auth"
+	"github.com/fleetboot/fleetboot/proto"
+	"github.com/fleetboot/fleetboot/test/waitfor"
+)
+
+var docs = flag.Bool("docs", false, "also copy the screenshots the README shows into docs/")
+
+const (
+	mac      = "52:54:00:ab:cd:01"
+	password = "correct horse battery"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// coord is a coordinator with --auth run in the test process, with its
+// panel on loopback.
+type coord struct {
+	panel, nats, creds string
+}
+
+func startCoordinator(t *testing.T) coord {
+	t.Helper()
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- cli.Run(ctx, cli.Invocation{Version: "test", Env: cli.EnvMap(nil), Stdout: io.Discard, Stderr: &stderr, Args: []string{
+			"coordinator", "--auth", "--data", filepath.Join(dir, "data"), "--store", "dir://" + filepath.Join(dir, "artifacts"),
+			"--nats-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	panelRE := regexp.MustCompile(`msg="web panel serving" url=(http://127\.0\.0\.1:\d+)`)
+	natsRE := regexp.MustCompile(`msg="coordinator API serving".* nats=(nats://127\.0\.0\.1:\d+)`)
+	var c coord
+	waitfor.True(t, "the coordinator and its panel", func() bool {
+		select {
+		case code := <-done:
+			t.Fatalf("coordinator ended with code %d: %s", code, stderr.String())
+		default:
+		}
+		p, n := panelRE.FindStringSubmatch(stderr.String()), natsRE.FindStringSubmatch(stderr.String())
+		if p == nil || n == nil {
+			return false
+		}
+		c.panel, c.nats = p[1], n[1]
+		return true
+	})
+	c.creds = filepath.Join(dir, "data", "admin.creds")
+	return c
+}
+
+// cli runs a fleetboot client command as the first admin.
+func (c coord) cli(t *testing.T, env map[string]string, args ...string) string {
+	t.Helper()
+	if env == nil {
+		env = map[string]string{}
+	}
+	env["FLEETBOOT_NATS"], env["FLEETBOOT_CREDS"] = c.nats, c.creds
+	var out, errb bytes.Buffer
+	code := cli.Run(context.Background(), cli.Invocation{Version: "test", Args: args, Env: cli.EnvMap(env), Stdout: &out, Stderr: &errb})
+	if code != 0 {
+		t.Fatalf("fleetboot %s: exit %d: %s", strings.Join(args, " "), code, errb.String())
+	}
+	return out.String()
+}
+
+// browserCtx starts one headless Chromium for the test and returns a tab
+// factory: each person gets her own incognito-like context (own cookies).
+func browserCtx(t *testing.T) func() context.Context {
+	t.Helper()
+	path, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal("the browser tests need Debian's chromium (test/deps.sh installs it)")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.WindowSize(1280, 800),
+		chromedp.UserDataDir(t.TempDir()))
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelA)
+	root, cancelR := chromedp.NewContext(actx)
+	t.Cleanup(cancelR)
+	if err := chromedp.Do(root); err != nil { // starts the browser
+		t.Fatalf("start chromium: %v", err)
+	}
+	return func() context.Context {
+		ctx, cancel := chromedp.NewContext(root, chromedp.WithNewBrowserContext())
+		t.Cleanup(cancel)
+		ctx, cancelT := context.WithTimeout(ctx, 2*time.Minute)
+		t.Cleanup(cancelT)
+		return ctx
+	}
+}
+
+// screenshot saves the page as a PNG test artifact (and, with -docs, the
+// README's in docs/).
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	p := filepath.Join(t.ArtifactDir(), name)
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot %s", p)
+	if *docs && name != "viewer-forged.png" {
+		if err := os.WriteFile(filepath.Join("..", "..", "docs", name), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func login(t *testing.T, ctx context.Context, panel, name string) {
+	t.Helper()
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(panel+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#name`)),
+		chromedp.SendKeys(chromedp.CSS(`#name`), name),
+		chromedp.SendKeys(chromedp.CSS(`#password`), password+"\n"), // Enter submits: keyboard only
+		chromedp.WaitVisible(chromedp.CSS(`nav .who`)),
+	)
+	if err != nil {
+		t.Fatalf("log in as %s: %v", name, err)
+	}
+}
+
+func TestPanelInBrowser(t *testing.T) {
+	c := startCoordinator(t)
+	dir := t.TempDir()
+	for _, f := range []string{"vmlinuz", "initrd.img"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("not a real "+f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.cli(t, nil, "site", "add", "lab", "--subnet", "10.0.0.0/24", "--range", "10.0.0.100-10.0.0.200")
+	for _, img := range []string{"deb", "alma"} {
+		c.cli(t, nil, "image", "add", img, "--kernel", filepath.Join(dir, "vmlinuz"), "--initrd", filepath.Join(dir, "initrd.img"))
+	}
+	c.cli(t, nil, "host", "set", mac, "--site", "lab", "--image", "deb", "--hostname", "web1")
+	c.cli(t, nil, "host", "set", "52:54:00:ab:cd:02", "--site", "lab", "--image", "deb", "--hostname", "web2")
+	pw := map[string]string{"FLEETBOOT_WEB_PASSWORD": password}
+	c.cli(t, pw, "user", "add", "alice", "--role", "admin", "--web", "--out", filepath.Join(dir, "alice.creds"))
+	c.cli(t, pw, "user", "add", "vic", "--role", "viewer", "--web", "--out", filepath.Join(dir, "vic.creds"))
+	tab := browserCtx(t)
+
+	var stolen string // alice's host form, as HTML
+	t.Run("admin changes an image", func(t *testing.T) {
+		ctx := tab()
+		login(t, ctx, c.panel, "alice")
+		err := chromedp.Do(ctx,
+			chromedp.Navigate(c.panel+"/hosts"),
+			chromedp.SendKeys(chromedp.CSS(`#q`), "52-54-00-ab-cd-01\n"),
+		)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The unsearched page lists the host too: wait for the answer.
+		waitfor.True(t, "the search's answer", func() bool {
+			ok, _ := chromedp.Run(ctx, chromedp.Evaluate[bool](`location.search.includes('q=') && document.readyState === 'complete'`))
+			return ok
+		})
+		text, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`main`)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(text, "1 host(s)") || strings.Contains(text, "52:54:00:ab:cd:02") {
+			t.Fatalf("search by MAC found:\n%s", text)
+		}
+		screenshot(t, ctx, "panel-hosts.png")
+		err = chromedp.Do(ctx,
+			chromedp.Click(chromedp.CSS(`a[href="/hosts/`+mac+`"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`#hostform`)),
+		)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stolen, err = chromedp.Run(ctx, chromedp.OuterHTML(chromedp.CSS(`#hostform`))); err != nil {
+			t.Fatal(err)
+		}
+		err = chromedp.Do(ctx,
+			chromedp.SetValue(chromedp.CSS(`#image`), "alma"),
+			chromedp.Submit(chromedp.CSS(`#hostform`)),
+			chromedp.WaitVisible(chromedp.CSS(`.saved`)),
+		)
+		if err != nil {
+			t.Fatal(err)
+		}
+		show := c.cli(t, nil, "host", "show", mac, "-o", "json")
+		if !strings.Contains(show, `"image": "alma"`) {
+			t.Fatalf("host show after the change:\n%s", show)
+		}
+		audit := c.cli(t, nil, "audit", "-o", "json")
+		if !strings.Contains(audit, `"who": "alice"`) {
+			t.Fatalf("the audit log lacks alice's change:\n%s", audit)
+		}
+	})
+
+	t.Run("a boot's timeline", func(t *testing.T) {
+		// An enrolled edge reports a boot of the host, as it would serve it.
+		c.cli(t, nil, "edge", "add", "lab", "e1", "--out", filepath.Join(dir, "e1.creds"))
+		nc, err := nats.Connect(c.nats, nats.UserCredentials(filepath.Join(dir, "e1.creds")), nats.CustomInboxPrefix(auth.EdgeInboxPrefix("e1")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		start := time.Now().Add(-20 * time.Second)
+		for i, e := range []struct {
+			ms     int
+			kind   string
+			detail map[string]string
+		}{
+			{0, proto.EventDHCPDiscover, map[string]string{"xid": "1", "arch": "0"}},
+			{12, proto.EventDHCPOffer, map[string]string{"xid": "1", "ip": "10.0.0.100"}},
+			{1020, proto.EventDHCPRequest, map[string]string{"xid": "1"}},
+			{1031, proto.EventDHCPAck, map[string]string{"xid": "1", "ip": "10.0.0.100", "file": "undionly.kpxe"}},
+			{1480, proto.EventTFTPDone, map[string]string{"file": "undionly.kpxe", "bytes": "70006", "duration_ms": "410"}},
+			{4200, proto.EventDHCPDiscover, map[string]string{"xid": "2", "user_class": "iPXE"}},
+			{4215, proto.EventDHCPAck, map[string]string{"xid": "2", "ip": "10.0.0.100"}},
+			{4390, proto.EventScript, map[string]string{"image": "alma"}},
+			{6900, proto.EventArtifactEnd, map[string]string{"file": "alma/vmlinuz", "bytes": "14155776", "duration_ms": "2460", "status": "ok", "cache": "hit"}},
+			{9800, proto.EventArtifactEnd, map[string]string{"file": "alma/initrd.img", "bytes": "61341696", "duration_ms": "2850", "status": "ok", "cache": "miss"}},
+		} {
+			ev := proto.Event{V: proto.Version, ID: fmt.Sprintf("browser-test-%d", i), Time: start.Add(time.Duration(e.ms) * time.Millisecond), Site: "lab", Edge: "e1", MAC: mac, Kind: e.kind, Detail: e.detail}
+			data, _ := json.Marshal(ev)
+			if err := nc.Publish(proto.EventSubject("lab", "e1", mac), data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		ctx := tab()
+		login(t, ctx, c.panel, "alice")
+		waitfor.True(t, "the boot on the host's page", func() bool {
+			if err := chromedp.Do(ctx, chromedp.Navigate(c.panel+"/hosts/"+mac)); err != nil {
+				return false
+			}
+			ok, _ := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.querySelectorAll('svg.wf rect').length >= 10`))
+			return ok
+		})
+		screenshot(t, ctx, "panel-host.png")
+	})
+
+	t.Run("viewer", func(t *testing.T) {
+		if stolen == "" {
+			t.Skip("needs the admin's form")
+		}
+		ctx := tab()
+		login(t, ctx, c.panel, "vic")
+		err := chromedp.Do(ctx,
+			chromedp.Navigate(c.panel+"/hosts/"+mac),
+			chromedp.WaitVisible(chromedp.CSS(`main h1`)),
+		)
+		if err != nil {
+			t.Fatal(err)
+		}
+		forms, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('form')).map(f => f.action)`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range forms {
+			if !strings.HasSuffix(f, "/logout") {
+				t.Fatalf("the viewer's page has an edit form posting to %s", f)
+			}
+		}
+		// She plants the admin's stolen form (its token is the admin's)
+		// in her page and sends it, choosing another image.
+		forged := strings.Replace(stolen, `<option selected="">alma</option>`, `<option>alma</option>`, 1)
+		_, err = chromedp.Run(ctx, chromedp.Evaluate[bool](`document.querySelector('main').insertAdjacentHTML('beforeend', `+jsString(forged)+`);
+				document.querySelector('#hostform #image').value = 'deb'; setTimeout(() => document.querySelector('#hostform').submit(), 0); true`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The page navigates to the answer: read it once it is there.
+		var body string
+		waitfor.True(t, "the answer to the forged form", func() bool {
+			body, _ = chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('#hostform') ? '' : document.body.innerText`))
+			return body != ""
+		})
+		if !strings.Contains(body, "token is missing or stale") {
+			t.Fatalf("the forged form got:\n%s", body)
+		}
+		screenshot(t, ctx, "viewer-forged.png")
+		if show := c.cli(t, nil, "host", "show", mac, "-o", "json"); !strings.Contains(show, `"image": "alma"`) {
+			t.Fatalf("the forged form changed the host:\n%s", show)
+		}
+	})
+}
+
+// jsString quotes s as a JavaScript string literal.
+func jsString(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, "`", "\\`", "$", `\$`)
+	return "`" + r.Replace(s) + "`"
+}
