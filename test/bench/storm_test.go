@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -29,8 +31,9 @@ import (
 	"github.com/fleetboot/fleetboot/test/e2e"
 )
 
-// The storm's network: the server, then the racks from .11 up, and a pool
-// of 2 048 addresses, the same for both servers.
+// The storm's network: the server, then the racks from .11 up, a pool of
+// 2 048 addresses and each machine's reserved address (stormIP), the same
+// for both servers.
 const (
 	stormPrefix    = "10.77.0.0/16"
 	stormNetmask   = "255.255.0.0"
@@ -73,7 +76,8 @@ var (
 // veth on the bridge): each machine has its own MAC, DHCP client and
 // transaction IDs, while one raw socket per rack (filtered to UDP port 68
 // in the kernel) receives the DHCP replies and hands each to the machine
-// whose chaddr it carries. TFTP and HTTP go from the rack's address. The
+// whose chaddr it carries. Each machine has an address reserved on both
+// servers, held by its rack's veth, and its TFTP and HTTP come from it. The
 // table shows, per N: the time until all are done, the slowest and the
 // median machine, the DHCP retries, and the link bound, that is the bytes
 // the storm moves divided by the throughput of plain TCP sendfile streams
@@ -115,7 +119,7 @@ func BenchmarkBootStorm(b *testing.B) {
 				// A sub-benchmark per server: its network and processes
 				// are gone before the next one starts.
 				b.Run(strings.ReplaceAll(s.name, "+", "-"), func(b *testing.B) {
-					env := newStormEnv(b, stormRacks(n))
+					env := newStormEnv(b, n)
 					s.start(b, env, files, macs)
 					link = max(link, linkThroughput(b, env, files.initrd, stormInitrd))
 					runs[s.name] = runStorm(b, env, macs)
@@ -184,16 +188,35 @@ type stormEnv struct {
 	racks []*rack
 }
 
-func newStormEnv(b *testing.B, racks int) *stormEnv {
+// newStormEnv builds the network for n machines: machine i is in rack
+// i % racks, whose veth holds the machine's reserved address, so the
+// machine's TFTP and HTTP come from its own address, as on a real network
+// (servers limit and log per client address).
+func newStormEnv(b *testing.B, n int) *stormEnv {
 	b.Helper()
+	racks := stormRacks(n)
 	env := &stormEnv{benchEnv: &benchEnv{dir: b.TempDir(), addr: serverAddr, prefix: stormPrefix}}
 	env.net = e2e.NewNetwork(b, stormPrefix)
 	env.srv = env.net.AddHost(b, "srv", serverAddr, "")
 	for i := range racks {
 		h := env.net.AddHost(b, fmt.Sprintf("r%d", i), fmt.Sprintf("10.77.0.%d", 11+i), "")
 		env.racks = append(env.racks, openRack(b, h))
+		var batch strings.Builder
+		for m := i; m < n; m += racks {
+			fmt.Fprintf(&batch, "addr add %s/32 dev %s\n", stormIP(m), h.Iface)
+		}
+		cmd := exec.Command("ip", "-n", h.NS, "-batch", "-")
+		cmd.Stdin = strings.NewReader(batch.String())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("rack %s: addresses: %v: %s", h.Name, err, out)
+		}
 	}
 	return env
+}
+
+// stormIP is machine i's reserved address, outside the pool.
+func stormIP(i int) string {
+	return netip.AddrFrom4([4]byte{10, 77, byte(16 + i>>8), byte(i)}).String()
 }
 
 // startStormFleetboot runs the coordinator and an edge in full DHCP mode,
@@ -204,7 +227,7 @@ func startStormFleetboot(b *testing.B, env *stormEnv, files stormFiles, macs []s
 	b.Helper()
 	fb := startFleetboot(b, env.benchEnv, edgeOpts{dhcp: true, pool: stormPoolStart + "-" + stormPoolEnd})
 	fb.cli("image", "add", stormImage, "--kernel", files.kernel, "--initrd", files.initrd, "--cmdline", "console=ttyS0")
-	got := writeHostsKV(b, natsConn(b, env.srv), "lab", stormImage, len(macs), nil)
+	got := writeHostsKV(b, natsConn(b, env.srv), "lab", stormImage, len(macs), stormIP)
 	if !slices.Equal(got, macs) {
 		b.Fatalf("writeHostsKV registered other MACs than the storm's")
 	}
@@ -254,6 +277,11 @@ func startStormReference(b *testing.B, env *stormEnv, files stormFiles, macs []s
 	// refuse part of the storm.
 	conf := strings.Replace(dc.Render(), "log-dhcp\n", "", 1) +
 		fmt.Sprintf("dhcp-lease-max=%d\ntftp-max=%d\n", 4*len(macs), 2*len(macs))
+	var hosts strings.Builder
+	for i, mac := range macs {
+		fmt.Fprintf(&hosts, "dhcp-host=%s,%s\n", mac, stormIP(i))
+	}
+	conf += hosts.String()
 	path := filepath.Join(env.dir, "dnsmasq-storm.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		b.Fatal(err)
@@ -555,7 +583,7 @@ func runStorm(b *testing.B, env *stormEnv, macs []string) *stormRun {
 		go func() {
 			defer wg.Done()
 			<-power
-			results[i] = bootMachine(ctx, m.rack, m.client, m.mac, m.arch)
+			results[i] = bootMachine(ctx, m.rack, stormIP(i), m.client, m.mac, m.arch)
 		}()
 	}
 	b.ResetTimer()
@@ -603,7 +631,7 @@ func runStorm(b *testing.B, env *stormEnv, macs []string) *stormRun {
 
 // bootMachine plays one machine's network boot, from power-on to the
 // initrd downloaded.
-func bootMachine(ctx context.Context, r *rack, c *nclient4.Client, mac string, arch iana.Arch) machineResult {
+func bootMachine(ctx context.Context, r *rack, ip string, c *nclient4.Client, mac string, arch iana.Arch) machineResult {
 	res := machineResult{mac: mac, started: time.Now()}
 	fail := func(step string, err error) machineResult {
 		res.err = fmt.Errorf("%s: %w", step, err)
@@ -615,9 +643,12 @@ func bootMachine(ctx context.Context, r *rack, c *nclient4.Client, mac string, a
 	if err != nil {
 		return fail("firmware DHCP", err)
 	}
+	if got := ack.YourIPAddr.String(); got != ip {
+		return fail("firmware DHCP", fmt.Errorf("address %s, reserved %s", got, ip))
+	}
 	phase()
 	loader, next := e2e.BootFile(ack), ack.ServerIPAddr.String()
-	n, err := tftpLoader(r, next, loader)
+	n, err := tftpLoader(r, ip, next, loader)
 	res.bytes += n
 	if err != nil {
 		return fail("TFTP "+loader, err)
@@ -631,7 +662,15 @@ func bootMachine(ctx context.Context, r *rack, c *nclient4.Client, mac string, a
 	phase()
 	// One HTTP connection per machine, kept alive between its requests
 	// as iPXE keeps its own.
-	tr := &http.Transport{DialContext: r.host.DialContext, MaxIdleConnsPerHost: 1, DisableCompression: true}
+	dial := func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
+		err = e2e.InNS(r.host.NS, func() error {
+			d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+			conn, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return conn, err
+	}
+	tr := &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 1, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
 	buf := make([]byte, 64<<10)
@@ -698,8 +737,8 @@ func retry(ctx context.Context, tries []time.Duration, retries *int, fn func(con
 }
 
 // tftpLoader fetches the loader as a PXE ROM does (blksize 1468, tsize),
-// from the rack's namespace, and checks its length against the file.
-func tftpLoader(r *rack, server, file string) (int64, error) {
+// from the machine's address, and checks its length against the file.
+func tftpLoader(r *rack, ip, server, file string) (int64, error) {
 	st, err := os.Stat(filepath.Join(e2e.IPXEDir, file))
 	if err != nil {
 		return 0, err
@@ -712,6 +751,9 @@ func tftpLoader(r *rack, server, file string) (int64, error) {
 	c.RequestTSize(true)
 	c.SetTimeout(2 * time.Second)
 	c.SetRetries(8)
+	if err := c.SetLocalAddr(ip); err != nil {
+		return 0, err
+	}
 	var rcv io.WriterTo
 	if err := e2e.InNS(r.host.NS, func() error {
 		var err error
