@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -142,22 +143,43 @@ func reportStorm(b *testing.B, res *results, n int, runs map[string]*stormRun, l
 	p := fmt.Sprintf("storm N=%d: ", n)
 	if link > 0 {
 		summary(b, res.area, p+"TCP over the bridge", stormLink, fmtValue(link/(1<<20), "MiB/s"), "")
-		bound := float64(fb.bytes) / link
-		res.add(b, p+"all done", stormLink, bound, "s", false)
+		res.add(b, p+"all done", stormLink, float64(stormBytes(n))/link, "s", false)
 	}
-	for _, name := range []string{stormRef, fleetbootName} {
-		r := runs[name]
-		res.add(b, p+"all done", name, r.all.Seconds(), "s", false)
-	}
-	for _, name := range []string{stormRef, fleetbootName} {
-		r := runs[name]
-		res.add(b, p+"slowest machine", name, r.slowest.Seconds(), "s", false)
-		res.add(b, p+"median machine", name, r.median.Seconds(), "s", false)
-		res.add(b, p+"DHCP retries", name, float64(r.retries), "", false)
-		if r.failed > 0 {
-			summary(b, res.area, p+"machines failed", name, strconv.Itoa(r.failed), "")
+	// A storm where machines failed has no "all done": its times are
+	// those of the machines that got through, no figure to compare.
+	for _, metric := range []string{"all done", "slowest machine", "median machine"} {
+		for _, name := range []string{stormRef, fleetbootName} {
+			r := runs[name]
+			if r.failed > 0 {
+				summary(b, res.area, p+metric, name, fmt.Sprintf("%d of %d failed", r.failed, n), "")
+				continue
+			}
+			v := map[string]time.Duration{"all done": r.all, "slowest machine": r.slowest, "median machine": r.median}[metric]
+			res.add(b, p+metric, name, v.Seconds(), "s", false)
 		}
 	}
+	for _, name := range []string{stormRef, fleetbootName} {
+		res.add(b, p+"DHCP retries", name, float64(runs[name].retries), "", false)
+	}
+	for _, name := range []string{stormRef, fleetbootName} {
+		if r := runs[name]; r.failed > 0 {
+			summary(b, res.area, p+"machines failed", name, strconv.Itoa(r.failed), r.why)
+		}
+	}
+}
+
+// stormBytes is what n machines download: the loader (BIOS and UEFI
+// machines alternate), the kernel and the initrd.
+func stormBytes(n int) int64 {
+	size := func(f string) int64 {
+		st, err := os.Stat(filepath.Join(e2e.IPXEDir, f))
+		if err != nil {
+			return 0
+		}
+		return st.Size()
+	}
+	bios, uefi := int64((n+1)/2), int64(n/2)
+	return bios*size("undionly.kpxe") + uefi*size("ipxe.efi") + int64(n)*(stormKernel+stormInitrd)
 }
 
 type stormFiles struct{ dir, kernel, initrd string }
@@ -522,7 +544,8 @@ func (c *machineConn) SyscallConn() (syscall.RawConn, error) { return nil, error
 type stormRun struct {
 	all, slowest, median time.Duration
 	retries, failed      int
-	bytes                int64 // what the machines downloaded (TFTP and HTTP)
+	bytes                int64  // what the machines downloaded (TFTP and HTTP)
+	why                  string // the failures by reason, most frequent first
 }
 
 // bootPhases name the end of each step of a machine's boot.
@@ -535,6 +558,7 @@ type machineResult struct {
 	retries int
 	bytes   int64
 	err     error
+	step    string // the step that failed
 }
 
 // runStorm powers all machines on at once and waits until each is done
@@ -612,8 +636,9 @@ func runStorm(b *testing.B, env *stormEnv, macs []string) *stormRun {
 			slowest = r
 		}
 	}
+	run.why = failureReasons(results)
 	if len(took) == 0 {
-		b.Fatalf("storm of %d: no machine booted", len(macs))
+		b.Fatalf("storm of %d: no machine booted: %s", len(macs), run.why)
 	}
 	slices.Sort(took)
 	run.slowest, run.median = took[len(took)-1], median(took)
@@ -623,10 +648,59 @@ func runStorm(b *testing.B, env *stormEnv, macs []string) *stormRun {
 	}
 	b.Logf("storm of %d: all done in %s, %d failed, %d DHCP retries, %d MiB; slowest machine %s: %s", len(macs),
 		run.all.Round(time.Millisecond), run.failed, run.retries, run.bytes>>20, slowest.mac, strings.Join(steps, ", "))
+	b.Logf("PROFILE| storm of %d | each step's time, median / max over the machines: %s", len(macs), stepProfile(results))
 	if run.failed > 0 {
-		b.Errorf("storm of %d: %d machines failed", len(macs), run.failed)
+		b.Errorf("storm of %d: %d machines failed: %s", len(macs), run.failed, run.why)
 	}
 	return run
+}
+
+// failureReasons counts the failed machines by step and error, addresses
+// and numbers left out so alike failures count together.
+func failureReasons(results []machineResult) string {
+	digits := regexp.MustCompile(`[0-9.:]*[0-9]`)
+	count := map[string]int{}
+	for _, r := range results {
+		if r.err != nil {
+			msg := r.err.Error()
+			if len(msg) > 120 {
+				msg = msg[:120]
+			}
+			count[digits.ReplaceAllString(msg, "N")]++
+		}
+	}
+	keys := slices.Collect(maps.Keys(count))
+	slices.SortFunc(keys, func(a, b string) int { return count[b] - count[a] })
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%d x %q", count[k], k))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// stepProfile is the median and the longest time of each boot step (from
+// the end of the step before) over the machines that booted: which step a
+// storm waits on.
+func stepProfile(results []machineResult) string {
+	var parts []string
+	for k, name := range bootPhases {
+		var ds []time.Duration
+		for _, r := range results {
+			if r.err != nil {
+				continue
+			}
+			d := r.at[k]
+			if k > 0 {
+				d -= r.at[k-1]
+			}
+			ds = append(ds, d)
+		}
+		if len(ds) == 0 {
+			return "no machine booted"
+		}
+		parts = append(parts, fmt.Sprintf("%s %.2f / %.2f s", name, median(ds).Seconds(), slices.Max(ds).Seconds()))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // bootMachine plays one machine's network boot, from power-on to the
@@ -634,7 +708,7 @@ func runStorm(b *testing.B, env *stormEnv, macs []string) *stormRun {
 func bootMachine(ctx context.Context, r *rack, ip string, c *nclient4.Client, mac string, arch iana.Arch) machineResult {
 	res := machineResult{mac: mac, started: time.Now()}
 	fail := func(step string, err error) machineResult {
-		res.err = fmt.Errorf("%s: %w", step, err)
+		res.err, res.step = fmt.Errorf("%s: %w", step, err), step
 		return res
 	}
 	phase := func() { res.at = append(res.at, time.Since(res.started)) }
@@ -697,27 +771,43 @@ func bootMachine(ctx context.Context, r *rack, ip string, c *nclient4.Client, ma
 }
 
 // dora is one DHCP exchange with a client's timeouts per try: a try that
-// times out counts as a retry. Every message carries the broadcast flag,
-// so each server broadcasts its replies alike.
+// times out counts as a retry, and a retry sends the same message again
+// (same xid), so a late reply to an earlier try still counts, as with a
+// real client. Every message carries the broadcast flag, so each server
+// broadcasts its replies alike.
 func dora(ctx context.Context, c *nclient4.Client, tries []time.Duration, retries *int, mods []dhcpv4.Modifier) (*dhcpv4.DHCPv4, error) {
-	mods = append(slices.Clone(mods), dhcpv4.WithBroadcast(true))
+	mods = append(slices.Clone(mods), dhcpv4.WithBroadcast(true),
+		dhcpv4.WithOption(dhcpv4.OptMaxMessageSize(nclient4.MaxMessageSize)))
+	discover, err := dhcpv4.NewDiscovery(c.InterfaceAddr(), mods...)
+	if err != nil {
+		return nil, err
+	}
 	var offer *dhcpv4.DHCPv4
-	err := retry(ctx, tries, retries, func(ctx context.Context) (err error) {
-		offer, err = c.DiscoverOffer(ctx, mods...)
+	err = retry(ctx, tries, retries, func(ctx context.Context) (err error) {
+		offer, err = c.SendAndRead(ctx, c.RemoteAddr(), discover, nclient4.IsMessageType(dhcpv4.MessageTypeOffer))
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("DISCOVER: %w", err)
 	}
-	var lease *nclient4.Lease
+	request, err := dhcpv4.NewRequestFromOffer(offer, mods...)
+	if err != nil {
+		return nil, err
+	}
+	var ack *dhcpv4.DHCPv4
 	err = retry(ctx, tries, retries, func(ctx context.Context) (err error) {
-		lease, err = c.RequestFromOffer(ctx, offer, mods...)
+		ack, err = c.SendAndRead(ctx, c.RemoteAddr(), request, nclient4.IsAll(
+			nclient4.IsCorrectServer(offer.ServerIdentifier()),
+			nclient4.IsMessageType(dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak)))
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("REQUEST: %w", err)
 	}
-	return lease.ACK, nil
+	if ack.MessageType() == dhcpv4.MessageTypeNak {
+		return nil, fmt.Errorf("REQUEST: NAK: %s", ack.Message())
+	}
+	return ack, nil
 }
 
 func retry(ctx context.Context, tries []time.Duration, retries *int, fn func(context.Context) error) error {
@@ -733,7 +823,7 @@ func retry(ctx context.Context, tries []time.Duration, retries *int, fn func(con
 			return err
 		}
 	}
-	return err
+	return fmt.Errorf("no answer to %d tries: %w", len(tries), err)
 }
 
 // tftpLoader fetches the loader as a PXE ROM does (blksize 1468, tsize),
