@@ -217,7 +217,8 @@ type stormEnv struct {
 func newStormEnv(b *testing.B, n int) *stormEnv {
 	b.Helper()
 	racks := stormRacks(n)
-	env := &stormEnv{benchEnv: &benchEnv{dir: b.TempDir(), addr: serverAddr, prefix: stormPrefix}}
+	// The servers' logs stay under $FLEETBOOT_E2E_LOGDIR when it is set.
+	env := &stormEnv{benchEnv: &benchEnv{dir: e2e.LogDir(b), addr: serverAddr, prefix: stormPrefix}}
 	env.net = e2e.NewNetwork(b, stormPrefix)
 	env.srv = env.net.AddHost(b, "srv", serverAddr, "")
 	for i := range racks {
