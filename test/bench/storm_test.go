@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -409,6 +410,8 @@ type rack struct {
 	conn net.PacketConn // IP/UDP framing over the raw socket, sends broadcast
 	sc   syscall.RawConn
 
+	got, delivered, full atomic.Int64 // replies read, handed over, dropped
+
 	mu    sync.Mutex
 	boxes map[[6]byte]chan []byte
 }
@@ -462,7 +465,9 @@ func openRack(b *testing.B, h *e2e.Host) *rack {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		r.read()
+		if err := r.read(); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrClosed) {
+			b.Errorf("rack %s: DHCP socket: %v", h.Name, err)
+		}
 	}()
 	b.Cleanup(func() {
 		r.conn.Close()
@@ -486,13 +491,14 @@ func (r *rack) drops() uint32 {
 
 // read hands each DHCP reply to its machine until the socket closes. A
 // reply for a machine of another rack (replies are broadcast) is dropped.
-func (r *rack) read() {
+func (r *rack) read() error {
 	buf := make([]byte, 2048)
 	for {
 		n, _, err := r.conn.ReadFrom(buf)
 		if err != nil {
-			return
+			return err
 		}
+		r.got.Add(1)
 		if n < 34 || buf[0] != byte(dhcpv4.OpcodeBootReply) {
 			continue
 		}
@@ -505,7 +511,9 @@ func (r *rack) read() {
 		}
 		select {
 		case box <- bytes.Clone(buf[:n]):
+			r.delivered.Add(1)
 		default: // the machine is not reading: as a full NIC ring, drop
+			r.full.Add(1)
 		}
 	}
 }
@@ -636,9 +644,14 @@ func runStorm(b *testing.B, env *stormEnv, macs []string) *stormRun {
 	wg.Wait()
 	b.StopTimer()
 	run := &stormRun{}
+	var got, delivered, full int64
 	for _, r := range env.racks {
 		run.sockDrops += int(r.drops())
+		got, delivered, full = got+r.got.Load(), delivered+r.delivered.Load(), full+r.full.Load()
 	}
+	// Every rack reads every broadcast reply; a reply "dropped" found its
+	// machine's queue full.
+	b.Logf("racks: %d DHCP replies read, %d handed to their machines, %d dropped", got, delivered, full)
 	var took []time.Duration
 	var slowest *machineResult
 	for i := range results {
