@@ -411,6 +411,7 @@ type rack struct {
 	sc   syscall.RawConn
 
 	got, delivered, full atomic.Int64 // replies read, handed over, dropped
+	closing              atomic.Bool  // the socket's read error is the benchmark's end
 
 	mu    sync.Mutex
 	boxes map[[6]byte]chan []byte
@@ -465,11 +466,12 @@ func openRack(b *testing.B, h *e2e.Host) *rack {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := r.read(); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrClosed) {
+		if err := r.read(); err != nil && !r.closing.Load() {
 			b.Errorf("rack %s: DHCP socket: %v", h.Name, err)
 		}
 	}()
 	b.Cleanup(func() {
+		r.closing.Store(true)
 		r.conn.Close()
 		<-done
 	})
