@@ -274,7 +274,7 @@ func New(cfg Config) (_ *Agent, err error) {
 	}
 	boot := httpboot.New(httpboot.Config{
 		State: siteMode{State: a.st, mode: cfg.DHCPMode}, BaseURL: a.base, Artifacts: a.cache, BootDir: cfg.BootDir,
-		Callbacks: natsCallbacks{nc: nc}, CallbackKey: key, Leases: leases, Events: a.rec, Repeats: a.agg, Logger: log,
+		Callbacks: natsCallbacks{nc: nc, site: cfg.Site}, CallbackKey: key, Leases: leases, Events: a.rec, Repeats: a.agg, Logger: log,
 	})
 	// A configuration the renderer refuses would make every script request
 	// a 500: refuse it here, once, instead.
@@ -287,7 +287,7 @@ func New(cfg Config) (_ *Agent, err error) {
 	// Header, query and body limits and slow-client deadlines; no whole-
 	// request WriteTimeout, which would cut ISO downloads (httpboot.Limits).
 	a.srv = httpboot.NewServer(mux, httpboot.Limits{Logger: log, Repeats: a.agg, Rate: cfg.HTTPSourceRate, Metrics: reg})
-	if a.tftp, err = newTFTP(cfg, boot, a.cache, a.rec, a.agg, macForIP, log); err != nil {
+	if a.tftp, err = newTFTP(cfg, boot, a.cache, a.rec, a.agg, macForIP, reg, log); err != nil {
 		return nil, err
 	}
 	if a.tftp != nil {
@@ -427,14 +427,20 @@ func (l *lazyStore) Get(ctx context.Context, key string) (io.ReadCloser, error) 
 }
 
 // natsCallbacks forwards installer callbacks to the coordinator.
-type natsCallbacks struct{ nc *nats.Conn }
+type natsCallbacks struct {
+	nc   *nats.Conn
+	site string // this edge's: a report of an unknown machine is kept at it
+}
 
 func (n natsCallbacks) Done(ctx context.Context, mac string) error {
 	return n.call(ctx, proto.APIHostDone, proto.MACRequest{V: proto.Version, MAC: mac})
 }
 
 func (n natsCallbacks) Facts(ctx context.Context, mac string, body []byte) error {
-	return n.call(ctx, proto.APIHostFacts, proto.FactsRequest{V: proto.Version, MAC: mac, Facts: body})
+	// The site says where an unknown machine (a discovery report) waits;
+	// with --auth the coordinator takes it from the edge's credentials
+	// instead of trusting this field.
+	return n.call(ctx, proto.APIHostFacts, proto.FactsRequest{V: proto.Version, MAC: mac, Site: n.site, Facts: body})
 }
 
 func (n natsCallbacks) call(ctx context.Context, endpoint string, req any) error {

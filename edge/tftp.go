@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"net"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/fleetboot/fleetboot/edge/events"
 	"github.com/fleetboot/fleetboot/edge/httpboot"
 	"github.com/fleetboot/fleetboot/edge/tftp"
@@ -13,7 +15,7 @@ import (
 // per-client iPXE scripts and GRUB configs come from the HTTP boot handler;
 // binaries from BootDir; image artifacts (artifacts/<image>/<file>) from the
 // cache, with the HTTP handler deciding which ones the site serves.
-func newTFTP(cfg Config, boot *httpboot.Handler, files tftp.VerifiedFiles, rec *events.Recorder, rep tftp.Repeats, macForIP func(net.IP) string, log *slog.Logger) (*tftp.Server, error) {
+func newTFTP(cfg Config, boot *httpboot.Handler, files tftp.VerifiedFiles, rec *events.Recorder, rep tftp.Repeats, macForIP func(net.IP) string, reg prometheus.Registerer, log *slog.Logger) (*tftp.Server, error) {
 	if cfg.TFTPListen == "" {
 		return nil, nil
 	}
@@ -29,6 +31,7 @@ func newTFTP(cfg Config, boot *httpboot.Handler, files tftp.VerifiedFiles, rec *
 		MACForIP: macForIP,
 		// Refusals counted per address and window, over a per-address rate.
 		RateLimit: tftp.RateLimit{Repeats: rep, Rate: cfg.TFTPSourceRate},
+		Metrics:   reg,
 	})
 	if err != nil {
 		return nil, err

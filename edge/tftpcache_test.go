@@ -242,7 +242,7 @@ func startTFTPCache(t testing.TB, kernelSize int, mutate func(image, file string
 	f.files = &watchedFiles{Cache: c}
 	f.bootDir = t.TempDir()
 	// No per-source rate limit: the benchmark asks from one address at will.
-	srv, err := newTFTP(Config{TFTPListen: "127.0.0.1:0", BootDir: f.bootDir, TFTPSourceRate: -1}, boot, f.files, rec, nil, leases.MACForIP, log)
+	srv, err := newTFTP(Config{TFTPListen: "127.0.0.1:0", BootDir: f.bootDir, TFTPSourceRate: -1}, boot, f.files, rec, nil, leases.MACForIP, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}

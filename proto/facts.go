@@ -12,7 +12,7 @@ type Facts struct {
 	SecureBoot bool        `json:"secure_boot"`         // UEFI Secure Boot enforced
 	CPUModel   string      `json:"cpu_model,omitempty"` // /proc/cpuinfo "model name"
 	CPUs       int         `json:"cpus"`                // logical CPUs online
-	MemoryGiB  float64     `json:"memory_gib"`          // MemTotal, GiB (two decimals)
+	MemoryGiB  float64     `json:"memory_gib"`          // installed (online memory blocks; else MemTotal), GiB, two decimals
 	DMI        DMIFacts    `json:"dmi"`                 // /sys/class/dmi/id
 	NICs       []NICFacts  `json:"nics"`                // every NIC with a MAC, loopback excluded, by name
 	Disks      []DiskFacts `json:"disks"`               // whole block devices (no partitions, loop, ram), by name

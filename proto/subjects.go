@@ -80,6 +80,28 @@ const (
 	APILoaderRm   = "loader.rm"
 )
 
+// Discovery, labels and policies (issue 15), relative to APIPrefix.
+const (
+	APIDiscoveredList = "discovered.list" // ListRequest -> []Discovered
+	APIFactsGet       = "facts.get"       // MACRequest -> FactsReply
+	APIPolicyAdd      = "policy.add"      // Policy -> PolicyAddReply
+	APIPolicyList     = "policy.list"     // ListRequest -> []PolicyView
+	APIPolicyGet      = "policy.get"      // NameRequest -> PolicyView
+	APIPolicyRm       = "policy.rm"       // NameRequest
+	APIPolicyEnable   = "policy.enable"   // PolicyEnableRequest -> PolicyView
+	APIPolicyExplain  = "policy.explain"  // MACRequest -> PolicyDecision
+	APITemplateAdd    = "template.add"    // Template -> Template
+	APITemplateList   = "template.list"   // ListRequest -> []Template
+	APITemplateGet    = "template.get"    // NameRequest -> Template
+	APITemplateRm     = "template.rm"     // NameRequest
+	APIHostImport     = "host.import"     // HostImportRequest -> HostImportReply
+	APIHostBulkSet    = "host.bulkset"    // HostBulkSetRequest -> HostBulkSetReply
+)
+
+// BucketTemplates holds the install templates (key: name -> Template).
+// Global like images: every edge reads it, to render them for its hosts.
+const BucketTemplates = "templates"
+
 // APISubject returns the full subject for an endpoint name.
 func APISubject(endpoint string) string { return APIPrefix + "." + endpoint }
 

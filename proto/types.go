@@ -102,8 +102,11 @@ type Host struct {
 	Image     string            `json:"image,omitempty"`
 	Loader    string            `json:"loader,omitempty"` // boot chain; "" = the site's
 	Vars      map[string]string `json:"vars,omitempty"`
-	State     string            `json:"state"`          // StateBoot or StateLocal
-	Once      bool              `json:"once,omitempty"` // switch to StateLocal after the install reports done
+	Labels    map[string]string `json:"labels,omitempty"`   // set by admins, imports and policies; selectors read them
+	Template  string            `json:"template,omitempty"` // install template the edge renders for it
+	Policy    string            `json:"policy,omitempty"`   // the policy that claimed it from discovery
+	State     string            `json:"state"`              // StateBoot or StateLocal
+	Once      bool              `json:"once,omitempty"`     // switch to StateLocal after the install reports done
 	Updated   time.Time         `json:"updated"`
 }
 

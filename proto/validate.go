@@ -108,3 +108,30 @@ func ValidFileName(s string) error {
 	}
 	return nil
 }
+
+// ValidLabel checks a host label. Keys are what selectors name after
+// "labels." (letters, digits, '.', '_', '-', '/', starting with a letter or
+// digit); values are one word of letters, digits, '.', '_' and '-', so a
+// label is safe in a selector, a template and a kernel command line alike.
+func ValidLabel(key, value string) error {
+	if key == "" || len(key) > 63 {
+		return fmt.Errorf("invalid label key %q: 1 to 63 characters", key)
+	}
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-' && c != '/') {
+			return fmt.Errorf("invalid label key %q: use letters, digits, '.', '_', '-' or '/', starting with a letter or digit", key)
+		}
+	}
+	if value == "" || len(value) > 63 {
+		return fmt.Errorf("invalid value %q of label %s: 1 to 63 characters", value, key)
+	}
+	for i := 0; i < len(value); i++ {
+		c := value[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("invalid value %q of label %s: use letters, digits, '.', '_' or '-'", value, key)
+		}
+	}
+	return nil
+}

@@ -10,8 +10,9 @@ PKGS=(qemu-system-x86 ipxe-qemu ipxe ovmf busybox-static dnsmasq nginx isc-dhcp-
       tftp-hpa curl iproute2 cpio kea-admin kea-dhcp4-server tftpd-hpa
       dracut dracut-live dracut-network squashfs-tools xorriso iputils-arping
       qemu-system-arm qemu-efi-aarch64 atftp openipmi ipmitool chromium)
-# atftpd (the windowsize reference server) conflicts with tftpd-hpa: benchmarks
-# unpack its .deb with `apt-get download` + dpkg-deb -x instead.
+# atftpd (the windowsize reference in test/bench) conflicts with tftpd-hpa:
+# both ship /usr/sbin/in.tftpd, and installing one removes the other. The
+# benchmark runs it from `apt-get download atftpd`, unpacked into its cache.
 # Validators only (cloud-init schema): without recommends, so nothing of it runs
 # at boot.
 PKGS_NORECOMMENDS=(cloud-init)

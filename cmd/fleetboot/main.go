@@ -17,7 +17,13 @@ var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := cli.Main(ctx, version, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	args := os.Args[1:]
+	if os.Getpid() == 1 {
+		// /init of the discovery initramfs: the kernel passes stray
+		// command-line words as arguments, so none are read.
+		args = []string{"discover"}
+	}
+	code := cli.Main(ctx, version, args, os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }

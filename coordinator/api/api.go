@@ -139,7 +139,36 @@ func Start(nc *nats.Conn, cfg Config) (micro.Service, error) {
 		})},
 		{proto.APIHostDone, handle(cfg, func(ctx context.Context, r proto.MACRequest) (proto.Host, error) { return s.InstallDone(ctx, r.MAC) })},
 		{proto.APIHostFacts, handle(cfg, func(ctx context.Context, r proto.FactsRequest) (proto.MACRequest, error) {
-			return proto.MACRequest{V: proto.Version, MAC: r.MAC}, s.RecordFacts(ctx, r.MAC, r.Facts)
+			return proto.MACRequest{V: proto.Version, MAC: r.MAC}, s.RecordFacts(ctx, r)
+		})},
+		{proto.APIHostImport, handle(cfg, s.ImportHosts)},
+		{proto.APIHostBulkSet, handle(cfg, s.BulkSetHosts)},
+		{proto.APIDiscoveredList, handle(cfg, func(ctx context.Context, r proto.ListRequest) ([]proto.Discovered, error) {
+			if site, ok := visibleSite(ctx); ok {
+				r.Site = site // the guard refused any other site
+			}
+			return s.ListDiscovered(ctx, r.Site)
+		})},
+		{proto.APIFactsGet, handle(cfg, func(ctx context.Context, r proto.MACRequest) (proto.FactsReply, error) { return s.FactsOf(ctx, r.MAC) })},
+		{proto.APIPolicyAdd, handle(cfg, s.AddPolicy)},
+		{proto.APIPolicyList, handle(cfg, func(ctx context.Context, _ proto.ListRequest) ([]proto.PolicyView, error) { return s.ListPolicies(ctx) })},
+		{proto.APIPolicyGet, handle(cfg, func(ctx context.Context, r proto.NameRequest) (proto.PolicyView, error) {
+			return s.GetPolicy(ctx, r.Name)
+		})},
+		{proto.APIPolicyRm, handle(cfg, func(ctx context.Context, r proto.NameRequest) (proto.NameRequest, error) {
+			return r, s.RemovePolicy(ctx, r.Name)
+		})},
+		{proto.APIPolicyEnable, handle(cfg, s.EnablePolicy)},
+		{proto.APIPolicyExplain, handle(cfg, func(ctx context.Context, r proto.MACRequest) (proto.PolicyDecision, error) {
+			return s.ExplainPolicies(ctx, r.MAC)
+		})},
+		{proto.APITemplateAdd, handle(cfg, s.AddTemplate)},
+		{proto.APITemplateList, handle(cfg, func(ctx context.Context, _ proto.ListRequest) ([]proto.Template, error) { return s.ListTemplates(ctx) })},
+		{proto.APITemplateGet, handle(cfg, func(ctx context.Context, r proto.NameRequest) (proto.Template, error) {
+			return s.GetTemplate(ctx, r.Name)
+		})},
+		{proto.APITemplateRm, handle(cfg, func(ctx context.Context, r proto.NameRequest) (proto.NameRequest, error) {
+			return r, s.RemoveTemplate(ctx, r.Name)
 		})},
 		{proto.APIEdgeList, handle(cfg, func(ctx context.Context, _ proto.ListRequest) ([]proto.EdgeView, error) {
 			edges, err := s.ListEdges(ctx)

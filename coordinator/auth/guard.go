@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/fleetboot/fleetboot/proto"
@@ -79,6 +80,12 @@ func (g *Guard) Authorize(ctx context.Context, id Identity, endpoint string, bod
 				return nil
 			}
 			site, err := g.HostSite(ctx, r.MAC)
+			if endpoint == proto.APIHostFacts && errors.Is(err, errNotFound) {
+				// An unknown machine's discovery report: the API confines
+				// it to the edge's own site, and the service records it
+				// there only if that site discovers.
+				return nil
+			}
 			if err != nil || site != id.Site {
 				return fmt.Errorf("%w: %s may report only for machines of its own site", ErrDenied, id)
 			}

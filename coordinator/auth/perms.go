@@ -69,25 +69,30 @@ func Permissions(id Identity) (jwt.Permissions, error) {
 			"$JS.API.STREAM.INFO.KV_"+proto.BucketHosts,
 			"$JS.API.STREAM.INFO.KV_"+proto.BucketImages,
 			"$JS.API.STREAM.INFO.KV_"+proto.BucketLoaders,
+			"$JS.API.STREAM.INFO.KV_"+proto.BucketTemplates,
 			"$JS.API.DIRECT.GET.KV_"+proto.BucketSites+".$KV."+proto.BucketSites+"."+s,
 			"$JS.API.DIRECT.GET.KV_"+proto.BucketHosts+".$KV."+proto.BucketHosts+"."+s+".>",
 			"$JS.API.DIRECT.GET.KV_"+proto.BucketImages+".$KV."+proto.BucketImages+".>",
 			"$JS.API.DIRECT.GET.KV_"+proto.BucketLoaders+".$KV."+proto.BucketLoaders+".>",
+			"$JS.API.DIRECT.GET.KV_"+proto.BucketTemplates+".$KV."+proto.BucketTemplates+".>",
 			"$JS.API.CONSUMER.CREATE.KV_"+proto.BucketSites+".*.$KV."+proto.BucketSites+"."+s,
 			"$JS.API.CONSUMER.CREATE.KV_"+proto.BucketHosts+".*.$KV."+proto.BucketHosts+"."+s+".>",
 			"$JS.API.CONSUMER.CREATE.KV_"+proto.BucketImages+".*.$KV."+proto.BucketImages+".>",
 			"$JS.API.CONSUMER.CREATE.KV_"+proto.BucketLoaders+".*.$KV."+proto.BucketLoaders+".>",
+			"$JS.API.CONSUMER.CREATE.KV_"+proto.BucketTemplates+".*.$KV."+proto.BucketTemplates+".>",
 			// Unsubscribing a watch deletes its ephemeral consumer; names are
 			// random and not listable, so this reaches only the edge's own.
 			"$JS.API.CONSUMER.DELETE.KV_"+proto.BucketSites+".*",
 			"$JS.API.CONSUMER.DELETE.KV_"+proto.BucketHosts+".*",
 			"$JS.API.CONSUMER.DELETE.KV_"+proto.BucketImages+".*",
 			"$JS.API.CONSUMER.DELETE.KV_"+proto.BucketLoaders+".*",
+			"$JS.API.CONSUMER.DELETE.KV_"+proto.BucketTemplates+".*",
 			// Flow control replies: without them a large watch stalls.
 			"$JS.FC.KV_"+proto.BucketSites+".>",
 			"$JS.FC.KV_"+proto.BucketHosts+".>",
 			"$JS.FC.KV_"+proto.BucketImages+".>",
 			"$JS.FC.KV_"+proto.BucketLoaders+".>",
+			"$JS.FC.KV_"+proto.BucketTemplates+".>",
 			proto.StatusSubject(s, n),
 			proto.SubjectEventsPrefix+"."+s+"."+n+".>",
 			proto.APISubject(proto.APIHostDone),
@@ -156,6 +161,7 @@ func siteAdminPermissions(s, publicKey string) jwt.Permissions {
 	hosts := "$KV." + proto.BucketHosts + "." + s + ".>"
 	images := "$KV." + proto.BucketImages + ".>"
 	loaders := "$KV." + proto.BucketLoaders + ".>"
+	templates := "$KV." + proto.BucketTemplates + ".>"
 	events := proto.SubjectEventsPrefix + "." + s + ".>"
 	p.Pub.Allow.Add(
 		proto.APIPrefix+".>",
@@ -163,12 +169,14 @@ func siteAdminPermissions(s, publicKey string) jwt.Permissions {
 		"$JS.API.STREAM.INFO."+kv(proto.BucketHosts),
 		"$JS.API.STREAM.INFO."+kv(proto.BucketImages),
 		"$JS.API.STREAM.INFO."+kv(proto.BucketLoaders),
+		"$JS.API.STREAM.INFO."+kv(proto.BucketTemplates),
 		"$JS.API.STREAM.INFO."+proto.StreamEvents,
 		// Reads by key: the key is in the subject.
 		"$JS.API.DIRECT.GET."+kv(proto.BucketSites)+"."+sites,
 		"$JS.API.DIRECT.GET."+kv(proto.BucketHosts)+"."+hosts,
 		"$JS.API.DIRECT.GET."+kv(proto.BucketImages)+"."+images,
 		"$JS.API.DIRECT.GET."+kv(proto.BucketLoaders)+"."+loaders,
+		"$JS.API.DIRECT.GET."+kv(proto.BucketTemplates)+"."+templates,
 		// Watches and event reads: a consumer whose single filter subject
 		// is in the create subject (the server checks it against the body).
 		// A consumer with several filters has none in its subject: refused.
@@ -176,6 +184,7 @@ func siteAdminPermissions(s, publicKey string) jwt.Permissions {
 		"$JS.API.CONSUMER.CREATE."+kv(proto.BucketHosts)+".*."+hosts,
 		"$JS.API.CONSUMER.CREATE."+kv(proto.BucketImages)+".*."+images,
 		"$JS.API.CONSUMER.CREATE."+kv(proto.BucketLoaders)+".*."+loaders,
+		"$JS.API.CONSUMER.CREATE."+kv(proto.BucketTemplates)+".*."+templates,
 		"$JS.API.CONSUMER.CREATE."+proto.StreamEvents+".*."+events,
 		// The consumers above, by their random, unlistable names: the
 		// events reader pulls (MSG.NEXT) and asks how much is pending.
@@ -183,6 +192,7 @@ func siteAdminPermissions(s, publicKey string) jwt.Permissions {
 		"$JS.API.CONSUMER.DELETE."+kv(proto.BucketHosts)+".*",
 		"$JS.API.CONSUMER.DELETE."+kv(proto.BucketImages)+".*",
 		"$JS.API.CONSUMER.DELETE."+kv(proto.BucketLoaders)+".*",
+		"$JS.API.CONSUMER.DELETE."+kv(proto.BucketTemplates)+".*",
 		"$JS.API.CONSUMER.DELETE."+proto.StreamEvents+".*",
 		"$JS.API.CONSUMER.INFO."+proto.StreamEvents+".*",
 		"$JS.API.CONSUMER.MSG.NEXT."+proto.StreamEvents+".*",
@@ -190,6 +200,7 @@ func siteAdminPermissions(s, publicKey string) jwt.Permissions {
 		"$JS.FC."+kv(proto.BucketHosts)+".>",
 		"$JS.FC."+kv(proto.BucketImages)+".>",
 		"$JS.FC."+kv(proto.BucketLoaders)+".>",
+		"$JS.FC."+kv(proto.BucketTemplates)+".>",
 	)
 	p.Sub.Allow.Add(
 		UserInboxPrefix(publicKey)+".>",

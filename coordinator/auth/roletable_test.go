@@ -120,6 +120,26 @@ func apiRows() []roleRow {
 		{"host.done other host", apiCall(proto.APIHostDone, macReq(otherMAC)), want{allow, guard, guard, count}},
 		{"host.facts lab host", apiCall(proto.APIHostFacts, factsReq(labMAC)), want{allow, allow, guard, allow}},
 		{"host.facts other host", apiCall(proto.APIHostFacts, factsReq(otherMAC)), want{allow, guard, guard, count}},
+		{"host.import at lab", apiCall(proto.APIHostImport, importAt(lab)), want{allow, allow, guard, perm}},
+		{"host.import at other", apiCall(proto.APIHostImport, importAt(other)), want{allow, guard, guard, perm}},
+		{"host.bulkset lab", apiCall(proto.APIHostBulkSet, bulkSetAt(lab)), want{allow, allow, guard, perm}},
+		{"host.bulkset other", apiCall(proto.APIHostBulkSet, bulkSetAt(other)), want{allow, guard, guard, perm}},
+		{"host.facts unknown MAC at lab (discovery)", apiCall(proto.APIHostFacts, discoveryReport), want{allow, guard, guard, allow}},
+		{"discovered.list all", apiCall(proto.APIDiscoveredList, listReq("")), want{allow, allow, allow, perm}},
+		{"discovered.list other", apiCall(proto.APIDiscoveredList, listReq(other)), want{allow, guard, allow, perm}},
+		{"facts.get lab host", apiCall(proto.APIFactsGet, macReq(labMAC)), want{allow, allow, allow, perm}},
+		{"facts.get other host", apiCall(proto.APIFactsGet, macReq(otherMAC)), want{allow, guard, allow, perm}},
+		{"policy.explain lab host", apiCall(proto.APIPolicyExplain, macReq(labMAC)), want{allow, allow, allow, perm}},
+		{"policy.explain other host", apiCall(proto.APIPolicyExplain, macReq(otherMAC)), want{allow, guard, allow, perm}},
+		{"policy.add new", apiCall(proto.APIPolicyAdd, newPolicy), want{allow, guard, guard, perm}},
+		{"policy.list", apiCall(proto.APIPolicyList, listReq("")), want{allow, allow, allow, perm}},
+		{"policy.get", apiCall(proto.APIPolicyGet, existingPolicy), want{allow, allow, allow, perm}},
+		{"policy.enable", apiCall(proto.APIPolicyEnable, policyToDisable), want{allow, guard, guard, perm}},
+		{"policy.rm", apiCall(proto.APIPolicyRm, existingPolicy), want{allow, guard, guard, perm}},
+		{"template.add new", apiCall(proto.APITemplateAdd, newTemplate), want{allow, guard, guard, perm}},
+		{"template.list", apiCall(proto.APITemplateList, listReq("")), want{allow, allow, allow, perm}},
+		{"template.get", apiCall(proto.APITemplateGet, existingTemplate), want{allow, allow, allow, perm}},
+		{"template.rm (unused template)", apiCall(proto.APITemplateRm, existingTemplate), want{allow, guard, guard, perm}},
 		{"edge.list", apiCall(proto.APIEdgeList, listReq("")), want{allow, allow, allow, perm}},
 		{"store.info", apiCall(proto.APIStoreInfo, listReq("")), want{allow, allow, allow, allow}},
 		{"edge.add at lab", apiCall(auth.APIEdgeAdd, newEdge(lab)), want{allow, guard, guard, perm}},
@@ -156,6 +176,11 @@ func buckets(t *testing.T) []bucket {
 		{name: proto.BucketMACs, own: macKey},
 		{name: "ips", own: ownSite + ".10.0.0.5"},
 		{name: "facts", own: macKey},
+		{name: "discovered", own: labKey, other: otherKey, watchOwn: ownSite + ".>", watchOther: otherSite + ".>"},
+		{name: "policies", own: "rtpol"},
+		{name: "policyclaims", own: "rtpol"},
+		{name: proto.BucketTemplates, own: "rttpl"},
+		{name: "templatelocks", own: "rttpl"},
 		{name: "imagelocks", own: seedImage},
 		{name: "loaderlocks", own: seedLoader},
 		{name: proto.BucketEdges, own: "rte-probe"},
@@ -176,7 +201,7 @@ func kvRows(b bucket) []roleRow {
 	switch b.name {
 	case proto.BucketSites, proto.BucketHosts:
 		readOwn = want{allow, allow, allow, allow}
-	case proto.BucketImages, proto.BucketLoaders:
+	case proto.BucketImages, proto.BucketLoaders, proto.BucketTemplates:
 		readOwn, readAll = want{allow, allow, allow, allow}, want{allow, allow, allow, allow}
 	case proto.BucketIdentities:
 		people, readOwn, readOther, readAll = none, none, none, none
@@ -329,8 +354,9 @@ type roleFixture struct {
 	e       *env
 	admin   *nats.Conn
 	adminJS jetstream.JetStream
-	creds   [nCols]string
-	ids     [nCols]auth.Identity
+	creds   [nCols][2]string
+	ids     [nCols][2]auth.Identity
+	turn    [nCols]int // which of the column's two identities is next
 
 	mu sync.Mutex
 	n  int // fresh names, MACs and subnets
@@ -346,14 +372,19 @@ func newRoleFixture(t *testing.T, e *env) *roleFixture {
 	f.adminJS = js
 	mustOK(t, call(t, f.admin, proto.APIImageAdd, tableImage(seedImage), nil))
 	mustOK(t, call(t, f.admin, proto.APILoaderAdd, tableLoader(seedLoader), nil))
-	f.creds[colAdmin] = enrol(t, f.admin, auth.APIUserAdd, auth.EnrolRequest{Name: "rt-admin", Role: auth.RoleAdmin})
-	f.creds[colSiteAdmin] = enrol(t, f.admin, auth.APIUserAdd, auth.EnrolRequest{Name: "rt-siteadmin", Role: auth.RoleSiteAdmin, Site: ownSite})
-	f.creds[colViewer] = enrol(t, f.admin, auth.APIUserAdd, auth.EnrolRequest{Name: "rt-viewer", Role: auth.RoleViewer})
-	f.creds[colEdge] = enrol(t, f.admin, auth.APIEdgeAdd, auth.EnrolRequest{Name: "rte1", Site: ownSite})
-	f.ids[colAdmin] = auth.Identity{Name: "rt-admin", Role: auth.RoleAdmin}
-	f.ids[colSiteAdmin] = auth.Identity{Name: "rt-siteadmin", Role: auth.RoleSiteAdmin, Site: ownSite}
-	f.ids[colViewer] = auth.Identity{Name: "rt-viewer", Role: auth.RoleViewer}
-	f.ids[colEdge] = auth.Identity{Name: "rte1", Role: auth.RoleEdge, Site: ownSite}
+	// Two identities per column, taken in turn: the audit log stores at
+	// most audit.RefusalsPerMinute refusals per caller and minute, and the
+	// table refuses a viewer more often than that.
+	for i, suffix := range []string{"", "-b"} {
+		f.creds[colAdmin][i] = enrol(t, f.admin, auth.APIUserAdd, auth.EnrolRequest{Name: "rt-admin" + suffix, Role: auth.RoleAdmin})
+		f.creds[colSiteAdmin][i] = enrol(t, f.admin, auth.APIUserAdd, auth.EnrolRequest{Name: "rt-siteadmin" + suffix, Role: auth.RoleSiteAdmin, Site: ownSite})
+		f.creds[colViewer][i] = enrol(t, f.admin, auth.APIUserAdd, auth.EnrolRequest{Name: "rt-viewer" + suffix, Role: auth.RoleViewer})
+		f.creds[colEdge][i] = enrol(t, f.admin, auth.APIEdgeAdd, auth.EnrolRequest{Name: "rte1" + strings.TrimPrefix(suffix, "-"), Site: ownSite})
+		f.ids[colAdmin][i] = auth.Identity{Name: "rt-admin" + suffix, Role: auth.RoleAdmin}
+		f.ids[colSiteAdmin][i] = auth.Identity{Name: "rt-siteadmin" + suffix, Role: auth.RoleSiteAdmin, Site: ownSite}
+		f.ids[colViewer][i] = auth.Identity{Name: "rt-viewer" + suffix, Role: auth.RoleViewer}
+		f.ids[colEdge][i] = auth.Identity{Name: "rte1" + strings.TrimPrefix(suffix, "-"), Role: auth.RoleEdge, Site: ownSite}
+	}
 	return f
 }
 
@@ -382,14 +413,18 @@ type caller struct {
 func (f *roleFixture) caller(t *testing.T, col int) *caller {
 	t.Helper()
 	v := &violations{}
-	opts, _ := f.e.options(f.creds[col])
+	f.mu.Lock()
+	i := f.turn[col] % 2
+	f.turn[col]++
+	f.mu.Unlock()
+	opts, _ := f.e.options(f.creds[col][i])
 	opts = append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { v.add(err) }))
 	nc, err := nats.Connect(f.e.url, opts...)
 	if err != nil {
-		t.Fatalf("connect as %s: %v", f.ids[col], err)
+		t.Fatalf("connect as %s: %v", f.ids[col][i], err)
 	}
 	t.Cleanup(nc.Close)
-	return &caller{id: f.ids[col], nc: nc, errs: v}
+	return &caller{id: f.ids[col][i], nc: nc, errs: v}
 }
 
 // violations collects a connection's permission errors and tells waiters
@@ -859,6 +894,59 @@ func hostToRemove(site string) func(*testing.T, *roleFixture) any {
 	return func(t *testing.T, f *roleFixture) any {
 		return proto.MACRequest{V: proto.Version, MAC: f.existingHost(t, site)}
 	}
+}
+
+// discoveryReport is the discovery system's report of a machine nobody
+// knows, at site lab, which discovers (made so first, by the admin).
+func discoveryReport(t *testing.T, f *roleFixture) any {
+	lab := proto.Site{V: proto.Version, Name: ownSite, Networks: []proto.Network{{Subnet: "10.0.0.0/24"}},
+		Unknown: proto.UnknownDiscover, DiscoveryImage: seedImage}
+	mustOK(t, call(t, f.admin, proto.APISiteAdd, lab, nil))
+	return proto.FactsRequest{V: proto.Version, MAC: f.freshMAC(), Site: ownSite, Facts: json.RawMessage(`{"v":1,"cpus":2}`)}
+}
+
+// importAt is an import of one new host at site.
+func importAt(site string) func(*testing.T, *roleFixture) any {
+	return func(_ *testing.T, f *roleFixture) any {
+		return proto.HostImportRequest{V: proto.Version, Rows: []proto.ImportRow{{Line: 2, MAC: f.freshMAC(), Site: site}}}
+	}
+}
+
+// bulkSetAt gives every host of site with a label nobody has the seed image.
+func bulkSetAt(site string) func(*testing.T, *roleFixture) any {
+	return func(*testing.T, *roleFixture) any {
+		return proto.HostBulkSetRequest{V: proto.Version, Selector: "labels.rack=rt-none", Site: site, Image: seedImage}
+	}
+}
+
+func tablePolicy(name string) proto.Policy {
+	return proto.Policy{V: proto.Version, Name: name, Match: "labels.rack=rt-none", Image: seedImage}
+}
+
+func newPolicy(_ *testing.T, f *roleFixture) any { return tablePolicy(f.freshName("rtpol")) }
+
+// existingPolicy makes a fresh policy, as the admin, and names it.
+func existingPolicy(t *testing.T, f *roleFixture) any {
+	p := tablePolicy(f.freshName("rtpol"))
+	mustOK(t, call(t, f.admin, proto.APIPolicyAdd, p, nil))
+	return proto.NameRequest{V: proto.Version, Name: p.Name}
+}
+
+func policyToDisable(t *testing.T, f *roleFixture) any {
+	n := existingPolicy(t, f).(proto.NameRequest)
+	return proto.PolicyEnableRequest{V: proto.Version, Name: n.Name, Disabled: true}
+}
+
+func tableTemplate(name string) proto.Template {
+	return proto.Template{V: proto.Version, Name: name, Kind: "script", Text: "#!/bin/sh\necho {{.MAC}}\n"}
+}
+
+func newTemplate(_ *testing.T, f *roleFixture) any { return tableTemplate(f.freshName("rttpl")) }
+
+func existingTemplate(t *testing.T, f *roleFixture) any {
+	tp := tableTemplate(f.freshName("rttpl"))
+	mustOK(t, call(t, f.admin, proto.APITemplateAdd, tp, nil))
+	return proto.NameRequest{V: proto.Version, Name: tp.Name}
 }
 
 func newEdge(site string) func(*testing.T, *roleFixture) any {

@@ -30,6 +30,12 @@ const (
 	// siteHostSet: the host's current site, if it exists, and the site it
 	// is set to are both hers.
 	siteHostSet
+	// siteImport: every row of the import names her site (the service
+	// refuses rows whose MAC is a host of another site).
+	siteImport
+	// siteBulkSet: the change names her site or none (the service then
+	// looks at her site's hosts only).
+	siteBulkSet
 )
 
 // siteAdminRow classifies one API endpoint for a site admin.
@@ -70,7 +76,26 @@ func siteAdminTable() []siteAdminRow {
 		// Installer callbacks change a host (install done, facts): hers only.
 		{proto.APIHostDone, siteOwnHost},
 		{proto.APIHostFacts, siteOwnHost},
+		// Bulk changes of her site's hosts.
+		{proto.APIHostImport, siteImport},
+		{proto.APIHostBulkSet, siteBulkSet},
 		{proto.APIEdgeList, siteFiltered},
+		// Discovered machines: the API narrows the listing to her site
+		// (with their facts). Facts and policy verdicts of hosts: hers only.
+		{proto.APIDiscoveredList, siteHostList},
+		{proto.APIFactsGet, siteOwnHost},
+		{proto.APIPolicyExplain, siteOwnHost},
+		// Policies and templates are fleet-wide (a policy may span sites):
+		// readable, changed by admins only.
+		{proto.APIPolicyAdd, siteRefused},
+		{proto.APIPolicyList, siteGlobalRead},
+		{proto.APIPolicyGet, siteGlobalRead},
+		{proto.APIPolicyRm, siteRefused},
+		{proto.APIPolicyEnable, siteRefused},
+		{proto.APITemplateAdd, siteRefused},
+		{proto.APITemplateList, siteGlobalRead},
+		{proto.APITemplateGet, siteGlobalRead},
+		{proto.APITemplateRm, siteRefused},
 		// The artifact store's URL (without credentials), as every edge sees it.
 		{proto.APIStoreInfo, siteGlobalRead},
 		// Identities are an admin's: a site admin enrolling an edge of her
@@ -152,6 +177,29 @@ func (g *Guard) authorizeSiteAdmin(ctx context.Context, id Identity, endpoint st
 			return err
 		}
 		return g.hostSet(ctx, id, r)
+	case siteImport:
+		var r proto.HostImportRequest
+		if err := decode(body, &r); err != nil {
+			return err
+		}
+		for _, row := range r.Rows {
+			if row.Site == "" {
+				return fmt.Errorf("%w: %s must give the site of every line (line %d has none)", ErrDenied, id, row.Line)
+			}
+			if err := ownSite(id, row.Site); err != nil {
+				return err
+			}
+		}
+		return nil
+	case siteBulkSet:
+		var r proto.HostBulkSetRequest
+		if err := decode(body, &r); err != nil {
+			return err
+		}
+		if r.Site == "" {
+			return nil
+		}
+		return ownSite(id, r.Site)
 	}
 	return fmt.Errorf("%w: %s may not %s (ask an admin)", ErrDenied, id, endpoint)
 }

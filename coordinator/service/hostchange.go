@@ -26,6 +26,7 @@ func mergeHost(mac string, cur *proto.Host, req proto.HostSetRequest) (proto.Hos
 		h = *cur
 		h.Vars = maps.Clone(cur.Vars)
 		h.ExtraMACs = slices.Clone(cur.ExtraMACs)
+		h.Labels = maps.Clone(cur.Labels)
 	}
 	set(&h.Site, req.Site)
 	set(&h.Image, req.Image)
@@ -33,18 +34,9 @@ func mergeHost(mac string, cur *proto.Host, req proto.HostSetRequest) (proto.Hos
 	set(&h.Hostname, req.Hostname)
 	set(&h.State, req.State)
 	set(&h.Once, req.Once)
-	if len(req.Vars) > 0 || len(req.UnsetVars) > 0 {
-		if h.Vars == nil {
-			h.Vars = map[string]string{}
-		}
-		for _, k := range req.UnsetVars {
-			delete(h.Vars, k)
-		}
-		maps.Copy(h.Vars, req.Vars)
-		if len(h.Vars) == 0 {
-			h.Vars = nil
-		}
-	}
+	set(&h.Template, req.Template)
+	h.Vars = mergeMap(h.Vars, req.Vars, req.UnsetVars)
+	h.Labels = mergeMap(h.Labels, req.Labels, req.UnsetLabels)
 	if req.ExtraMACs != nil {
 		h.ExtraMACs = nil
 		for _, m := range *req.ExtraMACs {
@@ -67,6 +59,25 @@ func mergeHost(mac string, cur *proto.Host, req proto.HostSetRequest) (proto.Hos
 		h.IP = ip.String()
 	}
 	return h, nil
+}
+
+// mergeMap removes unset from m, then sets what set holds; an empty result
+// is nil, so a host without labels or vars stores none.
+func mergeMap(m, set map[string]string, unset []string) map[string]string {
+	if len(set) == 0 && len(unset) == 0 {
+		return m
+	}
+	if m == nil {
+		m = map[string]string{}
+	}
+	for _, k := range unset {
+		delete(m, k)
+	}
+	maps.Copy(m, set)
+	if len(m) == 0 {
+		return nil
+	}
+	return m
 }
 
 // set replaces *dst with *v when the request carries v.
@@ -97,6 +108,16 @@ func (c candidate) validate(site proto.Site) error {
 	}
 	for _, k := range slices.Sorted(maps.Keys(h.Vars)) {
 		if err := proto.ValidVar(k, h.Vars[k]); err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(h.Labels)) {
+		if err := proto.ValidLabel(k, h.Labels[k]); err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+	}
+	if h.Template != "" {
+		if err := proto.ValidName("template", h.Template); err != nil {
 			return fmt.Errorf("%w: %v", ErrInvalid, err)
 		}
 	}

@@ -15,6 +15,7 @@ func TestMergeHost(t *testing.T) {
 	const mac = "52:54:00:00:00:01"
 	stored := proto.Host{MAC: mac, Site: "lab", Image: "deb", Hostname: "web1", State: proto.StateBoot, IP: "10.0.0.10",
 		ExtraMACs: []string{"52:54:00:00:00:0a"}, Vars: map[string]string{"role": "db", "tier": "1"}}
+	labelled := proto.Host{MAC: mac, Site: "lab", State: proto.StateBoot, Labels: map[string]string{"rack": "r12", "role": "web"}}
 	tests := []struct {
 		name    string
 		cur     *proto.Host
@@ -35,6 +36,10 @@ func TestMergeHost(t *testing.T) {
 			want: func() proto.Host { h := stored; h.Vars = map[string]string{"tier": "2", "zone": "a"}; return h }()},
 		{name: "last var unset", cur: &proto.Host{MAC: mac, Site: "lab", State: proto.StateBoot, Vars: map[string]string{"a": "1"}}, req: proto.HostSetRequest{UnsetVars: []string{"a"}},
 			want: proto.Host{MAC: mac, Site: "lab", State: proto.StateBoot}},
+		{name: "labels set and unset", cur: &labelled, req: proto.HostSetRequest{Labels: map[string]string{"rack": "r13", "zone": "a"}, UnsetLabels: []string{"role"}},
+			want: func() proto.Host { h := labelled; h.Labels = map[string]string{"rack": "r13", "zone": "a"}; return h }()},
+		{name: "last label unset", cur: &labelled, req: proto.HostSetRequest{UnsetLabels: []string{"role", "rack"}},
+			want: func() proto.Host { h := labelled; h.Labels = nil; return h }()},
 		{name: "extra MACs parsed, deduplicated, primary dropped", cur: &stored,
 			req:  proto.HostSetRequest{ExtraMACs: &[]string{"5254.0000.000b", "52-54-00-00-00-0B", mac}},
 			want: func() proto.Host { h := stored; h.ExtraMACs = []string{"52:54:00:00:00:0b"}; return h }()},
@@ -50,6 +55,7 @@ func TestMergeHost(t *testing.T) {
 			if tt.cur != nil {
 				before = *tt.cur
 				before.Vars = maps.Clone(tt.cur.Vars)
+				before.Labels = maps.Clone(tt.cur.Labels)
 			}
 			got, err := mergeHost(mac, tt.cur, tt.req)
 			if tt.wantErr != "" {
@@ -103,6 +109,11 @@ func TestCandidateValidate(t *testing.T) {
 		{name: "empty state", host: with(func(h *proto.Host) { h.State = "" }), want: `invalid state ""`, is: ErrInvalid},
 		{name: "hostile var", host: with(func(h *proto.Host) { h.Vars = map[string]string{"x": "a\nchain http://evil/"} }), is: ErrInvalid},
 		{name: "bad var name", host: with(func(h *proto.Host) { h.Vars = map[string]string{"a b": "1"} }), is: ErrInvalid},
+		{name: "labels", host: with(func(h *proto.Host) { h.Labels = map[string]string{"rack": "r12", "example.com/role": "web-1"} })},
+		{name: "label value with a space", host: with(func(h *proto.Host) { h.Labels = map[string]string{"rack": "r 12"} }), want: `invalid value "r 12" of label rack`, is: ErrInvalid},
+		{name: "label value with a comma", host: with(func(h *proto.Host) { h.Labels = map[string]string{"rack": "a,b"} }), want: "of label rack", is: ErrInvalid},
+		{name: "label key starting with a dot", host: with(func(h *proto.Host) { h.Labels = map[string]string{".x": "1"} }), want: `invalid label key ".x"`, is: ErrInvalid},
+		{name: "empty label value", host: with(func(h *proto.Host) { h.Labels = map[string]string{"x": ""} }), want: "1 to 63 characters", is: ErrInvalid},
 		{name: "another site", host: with(func(h *proto.Host) { h.Site = "dc" }), want: `is at site "dc", checked against site "lab"`},
 	}
 	for _, tt := range tests {

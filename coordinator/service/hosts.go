@@ -18,6 +18,13 @@ import (
 // host, checked against its site and image, the indexes claimed, then the
 // host written (see hostchange.go for the steps).
 func (s *Service) SetHost(ctx context.Context, req proto.HostSetRequest) (proto.Host, error) {
+	return s.setHost(ctx, req, "")
+}
+
+// setHost is SetHost; a non-empty policy makes it a policy's claim, which
+// may only create a host or give an imageless one (never claimed before)
+// its first image, and records the policy on the host.
+func (s *Service) setHost(ctx context.Context, req proto.HostSetRequest, policy string) (proto.Host, error) {
 	mac, err := proto.ParseMAC(req.MAC)
 	if err != nil {
 		return proto.Host{}, fmt.Errorf("%w: %v", ErrInvalid, err)
@@ -37,9 +44,15 @@ func (s *Service) SetHost(ctx context.Context, req proto.HostSetRequest) (proto.
 	if exists {
 		prev = &cur
 	}
+	if policy != "" && prev != nil && (prev.Image != "" || prev.Policy != "") {
+		return proto.Host{}, fmt.Errorf("%w: host %s has an image or a policy already", ErrConflict, mac)
+	}
 	h, err := mergeHost(mac, prev, req)
 	if err != nil {
 		return proto.Host{}, err
+	}
+	if policy != "" {
+		h.Policy = policy
 	}
 	if h.Site == "" {
 		if h.Site, err = s.onlySite(ctx, mac); err != nil {
@@ -69,13 +82,21 @@ func (s *Service) SetHost(ctx context.Context, req proto.HostSetRequest) (proto.
 	if err := (candidate{h}).validate(site); err != nil {
 		return proto.Host{}, err
 	}
+	if h.Template != "" && (prev == nil || prev.Template != h.Template) {
+		if err := s.checkTemplate(ctx, h.Template); err != nil {
+			return proto.Host{}, err
+		}
+	}
 
 	h.V = proto.Version
 	h.Updated = s.now().UTC()
 	if err := s.storeHost(ctx, h, prev, curRev); err != nil {
 		return proto.Host{}, err
 	}
-	s.log.Info("host saved", "mac", mac, "site", h.Site, "image", h.Image, "state", h.State)
+	if prev == nil {
+		s.forgetDiscovered(ctx, h.Site, h.MAC)
+	}
+	s.log.Info("host saved", "mac", mac, "site", h.Site, "image", h.Image, "state", h.State, "policy", h.Policy)
 	return h, nil
 }
 
@@ -136,6 +157,11 @@ func (s *Service) pinUses(ctx context.Context, h proto.Host, cur *proto.Host) er
 	}
 	if h.Loader != "" && (cur == nil || cur.Loader != h.Loader) {
 		if err := s.pin(ctx, bucketLoaderLocks, "loader", h.Loader); err != nil {
+			return err
+		}
+	}
+	if h.Template != "" && (cur == nil || cur.Template != h.Template) {
+		if err := s.pin(ctx, bucketTemplateLocks, "template", h.Template); err != nil {
 			return err
 		}
 	}
@@ -306,6 +332,12 @@ func (s *Service) RemoveHost(ctx context.Context, mac string) error {
 	if h.IP != "" {
 		s.release(ctx, bucketIPs, h.Site+"."+h.IP, key)
 	}
+	if h.Policy != "" {
+		// The policy may claim another machine in its place.
+		if err := s.unreserve(context.WithoutCancel(ctx), h.Policy, h.MAC); err != nil {
+			s.log.Warn("policy claim not released", "policy", h.Policy, "mac", h.MAC, "err", err)
+		}
+	}
 	return nil
 }
 
@@ -320,22 +352,6 @@ func (s *Service) InstallDone(ctx context.Context, mac string) (proto.Host, erro
 		return h, nil
 	}
 	return s.SetHost(ctx, proto.HostSetRequest{MAC: h.MAC, State: ptrTo(proto.StateLocal), Once: ptrTo(false)})
-}
-
-// RecordFacts keeps what an installer reported about a known host.
-func (s *Service) RecordFacts(ctx context.Context, mac string, facts json.RawMessage) error {
-	h, err := s.GetHost(ctx, mac)
-	if err != nil {
-		return err
-	}
-	if !json.Valid(facts) {
-		return invalid("facts are not valid JSON")
-	}
-	if len(facts) > 64<<10 {
-		return invalid("facts larger than 64 KiB")
-	}
-	_, err = s.kv[bucketFacts].Put(ctx, mustMACKey(h.MAC), facts)
-	return err
 }
 
 // Facts returns the last facts reported for a host, or nil.

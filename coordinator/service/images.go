@@ -126,6 +126,15 @@ func (s *Service) RemoveImage(ctx context.Context, name string) error {
 				return fmt.Errorf("%w: image %s is the discovery image of site %s", ErrConflict, name, site.Name)
 			}
 		}
+		ps, err := s.compiledPolicies(ctx)
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			if p.Image == name {
+				return fmt.Errorf("%w: image %s is used by policy %s", ErrConflict, name, p.Name)
+			}
+		}
 		return nil
 	})
 }

@@ -64,8 +64,13 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		cfg.Replicas = 1
 	}
 	s := &Service{kv: map[string]jetstream.KeyValue{}, js: cfg.JS, nc: cfg.JS.Conn(), check: cfg.Checker, log: cfg.Logger, now: cfg.Now}
-	for _, b := range []string{proto.BucketSites, proto.BucketImages, proto.BucketHosts, proto.BucketMACs, bucketIPs, proto.BucketEdges, bucketFacts, bucketImageLocks, proto.BucketLoaders, bucketLoaderLocks} {
-		kv, err := cfg.JS.CreateOrUpdateKeyValue(ctx, proto.BucketConfig(b, cfg.Replicas))
+	for _, b := range []string{proto.BucketSites, proto.BucketImages, proto.BucketHosts, proto.BucketMACs, bucketIPs, proto.BucketEdges, bucketFacts, bucketImageLocks, proto.BucketLoaders, bucketLoaderLocks,
+		bucketDiscovered, bucketPolicies, bucketPolicyClaims, proto.BucketTemplates, bucketTemplateLocks} {
+		kc := proto.BucketConfig(b, cfg.Replicas)
+		if b == bucketDiscovered {
+			kc = discoveredConfig(cfg.Replicas)
+		}
+		kv, err := cfg.JS.CreateOrUpdateKeyValue(ctx, kc)
 		if err != nil {
 			return nil, fmt.Errorf("coordinator: create KV bucket %s: %w", b, err)
 		}
@@ -78,17 +83,18 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 }
 
 // limitConsumers gives a bucket's stream the contract's consumer limits,
-// which a KV config cannot carry (and a KV update resets).
+// which a KV config cannot carry (and a KV update resets), and lets it take
+// atomic batches (bulk imports write them; see writeAll).
 func limitConsumers(ctx context.Context, js jetstream.JetStream, stream string) error {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		return fmt.Errorf("coordinator: stream %s: %w", stream, err)
 	}
 	sc := st.CachedInfo().Config
-	if sc.ConsumerLimits == proto.ConsumerLimits() {
+	if sc.ConsumerLimits == proto.ConsumerLimits() && sc.AllowAtomicPublish {
 		return nil
 	}
-	sc.ConsumerLimits = proto.ConsumerLimits()
+	sc.ConsumerLimits, sc.AllowAtomicPublish = proto.ConsumerLimits(), true
 	if _, err := js.UpdateStream(ctx, sc); err != nil {
 		return fmt.Errorf("coordinator: limit the consumers of %s: %w", stream, err)
 	}

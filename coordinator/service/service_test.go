@@ -363,13 +363,13 @@ func TestInstallDoneSwitchesOnceHostsToLocal(t *testing.T) {
 	if _, err := s.InstallDone(ctx, "52:54:00:00:00:77"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("done for an unknown MAC: %v", err)
 	}
-	if err := s.RecordFacts(ctx, "52:54:00:00:00:01", []byte(`{"disks":2}`)); err != nil {
+	if err := s.RecordFacts(ctx, proto.FactsRequest{MAC: "52:54:00:00:00:01", Facts: []byte(`{"disks":2}`)}); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := s.Facts(ctx, "52:54:00:00:00:01"); err != nil || string(got) != `{"disks":2}` {
 		t.Errorf("facts = %s, %v", got, err)
 	}
-	if err := s.RecordFacts(ctx, "52:54:00:00:00:01", []byte(`{nope`)); !errors.Is(err, ErrInvalid) {
+	if err := s.RecordFacts(ctx, proto.FactsRequest{MAC: "52:54:00:00:00:01", Facts: []byte(`{nope`)}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("bad facts accepted: %v", err)
 	}
 }

@@ -155,6 +155,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.serveCallback(w, r, path.Base(p))
 		return
+	case p == proto.DiscoveryNextPath:
+		if r.Method != http.MethodGet {
+			methodNotAllowed(w, http.MethodGet)
+			return
+		}
+		h.serveNext(w, r)
+		return
 	case r.Method != http.MethodGet && r.Method != http.MethodHead:
 		methodNotAllowed(w, "GET, HEAD")
 		return
@@ -518,6 +525,10 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, kind str
 		reason = "no token"
 	case !validToken(h.cfg.CallbackKey, mac, host, got):
 		reason = "wrong token" // forged, another machine's, or from an earlier assignment
+	case host == nil && kind == "facts" && !h.discovers():
+		// Facts of a machine the coordinator does not know are taken
+		// only where unknown machines boot the discovery image.
+		reason = "unknown machine and the site does not discover"
 	default:
 		reason = h.fromKnownAddress(mac, host, ip)
 	}

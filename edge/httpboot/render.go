@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/fleetboot/fleetboot/proto"
@@ -144,6 +145,15 @@ func decide(in Input) plan {
 			p := bootPlan(in, base, in.Site.DiscoveryImage, proto.Host{MAC: in.MAC})
 			if p.decision.Action == ActionBoot {
 				p.decision = Decision{Action: ActionDiscover, Image: p.image, Reason: "unknown host: site policy discover"}
+				// The discovery system reports to this edge: it is named
+				// even when the image's command line does not say
+				// fleetboot.edge={{edge}} (as `discovery build` makes it).
+				if !slices.ContainsFunc(p.cmdline, func(t string) bool { return strings.HasPrefix(t, "fleetboot.edge=") }) {
+					p.cmdline = append(p.cmdline, "fleetboot.edge="+base)
+					if n := len(initrdArgs(p.initrds)) + len(strings.Join(p.cmdline, " ")) + 1; n > maxCmdline {
+						return invalid(p.image, fmt.Errorf("kernel command line is %d bytes, the kernel keeps %d", n, maxCmdline))
+					}
+				}
 			}
 			return p
 		case proto.UnknownExit:

@@ -3,15 +3,11 @@ package tftp
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	ptftp "github.com/pin/tftp/v3"
 
 	"github.com/fleetboot/fleetboot/proto"
 )
@@ -62,14 +58,7 @@ func (s *Server) artifactWait() time.Duration {
 	if s.cfg.ArtifactWait > 0 {
 		return s.cfg.ArtifactWait
 	}
-	timeout, retries := s.cfg.Timeout, s.cfg.Retries
-	if timeout == 0 {
-		timeout = 5 * time.Second // pin/tftp's default
-	}
-	if retries == 0 {
-		retries = 5
-	}
-	return timeout * time.Duration(max(retries-1, 1))
+	return s.cfg.Timeout * time.Duration(max(s.cfg.Retries-1, 1))
 }
 
 // isArtifact reports whether name is in the artifact or the loader
@@ -99,8 +88,9 @@ func (s *Server) isArtifact(name string) (set, file string, lookup func(set, fil
 // silence, and the client's retransmitted RRQs each start a transfer of
 // their own that waits too (the client keeps the first to answer). Boot
 // firmware (PXE ROMs, iPXE, GRUB, OVMF) always asks with tsize or blksize.
-func (s *Server) serveArtifact(rf io.ReaderFrom, remote net.UDPAddr, name, set, file string, lookup func(set, file string) (proto.Artifact, error), fail func(string, error, string) error, begin func()) error {
+func (s *Server) serveArtifact(t *transfer, name, set, file string, lookup func(set, file string) (proto.Artifact, error), fail func(string, error, uint16, string) error, begin func()) error {
 	start := time.Now()
+	remote := t.remote
 	a, err := lookup(set, file)
 	if err != nil {
 		// The reason keys the rate-limited log: the sentinel the error
@@ -110,18 +100,16 @@ func (s *Server) serveArtifact(rf io.ReaderFrom, remote net.UDPAddr, name, set, 
 		if u := errors.Unwrap(err); u != nil {
 			reason = u.Error()
 		}
-		return fail(reason, err, "file not found")
+		return fail(reason, err, codeNotFound, "file not found")
 	}
 	begin()
-	if ot, ok := rf.(ptftp.OutgoingTransfer); ok {
-		ot.SetSize(a.Size)
-	}
+	t.size = a.Size
 	ctx, cancel := context.WithTimeout(s.baseContext(), s.artifactWait())
 	defer cancel()
 	r := &verifiedReader{ctx: ctx, files: s.cfg.Cache, a: a}
 	defer r.close()
 	log := s.log.With("ip", remote.IP.String(), "file", name, "sha256", a.SHA256)
-	n, err := rf.ReadFrom(r)
+	n, err := t.send(modeReader(t.req.mode, r))
 	ms := strconv.FormatInt(time.Since(start).Milliseconds(), 10)
 	switch {
 	case isSizeProbe(err):
@@ -134,7 +122,7 @@ func (s *Server) serveArtifact(rf io.ReaderFrom, remote net.UDPAddr, name, set, 
 		log.Error("artifact not sent: not verified", "duration_ms", ms, "err", r.openErr)
 		s.emit(proto.EventTFTPError, remote.IP, map[string]string{"file": name, "bytes": "0", "duration_ms": ms,
 			"sha256": a.SHA256, "error": r.openErr.Error()})
-		return nil // ReadFrom sent the client an error packet
+		return nil // send sent the client an error packet
 	case err != nil:
 		log.Warn("transfer failed", "bytes", n, "duration_ms", ms, "err", err)
 		s.emit(proto.EventTFTPError, remote.IP, map[string]string{"file": name, "bytes": strconv.FormatInt(n, 10), "duration_ms": ms, "error": err.Error()})
@@ -150,9 +138,8 @@ func (s *Server) serveArtifact(rf io.ReaderFrom, remote net.UDPAddr, name, set, 
 // verified in time: the reason (store, digest) is for the edge's log.
 var errNotAvailable = errors.New("file not available: try again later")
 
-// verifiedReader opens the verified file on the first Read, after pin/tftp
-// has sent the OACK. It seeks without opening (pin/tftp measures the size
-// by seeking when tsize is 0, i.e. for an empty artifact).
+// verifiedReader opens the verified file on the first Read, after the OACK
+// went out.
 type verifiedReader struct {
 	ctx   context.Context
 	files VerifiedFiles
@@ -162,7 +149,6 @@ type verifiedReader struct {
 	f       *os.File
 	openErr error
 	waited  time.Duration
-	off     int64 // before the open: where Read starts
 }
 
 func (r *verifiedReader) open() error {
@@ -170,9 +156,6 @@ func (r *verifiedReader) open() error {
 		start := time.Now()
 		r.f, r.openErr = r.files.Open(r.ctx, r.a)
 		r.waited = time.Since(start)
-		if r.openErr == nil && r.off != 0 {
-			_, r.openErr = r.f.Seek(r.off, io.SeekStart)
-		}
 	})
 	return r.openErr
 }
@@ -182,23 +165,6 @@ func (r *verifiedReader) Read(p []byte) (int, error) {
 		return 0, errNotAvailable
 	}
 	return r.f.Read(p)
-}
-
-func (r *verifiedReader) Seek(offset int64, whence int) (int64, error) {
-	if r.f != nil {
-		return r.f.Seek(offset, whence)
-	}
-	switch whence {
-	case io.SeekCurrent:
-		offset += r.off
-	case io.SeekEnd:
-		offset += r.a.Size
-	}
-	if offset < 0 {
-		return 0, errors.New("tftp: negative position")
-	}
-	r.off = offset
-	return offset, nil
 }
 
 func (r *verifiedReader) close() {

@@ -1,33 +1,27 @@
 package tftp
 
 import (
-	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"reflect"
 	"strings"
 	"sync"
-
-	ptftp "github.com/pin/tftp/v3"
 )
 
-// What pin/tftp v3.2.0 already does with hostile requests, so that nothing
-// here repeats it:
+// What the server does with hostile requests (wire.go, transfer.go):
 //
-//   - It reads requests into a 516-byte buffer: a longer datagram (a 64 KiB
-//     file name) is cut off, loses its NUL terminators and is dropped, as is
-//     any request without the two NULs after name and mode.
-//   - It drops blksize outside 512..65464 (0, 1, 70000) and clamps the rest
-//     to the interface MTU; it never acknowledges timeout (0 or 9999) or
-//     other options, so the client keeps its defaults.
-//   - It echoes any non-zero tsize the client sends; read() replaces it with
-//     the true size.
-//   - It serves every mode but "netascii" as octet; checkMode refuses the
-//     modes that are neither.
-//
-// Packets it drops reach the Hook (dropHook), which logs them rate-limited.
+//   - A request longer than 516 bytes (a 64 KiB file name), one whose last
+//     field is not NUL-terminated, one without a mode, and any other opcode
+//     on the server port are dropped without an answer and logged,
+//     rate-limited.
+//   - blksize outside 512..65464, timeout outside 1..255 s, windowsize
+//     outside 1..65535, any value that is not plain digits, and unknown
+//     options are left out of the OACK (RFC 2347): the client keeps the
+//     default. blksize is lowered to the interface MTU, windowsize to the
+//     memory bound (maxWindow, maxWindowBytes).
+//   - tsize is answered with the true size whatever the client sent.
+//   - A mode other than octet or netascii is refused with code 4.
+//   - A packet to a transfer's port from another address or port gets
+//     error 5 and does not disturb the transfer; stale or duplicate ACKs
+//     neither resend a window nor extend its deadline.
 
 // Reasons of refusals and drops: they key the rate-limited log.
 const (
@@ -89,47 +83,14 @@ func (s *slots) inFlight() (total, clients int) {
 }
 
 // checkMode refuses a read request whose mode is neither octet nor netascii
-// (RFC 1350; "mail" is obsolete and means nothing to a read-only server).
-// pin/tftp does not hand the mode to its handler, so it is read from the
-// transfer's unexported field: pinned to pin/tftp v3.2.0, and
-// TestHostileRequests fails if an upgrade renames it. If the mode cannot be
-// read the request is served, as the library would: as octet.
-func checkMode(rf io.ReaderFrom) error {
-	mode, ok := requestMode(rf)
-	if !ok || strings.EqualFold(mode, "octet") || mode == "netascii" {
+// (RFC 1350, case-insensitive; "mail" is obsolete and means nothing to a
+// read-only server).
+func checkMode(mode string) error {
+	if strings.EqualFold(mode, "octet") || strings.EqualFold(mode, "netascii") {
 		return nil
 	}
 	if len(mode) > maxModeInMessage {
 		mode = mode[:maxModeInMessage] + "..."
 	}
 	return fmt.Errorf("transfer mode %q not supported: use octet or netascii", mode)
-}
-
-func requestMode(rf io.ReaderFrom) (string, bool) {
-	v := reflect.ValueOf(rf)
-	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
-		return "", false
-	}
-	f := v.Elem().FieldByName("mode")
-	if !f.IsValid() || f.Kind() != reflect.String {
-		return "", false
-	}
-	return f.String(), true
-}
-
-// dropHook logs the packets pin/tftp drops before a transfer exists. The
-// library also reports failed transfers here; read() has logged those.
-type dropHook struct{ log *slog.Logger }
-
-func (dropHook) OnSuccess(ptftp.TransferStats) {}
-
-func (h dropHook) OnFailure(st ptftp.TransferStats, err error) {
-	if st.Filename != "" || st.RemoteAddr != nil {
-		return
-	}
-	reason := reasonMalformed
-	if _, ok := errors.AsType[*net.OpError](err); ok {
-		reason = reasonSocket // e.g. out of file descriptors
-	}
-	h.log.Warn("tftp: packet dropped", "reason", reason, "err", err)
 }

@@ -3,7 +3,6 @@ package tftp
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"testing"
@@ -88,36 +87,36 @@ func TestRateLimitWrites(t *testing.T) {
 	}
 }
 
-// heldTransfer is the library's side of one read transfer, from addr: it
-// holds its slot until release is closed (a client that never ACKs).
-type heldTransfer struct {
-	addr    net.UDPAddr
-	release chan struct{}
-}
-
-func (h *heldTransfer) SetSize(int64)           {}
-func (h *heldTransfer) RemoteAddr() net.UDPAddr { return h.addr }
-func (h *heldTransfer) ReadFrom(io.Reader) (int64, error) {
-	<-h.release
-	return 0, nil
-}
-
 // TestTransfersPerIPv6Prefix: the cap on transfers in flight per client
 // counts an IPv6 client by its /64, as the rate limit does; per address, a
 // machine rotating addresses in its /64 could hold every transfer slot of
 // the edge and no other machine could boot. (Issue 12 item 4.)
 func TestTransfersPerIPv6Prefix(t *testing.T) {
-	f := startServerWith(t, false, func(c *Config) { c.MaxPerClient, c.MaxTransfers = 2, 10 })
 	release := make(chan struct{})
+	// A transfer holds its slot while its content is looked up: the
+	// dynamic source waits for the test (a client that never ACKs, without
+	// needing one at each address).
+	f := startServerWith(t, false, func(c *Config) {
+		c.MaxPerClient, c.MaxTransfers = 2, 10
+		c.Dynamic = DynamicFunc(func(string, net.Addr) ([]byte, bool) { <-release; return nil, false })
+	})
 	var wg sync.WaitGroup
 	t.Cleanup(func() { close(release); wg.Wait() })
 	// start begins a transfer from ip and reports whether it holds a
 	// slot (true) or was refused at once (false).
 	start := func(ip string) bool {
 		before, _ := f.srv.slots.inFlight()
-		tr := &heldTransfer{addr: net.UDPAddr{IP: net.ParseIP(ip), Port: 40000}, release: release}
+		// An IPv4 socket: once released, the transfer fails at its first
+		// send to the IPv6 address.
+		conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		tr := &transfer{conn: conn, remote: &net.UDPAddr{IP: net.ParseIP(ip), Port: 40000},
+			req: request{op: opRRQ, filename: "undionly.kpxe", mode: "octet"}, timeout: time.Second, retries: 1, size: -1}
 		errc := make(chan error, 1)
-		wg.Go(func() { errc <- f.srv.read("undionly.kpxe", tr) })
+		wg.Go(func() { errc <- f.srv.read(tr) })
 		held := false
 		waitfor.True(t, "the transfer from "+ip+" to take a slot or be refused", func() bool {
 			if n, _ := f.srv.slots.inFlight(); n > before {

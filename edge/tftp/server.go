@@ -2,17 +2,27 @@
 // (undionly.kpxe, ipxe.efi, snponly.efi, shim and GRUB) and for generated
 // files such as per-client GRUB configs and iPXE scripts, and for image
 // artifacts from the edge cache under artifacts/<image>/<file> (artifacts.go:
-// the HTTP path, verified before the first byte). It wraps pin/tftp: that library owns
-// the protocol (blksize and tsize negotiation, retransmits, block-number
-// rollover); this package decides what a request may read.
+// the HTTP path, verified before the first byte).
+//
+// The protocol is this package's own (wire.go, transfer.go): read requests
+// only (RFC 1350), with the options blksize (RFC 2348), tsize and timeout
+// (RFC 2349) and windowsize (RFC 7440); every transfer has a socket of its
+// own, retransmits its window from the last acknowledged block on a
+// time-out and gives up after Retries. It replaced pin/tftp v3.2.0, which
+// cannot be taught windowsize: its sender deletes from the OACK every
+// option but blksize and tsize, it has no hook for options, and its only
+// windowed mode (SetAnticipate) sends windows to every client without
+// negotiating them, which an RFC 1350 client cannot follow. Firmware that
+// asks for windowsize was held to one block per round trip: OVMF here
+// (Debian's edk2 2022.11, its own PXE client) sends "tsize 0 blksize 1468
+// windowsize 4" in every RRQ (captured on the wire). Owning the protocol also gives the right error
+// codes (2 for writes, 4 for a bad mode, 5 for a stray transfer ID), the
+// transfer mode without reflection, and link-local IPv6 listeners.
 //
 // Confinement is two layers: Resolve refuses traversal spellings before any
 // lookup, and files are opened through an os.Root, which refuses every path
 // (symlinks included) that would leave the root directory. Directories are
 // never served and nothing can be written.
-//
-// pin/tftp v3.2.0 does not negotiate windowsize (RFC 7440): it leaves the
-// option out of its OACK, so clients fall back to one block per ACK.
 package tftp
 
 import (
@@ -30,9 +40,10 @@ import (
 	"sync"
 	"time"
 
-	ptftp "github.com/pin/tftp/v3"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetboot/fleetboot/edge/ratelimit"
 	"github.com/fleetboot/fleetboot/proto"
@@ -63,8 +74,8 @@ type Config struct {
 	Dynamic  Dynamic             // nil: none
 	Events   EventSink           // nil: none
 	Logger   *slog.Logger        // nil: discard
-	Timeout  time.Duration       // per-packet retransmit timeout; 0: the library's 5 s
-	Retries  int                 // retransmits per packet; 0: the library's 5
+	Timeout  time.Duration       // retransmit timeout of a window (a client's timeout option replaces it); 0: 5 s
+	Retries  int                 // retransmits of a window without progress before the transfer gives up; 0: 5
 	MACForIP func(net.IP) string // maps a client address to its MAC (from DHCP leases); nil: events carry the IP only
 	// Images and Cache serve image artifacts under artifacts/<image>/<file>
 	// (artifacts.go), verified before any byte is sent; nil: none. Both or
@@ -88,6 +99,8 @@ type Config struct {
 	LogEvery time.Duration
 	// RateLimit bounds requests per client address (limit.go).
 	RateLimit RateLimit
+	// Metrics receives fleetboot_tftp_*; nil keeps them unexported.
+	Metrics prometheus.Registerer
 }
 
 // Server is a read-only TFTP server.
@@ -105,6 +118,7 @@ type Server struct {
 
 	slots slots
 	rate  *ratelimit.PerSource // nil: no limit
+	m     *metrics
 }
 
 // NewServer checks the configuration and opens the root directory.
@@ -114,6 +128,12 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.Timeout < 0 || cfg.Retries < 0 || cfg.MaxPerClient < 0 || cfg.MaxTransfers < 0 {
 		return nil, errors.New("tftp: timeout, retries and transfer limits must not be negative")
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = defaultTimeout
+	}
+	if cfg.Retries == 0 {
+		cfg.Retries = defaultRetries
 	}
 	if cfg.MaxPerClient == 0 {
 		cfg.MaxPerClient = 4
@@ -131,7 +151,11 @@ func NewServer(cfg Config) (*Server, error) {
 	if l == nil {
 		l = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: l.With("component", "tftp"), ctx: context.Background()}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: l.With("component", "tftp"), ctx: context.Background(), m: m}
 	s.drops = ratelog.Logger(s.log, cfg.LogEvery)
 	s.slots = slots{perClient: cfg.MaxPerClient, total: cfg.MaxTransfers, active: map[string]int{}}
 	s.rate = newRateLimit(cfg.RateLimit)
@@ -166,11 +190,9 @@ func (s *Server) Listen() (net.Addr, error) {
 	}
 	// Ask for each datagram's destination address and interface now, not
 	// when Serve starts: a request queued in between would otherwise arrive
-	// without them, and pin/tftp would answer from the wrong address and cap
-	// blksize at 512. (pin/tftp sets the same options again; that is
-	// harmless.)
-	// Same choice as pin/tftp: by the bound address family (":69" binds a
-	// dual-stack IPv6 socket, which reports IPv4 destinations as mapped).
+	// without them, be answered from the wrong address and have blksize
+	// capped at 512. By the bound address family (":69" binds a dual-stack
+	// IPv6 socket, which reports IPv4 destinations as mapped).
 	if c.LocalAddr().(*net.UDPAddr).IP.To4() != nil {
 		ipv4.NewPacketConn(c).SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true)
 	} else {
@@ -213,8 +235,8 @@ func (s *Server) release() error {
 
 // Serve answers requests until ctx ends, then waits for transfers in flight
 // (each is bounded by Timeout × Retries) and closes the socket and the root.
-// An error that stops it early (binding, or the library refusing the
-// socket) comes back at once, not when ctx ends.
+// An error that stops it early (binding, or the socket failing) comes back
+// at once, not when ctx ends.
 func (s *Server) Serve(ctx context.Context) error {
 	if _, err := s.Listen(); err != nil {
 		s.Close() // the root: Serve releases it on every return
@@ -227,44 +249,136 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.serving = true
 	s.ctx = ctx
+	conn := s.conn
 	s.mu.Unlock()
+	var transfers sync.WaitGroup
 	defer func() {
+		transfers.Wait()
 		s.mu.Lock()
 		s.closed = true
 		s.release()
 		s.mu.Unlock()
 	}()
-	srv := ptftp.NewServer(s.read, s.write)
-	srv.SetTimeout(s.cfg.Timeout)
-	srv.SetRetries(s.cfg.Retries)
-	srv.SetHook(dropHook{s.drops})
-	// The library returns only after Shutdown, or at once when it cannot
-	// use the socket; in that case nothing must wait for ctx.
-	returned := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		select {
-		case <-ctx.Done():
-			srv.Shutdown()
-		case <-returned:
+	// Closing the socket is what ends the read below.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	s.log.Info("serving", "addr", conn.LocalAddr().String(), "root", s.cfg.Root)
+	read := packetReader(conn)
+	buf := make([]byte, 65536)
+	for {
+		n, p, err := read(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("tftp: read: %w", err)
 		}
-	}()
-	s.log.Info("serving", "addr", s.conn.LocalAddr().String(), "root", s.cfg.Root)
-	// Hand the *net.UDPConn itself to the library: it then reads the
-	// destination address of each request and answers from it (right
-	// source address on a multi-homed edge) and clamps blksize to the MTU
-	// of the interface the request came in on.
-	err := srv.Serve(s.conn)
-	close(returned)
-	<-stopped
+		req, err := parseRequest(buf[:n])
+		if err != nil {
+			s.drops.Warn("tftp: packet dropped", "reason", reasonMalformed, "ip", p.remote.IP.String(), "err", err)
+			continue
+		}
+		transfers.Go(func() { s.handle(req, p) })
+	}
+}
+
+// arrival is where a request came from and what it came to.
+type arrival struct {
+	remote *net.UDPAddr
+	local  *net.UDPAddr // the request's destination address: a transfer answers from it
+	maxBlk int          // largest blksize the interface's MTU carries unfragmented
+}
+
+// packetReader reads datagrams with their destination address and
+// interface (Listen asked for both). Answering from the destination address
+// gives the right source on a multi-homed edge; the interface's MTU bounds
+// blksize. The family is the bound address's: ":69" binds a dual-stack IPv6
+// socket, which reports IPv4 destinations as mapped. The options are set
+// again on the reader: x/net parses a control message only for the flags
+// its own PacketConn set (the socket already has them since Listen).
+func packetReader(c *net.UDPConn) func([]byte) (int, arrival, error) {
+	if c.LocalAddr().(*net.UDPAddr).IP.To4() != nil {
+		pc := ipv4.NewPacketConn(c)
+		pc.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true)
+		return func(b []byte) (int, arrival, error) {
+			n, cm, src, err := pc.ReadFrom(b)
+			if err != nil {
+				return 0, arrival{}, err
+			}
+			a := arrival{remote: src.(*net.UDPAddr), local: &net.UDPAddr{}, maxBlk: defaultBlksize}
+			if cm != nil {
+				a.local.IP = cm.Dst
+				a.setInterface(cm.IfIndex, 20+8)
+			}
+			return n, a, nil
+		}
+	}
+	pc := ipv6.NewPacketConn(c)
+	pc.SetControlMessage(ipv6.FlagDst|ipv6.FlagInterface, true)
+	return func(b []byte) (int, arrival, error) {
+		n, cm, src, err := pc.ReadFrom(b)
+		if err != nil {
+			return 0, arrival{}, err
+		}
+		a := arrival{remote: src.(*net.UDPAddr), local: &net.UDPAddr{}, maxBlk: defaultBlksize}
+		if cm != nil {
+			a.local.IP = cm.Dst
+			overhead := 40 + 8
+			if cm.Dst.To4() != nil {
+				overhead = 20 + 8
+			}
+			a.setInterface(cm.IfIndex, overhead)
+		}
+		return n, a, nil
+	}
+}
+
+// setInterface bounds blksize by the interface's MTU and names the zone of
+// a link-local destination (a socket bound to fe80::… needs it).
+func (a *arrival) setInterface(index, overhead int) {
+	if a.local.IP.Equal(net.IPv4bcast) {
+		// A request to the broadcast address cannot be answered from it:
+		// the kernel picks the source.
+		a.local.IP = nil
+	}
+	ifi, err := net.InterfaceByIndex(index)
 	if err != nil {
-		return fmt.Errorf("tftp: %w", err)
+		return
 	}
-	if ctx.Err() == nil {
-		return errors.New("tftp: server stopped unasked")
+	a.maxBlk = max(ifi.MTU-overhead, defaultBlksize)
+	if a.local.IP.IsLinkLocalUnicast() && a.local.IP.To4() == nil {
+		a.local.Zone = ifi.Name
 	}
-	return nil
+}
+
+// handle answers one request from a socket of its own (the transfer ID of
+// RFC 1350), bound to the address the request came to.
+func (s *Server) handle(req request, p arrival) {
+	conn, err := net.ListenUDP("udp", p.local)
+	if err != nil {
+		s.drops.Warn("tftp: request dropped", "reason", reasonSocket, "ip", p.remote.IP.String(), "err", err)
+		return
+	}
+	defer conn.Close()
+	t := &transfer{conn: conn, remote: p.remote, req: req, maxBlk: p.maxBlk, size: -1,
+		timeout: s.cfg.Timeout, retries: s.cfg.Retries}
+	t.setBatch()
+	start := time.Now()
+	err = s.answer(t)
+	var r *refusal
+	if errors.As(err, &r) {
+		t.sendError(r.code, r.msg)
+	}
+	s.m.finished(t, err, start)
+}
+
+// answer serves a read request or refuses a write request; a *refusal is
+// sent to the client as an ERROR packet.
+func (s *Server) answer(t *transfer) error {
+	if t.req.op == opWRQ {
+		return s.write(t.req.filename, t.remote.IP)
+	}
+	return s.read(t)
 }
 
 // baseContext is Serve's context: a request waiting for an artifact stops
@@ -292,7 +406,7 @@ func (s *Server) emit(kind string, ip net.IP, detail map[string]string) {
 
 // open finds the content for a resolved name: the dynamic source first,
 // then a regular file under the root.
-func (s *Server) open(name string, remote net.Addr) (io.ReadSeeker, int64, func(), error) {
+func (s *Server) open(name string, remote net.Addr) (io.Reader, int64, func(), error) {
 	if s.cfg.Dynamic != nil {
 		if b, ok := s.cfg.Dynamic.Lookup(name, remote); ok {
 			return bytes.NewReader(b), int64(len(b)), func() {}, nil
@@ -319,45 +433,39 @@ func (s *Server) open(name string, remote net.Addr) (io.ReadSeeker, int64, func(
 
 // isSizeProbe recognises the UEFI PXE client's habit: it asks for the file
 // with tsize, reads the size from the OACK and aborts with error 8 before the
-// real transfer. pin/tftp reports the client's error packet only as text.
+// real transfer.
 func isSizeProbe(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "code=8")
+	pe, ok := errors.AsType[*peerError](err)
+	return ok && pe.code == codeOptions
 }
 
-func (s *Server) read(filename string, rf io.ReaderFrom) error {
+func (s *Server) read(t *transfer) error {
 	start := time.Now()
-	var remote net.UDPAddr
-	if ot, ok := rf.(ptftp.OutgoingTransfer); ok {
-		remote = ot.RemoteAddr()
-	}
+	filename, remote := t.req.filename, *t.remote
 	if err := s.limited(remote.IP); err != nil {
-		return err
+		return &refusal{codeUndefined, err.Error()}
 	}
 	// A flood is refused before anything else, with no event: one rate-
-	// limited log line per interval is all it may cost. The library sends
-	// the returned error as the client's error packet.
+	// limited log line per interval is all it may cost.
 	// Per /64 for IPv6, as the rate limit: a machine picks addresses in
 	// its /64 at will.
 	release, err := s.slots.acquire(ratelimit.AddrKey(remote.IP))
 	if err != nil {
 		s.drops.Warn("tftp: request refused", "reason", reasonBusy, "ip", remote.IP.String(), "err", err)
-		return err
+		return &refusal{codeUndefined, err.Error()}
 	}
 	defer release()
 	log := s.log.With("ip", remote.IP.String(), "file", filename)
 	if mac := s.macFor(remote.IP); mac != "" {
 		log = log.With("mac", mac)
 	}
-	fail := func(reason string, err error, clientMsg string) error {
+	fail := func(reason string, err error, code uint16, clientMsg string) error {
 		s.drops.Warn("tftp: request refused", "reason", reason, "ip", remote.IP.String(), "file", filename, "err", err)
 		s.emitRefusal(remote.IP, map[string]string{"file": filename, "error": err.Error()})
-		// The library sends this as the client's error packet (code 1,
-		// file not found): a refused name and a missing one look the same
-		// to the client, and it gets the answer at once, not a time-out.
-		return errors.New(clientMsg)
+		return &refusal{code, clientMsg}
 	}
-	if err := checkMode(rf); err != nil {
-		return fail(reasonMode, err, err.Error())
+	if err := checkMode(t.req.mode); err != nil {
+		return fail(reasonMode, err, codeIllegalOp, err.Error())
 	}
 	// tftp.start only once there is a file to send: a refusal's tftp.error
 	// is counted (the aggregator passes a few a minute per address), and a
@@ -366,26 +474,24 @@ func (s *Server) read(filename string, rf io.ReaderFrom) error {
 	begin := func() { s.emit(proto.EventTFTPStart, remote.IP, map[string]string{"file": filename}) }
 	name, err := Resolve(filename)
 	if err != nil {
-		return fail(reasonBadPath, err, "file not found")
+		// A refused name and a missing one look the same to the client
+		// (code 1, file not found), and it gets the answer at once, not a
+		// time-out.
+		return fail(reasonBadPath, err, codeNotFound, "file not found")
 	}
 	if s.cfg.Images != nil {
 		if set, file, lookup, ok := s.isArtifact(name); ok {
-			return s.serveArtifact(rf, remote, name, set, file, lookup, fail, begin)
+			return s.serveArtifact(t, name, set, file, lookup, fail, begin)
 		}
 	}
 	r, size, closeFn, err := s.open(name, &remote)
 	if err != nil {
-		return fail(reasonNotFound, fmt.Errorf("tftp: open %s: %w", name, err), "file not found")
+		return fail(reasonNotFound, fmt.Errorf("tftp: open %s: %w", name, err), codeNotFound, "file not found")
 	}
 	defer closeFn()
 	begin()
-	if ot, ok := rf.(ptftp.OutgoingTransfer); ok {
-		// The OACK's tsize is the file's true size whatever the client put
-		// in its request: pin/tftp echoes any non-zero value it is sent
-		// (negative, or past 2^63), which would hand the client our lie.
-		ot.SetSize(size)
-	}
-	n, err := rf.ReadFrom(r)
+	t.size = size
+	n, err := t.send(modeReader(t.req.mode, r))
 	ms := strconv.FormatInt(time.Since(start).Milliseconds(), 10)
 	switch {
 	case isSizeProbe(err):
@@ -397,43 +503,29 @@ func (s *Server) read(filename string, rf io.ReaderFrom) error {
 	case err != nil:
 		log.Warn("transfer failed", "bytes", n, "duration_ms", ms, "err", err)
 		s.emit(proto.EventTFTPError, remote.IP, map[string]string{"file": name, "bytes": strconv.FormatInt(n, 10), "duration_ms": ms, "error": err.Error()})
-		return nil // the library already aborted the transfer
+		return nil // send told the client, or the client told us
 	}
-	log.Info("sent", "bytes", n, "duration_ms", ms)
+	log.Info("sent", "bytes", n, "duration_ms", ms, "blksize", t.blksize, "windowsize", t.window)
 	s.emit(proto.EventTFTPDone, remote.IP, map[string]string{"file": name, "bytes": strconv.FormatInt(n, 10), "duration_ms": ms})
 	return nil
 }
 
-// write refuses every WRQ with error code 2 (access violation). pin/tftp
-// answers a failed handler with code 1 only, so the packet is sent here from
-// a socket of our own, bound to the address the request came to; it reaches
-// the client first (the library's transfer socket sends nothing before the
-// handler returns), and the library's later code-1 packet goes to a client
-// that has already stopped.
-func (s *Server) write(filename string, wt io.WriterTo) error {
-	var remote net.UDPAddr
-	if it, ok := wt.(ptftp.IncomingTransfer); ok {
-		remote = it.RemoteAddr()
+// modeReader converts r for a netascii transfer.
+func modeReader(mode string, r io.Reader) io.Reader {
+	if strings.EqualFold(mode, "netascii") {
+		return newNetascii(r)
 	}
-	// Limited as reads are: each refusal below costs a socket and a
-	// packet to whatever source address the datagram names.
-	if err := s.limited(remote.IP); err != nil {
-		return err
+	return r
+}
+
+// write refuses every WRQ with error code 2 (access violation).
+func (s *Server) write(filename string, ip net.IP) error {
+	// Limited as reads are: each refusal costs a socket and a packet to
+	// whatever source address the datagram names.
+	if err := s.limited(ip); err != nil {
+		return &refusal{codeUndefined, err.Error()}
 	}
-	var local net.IP
-	if pi, ok := wt.(ptftp.RequestPacketInfo); ok {
-		local = pi.LocalIP()
-	}
-	s.drops.Warn("tftp: request refused", "reason", reasonWrite, "ip", remote.IP.String(), "file", filename)
-	s.emitRefusal(remote.IP, map[string]string{"file": filename, "error": "write refused: read-only server"})
-	const msg = "access violation: read-only server"
-	if c, err := net.ListenUDP("udp", &net.UDPAddr{IP: local}); err == nil {
-		pkt := make([]byte, 0, 5+len(msg))
-		pkt = append(pkt, 0, 5, 0, 2) // ERROR, code 2
-		pkt = append(pkt, msg...)
-		pkt = append(pkt, 0)
-		c.WriteToUDP(pkt, &remote)
-		c.Close()
-	}
-	return errors.New(msg)
+	s.drops.Warn("tftp: request refused", "reason", reasonWrite, "ip", ip.String(), "file", filename)
+	s.emitRefusal(ip, map[string]string{"file": filename, "error": "write refused: read-only server"})
+	return &refusal{codeAccess, "access violation: read-only server"}
 }

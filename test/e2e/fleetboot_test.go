@@ -633,6 +633,11 @@ func TestFleetboot(t *testing.T) {
 		}
 		e.checkEdgeSaw(t, mac, append(full, proto.EventTFTPStart, proto.EventTFTPDone)...)
 		e.checkTFTP(t, mac, efiBootFile)
+		// OVMF asks for "blksize 1468 windowsize 4" (RFC 7440): the edge's
+		// transfer used the window, not one block per ACK.
+		if !slices.ContainsFunc(e.edgeLines(mac), regexp.MustCompile(`msg=sent .*file=`+regexp.QuoteMeta(efiBootFile)+` .*blksize=1468 windowsize=4`).MatchString) {
+			t.Errorf("edge never sent %s to %s with windowsize 4:\n%s", efiBootFile, mac, strings.Join(e.edgeLines(mac), "\n"))
+		}
 		e.checkNoIPv6Wait(t, mac)
 		if !slices.ContainsFunc(e.edgeLines(mac), regexp.MustCompile(`msg="dhcp: ack".*arch=7 .*file=`+regexp.QuoteMeta(efiBootFile)).MatchString) {
 			t.Errorf("edge never acked %s with %s:\n%s", mac, efiBootFile, strings.Join(e.edgeLines(mac), "\n"))

@@ -62,6 +62,12 @@ type VMConfig struct {
 	// Args are extra QEMU arguments, after the harness's own (e.g.
 	// -fw_cfg entries that switch firmware features off).
 	Args []string
+	// ExtraNICs are more virtio NICs (no option ROM) on the same network.
+	ExtraNICs int
+	// Disk is a raw disk image attached as a virtio disk.
+	Disk string
+	// Reboot lets the guest reboot (without it QEMU exits on reboot).
+	Reboot bool
 }
 
 // VM is a running QEMU (TCG: /dev/kvm is not trusted on these machines).
@@ -122,9 +128,18 @@ func (n *Network) StartVM(t testing.TB, dir string, cfg VMConfig) *VM {
 		"-smp", "1",
 		// -nographic makes SeaBIOS and iPXE print on the serial port too.
 		"-nographic", "-monitor", "none", "-serial", "stdio",
-		"-no-reboot",
 		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
 		"-device", nic,
+	}
+	if !cfg.Reboot {
+		args = append(args, "-no-reboot")
+	}
+	for i := 1; i <= cfg.ExtraNICs; i++ {
+		args = append(args, "-netdev", fmt.Sprintf("tap,id=n%d,ifname=%s,script=no,downscript=no", i, n.AddTap(t)),
+			"-device", fmt.Sprintf("virtio-net-pci,netdev=n%d,mac=%s,romfile=", i, RandomMAC()))
+	}
+	if cfg.Disk != "" {
+		args = append(args, "-drive", "file="+cfg.Disk+",if=virtio,format=raw")
 	}
 	if cfg.Kernel != "" {
 		args = append(args, "-kernel", cfg.Kernel)

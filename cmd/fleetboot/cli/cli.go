@@ -150,6 +150,8 @@ Every flag can also be set with a FLEETBOOT_<FLAG> environment variable
 		a.imageCmd(),
 		a.loaderCmd(),
 		a.hostCmd(),
+		a.policyCmd(),
+		a.templateCmd(),
 		a.edgeCmd(),
 		a.pkiCmd(),
 		a.natsCmd(),
@@ -157,6 +159,8 @@ Every flag can also be set with a FLEETBOOT_<FLAG> environment variable
 		a.auditCmd(),
 		a.eventsCmd(),
 		a.explainCmd(),
+		a.discoverCmd(),
+		a.discoveryCmd(),
 		a.completionCmd(),
 	)
 	a.addCompletions(root)

@@ -189,6 +189,13 @@ func TestCLIAgainstCoordinator(t *testing.T) {
 		{"bad range", []string{"site", "add", "x", "--subnet", "10.5.0.0/24", "--range", "10.5.0.9"}, 1, "",
 			"fleetboot: invalid --range \"10.5.0.9\": want START-END, e.g. 10.0.0.100-10.0.0.200\n"},
 		{"list hosts unchanged", []string{"host", "ls"}, 0, "host-ls.txt", ""},
+		// Labels: set, shown, removed; a bad one refused by the CLI as the coordinator would.
+		{"label host", []string{"host", "label", "52:54:00:12:34:56", "rack=r12", "role=web,tier=1"}, 0, "host-label.txt", ""},
+		{"unlabel host", []string{"host", "unlabel", "52:54:00:12:34:56", "role", "tier"}, 0, "host-unlabel.txt", ""},
+		{"label with a space", []string{"host", "label", "52:54:00:12:34:56", "rack=r 12"}, 1, "",
+			"fleetboot: invalid value \"r 12\" of label rack: use letters, digits, '.', '_' or '-'\n"},
+		{"unlabel with a value", []string{"host", "unlabel", "52:54:00:12:34:56", "rack=r12"}, 1, "",
+			"fleetboot: unlabel takes label keys, not \"rack=r12\" (host label sets values)\n"},
 		// Loaders: a Secure Boot chain for one host, explained file by file.
 		{"add shim loader", []string{"loader", "add", "shim-debian", "--kind", "shim-grub", "--shim", shim, "--grub", grub}, 0, "loader-add.txt", ""},
 		{"list loaders json", []string{"loader", "ls", "-o", "json"}, 0, "loader-ls.json", ""},

@@ -32,6 +32,9 @@ type explanation struct {
 	IPXE       dhcpStep          `json:"ipxe"`
 	Decision   httpboot.Decision `json:"decision"`
 	ScriptText string            `json:"script"`
+	// Policy says which policy claimed the machine (or why none did), for
+	// hosts and for machines waiting discovered.
+	Policy *proto.PolicyDecision `json:"policy,omitempty"`
 }
 
 type dhcpStep struct {
@@ -74,6 +77,16 @@ and the script the edge renders for it.`,
 				st.PutHost(h)
 				if site == "" {
 					site = h.Site
+				}
+			case !strings.HasSuffix(err.Error(), "not found"):
+				return err
+			}
+			var pd proto.PolicyDecision
+			switch err := c.call(ctx, proto.APIPolicyExplain, proto.MACRequest{V: proto.Version, MAC: mac}, &pd); {
+			case err == nil:
+				ex.Policy = &pd
+				if site == "" {
+					site = pd.Site // a machine waiting discovered
 				}
 			case !strings.HasSuffix(err.Error(), "not found"):
 				return err
@@ -138,7 +151,11 @@ and the script the edge renders for it.`,
 			if ex.Known {
 				known = fmt.Sprintf("host at site %s, image %q, state %s", h.Site, h.Image, h.State)
 			}
+			if ex.Policy != nil && ex.Policy.State == proto.StateDiscovered {
+				known = fmt.Sprintf("discovered at site %s, waiting for a policy", ex.Policy.Site)
+			}
 			fmt.Fprintf(a.stdout, "machine   %s: %s\n", mac, known)
+			printPolicy(a.stdout, ex.Policy)
 			fmt.Fprintf(a.stdout, "dhcp      site %s, mode %s\n", s.Name, s.DHCP)
 			fmt.Fprintf(a.stdout, "firmware  arch %d: %s; boot file %s\n", arch, ex.Firmware.Reason, orNone(ex.Firmware.BootFile))
 			fmt.Fprintf(a.stdout, "ipxe      %s; boot file %s\n", ex.IPXE.Reason, orNone(ex.IPXE.BootFile))
@@ -230,6 +247,24 @@ func noAnswer(s proto.Site, st *state.State, mac string) string {
 		return "reservations-only mode answers known MACs only"
 	default:
 		return "unknown hosts are ignored at this site (--unknown " + s.Unknown + ")"
+	}
+}
+
+// printPolicy prints which policy decided, and every policy's verdict.
+func printPolicy(w io.Writer, d *proto.PolicyDecision) {
+	if d == nil {
+		return
+	}
+	fmt.Fprintf(w, "policy    %s\n", d.Reason)
+	for _, v := range d.Verdicts {
+		mark := "no "
+		if v.Matched {
+			mark = "yes"
+		}
+		if v.Policy == d.Policy {
+			mark = "won"
+		}
+		fmt.Fprintf(w, "  %s %s (priority %d): %s\n", mark, v.Policy, v.Priority, v.Reason)
 	}
 }
 

@@ -222,3 +222,12 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 		return nil
 	}
 }
+
+func minArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n {
+			return fmt.Errorf("%s: want %s, got %d argument(s) (see --help)", cmd.CommandPath(), what, len(args))
+		}
+		return nil
+	}
+}

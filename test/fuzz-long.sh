@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs every fuzz target in the tree for FUZZTIME each (`make fuzz-long`,
+# default 10m) and prints, per target, the executions, the new coverage
+# ("new interesting" inputs found in this run, and the corpus total) and
+# whether it crashed. The targets are found in the sources, not listed by
+# hand, so a new one is never left out. Exit status 1 if any target failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+FUZZTIME="${FUZZTIME:-10m}"
+GO="${GO:-go}"
+LOG_DIR="${LOG_DIR:-bin/fuzz-long}"
+mkdir -p "$LOG_DIR"
+# go test's own -timeout (10m by default) would stop a 10-minute run inside
+# its last input: give each run its fuzz time plus ten minutes (a target
+# that hangs still ends).
+case "$FUZZTIME" in
+  *h) timeout="$(( ${FUZZTIME%h} * 60 + 10 ))m" ;;
+  *m) timeout="$(( ${FUZZTIME%m} + 10 ))m" ;;
+  *s) timeout="$(( ${FUZZTIME%s} + 600 ))s" ;;
+  *)  timeout=60m ;; # a count of executions (1000x)
+esac
+
+# package:Target for every `func FuzzX(f *testing.F)` in a _test.go file.
+mapfile -t targets < <(grep -rEo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*\(f \*testing\.F\)' . \
+  | sed -E 's#^(.*)/[^/]+_test\.go:func (Fuzz[A-Za-z0-9_]*)\(.*#\1:\2#' | sort)
+if ((${#targets[@]} == 0)); then echo "fuzz-long: no fuzz targets found" >&2; exit 1; fi
+echo "fuzz-long: ${#targets[@]} targets, ${FUZZTIME} each (logs in ${LOG_DIR}/)"
+
+rows=() failed=0
+for t in "${targets[@]}"; do
+  pkg="${t%%:*}" name="${t#*:}"
+  log="${LOG_DIR}/$(echo "${pkg#./}" | tr / _)_${name}.log"
+  echo "fuzz-long: ${name} in ${pkg} for ${FUZZTIME}"
+  start=$(date +%s)
+  "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -timeout "$timeout" "$pkg" >"$log" 2>&1
+  rc=$?
+  secs=$(( $(date +%s) - start ))
+  # The last progress line carries the totals:
+  # "fuzz: elapsed: 10m0s, execs: 123456 (205/sec), new interesting: 3 (total: 57)"
+  last=$(grep -E '^fuzz: elapsed: .*execs: ' "$log" | tail -1)
+  execs=$(sed -nE 's/.*execs: ([0-9]+).*/\1/p' <<<"$last")
+  newi=$(sed -nE 's/.*new interesting: ([0-9]+) \(total: ([0-9]+)\).*/\1 (corpus \2)/p' <<<"$last")
+  if ((rc == 0)); then
+    result="ok"
+  else
+    failed=1
+    crash=$(grep -Eo 'testdata/fuzz/[^ ]+' "$log" | tail -1)
+    result="FAILED (exit ${rc}${crash:+, input ${pkg#./}/${crash}}; see ${log})"
+  fi
+  rows+=("$(printf '%-22s %-18s %12s  %-20s %5ss  %s' "${pkg#./}" "$name" "${execs:-?}" "${newi:-?}" "$secs" "$result")")
+done
+
+echo
+printf '%-22s %-18s %12s  %-20s %6s  %s\n' package target executions "new interesting" time result
+printf '%s\n' "${rows[@]}"
+exit "$failed"
