@@ -107,6 +107,8 @@ func summary(b *testing.B, area, metric, server, value, ratio string) {
 
 func fmtValue(v float64, unit string) string {
 	switch {
+	case unit == "": // a count
+		return fmt.Sprintf("%.0f", v)
 	case v >= 1000:
 		return fmt.Sprintf("%.0f %s", v, unit)
 	case v >= 10:

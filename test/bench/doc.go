@@ -17,6 +17,10 @@
 //     without a router, fleetboot's edge sending its own IPv6 router
 //     advertisements, against dnsmasq with enable-ra and Go's file server
 //     (BenchmarkBoot);
+//   - boot storm: 100 and 1 000 simulated machines powered on at once
+//     (firmware DHCP, loader over TFTP, iPXE's DHCP, script, 10 MiB kernel
+//     and 50 MiB initrd over HTTP) against dnsmasq with nginx and against
+//     the link bound of the same bridge (BenchmarkBootStorm);
 //   - scale: 10 000 hosts, 10 sites, 3 edges: host set to edge serving it,
 //     API requests per second, edge memory with 100 000 hosts
 //     (BenchmarkScale).

@@ -243,10 +243,11 @@ func startNginx(b *testing.B, env *benchEnv, dir string) string {
 	body := fmt.Sprintf(`daemon off;
 master_process on;
 worker_processes 2;
+worker_rlimit_nofile 8192;
 user root;
 pid %[1]s/nginx.pid;
 error_log stderr warn;
-events { worker_connections 256; }
+events { worker_connections 4096; }
 http {
 	access_log off;
 	sendfile on;
