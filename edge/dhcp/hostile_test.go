@@ -14,6 +14,7 @@ import (
 
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/test/netnstest"
+	"github.com/fleetboot/fleetboot/test/promtest"
 	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
@@ -246,31 +247,9 @@ func TestNetnsHostile(t *testing.T) {
 // histograms as name_count and name_sum.
 func gather(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
 	t.Helper()
-	fams, err := reg.Gather()
+	v, err := promtest.Values(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]float64{}
-	for _, f := range fams {
-		for _, m := range f.GetMetric() {
-			var labels []string
-			for _, l := range m.GetLabel() {
-				labels = append(labels, l.GetName()+"="+l.GetValue())
-			}
-			name := f.GetName()
-			if len(labels) > 0 {
-				name += "{" + strings.Join(labels, ",") + "}"
-			}
-			switch {
-			case m.GetCounter() != nil:
-				out[name] = m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				out[name] = m.GetGauge().GetValue()
-			case m.GetHistogram() != nil:
-				out[f.GetName()+"_count"] = float64(m.GetHistogram().GetSampleCount())
-				out[f.GetName()+"_sum"] = m.GetHistogram().GetSampleSum()
-			}
-		}
-	}
-	return out
+	return v
 }

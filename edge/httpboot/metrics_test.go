@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fleetboot/fleetboot/test/promtest"
 )
 
 func TestRouteOf(t *testing.T) {
@@ -76,15 +78,15 @@ func TestMetricsByRoute(t *testing.T) {
 	}{
 		{"script", "200", 2}, {"script", "429", 2}, {"artifact", "200", 1}, {"other", "404", 1},
 	} {
-		got := gatheredCounter(t, reg, "fleetboot_http_requests_total", map[string]string{"route": c.route, "code": c.code})
+		got := values(t, reg)["fleetboot_http_requests_total{code="+c.code+",route="+c.route+"}"]
 		if got != c.want {
 			t.Errorf("requests{route=%s,code=%s} = %v, want %v", c.route, c.code, got, c.want)
 		}
 	}
-	if got := gatheredCounter(t, reg, "fleetboot_http_response_bytes_total", map[string]string{"route": "artifact"}); got != float64(len(kernel)) {
+	if got := values(t, reg)["fleetboot_http_response_bytes_total{route=artifact}"]; got != float64(len(kernel)) {
 		t.Errorf("artifact bytes = %v, want %d", got, len(kernel))
 	}
-	if got := gatheredCounter(t, reg, "fleetboot_http_response_bytes_total", map[string]string{"route": "script"}); got < float64(2*script) {
+	if got := values(t, reg)["fleetboot_http_response_bytes_total{route=script}"]; got < float64(2*script) {
 		t.Errorf("script bytes = %v, want ≥ %d (two scripts and two refusals)", got, 2*script)
 	}
 	fams, err := reg.Gather()
@@ -98,26 +100,11 @@ func TestMetricsByRoute(t *testing.T) {
 	}
 }
 
-// gatheredCounter reads one counter from reg as /metrics exports it.
-func gatheredCounter(t *testing.T, reg prometheus.Gatherer, name string, labels map[string]string) float64 {
+func values(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
 	t.Helper()
-	fams, err := reg.Gather()
+	v, err := promtest.Values(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if labels[l.GetName()] != l.GetValue() {
-					continue next
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
+	return v
 }

@@ -3,11 +3,11 @@ package tftp
 import (
 	"bytes"
 	"fmt"
-	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/fleetboot/fleetboot/test/promtest"
 	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
@@ -51,28 +51,9 @@ func waitGathered(t *testing.T, reg prometheus.Gatherer, want map[string]float64
 	t.Helper()
 	var got map[string]float64
 	waitfor.OK(t, "the transfers counted", func() error {
-		got = map[string]float64{}
-		fams, err := reg.Gather()
-		if err != nil {
+		var err error
+		if got, err = promtest.Values(reg); err != nil {
 			return err
-		}
-		for _, f := range fams {
-			for _, m := range f.GetMetric() {
-				var labels []string
-				for _, l := range m.GetLabel() {
-					labels = append(labels, l.GetName()+"="+l.GetValue())
-				}
-				name := f.GetName()
-				if len(labels) > 0 {
-					name += "{" + strings.Join(labels, ",") + "}"
-				}
-				switch {
-				case m.GetCounter() != nil:
-					got[name] = m.GetCounter().GetValue()
-				case m.GetHistogram() != nil:
-					got[f.GetName()+"_count"] = float64(m.GetHistogram().GetSampleCount())
-				}
-			}
 		}
 		for k, v := range want {
 			if got[k] != v {
