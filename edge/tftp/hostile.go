@@ -1,6 +1,7 @@
 package tftp
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -28,12 +29,23 @@ const (
 	reasonMalformed  = "malformed request"
 	reasonSocket     = "no socket for a transfer"
 	reasonBusy       = "too many transfers"
+	reasonFull       = "all transfer slots taken"
 	reasonMode       = "transfer mode"
 	reasonBadPath    = "bad path"
 	reasonNotFound   = "not found"
 	reasonWrite      = "write request"
 	maxModeInMessage = 32
 )
+
+// errServerFull: every transfer slot is taken. Such a request gets no
+// answer at all, unlike a client over its own allowance: a PXE ROM takes an
+// ERROR packet for the end of its boot attempt, while silence makes it send
+// its RRQ again a few seconds later, when a slot may be free (a boot storm
+// of a thousand machines waits instead of failing).
+var errServerFull = errors.New("server busy")
+
+// errDropped is answer's outcome for a request answered with nothing.
+var errDropped = errors.New("tftp: request dropped")
 
 // slots bounds transfers in flight, per client address and in all.
 type slots struct {
@@ -51,7 +63,7 @@ func (s *slots) acquire(ip string) (release func(), err error) {
 		return nil, fmt.Errorf("too many transfers from %s (at most %d at once): try again later", ip, s.perClient)
 	}
 	if s.n >= s.total {
-		return nil, fmt.Errorf("server busy (%d transfers at once): try again later", s.total)
+		return nil, fmt.Errorf("%w (%d transfers at once): try again later", errServerFull, s.total)
 	}
 	s.active[ip]++
 	s.n++

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/fleetboot/fleetboot/test/promtest"
 	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
@@ -284,6 +286,52 @@ func TestFloodFromOneAddress(t *testing.T) {
 	if got := newRawClient(t, "127.0.0.1").fetch(f.addr, "undionly.kpxe"); !bytes.Equal(got, f.files["undionly.kpxe"]) {
 		t.Fatalf("after the flood: %d bytes", len(got))
 	}
+}
+
+// TestServerFullIsSilent: with every transfer slot taken, a request from a
+// machine within its own allowance gets no answer at all (a PXE ROM would
+// take an ERROR packet for the end of its boot, silence makes it ask again),
+// one log line and the dropped count; its retry once a slot is free is
+// served.
+func TestServerFullIsSilent(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	f := startServerWith(t, false, func(c *Config) { c.MaxTransfers, c.Metrics = 2, reg })
+	var hung []*net.UDPAddr
+	holder := newRawClient(t, "127.0.0.1")
+	for range 2 {
+		holder.send(f.addr, rrq("undionly.kpxe", "octet"))
+		p := holder.recv()
+		if p.op != opDATA {
+			t.Fatalf("transfer %d: got %v", len(hung)+1, p)
+		}
+		hung = append(hung, p.from)
+	}
+	late := newRawClient(t, "127.0.0.3")
+	for range 3 {
+		late.send(f.addr, rrq("undionly.kpxe", "octet"))
+	}
+	// The server answers requests in order: a request it serves after
+	// these from another address has its answer once they were dropped.
+	waitfor.OK(t, "the dropped requests counted", func() error {
+		v, err := promtest.Values(reg)
+		if err != nil {
+			return err
+		}
+		if got := v["fleetboot_tftp_transfers_total{result=dropped,windowsize=1}"]; got != 3 {
+			return fmt.Errorf("dropped = %v, want 3", got)
+		}
+		return nil
+	})
+	late.nothingPending()
+	if got := strings.Count(f.logs.String(), fmt.Sprintf("reason=%q", reasonFull)); got != 1 {
+		t.Errorf("%d log lines for 3 dropped requests, want 1\n%s", got, f.logs.String())
+	}
+	holder.abort(hung[0])
+	waitfor.True(t, "a slot freed", func() bool { n, _ := f.srv.slots.inFlight(); return n < 2 })
+	if got := late.fetch(f.addr, "undionly.kpxe"); !bytes.Equal(got, f.files["undionly.kpxe"]) {
+		t.Fatalf("the retry once a slot is free: %d bytes", len(got))
+	}
+	holder.abort(hung[1])
 }
 
 func TestSlots(t *testing.T) {

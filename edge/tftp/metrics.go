@@ -15,6 +15,7 @@ const (
 	resultProbe    = "probe"    // UEFI's size probe: OACK read, aborted with error 8 on purpose
 	resultFailed   = "failed"   // time-out, the client's error, a read error
 	resultRefused  = "refused"  // an ERROR packet instead of a file (not found, rate, busy, WRQ)
+	resultDropped  = "dropped"  // no answer: every transfer slot was taken (the client sends its RRQ again)
 )
 
 // metrics are the server's series. windowsize is the negotiated value,
@@ -28,7 +29,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		transfers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetboot_tftp_transfers_total",
-			Help: "TFTP read requests by result (complete, probe, failed, refused) and negotiated windowsize (1 without the option)."},
+			Help: "TFTP read requests by result (complete, probe, failed, refused, dropped) and negotiated windowsize (1 without the option)."},
 			[]string{"result", "windowsize"}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "fleetboot_tftp_sent_bytes_total",
 			Help: "File bytes sent in TFTP DATA packets (retransmissions not counted)."}),
@@ -36,7 +37,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Duration of complete TFTP transfers, request to last acknowledgement.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}),
 	}
-	for _, r := range []string{resultComplete, resultProbe, resultFailed, resultRefused} {
+	for _, r := range []string{resultComplete, resultProbe, resultFailed, resultRefused, resultDropped} {
 		m.transfers.WithLabelValues(r, "1")
 	}
 	if reg == nil {
@@ -58,6 +59,9 @@ func (m *metrics) finished(t *transfer, answerErr error, start time.Time) {
 	switch {
 	case errors.As(answerErr, &r):
 		m.transfers.WithLabelValues(resultRefused, window).Inc()
+		return
+	case errors.Is(answerErr, errDropped):
+		m.transfers.WithLabelValues(resultDropped, window).Inc()
 		return
 	case !t.sending:
 		return // a write request or a refusal the answer handled itself

@@ -454,6 +454,10 @@ func (s *Server) read(t *transfer) error {
 	// Per /64 for IPv6, as the rate limit: a machine picks addresses in
 	// its /64 at will.
 	release, err := s.slots.acquire(ratelimit.AddrKey(remote.IP))
+	if errors.Is(err, errServerFull) {
+		s.drops.Warn("tftp: request dropped", "reason", reasonFull, "ip", remote.IP.String(), "err", err)
+		return errDropped
+	}
 	if err != nil {
 		s.drops.Warn("tftp: request refused", "reason", reasonBusy, "ip", remote.IP.String(), "err", err)
 		return &refusal{codeUndefined, err.Error()}
