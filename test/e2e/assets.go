@@ -194,16 +194,28 @@ while [ ! -e /sys/class/net/eth0/address ] && [ $i -lt 200 ]; do sleep 0.1; i=$(
 mac=$(cat /sys/class/net/eth0/address 2>/dev/null)
 cmdline=$(cat /proc/cmdline)
 done=""
+userdata=""
 for w in $cmdline; do
 	case "$w" in
 	fleetboot.done=*) done="${w#fleetboot.done=}" ;;
+	fleetboot.userdata=*) userdata="${w#fleetboot.userdata=}" ;;
 	esac
 done
 echo "FLEETBOOT-MARKER mac=$mac cmdline=$cmdline" > /dev/console
-if [ -n "$done" ]; then
+if [ -n "$done" ] || [ -n "$userdata" ]; then
 	ip link set lo up
 	ip link set eth0 up
 	udhcpc -i eth0 -n -q -t 10 -T 2 -s /etc/udhcpc/default.script
+fi
+if [ -n "$userdata" ]; then
+	# A cloud-init NoCloud seed: what an installer would read first.
+	if wget -q -O /tmp/user-data "${userdata}user-data"; then
+		while IFS= read -r l; do echo "FLEETBOOT-USERDATA $l" > /dev/console; done < /tmp/user-data
+	else
+		echo "FLEETBOOT-USERDATA refused mac=$mac" > /dev/console
+	fi
+fi
+if [ -n "$done" ]; then
 	# The token is in the URL; the edge refuses the callback without it.
 	if wget -q -O /dev/null --post-data '{"ok":true}' "$done"; then
 		echo "FLEETBOOT-DONE ok mac=$mac" > /dev/console

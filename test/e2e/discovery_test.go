@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -57,7 +58,14 @@ func TestFleetbootDiscovery(t *testing.T) {
 	t.Logf("SIZE discovery initramfs %d bytes (%.1f MiB); test marker initramfs %d bytes", img.Size(), float64(img.Size())/(1<<20), fileSize(t, e.assets.Initrd))
 	// The installer image a policy will assign: it reports done.
 	e.cli(t, "image", "add", "img-install", "--kernel", e.assets.Kernel, "--initrd", e.assets.Initrd,
-		"--cmdline", "console=ttyS0 panic=-1 fleetboot.mac={{mac}} fleetboot.image=img-install fleetboot.done={{callback}}")
+		"--cmdline", "console=ttyS0 panic=-1 fleetboot.mac={{mac}} fleetboot.image=img-install fleetboot.userdata={{template_url}} fleetboot.done={{callback}}")
+	// Its install template, which the policy gives the machines it claims:
+	// the installer fetches its user-data from the edge (NoCloud seed).
+	tmpl := filepath.Join(e.dir, "razor.yaml")
+	if err := os.WriteFile(tmpl, []byte("#cloud-config\nfqdn: {{quote .MAC}}\nruncmd:\n  - [echo, \"installed {{.Image}} at {{.Site}}\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.cli(t, "template", "add", "razor", "--kind", "cloud-init", "--file", tmpl)
 
 	// The edge must have the site's new discovery image before the VMs
 	// ask, and in its cache, as the image a policy assigns will be (the
@@ -104,7 +112,7 @@ func TestFleetbootDiscovery(t *testing.T) {
 	// discovery system reboots into the policy's image.
 	claimed := time.Now()
 	added := e.cli(t, "policy", "add", "qemu-install", "--match", "facts.dmi.vendor=QEMU,facts.nics>=2,facts.disks[0].size_gib>=2",
-		"--image", "img-install", "--site", site)
+		"--image", "img-install", "--template", "razor", "--site", site)
 	if !strings.Contains(added, mac) || strings.Contains(added, idle.Config.MAC) {
 		t.Errorf("policy add claimed the wrong machines:\n%s", added)
 	}
@@ -117,6 +125,13 @@ func TestFleetbootDiscovery(t *testing.T) {
 	}
 	if !strings.Contains(vm.Console(), `msg="assigned: rebooting"`) {
 		t.Error("console has no reboot by the discovery system")
+	}
+	// Its init fetched its own cloud-init user-data, rendered for it.
+	for _, want := range []string{"FLEETBOOT-USERDATA #cloud-config", fmt.Sprintf("FLEETBOOT-USERDATA fqdn: %q", mac),
+		"FLEETBOOT-USERDATA   - [echo, \"installed img-install at " + site + "\"]"} {
+		if _, err := vm.WaitConsole(bootLimit, regexp.MustCompile(regexp.QuoteMeta(want))); err != nil {
+			t.Errorf("console lacks %q: %v\nconsole:\n%s", want, err, vm.Console())
+		}
 	}
 	// The reference, in the same run on the same VM: its network boot of
 	// the marker image (reboot to marker) against its network boot of the
