@@ -198,3 +198,13 @@ func CheckEventSubject(subject string, ev Event) error {
 	}
 	return nil
 }
+
+// BulkRequestTimeout is how long a request touching every host of a fleet
+// (BulkEndpoint) may take, at the coordinator and in the CLI's wait: a scan
+// of 100 000 hosts outlasts the default request limit.
+const BulkRequestTimeout = 5 * time.Minute
+
+// BulkEndpoint tells the endpoints that may scan or write every host.
+func BulkEndpoint(endpoint string) bool {
+	return endpoint == APIHostImport || endpoint == APIHostBulkSet
+}

@@ -30,6 +30,10 @@ type Config struct {
 	Version  string
 	Logger   *slog.Logger
 	Timeout  time.Duration // per request
+	// BulkTimeout is the limit of the requests that touch every host of a
+	// fleet (proto.BulkEndpoint: host import, host set --selector): a
+	// scan of 100 000 hosts outlasts Timeout. Default 5 min.
+	BulkTimeout time.Duration
 	// Guard, when set, identifies the caller of every request from the
 	// server-stamped Nats-Request-Info header and refuses what the caller's
 	// role may not do. Nil: authentication is off (dev), everyone may.
@@ -90,6 +94,9 @@ func Start(nc *nats.Conn, cfg Config) (micro.Service, error) {
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.BulkTimeout == 0 {
+		cfg.BulkTimeout = proto.BulkRequestTimeout
 	}
 	if cfg.Version == "" {
 		cfg.Version = "0.0.0"
@@ -301,9 +308,13 @@ func handle[Req, Resp any](cfg Config, fn func(context.Context, Req) (Resp, erro
 func serveMicro(cfg Config, c call) micro.HandlerFunc {
 	return func(r micro.Request) {
 		start := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
-		defer cancel()
 		endpoint := strings.TrimPrefix(r.Subject(), proto.APIPrefix+".")
+		limit := cfg.Timeout
+		if proto.BulkEndpoint(endpoint) {
+			limit = cfg.BulkTimeout
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), limit)
+		defer cancel()
 		resp, err := c(ctx, caller{info: r.Headers().Get(auth.HeaderRequestInfo)}, endpoint, r.Data())
 		respond(cfg, r, resp, err)
 		cfg.Metrics.observe(endpoint, err, start)
@@ -449,6 +460,9 @@ func NewLocal(cfg Config) *Local {
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.BulkTimeout == 0 {
+		cfg.BulkTimeout = proto.BulkRequestTimeout
 	}
 	l := &Local{cfg: cfg, calls: map[string]call{}}
 	for _, ep := range endpoints(cfg) {

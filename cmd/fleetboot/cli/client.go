@@ -58,14 +58,18 @@ func (c *client) call(ctx context.Context, endpoint string, req, out any) error 
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	timeout := c.timeout
+	if proto.BulkEndpoint(endpoint) {
+		timeout = max(timeout, proto.BulkRequestTimeout)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	msg, err := c.nc.RequestWithContext(ctx, proto.APISubject(endpoint), body)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return exitError{code: 3, err: fmt.Errorf("no coordinator is answering on %s (is `fleetboot coordinator` running?)", c.url)}
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
-		return exitError{code: 3, err: fmt.Errorf("the coordinator at %s did not answer within %s", c.url, c.timeout)}
+		return exitError{code: 3, err: fmt.Errorf("the coordinator at %s did not answer within %s", c.url, timeout)}
 	case err != nil:
 		return exitError{code: 3, err: fmt.Errorf("request to the coordinator at %s: %v", c.url, proto.RedactErr(err))}
 	}
