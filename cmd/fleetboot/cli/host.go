@@ -25,7 +25,7 @@ func (a *app) hostCmd() *cobra.Command {
 
 func (a *app) hostSetCmd() *cobra.Command {
 	var (
-		site, ip, hostname, image, loader, state, out, sel string
+		site, ip, hostname, image, loader, template, state, out, sel string
 		vars, unset, extra                                 []string
 		once, dryRun                                       bool
 	)
@@ -73,7 +73,7 @@ fleetboot policy add (labels.rack=r12,facts.memory_gib>=64).`,
 				return nil
 			}
 			req.Site, req.IP, req.Hostname, req.Image, req.State = set("site", site), set("ip", ip), set("hostname", hostname), set("image", image), set("state", state)
-			req.Loader = set("loader", loader)
+			req.Loader, req.Template = set("loader", loader), set("template", template)
 			if f.Changed("once") {
 				req.Once = &once
 			}
@@ -102,6 +102,7 @@ fleetboot policy add (labels.rack=r12,facts.memory_gib>=64).`,
 	f.StringVar(&site, "site", "", "site the machine is at (optional when there is one site)")
 	f.StringVar(&image, "image", "", "image to boot")
 	f.StringVar(&loader, "loader", "", "boot chain (fleetboot loader ls); '' uses the site's")
+	f.StringVar(&template, "template", "", "install template the edge renders for it at {{template_url}} (fleetboot template ls); '' removes it")
 	f.StringVar(&ip, "ip", "", "reserved IPv4 address ('' removes the reservation)")
 	f.StringVar(&hostname, "hostname", "", "host name (DHCP option 12, {{hostname}} in command lines)")
 	f.StringVar(&state, "state", "", "boot: boot the image; local: boot from local disk")
@@ -120,7 +121,7 @@ func (a *app) hostSetSelector(cmd *cobra.Command, sel, site, image, out string, 
 	if err := checkOutput(out); err != nil {
 		return err
 	}
-	for _, name := range []string{"ip", "hostname", "loader", "state", "once", "var", "unset-var", "extra-mac"} {
+	for _, name := range []string{"ip", "hostname", "loader", "template", "state", "once", "var", "unset-var", "extra-mac"} {
 		if cmd.Flags().Changed(name) {
 			return fmt.Errorf("--%s does not go with --selector (it changes the image of many hosts)", name)
 		}

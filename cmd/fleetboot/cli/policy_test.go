@@ -127,6 +127,21 @@ func TestCLIDiscoveryAndPolicies(t *testing.T) {
 	if r := run(t, env, "template", "rm", "web"); r.code == 0 || !strings.Contains(r.stderr, "used by 1 host(s) (52:54:00:aa:00:01)") {
 		t.Errorf("template rm of a template in use: %d %s", r.code, r.stderr)
 	}
+	// host set --template: an unknown one is refused and changes nothing;
+	// '' removes it, and the template can go.
+	if r := run(t, env, "host", "set", "52:54:00:aa:00:01", "--template", "nope"); r.code == 0 || !strings.Contains(r.stderr, "nope") {
+		t.Errorf("host set --template nope: %d %s", r.code, r.stderr)
+	}
+	if out := must("host", "show", "52:54:00:aa:00:01", "-o", "json"); !strings.Contains(out, `"template": "web"`) {
+		t.Errorf("the host's template after a refused change:\n%s", out)
+	}
+	must("host", "set", "52:54:00:aa:00:01", "--template", "")
+	if out := must("host", "show", "52:54:00:aa:00:01", "-o", "json"); strings.Contains(out, `"template"`) {
+		t.Errorf("host set --template '' left it:\n%s", out)
+	}
+	must("host", "set", "52:54:00:aa:00:01", "--template", "web")
+	must("host", "set", "52:54:00:aa:00:01", "--template", "")
 	must("policy", "disable", "big")
 	must("policy", "rm", "big")
+	must("template", "rm", "web") // no host and no policy uses it now
 }
