@@ -26,8 +26,8 @@ func (a *app) hostCmd() *cobra.Command {
 func (a *app) hostSetCmd() *cobra.Command {
 	var (
 		site, ip, hostname, image, loader, template, state, out, sel string
-		vars, unset, extra                                 []string
-		once, dryRun                                       bool
+		vars, unset, extra                                           []string
+		once, dryRun                                                 bool
 	)
 	cmd := &cobra.Command{
 		Use:   "set MAC|--selector SEL [--image NAME] [--site S] [--ip A] [--hostname H] [--var k=v] [--once]",
