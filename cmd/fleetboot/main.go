@@ -7,6 +7,7 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/fleetboot/fleetboot/cmd/fleetboot/cli"
@@ -17,13 +18,20 @@ var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	args := os.Args[1:]
-	if os.Getpid() == 1 {
-		// /init of the discovery initramfs: the kernel passes stray
-		// command-line words as arguments, so none are read.
-		args = []string{"discover"}
-	}
-	code := cli.Main(ctx, version, args, os.Stdin, os.Stdout, os.Stderr)
+	code := cli.Main(ctx, version, commandArgs(os.Getpid(), os.Args), os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// commandArgs is the command line the command tree gets. The discovery
+// initramfs runs the binary as its /init: PID 1 under the name init, and
+// the kernel passes stray command-line words as arguments, so none are read
+// and it runs `discover`. PID 1 under any other name is a container whose
+// entrypoint is fleetboot (the compose stack's coordinator and edges): its
+// arguments are the command.
+func commandArgs(pid int, argv []string) []string {
+	if pid == 1 && len(argv) > 0 && filepath.Base(argv[0]) == "init" {
+		return []string{"discover"}
+	}
+	return argv[1:]
 }

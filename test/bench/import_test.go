@@ -1,0 +1,107 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetboot/fleetboot/test/e2e"
+)
+
+// BenchmarkImport measures issue 15's bulk figures through the CLI as an
+// operator runs it: `host import` of 10 000 and of 100 000 hosts (hosts/s,
+// every line checked first, the coordinator fsyncing each batch), then,
+// with an edge of the site running, how long after the import returned the
+// edge serves the last imported host, and the latency of each host's first
+// script (p50, p99 over a sample), as a newly racked machine would ask.
+// There is no reference server with bulk import to put beside it.
+func BenchmarkImport(b *testing.B) {
+	e2e.RequireRoot(b)
+	dir := b.TempDir()
+	network := e2e.NewNetwork(b, "10.80.0.0/24")
+	h := network.AddHost(b, "ctl", "10.80.0.1", "")
+	bin := fleetbootBinary(b)
+	procEnv := append(os.Environ(), "FLEETBOOT_NATS=nats://127.0.0.1:4222")
+	run := func(name string, args ...string) *e2e.Proc {
+		cmd := h.Command(context.Background(), bin, args...)
+		cmd.Env = procEnv
+		return e2e.StartProc(b, dir, name, cmd)
+	}
+	cli := func(args ...string) string {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		cmd := h.Command(ctx, bin, args...)
+		cmd.Env = procEnv
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			b.Fatalf("fleetboot %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	coord := run("coordinator", "coordinator", "--data", filepath.Join(dir, "coord"), "--nats-listen", "127.0.0.1:4222",
+		"--store", "dir://"+filepath.Join(dir, "store"), "--http-listen", "")
+	waitAPI(b, coord)
+	k, i := filepath.Join(dir, "kernel"), filepath.Join(dir, "initrd")
+	for _, f := range []string{k, i} {
+		if err := os.WriteFile(f, []byte(f), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cli("image", "add", "img-a", "--kernel", k, "--initrd", i, "--cmdline", "console=ttyS0")
+	cli("site", "add", "ten", "--subnet", "10.81.0.0/16", "--unknown", "exit")
+	cli("site", "add", "big", "--subnet", "10.82.0.0/14", "--unknown", "exit")
+	b.ResetTimer()
+	res := newResults("IMPORT")
+
+	imp := func(site string, group, n int) []string {
+		var sb strings.Builder
+		sb.WriteString("mac,site,image,hostname,labels\n")
+		macs := make([]string, n)
+		for j := range n {
+			macs[j] = scaleMAC(group, j)
+			fmt.Fprintf(&sb, "%s,%s,img-a,h%d,rack=r%d\n", macs[j], site, j, j%40)
+		}
+		file := filepath.Join(dir, site+".csv")
+		if err := os.WriteFile(file, []byte(sb.String()), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		out := cli("host", "import", file)
+		took := time.Since(start)
+		if !strings.Contains(out, fmt.Sprintf("created %d,", n)) {
+			b.Fatalf("host import of %d hosts:\n%s", n, out)
+		}
+		res.add(b, fmt.Sprintf("host import, %dk hosts (CLI, checked, fsynced)", n/1000), fleetbootName, float64(n)/took.Seconds(), "hosts/s", true)
+		return macs
+	}
+	imp("ten", 0xd0, 10_000)
+
+	edge := startScaleEdge(b, h, run, dir, "big", 8086)
+	macs := imp("big", 0xd1, 100_000)
+	imported := time.Now()
+	waitScript(b, h, edge, macs[len(macs)-1], "img-a", scaleSyncLimit)
+	res.add(b, "import returned -> edge serves the last of 100k", fleetbootName, ms(time.Since(imported)), "ms", false)
+
+	// Each sampled host's first script, one at a time.
+	client := h.HTTPClient(5 * time.Second)
+	rng := rand.New(rand.NewPCG(3, 4))
+	lat := make([]time.Duration, 0, 1000)
+	for range 1000 {
+		mac := macs[rng.IntN(len(macs))]
+		t0 := time.Now()
+		s, err := script(client, edge, mac)
+		if err != nil || !strings.Contains(s, "/artifacts/img-a/") {
+			b.Fatalf("first script of %s: %v\n%s", mac, err, s)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	slices.Sort(lat)
+	res.add(b, "first script of an imported host, p50", fleetbootName, ms(percentile(lat, 50)), "ms", false)
+	res.add(b, "first script of an imported host, p99", fleetbootName, ms(percentile(lat, 99)), "ms", false)
+}
