@@ -204,9 +204,22 @@ func TestNatsInitCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	js3, _ := jetstream.New(held[2])
-	if e, err := mustKV(ctx, t, js3).Get(ctx, "k"); err != nil || string(e.Value()) != "v" {
-		t.Fatalf("get on %s: %v", nodes[2].Name(), err)
-	}
+	// The third node may not know the new bucket's stream for a moment
+	// ("no responders"): wait for it to answer.
+	waitfor.OK(t, "the value read on "+nodes[2].Name(), func() error {
+		kv3, err := js3.KeyValue(ctx, "probe")
+		if err != nil {
+			return err
+		}
+		e, err := kv3.Get(ctx, "k")
+		if err != nil {
+			return err
+		}
+		if string(e.Value()) != "v" {
+			return fmt.Errorf("got %q", e.Value())
+		}
+		return nil
+	})
 
 	// Refused everywhere: no credentials, or a user signed by a key the
 	// account does not list.
