@@ -202,6 +202,8 @@ for w in $cmdline; do
 	esac
 done
 echo "FLEETBOOT-MARKER mac=$mac cmdline=$cmdline" > /dev/console
+# An initramfs built as one revision of an image says which (revisions.go).
+[ -f /etc/fleetboot-rev ] && echo "FLEETBOOT-REV $(cat /etc/fleetboot-rev) mac=$mac" > /dev/console
 if [ -n "$done" ] || [ -n "$userdata" ]; then
 	ip link set lo up
 	ip link set eth0 up
@@ -243,9 +245,19 @@ exit 0
 `
 
 func ensureInitrd(cache, kdir string) (string, error) {
+	entries, err := initrdEntries(kdir)
+	if err != nil {
+		return "", err
+	}
+	return cacheInitrd(cache, entries)
+}
+
+// initrdEntries are the files of the test initramfs: busybox, the marker
+// /init and the kernel's virtio modules from kdir.
+func initrdEntries(kdir string) (map[string]cpioEntry, error) {
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
-		return "", fmt.Errorf("e2e: initrd: busybox-static is needed: %w", err)
+		return nil, fmt.Errorf("e2e: initrd: busybox-static is needed: %w", err)
 	}
 	init := strings.Replace(initScript, "MODULES", strings.Join(virtioModules(), " "), 1)
 	entries := map[string]cpioEntry{
@@ -269,10 +281,17 @@ func ensureInitrd(cache, kdir string) (string, error) {
 			continue
 		}
 		if err != nil {
-			return "", fmt.Errorf("e2e: initrd: %w", err)
+			return nil, fmt.Errorf("e2e: initrd: %w", err)
 		}
 		entries["lib/modules/"+m+".ko"] = cpioEntry{Mode: cpioFile | 0o644, Data: data}
 	}
+	return entries, nil
+}
+
+// cacheInitrd writes entries as an initramfs into the cache, named by its
+// content's digest (an unchanged one is not written again), and returns
+// its path.
+func cacheInitrd(cache string, entries map[string]cpioEntry) (string, error) {
 	var buf bytes.Buffer
 	if err := writeCPIO(&buf, entries); err != nil {
 		return "", err

@@ -87,6 +87,13 @@ func (p *Proc) Stop() {
 	}
 }
 
+// Kill kills the process (SIGKILL, by PID), as a crash or a power loss
+// ends it, and waits for it to exit.
+func (p *Proc) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
 // WaitFor waits until the output has a line matching re and returns it. It
 // fails early if the process exits first.
 func (p *Proc) WaitFor(ctx context.Context, re *regexp.Regexp) (string, error) {
