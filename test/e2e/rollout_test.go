@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -176,31 +178,53 @@ func TestRollout(t *testing.T) {
 	})
 
 	t.Run("c-coordinator-restart", func(t *testing.T) {
+		// A second coordinator on the first one's NATS server: one
+		// JetStream, as the coordinators of a cluster share one. Both run
+		// a rollout driver; the rollout's lease lets one drive.
+		peerArgs := []string{"coordinator", "--data", filepath.Join(e.dir, "coordinator-peer"), "--nats-url", natsURL,
+			"--insecure", "--store", e.minio.StoreURL("fleetboot"), "--http-listen", ""}
+		coords := []*Proc{e.coord, e.startPeer(t, "coordinator-peer", peerArgs)}
+
 		before := consoles(t, vms)
 		start := time.Now()
 		e.cli(t, "rollout", "start", "r3", "--selector", "labels.role=web", "--image", "web@1",
 			"--canary", "1", "--batch", "2", "--max-failed", "0", "--boot-timeout", "5m", "--power", "cycle")
-		// Killed once the canary is on its way: assigned, maybe cycled.
+		// Killed once the canary is on its way: assigned and power-cycled
+		// (recorded), its boot under way.
 		var at proto.Rollout
-		waitfor.Within(t, 5*time.Minute, "r3's canary assigned", func() error {
+		waitfor.Within(t, 5*time.Minute, "r3's canary power-cycled", func() error {
 			ro, err := e.rollout("r3")
 			if err != nil {
 				return err
 			}
 			for _, h := range ro.Hosts {
-				if h.Batch == 0 && h.State != proto.RolloutHostWaiting {
+				if h.Batch == 0 && (h.State == proto.RolloutHostPowerCycled || h.State == proto.RolloutHostBooting) {
 					at = ro
 					return nil
 				}
 			}
 			return fmt.Errorf("hosts %s", hostStates(ro))
 		})
-		e.coord.Kill()
-		t.Logf("coordinator killed (SIGKILL) at %s", hostStates(at))
+		// One of the two drove it until now, the other did nothing.
+		if got := leaseTakers(coords, "r3"); len(got) != 1 {
+			t.Errorf("%d coordinators took r3's lease (%v), want 1", len(got), got)
+		}
+		// Every coordinator down (the one with the NATS server last), as
+		// in a power loss, then both up again on their data.
+		for _, p := range slices.Backward(coords) {
+			p.Kill()
+		}
+		t.Logf("coordinators killed (SIGKILL) with r3 at %s", hostStates(at))
 		e.startCoordinator(t, "coordinator-restarted")
+		restarted := []*Proc{e.coord, e.startPeer(t, "coordinator-peer-restarted", peerArgs)}
+
 		ro := e.waitRollout(t, "r3", proto.RolloutDone, 15*time.Minute)
-		t.Logf("TIMING rollout r3 (canary 1, batch 2, coordinator killed and restarted): start → last host done %.1fs",
+		t.Logf("TIMING rollout r3 (canary 1, batch 2, coordinators killed and restarted): start → last host done %.1fs",
 			lastDone(ro).Sub(start).Seconds())
+		if got := leaseTakers(restarted, "r3"); len(got) != 1 {
+			t.Errorf("after the restart %d coordinators took r3's lease (%v), want 1", len(got), got)
+		}
+		all := append(coords, restarted...)
 		for _, v := range vms {
 			h := rolloutHosts(t, ro, vms)[v.mac]
 			if h.State != proto.RolloutHostDone {
@@ -209,7 +233,11 @@ func TestRollout(t *testing.T) {
 			if got := e.hostImage(t, v.mac); got != "web@1" {
 				t.Errorf("%s: host image %s, want web@1", v.name, got)
 			}
-			// Where it was: nothing done twice across the restart.
+			// Where it was: nothing done twice across the restart, nothing
+			// done by both coordinators.
+			if n := countLines(all, regexp.MustCompile(`msg="rollout host assigned" .*rollout=r3 .*mac=`+v.mac)); n != 1 {
+				t.Errorf("%s: assigned %d times by the coordinators, want 1", v.name, n)
+			}
 			v.waitSince(t, before[v.mac], revMarker(1, v.mac), 1)
 			if n := v.countSince(t, before[v.mac], revMarker(1, v.mac)); n != 1 {
 				t.Errorf("%s: web@1's marker %d times since r3 started, want 1", v.name, n)
@@ -222,6 +250,40 @@ func TestRollout(t *testing.T) {
 	})
 
 	checkPasswordAbsent(t, e)
+}
+
+// startPeer starts another coordinator and waits until its API serves.
+func (e *fbEnv) startPeer(t *testing.T, name string, args []string) *Proc {
+	t.Helper()
+	p := StartProc(t, e.dir, name, e.command(args...))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := p.WaitFor(ctx, regexp.MustCompile(`msg="coordinator API serving"`)); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return p
+}
+
+// leaseTakers are the coordinators (of procs) that logged taking the
+// rollout's driver lease.
+func leaseTakers(procs []*Proc, rollout string) []string {
+	var out []string
+	re := regexp.MustCompile(`msg="rollout lease taken( over)?" .*rollout=` + regexp.QuoteMeta(rollout) + `\b`)
+	for _, p := range procs {
+		if re.MatchString(p.Output()) {
+			out = append(out, p.Name)
+		}
+	}
+	return out
+}
+
+// countLines counts the lines of the processes' output matching re.
+func countLines(procs []*Proc, re *regexp.Regexp) int {
+	n := 0
+	for _, p := range procs {
+		n += len(re.FindAllStringIndex(p.Output(), -1))
+	}
+	return n
 }
 
 // rollout is `fleetboot rollout status NAME -o json`.
