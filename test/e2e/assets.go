@@ -178,7 +178,8 @@ func findModule(root, name string) (string, error) {
 // the console so the harness can match it whatever the kernel logs around it.
 // With fleetboot.done=URL (an image's cmdline says fleetboot.done={{callback}},
 // which carries the machine's callback token) it then reports the install
-// done, as an installer does, and prints FLEETBOOT-DONE with the outcome.
+// done, as an installer does (again while the edge's coordinator does not
+// take it), and prints FLEETBOOT-DONE with the outcome.
 const initScript = `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /sbin /usr/bin /usr/sbin /tmp /run
 /bin/busybox --install -s
@@ -219,11 +220,18 @@ if [ -n "$userdata" ]; then
 fi
 if [ -n "$done" ]; then
 	# The token is in the URL; the edge refuses the callback without it.
-	if wget -q -O /dev/null --post-data '{"ok":true}' "$done"; then
-		echo "FLEETBOOT-DONE ok mac=$mac" > /dev/console
-	else
-		echo "FLEETBOOT-DONE refused mac=$mac" > /dev/console
-	fi
+	# A 502 is the edge saying its coordinator did not take it (down,
+	# restarting): as an installer does, try again for a while.
+	result=refused
+	i=0
+	while [ $i -lt 60 ]; do
+		if wget -q -O /dev/null --post-data '{"ok":true}' "$done" 2>/tmp/wget.err; then result=ok; break; fi
+		grep -q " 502 " /tmp/wget.err || break
+		echo "FLEETBOOT-CALLBACK-RETRY mac=$mac" > /dev/console
+		i=$((i+1))
+		sleep 2
+	done
+	echo "FLEETBOOT-DONE $result mac=$mac" > /dev/console
 fi
 sync
 poweroff -f
