@@ -68,6 +68,11 @@ func TestRollout(t *testing.T) {
 	for _, v := range vms {
 		v.waitCount(t, revMarker(1, v.mac), 1)
 	}
+	// Each reports done and powers itself off: a rollout finds them off,
+	// with no callback of this boot still on its way.
+	for _, v := range vms {
+		e.waitPower(t, v, "off")
+	}
 
 	t.Run("a-canary-then-batches", func(t *testing.T) {
 		before := consoles(t, vms)
@@ -116,6 +121,7 @@ func TestRollout(t *testing.T) {
 		if ro.Reason == "" {
 			t.Errorf("halted rollout gives no reason: %+v", ro)
 		}
+		t.Logf("fleetboot rollout status r2:\n%s", e.cli(t, "rollout", "status", "r2"))
 		byMAC := rolloutHosts(t, ro, vms)
 		var canary *bmcVM
 		for _, v := range vms {
@@ -249,6 +255,18 @@ func TestRollout(t *testing.T) {
 		checkBatchOrder(t, ro, vms, start)
 	})
 
+	var all []proto.Rollout
+	if err := json.Unmarshal([]byte(e.cli(t, "rollout", "ls", "-o", "json")), &all); err != nil {
+		t.Fatalf("rollout ls -o json: %v", err)
+	}
+	var got []string
+	for _, ro := range all {
+		got = append(got, ro.Name+":"+ro.State)
+	}
+	slices.Sort(got)
+	if want := []string{"r1:done", "r2:rolled-back", "r3:done"}; !slices.Equal(got, want) {
+		t.Errorf("rollout ls: %v, want %v", got, want)
+	}
 	checkPasswordAbsent(t, e)
 }
 
