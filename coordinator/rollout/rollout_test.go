@@ -31,7 +31,9 @@ func TestCanaryThenBatches(t *testing.T) {
 		}
 	}
 	canary := macOf("lab", 0)
-	r = f.until("the canary assigned", func(r proto.Rollout) bool { return stateOf(r, canary).State == proto.RolloutHostAssigned && !stateOf(r, canary).HostVersion.IsZero() }, "web7", e)
+	r = f.until("the canary assigned", func(r proto.Rollout) bool {
+		return stateOf(r, canary).State == proto.RolloutHostAssigned && !stateOf(r, canary).HostVersion.IsZero()
+	}, "web7", e)
 	if got := f.host(canary).Image; got != "web@2" {
 		t.Fatalf("canary's image %q, want web@2", got)
 	}
