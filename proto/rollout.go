@@ -75,6 +75,32 @@ type RolloutHost struct {
 	State     string    `json:"state"`
 	Since     time.Time `json:"since"`               // entered State
 	Diagnosis string    `json:"diagnosis,omitempty"` // why failed: the timeline's diagnosis or "no boot within 15m"
+	// Proof says what proved a done host booted: RolloutProofCallback or
+	// RolloutProofKernel.
+	Proof string `json:"proof,omitempty"`
+	// Assigned is when the driver assigned the target (the boot timeout
+	// runs from it); HostVersion is the host record's Updated after the
+	// assignment: a done callback counts only for that version or a later
+	// one. EventSeq is the EVENTS stream's last sequence just before the
+	// assignment: only events after it can prove or fail this boot.
+	Assigned    time.Time `json:"assigned,omitzero"`
+	HostVersion time.Time `json:"host_version,omitzero"`
+	EventSeq    uint64    `json:"event_seq,omitempty"`
+	// Undo marks a host rollback moves back to Previous.
+	Undo bool `json:"undo,omitempty"`
+}
+
+// What proved a host done.
+const (
+	RolloutProofCallback = "callback" // the host's done callback (host.done) after the assignment
+	RolloutProofKernel   = "kernel"   // its boot fetched the target revision's kernel and initrds whole
+	RolloutProofAlready  = "already"  // it was on the target revision when the rollout started
+)
+
+// RolloutActive tells the states in which a rollout still holds its hosts:
+// no other rollout may take them.
+func RolloutActive(state string) bool {
+	return state == RolloutRunning || state == RolloutPaused || state == RolloutRollingBack
 }
 
 // Rollout is a rollout's whole state, as stored and as shown.
