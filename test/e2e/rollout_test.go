@@ -93,8 +93,9 @@ func TestRollout(t *testing.T) {
 		}
 		for _, v := range vms {
 			h := byMAC[v.mac]
-			if h.State != proto.RolloutHostDone || h.Previous != "web@1" {
-				t.Errorf("%s: %+v, want done, previous web@1", v.name, h)
+			// Proved by its done callback: web's command line asks for one.
+			if h.State != proto.RolloutHostDone || h.Proof != proto.RolloutProofCallback || h.Previous != "web@1" {
+				t.Errorf("%s: %+v, want done by callback, previous web@1", v.name, h)
 			}
 			if got := e.hostImage(t, v.mac); got != "web@2" {
 				t.Errorf("%s: host image %s after the rollout, want web@2", v.name, got)
@@ -235,8 +236,8 @@ func TestRollout(t *testing.T) {
 		all := append(coords, restarted...)
 		for _, v := range vms {
 			h := rolloutHosts(t, ro, vms)[v.mac]
-			if h.State != proto.RolloutHostDone {
-				t.Errorf("%s: %+v, want done", v.name, h)
+			if h.State != proto.RolloutHostDone || h.Proof != proto.RolloutProofCallback {
+				t.Errorf("%s: %+v, want done by callback", v.name, h)
 			}
 			if got := e.hostImage(t, v.mac); got != "web@1" {
 				t.Errorf("%s: host image %s, want web@1", v.name, got)
