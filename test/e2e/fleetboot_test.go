@@ -130,10 +130,12 @@ func startFleetboot(t *testing.T, opts fbOptions) *fbEnv {
 }
 
 // startCoordinator starts (or restarts, on the same data directory) the
-// coordinator and waits until it answers the CLI.
+// coordinator and waits until it answers the CLI. The process belongs to
+// the deployment (e.t), also when a subtest restarts it: it runs until the
+// deployment's test ends.
 func (e *fbEnv) startCoordinator(t *testing.T, name string) {
 	t.Helper()
-	e.coord = StartProc(t, e.dir, name, e.command(e.coordArgs...))
+	e.coord = StartProc(e.t, e.dir, name, e.command(e.coordArgs...))
 	e.waitCLI(t, 60*time.Second, "site", "ls")
 }
 

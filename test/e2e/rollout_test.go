@@ -277,9 +277,10 @@ func TestRollout(t *testing.T) {
 }
 
 // startPeer starts another coordinator and waits until its API serves.
+// Like the first, it runs until the deployment's test ends.
 func (e *fbEnv) startPeer(t *testing.T, name string, args []string) *Proc {
 	t.Helper()
-	p := StartProc(t, e.dir, name, e.command(args...))
+	p := StartProc(e.t, e.dir, name, e.command(args...))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if _, err := p.WaitFor(ctx, regexp.MustCompile(`msg="coordinator API serving"`)); err != nil {
