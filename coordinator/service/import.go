@@ -218,6 +218,25 @@ func (s *Service) checkStored(ctx context.Context, rows []*importRow) error {
 	if err := s.checkByIndex(ctx, rest); err != nil {
 		return err
 	}
+	// A new host carries the facts its MAC reported already (a machine
+	// discovered, then imported): see proto.Host.Facts.
+	var fresh []*importRow
+	var factKeys []string
+	for _, r := range good() {
+		if r.prev == nil {
+			fresh = append(fresh, r)
+			factKeys = append(factKeys, mustMACKey(r.mac))
+		}
+	}
+	facts, factErrs := s.readMany(ctx, bucketFacts, factKeys)
+	for i, r := range fresh {
+		switch {
+		case factErrs[i] == nil:
+			r.h.Facts = facts[i].value
+		case !errors.Is(factErrs[i], ErrNotFound):
+			return factErrs[i]
+		}
+	}
 	// New reservations: free, or held by a leftover entry.
 	var ipRows []*importRow
 	var ipKeys []string
