@@ -38,20 +38,8 @@ func TestEnsureAssets(t *testing.T) {
 	if _, err := exec.LookPath("cpio"); err != nil {
 		t.Fatalf("cpio is needed (test/deps.sh installs it): %v", err)
 	}
-	raw, err := os.ReadFile(a.Initrd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	zr, err := gzip.NewReader(bytes.NewReader(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	plain, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd := exec.Command("cpio", "-t")
-	cmd.Stdin = bytes.NewReader(plain)
+	cmd.Stdin = bytes.NewReader(gunzipFile(t, a.Initrd))
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("cpio -t: %v", err)
@@ -62,4 +50,22 @@ func TestEnsureAssets(t *testing.T) {
 			t.Errorf("initrd lacks %s; has:\n%s", want, list)
 		}
 	}
+}
+
+// gunzipFile is the content of a gzip-compressed file (an initramfs).
+func gunzipFile(t *testing.T, path string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	plain, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return plain
 }
