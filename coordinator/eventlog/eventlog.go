@@ -36,7 +36,7 @@ type Query struct {
 	After uint64
 }
 
-// followInactive is how long the server keeps a follower's consumer whose
+// followInactive is how long the server keeps a reader's consumer whose
 // client vanished without deleting it (a crash, a lost connection).
 const followInactive = 30 * time.Second
 
@@ -105,10 +105,13 @@ func ReadSeq(ctx context.Context, st jetstream.Stream, q Query, warn io.Writer, 
 	}
 	sk := &skipper{w: warn}
 	defer sk.summary()
-	cons, err := st.OrderedConsumer(ctx, q.consumerConfig(false))
+	cfg := q.consumerConfig(false)
+	cfg.InactiveThreshold = followInactive
+	cons, err := st.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("events: consumer: %w", err)
 	}
+	defer deleteConsumer(ctx, st, cons)
 	var retry noResponders
 	for {
 		// FetchNoWait hands over what is stored and ends the batch as soon
@@ -195,13 +198,7 @@ func FollowSeq(ctx context.Context, st jetstream.Stream, q Query, warn io.Writer
 	}
 	defer func() {
 		it.Stop()
-		// Stop only stops pulling; the consumer would linger until its
-		// inactivity threshold. Its name changes when it is reset.
-		if info := cons.CachedInfo(); info != nil {
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			st.DeleteConsumer(dctx, info.Name)
-			cancel()
-		}
+		deleteConsumer(ctx, st, cons)
 	}()
 	sk := &skipper{w: warn, every: time.Minute, now: time.Now}
 	for {
@@ -222,6 +219,20 @@ func FollowSeq(ctx context.Context, st jetstream.Stream, q Query, warn io.Writer
 			}
 		}
 	}
+}
+
+// deleteConsumer removes a reader's consumer from the server when it is
+// done: stopping only stops pulling, and the consumer would linger until
+// its inactivity threshold (each page view and live page would leave one).
+// An ordered consumer's name changes when it is reset: the current one.
+func deleteConsumer(ctx context.Context, st jetstream.Stream, cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil {
+		return
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	st.DeleteConsumer(dctx, info.Name)
 }
 
 // skipper decodes events and drops the ones that cannot be trusted: not
