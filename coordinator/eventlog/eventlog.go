@@ -34,6 +34,10 @@ type Query struct {
 	// Since: a live page resumes where its first read (or the browser's
 	// last received event) ended, with nothing lost and nothing twice.
 	After uint64
+	// Delete removes the reader's consumer from the server when it is done,
+	// for a connection allowed to (the coordinator's own). Confined clients
+	// (the CLI) may not delete consumers: theirs go after followInactive.
+	Delete bool
 }
 
 // followInactive is how long the server keeps a reader's consumer whose
@@ -111,7 +115,9 @@ func ReadSeq(ctx context.Context, st jetstream.Stream, q Query, warn io.Writer, 
 	if err != nil {
 		return fmt.Errorf("events: consumer: %w", err)
 	}
-	defer deleteConsumer(ctx, st, cons)
+	if q.Delete {
+		defer deleteConsumer(ctx, st, cons)
+	}
 	var retry noResponders
 	for {
 		// FetchNoWait hands over what is stored and ends the batch as soon
@@ -198,7 +204,9 @@ func FollowSeq(ctx context.Context, st jetstream.Stream, q Query, warn io.Writer
 	}
 	defer func() {
 		it.Stop()
-		deleteConsumer(ctx, st, cons)
+		if q.Delete {
+			deleteConsumer(ctx, st, cons)
+		}
 	}()
 	sk := &skipper{w: warn, every: time.Minute, now: time.Now}
 	for {

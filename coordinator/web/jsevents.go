@@ -22,7 +22,9 @@ type EventQuery struct {
 }
 
 func (q EventQuery) log() eventlog.Query {
-	return eventlog.Query{Subjects: q.Subjects, Kind: q.Kind, Since: q.Since, After: q.After}
+	// The coordinator's connection may delete the consumers it made: a
+	// page view or a closed live page leaves none behind.
+	return eventlog.Query{Subjects: q.Subjects, Kind: q.Kind, Since: q.Since, After: q.After, Delete: true}
 }
 
 // SeqEvent is an event with its sequence in the EVENTS stream: a live page
@@ -59,7 +61,7 @@ func (s StreamEvents) Events(ctx context.Context, macs []string, since time.Time
 		return nil, fmt.Errorf("events stream: %w", err)
 	}
 	var out []proto.Event
-	err = eventlog.Read(ctx, st, eventlog.Query{Subjects: subjects, Since: since}, io.Discard, func(ev proto.Event) error {
+	err = eventlog.Read(ctx, st, eventlog.Query{Subjects: subjects, Since: since, Delete: true}, io.Discard, func(ev proto.Event) error {
 		out = append(out, ev)
 		return nil
 	})

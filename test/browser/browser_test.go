@@ -37,6 +37,7 @@ var docs = flag.Bool("docs", false, "also copy the screenshots the README shows 
 
 const (
 	mac      = "52:54:00:ab:cd:01"
+	recorded = "52:54:00:ab:cd:03" // a host with a recorded boot, which the edge never serves
 	password = "correct horse battery"
 )
 
@@ -136,9 +137,9 @@ func (c coord) startEdge(t *testing.T, dir, name string) edge {
 		cancel()
 		<-done
 	})
-	re := regexp.MustCompile(`msg="edge serving" http=(127\.0\.0\.1:\d+)`)
+	re := regexp.MustCompile(`msg="edge serving".* http=(127\.0\.0\.1:\d+)`)
 	var e edge
-	waitfor.True(t, "the edge serving", func() bool {
+	waitfor.OK(t, "the edge serving", func() error {
 		select {
 		case code := <-done:
 			t.Fatalf("edge ended with code %d: %s", code, stderr.String())
@@ -146,10 +147,10 @@ func (c coord) startEdge(t *testing.T, dir, name string) edge {
 		}
 		m := re.FindStringSubmatch(stderr.String())
 		if m == nil {
-			return false
+			return errors.New(stderr.String())
 		}
 		e.url = "http://" + m[1]
-		return true
+		return nil
 	})
 	return e
 }
@@ -249,6 +250,7 @@ func TestPanelInBrowser(t *testing.T) {
 	}
 	c.cli(t, nil, "host", "set", mac, "--site", "lab", "--image", "deb", "--hostname", "web1")
 	c.cli(t, nil, "host", "set", "52:54:00:ab:cd:02", "--site", "lab", "--image", "deb", "--hostname", "web2")
+	c.cli(t, nil, "host", "set", recorded, "--site", "lab", "--image", "alma", "--hostname", "web3")
 	pw := map[string]string{"FLEETBOOT_WEB_PASSWORD": password}
 	c.cli(t, pw, "user", "add", "alice", "--role", "admin", "--web", "--out", filepath.Join(dir, "alice.creds"))
 	c.cli(t, pw, "user", "add", "vic", "--role", "viewer", "--web", "--out", filepath.Join(dir, "vic.creds"))
@@ -341,9 +343,9 @@ func TestPanelInBrowser(t *testing.T) {
 			{6900, proto.EventArtifactEnd, map[string]string{"file": "alma/vmlinuz", "bytes": "14155776", "duration_ms": "2460", "status": "ok", "cache": "hit"}},
 			{9800, proto.EventArtifactEnd, map[string]string{"file": "alma/initrd.img", "bytes": "61341696", "duration_ms": "2850", "status": "ok", "cache": "miss"}},
 		} {
-			ev := proto.Event{V: proto.Version, ID: fmt.Sprintf("browser-test-%d", i), Time: start.Add(time.Duration(e.ms) * time.Millisecond), Site: "lab", Edge: "e0", MAC: mac, Kind: e.kind, Detail: e.detail}
+			ev := proto.Event{V: proto.Version, ID: fmt.Sprintf("browser-test-%d", i), Time: start.Add(time.Duration(e.ms) * time.Millisecond), Site: "lab", Edge: "e0", MAC: recorded, Kind: e.kind, Detail: e.detail}
 			data, _ := json.Marshal(ev)
-			if err := nc.Publish(proto.EventSubject("lab", "e0", mac), data); err != nil {
+			if err := nc.Publish(proto.EventSubject("lab", "e0", recorded), data); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -353,7 +355,7 @@ func TestPanelInBrowser(t *testing.T) {
 		ctx := tab()
 		login(t, ctx, c.panel, "alice")
 		waitfor.True(t, "the boot on the host's page", func() bool {
-			if err := chromedp.Do(ctx, chromedp.Navigate(c.panel+"/hosts/"+mac)); err != nil {
+			if err := chromedp.Do(ctx, chromedp.Navigate(c.panel+"/hosts/"+recorded)); err != nil {
 				return false
 			}
 			ok, _ := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.querySelectorAll('svg.wf rect').length >= 10`))
@@ -387,6 +389,16 @@ func TestPanelInBrowser(t *testing.T) {
 		if n, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('svg.wf rect').length`)); n != 0 {
 			t.Fatalf("web2's page shows %d steps before its boot", n)
 		}
+		// The events page, filtered to the machine, open in another tab.
+		evTab := tab()
+		login(t, evTab, c.panel, "alice")
+		if err := chromedp.Do(evTab, chromedp.Navigate(c.panel+"/events?mac="+mac2), chromedp.WaitVisible(chromedp.CSS(`#events`))); err != nil {
+			t.Fatal(err)
+		}
+		waitfor.True(t, "the events page's live stream open", func() bool {
+			ok, _ := chromedp.Run(evTab, chromedp.Evaluate[bool](`document.body.dataset.live === 'open'`))
+			return ok
+		})
 		script, err := e.get(t, "/boot.ipxe?mac="+mac2+"&arch=i386&platform=pcbios")
 		if err != nil {
 			t.Fatal(err)
@@ -433,6 +445,17 @@ func TestPanelInBrowser(t *testing.T) {
 			t.Fatalf("the page was reloaded (%v)", err)
 		}
 		screenshot(t, ctx, "panel-host-live.png")
+		waitfor.OK(t, "the boot's events on the open events page", func() error {
+			text, err := chromedp.Run(evTab, chromedp.Evaluate[string](`document.querySelector('#events').innerText`))
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(text, "artifact.end") || !strings.Contains(text, "initrd.img") || strings.Contains(text, mac+"\t") {
+				return fmt.Errorf("the events page shows:\n%s", text)
+			}
+			return nil
+		})
+		screenshot(t, evTab, "panel-events.png")
 	})
 
 	t.Run("viewer", func(t *testing.T) {
