@@ -21,7 +21,7 @@ import (
 // sseMsg is one Server-Sent Event as a browser's EventSource sees it.
 type sseMsg struct {
 	event, id, data string
-	at               time.Time // when it arrived
+	at              time.Time // when it arrived
 }
 
 // sseConn is an open event stream, read in the background.
