@@ -113,7 +113,7 @@ func (h *Handler) eventsStream(w http.ResponseWriter, r *http.Request, u who) {
 	q.After = max(q.After, lastEventID(r))
 	var rows []SeqEvent
 	h.serveStream(w, r, u, q, feed{
-		quiet: eventsStreamQuiet,
+		batch: eventsStreamBatch,
 		add: func(e SeqEvent) {
 			rows = append(rows, e)
 			if len(rows) > eventsShown { // a flood: the page shows only the newest anyway

@@ -21,8 +21,8 @@ const (
 	defaultStreams           = 512
 	defaultHeartbeat         = 20 * time.Second // under the 30–60 s idle timeouts of common proxies
 	hostStreamEvents         = 5000             // events of one machine a host stream keeps (its 24 h)
-	hostStreamQuiet          = 150 * time.Millisecond
-	eventsStreamQuiet        = 30 * time.Millisecond
+	hostStreamBatch          = 150 * time.Millisecond
+	eventsStreamBatch        = 30 * time.Millisecond
 )
 
 // streams bounds the live pages' Server-Sent Event streams: each holds a
@@ -103,10 +103,11 @@ type sseMsg struct {
 }
 
 // feed is what a live stream sends: add takes each event as it comes, out
-// says what to send once a burst has passed (tick: on a heartbeat, with no
-// new event).
+// says what to send at the end of a batch, batch after the first event
+// that came (tick: on a heartbeat, with no new event). A boot's burst of
+// events is drawn once, not once per event.
 type feed struct {
-	quiet time.Duration
+	batch time.Duration
 	add   func(SeqEvent)
 	out   func(tick bool) []sseMsg
 }
@@ -181,7 +182,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, u who, q E
 		case e := <-events:
 			f.add(e)
 			if burst == nil {
-				burst = time.After(f.quiet)
+				burst = time.After(f.batch)
 			}
 		case <-burst:
 			burst = nil
@@ -256,7 +257,7 @@ func (h *Handler) hostStream(w http.ResponseWriter, r *http.Request, u who) {
 		live bool
 	)
 	h.serveStream(w, r, u, EventQuery{Subjects: subjects, Since: h.cfg.Now().Add(-24 * time.Hour)}, feed{
-		quiet: hostStreamQuiet,
+		batch: hostStreamBatch,
 		add: func(e SeqEvent) {
 			evs = append(evs, e.Event)
 			if len(evs) > 2*hostStreamEvents {
