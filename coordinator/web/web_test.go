@@ -69,6 +69,7 @@ type fleet struct {
 	clock *clock
 	nc    *nats.Conn
 	index *web.HostIndex
+	h     *web.Handler
 	t     testing.TB
 }
 
@@ -133,6 +134,9 @@ func newFleet(t testing.TB, events fakeEvents, mod func(*web.Config)) *fleet {
 	if err := audit.EnsureStream(ctx, js, 1); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := js.CreateStream(ctx, proto.EventsStreamConfig(1)); err != nil {
+		t.Fatal(err)
+	}
 	auditLog := audit.NewLog(js, nil)
 	guard := &auth.Guard{Account: authority.FleetAccount(), Directory: authority, HostSite: func(ctx context.Context, mac string) (string, error) {
 		h, err := svc.GetHost(ctx, mac)
@@ -148,6 +152,7 @@ func newFleet(t testing.TB, events fakeEvents, mod func(*web.Config)) *fleet {
 		Login:  authority,
 		Hosts:  index,
 		Events: events,
+		Live:   web.StreamEvents{JS: js},
 		Now:    clk.now,
 	}
 	if mod != nil {
@@ -159,7 +164,8 @@ func newFleet(t testing.TB, events fakeEvents, mod func(*web.Config)) *fleet {
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &fleet{srv: srv, svc: svc, js: js, nc: nc, index: index, clock: clk, t: t}
+	t.Cleanup(h.CloseStreams) // before the server closes: it waits for open streams
+	return &fleet{srv: srv, svc: svc, js: js, nc: nc, index: index, h: h, clock: clk, t: t}
 }
 
 // browser is one person's cookie jar on the panel.
