@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/fleetboot/fleetboot/coordinator/api"
+	"github.com/fleetboot/fleetboot/coordinator/audit"
 	"github.com/fleetboot/fleetboot/coordinator/auth"
 	"github.com/fleetboot/fleetboot/coordinator/eventlog"
 	"github.com/fleetboot/fleetboot/coordinator/web"
@@ -35,6 +36,8 @@ type panelConfig struct {
 	tls   *tls.Config // nil: plain HTTP
 	api   *api.Local
 	login web.Login
+	boots web.BootCounts
+	edges *web.EdgeHistory
 }
 
 // startPanel binds the web panel's listener and serves it until ctx ends.
@@ -45,7 +48,8 @@ func startPanel(ctx context.Context, pc panelConfig, js jetstream.JetStream, met
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: web panel: %w", err)
 	}
-	h, err := web.New(web.Config{API: pc.api, Login: pc.login, Hosts: index, Events: streamEvents{js: js}, Logger: log, Listen: pc.addr, Names: pc.names, Secure: pc.tls != nil})
+	h, err := web.New(web.Config{API: pc.api, Login: pc.login, Hosts: index, Events: streamEvents{js: js}, Logger: log, Listen: pc.addr, Names: pc.names, Secure: pc.tls != nil,
+		Audit: streamAudit{js: js}, Boots: pc.boots, EdgeHistory: pc.edges})
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: web panel: %w", err)
 	}
@@ -149,4 +153,12 @@ func (s streamEvents) Events(ctx context.Context, macs []string, since time.Time
 		return nil
 	})
 	return out, err
+}
+
+// streamAudit reads the AUDIT stream for the panel's audit page, as
+// `fleetboot audit` does.
+type streamAudit struct{ js jetstream.JetStream }
+
+func (s streamAudit) Read(ctx context.Context, since time.Time, limit int) ([]audit.Record, error) {
+	return audit.Read(ctx, s.js, since, limit)
 }

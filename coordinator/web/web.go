@@ -69,6 +69,13 @@ type Config struct {
 	// LoginWindow lock further logins for them (defaults 5 and 15 min).
 	LoginFailures int
 	LoginWindow   time.Duration
+
+	// Audit reads the audit log for the audit page; nil: the page says
+	// it is not available. Boots (bootstats.Tracker) and EdgeHistory feed
+	// the site page's sparklines; nil: none drawn.
+	Audit       AuditLog
+	Boots       BootCounts
+	EdgeHistory *EdgeHistory
 }
 
 //go:embed templates/*.html
@@ -118,7 +125,7 @@ func New(cfg Config) (*Handler, error) {
 		"mul100":  func(f float64) float64 { return f * 100 },
 		"add":     func(a, b int) int { return a + b },
 		"list":    func(s ...string) []string { return s },
-	}).ParseFS(templatesFS, "templates/*.html")
+	}).Funcs(pageFuncs()).ParseFS(templatesFS, "templates/*.html")
 	if err != nil {
 		return nil, err
 	}
@@ -135,6 +142,7 @@ func New(cfg Config) (*Handler, error) {
 	h.mux.HandleFunc("GET /hosts/{mac}", h.authed(h.host))
 	h.mux.HandleFunc("POST /hosts/{mac}", h.authed(h.hostSet))
 	h.mux.HandleFunc("POST /bulk", h.authed(h.bulk))
+	h.routePages()
 	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	return h, nil
 }
