@@ -59,7 +59,7 @@ func pageFuncs() template.FuncMap {
 		"imageSize": imageSize,
 		"len64":     func(s string) int64 { return int64(len(s)) },
 		"secs":      func(n int) string { return humanDuration(time.Duration(n) * time.Second) },
-		"isAdmin": func(id proto.Identity) bool { return id.Role == auth.RoleAdmin },
+		"isAdmin":   func(id proto.Identity) bool { return id.Role == auth.RoleAdmin },
 	}
 }
 

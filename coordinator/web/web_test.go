@@ -149,6 +149,7 @@ func newFleet(t testing.TB, events fakeEvents, mod func(*web.Config)) *fleet {
 		Hosts:  index,
 		Events: events,
 		Now:    clk.now,
+		Audit:  jsAudit{js},
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -160,6 +161,13 @@ func newFleet(t testing.TB, events fakeEvents, mod func(*web.Config)) *fleet {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return &fleet{srv: srv, svc: svc, js: js, nc: nc, index: index, clock: clk, t: t}
+}
+
+// jsAudit reads the AUDIT stream, as the coordinator's panel does.
+type jsAudit struct{ js jetstream.JetStream }
+
+func (a jsAudit) Read(ctx context.Context, since time.Time, limit int) ([]audit.Record, error) {
+	return audit.Read(ctx, a.js, since, limit)
 }
 
 // browser is one person's cookie jar on the panel.
