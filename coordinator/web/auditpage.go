@@ -48,7 +48,7 @@ func (h *Handler) auditPage(w http.ResponseWriter, r *http.Request, u who) {
 	whoName := strings.TrimSpace(q.Get("who"))
 	since := q.Get("since")
 	if since == "" {
-		since = "168h"
+		since = "24h"
 	}
 	page, _ := strconv.Atoi(q.Get("page"))
 	page = max(page, 1)
