@@ -135,7 +135,7 @@ func TestCataloguePagesInBrowser(t *testing.T) {
 					t.Errorf("%s lacks %q:\n%s", p.path, w, s)
 				}
 			}
-			shot(t, ctx, "pages-"+p.shot+".png", p.shot == "sites" || p.shot == "discovered")
+			shot(t, ctx, "pages-"+p.shot+".png", p.shot == "site" || p.shot == "discovered")
 		}
 	})
 
