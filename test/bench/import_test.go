@@ -25,30 +25,10 @@ import (
 // There is no reference server with bulk import to put beside it.
 func BenchmarkImport(b *testing.B) {
 	e2e.RequireRoot(b)
-	dir := b.TempDir()
-	network := e2e.NewNetwork(b, "10.80.0.0/24")
-	h := network.AddHost(b, "ctl", "10.80.0.1", "")
-	bin := fleetbootBinary(b)
-	procEnv := append(os.Environ(), "FLEETBOOT_NATS=nats://127.0.0.1:4222")
-	run := func(name string, args ...string) *e2e.Proc {
-		cmd := h.Command(context.Background(), bin, args...)
-		cmd.Env = procEnv
-		return e2e.StartProc(b, dir, name, cmd)
-	}
-	cli := func(args ...string) string {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		cmd := h.Command(ctx, bin, args...)
-		cmd.Env = procEnv
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			b.Fatalf("fleetboot %v: %v\n%s", args, err, out)
-		}
-		return string(out)
-	}
-	coord := run("coordinator", "coordinator", "--data", filepath.Join(dir, "coord"), "--nats-listen", "127.0.0.1:4222",
-		"--store", "dir://"+filepath.Join(dir, "store"), "--http-listen", "")
-	waitAPI(b, coord)
+	c := newCtl(b, "10.80.0.0/24", "10.80.0.1")
+	dir, h, run := c.dir, c.h, c.run
+	cli := func(args ...string) string { return c.cli(10*time.Minute, args...) }
+	c.startCoordinator("coordinator")
 	k, i := filepath.Join(dir, "kernel"), filepath.Join(dir, "initrd")
 	for _, f := range []string{k, i} {
 		if err := os.WriteFile(f, []byte(f), 0o644); err != nil {
