@@ -20,6 +20,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/fleetboot/fleetboot/coordinator/api"
+	"github.com/fleetboot/fleetboot/coordinator/audit"
 	"github.com/fleetboot/fleetboot/coordinator/auth"
 	"github.com/fleetboot/fleetboot/coordinator/web"
 	"github.com/fleetboot/fleetboot/proto"
@@ -33,6 +34,8 @@ type panelConfig struct {
 	tls   *tls.Config // nil: plain HTTP
 	api   *api.Local
 	login web.Login
+	boots web.BootCounts
+	edges *web.EdgeHistory
 }
 
 // startPanel binds the web panel's listener and serves it until ctx ends.
@@ -44,7 +47,8 @@ func startPanel(ctx context.Context, pc panelConfig, js jetstream.JetStream, met
 		return nil, fmt.Errorf("coordinator: web panel: %w", err)
 	}
 	events := web.StreamEvents{JS: js}
-	h, err := web.New(web.Config{API: pc.api, Login: pc.login, Hosts: index, Events: events, Live: events, Logger: log, Listen: pc.addr, Names: pc.names, Secure: pc.tls != nil})
+	h, err := web.New(web.Config{API: pc.api, Login: pc.login, Hosts: index, Events: events, Live: events, Logger: log, Listen: pc.addr, Names: pc.names, Secure: pc.tls != nil,
+		Audit: streamAudit{js: js}, Boots: pc.boots, EdgeHistory: pc.edges})
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: web panel: %w", err)
 	}
@@ -130,4 +134,12 @@ func (d *devLogin) WebLogin(name, password string) (proto.Identity, error) {
 
 func (d *devLogin) Person(name string) (proto.Identity, bool) {
 	return devAdmin, name == devAdmin.Name
+}
+
+// streamAudit reads the AUDIT stream for the panel's audit page, as
+// `fleetboot audit` does.
+type streamAudit struct{ js jetstream.JetStream }
+
+func (s streamAudit) Read(ctx context.Context, since time.Time, limit int) ([]audit.Record, error) {
+	return audit.Read(ctx, s.js, since, limit)
 }

@@ -77,6 +77,13 @@ type Config struct {
 	// often an idle stream sends a comment so proxies keep it open (20 s).
 	StreamsPerSession, Streams int
 	StreamHeartbeat            time.Duration
+
+	// Audit reads the audit log for the audit page; nil: the page says
+	// it is not available. Boots (bootstats.Tracker) and EdgeHistory feed
+	// the site page's sparklines; nil: none drawn.
+	Audit       AuditLog
+	Boots       BootCounts
+	EdgeHistory *EdgeHistory
 }
 
 //go:embed templates/*.html
@@ -142,7 +149,7 @@ func New(cfg Config) (*Handler, error) {
 		"mul100":  func(f float64) float64 { return f * 100 },
 		"add":     func(a, b int) int { return a + b },
 		"list":    func(s ...string) []string { return s },
-	}).ParseFS(templatesFS, "templates/*.html")
+	}).Funcs(pageFuncs()).ParseFS(templatesFS, "templates/*.html")
 	if err != nil {
 		return nil, err
 	}
@@ -170,6 +177,7 @@ func New(cfg Config) (*Handler, error) {
 		w.Header().Set("Cache-Control", "no-cache")
 		w.Write(liveJS)
 	})
+	h.routePages()
 	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	return h, nil
 }

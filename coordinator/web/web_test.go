@@ -154,6 +154,7 @@ func newFleet(t testing.TB, events fakeEvents, mod func(*web.Config)) *fleet {
 		Events: events,
 		Live:   web.StreamEvents{JS: js},
 		Now:    clk.now,
+		Audit:  jsAudit{js},
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -166,6 +167,13 @@ func newFleet(t testing.TB, events fakeEvents, mod func(*web.Config)) *fleet {
 	t.Cleanup(srv.Close)
 	t.Cleanup(h.CloseStreams) // before the server closes: it waits for open streams
 	return &fleet{srv: srv, svc: svc, js: js, nc: nc, index: index, h: h, clock: clk, t: t}
+}
+
+// jsAudit reads the AUDIT stream, as the coordinator's panel does.
+type jsAudit struct{ js jetstream.JetStream }
+
+func (a jsAudit) Read(ctx context.Context, since time.Time, limit int) ([]audit.Record, error) {
+	return audit.Read(ctx, a.js, since, limit)
 }
 
 // browser is one person's cookie jar on the panel.
