@@ -458,6 +458,77 @@ func TestPanelInBrowser(t *testing.T) {
 		screenshot(t, evTab, "panel-events.png")
 	})
 
+	t.Run("bulk by a label search", func(t *testing.T) {
+		// 50 machines of rack r7 and 3 of r8, imported as an operator does.
+		var csv strings.Builder
+		csv.WriteString("mac,site,image,hostname,labels\n")
+		for i := range 53 {
+			rack := "r7"
+			if i >= 50 {
+				rack = "r8"
+			}
+			fmt.Fprintf(&csv, "52:54:00:b7:00:%02x,lab,deb,rack-%d,rack=%s\n", i, i, rack)
+		}
+		file := filepath.Join(dir, "racks.csv")
+		if err := os.WriteFile(file, []byte(csv.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c.cli(t, nil, "host", "import", file)
+		ctx := tab()
+		login(t, ctx, c.panel, "alice")
+		err := chromedp.Do(ctx,
+			chromedp.Navigate(c.panel+"/hosts"),
+			chromedp.SendKeys(chromedp.CSS(`#flabels`), "labels.rack=r7\n"),
+		)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitfor.True(t, "the label search's answer", func() bool {
+			ok, _ := chromedp.Run(ctx, chromedp.Evaluate[bool](`location.search.includes('labels=') && document.readyState === 'complete'`))
+			return ok
+		})
+		if text, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`main`))); err != nil || !strings.Contains(text, "50 host(s)") {
+			t.Fatalf("the label search found (%v):\n%s", err, text)
+		}
+		err = chromedp.Do(ctx,
+			chromedp.Click(chromedp.CSS(`#all`)),
+			chromedp.SetValue(chromedp.CSS(`#bimage`), "alma"),
+			chromedp.Submit(chromedp.CSS(`#bulk`)),
+			chromedp.WaitVisible(chromedp.CSS(`form[action="/bulk"] button[type=submit]`)),
+		)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`main`)))
+		if err != nil || !strings.Contains(text, "on 50 machine(s): every host matching the search") {
+			t.Fatalf("the confirmation says (%v):\n%s", err, text)
+		}
+		if show := c.cli(t, nil, "host", "show", "52:54:00:b7:00:00", "-o", "json"); !strings.Contains(show, `"image": "deb"`) {
+			t.Fatalf("the confirmation page changed a host:\n%s", show)
+		}
+		err = chromedp.Do(ctx,
+			chromedp.Click(chromedp.CSS(`form[action="/bulk"] button[type=submit]`)),
+			chromedp.WaitVisible(chromedp.CSS(`.saved`)),
+		)
+		if err != nil {
+			t.Fatal(err)
+		}
+		screenshot(t, ctx, "panel-bulk.png")
+		var hosts []proto.Host
+		if err := json.Unmarshal([]byte(c.cli(t, nil, "host", "ls", "--site", "lab", "-o", "json")), &hosts); err != nil {
+			t.Fatal(err)
+		}
+		moved := map[string]int{}
+		for _, h := range hosts {
+			if r := h.Labels["rack"]; r != "" {
+				moved[r+" "+h.Image]++
+			}
+		}
+		if moved["r7 alma"] != 50 || moved["r8 deb"] != 3 || len(moved) != 2 {
+			t.Fatalf("after the bulk change, hosts by rack and image: %v", moved)
+		}
+	})
+
 	t.Run("viewer", func(t *testing.T) {
 		if stolen == "" {
 			t.Skip("needs the admin's form")
