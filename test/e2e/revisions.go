@@ -2,7 +2,7 @@ package e2e
 
 import (
 	"fmt"
-	"maps"
+	"os"
 	"regexp"
 )
 
@@ -39,21 +39,19 @@ var panicRE = regexp.MustCompile(`Kernel panic - not syncing: Attempted to kill 
 // images from the test kernel's modules in kdir (Assets.Kernel's directory).
 func EnsureRevisions(cache, kdir string) (Revisions, error) {
 	var r Revisions
-	base, err := initrdEntries(kdir)
+	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
-		return r, err
+		return r, fmt.Errorf("e2e: revisions: busybox-static is needed: %w", err)
 	}
 	for i := range r.Good {
-		entries := maps.Clone(base)
-		entries["etc/fleetboot-rev"] = cpioEntry{Mode: cpioFile | 0o644, Data: fmt.Appendf(nil, "%d\n", i+1)}
-		if r.Good[i], err = cacheInitrd(cache, entries); err != nil {
-			return r, fmt.Errorf("e2e: revision %d: %w", i+1, err)
+		rev := map[string]cpioEntry{"etc/fleetboot-rev": {Mode: cpioFile | 0o644, Data: fmt.Appendf(nil, "%d\n", i+1)}}
+		if r.Good[i], err = writeInitrd(cache, fmt.Sprintf("initrd-rev%d", i+1), bb, kdir, rev); err != nil {
+			return r, err
 		}
 	}
-	broken := maps.Clone(base)
-	broken["init"] = cpioEntry{Mode: cpioFile | 0o755, Data: []byte(brokenInit)}
-	if r.Broken, err = cacheInitrd(cache, broken); err != nil {
-		return r, fmt.Errorf("e2e: broken revision: %w", err)
+	broken := map[string]cpioEntry{"init": {Mode: cpioFile | 0o755, Data: []byte(brokenInit)}}
+	if r.Broken, err = writeInitrd(cache, "initrd-broken", bb, kdir, broken); err != nil {
+		return r, err
 	}
 	return r, nil
 }
