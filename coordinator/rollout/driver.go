@@ -326,10 +326,20 @@ func (e *Engine) watch(ctx context.Context, name string, target proto.Image) err
 		}
 		return nil
 	})
-	for mac, v := range verdicts {
-		e.log.Info("rollout host", "rollout", name, "mac", mac, "state", v.state, "proof", v.proof, "diagnosis", v.diagnosis)
+	if err != nil {
+		return err
 	}
-	return err
+	for _, h := range flying {
+		v, ok := verdicts[h.MAC]
+		if !ok {
+			continue
+		}
+		e.log.Info("rollout host", "rollout", name, "mac", h.MAC, "state", v.state, "proof", v.proof, "diagnosis", v.diagnosis)
+		if v.state == proto.RolloutHostDone || v.state == proto.RolloutHostFailed {
+			e.record(ctx, name, h.Site, h.MAC, v.state, map[string]string{"image": r.Image, "proof": v.proof, "diagnosis": v.diagnosis})
+		}
+	}
+	return nil
 }
 
 // powerCycle asks the edges to power-cycle, next boot PXE, the hosts
@@ -481,6 +491,9 @@ func (e *Engine) advance(ctx context.Context, name string) error {
 // way `host set --image` does, unless it is there already (a coordinator
 // that stopped after the host set), and records the host record's version.
 func (e *Engine) assign(ctx context.Context, r proto.Rollout, mac string) error {
+	if !e.mayAct(r.Name) {
+		return nil // the next driver finishes it
+	}
 	cur, err := e.cfg.Hosts.GetHost(ctx, mac)
 	h := cur
 	if err == nil && cur.Image != r.Image {
@@ -491,6 +504,7 @@ func (e *Engine) assign(ctx context.Context, r proto.Rollout, mac string) error 
 	if err == nil {
 		e.macs[mac] = h.MACs()
 		e.log.Info("rollout host assigned", "rollout", r.Name, "mac", mac, "image", r.Image)
+		e.record(ctx, r.Name, h.Site, mac, proto.RolloutHostAssigned, map[string]string{"image": r.Image})
 	}
 	_, uerr := e.update(ctx, r.Name, func(r *proto.Rollout) error {
 		x := find(r, mac)
@@ -546,6 +560,9 @@ func (e *Engine) undo(ctx context.Context, r proto.Rollout) error {
 			return uerr
 		}
 		e.log.Info("rollout host rolled back", "rollout", r.Name, "mac", h.MAC, "image", h.Previous, "err", err)
+		if err == nil {
+			e.record(ctx, r.Name, h.Site, h.MAC, proto.RolloutHostRolledBack, map[string]string{"image": h.Previous})
+		}
 	}
 	_, err := e.update(ctx, r.Name, func(r *proto.Rollout) error {
 		if r.State != proto.RolloutRollingBack {

@@ -93,6 +93,10 @@ func TestCanaryThenBatches(t *testing.T) {
 	if r.Driver != "c1" {
 		t.Errorf("driver %q, want c1", r.Driver)
 	}
+	// The rollout's steps are in the canary's timeline: assigned, done.
+	if got := f.timelineKinds(canary, proto.RolloutEventEdge); got != "rollout:assigned rollout:done" {
+		t.Errorf("the canary's rollout events: %q", got)
+	}
 }
 
 // TestHaltLeavesWaitingHostsUntouched: failures up to --max-failed are
