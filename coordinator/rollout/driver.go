@@ -45,7 +45,7 @@ func (e *Engine) Tick(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		if !proto.RolloutActive(r.State) {
+		if !needsDriver(r) {
 			e.release(ctx, name)
 			continue
 		}
@@ -56,6 +56,24 @@ func (e *Engine) Tick(ctx context.Context) {
 			e.log.Warn("rollout step failed; retrying at the next tick", "rollout", name, "err", err)
 		}
 	}
+}
+
+// needsDriver: the rollout is active, or it halted or was aborted with
+// hosts still booting, which are watched to the end (done, failed) so its
+// status tells how they came out; nothing new is started.
+func needsDriver(r proto.Rollout) bool {
+	if proto.RolloutActive(r.State) {
+		return true
+	}
+	if r.State != proto.RolloutHalted && r.State != proto.RolloutAborted {
+		return false
+	}
+	for _, h := range r.Hosts {
+		if inFlight(h.State) && !h.Undo && !h.HostVersion.IsZero() {
+			return true
+		}
+	}
+	return false
 }
 
 // leaseValue is the lease=NAME entry.
@@ -204,6 +222,9 @@ func (e *Engine) drive(ctx context.Context, name string) error {
 	target, err := e.cfg.Hosts.GetImage(ctx, r.Image)
 	if err != nil {
 		return fmt.Errorf("target image: %w", err)
+	}
+	if !proto.RolloutActive(r.State) {
+		return e.watch(ctx, name, target) // halted or aborted: watch what is booting, start nothing
 	}
 	for _, h := range r.Hosts {
 		// Assigned, but the host set not recorded: a coordinator

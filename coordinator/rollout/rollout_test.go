@@ -211,7 +211,11 @@ func TestPauseResumeAbortRollback(t *testing.T) {
 	if r.State != proto.RolloutAborted {
 		t.Fatalf("after abort: %s", r.State)
 	}
+	// The host already booting is still watched to its end.
 	f.boot(macOf("lab", 1), kernel2, initrd2, 200)
+	f.until("the aborted rollout's booting host done", func(r proto.Rollout) bool {
+		return stateOf(r, macOf("lab", 1)).State == proto.RolloutHostDone
+	}, "ops", e)
 	for range 3 {
 		e.Tick(context.Background())
 	}
@@ -222,7 +226,7 @@ func TestPauseResumeAbortRollback(t *testing.T) {
 	if err := f.call(proto.APIRolloutResume, proto.NameRequest{V: proto.Version, Name: "ops"}, nil); err == nil {
 		t.Error("an aborted rollout resumed")
 	}
-	// Rollback: the canary (done) and host 1 (assigned) go back to web@1,
+	// Rollback: the canary and host 1 (both done) go back to web@1,
 	// the waiting ones are not touched.
 	untouched := f.hostEntry(macOf("lab", 3))
 	f.mustCall(proto.APIRolloutRollback, proto.NameRequest{V: proto.Version, Name: "ops"}, &r)
