@@ -2,6 +2,7 @@ package rollout_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -353,6 +354,53 @@ func TestTwoCoordinatorsNeverBothDrive(t *testing.T) {
 	for mac, n := range sets {
 		if n != 1 {
 			t.Errorf("host %s set %d times, want once", mac, n)
+		}
+	}
+}
+
+// TestResumeAStepHalfDone: a coordinator stopped between recording a host
+// as assigned and setting it (or after setting it, before recording the
+// host record's version). The next driver finishes the step, setting the
+// host only if it is not on the target yet.
+func TestResumeAStepHalfDone(t *testing.T) {
+	f := newFixture(t, "console=ttyS0", map[string]int{"lab": 2})
+	s := spec("half")
+	s.Canary, s.Batch = 0, "2"
+	f.start(s)
+	kv, err := f.js.KeyValue(context.Background(), proto.BucketRollouts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ent, err := kv.Get(context.Background(), "half")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r proto.Rollout
+	if err := json.Unmarshal(ent.Value(), &r); err != nil {
+		t.Fatal(err)
+	}
+	for i := range r.Hosts {
+		r.Hosts[i].State, r.Hosts[i].Assigned, r.Hosts[i].Since = proto.RolloutHostAssigned, f.clock.Now(), f.clock.Now()
+	}
+	data, _ := json.Marshal(r)
+	if _, err := kv.Update(context.Background(), "half", data, ent.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	// Host 1 was set before the stop.
+	if _, err := f.svc.SetHost(context.Background(), proto.HostSetRequest{V: proto.Version, MAC: macOf("lab", 1), Image: ptr("web@2")}); err != nil {
+		t.Fatal(err)
+	}
+	e := f.engine("next")
+	r = f.until("both steps finished", func(r proto.Rollout) bool {
+		return !stateOf(r, macOf("lab", 0)).HostVersion.IsZero() && !stateOf(r, macOf("lab", 1)).HostVersion.IsZero()
+	}, "half", e)
+	for i, want := range []int{1, 0} {
+		mac := macOf("lab", i)
+		if got := f.hostSets()[mac]; got != want || f.host(mac).Image != "web@2" {
+			t.Errorf("host %s set %d times by the rollout (want %d), image %s", mac, got, want, f.host(mac).Image)
+		}
+		if st := stateOf(r, mac); !st.HostVersion.Equal(f.host(mac).Updated) {
+			t.Errorf("host %s recorded version %s, host record's %s", mac, st.HostVersion, f.host(mac).Updated)
 		}
 	}
 }
