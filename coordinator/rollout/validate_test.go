@@ -65,11 +65,18 @@ func TestStartRefusals(t *testing.T) {
 		})
 	}
 	// A bare name is pinned to its current revision, and an unrelated
-	// selection starts.
+	// selection starts. Its host follows web, whose current revision is
+	// the target: it is done from the start, and nothing holds it.
+	if _, err := f.svc.SetHost(context.Background(), proto.HostSetRequest{V: proto.Version, MAC: macOf("dc", 0), Image: ptr("web")}); err != nil {
+		t.Fatal(err)
+	}
 	s := spec("pinned")
-	s.Image, s.Selector = "web", "site=dc"
+	s.Image, s.Selector, s.Canary = "web", "site=dc", 0
 	r, err := e.Start(context.Background(), s)
 	if err != nil || r.Image != "web@2" {
 		t.Fatalf("start with a bare image name: %v, image %q, want web@2", err, r.Image)
+	}
+	if h := r.Hosts[0]; h.State != proto.RolloutHostDone || h.Proof != proto.RolloutProofAlready || h.Previous != "web" {
+		t.Errorf("a host already on the target: %+v, want done (already), previous web", h)
 	}
 }

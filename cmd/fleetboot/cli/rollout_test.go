@@ -25,7 +25,11 @@ func TestRolloutThroughAnEdge(t *testing.T) {
 	storeDir, url, env := labWithHost(t, "web", m1)
 	files := t.TempDir()
 	for _, args := range [][]string{
-		{"host", "set", m2, "--image", "web"},
+		// Pinned to revision 1: a host that follows the name would move
+		// to revision 2 as soon as it is added (it would be on the target
+		// already: done from the start).
+		{"host", "set", m1, "--image", "web@1"},
+		{"host", "set", m2, "--image", "web@1"},
 		{"image", "add", "web", "--kernel", writeFile(t, files, "vmlinuz", "kernel two"), "--initrd", writeFile(t, files, "initrd.img", "initrd two"),
 			"--cmdline", "console=ttyS0 fleetboot.done={{callback}}"},
 	} {
