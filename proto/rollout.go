@@ -46,6 +46,17 @@ const (
 	RolloutHostRolledBack  = "rolled-back"  // back on Previous
 )
 
+// EventRollout is a rollout's step on a host, recorded in the host's
+// timeline by the coordinator driving it: detail rollout, action
+// ("assigned", "done", "failed", "rolled-back"), image, and proof or
+// diagnosis. The coordinator publishes it as edge RolloutEventEdge, a name
+// no edge can have (an edge name starts with a letter or digit), so no
+// edge's permissions let it forge one.
+const EventRollout = "rollout"
+
+// RolloutEventEdge is the edge token of EventRollout subjects.
+const RolloutEventEdge = "_coordinator"
+
 // Power actions a rollout can take on each host it assigns.
 const (
 	RolloutPowerNone  = ""      // the operator (or the machine's own reboot) starts the boot

@@ -195,7 +195,7 @@ func (e *Engine) HostDone(ctx context.Context, h proto.Host) {
 	if err != nil {
 		return // in no rollout (or unreadable: the boot timeout still ends it)
 	}
-	if r, _, err := e.load(ctx, string(ent.Value)); err != nil || !proto.RolloutActive(r.State) {
+	if r, _, err := e.load(ctx, string(ent.Value)); err != nil || !needsDriver(r) {
 		return
 	}
 	data, _ := json.Marshal(doneMark{V: proto.Version, HostVersion: h.Updated, Time: e.cfg.Now().UTC()})

@@ -45,7 +45,7 @@ func (e *Engine) Tick(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		if !proto.RolloutActive(r.State) {
+		if !needsDriver(r) {
 			e.release(ctx, name)
 			continue
 		}
@@ -56,6 +56,24 @@ func (e *Engine) Tick(ctx context.Context) {
 			e.log.Warn("rollout step failed; retrying at the next tick", "rollout", name, "err", err)
 		}
 	}
+}
+
+// needsDriver: the rollout is active, or it halted or was aborted with
+// hosts still booting, which are watched to the end (done, failed) so its
+// status tells how they came out; nothing new is started.
+func needsDriver(r proto.Rollout) bool {
+	if proto.RolloutActive(r.State) {
+		return true
+	}
+	if r.State != proto.RolloutHalted && r.State != proto.RolloutAborted {
+		return false
+	}
+	for _, h := range r.Hosts {
+		if inFlight(h.State) && !h.Undo && !h.HostVersion.IsZero() {
+			return true
+		}
+	}
+	return false
 }
 
 // leaseValue is the lease=NAME entry.
@@ -205,6 +223,9 @@ func (e *Engine) drive(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("target image: %w", err)
 	}
+	if !proto.RolloutActive(r.State) {
+		return e.watch(ctx, name, target) // halted or aborted: watch what is booting, start nothing
+	}
 	for _, h := range r.Hosts {
 		// Assigned, but the host set not recorded: a coordinator
 		// stopped between the two. Finish it (a no-op if it was made).
@@ -326,10 +347,20 @@ func (e *Engine) watch(ctx context.Context, name string, target proto.Image) err
 		}
 		return nil
 	})
-	for mac, v := range verdicts {
-		e.log.Info("rollout host", "rollout", name, "mac", mac, "state", v.state, "proof", v.proof, "diagnosis", v.diagnosis)
+	if err != nil {
+		return err
 	}
-	return err
+	for _, h := range flying {
+		v, ok := verdicts[h.MAC]
+		if !ok {
+			continue
+		}
+		e.log.Info("rollout host", "rollout", name, "mac", h.MAC, "state", v.state, "proof", v.proof, "diagnosis", v.diagnosis)
+		if v.state == proto.RolloutHostDone || v.state == proto.RolloutHostFailed {
+			e.record(ctx, name, h.Site, h.MAC, v.state, map[string]string{"image": r.Image, "proof": v.proof, "diagnosis": v.diagnosis})
+		}
+	}
+	return nil
 }
 
 // powerCycle asks the edges to power-cycle, next boot PXE, the hosts
@@ -481,6 +512,9 @@ func (e *Engine) advance(ctx context.Context, name string) error {
 // way `host set --image` does, unless it is there already (a coordinator
 // that stopped after the host set), and records the host record's version.
 func (e *Engine) assign(ctx context.Context, r proto.Rollout, mac string) error {
+	if !e.mayAct(r.Name) {
+		return nil // the next driver finishes it
+	}
 	cur, err := e.cfg.Hosts.GetHost(ctx, mac)
 	h := cur
 	if err == nil && cur.Image != r.Image {
@@ -491,6 +525,7 @@ func (e *Engine) assign(ctx context.Context, r proto.Rollout, mac string) error 
 	if err == nil {
 		e.macs[mac] = h.MACs()
 		e.log.Info("rollout host assigned", "rollout", r.Name, "mac", mac, "image", r.Image)
+		e.record(ctx, r.Name, h.Site, mac, proto.RolloutHostAssigned, map[string]string{"image": r.Image})
 	}
 	_, uerr := e.update(ctx, r.Name, func(r *proto.Rollout) error {
 		x := find(r, mac)
@@ -546,6 +581,9 @@ func (e *Engine) undo(ctx context.Context, r proto.Rollout) error {
 			return uerr
 		}
 		e.log.Info("rollout host rolled back", "rollout", r.Name, "mac", h.MAC, "image", h.Previous, "err", err)
+		if err == nil {
+			e.record(ctx, r.Name, h.Site, h.MAC, proto.RolloutHostRolledBack, map[string]string{"image": h.Previous})
+		}
 	}
 	_, err := e.update(ctx, r.Name, func(r *proto.Rollout) error {
 		if r.State != proto.RolloutRollingBack {

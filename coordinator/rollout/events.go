@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/fleetboot/fleetboot/proto"
 )
@@ -136,4 +137,20 @@ func (c *eventCache) of(macs []string, after uint64) []proto.Event {
 		}
 	}
 	return out
+}
+
+// record puts a rollout's step on a host into the host's timeline (see
+// proto.EventRollout). A step not recorded is only logged: the rollout's
+// own state has it.
+func (e *Engine) record(ctx context.Context, rollout, site, mac, action string, detail map[string]string) {
+	if detail == nil {
+		detail = map[string]string{}
+	}
+	detail["rollout"], detail["action"] = rollout, action
+	ev := proto.Event{V: proto.Version, ID: "rollout-" + nuid.Next(), Time: e.cfg.Now().UTC(), Site: site, Edge: proto.RolloutEventEdge, MAC: mac,
+		Kind: proto.EventRollout, Detail: detail}
+	data, _ := json.Marshal(ev)
+	if _, err := e.cfg.JS.Publish(ctx, proto.EventSubject(site, proto.RolloutEventEdge, mac), data, jetstream.WithMsgID(ev.ID)); err != nil {
+		e.log.Warn("rollout step not recorded in the host's timeline", "rollout", rollout, "mac", mac, "action", action, "err", err)
+	}
 }

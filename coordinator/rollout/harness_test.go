@@ -355,3 +355,38 @@ func (f *fixture) realEngine(id string) *rollout.Engine {
 	}
 	return e
 }
+
+// timelineKinds lists the events of mac that edge published, as
+// "kind:action", in order.
+func (f *fixture) timelineKinds(mac, edge string) string {
+	f.t.Helper()
+	ctx := context.Background()
+	st, err := f.js.Stream(ctx, proto.StreamEvents)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	site := f.host(mac).Site
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{proto.EventSubject(site, edge, mac)}})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var out []string
+	for {
+		batch, err := cons.FetchNoWait(100)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			var ev proto.Event
+			if err := json.Unmarshal(m.Data(), &ev); err != nil {
+				f.t.Fatal(err)
+			}
+			out = append(out, ev.Kind+":"+ev.Detail["action"])
+		}
+		if n == 0 {
+			return strings.Join(out, " ")
+		}
+	}
+}

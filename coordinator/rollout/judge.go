@@ -40,7 +40,7 @@ func judge(h proto.RolloutHost, target proto.Image, evs []proto.Event, done *don
 	}
 	var chain []proto.Event
 	for _, ev := range evs {
-		if ev.Kind != proto.EventPower {
+		if ev.Kind != proto.EventPower && ev.Kind != proto.EventRollout {
 			chain = append(chain, ev)
 		}
 	}

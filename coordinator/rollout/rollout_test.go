@@ -2,6 +2,7 @@ package rollout_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +93,10 @@ func TestCanaryThenBatches(t *testing.T) {
 	}
 	if r.Driver != "c1" {
 		t.Errorf("driver %q, want c1", r.Driver)
+	}
+	// The rollout's steps are in the canary's timeline: assigned, done.
+	if got := f.timelineKinds(canary, proto.RolloutEventEdge); got != "rollout:assigned rollout:done" {
+		t.Errorf("the canary's rollout events: %q", got)
 	}
 }
 
@@ -207,7 +212,11 @@ func TestPauseResumeAbortRollback(t *testing.T) {
 	if r.State != proto.RolloutAborted {
 		t.Fatalf("after abort: %s", r.State)
 	}
+	// The host already booting is still watched to its end.
 	f.boot(macOf("lab", 1), kernel2, initrd2, 200)
+	f.until("the aborted rollout's booting host done", func(r proto.Rollout) bool {
+		return stateOf(r, macOf("lab", 1)).State == proto.RolloutHostDone
+	}, "ops", e)
 	for range 3 {
 		e.Tick(context.Background())
 	}
@@ -218,7 +227,7 @@ func TestPauseResumeAbortRollback(t *testing.T) {
 	if err := f.call(proto.APIRolloutResume, proto.NameRequest{V: proto.Version, Name: "ops"}, nil); err == nil {
 		t.Error("an aborted rollout resumed")
 	}
-	// Rollback: the canary (done) and host 1 (assigned) go back to web@1,
+	// Rollback: the canary and host 1 (both done) go back to web@1,
 	// the waiting ones are not touched.
 	untouched := f.hostEntry(macOf("lab", 3))
 	f.mustCall(proto.APIRolloutRollback, proto.NameRequest{V: proto.Version, Name: "ops"}, &r)
@@ -345,6 +354,53 @@ func TestTwoCoordinatorsNeverBothDrive(t *testing.T) {
 	for mac, n := range sets {
 		if n != 1 {
 			t.Errorf("host %s set %d times, want once", mac, n)
+		}
+	}
+}
+
+// TestResumeAStepHalfDone: a coordinator stopped between recording a host
+// as assigned and setting it (or after setting it, before recording the
+// host record's version). The next driver finishes the step, setting the
+// host only if it is not on the target yet.
+func TestResumeAStepHalfDone(t *testing.T) {
+	f := newFixture(t, "console=ttyS0", map[string]int{"lab": 2})
+	s := spec("half")
+	s.Canary, s.Batch = 0, "2"
+	f.start(s)
+	kv, err := f.js.KeyValue(context.Background(), proto.BucketRollouts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ent, err := kv.Get(context.Background(), "half")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r proto.Rollout
+	if err := json.Unmarshal(ent.Value(), &r); err != nil {
+		t.Fatal(err)
+	}
+	for i := range r.Hosts {
+		r.Hosts[i].State, r.Hosts[i].Assigned, r.Hosts[i].Since = proto.RolloutHostAssigned, f.clock.Now(), f.clock.Now()
+	}
+	data, _ := json.Marshal(r)
+	if _, err := kv.Update(context.Background(), "half", data, ent.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	// Host 1 was set before the stop.
+	if _, err := f.svc.SetHost(context.Background(), proto.HostSetRequest{V: proto.Version, MAC: macOf("lab", 1), Image: ptr("web@2")}); err != nil {
+		t.Fatal(err)
+	}
+	e := f.engine("next")
+	r = f.until("both steps finished", func(r proto.Rollout) bool {
+		return !stateOf(r, macOf("lab", 0)).HostVersion.IsZero() && !stateOf(r, macOf("lab", 1)).HostVersion.IsZero()
+	}, "half", e)
+	for i, want := range []int{1, 0} {
+		mac := macOf("lab", i)
+		if got := f.hostSets()[mac]; got != want || f.host(mac).Image != "web@2" {
+			t.Errorf("host %s set %d times by the rollout (want %d), image %s", mac, got, want, f.host(mac).Image)
+		}
+		if st := stateOf(r, mac); !st.HostVersion.Equal(f.host(mac).Updated) {
+			t.Errorf("host %s recorded version %s, host record's %s", mac, st.HostVersion, f.host(mac).Updated)
 		}
 	}
 }

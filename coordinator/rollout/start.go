@@ -181,10 +181,18 @@ func (e *Engine) Start(ctx context.Context, spec proto.RolloutSpec) (proto.Rollo
 	if err != nil {
 		return proto.Rollout{}, err
 	}
+	// A host on the target already (pinned to it, or following the name
+	// whose current revision it is) is done from the start: nothing to
+	// change, nothing to boot.
+	name, rev, _ := proto.ParseImageRef(spec.Image)
+	current := 0
+	if cur, err := e.cfg.Hosts.GetImage(ctx, name); err == nil {
+		current = cur.CurrentRevision()
+	}
 	now := e.cfg.Now().UTC()
 	for i := range rhosts {
 		rhosts[i].Since = now
-		if rhosts[i].Previous == spec.Image {
+		if p := rhosts[i].Previous; p == spec.Image || (p == name && current == rev) {
 			rhosts[i].State, rhosts[i].Proof = proto.RolloutHostDone, proto.RolloutProofAlready
 		}
 	}

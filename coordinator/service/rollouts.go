@@ -31,15 +31,15 @@ func (s *Service) SelectHosts(ctx context.Context, sel string, sites []string) (
 			filters = append(filters, site+".>")
 		}
 	}
+	// Leader reads (list), not a KV watch (scan): a rollout started right
+	// after a host was set must see it, and one on a replica may lag.
 	var hosts []proto.Host
 	for _, f := range filters {
-		err := scan(ctx, s, proto.BucketHosts, f, func(_ string, _ uint64, h proto.Host) error {
-			hosts = append(hosts, h)
-			return nil
-		})
+		hs, err := list[proto.Host](ctx, s, proto.BucketHosts, f)
 		if err != nil {
 			return nil, err
 		}
+		hosts = append(hosts, hs...)
 	}
 	var facts []entry
 	var factErrs []error
