@@ -58,6 +58,10 @@ type Leases struct {
 	compactMin    int64  // the journal is never compacted below this (compactMin; tests lower it)
 	seq           uint64 // the last journaled commit the snapshot includes
 	jseq          uint64 // the last commit written to the journal
+
+	// synced, when set (tests), is called after each fsync of the journal
+	// with the records it made durable, before any waiter returns.
+	synced func(recs []Lease)
 }
 
 type leaseFile struct {
@@ -179,6 +183,9 @@ func (l *Leases) commit(g uint64) error {
 		}
 		l.mu.Unlock()
 		return err
+	}
+	if l.synced != nil {
+		l.synced(recs)
 	}
 	l.saved = gen
 	if l.journalBytes > max(l.compactMin, l.snapshotBytes) {

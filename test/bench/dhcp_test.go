@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -75,7 +76,9 @@ func BenchmarkDHCP(b *testing.B) {
 			b.ResetTimer()
 			var best, peak perfResult
 			for _, rate := range rates {
+				stop := profileStep(b, env, s.name, rate)
 				r := runPerfdhcp(b, env, rate)
+				stop()
 				b.Logf("%s: rate %d/s: %.0f DORA/s completed, %.3f %% dropped", s.name, rate, r.dora, 100*r.drop)
 				if r.dora > peak.dora {
 					peak = r
@@ -120,6 +123,9 @@ func BenchmarkDHCP(b *testing.B) {
 func startFleetbootDHCP(b *testing.B, env *benchEnv, hosts int, imageName string, limit time.Duration) {
 	b.Helper()
 	o := edgeOpts{dhcp: true, pool: dhcpPoolStart + "-" + dhcpPoolEnd, args: []string{"--dhcp-source-rate=-1"}}
+	if os.Getenv(profileEnv) != "" {
+		o.args = append(o.args, "--pprof-listen="+profileAddr)
+	}
 	if hosts > 0 {
 		kernel := filepath.Join(env.dir, "kernel")
 		if err := os.WriteFile(kernel, []byte("bench kernel"), 0o644); err != nil {
@@ -127,7 +133,14 @@ func startFleetbootDHCP(b *testing.B, env *benchEnv, hosts int, imageName string
 		}
 		o.images = []image{{name: imageName, kernel: kernel}}
 	}
-	startFleetboot(b, env, o)
+	fb := startFleetboot(b, env, o)
+	// The socket is bound before the edge's start-up probe for other DHCP
+	// servers (4 s) ends: the edge answers only once it logs this.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := fb.edge.WaitFor(ctx, regexp.MustCompile(`msg="dhcp: serving"`)); err != nil {
+		b.Fatalf("edge: %v", err)
+	}
 	if hosts == 0 {
 		return
 	}
@@ -141,6 +154,52 @@ func startFleetbootDHCP(b *testing.B, env *benchEnv, hosts int, imageName string
 	e := &scaleEdge{site: "lab", url: "http://" + env.addr + ":8080"}
 	waitScript(b, env.srv, e, macs[len(macs)-1], imageName, limit)
 	b.Logf("%d hosts registered and served by the edge in %s", hosts, time.Since(start).Round(time.Millisecond))
+}
+
+// With FLEETBOOT_BENCH_PROFILE=DIR, fleetboot's edge serves its runtime
+// profiles on the server namespace's loopback, and every perfdhcp step of
+// fleetboot saves the edge's CPU profile over the step and its mutex and
+// block profiles after it into DIR (SERVER-RATE.{cpu,mutex,block}.prof), and
+// the edge's log at the end: where the time of a DORA goes under load.
+const (
+	profileEnv  = "FLEETBOOT_BENCH_PROFILE"
+	profileAddr = "127.0.0.1:6060"
+)
+
+// profileStep starts the CPU profile of one step; the function it returns
+// waits for it and saves the contention profiles. It does nothing unless
+// profileEnv is set and server is fleetboot's.
+func profileStep(b *testing.B, env *benchEnv, server string, rate int) (stop func()) {
+	b.Helper()
+	dir := os.Getenv(profileEnv)
+	if dir == "" || !strings.HasPrefix(server, fleetbootName) {
+		return func() {}
+	}
+	b.Cleanup(func() {
+		if log, err := os.ReadFile(filepath.Join(env.dir, "edge.log")); err == nil {
+			_ = os.WriteFile(filepath.Join(dir, server+"-edge.log"), log, 0o644)
+		}
+	})
+	base := filepath.Join(dir, fmt.Sprintf("%s-%d", server, rate))
+	fetch := func(ctx context.Context, what, out string) *exec.Cmd {
+		return env.srv.Command(ctx, "curl", "-sS", "-o", out, "http://"+profileAddr+"/debug/pprof/"+what)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(dhcpPeriod+60)*time.Second)
+	cpu := fetch(ctx, fmt.Sprintf("profile?seconds=%d", dhcpPeriod), base+".cpu.prof")
+	if err := cpu.Start(); err != nil {
+		b.Fatalf("profile: %v", err)
+	}
+	return func() {
+		defer cancel()
+		if err := cpu.Wait(); err != nil {
+			b.Logf("profile %s: %v", base, err)
+		}
+		for _, p := range []string{"mutex", "block"} {
+			if out, err := fetch(ctx, p, base+"."+p+".prof").CombinedOutput(); err != nil {
+				b.Logf("profile %s %s: %v %s", base, p, err, out)
+			}
+		}
+	}
 }
 
 type perfResult struct {
