@@ -13,6 +13,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/ipv4"
 
 	"github.com/fleetboot/fleetboot/edge/ratelimit"
 	"github.com/fleetboot/fleetboot/proto"
@@ -306,40 +307,64 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
+// readBatch is the most datagrams one read takes from the socket (recvmmsg):
+// under load a queue builds up between two reads, and taking it in one
+// system call instead of one each is what keeps the read loop ahead of
+// it. A datagram longer than readBuf is cut short, as by a single read,
+// and then refused by the parser (no end option).
+const (
+	readBatch = 32
+	readBuf   = 4096
+)
+
 func (s *Server) readLoop(ctx context.Context, c *net.UDPConn, port int, sem chan struct{}, wg *sync.WaitGroup) error {
-	buf := make([]byte, 4096)
+	pc := ipv4.NewPacketConn(c)
+	msgs := make([]ipv4.Message, readBatch)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, readBuf)}
+	}
 	for {
-		n, peer, err := c.ReadFromUDP(buf)
+		n, err := pc.ReadBatch(msgs, 0)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("dhcp: read on port %d: %w", port, err)
 		}
-		req, reason, err := parsePacket(buf[:n])
-		if err != nil {
-			s.drops.Warn("dhcp: packet dropped", "reason", reason, "peer", peer.String(), "bytes", n, "err", err)
-			s.m.dropped(reason)
-			continue
+		for i := range msgs[:n] {
+			peer, _ := msgs[i].Addr.(*net.UDPAddr)
+			// The parsed request copies what it keeps: the buffer is
+			// read into again by the next batch.
+			s.accept(ctx, c, port, sem, wg, msgs[i].Buffers[0][:msgs[i].N], peer)
 		}
-		if !s.admit(req, peer) {
-			continue
-		}
-		s.m.request(req.MessageType())
-		select {
-		case sem <- struct{}{}:
-		default:
-			s.m.dropped(reasonOverloaded)
-			s.drops.Warn("dhcp: packet dropped", "reason", reasonOverloaded, "mac", req.ClientHWAddr.String(), "max_in_flight", s.cfg.MaxInFlight)
-			s.h.counted.Count(proto.EventDHCPRateLimited, reasonOverloaded)
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			s.serveOne(ctx, c, port, peer, req)
-		}()
 	}
+}
+
+// accept parses, admits and hands one datagram to a goroutine of its own.
+func (s *Server) accept(ctx context.Context, c *net.UDPConn, port int, sem chan struct{}, wg *sync.WaitGroup, pkt []byte, peer *net.UDPAddr) {
+	req, reason, err := parsePacket(pkt)
+	if err != nil {
+		s.drops.Warn("dhcp: packet dropped", "reason", reason, "peer", peer.String(), "bytes", len(pkt), "err", err)
+		s.m.dropped(reason)
+		return
+	}
+	if !s.admit(req, peer) {
+		return
+	}
+	s.m.request(req.MessageType())
+	select {
+	case sem <- struct{}{}:
+	default:
+		s.m.dropped(reasonOverloaded)
+		s.drops.Warn("dhcp: packet dropped", "reason", reasonOverloaded, "mac", req.ClientHWAddr.String(), "max_in_flight", s.cfg.MaxInFlight)
+		s.h.counted.Count(proto.EventDHCPRateLimited, reasonOverloaded)
+		return
+	}
+	wg.Add(1)
+	go func() {
+		defer func() { <-sem; wg.Done() }()
+		s.serveOne(ctx, c, port, peer, req)
+	}()
 }
 
 func (s *Server) serveOne(ctx context.Context, c *net.UDPConn, port int, peer *net.UDPAddr, req *dhcpv4.DHCPv4) {

@@ -38,7 +38,8 @@ const (
 // them pinging addresses before offering them; fleetboot twice, with no
 // hosts registered at its site and with 100 000 (each with a fixed address
 // in the pool, written to the KV buckets directly), so what a big site
-// costs per request shows. Kea and dnsmasq run without reservations.
+// costs per request shows; Kea at WARN likewise, with 100 000 reservations
+// of the same MACs and addresses in its subnet. dnsmasq runs without.
 func BenchmarkDHCP(b *testing.B) {
 	if _, err := os.Stat("/usr/sbin/perfdhcp"); err != nil {
 		b.Fatal("perfdhcp not installed: run `make deps` (Debian package kea-admin)")
@@ -53,6 +54,8 @@ func BenchmarkDHCP(b *testing.B) {
 		peak0      = "peak DORA/s, 0 hosts"
 		peakBig    = "peak DORA/s, 100k hosts"
 		fleetBig   = fleetbootName + "-100k"
+		keaWarn    = "kea-warn"
+		keaBig     = keaWarn + "-100k"
 		dhcpHosts  = 100_000
 		dhcpImage  = "bench"
 		hostsReady = 3 * time.Minute
@@ -62,11 +65,14 @@ func BenchmarkDHCP(b *testing.B) {
 		start func(b *testing.B, env *benchEnv)
 	}{
 		{"dnsmasq", startDnsmasqDHCP},
-		{"kea", func(b *testing.B, env *benchEnv) { startKea(b, env, "INFO") }},
+		{"kea", func(b *testing.B, env *benchEnv) { startKea(b, env, "INFO", 0) }},
 		// Kea as its performance guide runs it: loggers at WARN (one line
 		// per packet at INFO costs it half its rate), memfile persisted.
-		{"kea-warn", func(b *testing.B, env *benchEnv) { startKea(b, env, "WARN") }},
+		{keaWarn, func(b *testing.B, env *benchEnv) { startKea(b, env, "WARN", 0) }},
 		{fleetbootName, func(b *testing.B, env *benchEnv) { startFleetbootDHCP(b, env, 0, "", hostsReady) }},
+		// The same with 100 000 hosts: Kea with a reservation per host in
+		// its subnet (the same MACs and addresses as fleetboot's hosts).
+		{keaBig, func(b *testing.B, env *benchEnv) { startKea(b, env, "WARN", dhcpHosts) }},
 		{fleetBig, func(b *testing.B, env *benchEnv) { startFleetbootDHCP(b, env, dhcpHosts, dhcpImage, hostsReady) }},
 	}
 	for _, s := range servers {
@@ -89,14 +95,23 @@ func BenchmarkDHCP(b *testing.B) {
 				best = r
 			}
 			b.ReportMetric(best.dora, "dora/s")
+			if s.name == keaBig {
+				res.add(b, metricBig, keaBig, best.dora, "/s", true)
+				res.add(b, peakBig, keaBig, peak.dora, "/s", true)
+				summary(b, res.area, "drops at peak, 100k hosts", keaBig, fmt.Sprintf("%.2f %%", 100*peak.drop), "")
+				return
+			}
 			if s.name != fleetBig {
 				res.add(b, metric0, s.name, best.dora, "/s", true)
 				res.add(b, peak0, s.name, peak.dora, "/s", true)
 				summary(b, res.area, "drops at peak", s.name, fmt.Sprintf("%.2f %%", 100*peak.drop), "")
 				return
 			}
-			// The 100k-host figures, as ratios to fleetboot's and the
-			// references' with no hosts.
+			// The 100k-host figures: as a ratio to Kea with its 100 000
+			// reservations, and to fleetboot's and the references' with no
+			// hosts.
+			res.add(b, metricBig, fleetbootName, best.dora, "/s", true)
+			res.add(b, peakBig, fleetbootName, peak.dora, "/s", true)
 			for _, m := range []struct {
 				name, base string
 				v          float64
@@ -107,7 +122,7 @@ func BenchmarkDHCP(b *testing.B) {
 						parts = append(parts, fmt.Sprintf("%.2fx %s with 0 hosts", m.v/v0, ref))
 					}
 				}
-				summary(b, res.area, m.name, fleetbootName, fmtValue(m.v, "/s"), strings.Join(parts, ", "))
+				summary(b, res.area, m.name+" vs 0", fleetbootName, fmtValue(m.v, "/s"), strings.Join(parts, ", "))
 			}
 			summary(b, res.area, "drops at peak, 100k hosts", fleetbootName, fmt.Sprintf("%.2f %%", 100*peak.drop), "")
 		})
@@ -269,7 +284,7 @@ dhcp-range=%s,%s,%s,1h
 // sockets, as recommended for relayed traffic, and its memfile lease
 // database on disk, as shipped, logging at severity. (fleetboot fsyncs
 // each group of leases before their ACKs.)
-func startKea(b *testing.B, env *benchEnv, severity string) {
+func startKea(b *testing.B, env *benchEnv, severity string, hosts int) {
 	b.Helper()
 	if _, err := os.Stat("/usr/sbin/kea-dhcp4"); err != nil {
 		b.Fatal("kea-dhcp4 not installed: run `make deps` (Debian package kea-dhcp4-server)")
@@ -279,10 +294,11 @@ func startKea(b *testing.B, env *benchEnv, severity string) {
   "interfaces-config": {"interfaces": ["%s/%s"], "dhcp-socket-type": "udp"},
   "lease-database": {"type": "memfile", "persist": true, "name": "%s", "lfc-interval": 0},
   "valid-lifetime": 3600,
-  "subnet4": [{"id": 1, "subnet": "%s", "pools": [{"pool": "%s - %s"}]}],
+  "subnet4": [{"id": 1, "subnet": "%s", "pools": [{"pool": "%s - %s"}], "reservations": [%s]}],
   "loggers": [{"name": "kea-dhcp4", "output_options": [{"output": "stdout"}], "severity": "%s"}]
 }}
-`, env.srv.Iface, env.addr, filepath.Join(env.dir, "kea-leases4.csv"), env.prefix, dhcpPoolStart, dhcpPoolEnd, severity)
+`, env.srv.Iface, env.addr, filepath.Join(env.dir, "kea-leases4.csv"), env.prefix, dhcpPoolStart, dhcpPoolEnd,
+		keaReservations(hosts), severity)
 	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
 		b.Fatal(err)
 	}
@@ -291,6 +307,24 @@ func startKea(b *testing.B, env *benchEnv, severity string) {
 	cmd.Env = append(os.Environ(), "KEA_PIDFILE_DIR="+env.dir, "KEA_LOCKFILE_DIR="+env.dir)
 	p := e2e.StartProc(b, env.dir, "kea-dhcp4", cmd)
 	waitUDP(b, env, p, 67)
+}
+
+// keaReservations lists n reservations as Kea's subnet4 takes them: host i
+// of fleetboot's 100k-host site (scaleMAC(0xb1, i), the i-th address of the
+// pool).
+func keaReservations(n int) string {
+	pool := netip.MustParseAddr(dhcpPoolStart).As4()
+	base := uint32(pool[0])<<24 | uint32(pool[1])<<16 | uint32(pool[2])<<8 | uint32(pool[3])
+	var sb strings.Builder
+	for i := range n {
+		if i > 0 {
+			sb.WriteString(",\n")
+		}
+		v := base + uint32(i)
+		ip := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+		fmt.Fprintf(&sb, `{"hw-address": "%s", "ip-address": "%s"}`, scaleMAC(0xb1, i), ip)
+	}
+	return sb.String()
 }
 
 func waitUDP(b *testing.B, env *benchEnv, p *e2e.Proc, port int) {
