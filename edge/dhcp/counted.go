@@ -40,24 +40,26 @@ func newEventCounter(sink EventSink, window time.Duration, budget int, now func(
 	return &eventCounter{sink: sink, window: window, budget: budget, now: now, counts: map[countKey]int{}}
 }
 
-// Emit records an event about an unknown MAC: as it is while the budget
-// lasts, counted under proto.EventDHCPUnknown (reason: its kind) after.
-func (c *eventCounter) Emit(kind, mac string, detail map[string]string) {
+// pass reports whether an event of kind about an unknown MAC may be
+// emitted as it is, using the budget; past it the event is counted under
+// proto.EventDHCPUnknown (reason: its kind) instead. The handler asks
+// before building the event's details: a flood of strangers costs a count,
+// not a map per event.
+func (c *eventCounter) pass(kind string) bool {
 	if c.sink == nil {
-		return
+		return false
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if now := c.now(); now.Sub(c.start) >= c.window {
 		c.start, c.passed = now, 0
 	}
 	if c.passed < c.budget {
 		c.passed++
-		c.mu.Unlock()
-		c.sink.Emit(kind, mac, detail)
-		return
+		return true
 	}
 	c.countLocked(countKey{proto.EventDHCPUnknown, kind})
-	c.mu.Unlock()
+	return false
 }
 
 // Count counts one request refused for reason under kind.

@@ -263,7 +263,7 @@ func (r *request) decision() string {
 }
 
 func (h *Handler) emit(kind string, r *request, ip netip.Addr, decision string) {
-	if h.cfg.Events == nil {
+	if h.cfg.Events == nil || (!r.known && !h.counted.pass(kind)) {
 		return
 	}
 	d := map[string]string{"xid": r.m.XID, "decision": decision}
@@ -279,10 +279,6 @@ func (h *Handler) emit(kind string, r *request, ip netip.Addr, decision string) 
 	}
 	if r.m.HasArch {
 		d["arch"] = r.m.ArchString()
-	}
-	if !r.known {
-		h.counted.Emit(kind, r.m.MAC, d)
-		return
 	}
 	h.cfg.Events.Emit(kind, r.m.MAC, d)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 
 	"github.com/fleetboot/fleetboot/edge/ratelimit"
 	"github.com/fleetboot/fleetboot/proto"
@@ -192,9 +193,40 @@ func NewServer(cfg Config) (*Server, error) {
 			s.close()
 			return nil, fmt.Errorf("dhcp: listen on %s port %d: %w", cfg.Interface, port, err)
 		}
+		if err := growReadBuffer(c, readBufferBytes); err != nil {
+			log.Warn("dhcp: could not enlarge the socket's receive buffer; bursts may be dropped", "port", port, "err", err)
+		}
 		s.conns[port] = c
 	}
 	return s, nil
+}
+
+// readBufferBytes is the receive buffer of the DHCP sockets: about 2 000
+// requests. The kernel default (rmem_default, some 200 KiB: about a hundred
+// requests as the kernel accounts them) overflows whenever the read loop
+// is held up for a few tens of milliseconds (a GC pause, a busy host) while
+// a rack powers on, and a request dropped there costs its client seconds
+// (the firmware's retry timer).
+const readBufferBytes = 4 << 20
+
+// growReadBuffer sets c's receive buffer to n bytes: past the system's
+// rmem_max when the edge may (SO_RCVBUFFORCE, CAP_NET_ADMIN), else as far
+// as rmem_max allows.
+func growReadBuffer(c *net.UDPConn, n int) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n)
+	}); err != nil {
+		return err
+	}
+	if serr == nil {
+		return nil
+	}
+	return c.SetReadBuffer(n)
 }
 
 // Handler is the server's decision step (for explain and tests).
@@ -279,14 +311,18 @@ func (s *Server) close() {
 
 // Serve answers requests until ctx is cancelled, then closes the sockets.
 func (s *Server) Serve(ctx context.Context) error {
-	var wg sync.WaitGroup
+	var wg, writers sync.WaitGroup
 	sem := make(chan struct{}, s.cfg.MaxInFlight)
 	errc := make(chan error, len(s.conns))
+	var outs []chan reply
 	for port, c := range s.conns {
+		out := make(chan reply, s.cfg.MaxInFlight)
+		outs = append(outs, out)
+		writers.Go(func() { s.writeLoop(c, out) })
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errc <- s.readLoop(ctx, c, port, sem, &wg)
+			errc <- s.readLoop(ctx, c, port, sem, out, &wg)
 		}()
 	}
 	s.log.Info("dhcp: serving", "ports", []int{s.cfg.ServerPort, s.cfg.PXEPort})
@@ -297,6 +333,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.close()
 	wg.Wait()
+	for _, out := range outs {
+		close(out) // every request is done: nothing more to send
+	}
+	writers.Wait()
 	s.h.counted.flush() // what was counted since the last report
 	if cerr := s.h.cfg.Leases.Close(); cerr != nil {
 		s.log.Warn("dhcp: close lease journal", "err", cerr)
@@ -317,7 +357,7 @@ const (
 	readBuf   = 4096
 )
 
-func (s *Server) readLoop(ctx context.Context, c *net.UDPConn, port int, sem chan struct{}, wg *sync.WaitGroup) error {
+func (s *Server) readLoop(ctx context.Context, c *net.UDPConn, port int, sem chan struct{}, out chan<- reply, wg *sync.WaitGroup) error {
 	pc := ipv4.NewPacketConn(c)
 	msgs := make([]ipv4.Message, readBatch)
 	for i := range msgs {
@@ -335,13 +375,13 @@ func (s *Server) readLoop(ctx context.Context, c *net.UDPConn, port int, sem cha
 			peer, _ := msgs[i].Addr.(*net.UDPAddr)
 			// The parsed request copies what it keeps: the buffer is
 			// read into again by the next batch.
-			s.accept(ctx, c, port, sem, wg, msgs[i].Buffers[0][:msgs[i].N], peer)
+			s.accept(ctx, port, sem, out, wg, msgs[i].Buffers[0][:msgs[i].N], peer)
 		}
 	}
 }
 
 // accept parses, admits and hands one datagram to a goroutine of its own.
-func (s *Server) accept(ctx context.Context, c *net.UDPConn, port int, sem chan struct{}, wg *sync.WaitGroup, pkt []byte, peer *net.UDPAddr) {
+func (s *Server) accept(ctx context.Context, port int, sem chan struct{}, out chan<- reply, wg *sync.WaitGroup, pkt []byte, peer *net.UDPAddr) {
 	req, reason, err := parsePacket(pkt)
 	if err != nil {
 		s.drops.Warn("dhcp: packet dropped", "reason", reason, "peer", peer.String(), "bytes", len(pkt), "err", err)
@@ -363,11 +403,11 @@ func (s *Server) accept(ctx context.Context, c *net.UDPConn, port int, sem chan 
 	wg.Add(1)
 	go func() {
 		defer func() { <-sem; wg.Done() }()
-		s.serveOne(ctx, c, port, peer, req)
+		s.serveOne(ctx, port, peer, req, out)
 	}()
 }
 
-func (s *Server) serveOne(ctx context.Context, c *net.UDPConn, port int, peer *net.UDPAddr, req *dhcpv4.DHCPv4) {
+func (s *Server) serveOne(ctx context.Context, port int, peer *net.UDPAddr, req *dhcpv4.DHCPv4, out chan<- reply) {
 	start := time.Now()
 	in := Input{Port: pxePort}
 	if port == s.cfg.ServerPort {
@@ -380,16 +420,65 @@ func (s *Server) serveOne(ctx context.Context, c *net.UDPConn, port int, peer *n
 		return
 	}
 	if resp == nil {
-		s.m.answered(nil, start)
+		s.m.answered(dhcpv4.MessageTypeNone, start)
 		return
 	}
-	dst := replyAddr(req, resp, in.Port, peer)
-	if _, err := c.WriteToUDP(resp.ToBytes(), dst); err != nil {
-		s.log.Warn("dhcp: send reply", "dst", dst.String(), "err", err)
-		s.m.dropped(reasonNotSent)
-		return
+	out <- reply{b: resp.ToBytes(), dst: replyAddr(req, resp, in.Port, peer), typ: resp.MessageType(), start: start}
+}
+
+// reply is one datagram for a socket's writer.
+type reply struct {
+	b     []byte
+	dst   *net.UDPAddr
+	typ   dhcpv4.MessageType
+	start time.Time // when its request was admitted, for the latency metric
+}
+
+// writeLoop sends the replies of one socket until out is closed, as many
+// at once as are waiting (sendmmsg, up to readBatch): the ACKs one group
+// commit releases leave together in one system call instead of one each.
+func (s *Server) writeLoop(c *net.UDPConn, out <-chan reply) {
+	pc := ipv4.NewPacketConn(c)
+	msgs := make([]ipv4.Message, readBatch)
+	batch := make([]reply, 0, readBatch)
+	for first := range out {
+		batch = append(batch[:0], first)
+	more:
+		for len(batch) < readBatch {
+			select {
+			case r, ok := <-out:
+				if !ok {
+					break more
+				}
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		s.send(pc, msgs, batch)
 	}
-	s.m.answered(resp, start)
+}
+
+// send writes batch, skipping (and counting) a reply the socket refuses.
+func (s *Server) send(pc *ipv4.PacketConn, msgs []ipv4.Message, batch []reply) {
+	for i, r := range batch {
+		msgs[i] = ipv4.Message{Buffers: [][]byte{r.b}, Addr: r.dst}
+	}
+	for next := 0; next < len(batch); {
+		n, err := pc.WriteBatch(msgs[next:len(batch)], 0)
+		for _, r := range batch[next : next+n] {
+			s.m.answered(r.typ, r.start)
+		}
+		next += n
+		if err != nil && next < len(batch) {
+			s.log.Warn("dhcp: send reply", "dst", batch[next].dst.String(), "err", err)
+			s.m.dropped(reasonNotSent)
+			next++
+		} else if n == 0 {
+			break // nothing sent and no error: never loop on it
+		}
+	}
+	clear(msgs[:len(batch)]) // the replies' buffers are garbage now
 }
 
 // replyAddr applies RFC 2131 §4.1: relayed replies go to the relay's server
