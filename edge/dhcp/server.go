@@ -201,13 +201,15 @@ func NewServer(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// readBufferBytes is the receive buffer of the DHCP sockets: about 2 000
+// readBufferBytes is the receive buffer of the DHCP sockets: about 500
 // requests. The kernel default (rmem_default, some 200 KiB: about a hundred
 // requests as the kernel accounts them) overflows whenever the read loop
 // is held up for a few tens of milliseconds (a GC pause, a busy host) while
 // a rack powers on, and a request dropped there costs its client seconds
-// (the firmware's retry timer).
-const readBufferBytes = 4 << 20
+// (the firmware's retry timer). Not more: past a few hundred milliseconds
+// of queue the edge would answer requests whose clients have given up on
+// them (perfdhcp at 4 MiB: half the answers came too late).
+const readBufferBytes = 1 << 20
 
 // growReadBuffer sets c's receive buffer to n bytes: past the system's
 // rmem_max when the edge may (SO_RCVBUFFORCE, CAP_NET_ADMIN), else as far

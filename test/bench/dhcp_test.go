@@ -79,6 +79,7 @@ func BenchmarkDHCP(b *testing.B) {
 		b.Run(s.name, func(b *testing.B) {
 			env := newEnvOn(b, dhcpPrefix, dhcpServer, dhcpRelay)
 			s.start(b, env)
+			warmUp(b, env, s.name)
 			b.ResetTimer()
 			var best, peak perfResult
 			for _, rate := range rates {
@@ -232,12 +233,35 @@ var (
 
 func runPerfdhcp(b *testing.B, env *benchEnv, rate int) perfResult {
 	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(dhcpPeriod+30)*time.Second)
+	return perfdhcpFor(b, env, rate, dhcpPeriod)
+}
+
+// warmUp sends light load until a run of it passes drop-free (at most
+// warmUpRuns runs): a server's first clients may pay for its start (Kea's
+// allocator, for one, steps once past the 100 000 reserved addresses at the
+// start of the pool), which the first step of the stepping must not
+// measure.
+func warmUp(b *testing.B, env *benchEnv, name string) {
+	b.Helper()
+	const warmUpRuns, rate, period = 10, 50, 2
+	for i := range warmUpRuns {
+		r := perfdhcpFor(b, env, rate, period)
+		if r.drop <= dhcpDropLimit {
+			return
+		}
+		b.Logf("%s: warm-up run %d at %d/s: %.3f %% dropped", name, i+1, rate, 100*r.drop)
+	}
+	b.Fatalf("%s drops requests at %d/s after %d warm-up runs", name, rate, warmUpRuns)
+}
+
+func perfdhcpFor(b *testing.B, env *benchEnv, rate, period int) perfResult {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(period+30)*time.Second)
 	defer cancel()
 	// -W: after the 5 s, wait 1 s for late answers without sending, so an
 	// exchange still in flight at the end is not counted as dropped.
 	cmd := env.cli.Command(ctx, "perfdhcp", "-4", "-l", env.cli.Iface, "-r", strconv.Itoa(rate),
-		"-R", "1000000", "-p", strconv.Itoa(dhcpPeriod), "-W", "1000000", env.addr)
+		"-R", "1000000", "-p", strconv.Itoa(period), "-W", "1000000", env.addr)
 	out, err := cmd.CombinedOutput()
 	// perfdhcp exits 3 when packets were dropped: read its figures anyway.
 	text := string(out)
@@ -251,7 +275,7 @@ func runPerfdhcp(b *testing.B, env *benchEnv, rate int) perfResult {
 	acks, _ := strconv.ParseFloat(recvd[1][1], 64)
 	// perfdhcp's own rate divides by the run including the -W wait: count
 	// the exchanges started in the sending period and completed.
-	r := perfResult{rate: rate, dora: acks / dhcpPeriod, drop: 1}
+	r := perfResult{rate: rate, dora: acks / float64(period), drop: 1}
 	if discovers > 0 {
 		r.drop = 1 - acks/discovers
 	}
