@@ -185,6 +185,10 @@ type HostImportReply struct {
 	Changed   int             `json:"changed"`
 	Unchanged int             `json:"unchanged"`
 	Refused   []ImportProblem `json:"refused,omitempty"`
+	// UnchangedLines, in a checked chunk's reply, are the lines that
+	// match their stored host already: the client need not send them
+	// again to apply the import, so an unchanged row costs one read.
+	UnchangedLines []int `json:"unchanged_lines,omitempty"`
 }
 
 // HostBulkSetRequest changes every host a selector matches in one request

@@ -110,6 +110,10 @@ type Host struct {
 	Once      bool              `json:"once,omitempty"`     // switch to StateLocal after the install reports done
 	Updated   time.Time         `json:"updated"`
 	BMC       *BMC              `json:"bmc,omitempty"` // power control (bmc.go)
+	// Facts is a copy of the last facts the machine reported (the
+	// coordinator's facts bucket holds them by MAC): the edge mirrors only
+	// its site's hosts, and renders install templates' {{.Facts}} from it.
+	Facts json.RawMessage `json:"facts,omitempty"`
 }
 
 // MACs returns the primary and extra MACs.

@@ -9,7 +9,7 @@ BIN="${HOME}/.cache/fleetboot/bin"
 PKGS=(qemu-system-x86 ipxe-qemu ipxe ovmf busybox-static dnsmasq nginx isc-dhcp-client
       tftp-hpa curl iproute2 cpio kea-admin kea-dhcp4-server tftpd-hpa
       dracut dracut-live dracut-network squashfs-tools xorriso iputils-arping
-      qemu-system-arm qemu-efi-aarch64 atftp openipmi ipmitool chromium)
+      qemu-system-arm qemu-efi-aarch64 atftp openipmi ipmitool chromium binutils)
 # atftpd (the windowsize reference in test/bench) conflicts with tftpd-hpa:
 # both ship /usr/sbin/in.tftpd, and installing one removes the other. The
 # benchmark runs it from `apt-get download atftpd`, unpacked into its cache.
@@ -54,9 +54,10 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
 fi
 
 # The Secure Boot e2e fixtures (shim-signed, grub-efi-amd64-signed, the
-# -unsigned kernel) are fetched by the tests with `apt-get download` and
-# unpacked with dpkg-deb, never installed: that needs package lists only.
-if ! apt-cache show shim-signed grub-efi-amd64-signed grub-efi-arm64-signed:arm64 >/dev/null 2>&1; then
+# -unsigned kernel) and grub-script-check (grub-common, test/grubcheck) are
+# fetched by the tests with `apt-get download` and unpacked with dpkg-deb,
+# never installed: that needs package lists only.
+if ! apt-cache show shim-signed grub-efi-amd64-signed grub-efi-arm64-signed:arm64 grub-common >/dev/null 2>&1; then
   if [ "$(id -u)" != 0 ]; then
     echo "deps: need root to run apt-get update (package lists for apt-get download)" >&2; exit 1
   fi

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -81,6 +82,9 @@ func (s *Service) RecordFacts(ctx context.Context, req proto.FactsRequest) error
 		if _, err := s.kv[bucketFacts].Put(ctx, mustMACKey(h.MAC), req.Facts); err != nil {
 			return err
 		}
+		if err := s.copyFacts(ctx, h.MAC, req.Facts); err != nil {
+			return err
+		}
 		if h.Image != "" || h.Policy != "" {
 			return nil
 		}
@@ -121,6 +125,35 @@ func (s *Service) RecordFacts(ctx context.Context, req proto.FactsRequest) error
 	s.log.Info("machine discovered", "mac", mac, "site", site, "reports", d.Reports)
 	_, err = s.decide(ctx, d)
 	return err
+}
+
+// copyFacts puts a host's new facts on its record, where the edge, which
+// mirrors its site's hosts and nothing of the facts bucket, renders
+// templates' {{.Facts}} from. Updated stays: it dates the assignment (the
+// NoCloud instance id), not the report. A concurrent change of the host is
+// retried on the new version.
+func (s *Service) copyFacts(ctx context.Context, mac string, facts json.RawMessage) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for range 5 {
+		h, rev, err := s.hostByMAC(ctx, mac)
+		if err != nil {
+			return err
+		}
+		if bytes.Equal(h.Facts, facts) {
+			return nil
+		}
+		h.Facts = facts
+		key, _ := proto.HostKey(h.Site, h.MAC)
+		_, err = s.kv[proto.BucketHosts].Update(ctx, key, mustJSON(h), rev)
+		if !casConflict(err) {
+			if err != nil {
+				return fmt.Errorf("coordinator: write facts of host %s: %w", mac, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: host %s changed concurrently while its facts were stored; report again", ErrConflict, mac)
 }
 
 // putDiscovered records one report of a discovered machine.

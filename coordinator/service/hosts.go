@@ -88,6 +88,18 @@ func (s *Service) setHost(ctx context.Context, req proto.HostSetRequest, policy 
 		}
 	}
 
+	if prev == nil {
+		// A machine that reported facts before it became a host
+		// (discovered, then claimed by a policy or set by an admin)
+		// carries them on its record: see proto.Host.Facts.
+		e, err := s.read(ctx, bucketFacts, mustMACKey(mac))
+		switch {
+		case err == nil:
+			h.Facts = e.value
+		case !errors.Is(err, ErrNotFound):
+			return proto.Host{}, err
+		}
+	}
 	h.V = proto.Version
 	h.Updated = s.now().UTC()
 	if err := s.storeHost(ctx, h, prev, curRev); err != nil {

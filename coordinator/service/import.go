@@ -73,6 +73,9 @@ func (s *Service) ImportHosts(ctx context.Context, req proto.HostImportRequest) 
 			rep.Created++
 		case r.same():
 			rep.Unchanged++
+			if req.Check {
+				rep.UnchangedLines = append(rep.UnchangedLines, r.Line)
+			}
 		default:
 			rep.Changed++
 		}
@@ -169,9 +172,13 @@ func (s *Service) checkImport(ctx context.Context, in []proto.ImportRow) ([]*imp
 	return rows, nil
 }
 
-// checkStored reads, for the rows still good, the MAC index and the hosts
-// it points at (all at once, see readMany), merges each row into the host
-// it updates, and checks new reservations against the IP index.
+// checkStored reads, for the rows still good, the hosts they update (all
+// at once, see readMany), merges each row into its host, and checks new
+// reservations against the IP index. A row's host is first read at its own
+// key (site and MAC): a host stored there holds that MAC, so a row that
+// updates a host, and an unchanged one above all, costs that one read. Only
+// the rest (new MACs, MACs held at another site or as an extra MAC, leftover
+// index entries) are looked up in the MAC index (checkByIndex).
 func (s *Service) checkStored(ctx context.Context, rows []*importRow) error {
 	good := func() []*importRow {
 		var out []*importRow
@@ -183,6 +190,88 @@ func (s *Service) checkStored(ctx context.Context, rows []*importRow) error {
 		return out
 	}
 	live := good()
+	keys := make([]string, len(live))
+	for i, r := range live {
+		keys[i] = r.key
+	}
+	vals, errs := s.readMany(ctx, proto.BucketHosts, keys)
+	var rest []*importRow
+	for i, r := range live {
+		if errors.Is(errs[i], ErrNotFound) {
+			rest = append(rest, r)
+			continue
+		}
+		if errs[i] != nil {
+			return errs[i]
+		}
+		var h proto.Host
+		if err := jsonUnmarshal(vals[i].value, &h); err != nil {
+			return err
+		}
+		if h.MAC != r.mac {
+			rest = append(rest, r) // not this MAC's host: the index tells
+			continue
+		}
+		r.prev, r.prevRev = &h, vals[i].rev
+		r.h = mergeImport(h, r.ImportRow, r.h)
+	}
+	if err := s.checkByIndex(ctx, rest); err != nil {
+		return err
+	}
+	// A new host carries the facts its MAC reported already (a machine
+	// discovered, then imported): see proto.Host.Facts.
+	var fresh []*importRow
+	var factKeys []string
+	for _, r := range good() {
+		if r.prev == nil {
+			fresh = append(fresh, r)
+			factKeys = append(factKeys, mustMACKey(r.mac))
+		}
+	}
+	facts, factErrs := s.readMany(ctx, bucketFacts, factKeys)
+	for i, r := range fresh {
+		switch {
+		case factErrs[i] == nil:
+			r.h.Facts = facts[i].value
+		case !errors.Is(factErrs[i], ErrNotFound):
+			return factErrs[i]
+		}
+	}
+	// New reservations: free, or held by a leftover entry.
+	var ipRows []*importRow
+	var ipKeys []string
+	for _, r := range good() {
+		if r.h.IP != "" && (r.prev == nil || r.prev.IP != r.h.IP) {
+			r.claimIP = true
+			ipRows = append(ipRows, r)
+			ipKeys = append(ipKeys, r.h.Site+"."+r.h.IP)
+		}
+	}
+	ips, ipErrs := s.readMany(ctx, bucketIPs, ipKeys)
+	for i, r := range ipRows {
+		switch {
+		case errors.Is(ipErrs[i], ErrNotFound):
+		case ipErrs[i] != nil:
+			return ipErrs[i]
+		case string(ips[i].value) == r.key:
+		case time.Since(ips[i].created) >= claimGrace && s.indexStale(ctx, bucketIPs, ipKeys[i], string(ips[i].value)):
+			r.ipRev = ips[i].rev
+		default:
+			holder := string(ips[i].value)
+			if hs, hm, ok := proto.SplitHostKey(holder); ok {
+				holder = fmt.Sprintf("host %s at site %s", hm, hs)
+			}
+			r.refuse("IP %s at site %s is already used by %s", r.h.IP, r.h.Site, holder)
+		}
+	}
+	return nil
+}
+
+// checkByIndex reads the MAC index for rows whose host is not stored at
+// their own key, and the hosts it points at: a MAC held by another site's
+// host or as an extra MAC refuses the row, an entry whose host is gone is
+// taken over, and a MAC the index does not know is new.
+func (s *Service) checkByIndex(ctx context.Context, live []*importRow) error {
 	macKeys := make([]string, len(live))
 	for i, r := range live {
 		macKeys[i] = mustMACKey(r.mac)
@@ -233,33 +322,6 @@ func (s *Service) checkStored(ctx context.Context, rows []*importRow) error {
 		}
 		r.prev, r.prevRev = &h, hostVals[j].rev
 		r.h = mergeImport(h, r.ImportRow, r.h)
-	}
-	// New reservations: free, or held by a leftover entry.
-	var ipRows []*importRow
-	var ipKeys []string
-	for _, r := range good() {
-		if r.h.IP != "" && (r.prev == nil || r.prev.IP != r.h.IP) {
-			r.claimIP = true
-			ipRows = append(ipRows, r)
-			ipKeys = append(ipKeys, r.h.Site+"."+r.h.IP)
-		}
-	}
-	ips, ipErrs := s.readMany(ctx, bucketIPs, ipKeys)
-	for i, r := range ipRows {
-		switch {
-		case errors.Is(ipErrs[i], ErrNotFound):
-		case ipErrs[i] != nil:
-			return ipErrs[i]
-		case string(ips[i].value) == r.key:
-		case time.Since(ips[i].created) >= claimGrace && s.indexStale(ctx, bucketIPs, ipKeys[i], string(ips[i].value)):
-			r.ipRev = ips[i].rev
-		default:
-			holder := string(ips[i].value)
-			if hs, hm, ok := proto.SplitHostKey(holder); ok {
-				holder = fmt.Sprintf("host %s at site %s", hm, hs)
-			}
-			r.refuse("IP %s at site %s is already used by %s", r.h.IP, r.h.Site, holder)
-		}
 	}
 	return nil
 }

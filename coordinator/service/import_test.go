@@ -104,9 +104,19 @@ func TestImportHosts(t *testing.T) {
 	if _, err := s.SetHost(ctx, proto.HostSetRequest{MAC: "52:54:00:00:09:09", Site: ptr("lab"), IP: ptr("10.0.0.21")}); err == nil || !strings.Contains(err.Error(), "already used by host 52:54:00:00:01:01") {
 		t.Errorf("the imported reservation is not in the index: %v", err)
 	}
-	// The same rows again: nothing changes.
-	rep, err = s.ImportHosts(ctx, proto.HostImportRequest{Rows: rows[:3]})
+	// The same rows again: nothing changes, and a check names the lines
+	// that need not be sent to apply (one with a new label does).
+	again := append(rows[:3:3], proto.ImportRow{Line: 20, MAC: "52:54:00:00:01:01", Site: "lab", Labels: map[string]string{"role": "web"}})
+	rep, err = s.ImportHosts(ctx, proto.HostImportRequest{Check: true, Rows: again[:3]})
 	if err != nil || rep.Unchanged != 3 || rep.Created+rep.Changed != 0 {
+		t.Errorf("import again: %+v %v", rep, err)
+	}
+	rep, err = s.ImportHosts(ctx, proto.HostImportRequest{Check: true, Rows: again[1:]})
+	if d := cmp.Diff(proto.HostImportReply{V: proto.Version, Changed: 1, Unchanged: 2, UnchangedLines: []int{3, 4}}, rep); err != nil || d != "" {
+		t.Errorf("check again (-want +got):\n%s%v", d, err)
+	}
+	rep, err = s.ImportHosts(ctx, proto.HostImportRequest{Rows: rows[:3]})
+	if err != nil || rep.Unchanged != 3 || rep.Created+rep.Changed != 0 || rep.UnchangedLines != nil {
 		t.Errorf("import again: %+v %v", rep, err)
 	}
 	// A new reservation for an imported host frees its old one.

@@ -118,6 +118,17 @@ func TestDiscovery(t *testing.T) {
 	if fr, err := s.FactsOf(ctx, m1); err != nil || fr.State != proto.StateBoot || fr.Host == nil || len(fr.Facts) == 0 {
 		t.Errorf("facts of the new host: %+v, %v", fr, err)
 	}
+	// The host record carries its facts (the edge renders templates from
+	// it), and a later report replaces them there too.
+	if h, err := s.GetHost(ctx, m1); err != nil || string(h.Facts) != string(factsJSON(m1, 64)) {
+		t.Errorf("host record's facts = %s, %v; want the discovery report", h.Facts, err)
+	}
+	if err := s.RecordFacts(edgeLab, proto.FactsRequest{MAC: m1, Facts: factsJSON(m1, 128)}); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := s.GetHost(ctx, m1); err != nil || string(h.Facts) != string(factsJSON(m1, 128)) {
+		t.Errorf("host record's facts after a new report = %s, %v", h.Facts, err)
+	}
 }
 
 // TestPolicies: the highest-priority enabled policy that matches claims a

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/fleetboot/fleetboot/edge/httpcount"
 	"github.com/fleetboot/fleetboot/edge/ratelimit"
 	"github.com/fleetboot/fleetboot/proto"
 )
@@ -116,7 +117,7 @@ func (c *Cache) ServeArtifact(w http.ResponseWriter, r *http.Request, a proto.Ar
 	emit(proto.EventArtifactStart, mac, map[string]string{
 		"file": a.Name, "sha256": a.SHA256, "size": strconv.FormatInt(a.Size, 10), "cache": kind})
 
-	cw := &countingWriter{ResponseWriter: w}
+	cw := &httpcount.Writer{ResponseWriter: w, SendFrom: sendStream}
 	abort := false
 	switch {
 	case err != nil:
@@ -129,15 +130,15 @@ func (c *Cache) ServeArtifact(w http.ResponseWriter, r *http.Request, a proto.Ar
 	default:
 		abort = c.serveFetch(cw, r, a, l.fetch)
 	}
-	c.m.servedBytes.Add(float64(cw.n))
+	c.m.servedBytes.Add(float64(cw.N))
 
 	status := "aborted"
-	if cl, _ := strconv.ParseInt(w.Header().Get("Content-Length"), 10, 64); !abort && cw.status < 400 &&
-		(r.Method == http.MethodHead || cw.status == http.StatusNotModified || cw.n == cl) {
+	if cl, _ := strconv.ParseInt(w.Header().Get("Content-Length"), 10, 64); !abort && cw.Status < 400 &&
+		(r.Method == http.MethodHead || cw.Status == http.StatusNotModified || cw.N == cl) {
 		status = "complete"
 	}
 	detail := map[string]string{"file": a.Name, "sha256": a.SHA256, "cache": kind, "status": status,
-		"bytes": strconv.FormatInt(cw.n, 10), "http_status": strconv.Itoa(cw.status),
+		"bytes": strconv.FormatInt(cw.N, 10), "http_status": strconv.Itoa(cw.Status),
 		"duration_ms": strconv.FormatInt(time.Since(start).Milliseconds(), 10)}
 	if err != nil {
 		detail["error"] = reasonOf(err)
@@ -249,56 +250,20 @@ func (c *Cache) fail(w http.ResponseWriter, a proto.Artifact, err error) {
 	http.Error(w, err.Error(), status)
 }
 
-// countingWriter counts body bytes and remembers the status for events and
-// metrics. ReadFrom passes through so that ServeContent keeps sendfile.
-type countingWriter struct {
-	http.ResponseWriter
-	status int
-	n      int64
+// sendStream sends a download in progress: ServeContent copies from
+// io.LimitReader(streamReader); its released bytes go out with sendfile
+// from the partial file instead of through a buffer (httpcount.Writer's
+// SendFrom).
+func sendStream(w http.ResponseWriter, r io.Reader) (int64, bool, error) {
+	lr, ok := r.(*io.LimitedReader)
+	if !ok {
+		return 0, false, nil
+	}
+	sr, ok := lr.R.(*streamReader)
+	if !ok {
+		return 0, false, nil
+	}
+	n, err := sr.sendTo(w, lr.N)
+	lr.N -= n
+	return n, true, err
 }
-
-func (cw *countingWriter) WriteHeader(code int) {
-	if cw.status == 0 {
-		cw.status = code
-	}
-	cw.ResponseWriter.WriteHeader(code)
-}
-
-func (cw *countingWriter) Write(p []byte) (int, error) {
-	if cw.status == 0 {
-		cw.status = http.StatusOK
-	}
-	n, err := cw.ResponseWriter.Write(p)
-	cw.n += int64(n)
-	return n, err
-}
-
-func (cw *countingWriter) ReadFrom(r io.Reader) (int64, error) {
-	if cw.status == 0 {
-		cw.status = http.StatusOK
-	}
-	var n int64
-	var err error
-	// A download in progress: ServeContent copies from
-	// io.LimitReader(streamReader); send its released bytes with
-	// sendfile from the partial file instead of copying them through a
-	// buffer.
-	if lr, ok := r.(*io.LimitedReader); ok {
-		if sr, ok := lr.R.(*streamReader); ok {
-			n, err = sr.sendTo(cw.ResponseWriter, lr.N)
-			lr.N -= n
-			cw.n += n
-			return n, err
-		}
-	}
-	if rf, ok := cw.ResponseWriter.(io.ReaderFrom); ok {
-		n, err = rf.ReadFrom(r)
-	} else {
-		n, err = io.Copy(struct{ io.Writer }{cw.ResponseWriter}, r)
-	}
-	cw.n += n
-	return n, err
-}
-
-// Unwrap lets http.ResponseController reach the connection.
-func (cw *countingWriter) Unwrap() http.ResponseWriter { return cw.ResponseWriter }

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fleetboot/fleetboot/edge/httpcount"
 	"github.com/fleetboot/fleetboot/edge/ratelimit"
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/ratelog"
@@ -506,15 +507,15 @@ func (h *Handler) serveBootFile(w http.ResponseWriter, r *http.Request, name str
 	// nothing, as before: anyone can repeat them.
 	start := time.Now()
 	h.emit(proto.EventArtifactStart, mac, map[string]string{"file": name, "size": strconv.FormatInt(fi.Size(), 10), "source": "boot-dir"})
-	cw := &countingWriter{ResponseWriter: w}
+	cw := &httpcount.Writer{ResponseWriter: w}
 	http.ServeContent(cw, r, path.Base(name), fi.ModTime(), f)
 	status := "aborted"
-	if cl, _ := strconv.ParseInt(w.Header().Get("Content-Length"), 10, 64); cw.status < 400 &&
-		(r.Method == http.MethodHead || cw.status == http.StatusNotModified || cw.n == cl) {
+	if cl, _ := strconv.ParseInt(w.Header().Get("Content-Length"), 10, 64); cw.Status < 400 &&
+		(r.Method == http.MethodHead || cw.Status == http.StatusNotModified || cw.N == cl) {
 		status = "complete"
 	}
 	h.emit(proto.EventArtifactEnd, mac, map[string]string{"file": name, "source": "boot-dir", "status": status,
-		"bytes": strconv.FormatInt(cw.n, 10), "http_status": strconv.Itoa(cw.status),
+		"bytes": strconv.FormatInt(cw.N, 10), "http_status": strconv.Itoa(cw.Status),
 		"duration_ms": strconv.FormatInt(time.Since(start).Milliseconds(), 10)})
 }
 
@@ -580,43 +581,72 @@ func (h *Handler) withMachine(r *http.Request) *http.Request {
 // tells a prober nothing about which machines exist.
 const refusedBody = "httpboot: callback refused: no valid token for this machine from this address\n"
 
-func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, kind string) {
+// caller is a request that passed authorize.
+type caller struct {
+	mac  string
+	host *proto.Host // nil for a MAC the edge does not know
+	ip   string
+}
+
+// authorize checks what every machine-to-edge API request (a callback,
+// "what next?") must pass: a MAC, a token tokenOK accepts (in the query or
+// TokenHeader; the token first, so a forged request costs an HMAC, not a
+// body read), whatever more refuse says (a reason, or ""), and the
+// caller's address (fromKnownAddress). A refusal is answered here, alike
+// for known and unknown MACs, and ok is false.
+func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, kind string,
+	tokenOK func(mac string, host *proto.Host, token string) bool, refuse func(host *proto.Host) string) (c caller, ok bool) {
 	mac, err := proto.ParseMAC(r.URL.Query().Get("mac"))
 	if err != nil {
 		http.Error(w, "httpboot: "+err.Error(), http.StatusBadRequest)
-		return
+		return c, false
 	}
-	ip := remoteIP(r)
-	// The token first: a forged callback costs an HMAC, not a body read.
+	c = caller{mac: mac, ip: remoteIP(r)}
 	got := r.URL.Query().Get("token")
 	if got == "" {
 		got = r.Header.Get(TokenHeader)
 	}
-	var host *proto.Host
 	if hst, ok := h.cfg.State.Host(mac); ok {
-		host = &hst
+		c.host = &hst
 	}
 	var reason string
 	switch {
 	case got == "":
 		reason = "no token"
-	case !validToken(h.cfg.CallbackKey, mac, host, got):
+	case !tokenOK(mac, c.host, got):
 		reason = "wrong token" // forged, another machine's, or from an earlier assignment
-	case host == nil && kind == "facts" && !h.discovers():
-		// Facts of a machine the coordinator does not know are taken
-		// only where unknown machines boot the discovery image.
-		reason = "unknown machine and the site does not discover"
-	default:
-		reason = h.fromKnownAddress(mac, host, ip)
+	case refuse != nil:
+		reason = refuse(c.host)
+	}
+	if reason == "" {
+		reason = h.fromKnownAddress(mac, c.host, c.ip)
 	}
 	if reason != "" {
-		h.drops.Warn("callback refused", "reason", reason, "mac", mac, "ip", ip, "kind", kind)
-		h.repeat(ip, proto.EventCallbackRefused, mac, map[string]string{"reason": reason, "ip": ip, "callback": kind})
+		h.drops.Warn("callback refused", "reason", reason, "mac", mac, "ip", c.ip, "kind", kind)
+		h.repeat(c.ip, proto.EventCallbackRefused, mac, map[string]string{"reason": reason, "ip": c.ip, "callback": kind})
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(http.StatusForbidden)
 		io.WriteString(w, refusedBody)
+		return c, false
+	}
+	return c, true
+}
+
+func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, kind string) {
+	c, ok := h.authorize(w, r, kind, func(mac string, host *proto.Host, token string) bool {
+		return validToken(h.cfg.CallbackKey, mac, host, token)
+	}, func(host *proto.Host) string {
+		if host == nil && kind == "facts" && !h.discovers() {
+			// Facts of a machine the coordinator does not know are
+			// taken only where unknown machines boot the discovery image.
+			return "unknown machine and the site does not discover"
+		}
+		return ""
+	})
+	if !ok {
 		return
 	}
+	mac, ip := c.mac, c.ip
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxCallbackBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError

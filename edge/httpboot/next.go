@@ -2,7 +2,6 @@ package httpboot
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 
 	"github.com/fleetboot/fleetboot/proto"
@@ -23,37 +22,13 @@ func (h *Handler) discovers() bool {
 // for callbacks. A refusal reads as a callback refusal and tells nothing of
 // the MAC.
 func (h *Handler) serveNext(w http.ResponseWriter, r *http.Request) {
-	mac, err := proto.ParseMAC(r.URL.Query().Get("mac"))
-	if err != nil {
-		http.Error(w, "httpboot: "+err.Error(), http.StatusBadRequest)
+	c, ok := h.authorize(w, r, "next", func(mac string, host *proto.Host, token string) bool {
+		return validToken(h.cfg.CallbackKey, mac, nil, token) || (host != nil && validToken(h.cfg.CallbackKey, mac, host, token))
+	}, nil)
+	if !ok {
 		return
 	}
-	ip := remoteIP(r)
-	got := r.URL.Query().Get("token")
-	if got == "" {
-		got = r.Header.Get(TokenHeader)
-	}
-	var host *proto.Host
-	if hst, ok := h.cfg.State.Host(mac); ok {
-		host = &hst
-	}
-	var reason string
-	switch {
-	case got == "":
-		reason = "no token"
-	case !validToken(h.cfg.CallbackKey, mac, nil, got) && (host == nil || !validToken(h.cfg.CallbackKey, mac, host, got)):
-		reason = "wrong token"
-	default:
-		reason = h.fromKnownAddress(mac, host, ip)
-	}
-	if reason != "" {
-		h.drops.Warn("callback refused", "reason", reason, "mac", mac, "ip", ip, "kind", "next")
-		h.repeat(ip, proto.EventCallbackRefused, mac, map[string]string{"reason": reason, "ip": ip, "callback": "next"})
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.WriteHeader(http.StatusForbidden)
-		io.WriteString(w, refusedBody)
-		return
-	}
+	mac, ip := c.mac, c.ip
 	ans := nextAnswer(InputFor(h.cfg.State, h.cfg.BaseURL, mac, "", "", ip, 0))
 	if ans.Action == proto.NextReboot {
 		h.log.Info("discovery: reboot into the assignment", "mac", mac, "ip", ip, "image", ans.Image, "reason", ans.Reason)

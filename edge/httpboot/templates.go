@@ -1,6 +1,7 @@
 package httpboot
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -102,9 +103,16 @@ func (h *Handler) renderTemplate(t proto.Template, host proto.Host, file string)
 	}
 	site, _ := h.cfg.State.Site()
 	base := strings.TrimRight(h.cfg.BaseURL, "/")
+	// The facts come with the host record (proto.Host.Facts). An
+	// installer may have reported JSON that is not an object: then there
+	// are no facts to name, as for a host that never reported any.
+	var facts map[string]any
+	if len(host.Facts) > 0 {
+		_ = json.Unmarshal(host.Facts, &facts)
+	}
 	return installtmpl.Render(tmpl, installtmpl.Data{
 		MAC: host.MAC, Hostname: host.Hostname, IP: host.IP, Site: site.Name, Image: host.Image,
-		Labels: host.Labels, Vars: host.Vars,
+		Labels: host.Labels, Vars: host.Vars, Facts: facts,
 		DoneURL:     base + "/api/v1/done?mac=" + url.QueryEscape(host.MAC) + "&token=" + token(h.cfg.CallbackKey, host.MAC, &host),
 		TemplateURL: TemplateURL(base, t.Name, t.Kind, host.MAC),
 		EdgeURL:     base,

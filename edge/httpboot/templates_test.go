@@ -1,6 +1,7 @@
 package httpboot
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -139,6 +140,44 @@ func TestTemplateGolden(t *testing.T) {
 			t.Fatalf("%s: %d %s", tc.name, code, body)
 		}
 		checkGolden(t, tc.golden, strings.ReplaceAll(body, f.tokenFor("52:54:00:12:34:56"), "TOKEN"))
+	}
+}
+
+// TestTemplateFacts: a template reads the facts the machine reported,
+// which reach the edge on the host record (proto.Host.Facts); a host
+// without facts renders the template's defaults.
+func TestTemplateFacts(t *testing.T) {
+	f := newFixture(t)
+	f.st.PutTemplate(proto.Template{Name: "hw", Kind: "script", Text: `#!/bin/sh
+echo vendor={{with .Facts.dmi}}{{.vendor}}{{end}} cpus={{.Facts.cpus}} memory={{.Facts.memory_gib}}
+echo disk={{with .Facts.disks}}{{(index . 0).name}}{{else}}none{{end}}
+echo firmware={{default "unknown" .Facts.firmware}}
+`})
+	facts, err := json.Marshal(proto.Facts{V: 1, BootMAC: "52:54:00:12:34:56", Firmware: "uefi", CPUs: 4, MemoryGiB: 16,
+		DMI:   proto.DMIFacts{Vendor: "QEMU"},
+		NICs:  []proto.NICFacts{{Name: "ens3", MAC: "52:54:00:12:34:56", Link: true}},
+		Disks: []proto.DiskFacts{{Name: "vda", SizeGiB: 20}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		facts json.RawMessage
+		want  string
+	}{
+		{"reported", facts, "echo vendor=QEMU cpus=4 memory=16\necho disk=vda\necho firmware=uefi\n"},
+		{"none", nil, "echo disk=none"},
+		{"not an object", json.RawMessage(`[1,2]`), "echo firmware=unknown"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := *web01()
+			h.Template, h.Facts = "hw", tc.facts
+			f.st.PutHost(h)
+			code, body := getFrom(t, f, "/t/hw?mac=52:54:00:12:34:56", "10.0.0.50:40000")
+			if code != http.StatusOK || !strings.Contains(body, tc.want) {
+				t.Errorf("rendered: %d\n%s\nwant it to contain %q", code, body, tc.want)
+			}
+		})
 	}
 }
 

@@ -28,7 +28,6 @@ func TestOneCopy(t *testing.T) {
 		// downloaded .deb) into place, so concurrent tests see all or
 		// nothing of it.
 		"test/e2e/assets.go":          true,
-		"test/e2e/arm64.go":           true,
 		"test/e2e/liveos.go":          true,
 		"test/e2e/discovery.go":       true,
 		"test/grubcheck/grubcheck.go": true,

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -41,23 +40,12 @@ func BenchmarkMillion(b *testing.B) {
 	if testing.Short() {
 		b.Skip("short: writes a million hosts")
 	}
-	dir := b.TempDir()
-	network := e2e.NewNetwork(b, "10.79.0.0/24")
-	h := network.AddHost(b, "ctl", "10.79.0.1", "")
-	bin := fleetbootBinary(b)
-	procEnv := append(os.Environ(), "FLEETBOOT_NATS=nats://127.0.0.1:4222")
-	run := func(name string, args ...string) *e2e.Proc {
-		cmd := h.Command(context.Background(), bin, args...)
-		cmd.Env = procEnv
-		return e2e.StartProc(b, dir, name, cmd)
-	}
-	coordArgs := []string{"coordinator", "--data", filepath.Join(dir, "coord"), "--nats-listen", "127.0.0.1:4222",
-		"--store", "dir://" + filepath.Join(dir, "store"), "--http-listen", ""}
+	c := newCtl(b, "10.79.0.0/24", "10.79.0.1")
+	dir, h, run := c.dir, c.h, c.run
 	// The load syncs in the background: two million fsynced writes would
 	// take most of an hour on a shared VM. Everything measured runs after
 	// a restart with the default, an fsync per write.
-	coord := run("coordinator", append(slices.Clone(coordArgs), "--nats-sync", "1m")...)
-	waitAPI(b, coord)
+	coord := c.startCoordinator("coordinator", "--nats-sync", "1m")
 	nc := natsConn(b, h)
 	for _, im := range []string{"img-a", "img-b"} {
 		k, i := filepath.Join(dir, im+"-kernel"), filepath.Join(dir, im+"-initrd")
@@ -66,11 +54,7 @@ func BenchmarkMillion(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		cmd := h.Command(context.Background(), bin, "image", "add", im, "--kernel", k, "--initrd", i, "--cmdline", "console=ttyS0")
-		cmd.Env = procEnv
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("image add: %v\n%s", err, out)
-		}
+		c.cli(time.Minute, "image", "add", im, "--kernel", k, "--initrd", i, "--cmdline", "console=ttyS0")
 	}
 	b.ResetTimer()
 	res := newResults("MILLION")
@@ -101,8 +85,7 @@ func BenchmarkMillion(b *testing.B) {
 	// because it wrote them.
 	coord.Stop()
 	start = time.Now()
-	coord = run("coordinator-restarted", append(slices.Clone(coordArgs), "--pprof-listen", "127.0.0.1:6060")...)
-	waitAPI(b, coord)
+	coord = c.startCoordinator("coordinator-restarted", "--pprof-listen", "127.0.0.1:6060")
 	res.add(b, "coordinator restart to API answering, 1M hosts", fleetbootName, ms(time.Since(start)), "ms", false)
 	nc = natsConn(b, h)
 	apiLatencies(b, res, nc, macs)

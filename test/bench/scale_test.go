@@ -52,28 +52,10 @@ const (
 // the resident memory of an edge whose site has 100 000 hosts.
 func BenchmarkScale(b *testing.B) {
 	e2e.RequireRoot(b)
-	dir := b.TempDir()
-	network := e2e.NewNetwork(b, "10.78.0.0/24")
-	h := network.AddHost(b, "ctl", "10.78.0.1", "")
-	bin := fleetbootBinary(b)
-	procEnv := append(os.Environ(), "FLEETBOOT_NATS=nats://127.0.0.1:4222")
-	run := func(name string, args ...string) *e2e.Proc {
-		cmd := h.Command(context.Background(), bin, args...)
-		cmd.Env = procEnv
-		return e2e.StartProc(b, dir, name, cmd)
-	}
-	cli := func(args ...string) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		cmd := h.Command(ctx, bin, args...)
-		cmd.Env = procEnv
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("fleetboot %v: %v\n%s", args, err, out)
-		}
-	}
-	coord := run("coordinator", "coordinator", "--data", filepath.Join(dir, "coord"), "--nats-listen", "127.0.0.1:4222",
-		"--store", "dir://"+filepath.Join(dir, "store"), "--http-listen", "")
-	waitAPI(b, coord)
+	c := newCtl(b, "10.78.0.0/24", "10.78.0.1")
+	dir, h, run := c.dir, c.h, c.run
+	cli := func(args ...string) { c.cli(time.Minute, args...) }
+	c.startCoordinator("coordinator")
 	for i := range scaleSites {
 		cli("site", "add", fmt.Sprintf("s%d", i), "--subnet", fmt.Sprintf("10.%d.0.0/16", 100+i), "--unknown", "exit")
 	}

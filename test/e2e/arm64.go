@@ -1,10 +1,7 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -77,50 +74,10 @@ func ensureARM64Kernel(ctx context.Context, dir string) (string, string, error) 
 		return "", "", err
 	}
 	kdir := filepath.Join(dir, "kernel", ver)
-	work, err := os.MkdirTemp(dir, "kernel-dl-")
-	if err != nil {
-		return "", "", fmt.Errorf("e2e: arm64 kernel: %w", err)
-	}
-	defer os.RemoveAll(work)
-	pkg := "linux-image-" + ver + ":arm64"
-	if err := aptDownload(ctx, work, pkg); err != nil {
-		return "", "", err
-	}
-	debs, _ := filepath.Glob(filepath.Join(work, "*.deb"))
-	if len(debs) != 1 {
-		return "", "", fmt.Errorf("e2e: arm64 kernel: expected one .deb in %s, found %d", work, len(debs))
-	}
-	x := filepath.Join(work, "x")
-	if out, err := runIn(ctx, work, "dpkg-deb", "-x", debs[0], x); err != nil {
-		return "", "", fmt.Errorf("e2e: arm64 kernel: dpkg-deb -x: %w: %s", err, out)
-	}
-	stage := filepath.Join(work, "stage")
-	if err := os.MkdirAll(filepath.Join(stage, "modules"), 0o755); err != nil {
-		return "", "", fmt.Errorf("e2e: arm64 kernel: %w", err)
-	}
-	if err := copyFile(filepath.Join(x, "boot", "vmlinuz-"+ver), filepath.Join(stage, "vmlinuz")); err != nil {
-		return "", "", err
-	}
 	// The arm64 cloud kernel has virtio, virtio_pci and virtio_net as
 	// modules too, under the same names as amd64's.
-	mods := filepath.Join(x, "lib", "modules", ver, "kernel")
-	for _, m := range virtioModules() {
-		found, _ := findModule(mods, m)
-		if found == "" {
-			continue // built in
-		}
-		if err := copyFile(found, filepath.Join(stage, "modules", m+".ko")); err != nil {
-			return "", "", err
-		}
-	}
-	if err := os.MkdirAll(filepath.Dir(kdir), 0o755); err != nil {
-		return "", "", fmt.Errorf("e2e: arm64 kernel: %w", err)
-	}
-	if err := os.Rename(stage, kdir); err != nil {
-		// Another run may have renamed its copy first.
-		if _, serr := os.Stat(filepath.Join(kdir, "vmlinuz")); serr != nil {
-			return "", "", fmt.Errorf("e2e: arm64 kernel: %w", err)
-		}
+	if err := fetchKernel(ctx, dir, "linux-image-"+ver+":arm64", ver, kdir); err != nil {
+		return "", "", err
 	}
 	return ver, kdir, nil
 }
@@ -163,42 +120,8 @@ func ensureARM64Initrd(dir, kdir, busybox string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("e2e: arm64 initrd: %w", err)
 	}
-	init := strings.Replace(initScript, "MODULES", strings.Join(virtioModules(), " "), 1)
-	entries := map[string]cpioEntry{
-		"bin":                       {Mode: cpioDir | 0o755},
-		"bin/busybox":               {Mode: cpioFile | 0o755, Data: bb},
-		"bin/sh":                    {Mode: cpioSymlink | 0o777, Data: []byte("busybox")},
-		"dev":                       {Mode: cpioDir | 0o755},
-		"dev/console":               {Mode: cpioChar | 0o600, RdevMajor: 5, RdevMinor: 1},
-		"dev/null":                  {Mode: cpioChar | 0o666, RdevMajor: 1, RdevMinor: 3},
-		"etc":                       {Mode: cpioDir | 0o755},
-		"etc/udhcpc":                {Mode: cpioDir | 0o755},
-		"etc/udhcpc/default.script": {Mode: cpioFile | 0o755, Data: []byte(udhcpcScript)},
-		"init":                      {Mode: cpioFile | 0o755, Data: []byte(init)},
-		"lib":                       {Mode: cpioDir | 0o755},
-		"lib/modules":               {Mode: cpioDir | 0o755},
-		"proc":                      {Mode: cpioDir | 0o755},
-		"sys":                       {Mode: cpioDir | 0o755},
-		"tmp":                       {Mode: cpioDir | 0o1777},
-	}
-	for _, m := range virtioModules() {
-		data, err := os.ReadFile(filepath.Join(kdir, "modules", m+".ko"))
-		if os.IsNotExist(err) {
-			continue
-		}
-		if err != nil {
-			return "", fmt.Errorf("e2e: arm64 initrd: %w", err)
-		}
-		entries["lib/modules/"+m+".ko"] = cpioEntry{Mode: cpioFile | 0o644, Data: data}
-	}
-	var buf bytes.Buffer
-	if err := writeCPIO(&buf, entries); err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(buf.Bytes())
-	path := filepath.Join(dir, "initrd-arm64-"+hex.EncodeToString(sum[:6])+".gz")
-	if _, err := os.Stat(path); err == nil {
-		return path, nil
-	}
-	return path, writeAtomic(path, buf.Bytes())
+	return writeInitrd(dir, "initrd-arm64", bb, kdir, map[string]cpioEntry{
+		"dev/console": {Mode: cpioChar | 0o600, RdevMajor: 5, RdevMinor: 1},
+		"dev/null":    {Mode: cpioChar | 0o666, RdevMajor: 1, RdevMinor: 3},
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,56 +88,61 @@ func ensureKernel(ctx context.Context, cache string) (string, string, error) {
 	if _, err := os.Stat(filepath.Join(kdir, "vmlinuz")); err == nil {
 		return ver, kdir, nil
 	}
-	work, err := os.MkdirTemp(cache, "kernel-dl-")
+	if err := fetchKernel(ctx, cache, "linux-image-"+ver, ver, kdir); err != nil {
+		return "", "", err
+	}
+	return ver, kdir, nil
+}
+
+// fetchKernel downloads kernel package pkg (kernel version ver) into a
+// scratch directory under dir and keeps what the tests boot in kdir: its
+// vmlinuz and, under modules/, the virtio modules the test initramfs loads
+// (one built into the kernel is absent). The amd64 and the arm64 assets
+// both come this way. When another run fills kdir first, its copy stands.
+func fetchKernel(ctx context.Context, dir, pkg, ver, kdir string) error {
+	work, err := os.MkdirTemp(dir, "kernel-dl-")
 	if err != nil {
-		return "", "", fmt.Errorf("e2e: kernel: %w", err)
+		return fmt.Errorf("e2e: kernel %s: %w", pkg, err)
 	}
 	defer os.RemoveAll(work)
-	pkg := "linux-image-" + ver
-	if out, err := runIn(ctx, work, "apt-get", "download", pkg); err != nil {
-		// A fresh machine may not have package lists yet.
-		if _, uerr := runIn(ctx, work, "apt-get", "update"); uerr != nil {
-			return "", "", fmt.Errorf("e2e: kernel: apt-get download %s: %w: %s", pkg, err, out)
-		}
-		if out, err := runIn(ctx, work, "apt-get", "download", pkg); err != nil {
-			return "", "", fmt.Errorf("e2e: kernel: apt-get download %s: %w: %s", pkg, err, out)
-		}
+	if err := aptDownload(ctx, work, pkg); err != nil {
+		return err
 	}
 	debs, _ := filepath.Glob(filepath.Join(work, "*.deb"))
 	if len(debs) != 1 {
-		return "", "", fmt.Errorf("e2e: kernel: expected one .deb in %s, found %d", work, len(debs))
+		return fmt.Errorf("e2e: kernel %s: expected one .deb in %s, found %d", pkg, work, len(debs))
 	}
 	x := filepath.Join(work, "x")
-	if out, err := runIn(ctx, work, "dpkg", "-x", debs[0], x); err != nil {
-		return "", "", fmt.Errorf("e2e: kernel: dpkg -x: %w: %s", err, out)
+	if out, err := runIn(ctx, work, "dpkg-deb", "-x", debs[0], x); err != nil {
+		return fmt.Errorf("e2e: kernel %s: dpkg-deb -x: %w: %s", pkg, err, out)
 	}
 	stage := filepath.Join(work, "stage")
 	if err := os.MkdirAll(filepath.Join(stage, "modules"), 0o755); err != nil {
-		return "", "", fmt.Errorf("e2e: kernel: %w", err)
+		return fmt.Errorf("e2e: kernel %s: %w", pkg, err)
 	}
 	if err := copyFile(filepath.Join(x, "boot", "vmlinuz-"+ver), filepath.Join(stage, "vmlinuz")); err != nil {
-		return "", "", err
+		return err
 	}
 	mods := filepath.Join(x, "lib", "modules", ver, "kernel")
 	for _, m := range virtioModules() {
 		found, _ := findModule(mods, m)
 		if found == "" {
-			// Built into the kernel: nothing to load.
-			continue
+			continue // built into the kernel: nothing to load
 		}
 		if err := copyFile(found, filepath.Join(stage, "modules", m+".ko")); err != nil {
-			return "", "", err
+			return err
 		}
 	}
 	if err := os.MkdirAll(filepath.Dir(kdir), 0o755); err != nil {
-		return "", "", fmt.Errorf("e2e: kernel: %w", err)
+		return fmt.Errorf("e2e: kernel %s: %w", pkg, err)
 	}
-	if err := os.Rename(stage, kdir); err != nil && !os.IsExist(err) {
+	if err := os.Rename(stage, kdir); err != nil {
+		// Another run may have renamed its copy first.
 		if _, serr := os.Stat(filepath.Join(kdir, "vmlinuz")); serr != nil {
-			return "", "", fmt.Errorf("e2e: kernel: %w", err)
+			return fmt.Errorf("e2e: kernel %s: %w", pkg, err)
 		}
 	}
-	return ver, kdir, nil
+	return nil
 }
 
 func cloudKernelVersion(ctx context.Context) (string, error) {
@@ -247,6 +253,13 @@ func ensureInitrd(cache, kdir string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("e2e: initrd: busybox-static is needed: %w", err)
 	}
+	return writeInitrd(cache, "initrd", bb, kdir, nil)
+}
+
+// writeInitrd builds the marker initramfs (busybox bb, initScript as /init,
+// the udhcpc script, the virtio modules under kdir/modules, and extra) and
+// stores it in dir as NAME-<digest of its content>.gz unless it is there.
+func writeInitrd(dir, name string, bb []byte, kdir string, extra map[string]cpioEntry) (string, error) {
 	init := strings.Replace(initScript, "MODULES", strings.Join(virtioModules(), " "), 1)
 	entries := map[string]cpioEntry{
 		"bin":                       {Mode: cpioDir | 0o755},
@@ -263,13 +276,14 @@ func ensureInitrd(cache, kdir string) (string, error) {
 		"sys":                       {Mode: cpioDir | 0o755},
 		"tmp":                       {Mode: cpioDir | 0o1777},
 	}
+	maps.Copy(entries, extra)
 	for _, m := range virtioModules() {
 		data, err := os.ReadFile(filepath.Join(kdir, "modules", m+".ko"))
 		if os.IsNotExist(err) {
 			continue
 		}
 		if err != nil {
-			return "", fmt.Errorf("e2e: initrd: %w", err)
+			return "", fmt.Errorf("e2e: %s: %w", name, err)
 		}
 		entries["lib/modules/"+m+".ko"] = cpioEntry{Mode: cpioFile | 0o644, Data: data}
 	}
@@ -278,7 +292,7 @@ func ensureInitrd(cache, kdir string) (string, error) {
 		return "", err
 	}
 	sum := sha256.Sum256(buf.Bytes())
-	path := filepath.Join(cache, "initrd-"+hex.EncodeToString(sum[:6])+".gz")
+	path := filepath.Join(dir, name+"-"+hex.EncodeToString(sum[:6])+".gz")
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}

@@ -2,12 +2,9 @@ package e2e
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -96,19 +93,7 @@ func TestEnsureLiveOS(t *testing.T) {
 	if strings.Contains(string(files), "systemd-networkd") {
 		t.Errorf("initramfs has systemd-networkd (network-legacy is wanted)")
 	}
-	raw, err := os.ReadFile(lo.Initrd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	zr, err := gzip.NewReader(bytes.NewReader(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	plain, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bytes.Contains(plain, []byte("FLEETBOOT")) {
+	if bytes.Contains(gunzipFile(t, lo.Initrd), []byte("FLEETBOOT")) {
 		t.Errorf("dracut's initramfs contains FLEETBOOT: the marker could come from it")
 	}
 }

@@ -34,19 +34,20 @@ func CacheDir() string {
 }
 
 // errNoApt: apt has no package lists (or no apt at all), so the package
-// cannot be had; the only reason a test may skip.
+// cannot be had: test/deps.sh makes the lists, so it fails the test with
+// that hint.
 var errNoApt = errors.New("grubcheck: apt-get download grub-common is impossible here")
 
 // Binary returns the path of grub-script-check, fetching and unpacking
-// grub-common on first use. It skips the test only when the package cannot
-// be downloaded (no apt, no package lists); any other failure fails it.
+// grub-common on first use. It fails the test when the tool cannot be had:
+// never a skip, which would hide a missing dependency.
 func Binary(t testing.TB) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	bin, err := ensure(ctx, CacheDir())
 	if errors.Is(err, errNoApt) {
-		t.Skipf("grub-script-check not available: %v (run `apt-get update` once, or install grub-common)", err)
+		t.Fatalf("grub-script-check not available: %v (run test/deps.sh: it makes apt's package lists)", err)
 	}
 	if err != nil {
 		t.Fatal(err)

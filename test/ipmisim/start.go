@@ -21,13 +21,14 @@ type Sim struct {
 
 // Start runs ipmi_sim on a free loopback port with a recording chassis
 // control (control true; see WriteRecordingControl) or none, and waits until
-// it answers ipmitool. It skips the test when ipmi_sim or ipmitool is
-// missing, and kills the process (by PID) when the test ends.
+// it answers ipmitool. It fails the test when ipmi_sim or ipmitool is
+// missing (test/deps.sh installs them), and kills the process (by PID) when
+// the test ends.
 func Start(t testing.TB, control bool) Sim {
 	t.Helper()
 	for _, bin := range []string{"ipmi_sim", "ipmitool"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed (test/deps.sh: openipmi, ipmitool)", bin)
+			t.Fatalf("%s is not installed (test/deps.sh installs openipmi, ipmitool): %v", bin, err)
 		}
 	}
 	dir := t.TempDir()

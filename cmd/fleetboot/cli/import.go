@@ -89,12 +89,18 @@ YAML: a list of hosts:
 			defer c.Close()
 			progress := a.importProgress("checked", len(rows), quiet)
 			var sum proto.HostImportReply
+			// Lines the check found equal to their stored host are not
+			// sent again: re-importing an unchanged file only reads.
+			same := map[int]bool{}
 			for _, chunk := range importChunks(rows) {
 				var rep proto.HostImportReply
 				if err := c.call(cmd.Context(), proto.APIHostImport, proto.HostImportRequest{V: proto.Version, Check: true, Rows: chunk}, &rep); err != nil {
 					return err
 				}
 				bad = append(bad, rep.Refused...)
+				for _, l := range rep.UnchangedLines {
+					same[l] = true
+				}
 				progress(len(chunk))
 			}
 			slices.SortFunc(bad, func(x, y proto.ImportProblem) int { return x.Line - y.Line })
@@ -107,6 +113,9 @@ YAML: a list of hosts:
 				refused[p.Line] = true
 			}
 			good := slices.DeleteFunc(rows, func(r proto.ImportRow) bool { return refused[r.Line] })
+			sum.Unchanged = len(good)
+			good = slices.DeleteFunc(good, func(r proto.ImportRow) bool { return same[r.Line] })
+			sum.Unchanged -= len(good)
 			progress = a.importProgress("imported", len(good), quiet)
 			var late []proto.ImportProblem
 			for _, chunk := range importChunks(good) {
