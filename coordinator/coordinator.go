@@ -25,6 +25,7 @@ import (
 	"github.com/fleetboot/fleetboot/coordinator/bootstats"
 	"github.com/fleetboot/fleetboot/coordinator/rollout"
 	"github.com/fleetboot/fleetboot/coordinator/service"
+	"github.com/fleetboot/fleetboot/coordinator/web"
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/ratelog"
 )
@@ -255,7 +256,8 @@ func Run(ctx context.Context, cfg Config) error {
 	defer ms.Stop()
 
 	// Heartbeats: keep each edge's last status for `edge ls`.
-	hb := heartbeats{svc: svc, drop: ratelog.Logger(log, time.Minute)}
+	edgeHistory := web.NewEdgeHistory()
+	hb := heartbeats{svc: svc, drop: ratelog.Logger(log, time.Minute), history: edgeHistory}
 	sub, err := nc.Subscribe(proto.SubjectStatusPrefix+".>", func(m *nats.Msg) { hb.handle(ctx, m) })
 	if err != nil {
 		return fmt.Errorf("coordinator: subscribe heartbeats: %w", err)
@@ -280,7 +282,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	panelDone := make(<-chan error)
 	if cfg.HTTPListen != "" {
-		pc := panelConfig{addr: cfg.HTTPListen, names: cfg.HTTPNames, tls: cfg.TLS, api: api.NewLocal(apiCfg)}
+		pc := panelConfig{addr: cfg.HTTPListen, names: cfg.HTTPNames, tls: cfg.TLS, api: api.NewLocal(apiCfg), boots: boots, edges: edgeHistory}
 		if authority != nil {
 			pc.login = authority
 		} else if pc.login, err = openDevLogin(filepath.Join(cfg.DataDir, "web-admin.password"), log); err != nil {

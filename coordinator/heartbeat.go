@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/fleetboot/fleetboot/coordinator/web"
 	"github.com/fleetboot/fleetboot/proto"
 )
 
@@ -23,6 +24,9 @@ type statusRecorder interface {
 type heartbeats struct {
 	svc  statusRecorder
 	drop *slog.Logger // rate-limited (shared/ratelog): a credential flooding bad messages cannot flood the log
+	// history, if set, keeps each edge's hit ratio over the day for the
+	// web panel (the edges bucket holds only the last heartbeat).
+	history *web.EdgeHistory
 }
 
 func (h heartbeats) handle(ctx context.Context, m *nats.Msg) {
@@ -46,5 +50,7 @@ func (h heartbeats) handle(ctx context.Context, m *nats.Msg) {
 	defer cancel()
 	if err := h.svc.RecordStatus(hctx, st); err != nil {
 		h.drop.Warn("heartbeat not recorded", "edge", edge, "site", site, "err", err)
+		return
 	}
+	h.history.Record(time.Now(), st)
 }

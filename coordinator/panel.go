@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -21,8 +20,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/fleetboot/fleetboot/coordinator/api"
+	"github.com/fleetboot/fleetboot/coordinator/audit"
 	"github.com/fleetboot/fleetboot/coordinator/auth"
-	"github.com/fleetboot/fleetboot/coordinator/eventlog"
 	"github.com/fleetboot/fleetboot/coordinator/web"
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/atomicfile"
@@ -35,6 +34,8 @@ type panelConfig struct {
 	tls   *tls.Config // nil: plain HTTP
 	api   *api.Local
 	login web.Login
+	boots web.BootCounts
+	edges *web.EdgeHistory
 }
 
 // startPanel binds the web panel's listener and serves it until ctx ends.
@@ -45,7 +46,9 @@ func startPanel(ctx context.Context, pc panelConfig, js jetstream.JetStream, met
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: web panel: %w", err)
 	}
-	h, err := web.New(web.Config{API: pc.api, Login: pc.login, Hosts: index, Events: streamEvents{js: js}, Logger: log, Listen: pc.addr, Names: pc.names, Secure: pc.tls != nil})
+	events := web.StreamEvents{JS: js}
+	h, err := web.New(web.Config{API: pc.api, Login: pc.login, Hosts: index, Events: events, Live: events, Logger: log, Listen: pc.addr, Names: pc.names, Secure: pc.tls != nil,
+		Audit: streamAudit{js: js}, Boots: pc.boots, EdgeHistory: pc.edges})
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: web panel: %w", err)
 	}
@@ -70,6 +73,8 @@ func startPanel(ctx context.Context, pc panelConfig, js jetstream.JetStream, met
 	mux.Handle("GET /metrics", web.RequireHost(pc.addr, pc.names, promhttp.HandlerFor(metrics, promhttp.HandlerOpts{})))
 	mux.Handle("/", h)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// Live pages' streams are never idle: Shutdown would wait them out.
+	srv.RegisterOnShutdown(h.CloseStreams)
 	done := make(chan error, 1)
 	go func() {
 		err := srv.Serve(ln)
@@ -131,22 +136,10 @@ func (d *devLogin) Person(name string) (proto.Identity, bool) {
 	return devAdmin, name == devAdmin.Name
 }
 
-// streamEvents reads a machine's events from the EVENTS stream for the panel.
-type streamEvents struct{ js jetstream.JetStream }
+// streamAudit reads the AUDIT stream for the panel's audit page, as
+// `fleetboot audit` does.
+type streamAudit struct{ js jetstream.JetStream }
 
-func (s streamEvents) Events(ctx context.Context, macs []string, since time.Time) ([]proto.Event, error) {
-	subjects, err := eventlog.Subjects("", "", macs)
-	if err != nil {
-		return nil, err
-	}
-	st, err := s.js.Stream(ctx, proto.StreamEvents)
-	if err != nil {
-		return nil, fmt.Errorf("events stream: %w", err)
-	}
-	var out []proto.Event
-	err = eventlog.Read(ctx, st, eventlog.Query{Subjects: subjects, Since: since}, io.Discard, func(ev proto.Event) error {
-		out = append(out, ev)
-		return nil
-	})
-	return out, err
+func (s streamAudit) Read(ctx context.Context, since time.Time, limit int) ([]audit.Record, error) {
+	return audit.Read(ctx, s.js, since, limit)
 }

@@ -40,6 +40,24 @@ type Tracker struct {
 	gap         time.Duration
 	maxMachines int
 	m           metrics
+	// hourly counts boots started per site and hour for the web panel's
+	// sparklines: since this coordinator started, like the counters.
+	hourly map[string]*[hoursKept]hourCount
+}
+
+// hoursKept is how many hours of boots per site the tracker keeps, and
+// maxSites how many sites (an edge names its own site only, so there are
+// as many as the fleet has; the bound stops a bug from growing it).
+const (
+	hoursKept = 24
+	maxSites  = 10_000
+)
+
+// hourCount is one hour's boots: hour is the hour's Unix time / 3600, so a
+// slot left from a day before reads as zero.
+type hourCount struct {
+	hour int64
+	n    int
 }
 
 // openBoot is the current boot of one machine.
@@ -65,7 +83,7 @@ type Options struct {
 
 // New makes a Tracker whose series are registered on reg.
 func New(reg prometheus.Registerer, o Options) (*Tracker, error) {
-	t := &Tracker{open: map[string]*openBoot{}, settle: o.Settle, gap: o.Gap, maxMachines: o.MaxMachines}
+	t := &Tracker{open: map[string]*openBoot{}, hourly: map[string]*[hoursKept]hourCount{}, settle: o.Settle, gap: o.Gap, maxMachines: o.MaxMachines}
 	if t.settle <= 0 {
 		t.settle = timeline.DefaultSettle
 	}
@@ -145,7 +163,47 @@ func (t *Tracker) Add(ev proto.Event) {
 	if !b.started && chainStep(ev) {
 		b.started = true
 		t.m.started.Inc()
+		t.countHour(ev.Site, ev.Time)
 	}
+}
+
+// countHour counts a boot started at site at time at. Callers hold t.mu.
+func (t *Tracker) countHour(site string, at time.Time) {
+	ring := t.hourly[site]
+	if ring == nil {
+		if len(t.hourly) >= maxSites {
+			return
+		}
+		ring = new([hoursKept]hourCount)
+		t.hourly[site] = ring
+	}
+	h := at.Unix() / 3600
+	c := &ring[h%hoursKept]
+	if c.hour != h {
+		*c = hourCount{hour: h}
+	}
+	c.n++
+}
+
+// BootsPerHour returns the boots started at site in each of the last 24
+// hours up to now, oldest first (the last is the hour now is in). They are
+// counted since this coordinator started.
+func (t *Tracker) BootsPerHour(site string, now time.Time) []int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]int, hoursKept)
+	ring := t.hourly[site]
+	if ring == nil {
+		return out
+	}
+	cur := now.Unix() / 3600
+	for i := range out {
+		h := cur - int64(hoursKept-1-i)
+		if c := ring[h%hoursKept]; c.hour == h {
+			out[i] = c.n
+		}
+	}
+	return out
 }
 
 // Sweep ends the boots quiet for longer than the settle time at now.
@@ -182,6 +240,10 @@ func (t *Tracker) finish(b timeline.Boot, wasStarted bool) {
 	case problem != "":
 		if !started {
 			t.m.started.Inc() // stopped in DHCP: a boot all the same
+			if len(b.Steps) > 0 {
+				first := b.Steps[0].Event
+				t.countHour(first.Site, first.Time)
+			}
 		}
 		t.m.failed.WithLabelValues(problem).Inc()
 	case started:

@@ -158,3 +158,41 @@ func read(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	}
 	return out
 }
+
+// TestBootsPerHour: boots count in the hour they started, per site; hours
+// older than a day fall out, and another site's boots are its own.
+func TestBootsPerHour(t *testing.T) {
+	tr, err := New(prometheus.NewRegistry(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed := func(evs []proto.Event) {
+		for _, ev := range evs {
+			tr.Add(ev)
+		}
+	}
+	feed(goodBoot("52:54:00:00:00:01", 0))              // 10:00
+	feed(goodBoot("52:54:00:00:00:02", 5*time.Minute))  // 10:05
+	feed(goodBoot("52:54:00:00:00:03", 2*time.Hour))    // 12:00
+	feed(goodBoot("52:54:00:00:00:04", -25*time.Hour))  // a day before: out of the window
+	other := goodBoot("52:54:00:00:00:05", 2*time.Hour) // 12:00, at branch
+	for i := range other {
+		other[i].Site = "branch"
+	}
+	feed(other)
+	feed(osDHCP("52:54:00:00:00:06", time.Hour)) // DHCP alone: no boot
+	now := t0.Add(2*time.Hour + 30*time.Minute)
+	want := make([]int, 24)
+	want[21], want[23] = 2, 1 // 10:00 and 12:00; 12:00 is the last hour
+	if diff := cmp.Diff(want, tr.BootsPerHour("lab", now)); diff != "" {
+		t.Errorf("lab (-want +got):\n%s", diff)
+	}
+	want = make([]int, 24)
+	want[23] = 1
+	if diff := cmp.Diff(want, tr.BootsPerHour("branch", now)); diff != "" {
+		t.Errorf("branch (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(make([]int, 24), tr.BootsPerHour("nowhere", now)); diff != "" {
+		t.Errorf("a site without boots (-want +got):\n%s", diff)
+	}
+}

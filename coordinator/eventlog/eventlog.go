@@ -30,11 +30,26 @@ type Query struct {
 	Subjects []string  // JetStream filter subjects, never overlapping (see Subjects)
 	Since    time.Time // zero: from the start of the stream
 	Kind     string    // kind prefix, "" for all
+	// After, if set, starts after that stream sequence instead of at
+	// Since: a live page resumes where its first read (or the browser's
+	// last received event) ended, with nothing lost and nothing twice.
+	After uint64
+	// Delete removes the reader's consumer from the server when it is done,
+	// for a connection allowed to (the coordinator's own). Confined clients
+	// (the CLI) may not delete consumers: theirs go after followInactive.
+	Delete bool
 }
+
+// followInactive is how long the server keeps a reader's consumer whose
+// client vanished without deleting it (a crash, a lost connection).
+const followInactive = 30 * time.Second
 
 func (q Query) consumerConfig(follow bool) jetstream.OrderedConsumerConfig {
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: q.Subjects, DeliverPolicy: jetstream.DeliverAllPolicy}
 	switch {
+	case q.After > 0:
+		start := q.After + 1
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
 	case !q.Since.IsZero():
 		start := q.Since.Add(-clockSkew)
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
@@ -83,15 +98,25 @@ func Subjects(site, edge string, macs []string) ([]string, error) {
 // returns: it reads up to the stream's last sequence when it started, and an
 // empty result ends at once instead of waiting for events to come.
 func Read(ctx context.Context, st jetstream.Stream, q Query, warn io.Writer, fn func(proto.Event) error) error {
+	return ReadSeq(ctx, st, q, warn, func(_ uint64, ev proto.Event) error { return fn(ev) })
+}
+
+// ReadSeq is Read, with each event's stream sequence.
+func ReadSeq(ctx context.Context, st jetstream.Stream, q Query, warn io.Writer, fn func(uint64, proto.Event) error) error {
 	last := st.CachedInfo().State.LastSeq
 	if last == 0 {
 		return nil
 	}
 	sk := &skipper{w: warn}
 	defer sk.summary()
-	cons, err := st.OrderedConsumer(ctx, q.consumerConfig(false))
+	cfg := q.consumerConfig(false)
+	cfg.InactiveThreshold = followInactive
+	cons, err := st.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("events: consumer: %w", err)
+	}
+	if q.Delete {
+		defer deleteConsumer(ctx, st, cons)
 	}
 	var retry noResponders
 	for {
@@ -112,7 +137,7 @@ func Read(ctx context.Context, st jetstream.Stream, q Query, warn io.Writer, fn 
 				return fmt.Errorf("events: message metadata: %w", err)
 			}
 			if ev, ok := sk.decode(msg, meta.Sequence.Stream); ok && q.Match(ev) {
-				if err := fn(ev); err != nil {
+				if err := fn(meta.Sequence.Stream, ev); err != nil {
 					return err
 				}
 			}
@@ -160,7 +185,16 @@ func (r *noResponders) again(ctx context.Context, err error) bool {
 
 // Follow calls fn for matching events as they are stored, until ctx ends.
 func Follow(ctx context.Context, st jetstream.Stream, q Query, warn io.Writer, fn func(proto.Event) error) error {
-	cons, err := st.OrderedConsumer(ctx, q.consumerConfig(true))
+	return FollowSeq(ctx, st, q, warn, func(_ uint64, ev proto.Event) error { return fn(ev) })
+}
+
+// FollowSeq is Follow, with each event's stream sequence. Its consumer is
+// deleted when it returns: a live page that closes leaves nothing behind on
+// the server (and one whose client vanished goes after followInactive).
+func FollowSeq(ctx context.Context, st jetstream.Stream, q Query, warn io.Writer, fn func(uint64, proto.Event) error) error {
+	cfg := q.consumerConfig(true)
+	cfg.InactiveThreshold = followInactive
+	cons, err := st.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("events: consumer: %w", err)
 	}
@@ -168,7 +202,12 @@ func Follow(ctx context.Context, st jetstream.Stream, q Query, warn io.Writer, f
 	if err != nil {
 		return fmt.Errorf("events: follow: %w", err)
 	}
-	defer it.Stop()
+	defer func() {
+		it.Stop()
+		if q.Delete {
+			deleteConsumer(ctx, st, cons)
+		}
+	}()
 	sk := &skipper{w: warn, every: time.Minute, now: time.Now}
 	for {
 		msg, err := it.Next(jetstream.NextContext(ctx))
@@ -183,11 +222,25 @@ func Follow(ctx context.Context, st jetstream.Stream, q Query, warn io.Writer, f
 			seq = meta.Sequence.Stream
 		}
 		if ev, ok := sk.decode(msg, seq); ok && q.Match(ev) {
-			if err := fn(ev); err != nil {
+			if err := fn(seq, ev); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// deleteConsumer removes a reader's consumer from the server when it is
+// done: stopping only stops pulling, and the consumer would linger until
+// its inactivity threshold (each page view and live page would leave one).
+// An ordered consumer's name changes when it is reset: the current one.
+func deleteConsumer(ctx context.Context, st jetstream.Stream, cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil {
+		return
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	st.DeleteConsumer(dctx, info.Name)
 }
 
 // skipper decodes events and drops the ones that cannot be trusted: not

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/fleetboot/fleetboot/coordinator/auth"
-	"github.com/fleetboot/fleetboot/coordinator/timeline"
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/selector"
 )
@@ -304,10 +303,11 @@ func (h *Handler) renderHost(w http.ResponseWriter, r *http.Request, u who, code
 		h.fail(w, err)
 		return
 	}
-	boots := timeline.Last(timeline.Build(evs, timeline.Options{Now: now}), 5)
-	slices.Reverse(boots) // newest first
-	live := len(boots) > 0 && boots[0].InProgress
-	data := map[string]any{"Page": u.page(host.MAC), "Host": host, "Form": f, "Boots": boots, "Live": live, "Waterfalls": waterfalls(boots)}
+	data := timelineData(evs, now)
+	data["Page"], data["Host"], data["Form"] = u.page(host.MAC), host, f
+	if h.cfg.Live != nil {
+		data["Stream"] = "/hosts/" + host.MAC + "/events/stream"
+	}
 	if u.canEdit {
 		if err := h.choices(r, u, data); err != nil {
 			h.fail(w, err)

@@ -53,6 +53,9 @@ type Config struct {
 	// them through the API on every request.
 	Hosts  *HostIndex
 	Events Events
+	// Live, if set, makes the host page's timeline and the events page
+	// follow the EVENTS stream (see StreamEvents); nil: no live pages.
+	Live   Live
 	Logger *slog.Logger
 	Now    func() time.Time
 	// Listen is the address the panel is bound to, and Names the other
@@ -69,10 +72,28 @@ type Config struct {
 	// LoginWindow lock further logins for them (defaults 5 and 15 min).
 	LoginFailures int
 	LoginWindow   time.Duration
+	// StreamsPerSession and Streams bound the live pages' open streams
+	// per session and in all (defaults 8 and 512); StreamHeartbeat is how
+	// often an idle stream sends a comment so proxies keep it open (20 s).
+	StreamsPerSession, Streams int
+	StreamHeartbeat            time.Duration
+
+	// Audit reads the audit log for the audit page; nil: the page says
+	// it is not available. Boots (bootstats.Tracker) and EdgeHistory feed
+	// the site page's sparklines; nil: none drawn.
+	Audit       AuditLog
+	Boots       BootCounts
+	EdgeHistory *EdgeHistory
 }
 
 //go:embed templates/*.html
 var templatesFS embed.FS
+
+// liveJS is the live pages' script (static/live.js), served from the
+// binary like the templates.
+//
+//go:embed static/live.js
+var liveJS []byte
 
 // Handler serves the panel.
 type Handler struct {
@@ -82,6 +103,7 @@ type Handler struct {
 	names    hostCheck
 	sessions *sessions
 	limit    *limiter
+	streams  *streams
 }
 
 // New builds the panel's handler.
@@ -107,6 +129,15 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.LoginWindow <= 0 {
 		cfg.LoginWindow = 15 * time.Minute
 	}
+	if cfg.StreamsPerSession <= 0 {
+		cfg.StreamsPerSession = defaultStreamsPerSession
+	}
+	if cfg.Streams <= 0 {
+		cfg.Streams = defaultStreams
+	}
+	if cfg.StreamHeartbeat <= 0 {
+		cfg.StreamHeartbeat = defaultHeartbeat
+	}
 	tmpl, err := template.New("").Funcs(template.FuncMap{
 		"ts":      func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") },
 		"ago":     func(t time.Time) string { return humanDuration(cfg.Now().Sub(t)) },
@@ -118,7 +149,7 @@ func New(cfg Config) (*Handler, error) {
 		"mul100":  func(f float64) float64 { return f * 100 },
 		"add":     func(a, b int) int { return a + b },
 		"list":    func(s ...string) []string { return s },
-	}).ParseFS(templatesFS, "templates/*.html")
+	}).Funcs(pageFuncs()).ParseFS(templatesFS, "templates/*.html")
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +157,7 @@ func New(cfg Config) (*Handler, error) {
 		cfg: cfg, tmpl: tmpl, mux: http.NewServeMux(), names: newHostCheck(cfg.Listen, cfg.Names),
 		sessions: newSessions(cfg.SessionIdle, cfg.SessionMax, cfg.Now),
 		limit:    newLimiter(cfg.LoginFailures, cfg.LoginWindow, cfg.Now),
+		streams:  newStreams(cfg.StreamsPerSession, cfg.Streams),
 	}
 	h.mux.HandleFunc("GET /login", h.loginPage)
 	h.mux.HandleFunc("POST /login", h.login)
@@ -135,13 +167,25 @@ func New(cfg Config) (*Handler, error) {
 	h.mux.HandleFunc("GET /hosts/{mac}", h.authed(h.host))
 	h.mux.HandleFunc("POST /hosts/{mac}", h.authed(h.hostSet))
 	h.mux.HandleFunc("POST /bulk", h.authed(h.bulk))
+	if cfg.Live != nil {
+		h.mux.HandleFunc("GET /hosts/{mac}/events/stream", h.authed(h.hostStream))
+		h.mux.HandleFunc("GET /events", h.authed(h.eventsPage))
+		h.mux.HandleFunc("GET /events/stream", h.authed(h.eventsStream))
+	}
+	h.mux.HandleFunc("GET /static/live.js", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Write(liveJS)
+	})
+	h.routePages()
 	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	return h, nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// No script, no frame, no form to another origin.
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'")
+	// No script but the panel's own file (no inline script, so an
+	// injected tag runs nothing), no frame, no form to another origin.
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Referrer-Policy", "same-origin")
 	// /healthz says only "ok", and probes often use an address the panel

@@ -69,6 +69,7 @@ type fleet struct {
 	clock *clock
 	nc    *nats.Conn
 	index *web.HostIndex
+	h     *web.Handler
 	t     testing.TB
 }
 
@@ -133,6 +134,9 @@ func newFleet(t testing.TB, events fakeEvents, mod func(*web.Config)) *fleet {
 	if err := audit.EnsureStream(ctx, js, 1); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := js.CreateStream(ctx, proto.EventsStreamConfig(1)); err != nil {
+		t.Fatal(err)
+	}
 	auditLog := audit.NewLog(js, nil)
 	guard := &auth.Guard{Account: authority.FleetAccount(), Directory: authority, HostSite: func(ctx context.Context, mac string) (string, error) {
 		h, err := svc.GetHost(ctx, mac)
@@ -148,7 +152,9 @@ func newFleet(t testing.TB, events fakeEvents, mod func(*web.Config)) *fleet {
 		Login:  authority,
 		Hosts:  index,
 		Events: events,
+		Live:   web.StreamEvents{JS: js},
 		Now:    clk.now,
+		Audit:  jsAudit{js},
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -159,7 +165,15 @@ func newFleet(t testing.TB, events fakeEvents, mod func(*web.Config)) *fleet {
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &fleet{srv: srv, svc: svc, js: js, nc: nc, index: index, clock: clk, t: t}
+	t.Cleanup(h.CloseStreams) // before the server closes: it waits for open streams
+	return &fleet{srv: srv, svc: svc, js: js, nc: nc, index: index, h: h, clock: clk, t: t}
+}
+
+// jsAudit reads the AUDIT stream, as the coordinator's panel does.
+type jsAudit struct{ js jetstream.JetStream }
+
+func (a jsAudit) Read(ctx context.Context, since time.Time, limit int) ([]audit.Record, error) {
+	return audit.Read(ctx, a.js, since, limit)
 }
 
 // browser is one person's cookie jar on the panel.

@@ -32,13 +32,15 @@ func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 const knownScript = "/boot.ipxe?mac=52:54:00:12:34:56"
 
 // testLimits are short enough that the slow-client cases end quickly; a
-// well-formed request on loopback is far inside them.
+// well-formed request on loopback is far inside them. The write idle limit
+// is longer: a reader scheduled late on a loaded machine under -race went
+// 500 ms without taking one 1 MiB chunk.
 func testLimits(logs *syncBuf) Limits {
 	return Limits{
 		ReadHeaderTimeout: 500 * time.Millisecond,
 		BodyTimeout:       500 * time.Millisecond,
 		IdleTimeout:       500 * time.Millisecond,
-		WriteIdleTimeout:  500 * time.Millisecond,
+		WriteIdleTimeout:  2 * time.Second,
 		LogEvery:          time.Hour, // one line per reason for the whole test
 		Logger:            slog.New(slog.NewTextHandler(logs, nil)),
 	}
