@@ -23,6 +23,7 @@ import (
 	"github.com/fleetboot/fleetboot/coordinator/audit"
 	"github.com/fleetboot/fleetboot/coordinator/auth"
 	"github.com/fleetboot/fleetboot/coordinator/bootstats"
+	"github.com/fleetboot/fleetboot/coordinator/rollout"
 	"github.com/fleetboot/fleetboot/coordinator/service"
 	"github.com/fleetboot/fleetboot/coordinator/web"
 	"github.com/fleetboot/fleetboot/proto"
@@ -88,6 +89,9 @@ type Config struct {
 	// AuditMaxBytes, if positive, replaces the AUDIT stream's byte limit
 	// (proto.AuditMaxBytes); tests fill a small one.
 	AuditMaxBytes int64
+	// RolloutTick is how often the rollout driver steps and renews its
+	// leases (rollout.DefaultTick when 0); tests shorten it.
+	RolloutTick time.Duration
 }
 
 // Run serves until ctx is cancelled.
@@ -206,7 +210,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	apiCfg := api.Config{Service: svc, StoreURL: cfg.StoreURL, Version: cfg.Version, Logger: log, Audit: auditLog, Metrics: apiMetrics}
+	rollouts, err := rollout.New(ctx, rollout.Config{JS: js, Hosts: svc, Audit: auditLog, Tick: cfg.RolloutTick, Logger: log})
+	if err != nil {
+		return err
+	}
+	apiCfg := api.Config{Service: svc, StoreURL: cfg.StoreURL, Version: cfg.Version, Logger: log, Audit: auditLog, Metrics: apiMetrics, Rollouts: rollouts}
 	apiNC := nc
 	if authority != nil {
 		// The API answers in its own account: requests reach it through the
@@ -236,6 +244,8 @@ func Run(ctx context.Context, cfg Config) error {
 				h, err := svc.GetHost(ctx, mac)
 				return h.Site, err
 			},
+			RolloutSites:   rollouts.Sites,
+			SelectionSites: rollouts.SelectionSites,
 		}
 		apiCfg.Enrol = authority
 	}
@@ -264,8 +274,11 @@ func Run(ctx context.Context, cfg Config) error {
 	var bootsDone sync.WaitGroup
 	bootsCtx, stopBoots := context.WithCancel(ctx)
 	bootsDone.Go(func() { boots.Run(bootsCtx, js, log) })
+	// The rollout driver: one per coordinator; leases keep two from
+	// driving one rollout.
+	bootsDone.Go(func() { rollouts.Run(bootsCtx) })
 	defer bootsDone.Wait()
-	defer stopBoots() // before the Wait: whatever ends Run ends the tracker
+	defer stopBoots() // before the Wait: whatever ends Run ends the tracker and the driver
 
 	panelDone := make(<-chan error)
 	if cfg.HTTPListen != "" {

@@ -46,6 +46,17 @@ const (
 	RolloutHostRolledBack  = "rolled-back"  // back on Previous
 )
 
+// EventRollout is a rollout's step on a host, recorded in the host's
+// timeline by the coordinator driving it: detail rollout, action
+// ("assigned", "done", "failed", "rolled-back"), image, and proof or
+// diagnosis. The coordinator publishes it as edge RolloutEventEdge, a name
+// no edge can have (an edge name starts with a letter or digit), so no
+// edge's permissions let it forge one.
+const EventRollout = "rollout"
+
+// RolloutEventEdge is the edge token of EventRollout subjects.
+const RolloutEventEdge = "_coordinator"
+
 // Power actions a rollout can take on each host it assigns.
 const (
 	RolloutPowerNone  = ""      // the operator (or the machine's own reboot) starts the boot
@@ -75,6 +86,32 @@ type RolloutHost struct {
 	State     string    `json:"state"`
 	Since     time.Time `json:"since"`               // entered State
 	Diagnosis string    `json:"diagnosis,omitempty"` // why failed: the timeline's diagnosis or "no boot within 15m"
+	// Proof says what proved a done host booted: RolloutProofCallback or
+	// RolloutProofKernel.
+	Proof string `json:"proof,omitempty"`
+	// Assigned is when the driver assigned the target (the boot timeout
+	// runs from it); HostVersion is the host record's Updated after the
+	// assignment: a done callback counts only for that version or a later
+	// one. EventSeq is the EVENTS stream's last sequence just before the
+	// assignment: only events after it can prove or fail this boot.
+	Assigned    time.Time `json:"assigned,omitzero"`
+	HostVersion time.Time `json:"host_version,omitzero"`
+	EventSeq    uint64    `json:"event_seq,omitempty"`
+	// Undo marks a host rollback moves back to Previous.
+	Undo bool `json:"undo,omitempty"`
+}
+
+// What proved a host done.
+const (
+	RolloutProofCallback = "callback" // the host's done callback (host.done) after the assignment
+	RolloutProofKernel   = "kernel"   // its boot fetched the target revision's kernel and initrds whole
+	RolloutProofAlready  = "already"  // it was on the target revision when the rollout started
+)
+
+// RolloutActive tells the states in which a rollout still holds its hosts:
+// no other rollout may take them.
+func RolloutActive(state string) bool {
+	return state == RolloutRunning || state == RolloutPaused || state == RolloutRollingBack
 }
 
 // Rollout is a rollout's whole state, as stored and as shown.

@@ -204,7 +204,8 @@ func CheckEventSubject(subject string, ev Event) error {
 // of 100 000 hosts outlasts the default request limit.
 const BulkRequestTimeout = 5 * time.Minute
 
-// BulkEndpoint tells the endpoints that may scan or write every host.
+// BulkEndpoint tells the endpoints that may scan or write every host (a
+// rollout's start selects among every host and holds each it picks).
 func BulkEndpoint(endpoint string) bool {
-	return endpoint == APIHostImport || endpoint == APIHostBulkSet
+	return endpoint == APIHostImport || endpoint == APIHostBulkSet || endpoint == APIRolloutStart
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/fleetboot/fleetboot/coordinator/audit"
 	"github.com/fleetboot/fleetboot/coordinator/auth"
+	"github.com/fleetboot/fleetboot/coordinator/rollout"
 	"github.com/fleetboot/fleetboot/coordinator/service"
 	"github.com/fleetboot/fleetboot/proto"
 )
@@ -45,6 +46,20 @@ type Config struct {
 	Enrol Enroller
 	// Metrics counts requests by endpoint and code; nil counts nothing.
 	Metrics *Metrics
+	// Rollouts serves the rollout endpoints and hears of done callbacks;
+	// nil answers that rollouts are off.
+	Rollouts Rollouts
+}
+
+// Rollouts is the rollout engine (see rollout.Engine).
+type Rollouts interface {
+	Start(ctx context.Context, spec proto.RolloutSpec) (proto.Rollout, error)
+	List(ctx context.Context) ([]proto.Rollout, error)
+	Get(ctx context.Context, name string) (proto.Rollout, error)
+	Act(ctx context.Context, action, name, who string) (proto.Rollout, error)
+	// HostDone hears a host's done callback (the host as the callback
+	// left it), for the rollout that may be waiting for it.
+	HostDone(ctx context.Context, h proto.Host)
 }
 
 // Guard checks a request's caller (see auth.Guard).
@@ -166,7 +181,13 @@ func endpoints(cfg Config) []endpoint {
 		{proto.APIHostRm, handle(cfg, func(ctx context.Context, r proto.MACRequest) (proto.MACRequest, error) {
 			return r, s.RemoveHost(ctx, r.MAC)
 		})},
-		{proto.APIHostDone, handle(cfg, func(ctx context.Context, r proto.MACRequest) (proto.Host, error) { return s.InstallDone(ctx, r.MAC) })},
+		{proto.APIHostDone, handle(cfg, func(ctx context.Context, r proto.MACRequest) (proto.Host, error) {
+			h, err := s.InstallDone(ctx, r.MAC)
+			if err == nil && cfg.Rollouts != nil {
+				cfg.Rollouts.HostDone(ctx, h)
+			}
+			return h, err
+		})},
 		{proto.APIHostFacts, handle(cfg, func(ctx context.Context, r proto.FactsRequest) (proto.MACRequest, error) {
 			return proto.MACRequest{V: proto.Version, MAC: r.MAC}, s.RecordFacts(ctx, r)
 		})},
@@ -210,7 +231,60 @@ func endpoints(cfg Config) []endpoint {
 			return proto.StoreInfo{V: proto.Version, URL: cfg.StoreURL}, nil
 		})},
 	}
+	eps = append(eps, rolloutEndpoints(cfg)...)
 	return append(eps, enrolEndpoints(cfg)...)
+}
+
+// rolloutEndpoints serve the rollouts. A site admin sees only the rollouts
+// whose hosts are all of her site (the guard refused her anything else).
+func rolloutEndpoints(cfg Config) []endpoint {
+	off := fmt.Errorf("%w: rollouts are not enabled on this coordinator", service.ErrInvalid)
+	act := func(action string) call {
+		return handle(cfg, func(ctx context.Context, r proto.NameRequest) (proto.Rollout, error) {
+			if cfg.Rollouts == nil {
+				return proto.Rollout{}, off
+			}
+			return cfg.Rollouts.Act(ctx, action, r.Name, callerName(ctx))
+		})
+	}
+	return []endpoint{
+		{proto.APIRolloutStart, handle(cfg, func(ctx context.Context, spec proto.RolloutSpec) (proto.Rollout, error) {
+			if cfg.Rollouts == nil {
+				return proto.Rollout{}, off
+			}
+			return cfg.Rollouts.Start(ctx, spec)
+		})},
+		{proto.APIRolloutList, handle(cfg, func(ctx context.Context, _ proto.ListRequest) ([]proto.Rollout, error) {
+			if cfg.Rollouts == nil {
+				return nil, off
+			}
+			rs, err := cfg.Rollouts.List(ctx)
+			if site, ok := visibleSite(ctx); ok {
+				rs = slices.DeleteFunc(rs, func(r proto.Rollout) bool {
+					return slices.ContainsFunc(r.Hosts, func(h proto.RolloutHost) bool { return h.Site != site })
+				})
+			}
+			return rs, err
+		})},
+		{proto.APIRolloutGet, handle(cfg, func(ctx context.Context, r proto.NameRequest) (proto.Rollout, error) {
+			if cfg.Rollouts == nil {
+				return proto.Rollout{}, off
+			}
+			return cfg.Rollouts.Get(ctx, r.Name)
+		})},
+		{proto.APIRolloutPause, act(rollout.ActionPause)},
+		{proto.APIRolloutResume, act(rollout.ActionResume)},
+		{proto.APIRolloutAbort, act(rollout.ActionAbort)},
+		{proto.APIRolloutRollback, act(rollout.ActionRollback)},
+	}
+}
+
+// callerName names the request's caller for a rollout's reason.
+func callerName(ctx context.Context) string {
+	if id, ok := ctx.Value(callerKey{}).(auth.Identity); ok {
+		return id.Name
+	}
+	return "anonymous"
 }
 
 // callerKey holds, in a request's context, the identity the guard admitted.

@@ -27,6 +27,11 @@ type Guard struct {
 	// edge may report only for its own site's machines, a site admin may
 	// see and change only her site's hosts.
 	HostSite func(ctx context.Context, mac string) (string, error)
+	// RolloutSites returns the sites of a rollout's hosts; SelectionSites
+	// those of the hosts a rollout.start request would select. A site
+	// admin may start and act on rollouts of her site's hosts only.
+	RolloutSites   func(ctx context.Context, name string) ([]string, error)
+	SelectionSites func(ctx context.Context, spec proto.RolloutSpec) ([]string, error)
 }
 
 // requestInfo is the part of the server's ClientInfo the guard reads.

@@ -147,6 +147,18 @@ func apiRows() []roleRow {
 		{"host.bmckeys.get lab host", apiCall(proto.APIHostBMCKeys, macReq(labMAC)), want{allow, allow, allow, perm}},
 		{"host.bmc lab host", apiCall(proto.APIHostBMC, bmcReq(lab)), want{allow, allow, guard, perm}},
 		{"host.power lab host", apiCall(proto.APIHostPower, powerReq(lab)), want{allow, allow, guard, perm}},
+		{"rollout.start lab", apiCall(proto.APIRolloutStart, newRollout(lab)), want{allow, allow, guard, perm}},
+		{"rollout.start other", apiCall(proto.APIRolloutStart, newRollout(other)), want{allow, guard, guard, perm}},
+		{"rollout.list", apiCall(proto.APIRolloutList, listReq("")), want{allow, allow, allow, perm}},
+		{"rollout.get lab", apiCall(proto.APIRolloutGet, existingRollout(lab, "")), want{allow, allow, allow, perm}},
+		{"rollout.get other", apiCall(proto.APIRolloutGet, existingRollout(other, "")), want{allow, guard, allow, perm}},
+		{"rollout.pause lab", apiCall(proto.APIRolloutPause, existingRollout(lab, "")), want{allow, allow, guard, perm}},
+		{"rollout.pause other", apiCall(proto.APIRolloutPause, existingRollout(other, "")), want{allow, guard, guard, perm}},
+		{"rollout.resume lab", apiCall(proto.APIRolloutResume, existingRollout(lab, proto.APIRolloutPause)), want{allow, allow, guard, perm}},
+		{"rollout.abort lab", apiCall(proto.APIRolloutAbort, existingRollout(lab, "")), want{allow, allow, guard, perm}},
+		{"rollout.abort other", apiCall(proto.APIRolloutAbort, existingRollout(other, "")), want{allow, guard, guard, perm}},
+		{"rollout.rollback lab", apiCall(proto.APIRolloutRollback, existingRollout(lab, proto.APIRolloutAbort)), want{allow, allow, guard, perm}},
+		{"rollout.rollback other", apiCall(proto.APIRolloutRollback, existingRollout(other, proto.APIRolloutAbort)), want{allow, guard, guard, perm}},
 		{"edge.list", apiCall(proto.APIEdgeList, listReq("")), want{allow, allow, allow, perm}},
 		{"store.info", apiCall(proto.APIStoreInfo, listReq("")), want{allow, allow, allow, allow}},
 		{"edge.add at lab", apiCall(auth.APIEdgeAdd, newEdge(lab)), want{allow, guard, guard, perm}},
@@ -191,6 +203,8 @@ func buckets(t *testing.T) []bucket {
 		{name: "imagelocks", own: seedImage},
 		{name: "loaderlocks", own: seedLoader},
 		{name: proto.BucketEdges, own: "rte-probe"},
+		{name: proto.BucketRollouts, own: "rtroll"},
+		{name: "rolloutholds", own: "host." + macKey},
 		// The coordinators' registry of credentials on a cluster: not even
 		// an admin reads it past the API.
 		{name: proto.BucketIdentities, own: "rt-admin", clusterOnly: true},
@@ -994,6 +1008,31 @@ func importAt(site string) func(*testing.T, *roleFixture) any {
 func bulkSetAt(site string) func(*testing.T, *roleFixture) any {
 	return func(*testing.T, *roleFixture) any {
 		return proto.HostBulkSetRequest{V: proto.Version, Selector: "labels.rack=rt-none", Site: site, Image: seedImage}
+	}
+}
+
+// newRollout is a rollout of a fresh host of site (made first, by the
+// admin), picked by its fresh host name.
+func newRollout(site string) func(*testing.T, *roleFixture) any {
+	return func(t *testing.T, f *roleFixture) any {
+		name := f.freshName("rthost")
+		mustOK(t, call(t, f.admin, proto.APIHostSet, proto.HostSetRequest{V: proto.Version, MAC: f.freshMAC(), Site: &site, Hostname: &name}, nil))
+		return proto.RolloutSpec{V: proto.Version, Name: f.freshName("rtroll"), Selector: "hostname=" + name, Image: seedImage,
+			Batch: "1", BootTimeout: 600}
+	}
+}
+
+// existingRollout starts a rollout at site as the admin (then, if then is
+// an endpoint, calls it on the rollout as the admin) and names it.
+func existingRollout(site, then string) func(*testing.T, *roleFixture) any {
+	return func(t *testing.T, f *roleFixture) any {
+		spec := newRollout(site)(t, f).(proto.RolloutSpec)
+		mustOK(t, call(t, f.admin, proto.APIRolloutStart, spec, nil))
+		req := proto.NameRequest{V: proto.Version, Name: spec.Name}
+		if then != "" {
+			mustOK(t, call(t, f.admin, then, req, nil))
+		}
+		return req
 	}
 }
 

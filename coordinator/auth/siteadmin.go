@@ -36,6 +36,11 @@ const (
 	// siteBulkSet: the change names her site or none (the service then
 	// looks at her site's hosts only).
 	siteBulkSet
+	// siteRolloutStart: every host the rollout would select is of her
+	// site (the service checks again on the hosts it selects).
+	siteRolloutStart
+	// siteOwnRollout: every host of the named rollout is of her site.
+	siteOwnRollout
 )
 
 // siteAdminRow classifies one API endpoint for a site admin.
@@ -103,6 +108,16 @@ func siteAdminTable() []siteAdminRow {
 		{proto.APITemplateList, siteGlobalRead},
 		{proto.APITemplateGet, siteGlobalRead},
 		{proto.APITemplateRm, siteRefused},
+		// Rollouts of her site's hosts only: start one whose selection is
+		// all hers; see, pause, resume, abort and roll back one whose
+		// hosts are all hers. The listing shows only those.
+		{proto.APIRolloutStart, siteRolloutStart},
+		{proto.APIRolloutList, siteFiltered},
+		{proto.APIRolloutGet, siteOwnRollout},
+		{proto.APIRolloutPause, siteOwnRollout},
+		{proto.APIRolloutResume, siteOwnRollout},
+		{proto.APIRolloutAbort, siteOwnRollout},
+		{proto.APIRolloutRollback, siteOwnRollout},
 		// The artifact store's URL (without credentials), as every edge sees it.
 		{proto.APIStoreInfo, siteGlobalRead},
 		// Identities are an admin's: a site admin enrolling an edge of her
@@ -207,6 +222,41 @@ func (g *Guard) authorizeSiteAdmin(ctx context.Context, id Identity, endpoint st
 			return nil
 		}
 		return ownSite(id, r.Site)
+	case siteRolloutStart:
+		var r proto.RolloutSpec
+		if err := decode(body, &r); err != nil {
+			return err
+		}
+		for _, s := range r.Sites {
+			if err := ownSite(id, s); err != nil {
+				return err
+			}
+		}
+		if g.SelectionSites == nil {
+			return fmt.Errorf("%w: %s: the coordinator cannot tell which sites a rollout selects", ErrDenied, id)
+		}
+		sites, err := g.SelectionSites(ctx, r)
+		if err != nil {
+			// A selection that cannot be made (a malformed selector, a
+			// site that does not exist) is the handler's to refuse, on
+			// hosts nobody can read through it.
+			return nil
+		}
+		return onlyOwnSites(id, "the selection", sites)
+	case siteOwnRollout:
+		var r proto.NameRequest
+		if err := decode(body, &r); err != nil {
+			return err
+		}
+		if g.RolloutSites == nil {
+			return fmt.Errorf("%w: %s: the coordinator cannot tell which sites a rollout covers", ErrDenied, id)
+		}
+		sites, err := g.RolloutSites(ctx, r.Name)
+		if err != nil {
+			// Not found and elsewhere answer alike.
+			return fmt.Errorf("%w: %s may see and change only rollouts of site %s; %q is not one", ErrDenied, id, id.Site, r.Name)
+		}
+		return onlyOwnSites(id, fmt.Sprintf("rollout %q", r.Name), sites)
 	}
 	return fmt.Errorf("%w: %s may not %s (ask an admin)", ErrDenied, id, endpoint)
 }
@@ -268,6 +318,16 @@ func (g *Guard) hostSite(ctx context.Context, id Identity, mac string) (site str
 		return "", false, fmt.Errorf("%w: %s: cannot tell the site of host %s: %v", ErrDenied, id, mac, err)
 	}
 	return site, true, nil
+}
+
+// onlyOwnSites refuses a set of sites holding another than id's.
+func onlyOwnSites(id Identity, what string, sites []string) error {
+	for _, s := range sites {
+		if s != id.Site {
+			return fmt.Errorf("%w: %s may see and change only hosts of site %s; %s holds hosts of other sites", ErrDenied, id, id.Site, what)
+		}
+	}
+	return nil
 }
 
 func ownSite(id Identity, site string) error {

@@ -65,7 +65,8 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	s := &Service{kv: map[string]jetstream.KeyValue{}, js: cfg.JS, nc: cfg.JS.Conn(), check: cfg.Checker, log: cfg.Logger, now: cfg.Now}
 	for _, b := range []string{proto.BucketSites, proto.BucketImages, proto.BucketHosts, proto.BucketMACs, bucketIPs, proto.BucketEdges, bucketFacts, bucketImageLocks, proto.BucketLoaders, bucketLoaderLocks,
-		bucketDiscovered, bucketPolicies, bucketPolicyClaims, proto.BucketTemplates, bucketTemplateLocks} {
+		bucketDiscovered, bucketPolicies, bucketPolicyClaims, proto.BucketTemplates, bucketTemplateLocks,
+		proto.BucketRollouts, BucketRolloutHolds} {
 		kc := proto.BucketConfig(b, cfg.Replicas)
 		if b == bucketDiscovered {
 			kc = discoveredConfig(cfg.Replicas)
@@ -122,6 +123,12 @@ const (
 // is taken for a claim in flight on another coordinator rather than for a
 // leftover: longer than any request runs.
 const claimGrace = time.Minute
+
+// BucketRolloutHolds is coordinator/rollout's: key host.<MAC12> names the
+// rollout holding a host, done.<MAC12> the host's last done callback while
+// one did. The service creates it with the others (and their consumer
+// limits); edges never read it.
+const BucketRolloutHolds = "rolloutholds"
 
 // bucketFacts keeps the last facts an installer reported per MAC (12 hex digits).
 const bucketFacts = "facts"

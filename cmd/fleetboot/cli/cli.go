@@ -151,6 +151,7 @@ Every flag can also be set with a FLEETBOOT_<FLAG> environment variable
 		a.loaderCmd(),
 		a.hostCmd(),
 		a.policyCmd(),
+		a.rolloutCmd(),
 		a.templateCmd(),
 		a.edgeCmd(),
 		a.pkiCmd(),

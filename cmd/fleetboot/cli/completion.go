@@ -109,6 +109,18 @@ func listImages(ctx context.Context, c *client) ([]string, error) {
 	return out, nil
 }
 
+func listRollouts(ctx context.Context, c *client) ([]string, error) {
+	var rs []proto.Rollout
+	if err := c.call(ctx, proto.APIRolloutList, proto.ListRequest{V: proto.Version}, &rs); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.Name)
+	}
+	return out, nil
+}
+
 func listLoaders(ctx context.Context, c *client) ([]string, error) {
 	var ls []proto.Loader
 	if err := c.call(ctx, proto.APILoaderList, proto.ListRequest{V: proto.Version}, &ls); err != nil {
@@ -170,20 +182,25 @@ func firstArg(f func(*cobra.Command, string) ([]string, cobra.ShellCompDirective
 // by command, flags by name wherever they occur.
 func (a *app) addCompletions(root *cobra.Command) {
 	macs, sites, images := a.completeFrom(listMACs), a.completeFrom(listSites), a.completeFrom(listImages)
-	loaders := a.completeFrom(listLoaders)
+	loaders, rollouts := a.completeFrom(listLoaders), a.completeFrom(listRollouts)
 	args := map[string]func(*cobra.Command, string) ([]string, cobra.ShellCompDirective){
-		"fleetboot host set":      macs,
-		"fleetboot host show":     macs,
-		"fleetboot host rm":       macs,
-		"fleetboot host timeline": macs,
-		"fleetboot explain":       macs,
-		"fleetboot site show":     sites,
-		"fleetboot site rm":       sites,
-		"fleetboot image show":    images,
-		"fleetboot image rm":      images,
-		"fleetboot loader show":   loaders,
-		"fleetboot loader rm":     loaders,
-		"fleetboot edge add":      sites,
+		"fleetboot host set":         macs,
+		"fleetboot host show":        macs,
+		"fleetboot host rm":          macs,
+		"fleetboot host timeline":    macs,
+		"fleetboot explain":          macs,
+		"fleetboot site show":        sites,
+		"fleetboot site rm":          sites,
+		"fleetboot image show":       images,
+		"fleetboot image rm":         images,
+		"fleetboot loader show":      loaders,
+		"fleetboot loader rm":        loaders,
+		"fleetboot edge add":         sites,
+		"fleetboot rollout status":   rollouts,
+		"fleetboot rollout pause":    rollouts,
+		"fleetboot rollout resume":   rollouts,
+		"fleetboot rollout abort":    rollouts,
+		"fleetboot rollout rollback": rollouts,
 	}
 	flags := map[string]func(*cobra.Command, string) ([]string, cobra.ShellCompDirective){
 		"site": sites, "image": images, "loader": loaders,
