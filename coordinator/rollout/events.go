@@ -89,12 +89,16 @@ func (e *Engine) events(ctx context.Context, name string, macKeys []string, from
 	if err != nil {
 		return nil, fmt.Errorf("rollout: read events: %w", err)
 	}
+	// The cache moves on only as far as what was received proves: a
+	// fetch answered before the new consumer has its messages ready
+	// comes back empty, and taking that for "nothing there" would skip
+	// those events for good.
 	for {
 		batch, err := cons.FetchNoWait(512)
 		if err != nil {
 			return nil, fmt.Errorf("rollout: read events: %w", err)
 		}
-		n, finished := 0, false
+		n, caughtUp := 0, false
 		for msg := range batch.Messages() {
 			n++
 			meta, err := msg.Metadata()
@@ -106,19 +110,29 @@ func (e *Engine) events(ctx context.Context, name string, macKeys []string, from
 				_, _, k, _ := proto.ParseEventSubject(msg.Subject())
 				c.byMAC[k] = append(c.byMAC[k], seqEvent{seq: meta.Sequence.Stream, ev: ev})
 			}
-			if meta.Sequence.Stream >= end || meta.NumPending == 0 {
-				finished = true
-			}
+			c.last = max(c.last, meta.Sequence.Stream)
+			// Nothing more matches up to the stream's end as it was
+			// when this one was delivered (at least end).
+			caughtUp = meta.NumPending == 0
 		}
-		if err := batch.Error(); err != nil && !finished {
+		if err := batch.Error(); err != nil && !caughtUp {
 			return nil, fmt.Errorf("rollout: read events: %w", err)
 		}
-		if finished || n == 0 {
-			break
+		if caughtUp {
+			c.last = max(c.last, end)
+			return c, nil
+		}
+		if n == 0 {
+			// Empty: either nothing matches, which the consumer's own
+			// count says, or it was not ready; then the next tick reads
+			// again from where this one stopped.
+			info, err := cons.Info(ctx)
+			if err == nil && info.NumPending == 0 && info.Delivered.Stream >= c.last {
+				c.last = max(c.last, end)
+			}
+			return c, nil
 		}
 	}
-	c.last = end
-	return c, nil
 }
 
 // of returns the cached events of a host's MACs stored after sequence

@@ -110,10 +110,13 @@ func (s *Service) getImage(ctx context.Context, ref string) (proto.Image, error)
 	if rev == 0 || rev == im.CurrentRevision() {
 		return im, nil
 	}
-	if _, err := s.get(ctx, proto.BucketImages, proto.ImageRevisionKey(name, rev), &im); err != nil {
+	// A fresh value: decoding over the current revision would keep its
+	// fields that the older one leaves out (an empty cmdline).
+	var old proto.Image
+	if _, err := s.get(ctx, proto.BucketImages, proto.ImageRevisionKey(name, rev), &old); err != nil {
 		return proto.Image{}, fmt.Errorf("image %s: %w", ref, err)
 	}
-	return im, nil
+	return old, nil
 }
 
 // RemoveImage deletes an image (NAME: with all its revisions) or one

@@ -222,3 +222,27 @@ func TestTwoCoordinatorsRevisionInUse(t *testing.T) {
 		}
 	}
 }
+
+// TestGetImageOlderRevision: NAME@N is that revision alone, nothing of the
+// current one: an older revision without a command line has none.
+func TestGetImageOlderRevision(t *testing.T) {
+	s := newService(t)
+	ctx := context.Background()
+	im := testImage("plain")
+	im.Cmdline = ""
+	if _, err := s.AddImage(ctx, im); err != nil {
+		t.Fatal(err)
+	}
+	im.Cmdline, im.Artifacts[0].SHA256 = "console=ttyS0", sha('c')
+	im.Artifacts[0].Key = "sha256/" + sha('c')
+	if _, err := s.AddImage(ctx, im); err != nil {
+		t.Fatal(err)
+	}
+	old, err := s.GetImage(ctx, "plain@1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.Cmdline != "" || old.Revision != 1 || old.Artifacts[0].SHA256 != sha('a') {
+		t.Errorf("plain@1 = %+v, want revision 1 with no cmdline", old)
+	}
+}

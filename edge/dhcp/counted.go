@@ -2,6 +2,8 @@ package dhcp
 
 import (
 	"cmp"
+	"context"
+	"log/slog"
 	"maps"
 	"slices"
 	"strconv"
@@ -38,24 +40,26 @@ func newEventCounter(sink EventSink, window time.Duration, budget int, now func(
 	return &eventCounter{sink: sink, window: window, budget: budget, now: now, counts: map[countKey]int{}}
 }
 
-// Emit records an event about an unknown MAC: as it is while the budget
-// lasts, counted under proto.EventDHCPUnknown (reason: its kind) after.
-func (c *eventCounter) Emit(kind, mac string, detail map[string]string) {
+// pass reports whether an event of kind about an unknown MAC may be
+// emitted as it is, using the budget; past it the event is counted under
+// proto.EventDHCPUnknown (reason: its kind) instead. The handler asks
+// before building the event's details: a flood of strangers costs a count,
+// not a map per event.
+func (c *eventCounter) pass(kind string) bool {
 	if c.sink == nil {
-		return
+		return false
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if now := c.now(); now.Sub(c.start) >= c.window {
 		c.start, c.passed = now, 0
 	}
 	if c.passed < c.budget {
 		c.passed++
-		c.mu.Unlock()
-		c.sink.Emit(kind, mac, detail)
-		return
+		return true
 	}
 	c.countLocked(countKey{proto.EventDHCPUnknown, kind})
-	c.mu.Unlock()
+	return false
 }
 
 // Count counts one request refused for reason under kind.
@@ -98,4 +102,63 @@ func (c *eventCounter) flush() {
 			"count": strconv.Itoa(counts[k]), "reason": k.reason, "window": c.window.String(),
 		})
 	}
+}
+
+// windowBudget lets budget takers through per window, then refuses the rest
+// of the window.
+type windowBudget struct {
+	window time.Duration
+	budget int
+	now    func() time.Time
+
+	mu    sync.Mutex
+	start time.Time
+	taken int
+}
+
+// take reports whether the window's budget has room, using one slot.
+func (b *windowBudget) take() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if now := b.now(); now.Sub(b.start) >= b.window {
+		b.start, b.taken = now, 0
+	}
+	if b.taken >= b.budget {
+		return false
+	}
+	b.taken++
+	return true
+}
+
+// minLevel passes only records at min or above to next. The attributes
+// given With are kept and handed to next only for a record that passes:
+// a request whose lines are all below min costs no formatting.
+type minLevel struct {
+	next  slog.Handler
+	min   slog.Level
+	attrs []slog.Attr
+}
+
+func (h *minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.next.Enabled(ctx, l)
+}
+
+func (h *minLevel) Handle(ctx context.Context, r slog.Record) error {
+	next := h.next
+	if len(h.attrs) > 0 {
+		next = next.WithAttrs(h.attrs)
+	}
+	return next.Handle(ctx, r)
+}
+
+func (h *minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return &minLevel{next: h.next, min: h.min, attrs: append(slices.Clip(h.attrs), as...)}
+}
+
+func (h *minLevel) WithGroup(name string) slog.Handler {
+	next := h.next
+	if len(h.attrs) > 0 {
+		next = next.WithAttrs(h.attrs)
+	}
+	return &minLevel{next: next.WithGroup(name), min: h.min}
 }

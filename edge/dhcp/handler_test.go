@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -699,4 +700,79 @@ func TestRetransmittedDiscoverKeepsTheClientsLease(t *testing.T) {
 	if renew == nil || renew.MessageType() != dhcpv4.MessageTypeAck {
 		t.Fatalf("renewal of the bound lease: got %v, want ACK", renew)
 	}
+}
+
+// TestUnknownMACLogBudget: requests from MACs the site does not know are
+// logged line by line while the window's budget lasts, then only their
+// warnings are, with one line per window saying so; the site's own hosts
+// are always logged, and a new window logs strangers again.
+func TestUnknownMACLogBudget(t *testing.T) {
+	var buf syncBuffer
+	st := state.New()
+	st.SetSite(testSite(proto.DHCPFull, proto.UnknownDiscover))
+	st.PutHost(proto.Host{MAC: knownMAC, Site: "lab", IP: "10.0.0.20", State: proto.StateBoot})
+	l, err := OpenLeases("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	h, err := NewHandler(HandlerConfig{ServerIP: net.ParseIP(edgeIP), HTTPBase: httpBase, Policy: st, Leases: l, Events: &sink{},
+		Now: clk.Now, Logger: slog.New(slog.NewTextHandler(&buf, nil)), EventWindow: time.Minute, EventBudget: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{h: h, st: st, clk: clk, lease: l}
+	count := func(re string) int {
+		n := 0
+		for _, line := range strings.Split(buf.String(), "\n") {
+			if regexp.MustCompile(re).MatchString(line) {
+				n++
+			}
+		}
+		return n
+	}
+	// The pool has five addresses: five strangers take them, a sixth is
+	// warned about.
+	for i := range 5 {
+		f.dora(t, fmt.Sprintf("52:54:00:00:20:%02x", i))
+	}
+	f.handle(t, pkt(t, dhcpv4.MessageTypeDiscover, "52:54:00:00:20:05"), 67)
+	f.dora(t, knownMAC)
+	for _, c := range []struct {
+		re   string
+		want int
+	}{
+		{`msg="dhcp: offer" .*mac=52:54:00:00:20:`, 1},
+		{`msg="dhcp: ack" .*mac=52:54:00:00:20:`, 1},
+		{`level=WARN msg="dhcp: no address to offer" .*mac=52:54:00:00:20:05`, 1},
+		{`msg="dhcp: requests from unknown MACs past the log budget`, 1},
+		{`msg="dhcp: ack" .*mac=` + knownMAC, 1},
+	} {
+		if got := count(c.re); got != c.want {
+			t.Errorf("%d lines match %s, want %d\n%s", got, c.re, c.want, buf.String())
+		}
+	}
+	clk.Add(2 * time.Minute)
+	f.handle(t, pkt(t, dhcpv4.MessageTypeRequest, "52:54:00:00:20:00", requested("10.0.0.100")), 67)
+	if got := count(`msg="dhcp: ack" .*mac=52:54:00:00:20:00`); got != 2 {
+		t.Errorf("a stranger in a new window: %d ack lines, want 2\n%s", got, buf.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

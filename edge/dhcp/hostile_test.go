@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"golang.org/x/sys/unix"
 
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/test/netnstest"
@@ -252,4 +254,38 @@ func gather(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// TestGrowReadBuffer: the DHCP sockets get a receive buffer that holds a
+// burst (readBufferBytes), past rmem_max when the edge runs as root, as it
+// does to bind port 67.
+func TestGrowReadBuffer(t *testing.T) {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	size := func() int {
+		rc, err := c.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		var gerr error
+		if err := rc.Control(func(fd uintptr) { n, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) }); err != nil || gerr != nil {
+			t.Fatal(err, gerr)
+		}
+		return n
+	}
+	before := size()
+	if err := growReadBuffer(c, readBufferBytes); err != nil {
+		t.Fatal(err)
+	}
+	after := size()
+	if after < before {
+		t.Errorf("receive buffer shrank from %d to %d bytes", before, after)
+	}
+	if os.Geteuid() == 0 && after < readBufferBytes {
+		t.Errorf("receive buffer is %d bytes as root, want at least %d", after, readBufferBytes)
+	}
 }

@@ -6,10 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
 var journalNow = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
@@ -197,5 +200,93 @@ func TestLeaseJournalCrash(t *testing.T) {
 				t.Errorf("after another restart (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestGroupCommit: REQUESTs that arrive while a journal write is in progress
+// share the next fsync, and no Bind returns (no ACK is sent) before the
+// fsync covering its lease returned. The first fsync is held until every
+// client's change is in memory, so exactly one more covers all the others;
+// then the files are read back as after a crash (the database never
+// closed): every lease a Bind returned for is bound there.
+func TestGroupCommit(t *testing.T) {
+	const clients = 64
+	file := filepath.Join(t.TempDir(), "leases.json")
+	l, err := OpenLeases(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu      sync.Mutex
+		durable = map[netip.Addr]bool{}
+		syncs   int
+		release = make(chan struct{})
+	)
+	l.synced = func(recs []Lease) {
+		mu.Lock()
+		syncs++
+		first := syncs == 1
+		for _, r := range recs {
+			if r.State == leaseBound {
+				durable[r.IP] = true
+			}
+		}
+		mu.Unlock()
+		if first {
+			<-release
+		}
+	}
+	p := journalPool()
+	now := journalNow
+	ip := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 9, 1, byte(i)}) }
+	errs := make(chan error, clients)
+	for i := range clients {
+		go func() {
+			mac := fmt.Sprintf("52:54:00:00:10:%02x", i)
+			ok, err := l.Bind(p, ip(i), mac, now, time.Hour)
+			if err != nil || !ok {
+				errs <- fmt.Errorf("bind %s: %v %v", ip(i), ok, err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if !durable[ip(i)] {
+				errs <- fmt.Errorf("Bind of %s returned before an fsync covered it", ip(i))
+				return
+			}
+			errs <- nil
+		}()
+	}
+	waitfor.True(t, "every client's lease changed in memory", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.gen == clients
+	})
+	close(release)
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	mu.Lock()
+	if syncs != 2 {
+		t.Errorf("%d clients took %d fsyncs, want 2: the first, and one for everyone who waited on it", clients, syncs)
+	}
+	mu.Unlock()
+
+	again, err := OpenLeases(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[netip.Addr]string{}
+	for _, le := range again.All() {
+		if le.State == leaseBound {
+			got[le.IP] = le.MAC
+		}
+	}
+	for i := range clients {
+		if want := fmt.Sprintf("52:54:00:00:10:%02x", i); got[ip(i)] != want {
+			t.Errorf("after a crash %s is bound to %q, want %s (it was ACKed)", ip(i), got[ip(i)], want)
+		}
 	}
 }

@@ -72,15 +72,15 @@ func (m *metrics) request(t dhcpv4.MessageType) {
 	m.received.WithLabelValues(typeLabel(t, metricTypes)).Inc()
 }
 
-// answered counts one handled request: its reply (nil: none) and how long
-// it took since start.
-func (m *metrics) answered(resp *dhcpv4.DHCPv4, start time.Time) {
+// answered counts one handled request: the type of its reply (None: no
+// reply) and how long it took since start.
+func (m *metrics) answered(t dhcpv4.MessageType, start time.Time) {
 	m.latency.Observe(time.Since(start).Seconds())
-	if resp == nil {
+	if t == dhcpv4.MessageTypeNone {
 		m.silent.Inc()
 		return
 	}
-	m.replies.WithLabelValues(typeLabel(resp.MessageType(), replyTypes)).Inc()
+	m.replies.WithLabelValues(typeLabel(t, replyTypes)).Inc()
 }
 
 // typeLabel is t's lower-case name when it is one of known, else "other":

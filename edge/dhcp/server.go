@@ -13,6 +13,8 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 
 	"github.com/fleetboot/fleetboot/edge/ratelimit"
 	"github.com/fleetboot/fleetboot/proto"
@@ -191,9 +193,42 @@ func NewServer(cfg Config) (*Server, error) {
 			s.close()
 			return nil, fmt.Errorf("dhcp: listen on %s port %d: %w", cfg.Interface, port, err)
 		}
+		if err := growReadBuffer(c, readBufferBytes); err != nil {
+			log.Warn("dhcp: could not enlarge the socket's receive buffer; bursts may be dropped", "port", port, "err", err)
+		}
 		s.conns[port] = c
 	}
 	return s, nil
+}
+
+// readBufferBytes is the receive buffer of the DHCP sockets: about 500
+// requests. The kernel default (rmem_default, some 200 KiB: about a hundred
+// requests as the kernel accounts them) overflows whenever the read loop
+// is held up for a few tens of milliseconds (a GC pause, a busy host) while
+// a rack powers on, and a request dropped there costs its client seconds
+// (the firmware's retry timer). Not more: past a few hundred milliseconds
+// of queue the edge would answer requests whose clients have given up on
+// them (perfdhcp at 4 MiB: half the answers came too late).
+const readBufferBytes = 1 << 20
+
+// growReadBuffer sets c's receive buffer to n bytes: past the system's
+// rmem_max when the edge may (SO_RCVBUFFORCE, CAP_NET_ADMIN), else as far
+// as rmem_max allows.
+func growReadBuffer(c *net.UDPConn, n int) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n)
+	}); err != nil {
+		return err
+	}
+	if serr == nil {
+		return nil
+	}
+	return c.SetReadBuffer(n)
 }
 
 // Handler is the server's decision step (for explain and tests).
@@ -278,14 +313,18 @@ func (s *Server) close() {
 
 // Serve answers requests until ctx is cancelled, then closes the sockets.
 func (s *Server) Serve(ctx context.Context) error {
-	var wg sync.WaitGroup
+	var wg, writers sync.WaitGroup
 	sem := make(chan struct{}, s.cfg.MaxInFlight)
 	errc := make(chan error, len(s.conns))
+	var outs []chan reply
 	for port, c := range s.conns {
+		out := make(chan reply, s.cfg.MaxInFlight)
+		outs = append(outs, out)
+		writers.Go(func() { s.writeLoop(c, out) })
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errc <- s.readLoop(ctx, c, port, sem, &wg)
+			errc <- s.readLoop(ctx, c, port, sem, out, &wg)
 		}()
 	}
 	s.log.Info("dhcp: serving", "ports", []int{s.cfg.ServerPort, s.cfg.PXEPort})
@@ -296,6 +335,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.close()
 	wg.Wait()
+	for _, out := range outs {
+		close(out) // every request is done: nothing more to send
+	}
+	writers.Wait()
 	s.h.counted.flush() // what was counted since the last report
 	if cerr := s.h.cfg.Leases.Close(); cerr != nil {
 		s.log.Warn("dhcp: close lease journal", "err", cerr)
@@ -306,43 +349,67 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
-func (s *Server) readLoop(ctx context.Context, c *net.UDPConn, port int, sem chan struct{}, wg *sync.WaitGroup) error {
-	buf := make([]byte, 4096)
+// readBatch is the most datagrams one read takes from the socket (recvmmsg):
+// under load a queue builds up between two reads, and taking it in one
+// system call instead of one each is what keeps the read loop ahead of
+// it. A datagram longer than readBuf is cut short, as by a single read,
+// and then refused by the parser (no end option).
+const (
+	readBatch = 32
+	readBuf   = 4096
+)
+
+func (s *Server) readLoop(ctx context.Context, c *net.UDPConn, port int, sem chan struct{}, out chan<- reply, wg *sync.WaitGroup) error {
+	pc := ipv4.NewPacketConn(c)
+	msgs := make([]ipv4.Message, readBatch)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, readBuf)}
+	}
 	for {
-		n, peer, err := c.ReadFromUDP(buf)
+		n, err := pc.ReadBatch(msgs, 0)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("dhcp: read on port %d: %w", port, err)
 		}
-		req, reason, err := parsePacket(buf[:n])
-		if err != nil {
-			s.drops.Warn("dhcp: packet dropped", "reason", reason, "peer", peer.String(), "bytes", n, "err", err)
-			s.m.dropped(reason)
-			continue
+		for i := range msgs[:n] {
+			peer, _ := msgs[i].Addr.(*net.UDPAddr)
+			// The parsed request copies what it keeps: the buffer is
+			// read into again by the next batch.
+			s.accept(ctx, port, sem, out, wg, msgs[i].Buffers[0][:msgs[i].N], peer)
 		}
-		if !s.admit(req, peer) {
-			continue
-		}
-		s.m.request(req.MessageType())
-		select {
-		case sem <- struct{}{}:
-		default:
-			s.m.dropped(reasonOverloaded)
-			s.drops.Warn("dhcp: packet dropped", "reason", reasonOverloaded, "mac", req.ClientHWAddr.String(), "max_in_flight", s.cfg.MaxInFlight)
-			s.h.counted.Count(proto.EventDHCPRateLimited, reasonOverloaded)
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			s.serveOne(ctx, c, port, peer, req)
-		}()
 	}
 }
 
-func (s *Server) serveOne(ctx context.Context, c *net.UDPConn, port int, peer *net.UDPAddr, req *dhcpv4.DHCPv4) {
+// accept parses, admits and hands one datagram to a goroutine of its own.
+func (s *Server) accept(ctx context.Context, port int, sem chan struct{}, out chan<- reply, wg *sync.WaitGroup, pkt []byte, peer *net.UDPAddr) {
+	req, reason, err := parsePacket(pkt)
+	if err != nil {
+		s.drops.Warn("dhcp: packet dropped", "reason", reason, "peer", peer.String(), "bytes", len(pkt), "err", err)
+		s.m.dropped(reason)
+		return
+	}
+	if !s.admit(req, peer) {
+		return
+	}
+	s.m.request(req.MessageType())
+	select {
+	case sem <- struct{}{}:
+	default:
+		s.m.dropped(reasonOverloaded)
+		s.drops.Warn("dhcp: packet dropped", "reason", reasonOverloaded, "mac", req.ClientHWAddr.String(), "max_in_flight", s.cfg.MaxInFlight)
+		s.h.counted.Count(proto.EventDHCPRateLimited, reasonOverloaded)
+		return
+	}
+	wg.Add(1)
+	go func() {
+		defer func() { <-sem; wg.Done() }()
+		s.serveOne(ctx, port, peer, req, out)
+	}()
+}
+
+func (s *Server) serveOne(ctx context.Context, port int, peer *net.UDPAddr, req *dhcpv4.DHCPv4, out chan<- reply) {
 	start := time.Now()
 	in := Input{Port: pxePort}
 	if port == s.cfg.ServerPort {
@@ -355,16 +422,65 @@ func (s *Server) serveOne(ctx context.Context, c *net.UDPConn, port int, peer *n
 		return
 	}
 	if resp == nil {
-		s.m.answered(nil, start)
+		s.m.answered(dhcpv4.MessageTypeNone, start)
 		return
 	}
-	dst := replyAddr(req, resp, in.Port, peer)
-	if _, err := c.WriteToUDP(resp.ToBytes(), dst); err != nil {
-		s.log.Warn("dhcp: send reply", "dst", dst.String(), "err", err)
-		s.m.dropped(reasonNotSent)
-		return
+	out <- reply{b: resp.ToBytes(), dst: replyAddr(req, resp, in.Port, peer), typ: resp.MessageType(), start: start}
+}
+
+// reply is one datagram for a socket's writer.
+type reply struct {
+	b     []byte
+	dst   *net.UDPAddr
+	typ   dhcpv4.MessageType
+	start time.Time // when its request was admitted, for the latency metric
+}
+
+// writeLoop sends the replies of one socket until out is closed, as many
+// at once as are waiting (sendmmsg, up to readBatch): the ACKs one group
+// commit releases leave together in one system call instead of one each.
+func (s *Server) writeLoop(c *net.UDPConn, out <-chan reply) {
+	pc := ipv4.NewPacketConn(c)
+	msgs := make([]ipv4.Message, readBatch)
+	batch := make([]reply, 0, readBatch)
+	for first := range out {
+		batch = append(batch[:0], first)
+	more:
+		for len(batch) < readBatch {
+			select {
+			case r, ok := <-out:
+				if !ok {
+					break more
+				}
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		s.send(pc, msgs, batch)
 	}
-	s.m.answered(resp, start)
+}
+
+// send writes batch, skipping (and counting) a reply the socket refuses.
+func (s *Server) send(pc *ipv4.PacketConn, msgs []ipv4.Message, batch []reply) {
+	for i, r := range batch {
+		msgs[i] = ipv4.Message{Buffers: [][]byte{r.b}, Addr: r.dst}
+	}
+	for next := 0; next < len(batch); {
+		n, err := pc.WriteBatch(msgs[next:len(batch)], 0)
+		for _, r := range batch[next : next+n] {
+			s.m.answered(r.typ, r.start)
+		}
+		next += n
+		if err != nil && next < len(batch) {
+			s.log.Warn("dhcp: send reply", "dst", batch[next].dst.String(), "err", err)
+			s.m.dropped(reasonNotSent)
+			next++
+		} else if n == 0 {
+			break // nothing sent and no error: never loop on it
+		}
+	}
+	clear(msgs[:len(batch)]) // the replies' buffers are garbage now
 }
 
 // replyAddr applies RFC 2131 §4.1: relayed replies go to the relay's server

@@ -12,7 +12,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"runtime"
 	"time"
+)
+
+// Sampling of the mutex and block profiles while profiles are served.
+const (
+	mutexFraction = 10
+	blockRate     = 10_000 // ns
 )
 
 // Start listens on addr (loopback only) and serves /debug/pprof/ until ctx
@@ -32,6 +39,12 @@ func Start(ctx context.Context, addr string, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("pprof: %w", err)
 	}
+	// Sample lock contention and blocking too (off by default in Go):
+	// where requests wait, not only where they spend CPU. One in
+	// mutexFraction contention events, and blocking events by duration
+	// (one per blockRate ns on average), cost little next to serving.
+	runtime.SetMutexProfileFraction(mutexFraction)
+	runtime.SetBlockProfileRate(blockRate)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

@@ -65,17 +65,28 @@ func TestRolloutThroughAnEdge(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return string(b)
 	}
-	// boot plays the machine once the edge renders it the new revision.
-	boot := func(mac string) {
+	// fetch plays the machine's iPXE once the edge renders it image: the
+	// script, then the kernel and initrd it names.
+	fetch := func(mac, image string) string {
 		t.Helper()
 		var script string
-		waitfor.True(t, mac+"'s script for web@2", func() bool {
+		waitfor.True(t, mac+"'s script for "+image, func() bool {
 			script = get(base + "/boot.ipxe?mac=" + mac + "&arch=x86_64&platform=efi")
-			return strings.Contains(script, "/artifacts/web@2/vmlinuz")
+			return strings.Contains(script, "/artifacts/"+image+"/vmlinuz")
 		})
-		for _, u := range regexp.MustCompile(`http://\S+/artifacts/web@2/[a-z.]+(\?mac=[0-9a-f:]+)?`).FindAllString(script, -1) {
+		urls := regexp.MustCompile(`http://\S+/artifacts/`+image+`/[a-z.]+(\?mac=[0-9a-f:]+)?`).FindAllString(script, -1)
+		if len(urls) != 2 {
+			t.Fatalf("artifact URLs %q in the script:\n%s", urls, script)
+		}
+		for _, u := range urls {
 			get(u)
 		}
+		return script
+	}
+	// boot is a whole boot of web@2, whose system calls back.
+	boot := func(mac string) {
+		t.Helper()
+		script := fetch(mac, "web@2")
 		cb := regexp.MustCompile(`fleetboot\.done=(\S+)`).FindStringSubmatch(script)
 		if cb == nil {
 			t.Fatalf("no callback in the script:\n%s", script)
@@ -110,6 +121,17 @@ func TestRolloutThroughAnEdge(t *testing.T) {
 	}
 	if ro.Hosts[0].MAC != m1 || ro.Hosts[0].Batch != 0 || !ro.Hosts[1].Assigned.After(ro.Hosts[0].Since) {
 		t.Errorf("the canary %+v did not go first: %+v", ro.Hosts[0], ro.Hosts[1])
+	}
+	// Back to revision 1, whose command line has no callback: the edge's
+	// own events of its kernel and initrd, whole, prove each boot.
+	if r := run(t, env, "rollout", "start", "back", "--selector", "site=lab", "--image", "web@1", "--canary", "1", "--batch", "1"); r.code != 0 {
+		t.Fatalf("rollout start back: %s", r.stderr)
+	}
+	fetch(m1, "web@1")
+	fetch(m2, "web@1")
+	r = run(t, env, "rollout", "status", "back", "--wait", "done", "--timeout", "2m")
+	if r.code != 0 || strings.Count(r.stdout, "proof: kernel") != 2 {
+		t.Fatalf("status --wait done: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	// Failures are one line, with exit 1.
 	for _, c := range []struct {
