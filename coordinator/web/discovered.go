@@ -74,26 +74,6 @@ func (h *Handler) renderDiscovered(w http.ResponseWriter, r *http.Request, u who
 	h.renderStatus(w, code, "discovered.html", data)
 }
 
-// parseLabelList reads labels written KEY=VALUE, comma- or space-separated,
-// checked as the CLI's --labels.
-func parseLabelList(s string) (map[string]string, error) {
-	labels := map[string]string{}
-	for _, kv := range strings.FieldsFunc(s, func(c rune) bool { return c == ',' || c == ' ' || c == '\n' || c == '\r' || c == '\t' }) {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok {
-			return nil, fmt.Errorf("invalid label %q: want KEY=VALUE", kv)
-		}
-		if err := proto.ValidLabel(k, v); err != nil {
-			return nil, err
-		}
-		labels[k] = v
-	}
-	if len(labels) == 0 {
-		return nil, nil
-	}
-	return labels, nil
-}
-
 // claim makes hosts of the machines ticked on the discovered page, with
 // an image (and a site and labels if given), as `fleetboot host import`
 // would: one API request for them all. The first POST checks the form
@@ -128,7 +108,7 @@ func (h *Handler) claim(w http.ResponseWriter, r *http.Request, u who) {
 		h.fail(w, err)
 		return
 	}
-	labels, err := parseLabelList(f.Labels)
+	labels, err := proto.ParseLabels(f.Labels)
 	if err != nil {
 		f.Errors["labels"] = err.Error()
 	}

@@ -236,14 +236,8 @@ func timelineData(evs []proto.Event, now time.Time) map[string]any {
 // rendered again whenever the machine's events change it. The host is read
 // as the person, so she follows only machines she may see.
 func (h *Handler) hostStream(w http.ResponseWriter, r *http.Request, u who) {
-	mac, err := proto.ParseMAC(r.PathValue("mac"))
-	if err != nil {
-		http.Error(w, "fleetboot: "+err.Error(), http.StatusBadRequest)
-		return
-	}
-	var host proto.Host
-	if err := h.cfg.API.Call(r.Context(), u.id, proto.APIHostGet, proto.MACRequest{V: proto.Version, MAC: mac}, &host); err != nil {
-		h.fail(w, err)
+	host, ok := h.pathHost(w, r, u)
+	if !ok {
 		return
 	}
 	subjects, err := eventlog.Subjects("", "", host.MACs())

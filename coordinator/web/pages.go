@@ -280,15 +280,25 @@ func formOf(host proto.Host) hostForm {
 	return hostForm{Image: host.Image, Loader: host.Loader, IP: host.IP, Hostname: host.Hostname, State: host.State, Once: host.Once}
 }
 
-func (h *Handler) host(w http.ResponseWriter, r *http.Request, u who) {
+// pathHost reads the host the path names as u may see it; on false the
+// answer (a bad MAC, a refusal, no such host) is written.
+func (h *Handler) pathHost(w http.ResponseWriter, r *http.Request, u who) (proto.Host, bool) {
 	mac, err := proto.ParseMAC(r.PathValue("mac"))
 	if err != nil {
 		http.Error(w, "fleetboot: "+err.Error(), http.StatusBadRequest)
-		return
+		return proto.Host{}, false
 	}
 	var host proto.Host
 	if err := h.cfg.API.Call(r.Context(), u.id, proto.APIHostGet, proto.MACRequest{V: proto.Version, MAC: mac}, &host); err != nil {
 		h.fail(w, err)
+		return proto.Host{}, false
+	}
+	return host, true
+}
+
+func (h *Handler) host(w http.ResponseWriter, r *http.Request, u who) {
+	host, ok := h.pathHost(w, r, u)
+	if !ok {
 		return
 	}
 	f := formOf(host)

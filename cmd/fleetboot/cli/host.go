@@ -355,7 +355,7 @@ a value is one word of letters, digits, '.', '_' or '-'.`,
 			if err != nil {
 				return err
 			}
-			labels, err := parseLabels(args[1:])
+			labels, err := proto.ParseLabels(args[1:]...)
 			if err != nil {
 				return err
 			}
@@ -396,29 +396,4 @@ func (a *app) hostUnlabelCmd() *cobra.Command {
 	}
 	outputFlag(cmd, &out)
 	return cmd
-}
-
-// parseLabels reads KEY=VALUE words (each may hold several, comma-separated)
-// and checks them as the coordinator will.
-func parseLabels(words []string) (map[string]string, error) {
-	labels := map[string]string{}
-	for _, w := range words {
-		for _, kv := range strings.Split(w, ",") {
-			if kv == "" {
-				continue
-			}
-			k, v, ok := strings.Cut(kv, "=")
-			if !ok {
-				return nil, fmt.Errorf("invalid label %q: want KEY=VALUE", kv)
-			}
-			if err := proto.ValidLabel(k, v); err != nil {
-				return nil, err
-			}
-			labels[k] = v
-		}
-	}
-	if len(labels) == 0 {
-		return nil, nil
-	}
-	return labels, nil
 }

@@ -53,7 +53,7 @@ compare-and-set. Removing a host a policy created gives its place back.`,
 			if _, err := selector.Parse(p.Match); err != nil {
 				return fmt.Errorf("invalid --match: %v", err)
 			}
-			l, err := parseLabels(labels)
+			l, err := proto.ParseLabels(labels...)
 			if err != nil {
 				return err
 			}
