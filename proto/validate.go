@@ -3,7 +3,6 @@ package proto
 import (
 	"fmt"
 	"strings"
-	"unicode"
 )
 
 // The validators below guard every value that ends up in a boot script (iPXE or
@@ -138,12 +137,12 @@ func ValidLabel(key, value string) error {
 }
 
 // ParseLabels reads labels written KEY=VALUE, several to a word separated by
-// commas or white space (as the CLI's arguments and the panel's fields give
-// them), each checked by ValidLabel. No label at all is nil.
+// commas (as the CLI's arguments give them; the panel splits its field at
+// white space first), each checked by ValidLabel. No label at all is nil.
 func ParseLabels(words ...string) (map[string]string, error) {
 	labels := map[string]string{}
 	for _, w := range words {
-		for _, kv := range strings.FieldsFunc(w, func(c rune) bool { return c == ',' || unicode.IsSpace(c) }) {
+		for _, kv := range strings.FieldsFunc(w, func(c rune) bool { return c == ',' }) {
 			k, v, ok := strings.Cut(kv, "=")
 			if !ok {
 				return nil, fmt.Errorf("invalid label %q: want KEY=VALUE", kv)

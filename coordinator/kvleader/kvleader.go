@@ -10,6 +10,7 @@ package kvleader
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -32,7 +33,7 @@ func Get(ctx context.Context, nc *nats.Conn, bucket, key string) (Entry, error) 
 	if err != nil {
 		return Entry{}, fmt.Errorf("read %s/%s: %w", bucket, key, err)
 	}
-	m, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+bucket, req)
+	m, err := request(ctx, nc, "$JS.API.STREAM.MSG.GET.KV_"+bucket, req)
 	if err != nil {
 		return Entry{}, fmt.Errorf("read %s/%s: %w", bucket, key, err)
 	}
@@ -73,4 +74,27 @@ func operation(hdr []byte) string {
 		}
 	}
 	return ""
+}
+
+// noLeaderRetries bounds how often request asks again while nobody answers.
+const noLeaderRetries = 8
+
+// request asks the stream's leader. While a cluster elects one (a node
+// restarted, a stream just created or moved) nobody answers and NATS says
+// "no responders" at once: that is a moment, not an answer, so ask again
+// a few times, backing off, within ctx.
+func request(ctx context.Context, nc *nats.Conn, subject string, data []byte) (*nats.Msg, error) {
+	wait := 50 * time.Millisecond
+	for try := 0; ; try++ {
+		m, err := nc.RequestWithContext(ctx, subject, data)
+		if !errors.Is(err, nats.ErrNoResponders) || try == noLeaderRetries {
+			return m, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
 }

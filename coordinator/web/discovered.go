@@ -108,7 +108,7 @@ func (h *Handler) claim(w http.ResponseWriter, r *http.Request, u who) {
 		h.fail(w, err)
 		return
 	}
-	labels, err := proto.ParseLabels(f.Labels)
+	labels, err := proto.ParseLabels(strings.Fields(f.Labels)...)
 	if err != nil {
 		f.Errors["labels"] = err.Error()
 	}
