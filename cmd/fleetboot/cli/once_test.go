@@ -18,24 +18,7 @@ import (
 // serves the exit-to-disk script — Razor's and Foreman's build mode.
 func TestOnceInstallCallbackFlipsToLocal(t *testing.T) {
 	storeDir, url, env := labWithHost(t, "inst", "52:54:00:00:0a:01", "--once")
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- edge.Run(ctx, edge.Config{
-			Name: "e1", Site: "lab", NATSURL: url, StateDir: t.TempDir(), CacheDir: t.TempDir(), CacheSize: 1 << 30,
-			Store: artifactstore.Config{URL: "dir://" + storeDir}, HTTPListen: "127.0.0.1:0",
-			Ready: func(a edge.Addrs) { ready <- a.HTTP },
-		})
-	}()
-	defer func() { cancel(); <-done }()
-	var base string
-	select {
-	case a := <-ready:
-		base = "http://" + a
-	case err := <-done:
-		t.Fatalf("edge: %v", err)
-	}
+	base := startLabEdge(t, url, storeDir)
 	script := func() string {
 		resp, err := http.Get(base + "/boot.ipxe?mac=52:54:00:00:0a:01&arch=x86_64&platform=efi")
 		if err != nil {
@@ -103,4 +86,29 @@ func labWithHost(t *testing.T, image, mac string, hostFlags ...string) (storeDir
 		}
 	}
 	return storeDir, url, env
+}
+
+// startLabEdge runs edge e1 of site lab in the test, HTTP only, against the
+// coordinator at url and the store in storeDir, until the test ends; it
+// returns the edge's HTTP base URL.
+func startLabEdge(t *testing.T, url, storeDir string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- edge.Run(ctx, edge.Config{
+			Name: "e1", Site: "lab", NATSURL: url, StateDir: t.TempDir(), CacheDir: t.TempDir(), CacheSize: 1 << 30,
+			Store: artifactstore.Config{URL: "dir://" + storeDir}, HTTPListen: "127.0.0.1:0",
+			Ready: func(a edge.Addrs) { ready <- a.HTTP },
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case a := <-ready:
+		return "http://" + a
+	case err := <-done:
+		t.Fatalf("edge: %v", err)
+		return ""
+	}
 }

@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -9,9 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fleetboot/fleetboot/edge"
 	"github.com/fleetboot/fleetboot/proto"
-	"github.com/fleetboot/fleetboot/shared/artifactstore"
 	"github.com/fleetboot/fleetboot/test/waitfor"
 )
 
@@ -37,24 +34,7 @@ func TestRolloutThroughAnEdge(t *testing.T) {
 			t.Fatalf("%v: %s", args, r.stderr)
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- edge.Run(ctx, edge.Config{
-			Name: "e1", Site: "lab", NATSURL: url, StateDir: t.TempDir(), CacheDir: t.TempDir(), CacheSize: 1 << 30,
-			Store: artifactstore.Config{URL: "dir://" + storeDir}, HTTPListen: "127.0.0.1:0",
-			Ready: func(a edge.Addrs) { ready <- a.HTTP },
-		})
-	}()
-	defer func() { cancel(); <-done }()
-	var base string
-	select {
-	case a := <-ready:
-		base = "http://" + a
-	case err := <-done:
-		t.Fatalf("edge: %v", err)
-	}
+	base := startLabEdge(t, url, storeDir)
 	get := func(u string) string {
 		t.Helper()
 		resp, err := http.Get(u)
