@@ -17,9 +17,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fleetboot/fleetboot/proto"
 	lru "github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fleetboot/fleetboot/proto"
 )
 
 // Fetcher reads an object from the artifact store. artifactstore.Store

@@ -15,9 +15,10 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/fleetboot/fleetboot/proto"
 	"github.com/fleetboot/fleetboot/shared/artifactstore"
-	"golang.org/x/sys/unix"
 )
 
 // fetchError is why a fetch failed, with the HTTP status a client that has

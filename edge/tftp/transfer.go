@@ -235,10 +235,10 @@ func (t *transfer) sendBlocks(r io.Reader) (int64, error) {
 	ring := make([][]byte, t.window)
 	lens := make([]int, t.window)
 	pkts := make([][]byte, 0, t.window)
-	if t.window > 1 {
-		// One read a window instead of one a block.
-		r = bufio.NewReaderSize(r, t.window*t.blksize)
-	}
+	// One read a window, or a few dozen blocks, instead of one a block:
+	// in lock-step (window 1, what GRUB and most ROMs use) a read system
+	// call per block sat between each ACK and the next DATA.
+	r = bufio.NewReaderSize(r, max(t.window*t.blksize, 32<<10))
 	var (
 		read  int64 // highest block read from r
 		last  int64 // the final (short) block; 0 until read

@@ -162,6 +162,16 @@ func startFleetboot(b *testing.B, env *benchEnv, o edgeOpts) *fleetboot {
 		port, proto = 67, "udp"
 	}
 	waitPort(b, env.srv.NS, fb.edge, proto, port)
+	if o.dhcp {
+		// The socket is bound before the edge's start-up probe for other
+		// DHCP servers (4 s) ends: the edge answers only once it logs
+		// this. Machines powered on before it waited the probe out (2.5 s
+		// in every storm machine's firmware DHCP, the storm's slowest
+		// step, until the storm waited too).
+		if _, err := fb.edge.WaitFor(ctx, regexp.MustCompile(`msg="dhcp: serving"`)); err != nil {
+			b.Fatalf("edge: %v", err)
+		}
+	}
 	return fb
 }
 
