@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -80,6 +82,10 @@ func BenchmarkDHCP(b *testing.B) {
 	}
 	for _, s := range servers {
 		b.Run(s.name, func(b *testing.B) {
+			// The last server's lease file (Kea's memfile appends without
+			// fsync: tens of MB at its peak) must not be written back
+			// under the next server's lease fsyncs.
+			syscall.Sync()
 			env := newEnvOn(b, dhcpPrefix, dhcpServer, dhcpRelay)
 			s.start(b, env)
 			warmUp(b, env, s.name)
@@ -99,6 +105,9 @@ func BenchmarkDHCP(b *testing.B) {
 				best = r
 			}
 			b.ReportMetric(best.dora, "dora/s")
+			if strings.HasPrefix(s.name, fleetbootName) {
+				logDrops(b, env, s.name)
+			}
 			if s.name == keaBig {
 				res.add(b, metricBig, keaBig, best.dora, "/s", true)
 				res.add(b, peakBig, keaBig, peak.dora, "/s", true)
@@ -131,6 +140,27 @@ func BenchmarkDHCP(b *testing.B) {
 			summary(b, res.area, "drops at peak, 100k hosts", fleetbootName, fmt.Sprintf("%.2f %%", 100*peak.drop), "")
 		})
 	}
+}
+
+// logDrops logs the edge's DHCP drop counters by reason after the steps:
+// what refused the requests perfdhcp counted as lost (the in-flight limit,
+// a full queue) or that none did (the kernel's socket buffer did).
+func logDrops(b *testing.B, env *benchEnv, name string) {
+	b.Helper()
+	resp, err := env.srv.HTTPClient(10 * time.Second).Get("http://" + env.addr + ":8080/metrics")
+	if err != nil {
+		b.Logf("%s: metrics: %v", name, err)
+		return
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	var lines []string
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(l, "fleetboot_dhcp_dropped_total") || strings.HasPrefix(l, "fleetboot_dhcp_unanswered_total") {
+			lines = append(lines, l)
+		}
+	}
+	b.Logf("%s: edge's drop counters after the steps: %s", name, strings.Join(lines, "; "))
 }
 
 // startFleetbootDHCP starts fleetboot's coordinator and edge for the DHCP
