@@ -238,7 +238,7 @@ func (t *transfer) sendBlocks(r io.Reader) (int64, error) {
 	// One read a window, or a few dozen blocks, instead of one a block:
 	// in lock-step (window 1, what GRUB and most ROMs use) a read system
 	// call per block sat between each ACK and the next DATA.
-	r = bufio.NewReaderSize(r, max(t.window*t.blksize, 32<<10))
+	r = bufio.NewReaderSize(r, max(t.window*t.blksize, 16<<10))
 	var (
 		read  int64 // highest block read from r
 		last  int64 // the final (short) block; 0 until read

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -124,7 +125,9 @@ func BenchmarkBootStorm(b *testing.B) {
 					env := newStormEnv(b, n)
 					s.start(b, env, files, macs)
 					link = max(link, linkThroughput(b, env, files.initrd, stormInitrd))
+					before := linkDrops(b, env)
 					runs[s.name] = runStorm(b, env, macs)
+					b.Logf("packets the storm's network dropped (switch ports and the server's veth): %s", linkDropsSince(b, env, before))
 				})
 			}
 			reportStorm(b, res, n, runs, link)
@@ -385,6 +388,53 @@ func linkThroughput(b *testing.B, env *stormEnv, file string, size int64) float6
 	v := float64(reps*size*int64(len(env.racks))) / took.Seconds()
 	b.Logf("TCP over the bridge: %d streams x %d MiB in %s: %.0f MiB/s", len(env.racks), reps*size>>20, took.Round(time.Millisecond), v/(1<<20))
 	return v
+}
+
+// linkDrops reads every interface's drop counters in the switch and the
+// server's namespace: a veth has no queue (noqueue), so a frame meeting a
+// full peer is dropped there and counted, which a DHCP reply cannot afford.
+func linkDrops(b *testing.B, env *stormEnv) map[string][2]uint64 {
+	b.Helper()
+	drops := map[string][2]uint64{}
+	for _, ns := range []string{env.net.Switch, env.srv.NS} {
+		out, err := exec.Command("ip", "-n", ns, "-s", "-j", "link", "show").Output()
+		if err != nil {
+			b.Logf("ip -s link in %s: %v", ns, err)
+			continue
+		}
+		var links []struct {
+			Name  string `json:"ifname"`
+			Stats struct {
+				RX struct{ Dropped uint64 } `json:"rx"`
+				TX struct{ Dropped uint64 } `json:"tx"`
+			} `json:"stats64"`
+		}
+		if err := json.Unmarshal(out, &links); err != nil {
+			b.Logf("ip -s link in %s: %v", ns, err)
+			continue
+		}
+		for _, l := range links {
+			drops[ns+"/"+l.Name] = [2]uint64{l.Stats.RX.Dropped, l.Stats.TX.Dropped}
+		}
+	}
+	return drops
+}
+
+// linkDropsSince lists the interfaces that dropped packets since before.
+func linkDropsSince(b *testing.B, env *stormEnv, before map[string][2]uint64) string {
+	b.Helper()
+	var parts []string
+	for name, d := range linkDrops(b, env) {
+		rx, tx := d[0]-before[name][0], d[1]-before[name][1]
+		if rx+tx > 0 {
+			parts = append(parts, fmt.Sprintf("%s rx %d tx %d", name, rx, tx))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
 }
 
 // drain reads r to its end into buf and returns the byte count.
