@@ -25,6 +25,14 @@ import (
 // Every commit is numbered; the snapshot records the last number it
 // includes, so a crash between writing a snapshot and emptying the journal
 // does not replay older records over the newer snapshot.
+//
+// Compaction runs beside the commits, not in their way: writing a snapshot
+// of 100 000 leases takes tens of milliseconds, and every ACK waiting on the
+// committer used to wait for it too. The committer only renames the journal
+// to PATH.journal.old and copies the records (the commit number they reach
+// with them); later commits go to a new journal while a goroutine writes
+// the snapshot and then removes the old journal. A start replays the
+// snapshot, the old journal and the journal, in that order.
 
 // leaseGone marks a record deleted (an offer dropped) in the journal.
 const leaseGone = "gone"
@@ -38,6 +46,9 @@ type journalRec struct {
 }
 
 func journalPath(path string) string { return path + ".journal" }
+
+// oldJournalPath holds the journal a snapshot in progress is folding in.
+func oldJournalPath(path string) string { return path + ".journal.old" }
 
 // applyLocked puts a record read from disk into the maps.
 func (l *Leases) applyLocked(le Lease) {
@@ -58,12 +69,25 @@ func (l *Leases) applyLocked(le Lease) {
 	}
 }
 
-// replayJournal applies the journal's records newer than the snapshot. A
+// replayJournal applies the records newer than the snapshot of the old
+// journal (a compaction cut short) and then of the journal.
+func (l *Leases) replayJournal() (found bool, err error) {
+	for _, p := range []string{oldJournalPath(l.path), journalPath(l.path)} {
+		f, err := l.replayFile(p)
+		if err != nil {
+			return true, err
+		}
+		found = found || f
+	}
+	return found, nil
+}
+
+// replayFile applies one journal file's records newer than the snapshot. A
 // last line cut short by a crash (no newline, or not JSON) is a commit
 // that never finished: its clients were never ACKed, so it is dropped. A
 // bad line with more after it is corruption.
-func (l *Leases) replayJournal() (found bool, err error) {
-	f, err := os.Open(journalPath(l.path))
+func (l *Leases) replayFile(path string) (found bool, err error) {
+	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
@@ -85,7 +109,7 @@ func (l *Leases) replayJournal() (found bool, err error) {
 			if _, perr := r.Peek(1); errors.Is(perr, io.EOF) {
 				return true, nil
 			}
-			return true, fmt.Errorf("dhcp: lease journal %s is corrupt at line %d: %w", journalPath(l.path), n, jerr)
+			return true, fmt.Errorf("dhcp: lease journal %s is corrupt at line %d: %w", path, n, jerr)
 		}
 		if rec.N > l.seq {
 			l.applyLocked(rec.Lease)
@@ -133,11 +157,60 @@ func (l *Leases) appendJournal(recs []Lease) error {
 }
 
 // compact writes the snapshot, recording the last journaled commit it
-// includes, then empties the journal. Call with flushMu held.
+// includes, and removes the journals. At start only, before any commit.
 func (l *Leases) compact() error {
 	l.mu.Lock()
 	all, seq := l.allLocked(), l.jseq
 	l.mu.Unlock()
+	if err := l.writeSnapshot(all, seq); err != nil {
+		return err
+	}
+	for _, p := range []string{oldJournalPath(l.path), journalPath(l.path)} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("dhcp: remove lease journal: %w", err)
+		}
+	}
+	return nil
+}
+
+// startCompaction moves the journal aside, copies the records it and the
+// commits before it hold, and leaves a goroutine to write them as the
+// snapshot. Call with flushMu held, after a commit (so nothing is dirty
+// that the old journal lacks and the copy includes: anything changed since
+// is in the copy and reaches the new journal with the next commit, whose
+// number is above the snapshot's).
+func (l *Leases) startCompaction() {
+	if l.journal != nil {
+		// Closing first: the next commit opens the new journal (and
+		// fsyncs the directory, which makes the rename durable with it).
+		err := l.journal.Close()
+		l.journal = nil
+		if err != nil {
+			return
+		}
+	}
+	if err := os.Rename(journalPath(l.path), oldJournalPath(l.path)); err != nil {
+		return // the journal grows on; tried again after the next commit
+	}
+	l.journalBytes = 0
+	l.mu.Lock()
+	all, seq := l.copyLocked(), l.jseq
+	l.mu.Unlock()
+	l.compacting = true
+	l.compactions.Go(func() {
+		sortLeases(all)
+		// A failed snapshot leaves the old journal for a start to replay.
+		if err := l.writeSnapshot(all, seq); err == nil {
+			_ = os.Remove(oldJournalPath(l.path))
+		}
+		l.flushMu.Lock()
+		l.compacting = false
+		l.flushMu.Unlock()
+	})
+}
+
+// writeSnapshot writes the snapshot file atomically.
+func (l *Leases) writeSnapshot(all []Lease, seq uint64) error {
 	b, err := json.Marshal(leaseFile{V: 1, Seq: seq, Leases: all})
 	if err != nil {
 		return fmt.Errorf("dhcp: encode leases: %w", err)
@@ -145,24 +218,25 @@ func (l *Leases) compact() error {
 	if err := atomicfile.WriteFile(l.path, b, 0o600); err != nil {
 		return fmt.Errorf("dhcp: save leases: %w", err)
 	}
+	l.snapMu.Lock()
 	l.seq, l.snapshotBytes = seq, int64(len(b))
-	if l.journal != nil {
-		if err := l.journal.Truncate(0); err != nil {
-			return fmt.Errorf("dhcp: empty lease journal: %w", err)
-		}
-		l.journalBytes = 0
-		return nil
-	}
-	// No journal open (at start): remove the one replayed, if any.
-	if err := os.Remove(journalPath(l.path)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("dhcp: remove lease journal: %w", err)
-	}
+	l.snapMu.Unlock()
 	return nil
 }
 
 // Close releases the journal. A later commit opens it again.
 func (l *Leases) Close() error {
-	l.flushMu.Lock()
+	// A snapshot being written finishes first, so that a restart that
+	// follows finds the files settled. Its goroutine ends by taking
+	// flushMu, so wait before holding it.
+	for {
+		l.compactions.Wait()
+		l.flushMu.Lock()
+		if !l.compacting {
+			break
+		}
+		l.flushMu.Unlock()
+	}
 	defer l.flushMu.Unlock()
 	if l.journal == nil {
 		return nil

@@ -109,16 +109,22 @@ func TestLeaseJournal(t *testing.T) {
 			want[mac] = a
 		}
 	}
-	st, err = os.Stat(journalPath(path))
-	if err != nil {
+	l2.compactions.Wait() // the snapshot is written beside the commits
+	var journalSize int64 // none: the last commit moved it aside
+	if st, err := os.Stat(journalPath(path)); err == nil {
+		journalSize = st.Size()
+	} else if !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
 	snap, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Size() > max(512, snap.Size())+4096 {
-		t.Errorf("journal %d bytes beside a %d-byte snapshot: never compacted", st.Size(), snap.Size())
+	if journalSize > max(512, snap.Size())+4096 {
+		t.Errorf("journal %d bytes beside a %d-byte snapshot: never compacted", journalSize, snap.Size())
+	}
+	if _, err := os.Stat(oldJournalPath(path)); !os.IsNotExist(err) {
+		t.Errorf("old journal left after its snapshot was written: %v", err)
 	}
 	l2.Close()
 	l3, err := OpenLeases(path)
@@ -142,25 +148,33 @@ func TestLeaseJournalCrash(t *testing.T) {
 		journal  string
 		want     map[string]string // bound leases by MAC
 		fails    string
+		old      string // the journal a compaction had moved aside
 	}{
 		{"a commit cut short: its partial line is dropped", "",
 			line(1, "10.9.0.10", "02:00:00:00:00:01", leaseBound) + `{"n":2,"ip":"10.9.0.11","ma`,
-			map[string]string{"02:00:00:00:00:01": ip("10.9.0.10")}, ""},
+			map[string]string{"02:00:00:00:00:01": ip("10.9.0.10")}, "", ""},
 		{"a whole last line without its newline is dropped too (its fsync never returned)", "",
 			line(1, "10.9.0.10", "02:00:00:00:00:01", leaseBound) + strings.TrimSuffix(line(2, "10.9.0.11", "02:00:00:00:00:02", leaseBound), "\n"),
-			map[string]string{"02:00:00:00:00:01": ip("10.9.0.10")}, ""},
+			map[string]string{"02:00:00:00:00:01": ip("10.9.0.10")}, "", ""},
 		{"crash between snapshot and emptying the journal: older records are not replayed",
 			`{"v":1,"seq":2,"leases":[{"ip":"10.9.0.10","mac":"02:00:00:00:00:01","state":"released","expires":"2026-11-27T12:00:00Z"}]}`,
 			line(1, "10.9.0.10", "02:00:00:00:00:01", leaseBound) + line(2, "10.9.0.11", "02:00:00:00:00:02", leaseOffered) +
 				line(3, "10.9.0.12", "02:00:00:00:00:03", leaseBound),
-			map[string]string{"02:00:00:00:00:03": ip("10.9.0.12")}, ""},
+			map[string]string{"02:00:00:00:00:03": ip("10.9.0.12")}, "", ""},
+		{"crash during a compaction: the old journal, then the journal, over the older snapshot",
+			`{"v":1,"seq":1,"leases":[{"ip":"10.9.0.10","mac":"02:00:00:00:00:01","state":"bound","expires":"2026-11-27T13:00:00Z"}]}`,
+			line(4, "10.9.0.15", "02:00:00:00:00:05", leaseBound),
+			map[string]string{"02:00:00:00:00:01": ip("10.9.0.10"), "02:00:00:00:00:02": ip("10.9.0.11"), "02:00:00:00:00:03": ip("10.9.0.13"),
+				"02:00:00:00:00:05": ip("10.9.0.15")}, "",
+			line(1, "10.9.0.14", "02:00:00:00:00:04", leaseBound) + line(2, "10.9.0.11", "02:00:00:00:00:02", leaseBound) +
+				line(3, "10.9.0.13", "02:00:00:00:00:03", leaseBound)},
 		{"a dropped offer is replayed as gone", "",
 			line(1, "10.9.0.10", "02:00:00:00:00:01", leaseOffered) + line(2, "10.9.0.11", "02:00:00:00:00:02", leaseBound) +
 				`{"n":3,"ip":"10.9.0.10","state":"gone","expires":"0001-01-01T00:00:00Z"}` + "\n",
-			map[string]string{"02:00:00:00:00:02": ip("10.9.0.11")}, ""},
+			map[string]string{"02:00:00:00:00:02": ip("10.9.0.11")}, "", ""},
 		{"a bad line with more after it is corruption", "",
 			line(1, "10.9.0.10", "02:00:00:00:00:01", leaseBound) + "garbage\n" + line(2, "10.9.0.11", "02:00:00:00:00:02", leaseBound),
-			nil, "lease journal"},
+			nil, "lease journal", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "leases.json")
@@ -171,6 +185,11 @@ func TestLeaseJournalCrash(t *testing.T) {
 			}
 			if err := os.WriteFile(journalPath(path), []byte(tc.journal), 0o600); err != nil {
 				t.Fatal(err)
+			}
+			if tc.old != "" {
+				if err := os.WriteFile(oldJournalPath(path), []byte(tc.old), 0o600); err != nil {
+					t.Fatal(err)
+				}
 			}
 			l, err := OpenLeases(path)
 			if tc.fails != "" {
@@ -194,6 +213,11 @@ func TestLeaseJournalCrash(t *testing.T) {
 			l2, err := OpenLeases(path)
 			if err != nil {
 				t.Fatal(err)
+			}
+			for _, p := range []string{journalPath(path), oldJournalPath(path)} {
+				if _, err := os.Stat(p); err == nil {
+					t.Errorf("%s left after the start folded it into the snapshot", filepath.Base(p))
+				}
 			}
 			tc.want["02:00:00:00:00:20"] = ip("10.9.0.20")
 			if diff := cmp.Diff(tc.want, leasesByMAC(l2)); diff != "" {
@@ -288,5 +312,53 @@ func TestGroupCommit(t *testing.T) {
 		if want := fmt.Sprintf("52:54:00:00:10:%02x", i); got[ip(i)] != want {
 			t.Errorf("after a crash %s is bound to %q, want %s (it was ACKed)", ip(i), got[ip(i)], want)
 		}
+	}
+}
+
+// TestCompactionBesideCommits: clients bind from many goroutines while the
+// journal is compacted again and again (a tiny bound); every ACKed lease
+// survives a restart, whichever commit a compaction fell between.
+func TestCompactionBesideCommits(t *testing.T) {
+	const workers, each = 8, 100
+	path := filepath.Join(t.TempDir(), "leases.json")
+	l, err := OpenLeases(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.compactMin = 256
+	p := journalPool()
+	var (
+		mu    sync.Mutex
+		acked = map[string]string{}
+		wg    sync.WaitGroup
+	)
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				mac := fmt.Sprintf("02:00:00:%02x:%02x:%02x", w, i>>8, i&0xff)
+				a, _ := l.Offer(p, mac, netip.Addr{}, journalNow, journalNow.Add(time.Minute))
+				if ok, err := l.Bind(p, a, mac, journalNow, time.Hour); !ok || err != nil {
+					t.Errorf("bind %s %s: %v %v", mac, a, ok, err)
+					return
+				}
+				mu.Lock()
+				acked[mac] = a.String()
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if l.seq == 0 {
+		t.Fatal("no snapshot was written: the test never compacted")
+	}
+	again, err := OpenLeases(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(acked, leasesByMAC(again)); diff != "" {
+		t.Errorf("after compactions and a restart (-acked +on disk):\n%s", diff)
 	}
 }

@@ -62,13 +62,18 @@ type Leases struct {
 	saved   atomic.Uint64 // gen of the last write on disk
 
 	// flushMu serialises the writer with Close.
-	flushMu       sync.Mutex
-	journal       *os.File // open for appending; nil until the first commit
-	journalBytes  int64
+	flushMu      sync.Mutex
+	journal      *os.File // open for appending; nil until the first commit
+	journalBytes int64
+	compactMin   int64  // the journal is never compacted below this (compactMin; tests lower it)
+	jseq         uint64 // the last commit written to the journal
+	compacting   bool   // a snapshot is being written in the background (under flushMu)
+	compactions  sync.WaitGroup
+
+	// snapMu guards what the background snapshot writer updates.
+	snapMu        sync.Mutex
 	snapshotBytes int64
-	compactMin    int64  // the journal is never compacted below this (compactMin; tests lower it)
 	seq           uint64 // the last journaled commit the snapshot includes
-	jseq          uint64 // the last commit written to the journal
 
 	// synced, when set (tests), is called after each fsync of the journal
 	// with the records it made durable, before any waiter returns.
@@ -125,12 +130,23 @@ func (l *Leases) All() []Lease {
 }
 
 func (l *Leases) allLocked() []Lease {
+	out := l.copyLocked()
+	sortLeases(out)
+	return out
+}
+
+// copyLocked copies every record, unsorted: the copy is all that needs the
+// lock.
+func (l *Leases) copyLocked() []Lease {
 	out := make([]Lease, 0, len(l.byIP))
 	for _, le := range l.byIP {
 		out = append(out, *le)
 	}
-	slices.SortFunc(out, func(a, b Lease) int { return a.IP.Compare(b.IP) })
 	return out
+}
+
+func sortLeases(ls []Lease) {
+	slices.SortFunc(ls, func(a, b Lease) int { return a.IP.Compare(b.IP) })
 }
 
 // setLocked records le, replacing the address's record and moving the MAC.
@@ -231,11 +247,11 @@ func (l *Leases) write() error {
 		l.synced(recs)
 	}
 	l.saved.Store(gen)
-	if l.journalBytes > max(l.compactMin, l.snapshotBytes) {
-		// The commit is on disk whatever happens here; a failed
-		// compaction leaves the journal to grow and is tried again next
-		// time.
-		_ = l.compact()
+	l.snapMu.Lock()
+	due := l.journalBytes > max(l.compactMin, l.snapshotBytes)
+	l.snapMu.Unlock()
+	if due && !l.compacting {
+		l.startCompaction()
 	}
 	return nil
 }

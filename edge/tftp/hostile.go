@@ -3,8 +3,13 @@ package tftp
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 )
 
 // What the server does with hostile requests (wire.go, transfer.go):
@@ -46,6 +51,94 @@ var errServerFull = errors.New("server busy")
 
 // errDropped is answer's outcome for a request answered with nothing.
 var errDropped = errors.New("tftp: request dropped")
+
+// inflight holds the requests being answered, by client address and port,
+// operation and file name. A client that hears nothing for a while sends
+// its RRQ again from the same port; answering that copy too started a second
+// transfer the client ignores (it keeps the first server port that
+// answers), which then held a slot for Timeout × Retries. In a storm of a
+// thousand machines, where first answers can be late, those copies filled
+// every slot and the machines behind them timed out. A copy, byte for byte,
+// of a request whose transfer has not yet heard from the client is dropped:
+// that transfer resends its first packet on its own time-out. Once the
+// client has answered the transfer, the same request again is a new one
+// (a firmware's size probe, aborted, then the download).
+type inflight struct {
+	mu sync.Mutex
+	m  map[inflightKey]*pending
+}
+
+type inflightKey struct {
+	addr     netip.AddrPort
+	op       uint16
+	filename string
+}
+
+// pending is one request being answered.
+type pending struct {
+	packet string                      // the request as it came, options and all
+	heard  atomic.Bool                 // the transfer read a packet from the client, or ended
+	conn   atomic.Pointer[net.UDPConn] // the transfer's socket, once open
+}
+
+// answered reports whether the client has sent anything to the transfer:
+// read by it already, or still queued on its socket. A client that aborts
+// a transfer (UEFI's size probe, error 8) and asks again at once sends
+// the abort first; the transfer may not have read it yet when the request
+// comes, but the kernel has queued it.
+func (p *pending) answered() bool {
+	if p.heard.Load() {
+		return true
+	}
+	c := p.conn.Load()
+	if c == nil {
+		return false
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return true // cannot tell: a new transfer, as without this check
+	}
+	// Control, not Read: Read queues behind the transfer's own blocked
+	// read, which holds the socket's read lock until its time-out.
+	queued := false
+	var b [1]byte
+	rc.Control(func(fd uintptr) {
+		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		queued = err == nil
+	})
+	return queued
+}
+
+// add records a request, or returns nil when it repeats one in progress.
+func (f *inflight) add(k inflightKey, packet []byte) *pending {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p := f.m[k]; p != nil && p.packet == string(packet) && !p.answered() {
+		return nil
+	}
+	if f.m == nil {
+		f.m = map[inflightKey]*pending{}
+	}
+	p := &pending{packet: string(packet)}
+	f.m[k] = p
+	return p
+}
+
+// remove forgets p, unless a newer request from the port took its place.
+func (f *inflight) remove(k inflightKey, p *pending) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m[k] == p {
+		delete(f.m, k)
+	}
+}
+
+// size reports the requests in progress (for tests).
+func (f *inflight) size() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.m)
+}
 
 // slots bounds transfers in flight, per client address and in all.
 type slots struct {

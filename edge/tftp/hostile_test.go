@@ -240,25 +240,27 @@ func TestHostileRequests(t *testing.T) {
 // meanwhile, and the slots come back when the transfers end.
 func TestFloodFromOneAddress(t *testing.T) {
 	f := startServerWith(t, false, func(c *Config) { c.MaxPerClient = 4 })
-	var hung []*net.UDPAddr
-	flooder := newRawClient(t, "127.0.0.1")
+	var (
+		hung     []*net.UDPAddr
+		flooders []*rawClient
+	)
 	for range 4 {
-		// Each RRQ gets its own transfer; never ACKed, it waits for the
-		// client until aborted.
+		// Each RRQ, from a port of its own (a copy from the same port
+		// would be dropped as a repeat), gets its own transfer; never
+		// ACKed, it waits for the client until aborted.
+		flooder := newRawClient(t, "127.0.0.1")
 		flooder.send(f.addr, rrq("undionly.kpxe", "octet"))
 		p := flooder.recv()
 		if p.op != opDATA {
 			t.Fatalf("transfer %d: got %v", len(hung)+1, p)
 		}
-		hung = append(hung, p.from)
+		hung, flooders = append(hung, p.from), append(flooders, flooder)
 	}
 	const extra = 50
 	for i := range extra {
+		flooder := newRawClient(t, "127.0.0.1")
 		flooder.send(f.addr, rrq("undionly.kpxe", "octet"))
 		p := flooder.recv()
-		for p.op == opDATA { // a retransmit of a hung transfer
-			p = flooder.recv()
-		}
 		if p.op != opERROR || !bytes.Contains(p.body, []byte("too many transfers from 127.0.0.1")) {
 			t.Fatalf("request %d over the cap: got %v, want an error packet", i+5, p)
 		}
@@ -273,8 +275,8 @@ func TestFloodFromOneAddress(t *testing.T) {
 	if got := newRawClient(t, "127.0.0.2").fetch(f.addr, "undionly.kpxe"); !bytes.Equal(got, f.files["undionly.kpxe"]) {
 		t.Fatalf("other client: %d bytes", len(got))
 	}
-	for _, tid := range hung {
-		flooder.abort(tid)
+	for i, tid := range hung {
+		flooders[i].abort(tid)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for total, _ := f.srv.slots.inFlight(); total != 0; total, _ = f.srv.slots.inFlight() {
@@ -296,20 +298,26 @@ func TestFloodFromOneAddress(t *testing.T) {
 func TestServerFullIsSilent(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	f := startServerWith(t, false, func(c *Config) { c.MaxTransfers, c.Metrics = 2, reg })
-	var hung []*net.UDPAddr
-	holder := newRawClient(t, "127.0.0.1")
+	var (
+		hung    []*net.UDPAddr
+		holders []*rawClient
+	)
 	for range 2 {
+		holder := newRawClient(t, "127.0.0.1")
 		holder.send(f.addr, rrq("undionly.kpxe", "octet"))
 		p := holder.recv()
 		if p.op != opDATA {
 			t.Fatalf("transfer %d: got %v", len(hung)+1, p)
 		}
-		hung = append(hung, p.from)
+		hung, holders = append(hung, p.from), append(holders, holder)
 	}
-	late := newRawClient(t, "127.0.0.3")
+	var lates []*rawClient
 	for range 3 {
+		late := newRawClient(t, "127.0.0.3")
 		late.send(f.addr, rrq("undionly.kpxe", "octet"))
+		lates = append(lates, late)
 	}
+	late := lates[0]
 	// The server answers requests in order: a request it serves after
 	// these from another address has its answer once they were dropped.
 	waitfor.OK(t, "the dropped requests counted", func() error {
@@ -322,16 +330,18 @@ func TestServerFullIsSilent(t *testing.T) {
 		}
 		return nil
 	})
-	late.nothingPending()
+	for _, l := range lates {
+		l.nothingPending()
+	}
 	if got := strings.Count(f.logs.String(), fmt.Sprintf("reason=%q", reasonFull)); got != 1 {
 		t.Errorf("%d log lines for 3 dropped requests, want 1\n%s", got, f.logs.String())
 	}
-	holder.abort(hung[0])
+	holders[0].abort(hung[0])
 	waitfor.True(t, "a slot freed", func() bool { n, _ := f.srv.slots.inFlight(); return n < 2 })
 	if got := late.fetch(f.addr, "undionly.kpxe"); !bytes.Equal(got, f.files["undionly.kpxe"]) {
 		t.Fatalf("the retry once a slot is free: %d bytes", len(got))
 	}
-	holder.abort(hung[1])
+	holders[1].abort(hung[1])
 }
 
 func TestSlots(t *testing.T) {
@@ -421,4 +431,54 @@ func FuzzRequest(f *testing.F) {
 			t.Fatalf("empty.bin: %d bytes", len(got))
 		}
 	})
+}
+
+// TestRepeatedRequest: a client that hears nothing sends its RRQ again from
+// the same port; while the transfer has not heard from it, those copies
+// start nothing (each would hold a slot, ignored by the client, until its
+// time-out) and are counted as repeats. Once the client has answered the
+// transfer, the same request is a new one.
+func TestRepeatedRequest(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	f := startServerWith(t, false, func(c *Config) { c.Metrics = reg })
+	c := newRawClient(t, "127.0.0.1")
+	c.send(f.addr, rrq("undionly.kpxe", "octet"))
+	first := c.recv()
+	if first.op != opDATA || binary.BigEndian.Uint16(first.body) != 1 {
+		t.Fatalf("first answer %v, want DATA 1", first)
+	}
+	for range 3 {
+		c.send(f.addr, rrq("undionly.kpxe", "octet"))
+	}
+	waitGathered(t, reg, map[string]float64{"fleetboot_tftp_transfers_total{result=repeat,windowsize=1}": 3})
+	if n, _ := f.srv.slots.inFlight(); n != 1 {
+		t.Fatalf("%d transfers in flight after 3 copies of one request, want 1", n)
+	}
+	// The client answers: the same request from the same port is now a new
+	// one, with a transfer of its own.
+	c.send(first.from, []byte{0, opACK, 0, 1})
+	c.send(f.addr, rrq("undionly.kpxe", "octet"))
+	for {
+		p := c.recv()
+		if p.from.String() != first.from.String() {
+			if p.op != opDATA || binary.BigEndian.Uint16(p.body) != 1 {
+				t.Fatalf("the request after the client answered: %v, want DATA 1", p)
+			}
+			c.abort(p.from)
+			break
+		}
+	}
+	c.abort(first.from)
+	waitfor.True(t, "both transfers ended", func() bool { n, _ := f.srv.slots.inFlight(); return n == 0 })
+	waitfor.True(t, "no request left in progress", func() bool { return f.srv.inflight.size() == 0 })
+	// What the first transfer sent before its abort arrived (DATA 2).
+	for {
+		c.conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if _, _, err := c.conn.ReadFromUDP(make([]byte, 600)); err != nil {
+			break
+		}
+	}
+	if got := c.fetch(f.addr, "undionly.kpxe"); !bytes.Equal(got, f.files["undionly.kpxe"]) {
+		t.Fatalf("a fetch from the same port afterwards: %d bytes", len(got))
+	}
 }

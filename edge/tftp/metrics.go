@@ -16,6 +16,7 @@ const (
 	resultFailed   = "failed"   // time-out, the client's error, a read error
 	resultRefused  = "refused"  // an ERROR packet instead of a file (not found, rate, busy, WRQ)
 	resultDropped  = "dropped"  // no answer: every transfer slot was taken (the client sends its RRQ again)
+	resultRepeat   = "repeat"   // no answer: a copy of a request from the same port still being answered
 )
 
 // metrics are the server's series. windowsize is the negotiated value,
@@ -29,7 +30,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		transfers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetboot_tftp_transfers_total",
-			Help: "TFTP read requests by result (complete, probe, failed, refused, dropped) and negotiated windowsize (1 without the option)."},
+			Help: "TFTP read requests by result (complete, probe, failed, refused, dropped, repeat) and negotiated windowsize (1 without the option)."},
 			[]string{"result", "windowsize"}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "fleetboot_tftp_sent_bytes_total",
 			Help: "File bytes sent in TFTP DATA packets (retransmissions not counted)."}),
@@ -37,7 +38,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Duration of complete TFTP transfers, request to last acknowledgement.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}),
 	}
-	for _, r := range []string{resultComplete, resultProbe, resultFailed, resultRefused, resultDropped} {
+	for _, r := range []string{resultComplete, resultProbe, resultFailed, resultRefused, resultDropped, resultRepeat} {
 		m.transfers.WithLabelValues(r, "1")
 	}
 	if reg == nil {
@@ -50,6 +51,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	return m, nil
 }
+
+// repeat counts a request dropped as a copy of one in progress.
+func (m *metrics) repeat() { m.transfers.WithLabelValues(resultRepeat, "1").Inc() }
 
 // finished counts one request: answer's error (a *refusal, or nil) and
 // what the transfer recorded of its sending.

@@ -120,9 +120,10 @@ type Server struct {
 	closed  bool // Close ran: no Listen or Serve after it
 	serving bool
 
-	slots slots
-	rate  *ratelimit.PerSource // nil: no limit
-	m     *metrics
+	slots    slots
+	inflight inflight
+	rate     *ratelimit.PerSource // nil: no limit
+	m        *metrics
 }
 
 // NewServer checks the configuration and opens the root directory.
@@ -282,7 +283,16 @@ func (s *Server) Serve(ctx context.Context) error {
 			s.drops.Warn("tftp: packet dropped", "reason", reasonMalformed, "ip", p.remote.IP.String(), "err", err)
 			continue
 		}
-		transfers.Go(func() { s.handle(req, p) })
+		key := inflightKey{addr: p.remote.AddrPort(), op: req.op, filename: req.filename}
+		e := s.inflight.add(key, buf[:n])
+		if e == nil {
+			s.m.repeat()
+			continue
+		}
+		transfers.Go(func() {
+			defer s.inflight.remove(key, e)
+			s.handle(req, p, e)
+		})
 	}
 }
 
@@ -357,15 +367,18 @@ func (a *arrival) setInterface(index, overhead int) {
 
 // handle answers one request from a socket of its own (the transfer ID of
 // RFC 1350), bound to the address the request came to.
-func (s *Server) handle(req request, p arrival) {
+func (s *Server) handle(req request, p arrival, e *pending) {
 	conn, err := net.ListenUDP("udp", p.local)
 	if err != nil {
 		s.drops.Warn("tftp: request dropped", "reason", reasonSocket, "ip", p.remote.IP.String(), "err", err)
 		return
 	}
 	defer conn.Close()
+	e.conn.Store(conn)
+	// A copy arriving between the end and remove starts a transfer anew.
+	defer e.heard.Store(true)
 	t := &transfer{conn: conn, remote: p.remote, req: req, maxBlk: p.maxBlk, size: -1,
-		timeout: s.cfg.Timeout, retries: s.cfg.Retries}
+		timeout: s.cfg.Timeout, retries: s.cfg.Retries, heard: &e.heard}
 	t.setBatch()
 	start := time.Now()
 	err = s.answer(t)

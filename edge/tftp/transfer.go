@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/ipv4"
@@ -74,6 +75,7 @@ type transfer struct {
 	timeout time.Duration // per window; the client's timeout option replaces it
 	retries int           // retransmits of one window without progress
 	size    int64         // what tsize reports; -1: unknown (tsize is not acknowledged)
+	heard   *atomic.Bool  // set at the client's first packet to the transfer's port; nil in tests
 
 	// batch sends a window in one sendmmsg; nil: one write per block (a
 	// dual-stack socket answering an IPv4 client, which sendmmsg's address
@@ -321,6 +323,9 @@ func (t *transfer) await(acked, end int64) (int64, error) {
 		if !from.IP.Equal(t.remote.IP) || from.Port != t.remote.Port {
 			t.conn.WriteToUDP(packError(codeUnknownTID, "unknown transfer ID"), from)
 			continue
+		}
+		if t.heard != nil && !t.heard.Load() {
+			t.heard.Store(true)
 		}
 		if n < 4 {
 			continue
