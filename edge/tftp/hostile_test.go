@@ -2,6 +2,7 @@ package tftp
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -349,7 +350,7 @@ func TestSlots(t *testing.T) {
 	var got []string
 	var releases []func()
 	try := func(ip string) {
-		r, err := s.acquire(ip)
+		r, err := s.acquire(context.Background(), ip)
 		if err != nil {
 			got = append(got, ip+": "+err.Error())
 			return
@@ -378,6 +379,53 @@ func TestSlots(t *testing.T) {
 	if n, clients := s.inFlight(); n != 0 || clients != 0 {
 		t.Fatalf("after release: %d in flight, %d clients tracked; want 0, 0", n, clients)
 	}
+}
+
+// TestSlotWait: with every slot taken, requests wait for one in order of
+// arrival, as many as the queue holds; the rest, and those whose wait runs
+// out, are told the server is full. A slot freed goes to the oldest waiter.
+func TestSlotWait(t *testing.T) {
+	s := slots{perClient: 4, total: 1, queue: 2, wait: time.Minute, active: map[string]int{}}
+	ctx := context.Background()
+	first, err := s.acquire(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 3)
+	for _, ip := range []string{"b", "c"} {
+		go func() {
+			r, err := s.acquire(ctx, ip)
+			if err != nil {
+				got <- ip + ": " + err.Error()
+				return
+			}
+			got <- ip
+			r()
+		}()
+		// b queues before c.
+		waitfor.True(t, ip+" waiting", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.active[ip] == 1 })
+	}
+	if _, err := s.acquire(ctx, "d"); !errors.Is(err, errServerFull) {
+		t.Fatalf("a request past the queue: %v, want %v", err, errServerFull)
+	}
+	first()
+	if a, b := <-got, <-got; a != "b" || b != "c" {
+		t.Fatalf("slots went to %s, %s; want b, then c", a, b)
+	}
+
+	short := slots{perClient: 4, total: 1, queue: 2, wait: 20 * time.Millisecond, active: map[string]int{}}
+	hold, err := short.acquire(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := short.acquire(ctx, "b"); !errors.Is(err, errServerFull) {
+		t.Fatalf("after its wait: %v, want %v", err, errServerFull)
+	}
+	hold()
+	if n, clients := short.inFlight(); n != 0 || clients != 0 || len(short.waiters) != 0 {
+		t.Fatalf("after release: %d in flight, %d clients, %d waiting; want none", n, clients, len(short.waiters))
+	}
+	waitfor.True(t, "b's and c's slots released", func() bool { n, clients := s.inFlight(); return n == 0 && clients == 0 })
 }
 
 // FuzzRequest sends arbitrary datagrams to a real server's port from one

@@ -92,9 +92,11 @@ type Config struct {
 	// MaxPerClient bounds transfers in flight from one IP address (default
 	// 4: a firmware fetches one file at a time, plus a size probe); more are
 	// refused at once with an error packet. MaxTransfers bounds them all
-	// (default 256). Each transfer holds a socket and a goroutine for up to
-	// Timeout × Retries when the client goes silent, so a flood from one
-	// address must not be able to open them without limit.
+	// (default 256); a request beyond it waits up to Timeout for a slot, in
+	// order of arrival (4 × MaxTransfers at most wait), else gets no answer.
+	// Each transfer holds a socket and a goroutine for up to Timeout ×
+	// Retries when the client goes silent, so a flood from one address must
+	// not be able to open them without limit.
 	MaxPerClient int
 	MaxTransfers int
 	// LogEvery is the least time between two log lines about refused or
@@ -162,7 +164,8 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: l.With("component", "tftp"), ctx: context.Background(), m: m}
 	s.drops = ratelog.Logger(s.log, cfg.LogEvery)
-	s.slots = slots{perClient: cfg.MaxPerClient, total: cfg.MaxTransfers, active: map[string]int{}}
+	s.slots = slots{perClient: cfg.MaxPerClient, total: cfg.MaxTransfers, queue: 4 * cfg.MaxTransfers, wait: cfg.Timeout,
+		active: map[string]int{}}
 	s.rate = newRateLimit(cfg.RateLimit)
 	if cfg.Root != "" {
 		root, err := os.OpenRoot(cfg.Root)
@@ -376,9 +379,9 @@ func (s *Server) handle(req request, p arrival, e *pending) {
 	defer conn.Close()
 	e.conn.Store(conn)
 	// A copy arriving between the end and remove starts a transfer anew.
-	defer e.heard.Store(true)
+	defer e.settled.Store(true)
 	t := &transfer{conn: conn, remote: p.remote, req: req, maxBlk: p.maxBlk, size: -1,
-		timeout: s.cfg.Timeout, retries: s.cfg.Retries, heard: &e.heard}
+		timeout: s.cfg.Timeout, retries: s.cfg.Retries, settled: &e.settled}
 	t.setBatch()
 	start := time.Now()
 	err = s.answer(t)
@@ -466,7 +469,7 @@ func (s *Server) read(t *transfer) error {
 	// limited log line per interval is all it may cost.
 	// Per /64 for IPv6, as the rate limit: a machine picks addresses in
 	// its /64 at will.
-	release, err := s.slots.acquire(ratelimit.AddrKey(remote.IP))
+	release, err := s.slots.acquire(s.baseContext(), ratelimit.AddrKey(remote.IP))
 	if errors.Is(err, errServerFull) {
 		s.drops.Warn("tftp: request dropped", "reason", reasonFull, "ip", remote.IP.String(), "err", err)
 		return errDropped

@@ -75,7 +75,7 @@ type transfer struct {
 	timeout time.Duration // per window; the client's timeout option replaces it
 	retries int           // retransmits of one window without progress
 	size    int64         // what tsize reports; -1: unknown (tsize is not acknowledged)
-	heard   *atomic.Bool  // set at the client's first packet to the transfer's port; nil in tests
+	settled *atomic.Bool  // set at the client's first packet to the transfer's port and by sendError; nil in tests
 
 	// batch sends a window in one sendmmsg; nil: one write per block (a
 	// dual-stack socket answering an IPv4 client, which sendmmsg's address
@@ -185,6 +185,10 @@ func (r request) optValue(name string) string { v, _ := r.opt(name); return v }
 // sendError tells the client why the transfer ends; best effort (the
 // client may be gone).
 func (t *transfer) sendError(code uint16, msg string) {
+	if t.settled != nil {
+		// Before the packet: the client may ask again as soon as it has it.
+		t.settled.Store(true)
+	}
 	t.conn.WriteToUDP(packError(code, msg), t.remote)
 }
 
@@ -324,8 +328,8 @@ func (t *transfer) await(acked, end int64) (int64, error) {
 			t.conn.WriteToUDP(packError(codeUnknownTID, "unknown transfer ID"), from)
 			continue
 		}
-		if t.heard != nil && !t.heard.Load() {
-			t.heard.Store(true)
+		if t.settled != nil && !t.settled.Load() {
+			t.settled.Store(true)
 		}
 		if n < 4 {
 			continue

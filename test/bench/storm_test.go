@@ -126,12 +126,35 @@ func BenchmarkBootStorm(b *testing.B) {
 					s.start(b, env, files, macs)
 					link = max(link, linkThroughput(b, env, files.initrd, stormInitrd))
 					before := linkDrops(b, env)
+					stop := profileStorm(b, env.benchEnv, s.name, n)
 					runs[s.name] = runStorm(b, env, macs)
+					stop()
 					b.Logf("packets the storm's network dropped (switch ports and the server's veth): %s", linkDropsSince(b, env, before))
 				})
 			}
 			reportStorm(b, res, n, runs, link)
 		})
+	}
+}
+
+// profileStorm saves the edge's CPU profile over the first 20 s of the
+// storm to FLEETBOOT_BENCH_PROFILE/storm-N.cpu.prof (profileStep's for DHCP).
+func profileStorm(b *testing.B, env *benchEnv, server string, n int) (stop func()) {
+	dir := os.Getenv(profileEnv)
+	if dir == "" || server != fleetbootName {
+		return func() {}
+	}
+	out := filepath.Join(dir, fmt.Sprintf("storm-%d.cpu.prof", n))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	cpu := env.srv.Command(ctx, "curl", "-sS", "-o", out, "http://"+profileAddr+"/debug/pprof/profile?seconds=20")
+	if err := cpu.Start(); err != nil {
+		b.Fatalf("profile: %v", err)
+	}
+	return func() {
+		defer cancel()
+		if err := cpu.Wait(); err != nil {
+			b.Logf("profile %s: %v", out, err)
+		}
 	}
 }
 
@@ -252,7 +275,11 @@ func stormIP(i int) string {
 // the edge's cache.
 func startStormFleetboot(b *testing.B, env *stormEnv, files stormFiles, macs []string) {
 	b.Helper()
-	fb := startFleetboot(b, env.benchEnv, edgeOpts{dhcp: true, pool: stormPoolStart + "-" + stormPoolEnd})
+	o := edgeOpts{dhcp: true, pool: stormPoolStart + "-" + stormPoolEnd}
+	if os.Getenv(profileEnv) != "" {
+		o.args = append(o.args, "--pprof-listen="+profileAddr)
+	}
+	fb := startFleetboot(b, env.benchEnv, o)
 	fb.cli("image", "add", stormImage, "--kernel", files.kernel, "--initrd", files.initrd, "--cmdline", "console=ttyS0")
 	got := writeHostsKV(b, natsConn(b, env.srv), "lab", stormImage, len(macs), stormIP)
 	if !slices.Equal(got, macs) {
