@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/fleetboot/fleetboot/shared/atomicfile"
 )
@@ -175,38 +176,61 @@ func (l *Leases) compact() error {
 
 // startCompaction moves the journal aside, copies the records it and the
 // commits before it hold, and leaves a goroutine to write them as the
-// snapshot. Call with flushMu held, after a commit (so nothing is dirty
-// that the old journal lacks and the copy includes: anything changed since
-// is in the copy and reaches the new journal with the next commit, whose
-// number is above the snapshot's).
+// snapshot. Call with flushMu held, after a commit (anything changed since
+// that is in the copy reaches the new journal with the next commit, whose
+// number is above the snapshot's, and is replayed over it).
 func (l *Leases) startCompaction() {
-	if l.journal != nil {
-		// Closing first: the next commit opens the new journal (and
-		// fsyncs the directory, which makes the rename durable with it).
-		err := l.journal.Close()
-		l.journal = nil
-		if err != nil {
-			return
+	// An old journal still there is one whose snapshot failed: its records
+	// are in no snapshot yet, so it stays, and the journal with it; this
+	// snapshot covers both.
+	if _, err := os.Lstat(oldJournalPath(l.path)); errors.Is(err, os.ErrNotExist) {
+		if l.journal != nil {
+			// Closing first: the next commit opens the new journal
+			// (and fsyncs the directory, which makes the rename
+			// durable with it).
+			err := l.journal.Close()
+			l.journal = nil
+			if err != nil {
+				return
+			}
 		}
+		if err := os.Rename(journalPath(l.path), oldJournalPath(l.path)); err != nil {
+			return // the journal grows on; tried again after the next commit
+		}
+		l.journalBytes = 0
 	}
-	if err := os.Rename(journalPath(l.path), oldJournalPath(l.path)); err != nil {
-		return // the journal grows on; tried again after the next commit
-	}
-	l.journalBytes = 0
 	l.mu.Lock()
 	all, seq := l.copyLocked(), l.jseq
 	l.mu.Unlock()
-	l.compacting = true
-	l.compactions.Go(func() {
+	done := make(chan struct{})
+	l.compacting, l.compactDone = true, done
+	go func() {
 		sortLeases(all)
-		// A failed snapshot leaves the old journal for a start to replay.
-		if err := l.writeSnapshot(all, seq); err == nil {
+		err := l.writeSnapshot(all, seq)
+		if err == nil {
 			_ = os.Remove(oldJournalPath(l.path))
 		}
 		l.flushMu.Lock()
+		defer l.flushMu.Unlock()
+		if err != nil {
+			// A failing disk: not again for a while (each try copies and
+			// encodes every lease).
+			l.compactAfter = time.Now().Add(10 * time.Second)
+		}
 		l.compacting = false
+		close(done)
+	}()
+}
+
+// lockSettled takes flushMu once no snapshot is being written.
+func (l *Leases) lockSettled() {
+	l.flushMu.Lock()
+	for l.compacting {
+		done := l.compactDone
 		l.flushMu.Unlock()
-	})
+		<-done
+		l.flushMu.Lock()
+	}
 }
 
 // writeSnapshot writes the snapshot file atomically.
@@ -227,16 +251,8 @@ func (l *Leases) writeSnapshot(all []Lease, seq uint64) error {
 // Close releases the journal. A later commit opens it again.
 func (l *Leases) Close() error {
 	// A snapshot being written finishes first, so that a restart that
-	// follows finds the files settled. Its goroutine ends by taking
-	// flushMu, so wait before holding it.
-	for {
-		l.compactions.Wait()
-		l.flushMu.Lock()
-		if !l.compacting {
-			break
-		}
-		l.flushMu.Unlock()
-	}
+	// follows finds the files settled.
+	l.lockSettled()
 	defer l.flushMu.Unlock()
 	if l.journal == nil {
 		return nil

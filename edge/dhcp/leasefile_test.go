@@ -109,7 +109,8 @@ func TestLeaseJournal(t *testing.T) {
 			want[mac] = a
 		}
 	}
-	l2.compactions.Wait() // the snapshot is written beside the commits
+	l2.lockSettled() // the snapshot is written beside the commits
+	l2.flushMu.Unlock()
 	var journalSize int64 // none: the last commit moved it aside
 	if st, err := os.Stat(journalPath(path)); err == nil {
 		journalSize = st.Size()
@@ -360,5 +361,57 @@ func TestCompactionBesideCommits(t *testing.T) {
 	}
 	if diff := cmp.Diff(acked, leasesByMAC(again)); diff != "" {
 		t.Errorf("after compactions and a restart (-acked +on disk):\n%s", diff)
+	}
+}
+
+// TestCompactionFailure: a snapshot that cannot be written leaves the old
+// journal in place, and the next compaction does not move the journal over
+// it; a start after that replays both and loses nothing that was ACKed.
+func TestCompactionFailure(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "leases.json")
+	l, err := OpenLeases(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.compactMin = 256
+	// A non-empty directory where the snapshot goes: its rename fails.
+	if err := os.MkdirAll(filepath.Join(path, "blocker"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := journalPool()
+	acked := map[string]string{}
+	bind := func(prefix, n int) {
+		for i := range n {
+			mac := fmt.Sprintf("02:00:00:%02x:00:%02x", prefix, i)
+			a, _ := l.Offer(p, mac, netip.Addr{}, journalNow, journalNow.Add(time.Minute))
+			if ok, err := l.Bind(p, a, mac, journalNow, time.Hour); !ok || err != nil {
+				t.Fatalf("bind %s: %v %v", mac, ok, err)
+			}
+			acked[mac] = a.String()
+		}
+	}
+	retryNow := func() {
+		l.lockSettled()
+		l.compactAfter = time.Time{}
+		l.flushMu.Unlock()
+	}
+	bind(1, 30)
+	retryNow()
+	if _, err := os.Stat(oldJournalPath(path)); err != nil {
+		t.Fatalf("old journal after a failed snapshot: %v", err)
+	}
+	bind(2, 30) // compacts again, and fails again
+	retryNow()
+	// A crash now: the next start finds no snapshot, the old journal and
+	// the journal.
+	if err := os.RemoveAll(path); err != nil {
+		t.Fatal(err)
+	}
+	again, err := OpenLeases(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(acked, leasesByMAC(again)); diff != "" {
+		t.Errorf("after failed compactions and a crash (-acked +on disk):\n%s", diff)
 	}
 }

@@ -65,10 +65,11 @@ type Leases struct {
 	flushMu      sync.Mutex
 	journal      *os.File // open for appending; nil until the first commit
 	journalBytes int64
-	compactMin   int64  // the journal is never compacted below this (compactMin; tests lower it)
-	jseq         uint64 // the last commit written to the journal
-	compacting   bool   // a snapshot is being written in the background (under flushMu)
-	compactions  sync.WaitGroup
+	compactMin   int64         // the journal is never compacted below this (compactMin; tests lower it)
+	jseq         uint64        // the last commit written to the journal
+	compacting   bool          // a snapshot is being written in the background
+	compactDone  chan struct{} // closed when that snapshot is done
+	compactAfter time.Time     // no compaction before (after a failed one)
 
 	// snapMu guards what the background snapshot writer updates.
 	snapMu        sync.Mutex
@@ -250,7 +251,7 @@ func (l *Leases) write() error {
 	l.snapMu.Lock()
 	due := l.journalBytes > max(l.compactMin, l.snapshotBytes)
 	l.snapMu.Unlock()
-	if due && !l.compacting {
+	if due && !l.compacting && time.Now().After(l.compactAfter) {
 		l.startCompaction()
 	}
 	return nil
