@@ -92,8 +92,11 @@ type Config struct {
 	// MaxPerClient bounds transfers in flight from one IP address (default
 	// 4: a firmware fetches one file at a time, plus a size probe); more are
 	// refused at once with an error packet. MaxTransfers bounds them all
-	// (default 256); a request beyond it waits up to Timeout for a slot, in
-	// order of arrival (4 × MaxTransfers at most wait), else gets no answer.
+	// (default 1 024: a storm of a thousand machines, each fetching its
+	// loader at once, needs them — with 256, a few percent waited past their
+	// firmware's patience); a request beyond it waits up to Timeout for a
+	// slot, in order of arrival (4 × MaxTransfers at most wait), else gets no
+	// answer.
 	// Each transfer holds a socket and a goroutine for up to Timeout ×
 	// Retries when the client goes silent, so a flood from one address must
 	// not be able to open them without limit.
@@ -146,7 +149,7 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg.MaxPerClient = 4
 	}
 	if cfg.MaxTransfers == 0 {
-		cfg.MaxTransfers = 256
+		cfg.MaxTransfers = 1024
 	}
 	if (cfg.Images == nil) != (cfg.Cache == nil) {
 		return nil, errors.New("tftp: artifacts need both Images and Cache")

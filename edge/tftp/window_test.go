@@ -120,9 +120,9 @@ func TestWindowNegotiation(t *testing.T) {
 		{"empty file", "empty.bin", []string{"tsize", "0", "windowsize", "8"}, map[string]string{"tsize": "0", "windowsize": "8"}},
 		{"windowsize above the cap is lowered", "undionly.kpxe", []string{"windowsize", "1000"}, map[string]string{"windowsize": "64"}},
 		{"windowsize 65535 is lowered", "undionly.kpxe", []string{"windowsize", "65535", "blksize", "1468"},
-			map[string]string{"blksize": "1468", "windowsize": "64"}},
+			map[string]string{"blksize": "1468", "windowsize": "44"}}, // 64 KiB
 		{"big blocks take fewer in a window", "undionly.kpxe", []string{"blksize", "65464", "windowsize", "64"},
-			map[string]string{"blksize": "65464", "windowsize": "4"}},
+			map[string]string{"blksize": "65464", "windowsize": "1"}},
 		{"windowsize 0 is left out", "undionly.kpxe", []string{"windowsize", "0"}, nil},
 		{"windowsize 65536 is left out", "undionly.kpxe", []string{"windowsize", "65536"}, nil},
 		{"windowsize negative is left out", "undionly.kpxe", []string{"windowsize", "-8"}, nil},
