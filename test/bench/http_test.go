@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -93,8 +94,11 @@ func BenchmarkHTTP(b *testing.B) {
 		{fleetbootName, func(b *testing.B, env *benchEnv) (urls, func(int) string) {
 			// The files are images' kernels: the edge serves them from
 			// its cache as /artifacts/<image>/<file>.
-			startFleetboot(b, env, edgeOpts{images: []image{{"bench", blob}, {"small", small}},
-				args: []string{"--http-source-rate=-1"}})
+			o := edgeOpts{images: []image{{"bench", blob}, {"small", small}}, args: []string{"--http-source-rate=-1"}}
+			if os.Getenv(profileEnv) != "" {
+				o.args = append(o.args, "--pprof-listen="+profileAddr)
+			}
+			startFleetboot(b, env, o)
 			base := "http://" + serverAddr + ":8080"
 			u := urls{big: base + "/artifacts/bench/blob1g", small: base + "/artifacts/small/small4k"}
 			client := env.cli.HTTPClient(10 * time.Minute)
@@ -136,7 +140,9 @@ func BenchmarkHTTP(b *testing.B) {
 				res.add(b, fmt.Sprintf("hit 1 GiB x %d clients, med. of %d", h.n, h.reps), s.name, mibs, "MiB/s", true)
 			}
 			load := func(what string, url func(i int) string) {
+				stop := profileLoad(b, env, s.name, what)
 				rps, lat := loadGet(b, env.cli, url)
+				stop()
 				res.add(b, what+": requests/s", s.name, rps, "req/s", true)
 				res.add(b, what+": p50", s.name, ms(percentile(lat, 50)), "ms", false)
 				res.add(b, what+": p99", s.name, ms(percentile(lat, 99)), "ms", false)
@@ -144,6 +150,28 @@ func BenchmarkHTTP(b *testing.B) {
 			load(fmt.Sprintf("hit 4 KiB x %d clients", loadClients), func(int) string { return u.small })
 			load(fmt.Sprintf("script, %dk hosts, x %d", scriptHosts/1000, loadClients), scriptURL)
 		})
+	}
+}
+
+// profileLoad saves the edge's CPU profile over the first second of a load
+// (the 4 KiB one lasts about two) to FLEETBOOT_BENCH_PROFILE/http-WHAT.cpu.prof.
+func profileLoad(b *testing.B, env *benchEnv, server, what string) (stop func()) {
+	dir := os.Getenv(profileEnv)
+	if dir == "" || server != fleetbootName {
+		return func() {}
+	}
+	name := strings.NewReplacer(" ", "-", ",", "").Replace(what)
+	out := filepath.Join(dir, "http-"+name+".cpu.prof")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	cpu := env.srv.Command(ctx, "curl", "-sS", "-o", out, "http://"+profileAddr+"/debug/pprof/profile?seconds=1")
+	if err := cpu.Start(); err != nil {
+		b.Fatalf("profile: %v", err)
+	}
+	return func() {
+		defer cancel()
+		if err := cpu.Wait(); err != nil {
+			b.Logf("profile %s: %v", out, err)
+		}
 	}
 }
 

@@ -407,11 +407,20 @@ func startHub(t *testing.T) *hub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	js, err := jetstream.New(h.connect(t, h.nodes[0], fleetOpt))
-	if err != nil {
-		t.Fatal(err)
+	// Every node, not one: each resolves the account on its own, and a
+	// bucket created through one that answers can land on one that does not
+	// yet ("JetStream not enabled for account", a CI run under load).
+	var js jetstream.JetStream
+	for i := range h.nodes {
+		njs, err := jetstream.New(h.connect(t, h.nodes[i], fleetOpt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		natstest.WaitJetStream(t, njs)
+		if i == 0 {
+			js = njs
+		}
 	}
-	natstest.WaitJetStream(t, js)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if h.auth, err = auth.OpenCluster(ctx, acct, js, 3, nil); err != nil {
