@@ -172,7 +172,6 @@ func (s *slots) acquire(ctx context.Context, ip string) (release func(), err err
 		s.mu.Unlock()
 		return nil, fmt.Errorf("too many transfers from %s (at most %d at once): try again later", ip, s.perClient)
 	}
-	full := fmt.Errorf("%w (%d transfers at once): try again later", errServerFull, s.total)
 	if s.n < s.total {
 		s.n++
 		s.active[ip]++
@@ -181,7 +180,7 @@ func (s *slots) acquire(ctx context.Context, ip string) (release func(), err err
 	}
 	if len(s.waiters) >= s.queue || s.wait <= 0 {
 		s.mu.Unlock()
-		return nil, full
+		return nil, s.full()
 	}
 	handed := make(chan struct{})
 	s.waiters = append(s.waiters, handed)
@@ -200,12 +199,18 @@ func (s *slots) acquire(ctx context.Context, ip string) (release func(), err err
 		s.waiters = slices.Delete(s.waiters, i, i+1)
 		s.leaveLocked(ip)
 		s.mu.Unlock()
-		return nil, full
+		return nil, s.full()
 	}
 	s.mu.Unlock()
 	// Handed a slot as the wait ended: pass it on.
 	s.releaser(ip)()
-	return nil, full
+	return nil, s.full()
+}
+
+// full is the refusal of a request that found no slot (answered with
+// silence; the message is for the log).
+func (s *slots) full() error {
+	return fmt.Errorf("%w (%d transfers at once): try again later", errServerFull, s.total)
 }
 
 // releaser returns the function that gives ip's slot back (once): to the

@@ -223,23 +223,39 @@ func profileStep(b *testing.B, env *benchEnv, server string, rate int) (stop fun
 		}
 	})
 	base := filepath.Join(dir, fmt.Sprintf("%s-%d", server, rate))
-	fetch := func(ctx context.Context, what, out string) *exec.Cmd {
-		return env.srv.Command(ctx, "curl", "-sS", "-o", out, "http://"+profileAddr+"/debug/pprof/"+what)
+	waitCPU := cpuProfile(b, env, base+".cpu.prof", dhcpPeriod)
+	return func() {
+		waitCPU()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for _, p := range []string{"mutex", "block"} {
+			if out, err := pprofFetch(ctx, env, p, base+"."+p+".prof").CombinedOutput(); err != nil {
+				b.Logf("profile %s %s: %v %s", base, p, err, out)
+			}
+		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(dhcpPeriod+60)*time.Second)
-	cpu := fetch(ctx, fmt.Sprintf("profile?seconds=%d", dhcpPeriod), base+".cpu.prof")
+}
+
+// pprofFetch saves the edge's runtime profile what (profileAddr, in the
+// server's namespace) to out.
+func pprofFetch(ctx context.Context, env *benchEnv, what, out string) *exec.Cmd {
+	return env.srv.Command(ctx, "curl", "-sS", "-o", out, "http://"+profileAddr+"/debug/pprof/"+what)
+}
+
+// cpuProfile starts the edge's CPU profile over the next seconds, saved to
+// out; the function it returns waits for it.
+func cpuProfile(b *testing.B, env *benchEnv, out string, seconds int) (wait func()) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+60)*time.Second)
+	cpu := pprofFetch(ctx, env, fmt.Sprintf("profile?seconds=%d", seconds), out)
 	if err := cpu.Start(); err != nil {
+		cancel()
 		b.Fatalf("profile: %v", err)
 	}
 	return func() {
 		defer cancel()
 		if err := cpu.Wait(); err != nil {
-			b.Logf("profile %s: %v", base, err)
-		}
-		for _, p := range []string{"mutex", "block"} {
-			if out, err := fetch(ctx, p, base+"."+p+".prof").CombinedOutput(); err != nil {
-				b.Logf("profile %s %s: %v %s", base, p, err, out)
-			}
+			b.Logf("profile %s: %v", out, err)
 		}
 	}
 }

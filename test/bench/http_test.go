@@ -161,18 +161,7 @@ func profileLoad(b *testing.B, env *benchEnv, server, what string) (stop func())
 		return func() {}
 	}
 	name := strings.NewReplacer(" ", "-", ",", "").Replace(what)
-	out := filepath.Join(dir, "http-"+name+".cpu.prof")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	cpu := env.srv.Command(ctx, "curl", "-sS", "-o", out, "http://"+profileAddr+"/debug/pprof/profile?seconds=1")
-	if err := cpu.Start(); err != nil {
-		b.Fatalf("profile: %v", err)
-	}
-	return func() {
-		defer cancel()
-		if err := cpu.Wait(); err != nil {
-			b.Logf("profile %s: %v", out, err)
-		}
-	}
+	return cpuProfile(b, env, filepath.Join(dir, "http-"+name+".cpu.prof"), 1)
 }
 
 // loadGet makes loadRequests GETs (fewer if loadLimit passes first) with

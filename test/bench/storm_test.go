@@ -189,18 +189,7 @@ func profileStorm(b *testing.B, env *benchEnv, server string, n int) (stop func(
 	if dir == "" || server != fleetbootName {
 		return func() {}
 	}
-	out := filepath.Join(dir, fmt.Sprintf("storm-%d.cpu.prof", n))
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	cpu := env.srv.Command(ctx, "curl", "-sS", "-o", out, "http://"+profileAddr+"/debug/pprof/profile?seconds=20")
-	if err := cpu.Start(); err != nil {
-		b.Fatalf("profile: %v", err)
-	}
-	return func() {
-		defer cancel()
-		if err := cpu.Wait(); err != nil {
-			b.Logf("profile %s: %v", out, err)
-		}
-	}
+	return cpuProfile(b, env, filepath.Join(dir, fmt.Sprintf("storm-%d.cpu.prof", n)), 20)
 }
 
 // reportStorm prints the rows of one N: the link bound and the reference
