@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -15,29 +16,39 @@ import (
 	"github.com/fleetboot/fleetboot/proto"
 )
 
-// lookup is the outcome of acquire: an open verified file (hit), a
-// reference to the download in progress (miss), or neither (not cached, and
-// acquire was told not to fetch).
+// lookup is the outcome of acquire: an open verified file or its verified
+// bytes in memory (hit), a reference to the download in progress (miss), or
+// neither (not cached, and acquire was told not to fetch).
 type lookup struct {
 	file  *os.File
+	mem   *memBody
 	fetch *fetch
 }
 
 // acquire finds a in the index or joins/starts its fetch. A cached file that
 // fails verification is dropped and the loop turns the request into a miss.
 func (c *Cache) acquire(ctx context.Context, a proto.Artifact) (lookup, error) {
-	return c.lookup(ctx, a, true)
+	return c.lookup(ctx, a, true, false)
 }
 
-// lookup is acquire, and with fetch false it only opens a cached file.
-func (c *Cache) lookup(ctx context.Context, a proto.Artifact, fetch bool) (lookup, error) {
+// lookup is acquire; with fetch false it only opens a cached file, and with
+// mem true a small hit may come back as its bytes in memory instead of an
+// open file.
+func (c *Cache) lookup(ctx context.Context, a proto.Artifact, fetch, mem bool) (lookup, error) {
 	for {
 		c.mu.Lock()
 		if e, ok := c.index.Get(a.SHA256); ok {
+			if m := e.mem; mem && m != nil && int64(len(m.body)) == a.Size {
+				c.mu.Unlock()
+				return lookup{mem: m}, nil
+			}
 			c.mu.Unlock()
 			file, err := c.openEntry(ctx, e, a.Size)
 			if errors.Is(err, errStale) {
 				continue // dropped from the index: the next round fetches
+			}
+			if err == nil && mem {
+				c.keepInMemory(e, file)
 			}
 			return lookup{file: file}, err
 		}
@@ -95,11 +106,11 @@ func (c *Cache) ServeArtifact(w http.ResponseWriter, r *http.Request, a proto.Ar
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	l, err := c.lookup(r.Context(), a, r.Method != http.MethodHead)
+	l, err := c.lookup(r.Context(), a, r.Method != http.MethodHead, true)
 	kind := "hit"
 	c.mu.Lock()
 	switch {
-	case l.file != nil:
+	case l.file != nil, l.mem != nil:
 		c.hits++
 	case l.fetch == nil && err == nil:
 		kind = "metadata" // a HEAD of an artifact not on disk: no hit, no miss
@@ -124,6 +135,9 @@ func (c *Cache) ServeArtifact(w http.ResponseWriter, r *http.Request, a proto.Ar
 		c.fail(cw, a, err)
 	case l.file != nil:
 		c.serveFile(cw, r, a, l.file)
+	case l.mem != nil:
+		setHeaders(cw, a)
+		http.ServeContent(cw, r, a.Name, l.mem.mod, bytes.NewReader(l.mem.body))
 	case l.fetch == nil:
 		setHeaders(cw, a)
 		http.ServeContent(cw, r, a.Name, time.Time{}, sizeOnly{size: a.Size})
