@@ -26,13 +26,36 @@ mapfile -t targets < <(grep -rEo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*\
 if ((${#targets[@]} == 0)); then echo "fuzz-long: no fuzz targets found" >&2; exit 1; fi
 echo "fuzz-long: ${#targets[@]} targets, ${FUZZTIME} each (logs in ${LOG_DIR}/)"
 
+# Every package's test binary is built first, with the fuzzing
+# instrumentation (-fuzz at build time), and each target runs from it: an
+# hour and more of fuzzing must not depend on the tree staying as it was
+# (a target built later from a tree being edited failed to compile).
+bin_dir="$(cd "$LOG_DIR" && pwd)/bin"
+mkdir -p "$bin_dir"
+module=$("$GO" list -m)
+cache=$("$GO" env GOCACHE)
+declare -A built=()
+for t in "${targets[@]}"; do
+  pkg="${t%%:*}" name="${t#*:}"
+  [[ -n "${built[$pkg]:-}" ]] && continue
+  bin="${bin_dir}/$(echo "${pkg#./}" | tr / _).test"
+  if ! "$GO" test -c -fuzz "^${name}\$" -o "$bin" "$pkg"; then
+    echo "fuzz-long: ${pkg} does not build" >&2
+    exit 1
+  fi
+  built[$pkg]="$bin"
+done
+
 rows=() failed=0
 for t in "${targets[@]}"; do
   pkg="${t%%:*}" name="${t#*:}"
   log="${LOG_DIR}/$(echo "${pkg#./}" | tr / _)_${name}.log"
   echo "fuzz-long: ${name} in ${pkg} for ${FUZZTIME}"
   start=$(date +%s)
-  "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -timeout "$timeout" "$pkg" >"$log" 2>&1
+  # As go test runs it: in the package's directory (its testdata/fuzz
+  # corpus), with the go command's cache of generated inputs.
+  (cd "$pkg" && "${built[$pkg]}" -test.run '^$' -test.fuzz "^${name}\$" -test.fuzztime "$FUZZTIME" \
+    -test.timeout "$timeout" -test.fuzzcachedir "${cache}/fuzz/${module}/${pkg#./}") >"$log" 2>&1
   rc=$?
   secs=$(( $(date +%s) - start ))
   # The last progress line carries the totals:
