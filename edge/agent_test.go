@@ -286,3 +286,65 @@ func TestPrefetchNewestAssignment(t *testing.T) {
 	}()
 	waitfor.True(t, "the newest assignment's kernel in the cache", func() bool { return a.cache.Contains(kb.SHA256) })
 }
+
+// With NoPrefetch (--prefetch=false) an assignment fetches nothing ahead:
+// the artifact comes on its first request only. The same set-up with
+// prefetch on has it in the cache, which is what makes the absence mean
+// something.
+func TestNoPrefetch(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		noPrefetch bool
+	}{{"prefetch", false}, {"no prefetch", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := baseConfig(t)
+			cfg.NoPrefetch = tc.noPrefetch
+			store, err := artifactstore.Open(context.Background(), cfg.Store)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := filepath.Join(t.TempDir(), "f")
+			os.WriteFile(p, []byte("kernel"), 0o644)
+			up, err := artifactstore.UploadFile(context.Background(), store, p, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := proto.Artifact{Role: proto.RoleKernel, Name: "vmlinuz", Key: up.Key, Size: up.Size, SHA256: up.SHA256}
+			a, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.st.SetSite(proto.Site{V: 1, Name: "lab"})
+			a.st.PutImage(proto.Image{V: 1, Name: "a", Arch: "x86_64", Artifacts: []proto.Artifact{k}})
+			a.st.PutHost(proto.Host{V: 1, MAC: "52:54:00:00:00:01", Site: "lab", Image: "a", State: proto.StateBoot})
+			rounds := make(chan struct{}, 64)
+			a.prefetchRound = func() {
+				select {
+				case rounds <- struct{}{}:
+				default:
+				}
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- a.Run(ctx) }()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			}()
+			<-rounds
+			if !tc.noPrefetch {
+				waitfor.True(t, "the assigned kernel in the cache", func() bool { return a.cache.Contains(k.SHA256) })
+				return
+			}
+			deadline := time.Now().Add(time.Second)
+			for time.Now().Before(deadline) {
+				if a.cache.Contains(k.SHA256) {
+					t.Fatal("the assigned kernel was fetched with NoPrefetch")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+}

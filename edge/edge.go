@@ -71,6 +71,10 @@ type Config struct {
 	HTTPSourceRate float64
 	TFTPSourceRate float64
 	IPv6RA         string // router advertisements on Interface: auto (""), on or off (edge/ra)
+	// NoPrefetch: artifacts are fetched on their first request only, not
+	// when their image is assigned (they are still kept in the cache
+	// longest). For a site whose link to the store is metered or slow.
+	NoPrefetch bool
 }
 
 // Addrs are the addresses an agent's listeners are bound to ("" when the

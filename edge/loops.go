@@ -162,7 +162,9 @@ func (a *Agent) prefetchLoop(ctx context.Context) {
 		cancelRound()
 		rctx, cancel := context.WithCancel(ctx)
 		cancelRound = cancel
-		a.cache.Prefetch(rctx, arts)
+		if !a.cfg.NoPrefetch {
+			a.cache.Prefetch(rctx, arts)
+		}
 		if a.prefetchRound != nil {
 			a.prefetchRound()
 		}

@@ -145,3 +145,10 @@ func TestIsHexSHA256(t *testing.T) {
 		}
 	}
 }
+
+// memoryBytes is the bytes of bodies in memory.
+func (c *Cache) memoryBytes() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.memBytes
+}

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -116,6 +117,48 @@ func fmtValue(v float64, unit string) string {
 	default:
 		return fmt.Sprintf("%.3g %s", v, unit)
 	}
+}
+
+// cpuSample is the machine's CPU time so far, in clock ticks, from the
+// first line of /proc/stat. Every namespace's servers and clients share
+// the same cores, so the busy share over a transfer says whether the
+// cores, rather than one server, were its limit.
+type cpuSample struct{ busy, total uint64 }
+
+func readCPU(b *testing.B) cpuSample {
+	b.Helper()
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatalf("cpu time: %v", err)
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	// cpu user nice system idle iowait irq softirq steal (guest time is
+	// already in user and nice).
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		b.Fatalf("cpu time: unexpected /proc/stat line %q", line)
+	}
+	var s cpuSample
+	for i, v := range f[1:9] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			b.Fatalf("cpu time: /proc/stat field %d: %v", i+1, err)
+		}
+		s.total += n
+		if i != 3 && i != 4 { // idle, iowait
+			s.busy += n
+		}
+	}
+	return s
+}
+
+// busyPercent is the share of all the machine's cores that was busy
+// between two samples: 100 means every core was busy all along.
+func busyPercent(from, to cpuSample) float64 {
+	if to.total <= from.total {
+		return 0
+	}
+	return 100 * float64(to.busy-from.busy) / float64(to.total-from.total)
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -23,7 +23,7 @@ import (
 type edgeFlags struct {
 	name, site, iface, serverIP, stateDir, cacheDir, cacheSize, store, dhcp string
 	httpListen, tftpListen, advertise, bootDir, efiFile, ipv6RA             string
-	force, ping                                                             bool
+	force, ping, prefetch                                                   bool
 	drain                                                                   time.Duration
 	sourceRate, httpRate, tftpRate                                          float64
 }
@@ -54,6 +54,7 @@ func (f *edgeFlags) register(cmd *cobra.Command, stateDir, cacheDir, httpListen,
 	fl.Float64Var(&f.httpRate, "http-source-rate", 20, "HTTP requests per second per client address, after a burst of 200; more get 429 (negative: no limit, e.g. behind a reverse proxy)")
 	fl.Float64Var(&f.tftpRate, "tftp-source-rate", 10, "TFTP requests per second per client address, after a burst of 100 (negative: no limit)")
 	fl.StringVar(&f.ipv6RA, "ipv6-ra", edge.RAAuto, "IPv6 router advertisements on --interface that end iPXE's IPv6 wait without routing (lifetime 0): auto (in full and reservations mode), on or off")
+	fl.BoolVar(&f.prefetch, "prefetch", true, "fetch the artifacts of assigned images and the site's loaders before the first machine asks (off: on first request only, for a metered or slow link to the store)")
 	fl.BoolVar(&f.force, "force", false, "answer DHCP in full mode even when another DHCP server is on the segment")
 }
 
@@ -105,7 +106,7 @@ func (f *edgeFlags) config(a *app, natsURL string) (edge.Config, error) {
 		StateDir: f.stateDir, CacheDir: f.cacheDir, CacheSize: size, Store: store,
 		Interface: f.iface, ServerIP: ip, HTTPListen: f.httpListen, TFTPListen: f.tftpListen,
 		AdvertiseURL: strings.TrimRight(f.advertise, "/"), BootDir: f.bootDir, EFIBootFile: f.efiFile,
-		Force: f.force, ConflictCheck: f.ping, DHCPSourceRate: f.sourceRate, HTTPSourceRate: f.httpRate, TFTPSourceRate: f.tftpRate, Drain: f.drain, DHCPMode: f.dhcp, IPv6RA: f.ipv6RA, Version: a.version, Logger: a.logger(),
+		Force: f.force, ConflictCheck: f.ping, NoPrefetch: !f.prefetch, DHCPSourceRate: f.sourceRate, HTTPSourceRate: f.httpRate, TFTPSourceRate: f.tftpRate, Drain: f.drain, DHCPMode: f.dhcp, IPv6RA: f.ipv6RA, Version: a.version, Logger: a.logger(),
 	}, nil
 }
 
