@@ -82,7 +82,12 @@ type fetch struct {
 	readers    int  // clients and prefetches waiting for it; guarded by Cache.mu
 	prefetched bool // a prefetch wants it whoever waits; guarded by Cache.mu
 
-	mu        sync.Mutex
+	started  time.Time     // the fetch began; for its log line
+	answered time.Duration // the store's first answer (headers) came after this; set by download
+	mu       sync.Mutex
+	// firstByte: the first bytes were in the file this long after the
+	// start; guarded by mu.
+	firstByte time.Duration
 	refs      int
 	chunk     int64   // bytes per part (the size when fetched whole)
 	chunkDone []int64 // bytes written per part
@@ -323,7 +328,7 @@ func (c *Cache) tryStartFetchLocked(a proto.Artifact) (*fetch, error) {
 	if err != nil {
 		return nil, diskError("create temporary file", err)
 	}
-	f := &fetch{a: a, tmp: tmp, file: file, fd: file.Fd(), refs: 2, readers: 1, changed: make(chan struct{})}
+	f := &fetch{a: a, tmp: tmp, file: file, fd: file.Fd(), started: time.Now(), refs: 2, readers: 1, changed: make(chan struct{})}
 	f.ctx, f.cancel = context.WithCancelCause(c.ctx)
 	c.reserved += a.Size
 	c.inflight[a.SHA256] = f
@@ -345,7 +350,6 @@ func (c *Cache) runFetch(f *fetch) {
 	defer f.cancel(nil)
 	c.m.fetchInFlight.Inc()
 	defer c.m.fetchInFlight.Dec()
-	start := time.Now()
 	err := c.download(f)
 	if err == nil {
 		err = c.commit(f)
@@ -366,8 +370,14 @@ func (c *Cache) runFetch(f *fetch) {
 		c.log.Log(context.Background(), level, "cache: fetch failed", "key", f.a.Key, "sha256", f.a.SHA256,
 			"reason", reasonOf(err), "err", err)
 	} else {
+		// Where a slow first byte came from: the store's answer, or the
+		// edge between that answer and the first bytes on disk.
+		f.mu.Lock()
+		first := f.firstByte
+		f.mu.Unlock()
 		c.log.Info("cache: fetched", "key", f.a.Key, "sha256", f.a.SHA256, "bytes", f.a.Size,
-			"duration_ms", time.Since(start).Milliseconds())
+			"duration_ms", time.Since(f.started).Milliseconds(),
+			"store_answer_ms", msec(f.answered), "first_byte_ms", msec(first))
 	}
 	f.update(func() {
 		f.done = true
@@ -437,6 +447,7 @@ func (c *Cache) download(f *fetch) error {
 		}
 		close(next)
 		first, err := c.getRange(wctx, f, 0)
+		f.answered = time.Since(f.started)
 		if err != nil {
 			fail(err)
 		} else {
@@ -465,6 +476,13 @@ func (c *Cache) download(f *fetch) error {
 			}
 			wg.Add(workers)
 			go run(first, 0)
+			// The other parts' GETs wait until part 0 has put its first
+			// bytes in the file: on a machine with few cores, three more
+			// streams arriving with the first bytes delayed the client's
+			// first byte (two cores, 1 GiB: 12.8-24.5 ms, against
+			// 4.5-5.7 ms with the wait and 2-2.5 ms for a direct GET).
+			burst := min(firstBurst, f.chunkLen(0))
+			_ = f.wait(wctx, func(written int64, done bool) bool { return written >= burst || done })
 			for range workers - 1 {
 				go run(nil, 0)
 			}
@@ -524,6 +542,9 @@ func (f *fetch) wrote(i int, k int64) {
 		w = int64(f.front)*f.chunk + f.chunkDone[f.front]
 	}
 	if w != f.written {
+		if f.written == 0 {
+			f.firstByte = time.Since(f.started)
+		}
 		f.written = w
 		close(f.changed)
 		f.changed = make(chan struct{})
@@ -537,6 +558,7 @@ func (c *Cache) getWhole(ctx context.Context, f *fetch) error {
 		body, err = c.fetcher.Get(ctx, f.a.Key)
 		return err
 	})
+	f.answered = time.Since(f.started)
 	if err != nil {
 		return err
 	}
@@ -629,6 +651,10 @@ func (c *Cache) copyChunk(ctx context.Context, f *fetch, body io.Reader, i int) 
 	return nil
 }
 
+// firstBurst is how much of part 0 a ranged fetch has in the file before
+// its other parts' GETs go out.
+const firstBurst = 256 << 10
+
 // writebackStep is how much the hasher hashes before it starts the
 // writeback of those bytes.
 const writebackStep = 8 << 20
@@ -707,3 +733,7 @@ func (c *Cache) commit(f *fetch) error {
 	}
 	return nil
 }
+
+// msec is d in milliseconds with microseconds kept: a first byte of a few
+// milliseconds is what the log line is for.
+func msec(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

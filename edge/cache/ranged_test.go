@@ -2,9 +2,11 @@ package cache
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/http"
 	"sync"
 	"testing"
@@ -183,4 +185,52 @@ func waitNoPartial(t *testing.T, c *Cache) {
 	waitfor.True(t, "no partial file and no fetch in flight", func() bool {
 		return len(dirFiles(t, c.tmpDir)) == 0 && metricValue(t, c, "fleetboot_cache_fetches_in_flight") == 0
 	})
+}
+
+// burstFetcher records how much of the fetch of its artifact was in the
+// file when the first GET of a part past part 0 went out.
+type burstFetcher struct {
+	rangedFetcher
+	c       *Cache
+	sha     string
+	mu      sync.Mutex
+	atOther int64 // -1 until a later part is asked for
+}
+
+func (b *burstFetcher) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, int64, error) {
+	if off > 0 {
+		b.c.mu.Lock()
+		f := b.c.inflight[b.sha]
+		b.c.mu.Unlock()
+		if f != nil {
+			written, _, _, _ := f.state()
+			b.mu.Lock()
+			if b.atOther < 0 {
+				b.atOther = written
+			}
+			b.mu.Unlock()
+		}
+	}
+	return b.rangedFetcher.GetRange(ctx, key, off, n)
+}
+
+// TestRangedFirstBurst: the other parts' GETs go out only once part 0 has
+// put its first bytes (firstBurst, here the whole first part) in the file,
+// so the clients' first byte does not share the cores with three more
+// streams from the store.
+func TestRangedFirstBurst(t *testing.T) {
+	s := startStore(t)
+	a := s.putRandom("big.iso", 82, 3<<20+5)
+	bf := &burstFetcher{rangedFetcher: rangedFetcher{s.fetcher}, sha: a.SHA256, atOther: -1}
+	c := newCache(t, t.TempDir(), 64<<20, bf, func(cfg *Config) { cfg.FetchChunk, cfg.FetchParallel = rangedChunk, 4 })
+	bf.c = c
+	ts := serve(t, c)
+	if n, sum, err := hashGet(&http.Client{Timeout: time.Minute}, ts.url(a)); err != nil || n != a.Size || sum != a.SHA256 {
+		t.Fatalf("GET: %d bytes, %s, %v", n, sum, err)
+	}
+	bf.mu.Lock()
+	defer bf.mu.Unlock()
+	if want := min(int64(firstBurst), rangedChunk); bf.atOther < want {
+		t.Errorf("the first GET of a later part went out with %d bytes of the artifact in the file; want at least %d", bf.atOther, want)
+	}
 }

@@ -161,6 +161,12 @@ func busyPercent(from, to cpuSample) float64 {
 	return 100 * float64(to.busy-from.busy) / float64(to.total-from.total)
 }
 
+// busySeconds is the machine's busy CPU time between two samples, all
+// cores together (/proc/stat counts in USER_HZ, 100 a second on Linux).
+func busySeconds(from, to cpuSample) float64 {
+	return float64(to.busy-from.busy) / 100
+}
+
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // percentile of sorted durations (p in [0,100]).

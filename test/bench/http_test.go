@@ -348,6 +348,7 @@ func BenchmarkHTTPCold(b *testing.B) {
 		o.args = append(o.args, "--pprof-listen="+profileAddr)
 	}
 	fb := startFleetboot(b, env, o)
+	keepEdgeLog(b, env, "http-cold") // its "cache: fetched" lines time the store's answers
 	client := env.cli.HTTPClient(5 * time.Minute)
 	direct := make([]string, len(keys))
 	for i, k := range keys {
