@@ -100,12 +100,15 @@ func BenchmarkDHCP(b *testing.B) {
 			for _, rate := range rates {
 				stop := profileStep(b, env, s.name, rate)
 				before := readCPU(b)
+				srvBuf, cliBuf := udpRcvbufErrors(b, env.srv), udpRcvbufErrors(b, env.cli)
 				r := runPerfdhcp(b, env, rate)
 				after := readCPU(b)
 				r.busy, r.cpu = busyPercent(before, after), busySeconds(before, after)
 				stop()
-				b.Logf("%s: rate %d/s: %.0f DORA/s completed, %.3f %% dropped, machine CPU %.0f %% busy (%.0f µs a DORA)",
-					s.name, rate, r.dora, 100*r.drop, r.busy, r.cpuPerDORA())
+				b.Logf("%s: rate %d/s: %.0f DORA/s completed, %.3f %% dropped, machine CPU %.0f %% busy (%.0f µs a DORA); "+
+					"socket buffer full: %d datagrams dropped at the server, %d at perfdhcp",
+					s.name, rate, r.dora, 100*r.drop, r.busy, r.cpuPerDORA(),
+					udpRcvbufErrors(b, env.srv)-srvBuf, udpRcvbufErrors(b, env.cli)-cliBuf)
 				if r.dora > peak.dora {
 					peak = r
 				}
@@ -174,6 +177,42 @@ func logDrops(b *testing.B, env *benchEnv, name string) {
 		}
 	}
 	b.Logf("%s: edge's drop counters after the steps: %s", name, strings.Join(lines, "; "))
+}
+
+// udpRcvbufErrors is the count of UDP datagrams h's kernel dropped because
+// a socket's receive buffer was full (RcvbufErrors in /proc/net/snmp, per
+// network namespace): requests that reached the server's host and that
+// the server did not read in time.
+func udpRcvbufErrors(b *testing.B, h *e2e.Host) int64 {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := h.Command(ctx, "cat", "/proc/net/snmp").Output()
+	if err != nil {
+		b.Fatalf("/proc/net/snmp: %v", err)
+	}
+	var names []string
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "RcvbufErrors" && i < len(f) {
+				v, err := strconv.ParseInt(f[i], 10, 64)
+				if err != nil {
+					b.Fatalf("/proc/net/snmp: RcvbufErrors %q", f[i])
+				}
+				return v
+			}
+		}
+	}
+	b.Fatalf("/proc/net/snmp: no Udp RcvbufErrors in\n%s", out)
+	return 0
 }
 
 // startFleetbootDHCP starts fleetboot's coordinator and edge for the DHCP
