@@ -23,6 +23,21 @@ import (
 
 // baseConfig is an edge on loopback with NATS unreachable: the agent
 // starts (it serves from local state) and retries the connection.
+// runAgent runs a until the test ends, then stops it; an error from Run
+// fails the test.
+func runAgent(t *testing.T, a *Agent) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
+
 func baseConfig(t *testing.T) Config {
 	return Config{
 		Name: "e1", Site: "lab", NATSURL: "nats://127.0.0.1:1", StateDir: t.TempDir(), CacheDir: t.TempDir(),
@@ -275,15 +290,7 @@ func TestPrefetchNewestAssignment(t *testing.T) {
 	a.prefetchRound = func() {
 		once.Do(func() { a.st.PutHost(proto.Host{V: 1, MAC: mac, Site: "lab", Image: "b", State: proto.StateBoot}) })
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	runAgent(t, a)
 	waitfor.True(t, "the newest assignment's kernel in the cache", func() bool { return a.cache.Contains(kb.SHA256) })
 }
 
@@ -324,15 +331,7 @@ func TestNoPrefetch(t *testing.T) {
 				default:
 				}
 			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- a.Run(ctx) }()
-			defer func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			}()
+			runAgent(t, a)
 			<-rounds
 			if !tc.noPrefetch {
 				waitfor.True(t, "the assigned kernel in the cache", func() bool { return a.cache.Contains(k.SHA256) })

@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"context"
 	"encoding/json"
 	"log/slog"
 	"strings"
@@ -59,15 +58,7 @@ func TestEdgePowerThroughBMC(t *testing.T) {
 		fc.put(proto.BucketHosts, key, h)
 	}
 	skip := streamMsgs(t, fc.js)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	runAgent(t, a)
 	waitfor.True(t, "the hosts at the edge", func() bool { _, ok := a.st.Host(macNoBMC); return ok })
 	power := func(mac, action string, pxe bool) proto.PowerReply {
 		t.Helper()

@@ -33,6 +33,10 @@ type benchEnv struct {
 	dir    string
 	addr   string // the server's address
 	prefix string // the network's prefix
+	// servers are the processes of the server under test whose CPU time
+	// a benchmark reports (BenchmarkDHCP): all of fleetboot's, Kea's,
+	// dnsmasq's.
+	servers []*e2e.Proc
 }
 
 // newEnv builds a fresh network per target so servers never share ports
@@ -161,10 +165,36 @@ func busyPercent(from, to cpuSample) float64 {
 	return 100 * float64(to.busy-from.busy) / float64(to.total-from.total)
 }
 
-// busySeconds is the machine's busy CPU time between two samples, all
-// cores together (/proc/stat counts in USER_HZ, 100 a second on Linux).
-func busySeconds(from, to cpuSample) float64 {
-	return float64(to.busy-from.busy) / 100
+// procCPU is the CPU time (user and system, seconds) the processes have
+// used so far, from /proc/PID/stat.
+func procCPU(b *testing.B, procs []*e2e.Proc) float64 {
+	b.Helper()
+	var ticks uint64
+	for _, p := range procs {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID()))
+		if err != nil {
+			b.Fatalf("cpu time of %s: %v", p.Name, err)
+		}
+		// The command name, field 2, is in parentheses and may hold
+		// spaces: count the fields after its closing one. utime and
+		// stime are fields 14 and 15.
+		rest := string(data)
+		if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+			rest = rest[i+1:]
+		}
+		f := strings.Fields(rest)
+		if len(f) < 13 {
+			b.Fatalf("cpu time of %s: short /proc stat %q", p.Name, data)
+		}
+		for _, v := range f[11:13] {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				b.Fatalf("cpu time of %s: %v", p.Name, err)
+			}
+			ticks += n
+		}
+	}
+	return float64(ticks) / 100 // USER_HZ
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -61,7 +61,8 @@ func benchHostMAC(i int) string { return fmt.Sprintf("02:00:00:00:be:%02x", i) }
 // assign makes a host boot the i-th image and waits until the edge serves
 // url, asking with HEAD, which never starts a download. The edge prefetches
 // an image as soon as a host boots it, so a GET right after this joins a
-// download that began a moment before: the first boot after an assignment.
+// download that began a moment before: the first boot after an assignment
+// (unless the edge runs with --prefetch=false, as BenchmarkHTTPCold's does).
 func (fb *fleetboot) assign(b *testing.B, client *http.Client, i int, image, url string) {
 	b.Helper()
 	fb.cli("host", "set", benchHostMAC(i), "--image", image)
