@@ -479,8 +479,8 @@ func (c *Cache) download(f *fetch) error {
 			// The other parts' GETs wait until part 0 has put its first
 			// bytes in the file: on a machine with few cores, three more
 			// streams arriving with the first bytes delayed the client's
-			// first byte (two cores, 1 GiB: 12.8-24.5 ms, against
-			// 4.5-5.7 ms with the wait and 2-2.5 ms for a direct GET).
+			// first byte (two cores, 1 GiB: 11.5-24.5 ms, against
+			// 4.5-7.4 ms with the wait and 2.4-2.7 ms for a direct GET).
 			burst := min(firstBurst, f.chunkLen(0))
 			_ = f.wait(wctx, func(written int64, done bool) bool { return written >= burst || done })
 			for range workers - 1 {

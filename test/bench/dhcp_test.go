@@ -218,8 +218,8 @@ func raiseSysctl(b *testing.B, path string, v int) {
 
 // udpRcvbufErrors is the count of UDP datagrams h's kernel dropped because
 // a socket's receive buffer was full (RcvbufErrors in /proc/net/snmp, per
-// network namespace): requests that reached the server's host and that
-// the server did not read in time.
+// network namespace): datagrams that reached h and that its server, or
+// perfdhcp, did not read in time.
 func udpRcvbufErrors(b *testing.B, h *e2e.Host) int64 {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
