@@ -194,26 +194,35 @@ const dhcpSocketBuffer = 1 << 20
 // the benchmark and puts it back after.
 func raiseSysctl(b *testing.B, path string, v int) {
 	b.Helper()
-	old, err := os.ReadFile(path)
-	if err != nil {
-		b.Fatalf("sysctl: %v", err)
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(old)))
-	if err != nil {
-		b.Fatalf("sysctl %s: %v", path, err)
-	}
+	n := readSysctl(b, path)
 	if n >= v {
 		return
 	}
-	if err := os.WriteFile(path, []byte(strconv.Itoa(v)), 0o644); err != nil {
+	writeSysctl(b, path, v)
+	b.Cleanup(func() { writeSysctl(b, path, n) })
+	b.Logf("%s: %d during the benchmark (was %d; put back after)", path, v, n)
+}
+
+// readSysctl reads the integer kernel setting at path.
+func readSysctl(b *testing.B, path string) int {
+	b.Helper()
+	v, err := os.ReadFile(path)
+	if err != nil {
 		b.Fatalf("sysctl: %v", err)
 	}
-	b.Cleanup(func() {
-		if err := os.WriteFile(path, old, 0o644); err != nil {
-			b.Errorf("sysctl %s: putting back %s: %v", path, strings.TrimSpace(string(old)), err)
-		}
-	})
-	b.Logf("%s: %d during the benchmark (was %d; put back after)", path, v, n)
+	n, err := strconv.Atoi(strings.TrimSpace(string(v)))
+	if err != nil {
+		b.Fatalf("sysctl %s: %v", path, err)
+	}
+	return n
+}
+
+// writeSysctl sets the integer kernel setting at path.
+func writeSysctl(b *testing.B, path string, n int) {
+	b.Helper()
+	if err := os.WriteFile(path, []byte(strconv.Itoa(n)), 0o644); err != nil {
+		b.Fatalf("sysctl: %v", err)
+	}
 }
 
 // udpRcvbufErrors is the count of UDP datagrams h's kernel dropped because

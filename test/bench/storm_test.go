@@ -154,22 +154,8 @@ func BenchmarkBootStorm(b *testing.B) {
 func roomForNeighbours(b *testing.B, need int) {
 	b.Helper()
 	const dir = "/proc/sys/net/ipv4/neigh/default/"
-	read := func(name string) int {
-		v, err := os.ReadFile(dir + name)
-		if err != nil {
-			b.Fatalf("kernel ARP table: %v", err)
-		}
-		n, err := strconv.Atoi(strings.TrimSpace(string(v)))
-		if err != nil {
-			b.Fatalf("kernel ARP table: %s: %v", name, err)
-		}
-		return n
-	}
-	write := func(name string, n int) {
-		if err := os.WriteFile(dir+name, []byte(strconv.Itoa(n)), 0o644); err != nil {
-			b.Fatalf("kernel ARP table: %v", err)
-		}
-	}
+	read := func(name string) int { return readSysctl(b, dir+name) }
+	write := func(name string, n int) { writeSysctl(b, dir+name, n) }
 	t2, t3 := read("gc_thresh2"), read("gc_thresh3")
 	if t3 >= need {
 		return
